@@ -1,0 +1,172 @@
+//! Decoding of the kernel's ring-buffer records into [`Probe`]s, with each record's length
+//! and kind checked before anything is read.
+
+use std::{
+    mem::size_of,
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
+
+use probe_common::{EventKind, ProbeEvent};
+
+/// What the kernel saw happen to one connection attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// A SYN answered by our RST: the port is closed.
+    SynRefused,
+}
+
+/// One failed connection attempt, decoded from a [`ProbeEvent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// When the kernel saw the outcome (CLOCK_MONOTONIC, since boot).
+    pub timestamp: Duration,
+    /// The remote peer that made the attempt.
+    pub src: IpAddr,
+    /// Our address it tried to reach.
+    pub dst: IpAddr,
+    /// The peer's source port.
+    pub src_port: u16,
+    /// The probed port.
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// What happened.
+    pub kind: ProbeKind,
+    /// TCP flags of the inbound probe.
+    pub tcp_flags: u8,
+    /// Interface the outcome was seen on.
+    pub ifindex: u32,
+}
+
+/// A ring-buffer record that cannot be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The record is not exactly one `ProbeEvent` long: the object and this binary disagree.
+    #[error("ring-buffer record of {got} bytes, expected {expected}")]
+    Length { got: usize, expected: usize },
+    /// The kind byte is unknown to this build.
+    #[error("ring-buffer record of unknown kind {0}")]
+    Kind(u8),
+}
+
+impl Probe {
+    /// Decodes one ring-buffer record.
+    pub fn decode(record: &[u8]) -> Result<Self, DecodeError> {
+        if record.len() != size_of::<ProbeEvent>() {
+            return Err(DecodeError::Length {
+                got: record.len(),
+                expected: size_of::<ProbeEvent>(),
+            });
+        }
+        // SAFETY: the length is exactly size_of::<ProbeEvent>(), read_unaligned has no
+        // alignment requirement, and ProbeEvent (integers and byte arrays, no implicit
+        // padding) is valid for every bit pattern.
+        let event: ProbeEvent = unsafe { record.as_ptr().cast::<ProbeEvent>().read_unaligned() };
+        let kind = match EventKind::from_u8(event.kind) {
+            Some(EventKind::SynRefused) => ProbeKind::SynRefused,
+            None => return Err(DecodeError::Kind(event.kind)),
+        };
+        Ok(Self {
+            timestamp: Duration::from_nanos(event.timestamp_ns),
+            src: ip_from_mapped(event.src_addr),
+            dst: ip_from_mapped(event.dst_addr),
+            src_port: event.src_port,
+            dst_port: event.dst_port,
+            proto: event.proto,
+            kind,
+            tcp_flags: event.tcp_flags,
+            ifindex: event.ifindex,
+        })
+    }
+}
+
+/// The address a 16-byte kernel address stands for: IPv4 when IPv4-mapped.
+pub fn ip_from_mapped(bytes: [u8; 16]) -> IpAddr {
+    Ipv6Addr::from(bytes).to_canonical()
+}
+
+/// Name of an IP protocol number as EVE writes it (`TCP`, `UDP`, or the number).
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        probe_common::IPPROTO_TCP => "TCP".to_owned(),
+        probe_common::IPPROTO_UDP => "UDP".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use probe_common::ipv4_mapped;
+
+    use super::*;
+
+    fn record(event: &ProbeEvent) -> Vec<u8> {
+        // SAFETY: ProbeEvent is plain old data with no implicit padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                (event as *const ProbeEvent).cast::<u8>(),
+                size_of::<ProbeEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    fn sample() -> ProbeEvent {
+        ProbeEvent {
+            timestamp_ns: 1_500_000_000,
+            src_addr: ipv4_mapped([198, 18, 0, 1]),
+            dst_addr: ipv4_mapped([198, 18, 0, 2]),
+            ifindex: 3,
+            src_port: 51_000,
+            dst_port: 23,
+            proto: 6,
+            kind: EventKind::SynRefused as u8,
+            tcp_flags: 0x02,
+            _pad: [0; 5],
+        }
+    }
+
+    #[test]
+    fn decodes_a_record() {
+        let probe = Probe::decode(&record(&sample())).unwrap();
+        assert_eq!(probe.timestamp, Duration::from_millis(1500));
+        assert_eq!(probe.src, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)));
+        assert_eq!(probe.dst, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)));
+        assert_eq!(
+            (probe.src_port, probe.dst_port, probe.proto),
+            (51_000, 23, 6)
+        );
+        assert_eq!(probe.kind, ProbeKind::SynRefused);
+        assert_eq!(probe.ifindex, 3);
+    }
+
+    #[test]
+    fn rejects_wrong_lengths_and_kinds() {
+        let bytes = record(&sample());
+        assert_eq!(
+            Probe::decode(&bytes[..40]),
+            Err(DecodeError::Length {
+                got: 40,
+                expected: 56
+            })
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            Probe::decode(&longer),
+            Err(DecodeError::Length { got: 57, .. })
+        ));
+        let mut bad = sample();
+        bad.kind = 99;
+        assert_eq!(Probe::decode(&record(&bad)), Err(DecodeError::Kind(99)));
+    }
+
+    #[test]
+    fn ipv6_addresses_stay_ipv6() {
+        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_from_mapped(v6.octets()), IpAddr::V6(v6));
+    }
+}

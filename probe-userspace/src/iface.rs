@@ -1,0 +1,165 @@
+//! Network interfaces: names to indices and back, and the interface of the default route.
+
+use std::{ffi::CString, fs, io};
+
+/// An interface problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum IfaceError {
+    /// No interface of that name in this network namespace.
+    #[error("no network interface named {0:?} (see `ip link`)")]
+    Unknown(String),
+    /// The name cannot be an interface name.
+    #[error("{0:?} is not a valid interface name")]
+    InvalidName(String),
+    /// No default route to pick an interface from.
+    #[error("no default route to pick an interface from; name one with --iface")]
+    NoDefaultRoute,
+    /// The routing table could not be read.
+    #[error("cannot read the routing table {path}: {source}")]
+    RouteTable {
+        /// The file that failed.
+        path: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// The index of the interface `name`.
+pub fn index_of(name: &str) -> Result<u32, IfaceError> {
+    if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('/') {
+        return Err(IfaceError::InvalidName(name.to_owned()));
+    }
+    let c_name = CString::new(name).map_err(|_| IfaceError::InvalidName(name.to_owned()))?;
+    // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(IfaceError::Unknown(name.to_owned()));
+    }
+    Ok(index)
+}
+
+/// The name of the interface with `index`, if it still exists.
+pub fn name_of(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write, including the NUL.
+    let ptr = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if ptr.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// The interface of the IPv4 default route, else of the IPv6 one.
+pub fn default_route_interface() -> Result<String, IfaceError> {
+    const V4: &str = "/proc/net/route";
+    const V6: &str = "/proc/net/ipv6_route";
+    let v4 =
+        fs::read_to_string(V4).map_err(|source| IfaceError::RouteTable { path: V4, source })?;
+    if let Some(name) = default_v4(&v4) {
+        return Ok(name);
+    }
+    // Some hosts have no IPv6 at all; only a readable table counts.
+    if let Ok(v6) = fs::read_to_string(V6)
+        && let Some(name) = default_v6(&v6)
+    {
+        return Ok(name);
+    }
+    Err(IfaceError::NoDefaultRoute)
+}
+
+/// The interface of the lowest-metric IPv4 default route in /proc/net/route's text.
+fn default_v4(table: &str) -> Option<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+            let (iface, dest, flags, metric, mask) = (
+                cols.first()?,
+                cols.get(1)?,
+                cols.get(3)?,
+                cols.get(6)?,
+                cols.get(7)?,
+            );
+            let up = u32::from_str_radix(flags, 16).ok()? & 0x1 != 0;
+            (up && *dest == "00000000" && *mask == "00000000").then(|| {
+                (
+                    metric.parse::<u32>().unwrap_or(u32::MAX),
+                    (*iface).to_owned(),
+                )
+            })
+        })
+        .min()
+        .map(|(_, iface)| iface)
+}
+
+/// The interface of the lowest-metric IPv6 default route in /proc/net/ipv6_route's text.
+fn default_v6(table: &str) -> Option<String> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // dest dest_len src src_len next_hop metric refcnt use flags iface
+            let (dest, dest_len, metric, iface) =
+                (cols.first()?, cols.get(1)?, cols.get(5)?, cols.get(9)?);
+            (dest.bytes().all(|b| b == b'0') && *dest_len == "00" && *iface != "lo").then(|| {
+                (
+                    u32::from_str_radix(metric, 16).unwrap_or(u32::MAX),
+                    (*iface).to_owned(),
+                )
+            })
+        })
+        .min()
+        .map(|(_, iface)| iface)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_lowest_metric_ipv4_default() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth1\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
+                     eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                     eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_v4(table).as_deref(), Some("eth0"));
+        let none = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                    eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\n";
+        assert_eq!(default_v4(none), None);
+    }
+
+    #[test]
+    fn picks_the_ipv6_default() {
+        let table = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wan0\n\
+                     20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 wan0\n\
+                     00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
+        assert_eq!(default_v6(table).as_deref(), Some("wan0"));
+    }
+
+    #[test]
+    fn loopback_resolves_both_ways() {
+        let index = index_of("lo").unwrap();
+        assert_eq!(name_of(index).as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn bad_names_are_clear_errors() {
+        assert!(matches!(
+            index_of("no-such-if0"),
+            Err(IfaceError::Unknown(_))
+        ));
+        assert!(matches!(index_of(""), Err(IfaceError::InvalidName(_))));
+        assert!(matches!(index_of("a/b"), Err(IfaceError::InvalidName(_))));
+        assert!(matches!(
+            index_of("x".repeat(40).as_str()),
+            Err(IfaceError::InvalidName(_))
+        ));
+        assert_eq!(
+            IfaceError::Unknown("eth9".into()).to_string(),
+            "no network interface named \"eth9\" (see `ip link`)"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! probe-detector's userspace: the loader of the eBPF programs, the decoding of their
+//! events, the detection engine and the alert records. The binary (`src/main.rs`) wires
+//! them to the command line, the ring buffer and stdout; the kernel and lab tests use the
+//! same pieces.
+
+pub mod alert;
+pub mod clock;
+pub mod engine;
+pub mod event;
+pub mod iface;
+pub mod loader;

@@ -1,0 +1,273 @@
+//! The eBPF object: loading it into the kernel, attaching its XDP (ingress) and TC (egress)
+//! programs to interfaces, detaching them, and reading its counters.
+
+use std::{ffi::CString, io};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::PerCpuArray,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
+        xdp::XdpLinkId,
+    },
+};
+use probe_common::{COUNTERS_MAP, Counter, TC_PROGRAM, XDP_PROGRAM};
+
+/// The eBPF object built from probe-ebpf by build.rs (empty when built with
+/// `AYA_BUILD_SKIP=1`, e.g. for a quick `cargo clippy`).
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+
+/// How to attach the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) mode, falling back to generic (skb) mode where the driver lacks XDP.
+    Auto,
+    /// Native (driver) mode only: fastest, needs driver support.
+    Native,
+    /// Generic (skb) mode: works on every interface, after the kernel allocated the skb.
+    Skb,
+}
+
+/// A failure to load or attach, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The binary carries no eBPF object.
+    #[error(
+        "this binary carries no eBPF object (it was built with AYA_BUILD_SKIP=1); rebuild it with `cargo xtask build`"
+    )]
+    NoObject,
+    /// The kernel refused: missing privileges.
+    #[error(
+        "the kernel refused to {what}: {source} (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    )]
+    Permission {
+        /// What we tried.
+        what: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The object could not be parsed or its maps created.
+    #[error("cannot load the eBPF object: {0}")]
+    Object(#[source] EbpfError),
+    /// The object lacks a program or map this binary expects.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// The verifier or the kernel rejected a program.
+    #[error("cannot load program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// The error, with the verifier log when there is one.
+        source: ProgramError,
+    },
+    /// Attaching to an interface failed.
+    #[error("cannot attach {what} to {iface}: {reason}")]
+    Attach {
+        /// Which hook.
+        what: &'static str,
+        /// Which interface.
+        iface: String,
+        /// Why, including a hint when one applies.
+        reason: String,
+    },
+}
+
+/// The programs attached to one interface.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Interface name.
+    pub iface: String,
+    /// The XDP mode that took.
+    pub xdp_mode: &'static str,
+    xdp: XdpLinkId,
+    tc: SchedClassifierLinkId,
+}
+
+/// Loads the embedded object into the kernel with both programs verified, not attached.
+pub fn load() -> Result<Ebpf, LoadError> {
+    load_object(EBPF_OBJECT)
+}
+
+/// Loads an object into the kernel with both programs verified, not attached.
+pub fn load_object(object: &[u8]) -> Result<Ebpf, LoadError> {
+    if object.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let mut ebpf = EbpfLoader::new()
+        .load(object)
+        .map_err(|err| match permission_error(&err) {
+            Some(source) => LoadError::Permission {
+                what: "create the eBPF maps".into(),
+                source,
+            },
+            None => LoadError::Object(err),
+        })?;
+    xdp_program(&mut ebpf)?
+        .load()
+        .map_err(|source| program_error(XDP_PROGRAM, source))?;
+    tc_program(&mut ebpf)?
+        .load()
+        .map_err(|source| program_error(TC_PROGRAM, source))?;
+    Ok(ebpf)
+}
+
+/// The XDP program of a loaded object.
+pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    ebpf.program_mut(XDP_PROGRAM)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(LoadError::Missing("XDP program probe_ingress"))
+}
+
+/// The TC program of a loaded object.
+pub fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, LoadError> {
+    ebpf.program_mut(TC_PROGRAM)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(LoadError::Missing("TC program probe_egress"))
+}
+
+/// Attaches both programs to `iface`: XDP at ingress in the requested mode (`Auto` tries
+/// native, then generic, and logs which took), TC at egress (TCX on kernels >= 6.6).
+/// On failure nothing stays attached to `iface`.
+pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<Attachment, LoadError> {
+    let c_iface = CString::new(iface).map_err(|_| LoadError::Attach {
+        what: "XDP",
+        iface: iface.to_owned(),
+        reason: "the name contains a NUL byte".into(),
+    })?;
+    let attach_error = |what: &'static str, err: ProgramError| LoadError::Attach {
+        what,
+        iface: iface.to_owned(),
+        reason: explain_attach_error(&err),
+    };
+    let xdp = xdp_program(ebpf)?;
+    let (xdp_link, xdp_mode) = match mode {
+        XdpModeArg::Native => (
+            xdp.attach(&c_iface, XdpMode::Driver)
+                .map_err(|e| attach_error("XDP (native)", e))?,
+            "native",
+        ),
+        XdpModeArg::Skb => (
+            xdp.attach(&c_iface, XdpMode::Skb)
+                .map_err(|e| attach_error("XDP (skb)", e))?,
+            "skb",
+        ),
+        XdpModeArg::Auto => match xdp.attach(&c_iface, XdpMode::Driver) {
+            Ok(link) => (link, "native"),
+            Err(native_err) => {
+                log::info!(
+                    "{iface}: native XDP not available ({}); falling back to generic (skb) mode",
+                    explain_attach_error(&native_err)
+                );
+                let link = xdp
+                    .attach(&c_iface, XdpMode::Skb)
+                    .map_err(|e| attach_error("XDP (skb)", e))?;
+                (link, "skb")
+            }
+        },
+    };
+    let tc_link = match tc_program(ebpf)?.attach(&c_iface, TcAttachType::Egress) {
+        Ok(link) => link,
+        Err(err) => {
+            let err = attach_error("TC egress", err);
+            // Leave nothing behind on this interface.
+            if let Ok(xdp) = xdp_program(ebpf) {
+                let _ = xdp.detach(xdp_link);
+            }
+            return Err(err);
+        }
+    };
+    Ok(Attachment {
+        iface: iface.to_owned(),
+        xdp_mode,
+        xdp: xdp_link,
+        tc: tc_link,
+    })
+}
+
+/// Detaches both programs of one attachment. Both are tried even if one fails.
+pub fn detach(ebpf: &mut Ebpf, attachment: Attachment) -> Result<(), LoadError> {
+    let Attachment { iface, xdp, tc, .. } = attachment;
+    let xdp_result = xdp_program(ebpf)?.detach(xdp);
+    let tc_result = tc_program(ebpf)?.detach(tc);
+    for (what, result) in [("XDP", xdp_result), ("TC egress", tc_result)] {
+        result.map_err(|err| LoadError::Attach {
+            what,
+            iface: iface.clone(),
+            reason: format!("detach failed: {err}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// The kernel counters, summed over CPUs, in [`Counter`] order.
+pub fn counters(ebpf: &Ebpf) -> Result<Vec<(Counter, u64)>, LoadError> {
+    let map = ebpf
+        .map(COUNTERS_MAP)
+        .ok_or(LoadError::Missing("COUNTERS map"))?;
+    let array = PerCpuArray::<_, u64>::try_from(map)
+        .map_err(|_| LoadError::Missing("per-CPU COUNTERS map"))?;
+    Ok(Counter::ALL
+        .iter()
+        .map(|&counter| {
+            let total = array
+                .get(&(counter as u32), 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0);
+            (counter, total)
+        })
+        .collect())
+}
+
+fn program_error(name: &'static str, source: ProgramError) -> LoadError {
+    if let ProgramError::LoadError { io_error, .. } = &source
+        && io_error.raw_os_error() == Some(libc::EPERM)
+    {
+        return LoadError::Permission {
+            what: format!("load program {name}"),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+    }
+    LoadError::Program { name, source }
+}
+
+/// The EPERM inside a load error, if that is what it is.
+fn permission_error(err: &EbpfError) -> Option<io::Error> {
+    (os_error(err) == Some(libc::EPERM)).then(|| io::Error::from_raw_os_error(libc::EPERM))
+}
+
+/// The innermost OS error code in an error's chain of sources.
+fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut code = None;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            code = io.raw_os_error().or(code);
+        }
+        source = e.source();
+    }
+    code
+}
+
+/// The reason an attach failed, with the hint an operator needs for the usual causes.
+fn explain_attach_error(err: &ProgramError) -> String {
+    let hint = match os_error(err) {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => {
+            " (another XDP program is already attached: see `ip link show`; it is left alone)"
+        }
+        Some(libc::EOPNOTSUPP) => " (the driver does not support this mode; try --xdp-mode skb)",
+        Some(libc::EPERM) => " (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)",
+        _ => "",
+    };
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    format!("{text}{hint}")
+}

@@ -1,0 +1,388 @@
+//! `probe-detector`: attaches the probe-detector eBPF programs to interfaces, reads their
+//! events, detects port scans and writes one JSON alert per line on stdout. Human-readable
+//! logs go to stderr.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{self, Write as _},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::RingBuf;
+use clap::Parser;
+use probe_common::EVENTS_MAP;
+use probe_userspace::{
+    alert::AlertRecord,
+    engine::{Sweep, SweepConfig},
+    event::Probe,
+    iface::{self, IfaceError},
+    loader::{self, LoadError, XdpModeArg},
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+/// Exit status when the program ran and stopped cleanly (SIGINT/SIGTERM).
+const EXIT_OK: u8 = 0;
+/// Exit status for a failure while loading, attaching or running.
+const EXIT_FAILURE: u8 = 1;
+/// Exit status for bad command-line arguments (as clap uses).
+const EXIT_USAGE: u8 = 2;
+/// Exit status when privileges are missing.
+const EXIT_PRIVILEGES: u8 = 3;
+/// Exit status when an interface does not exist or none can be chosen.
+const EXIT_INTERFACE: u8 = 4;
+
+/// Detects port probes and port scans with XDP and TC eBPF programs, and writes one JSON
+/// alert per line on stdout.
+#[derive(Debug, Parser)]
+#[command(
+    name = "probe-detector",
+    version,
+    about,
+    long_about = "Detects port probes and port scans with XDP and TC eBPF programs.\n\n\
+        probe-detector attaches an XDP program (ingress) and a TC program (egress) to each \
+        interface. A connection attempt that this host (or, on a gateway, a host behind it) \
+        refuses counts as a failed probe; a source that fails on many ports of one target \
+        within a short window is a port scan, reported as one JSON object per line on stdout, \
+        shaped like a Suricata EVE alert. Logs go to stderr.\n\n\
+        Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) and Linux >= 5.8 with BTF; \
+        SIGINT and SIGTERM detach everything and exit 0.",
+    after_help = "Examples:\n  \
+        probe-detector --iface eth0\n  \
+        probe-detector --iface eth0 --scan-ports 20 --scan-window 300 | jq -c 'select(.event_type == \"alert\")'\n\n\
+        Exit status: 0 stopped by SIGINT/SIGTERM, 1 load/attach/runtime failure, 2 bad arguments, \
+        3 missing privileges, 4 unknown interface or no default route."
+)]
+struct Cli {
+    /// Interface to watch (repeat for several). Default: the interface of the default route.
+    #[arg(short, long = "iface", value_name = "IFACE")]
+    ifaces: Vec<String>,
+
+    /// XDP attach mode: `auto` tries native (driver) mode and falls back to generic (skb).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto, value_name = "MODE")]
+    xdp_mode: XdpModeArg,
+
+    /// Distinct refused ports of one target from one source that make a port scan.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+    scan_ports: u16,
+
+    /// Window, in seconds, in which those ports must be refused (fractions allowed).
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    scan_window: Duration,
+
+    /// (source, target) pairs the detector tracks at once; the least recently active are
+    /// forgotten first. Bounds memory under floods of spoofed sources (~110 B per pair).
+    #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_pairs: u32,
+
+    /// Log level for stderr: error, warn, info, debug or trace (RUST_LOG overrides).
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    log_level: log::LevelFilter,
+}
+
+/// Parses a positive number of seconds, fractions allowed.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0 * 7.0) {
+        return Err(format!("{text} s is out of range (0 < seconds <= 604800)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Missing privileges, found before the kernel is asked.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "probe-detector needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, to load and attach eBPF programs; missing {missing}. Run it with sudo"
+)]
+struct PrivilegeError {
+    missing: String,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            });
+        }
+    };
+    init_logging(cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("probe-detector: error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(err) => {
+            eprintln!("probe-detector: error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// The documented exit status for a failure.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<PrivilegeError>())
+        || err.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<LoadError>(),
+                Some(LoadError::Permission { .. })
+            )
+        })
+    {
+        EXIT_PRIVILEGES
+    } else if err.chain().any(|e| e.is::<IfaceError>()) {
+        EXIT_INTERFACE
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+fn init_logging(level: log::LevelFilter) {
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("RUST_LOG")
+        .target(env_logger::Target::Stderr)
+        .format_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ifaces = if cli.ifaces.is_empty() {
+        let name = iface::default_route_interface()?;
+        log::info!("no --iface given: watching {name}, the interface of the default route");
+        vec![name]
+    } else {
+        cli.ifaces.clone()
+    };
+    for name in &ifaces {
+        iface::index_of(name)?;
+    }
+    check_privileges()?;
+
+    let mut ebpf = loader::load()?;
+    if let Err(err) = init_ebpf_log(&mut ebpf) {
+        log::debug!("no eBPF log records: {err}");
+    }
+    let mut attachments = Vec::new();
+    for name in &ifaces {
+        match loader::attach(&mut ebpf, name, cli.xdp_mode) {
+            Ok(attachment) => {
+                log::info!(
+                    "attached to {name}: XDP ingress ({} mode), TC egress",
+                    attachment.xdp_mode
+                );
+                attachments.push(attachment);
+            }
+            Err(err) => {
+                detach_all(&mut ebpf, attachments);
+                return Err(err.into());
+            }
+        }
+    }
+
+    let result = watch(&mut ebpf, &cli).await;
+    detach_all(&mut ebpf, attachments);
+    match loader::counters(&ebpf) {
+        Ok(counters) => log::info!(
+            "kernel counters: {}",
+            counters
+                .iter()
+                .map(|(c, v)| format!("{}={v}", c.name()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Err(err) => log::warn!("cannot read the kernel counters: {err}"),
+    }
+    result
+}
+
+/// Reads events until SIGINT or SIGTERM, writing alerts to stdout.
+async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli) -> anyhow::Result<()> {
+    let map = ebpf
+        .take_map(EVENTS_MAP)
+        .context("the eBPF object has no EVENTS ring buffer")?;
+    let ring = RingBuf::try_from(map).context("EVENTS is not a ring buffer")?;
+    // SAFETY: the RingBuf owns its map fd and neither closes nor replaces it while the
+    // AsyncFd owns the RingBuf, so the registered fd stays the same open file.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)
+        .context("cannot poll the EVENTS ring buffer")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+
+    let config = SweepConfig {
+        min_ports: usize::from(cli.scan_ports),
+        window: cli.scan_window,
+        max_pairs: cli.max_pairs as usize,
+    };
+    let mut output = Output::new(config.clone());
+    log::info!(
+        "watching for port scans: {} refused ports of one target within {:.1} s; alerts go to stdout",
+        config.min_ports,
+        config.window.as_secs_f64()
+    );
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
+                output.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+        }
+    }
+    // Whatever arrived before the signal still gets its say.
+    output.drain(ring.get_mut())?;
+    if output.decode_errors > 0 {
+        log::warn!(
+            "{} ring-buffer records could not be decoded",
+            output.decode_errors
+        );
+    }
+    Ok(())
+}
+
+/// From events to alert lines: the engine, interface names, stdout.
+struct Output {
+    sweep: Sweep,
+    config: SweepConfig,
+    iface_names: HashMap<u32, String>,
+    decode_errors: u64,
+    stdout: io::Stdout,
+}
+
+impl Output {
+    fn new(config: SweepConfig) -> Self {
+        Self {
+            sweep: Sweep::new(config.clone()),
+            config,
+            iface_names: HashMap::new(),
+            decode_errors: 0,
+            stdout: io::stdout(),
+        }
+    }
+
+    /// Handles every record waiting in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<aya::maps::MapData>) -> anyhow::Result<()> {
+        while let Some(record) = ring.next() {
+            let probe = match Probe::decode(&record) {
+                Ok(probe) => probe,
+                Err(err) => {
+                    if self.decode_errors == 0 {
+                        log::warn!("skipping a ring-buffer record: {err}");
+                    }
+                    self.decode_errors += 1;
+                    continue;
+                }
+            };
+            log::debug!(
+                "refused: {}:{} -> {}:{} (flags {:#04x})",
+                probe.src,
+                probe.src_port,
+                probe.dst,
+                probe.dst_port,
+                probe.tcp_flags
+            );
+            if let Some(scan) = self.sweep.observe(&probe, probe.timestamp) {
+                let iface = self
+                    .iface_names
+                    .entry(scan.ifindex)
+                    .or_insert_with(|| {
+                        iface::name_of(scan.ifindex).unwrap_or_else(|| scan.ifindex.to_string())
+                    })
+                    .clone();
+                let record = AlertRecord::vertical_scan(
+                    &scan,
+                    iface,
+                    self.config.min_ports,
+                    self.config.window.as_secs_f64(),
+                );
+                let mut line = record.to_json_line();
+                line.push('\n');
+                let mut out = self.stdout.lock();
+                out.write_all(line.as_bytes())
+                    .and_then(|()| out.flush())
+                    .context("cannot write the alert to stdout")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn detach_all(ebpf: &mut aya::Ebpf, attachments: Vec<loader::Attachment>) {
+    for attachment in attachments {
+        let iface = attachment.iface.clone();
+        match loader::detach(ebpf, attachment) {
+            Ok(()) => log::info!("detached from {iface}"),
+            Err(err) => log::error!("{err}"),
+        }
+    }
+}
+
+fn init_ebpf_log(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
+    let logger = aya_log::EbpfLogger::init(ebpf)?;
+    // SAFETY: the logger owns its map fd; flushing neither closes nor replaces it.
+    let mut logger = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)?;
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+/// Fails early, with one clear line, when the effective capabilities cannot be enough.
+fn check_privileges() -> anyhow::Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status =
+        fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let Some(cap_eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        // Unknown format: let the kernel decide.
+        return Ok(());
+    };
+    let has = |cap: u32| cap_eff & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(PrivilegeError {
+        missing: missing.join(", ")
+    })
+}
