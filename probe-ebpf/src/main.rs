@@ -54,7 +54,7 @@ static SYN_SLOTS: Array<SynSlot> = Array::with_max_entries(SYN_SLOTS_ENTRIES, 0)
 
 /// Entry point of the XDP program on each attached interface (ingress).
 #[xdp]
-pub fn probe_ingress(ctx: XdpContext) -> u32 {
+fn probe_ingress(ctx: XdpContext) -> u32 {
     // Fail open: this program only observes. Whatever happens, the packet goes on.
     let _ = try_probe_ingress(&ctx);
     XDP_PASS
@@ -62,10 +62,11 @@ pub fn probe_ingress(ctx: XdpContext) -> u32 {
 
 /// Entry point of the TC program on each attached interface (egress).
 #[classifier]
-pub fn probe_egress(ctx: TcContext) -> i32 {
+fn probe_egress(ctx: TcContext) -> i32 {
     // Fail open: this program only observes. Whatever happens, the packet goes on.
     let _ = try_probe_egress(&ctx);
-    TC_ACT_OK as i32
+    // `as _`: the bindings type TC_ACT_OK as u32 or i32 depending on the target.
+    TC_ACT_OK as _
 }
 
 #[inline(always)]

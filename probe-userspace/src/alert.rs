@@ -1,6 +1,8 @@
 //! The alert record written to stdout, one JSON object per line, shaped like Suricata's EVE
 //! `alert` events so jq recipes and SIEM pipelines written for EVE apply.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::{clock, engine::ScanAlert, event::proto_name};
@@ -79,7 +81,7 @@ impl AlertRecord {
     /// probes arrived on; the tuning is reported so a reader knows what the alert means.
     pub fn vertical_scan(scan: &ScanAlert, iface: String, threshold: usize, window_s: f64) -> Self {
         let proto = proto_name(scan.proto);
-        let span = scan.last_seen.saturating_sub(scan.first_seen).as_secs_f64();
+        let span = human_span(scan.last_seen.saturating_sub(scan.first_seen));
         let wall = |t| clock::rfc3339_micros(clock::wall_time_of(t));
         Self {
             timestamp: wall(scan.last_seen),
@@ -93,7 +95,7 @@ impl AlertRecord {
                 signature_id: SID_VERTICAL_SCAN,
                 rev: 1,
                 signature: format!(
-                    "PROBE-DETECTOR {proto} port scan: {} closed ports of {} probed by {} in {span:.1} s",
+                    "PROBE-DETECTOR {proto} port scan: {} closed ports of {} probed by {} in {span}",
                     scan.ports.len(),
                     scan.dst,
                     scan.src
@@ -122,12 +124,21 @@ impl AlertRecord {
     }
 }
 
+/// A duration for people: `0.2 ms`, `1.5 s`, `12 min`.
+fn human_span(span: Duration) -> String {
+    let secs = span.as_secs_f64();
+    if secs < 1.0 {
+        format!("{:.1} ms", secs * 1e3)
+    } else if secs < 600.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{:.0} min", secs / 60.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::{
-        net::{IpAddr, Ipv4Addr},
-        time::Duration,
-    };
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
 
@@ -168,5 +179,12 @@ mod tests {
         assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
         assert_eq!(v["scan"]["last_seen"], v["timestamp"]);
         assert!(v["scan"]["first_seen"].as_str().unwrap() < ts);
+    }
+
+    #[test]
+    fn spans_read_naturally() {
+        assert_eq!(human_span(Duration::from_micros(174)), "0.2 ms");
+        assert_eq!(human_span(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(human_span(Duration::from_secs(3600)), "60 min");
     }
 }

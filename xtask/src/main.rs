@@ -1,1 +1,274 @@
-fn main() {}
+//! `cargo xtask`: probe-detector's developer commands. Built by the machine's stable
+//! toolchain; it installs what is missing (the pinned toolchain, bpf-linker, the Debian
+//! packages the tests use) and drives everything else with the pinned toolchain.
+
+mod cmd;
+mod doctor;
+mod linker;
+mod packages;
+mod toolchain;
+
+use std::{
+    env,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::toolchain::{Pin, RustcVersion};
+
+/// probe-detector's developer commands. Each installs what it needs first.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what is missing: the pinned toolchain and bpf-linker (and, with
+    /// --test-deps, the Debian packages the tests use). Fast when all is present.
+    Setup {
+        /// Also install the Debian packages the tests need (nmap, curl, iproute2).
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Report what is installed, what is missing or mismatched, and how to fix it.
+    Doctor,
+    /// Build probe-detector (with its eBPF object).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build probe-detector in release mode and run it (as root) with ARGS.
+    Run {
+        /// Arguments for probe-detector, after `--` (e.g. `-- --iface eth0`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Run every test: formatting, clippy, unit, kernel (BPF_PROG_TEST_RUN) and lab
+    /// (network namespaces, nmap) tests. Needs root.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test`, after `--` (e.g. `-- engine::`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
+    let workspace = workspace_root();
+    let pin = Pin::read(&workspace)?;
+    match command {
+        Cmd::Setup { test_deps } => {
+            setup(&pin, test_deps)?;
+        }
+        Cmd::Doctor => {
+            eprintln!("xtask doctor: what probe-detector's build and tests need");
+            let ok = doctor::report(&doctor::findings(&pin, true));
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::Build { release } => {
+            setup(&pin, false)?;
+            build(&workspace, &pin, release)?;
+        }
+        Cmd::Run { args } => {
+            setup(&pin, false)?;
+            build(&workspace, &pin, true)?;
+            let binary = target_dir(&workspace).join("release/probe-detector");
+            let mut run = if cmd::is_root() {
+                Command::new(&binary)
+            } else {
+                eprintln!("xtask: not root: running probe-detector through sudo");
+                let mut sudo = Command::new("sudo");
+                sudo.arg("-E").arg(&binary);
+                sudo
+            };
+            run.args(&args);
+            eprintln!("xtask: $ {}", cmd::describe(&run));
+            // Replace this process, so SIGINT/SIGTERM reach probe-detector directly and its
+            // exit status is ours.
+            let err = run.exec();
+            bail!("cannot run {}: {err}", binary.display());
+        }
+        Cmd::Test { no_lint, args } => {
+            test(&workspace, &pin, no_lint, &args)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Installs what is missing; returns the pinned rustc's version.
+fn setup(pin: &Pin, test_deps: bool) -> anyhow::Result<RustcVersion> {
+    let started = Instant::now();
+    let mut did = Vec::new();
+    if pin
+        .missing_components()
+        .is_none_or(|missing| !missing.is_empty())
+    {
+        eprintln!(
+            "xtask: installing toolchain {} with {}",
+            pin.channel,
+            pin.components.join(", ")
+        );
+        pin.install()?;
+        did.push("toolchain");
+    }
+    let rustc = pin
+        .rustc_version()
+        .with_context(|| format!("toolchain {} does not run after installing it", pin.channel))?;
+    match linker::check(&rustc) {
+        linker::State::Ok { .. } => {}
+        state => {
+            eprintln!(
+                "xtask: bpf-linker {} needed ({state:?}); building it against LLVM {} (about a minute)",
+                linker::VERSION,
+                rustc.llvm_major
+            );
+            linker::install(pin, &rustc)?;
+            match linker::check(&rustc) {
+                linker::State::Ok { .. } => did.push("bpf-linker"),
+                state => bail!("bpf-linker still unusable after installing it: {state:?}"),
+            }
+        }
+    }
+    if test_deps {
+        let missing = packages::missing(packages::TEST_PACKAGES);
+        if !missing.is_empty() {
+            eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+            packages::install(&missing)?;
+            did.push("Debian packages");
+        }
+    }
+    if !did.is_empty() {
+        eprintln!(
+            "xtask: set-up done ({}) in {:.0} s",
+            did.join(", "),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(rustc)
+}
+
+/// `cargo +PIN` with the environment the pinned build needs.
+fn pinned_cargo(workspace: &Path, pin: &Pin) -> Command {
+    let mut cargo = pin.cargo();
+    cargo
+        .current_dir(workspace)
+        .env("PATH", linker::path_with_cargo_bin());
+    // `cargo run` set these for xtask, for the stable toolchain; they must not leak into
+    // the pinned one.
+    for var in [
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
+        cargo.env_remove(var);
+    }
+    cargo
+}
+
+fn build(workspace: &Path, pin: &Pin, release: bool) -> anyhow::Result<()> {
+    let mut cargo = pinned_cargo(workspace, pin);
+    cargo.args(["build", "--package", "probe-userspace", "--bins"]);
+    if release {
+        cargo.arg("--release");
+    }
+    cmd::run(&mut cargo)
+}
+
+fn test(workspace: &Path, pin: &Pin, no_lint: bool, args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    setup(pin, true)?;
+    let skip_root = env::var("PROBE_SKIP_ROOT_TESTS").is_ok_and(|v| v == "1");
+    if !cmd::is_root() && !skip_root {
+        bail!(
+            "the kernel and lab tests need root (BPF_PROG_TEST_RUN, network namespaces): \
+             run `sudo -E cargo xtask test`, or set PROBE_SKIP_ROOT_TESTS=1 to skip them explicitly"
+        );
+    }
+    if !no_lint {
+        cmd::run(pinned_cargo(workspace, pin).args(["fmt", "--all", "--", "--check"]))
+            .context("formatting differs: run `cargo +nightly-... fmt --all`")?;
+        cmd::run(pinned_cargo(workspace, pin).args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "probe-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        cmd::run(pinned_cargo(workspace, pin).args([
+            "clippy",
+            "--package",
+            "probe-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    let mut cargo = pinned_cargo(workspace, pin);
+    cargo.args(["test", "--workspace", "--exclude", "probe-ebpf"]);
+    if !args.is_empty() {
+        cargo.arg("--").args(args);
+    }
+    cmd::run(&mut cargo)?;
+    eprintln!(
+        "xtask: all tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir(workspace: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+}

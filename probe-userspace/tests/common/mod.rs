@@ -104,7 +104,7 @@ impl TcpFrame {
     /// The frame's bytes.
     pub fn bytes(&self) -> Vec<u8> {
         let pad4 = |mut v: Vec<u8>| {
-            while v.len() % 4 != 0 {
+            while !v.len().is_multiple_of(4) {
                 v.push(0);
             }
             v

@@ -1,0 +1,75 @@
+//! Debian packages the tests need, checked with dpkg-query and installed with apt-get.
+
+use anyhow::bail;
+
+use crate::cmd;
+
+/// A package the tests need, and why.
+pub struct Package {
+    /// Debian package name.
+    pub name: &'static str,
+    /// What uses it.
+    pub why: &'static str,
+}
+
+/// Packages `cargo xtask test` needs.
+pub const TEST_PACKAGES: &[Package] = &[
+    Package {
+        name: "nmap",
+        why: "the lab test's scanner",
+    },
+    Package {
+        name: "curl",
+        why: "the lab test's benign HTTP client",
+    },
+    Package {
+        name: "iproute2",
+        why: "network namespaces and veth pairs for the lab test",
+    },
+];
+
+/// True when dpkg reports the package installed.
+pub fn installed(name: &str) -> bool {
+    cmd::output(&mut cmd::command(
+        "dpkg-query",
+        ["-W", "-f=${Status}", name],
+    ))
+    .is_some_and(|status| status.trim() == "install ok installed")
+}
+
+/// The packages of `wanted` that are not installed.
+pub fn missing(wanted: &[Package]) -> Vec<&'static str> {
+    wanted
+        .iter()
+        .filter(|p| !installed(p.name))
+        .map(|p| p.name)
+        .collect()
+}
+
+/// Installs packages with apt-get (refreshing the package lists first). Needs root.
+pub fn install(names: &[&str]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    if cmd::output(&mut cmd::command("apt-get", ["--version"])).is_none() {
+        bail!(
+            "apt-get is not available; install these packages by hand: {}",
+            names.join(" ")
+        );
+    }
+    if !cmd::is_root() {
+        bail!(
+            "installing Debian packages needs root: run `sudo apt-get install {}` or run this as root",
+            names.join(" ")
+        );
+    }
+    let apt = |args: &[&str]| {
+        let mut c = cmd::command("apt-get", args);
+        c.env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    cmd::run(&mut apt(&["-q", "update"]))?;
+    let mut args = vec!["-q", "-y", "--no-install-recommends", "install"];
+    args.extend_from_slice(names);
+    cmd::run(&mut apt(&args))
+}
