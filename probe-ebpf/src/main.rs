@@ -18,6 +18,16 @@
 
 mod parse;
 
+/// Per-packet developer tracing through aya-log, compiled in only with the `trace` feature
+/// (`PROBE_EBPF_TRACE=1 cargo xtask run -- --log-level debug ...`); otherwise it expands to
+/// nothing, so release objects carry no per-packet logging.
+macro_rules! trace {
+    ($ctx:expr, $($arg:tt)+) => {
+        #[cfg(feature = "trace")]
+        aya_log_ebpf::debug!($ctx, $($arg)+);
+    };
+}
+
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
@@ -75,6 +85,10 @@ fn try_probe_ingress(ctx: &XdpContext) -> Result<(), Malformed> {
     let Some(pkt) = parsed(ctx.data(), ctx.data_end())? else {
         return Ok(());
     };
+    trace!(
+        ctx,
+        "in: port {} -> {} flags {:x}", pkt.src_port, pkt.dst_port, pkt.flags
+    );
     // A connection attempt: SYN without ACK. Everything else inbound is not ours yet.
     if pkt.flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return Ok(());
@@ -111,6 +125,10 @@ fn try_probe_egress(ctx: &TcContext) -> Result<(), Malformed> {
     let Some(pkt) = parsed(ctx.data(), ctx.data_end())? else {
         return Ok(());
     };
+    trace!(
+        ctx,
+        "out: port {} -> {} flags {:x}", pkt.src_port, pkt.dst_port, pkt.flags
+    );
     let refused = pkt.flags & (TCP_RST | TCP_ACK) == (TCP_RST | TCP_ACK);
     let accepted = pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST) == (TCP_SYN | TCP_ACK);
     if pkt.flags & TCP_RST != 0 {
@@ -140,6 +158,10 @@ fn try_probe_egress(ctx: &TcContext) -> Result<(), Malformed> {
         (*slot).tag = 0;
         (*slot).tcp_flags
     };
+    trace!(
+        ctx,
+        "answer to the SYN to port {} (accepted: {})", flow.local_port, accepted as u8
+    );
     if accepted {
         count(Counter::Answered);
         return Ok(());

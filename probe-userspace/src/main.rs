@@ -80,7 +80,8 @@ struct Cli {
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_pairs: u32,
 
-    /// Log level for stderr: error, warn, info, debug or trace (RUST_LOG overrides).
+    /// Log level for stderr: error, warn, info, debug (each refused probe; eBPF trace
+    /// records when built with PROBE_EBPF_TRACE=1) or trace. RUST_LOG overrides.
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     log_level: log::LevelFilter,
 }
@@ -155,9 +156,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Logs to stderr: `level` for probe-detector itself and for eBPF trace records
+/// (module `probe_ebpf`), warnings only for libraries; RUST_LOG, when set, overrides.
 fn init_logging(level: log::LevelFilter) {
     env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(log::LevelFilter::Warn.min(level))
+        .filter_module("probe_detector", level)
+        .filter_module("probe_userspace", level)
+        .filter_module("probe_ebpf", level)
         .parse_env("RUST_LOG")
         .target(env_logger::Target::Stderr)
         .format_target(false)
