@@ -75,6 +75,18 @@ struct PairState {
     alerted: bool,
 }
 
+impl PairState {
+    fn new(now: Duration) -> Self {
+        Self {
+            first_seen: now,
+            last_seen: now,
+            ports: Vec::new(),
+            probes: 0,
+            alerted: false,
+        }
+    }
+}
+
 /// The vertical-scan detector's state; see the module documentation.
 #[derive(Debug)]
 pub struct Sweep {
@@ -117,22 +129,10 @@ impl Sweep {
             self.make_room(now);
         }
         let window = self.config.window;
-        let state = self.pairs.entry(key).or_insert_with(|| PairState {
-            first_seen: now,
-            last_seen: now,
-            ports: Vec::new(),
-            probes: 0,
-            alerted: false,
-        });
+        let state = self.pairs.entry(key).or_insert_with(|| PairState::new(now));
         if now.saturating_sub(state.last_seen) > window {
             // A new episode: the old one went quiet.
-            *state = PairState {
-                first_seen: now,
-                last_seen: now,
-                ports: Vec::new(),
-                probes: 0,
-                alerted: false,
-            };
+            *state = PairState::new(now);
         }
         state.last_seen = state.last_seen.max(now);
         state.probes += 1;
