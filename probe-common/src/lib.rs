@@ -1,9 +1,9 @@
 //! Types shared by the eBPF programs and the userspace loader: map keys and values, the
-//! ring-buffer record, counter indices, map names and their default sizes.
+//! ring-buffer record, counter indices, map and global names and their default sizes.
 //!
 //! Every type is `#[repr(C)]`, fields widest first, padding explicit, and its size pinned by
 //! a `const` assertion so the two sides cannot drift apart silently. Addresses are 16 bytes
-//! everywhere: IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so IPv6 needs no new layout.
+//! everywhere: IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
 #![no_std]
 
 use core::mem::size_of;
@@ -12,34 +12,56 @@ use core::mem::size_of;
 pub const XDP_PROGRAM: &str = "probe_ingress";
 /// Name of the TC program (egress) in the object file.
 pub const TC_PROGRAM: &str = "probe_egress";
-/// Name of the ring buffer that carries [`ProbeEvent`]s.
+/// Name of the expiry program: never attached, run by userspace through
+/// `BPF_PROG_TEST_RUN` to report attempts left unanswered.
+pub const EXPIRE_PROGRAM: &str = "probe_expire";
+
+/// Ring buffer of [`ProbeEvent`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Name of the per-CPU array of [`Counter`]s.
+/// Per-CPU array of [`Counter`]s.
 pub const COUNTERS_MAP: &str = "COUNTERS";
-/// Name of the LRU hash of failed attempts, [`FailKey`] to a `u64` count.
-pub const FAILURES_MAP: &str = "FAILURES";
-/// Name of the direct-mapped array of inbound SYNs awaiting an answer, [`SynSlot`]s.
-pub const SYN_SLOTS_MAP: &str = "SYN_SLOTS";
+/// LRU hash of reported outcomes, [`OutcomeKey`] to a `u64` count.
+pub const OUTCOMES_MAP: &str = "OUTCOMES";
+/// Direct-mapped array of inbound attempts awaiting an answer, [`Pending`] slots.
+pub const PENDING_MAP: &str = "PENDING";
+/// Direct-mapped array of our own outbound attempts (`u32` tags), so that answers to them
+/// are not taken for probes and unsolicited answers are seen as backscatter.
+pub const OURS_MAP: &str = "OURS";
 
-/// Entries of the `FAILURES` LRU hash: 65 536 × (40 B key + 8 B value + ~56 B kernel
-/// overhead per element) ≈ 6.5 MiB. A flood of spoofed sources evicts the least recently
-/// used pairs instead of failing inserts.
-pub const FAILURES_ENTRIES: u32 = 65_536;
-/// Slots of the `SYN_SLOTS` array: 65 536 × 16 B = 1 MiB. Must be a power of two: the slot
-/// index is the flow hash masked by `SYN_SLOTS_ENTRIES - 1`. A colliding SYN overwrites the
-/// slot (an approximate cache, as in Weaver, Staniford and Paxson 2004): under a flood some
-/// answers go unmatched, but memory and per-packet cost stay fixed.
-pub const SYN_SLOTS_ENTRIES: u32 = 65_536;
-/// Size of the `EVENTS` ring buffer in bytes (a power-of-two multiple of the page size):
-/// 256 KiB holds about 4 600 records between two reads.
+/// Global (`u32`): number of `PENDING` slots minus one; the slot count is a power of two.
+pub const PENDING_MASK_GLOBAL: &str = "PENDING_MASK";
+/// Global (`u32`): number of `OURS` slots minus one; the slot count is a power of two.
+pub const OURS_MASK_GLOBAL: &str = "OURS_MASK";
+/// Global (`u64`): nanoseconds after which a pending attempt counts as unanswered.
+pub const TIMEOUT_NS_GLOBAL: &str = "TIMEOUT_NS";
+/// Global (`[HomeNet; MAX_HOME_NETS]`): the prefixes that are "ours".
+pub const HOME_NETS_GLOBAL: &str = "HOME_NETS";
+/// Global (`u32`): how many entries of `HOME_NETS` are in use; 0 = every address is ours.
+pub const HOME_NET_COUNT_GLOBAL: &str = "HOME_NET_COUNT";
+
+/// Default `PENDING` slots: 65 536 × 56 B = 3.5 MiB.
+pub const PENDING_ENTRIES: u32 = 65_536;
+/// Default `OURS` slots: 16 384 × 4 B = 64 KiB.
+pub const OURS_ENTRIES: u32 = 16_384;
+/// Default `OUTCOMES` entries: 65 536 × (48 B key + 8 B value + ~56 B kernel overhead)
+/// ≈ 7 MiB.
+pub const OUTCOMES_ENTRIES: u32 = 65_536;
+/// Default size of the `EVENTS` ring buffer in bytes (a power-of-two multiple of the page
+/// size): 256 KiB holds about 4 600 records between two reads.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Default pending timeout: an attempt unanswered after 3 s is reported as unanswered.
+pub const TIMEOUT_NS: u64 = 3_000_000_000;
+/// Most home-net prefixes the kernel checks (a linear scan: cheaper than an LPM trie for a
+/// handful of prefixes on the per-packet path).
+pub const MAX_HOME_NETS: usize = 16;
 
-const _: () = assert!(SYN_SLOTS_ENTRIES.is_power_of_two());
+const _: () = assert!(PENDING_ENTRIES.is_power_of_two() && OURS_ENTRIES.is_power_of_two());
 
-/// IP protocol number of TCP, as carried in [`ProbeEvent::proto`] and [`FailKey::proto`].
+/// IP protocol numbers as carried in events and keys.
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
-/// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Kernel-side counters, one slot each in the per-CPU `COUNTERS` array.
 ///
@@ -48,38 +70,68 @@ pub const IPPROTO_UDP: u8 = 17;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Packets the XDP program looked at (every inbound frame).
+    /// Frames the XDP program looked at (every inbound frame).
     IngressPackets = 0,
-    /// Packets the TC egress program looked at (every outbound frame).
+    /// Frames the TC egress program looked at (every outbound frame).
     EgressPackets = 1,
-    /// Inbound TCP segments with SYN set and ACK clear (connection attempts).
+    /// Inbound TCP connection attempts (SYN without ACK) to a home address.
     Syns = 2,
     /// Outbound TCP segments with RST set.
     RstsOut = 3,
-    /// Outbound RSTs that answered an inbound SYN we recorded: failed attempts.
-    FailedAttempts = 4,
+    /// Attempts that failed: refused, unreachable or prohibited (not unanswered).
+    Failed = 4,
     /// Records submitted to the ring buffer.
     EventsSent = 5,
     /// Ring-buffer reservations that failed (ring full): events lost.
     RingbufDrops = 6,
     /// Frames cut short inside a header we parse, or with impossible header lengths.
     Malformed = 7,
-    /// Outbound SYN-ACKs that answered an inbound SYN we recorded: successful attempts.
+    /// Attempts that succeeded (SYN-ACK, UDP reply, echo reply).
     Answered = 8,
+    /// Inbound stealth segments without ACK (FIN, NULL, Xmas and the like) to a home address.
+    StealthIn = 9,
+    /// Inbound UDP datagrams to a home address that answer nothing we sent.
+    UdpIn = 10,
+    /// Inbound ICMP/ICMPv6 echo requests to a home address.
+    EchoIn = 11,
+    /// Inbound SYN-ACKs, and RST|ACKs with sequence 0, that answer nothing we sent: someone
+    /// is probing with our addresses as the spoofed source.
+    Backscatter = 12,
+    /// Pending slots overwritten while they still held an unexpired attempt (collisions:
+    /// the direct-mapped table's form of LRU pressure).
+    PendingEvicted = 13,
+    /// Attempts reported as unanswered by the expiry program.
+    Unanswered = 14,
+    /// Inbound attempts to addresses outside the home nets (not tracked).
+    NotHome = 15,
+    /// Outbound RSTs without ACK that answer an inbound ACK-bearing segment matching no
+    /// connection (ACK or Maimon probes, or stale connections).
+    AckProbes = 16,
+    /// Repeats of an outcome already reported (counted in `OUTCOMES`, not sent).
+    Repeats = 17,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 18] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
         Counter::RstsOut,
-        Counter::FailedAttempts,
+        Counter::Failed,
         Counter::EventsSent,
         Counter::RingbufDrops,
         Counter::Malformed,
         Counter::Answered,
+        Counter::StealthIn,
+        Counter::UdpIn,
+        Counter::EchoIn,
+        Counter::Backscatter,
+        Counter::PendingEvicted,
+        Counter::Unanswered,
+        Counter::NotHome,
+        Counter::AckProbes,
+        Counter::Repeats,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -91,38 +143,91 @@ impl Counter {
             Counter::EgressPackets => "egress_packets",
             Counter::Syns => "syns",
             Counter::RstsOut => "rsts_out",
-            Counter::FailedAttempts => "failed_attempts",
+            Counter::Failed => "failed",
             Counter::EventsSent => "events_sent",
             Counter::RingbufDrops => "ringbuf_drops",
             Counter::Malformed => "malformed",
             Counter::Answered => "answered",
+            Counter::StealthIn => "stealth_in",
+            Counter::UdpIn => "udp_in",
+            Counter::EchoIn => "echo_in",
+            Counter::Backscatter => "backscatter",
+            Counter::PendingEvicted => "pending_evicted",
+            Counter::Unanswered => "unanswered",
+            Counter::NotHome => "not_home",
+            Counter::AckProbes => "ack_probes",
+            Counter::Repeats => "repeats",
         }
     }
 }
 
-/// What a [`ProbeEvent`] reports.
+/// What kind of attempt a probe was.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// The first time an inbound SYN from `src` to `dst:dst_port` was answered by our RST
-    /// (the port is closed). Later failures of the same triple only bump the
-    /// `FAILURES` counter.
-    SynRefused = 1,
+pub enum ProbeType {
+    /// A TCP SYN (connect or half-open scan).
+    TcpSyn = 1,
+    /// A TCP segment without SYN, ACK or RST (FIN, NULL, Xmas and the like).
+    TcpStealth = 2,
+    /// A TCP segment with ACK that matched no connection (ACK or Maimon FIN/ACK probe),
+    /// known only from our RST answering it.
+    TcpAck = 3,
+    /// A UDP datagram.
+    Udp = 4,
+    /// An ICMP or ICMPv6 echo request (ping).
+    IcmpEcho = 5,
 }
 
-impl EventKind {
-    /// Decodes the kind byte of a record; `None` for a kind this build does not know.
+impl ProbeType {
+    /// Decodes the byte; `None` for a value this build does not know.
     pub const fn from_u8(raw: u8) -> Option<Self> {
         match raw {
-            1 => Some(EventKind::SynRefused),
+            1 => Some(Self::TcpSyn),
+            2 => Some(Self::TcpStealth),
+            3 => Some(Self::TcpAck),
+            4 => Some(Self::Udp),
+            5 => Some(Self::IcmpEcho),
             _ => None,
         }
     }
 }
 
-/// One ring-buffer record: a state change seen by the kernel, never one per packet.
+/// How an attempt ended.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Closed: our RST, or ICMP port unreachable.
+    Refused = 1,
+    /// Open / alive: SYN-ACK, a UDP reply, an echo reply.
+    Accepted = 2,
+    /// ICMP destination unreachable other than port-unreachable and prohibited (no such
+    /// host or network behind a gateway).
+    Unreachable = 3,
+    /// Filtered: ICMP administratively prohibited.
+    Prohibited = 4,
+    /// No answer within the pending timeout (filtered, or open for FIN/NULL/Xmas and UDP).
+    Unanswered = 5,
+}
+
+impl Outcome {
+    /// Decodes the byte; `None` for a value this build does not know.
+    pub const fn from_u8(raw: u8) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Refused),
+            2 => Some(Self::Accepted),
+            3 => Some(Self::Unreachable),
+            4 => Some(Self::Prohibited),
+            5 => Some(Self::Unanswered),
+            _ => None,
+        }
+    }
+}
+
+/// One ring-buffer record: the first time an attempt from `src` to `dst:dst_port` of this
+/// type ended this way (successes: the first per `src` and `dst`). Never one per packet.
 ///
-/// Addresses are in network byte order, IPv4-mapped for IPv4; ports in host byte order.
+/// Addresses are in network byte order, IPv4-mapped for IPv4; ports in host byte order. For
+/// ICMP echo, `src_port` is the echo identifier and `dst_port` is 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeEvent {
@@ -132,61 +237,99 @@ pub struct ProbeEvent {
     pub src_addr: [u8; 16],
     /// Our address that it tried to reach.
     pub dst_addr: [u8; 16],
-    /// Interface index the outcome was seen on.
+    /// Interface index the attempt arrived on (the answer's for ACK probes).
     pub ifindex: u32,
     /// The remote peer's source port.
     pub src_port: u16,
     /// The port that was probed.
     pub dst_port: u16,
-    /// IP protocol ([`IPPROTO_TCP`], ...).
+    /// IP protocol.
     pub proto: u8,
-    /// [`EventKind`] as a byte.
-    pub kind: u8,
-    /// TCP flags of the inbound probe.
+    /// [`ProbeType`] as a byte.
+    pub probe: u8,
+    /// [`Outcome`] as a byte.
+    pub outcome: u8,
+    /// TCP flags of the inbound probe (0 when not TCP or unknown).
     pub tcp_flags: u8,
-    /// Explicit padding to a multiple of 8 bytes; always zero.
-    pub _pad: [u8; 5],
+    /// TTL or hop limit of the inbound probe as it arrived (0 when unknown).
+    pub ttl: u8,
+    /// ICMP type of the answer when it was an ICMP error, else 0.
+    pub icmp_type: u8,
+    /// ICMP code of the answer when it was an ICMP error, else 0.
+    pub icmp_code: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
 }
 
 const _: () = assert!(size_of::<ProbeEvent>() == 56);
 
-/// Key of the `FAILURES` LRU hash: one (source, destination, port, protocol).
+/// Key of the `OUTCOMES` LRU hash: what has been reported already.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FailKey {
+pub struct OutcomeKey {
     /// Remote peer, network byte order, IPv4-mapped for IPv4.
     pub src_addr: [u8; 16],
     /// Our address, network byte order, IPv4-mapped for IPv4.
     pub dst_addr: [u8; 16],
-    /// Probed port, host byte order.
+    /// Probed port (0 for successes, which are reported once per host pair).
     pub dst_port: u16,
-    /// IP protocol.
+    /// IP protocol (0 for successes).
     pub proto: u8,
+    /// [`ProbeType`] (0 for successes).
+    pub probe: u8,
+    /// [`Outcome`].
+    pub outcome: u8,
     /// Explicit padding; always zero (it is part of the hashed key).
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 11],
 }
 
-const _: () = assert!(size_of::<FailKey>() == 40);
+const _: () = assert!(size_of::<OutcomeKey>() == 48);
 
-/// One slot of the `SYN_SLOTS` direct-mapped array: an inbound SYN waiting for our answer.
+/// One slot of the `PENDING` direct-mapped array: an inbound attempt waiting for our answer.
 ///
 /// The slot index comes from a hash of the flow; `tag` is a second hash of the flow and of
-/// the acknowledgement number our answer must carry, so an answer matches only the exact SYN
-/// it replies to. A zero tag marks an empty slot.
+/// the number the answer must carry, so an answer matches only the exact attempt it replies
+/// to. A zero tag marks an empty slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct SynSlot {
-    /// `bpf_ktime_get_coarse_ns()` when the SYN arrived.
+pub struct Pending {
+    /// `bpf_ktime_get_coarse_ns()` when the attempt arrived.
     pub seen_ns: u64,
-    /// Flow and expected-ACK tag; 0 = empty.
+    /// The remote peer.
+    pub remote: [u8; 16],
+    /// Our address.
+    pub local: [u8; 16],
+    /// Interface it arrived on.
+    pub ifindex: u32,
+    /// Flow and answer tag; 0 = empty.
     pub tag: u32,
-    /// TCP flags of the inbound segment.
+    /// The remote peer's port (echo identifier for ICMP).
+    pub remote_port: u16,
+    /// Our port (0 for ICMP).
+    pub local_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`ProbeType`].
+    pub probe: u8,
+    /// TCP flags of the attempt.
     pub tcp_flags: u8,
-    /// Explicit padding; always zero.
-    pub _pad: [u8; 3],
+    /// TTL or hop limit as it arrived.
+    pub ttl: u8,
 }
 
-const _: () = assert!(size_of::<SynSlot>() == 16);
+const _: () = assert!(size_of::<Pending>() == 56);
+
+/// One home-net prefix: an address is ours when `address & mask == network`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HomeNet {
+    /// Network address (already masked), 16 bytes, IPv4-mapped for IPv4.
+    pub network: [u8; 16],
+    /// Mask, 16 bytes (for IPv4 the first 96 bits are set: the mapping prefix).
+    pub mask: [u8; 16],
+}
+
+const _: () = assert!(size_of::<HomeNet>() == 32);
 
 /// Builds the 16-byte IPv4-mapped form (`::ffff:a.b.c.d`) of an IPv4 address given in
 /// network byte order.
@@ -199,16 +342,18 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> [u8; 16] {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{FailKey, ProbeEvent, SynSlot};
+    use super::{HomeNet, OutcomeKey, Pending, ProbeEvent};
 
-    // SAFETY: `ProbeEvent` is `#[repr(C)]`, made only of integers and byte arrays, with
-    // explicit padding fields (no implicit padding, as the size assertion proves), so every
-    // bit pattern is a valid value.
+    // SAFETY: `#[repr(C)]`, integers and byte arrays with explicit padding fields (no
+    // implicit padding, as the size assertion proves): every bit pattern is a valid value
+    // and no byte is uninitialised. The same holds for the three types below.
     unsafe impl aya::Pod for ProbeEvent {}
-    // SAFETY: as above: `#[repr(C)]`, integers and byte arrays, no implicit padding.
-    unsafe impl aya::Pod for FailKey {}
-    // SAFETY: as above: `#[repr(C)]`, integers and byte arrays, no implicit padding.
-    unsafe impl aya::Pod for SynSlot {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for OutcomeKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for Pending {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for HomeNet {}
 }
 
 #[cfg(test)]
@@ -223,13 +368,27 @@ mod tests {
     }
 
     #[test]
-    fn event_kind_round_trips() {
-        assert_eq!(
-            EventKind::from_u8(EventKind::SynRefused as u8),
-            Some(EventKind::SynRefused)
-        );
-        assert_eq!(EventKind::from_u8(0), None);
-        assert_eq!(EventKind::from_u8(200), None);
+    fn enums_round_trip() {
+        for p in [
+            ProbeType::TcpSyn,
+            ProbeType::TcpStealth,
+            ProbeType::TcpAck,
+            ProbeType::Udp,
+            ProbeType::IcmpEcho,
+        ] {
+            assert_eq!(ProbeType::from_u8(p as u8), Some(p));
+        }
+        for o in [
+            Outcome::Refused,
+            Outcome::Accepted,
+            Outcome::Unreachable,
+            Outcome::Prohibited,
+            Outcome::Unanswered,
+        ] {
+            assert_eq!(Outcome::from_u8(o as u8), Some(o));
+        }
+        assert_eq!(ProbeType::from_u8(0), None);
+        assert_eq!(Outcome::from_u8(200), None);
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! probe-detector's kernel side: an XDP program that notes inbound connection attempts and
-//! a TC egress program that sees how this host (or, on a gateway, the hosts behind it)
-//! answered them. A SYN answered by our RST is a failed attempt: counted per (source,
-//! destination, port) in an LRU hash, and reported once through the ring buffer.
+//! probe-detector's kernel side. The XDP program notes inbound attempts to home addresses
+//! (TCP SYN, stealth segments without ACK, UDP datagrams, echo requests) in a direct-mapped
+//! pending table; the TC egress program sees how this host (or, on a gateway, the hosts
+//! behind it) answered: RST or ICMP port-unreachable = refused, ICMP unreachable or
+//! prohibited, SYN-ACK / UDP reply / echo reply = accepted. The expiry program, run by
+//! userspace, reports attempts left unanswered. The first outcome of each kind per
+//! (source, destination, port) goes to the ring buffer; repeats only bump a counter.
 //!
-//! Cost model (DESIGN.md, "Measured per-packet costs"): the per-SYN path writes one slot of
-//! a direct-mapped array and reads the coarse clock; the LRU hash and the ring buffer are
-//! touched only when a failure is seen, which the host's own RST pays for.
+//! Cost model (DESIGN.md, "Measured per-packet costs"): an inbound attempt writes one slot
+//! of a direct-mapped array and reads the coarse clock; the LRU hash and the ring buffer are
+//! touched only when an outcome is seen. Established traffic (ACK segments) costs a parse
+//! and two counters.
 #![no_std]
 #![no_main]
 // BPF has atomic add but no compare-and-swap, so core offers no `AtomicU64::fetch_add` on
@@ -28,45 +32,74 @@ macro_rules! trace {
     };
 }
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr::read_volatile,
+};
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_OK, xdp_action::XDP_PASS},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, generated::bpf_loop},
     macros::{classifier, map, xdp},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Counter, EVENTS_BYTES, EventKind, FAILURES_ENTRIES, FailKey, IPPROTO_TCP, ProbeEvent,
-    SYN_SLOTS_ENTRIES, SynSlot, ipv4_mapped,
+    Counter, EVENTS_BYTES, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES, Outcome,
+    OutcomeKey, PENDING_ENTRIES, Pending, ProbeEvent, ProbeType, TIMEOUT_NS as DEFAULT_TIMEOUT,
 };
 
-use crate::parse::{Malformed, TCP_ACK, TCP_RST, TCP_SYN, TcpPacket, parse_tcp};
+use crate::parse::{
+    Addr, Icmp, IcmpKind, L4, Malformed, Packet, Quoted, TCP_ACK, TCP_RST, TCP_SYN, parse,
+    parse_quoted,
+};
 
-/// State changes for userspace; see [`EVENTS_BYTES`] for its size.
+/// State changes for userspace; size set at load time (default [`EVENTS_BYTES`]).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-/// One `u64` per [`Counter`] per CPU: 9 × 8 B × CPUs.
+/// One `u64` per [`Counter`] per CPU.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// Failed attempts per (source, destination, port, protocol); see [`FAILURES_ENTRIES`].
+/// Reported outcomes and their repeat counts; size set at load time (default
+/// [`OUTCOMES_ENTRIES`]).
 #[map]
-static FAILURES: LruHashMap<FailKey, u64> = LruHashMap::with_max_entries(FAILURES_ENTRIES, 0);
+static OUTCOMES: LruHashMap<OutcomeKey, u64> = LruHashMap::with_max_entries(OUTCOMES_ENTRIES, 0);
 
-/// Inbound SYNs waiting for our answer, direct-mapped by flow hash; see
-/// [`SYN_SLOTS_ENTRIES`].
+/// Inbound attempts awaiting an answer, direct-mapped by flow hash; size set at load time
+/// (default [`PENDING_ENTRIES`], a power of two, mask in [`PENDING_MASK`]).
 #[map]
-static SYN_SLOTS: Array<SynSlot> = Array::with_max_entries(SYN_SLOTS_ENTRIES, 0);
+static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Tags of our own outbound attempts (SYNs, UDP datagrams), direct-mapped by flow hash;
+/// size set at load time (default [`OURS_ENTRIES`], mask in [`OURS_MASK`]).
+#[map]
+static OURS: Array<u32> = Array::with_max_entries(OURS_ENTRIES, 0);
+
+// Load-time configuration (set by userspace with `EbpfLoader::set_global`). Read through
+// `read_volatile` so the compiler cannot fold in these defaults.
+#[unsafe(no_mangle)]
+static PENDING_MASK: u32 = PENDING_ENTRIES - 1;
+#[unsafe(no_mangle)]
+static OURS_MASK: u32 = OURS_ENTRIES - 1;
+#[unsafe(no_mangle)]
+static TIMEOUT_NS: u64 = DEFAULT_TIMEOUT;
+#[unsafe(no_mangle)]
+static HOME_NET_COUNT: u32 = 0;
+#[unsafe(no_mangle)]
+static HOME_NETS: [HomeNet; MAX_HOME_NETS] = [HomeNet {
+    network: [0; 16],
+    mask: [0; 16],
+}; MAX_HOME_NETS];
 
 /// Entry point of the XDP program on each attached interface (ingress).
 #[xdp]
 fn probe_ingress(ctx: XdpContext) -> u32 {
     // Fail open: this program only observes. Whatever happens, the packet goes on.
-    let _ = try_probe_ingress(&ctx);
+    let _ = try_ingress(&ctx);
     XDP_PASS
 }
 
@@ -74,154 +107,481 @@ fn probe_ingress(ctx: XdpContext) -> u32 {
 #[classifier]
 fn probe_egress(ctx: TcContext) -> i32 {
     // Fail open: this program only observes. Whatever happens, the packet goes on.
-    let _ = try_probe_egress(&ctx);
+    let _ = try_egress(&ctx);
     // `as _`: the bindings type TC_ACT_OK as u32 or i32 depending on the target.
     TC_ACT_OK as _
 }
 
+/// The expiry program: never attached; userspace runs it about once a second through
+/// `BPF_PROG_TEST_RUN`. It walks the pending table in the kernel (no syscall per slot) and
+/// reports every attempt older than the timeout as unanswered.
+#[xdp]
+fn probe_expire(_ctx: XdpContext) -> u32 {
+    let mut sweep = Sweep {
+        // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+        now: unsafe { bpf_ktime_get_coarse_ns() },
+        // SAFETY: reading a plain global; volatile so the load-time value is used.
+        timeout: unsafe { read_volatile(&TIMEOUT_NS) },
+    };
+    // SAFETY: reading a plain global.
+    let slots = unsafe { read_volatile(&PENDING_MASK) }.wrapping_add(1);
+    // SAFETY: `expire_slot` has the callback signature bpf_loop expects, and `sweep` lives
+    // on this stack for the whole call.
+    unsafe {
+        bpf_loop(
+            slots,
+            expire_slot as *mut c_void,
+            (&raw mut sweep).cast::<c_void>(),
+            0,
+        );
+    }
+    XDP_PASS
+}
+
+struct Sweep {
+    now: u64,
+    timeout: u64,
+}
+
+/// bpf_loop callback: reports and clears slot `index` if it expired. Returns 0: go on.
+#[inline(never)]
+extern "C" fn expire_slot(index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer probe_expire gave it, to a live `Sweep`.
+    let sweep = unsafe { &*ctx.cast::<Sweep>() };
+    let Some(slot) = PENDING.get_ptr_mut(index) else {
+        return 0;
+    };
+    // SAFETY: the pointer comes from a successful array lookup and is valid for the call.
+    let pending = unsafe { *slot };
+    if pending.tag == 0 || sweep.now.wrapping_sub(pending.seen_ns) < sweep.timeout {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).tag = 0 };
+    count(Counter::Unanswered);
+    report(&pending, Outcome::Unanswered, 0, 0);
+    0
+}
+
 #[inline(always)]
-fn try_probe_ingress(ctx: &XdpContext) -> Result<(), Malformed> {
+fn try_ingress(ctx: &XdpContext) -> Result<(), Malformed> {
     count(Counter::IngressPackets);
     let Some(pkt) = parsed(ctx.data(), ctx.data_end())? else {
         return Ok(());
     };
-    trace!(
-        ctx,
-        "in: port {} -> {} flags {:x}", pkt.src_port, pkt.dst_port, pkt.flags
-    );
-    // A connection attempt: SYN without ACK. Everything else inbound is not ours yet.
-    if pkt.flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-        return Ok(());
-    }
-    count(Counter::Syns);
-    // Our answer acknowledges the SYN (1) and any payload it carried.
-    let expected_ack = pkt.seq.wrapping_add(1).wrapping_add(pkt.payload_len);
-    let flow = Flow {
-        remote: pkt.src_addr,
-        local: pkt.dst_addr,
-        remote_port: pkt.src_port,
-        local_port: pkt.dst_port,
-    };
-    let (index, tag) = flow.slot(expected_ack);
-    if let Some(slot) = SYN_SLOTS.get_ptr_mut(index) {
-        // SAFETY: the pointer comes from a successful array lookup and stays valid for the
-        // duration of the program; a concurrent writer on another CPU can at worst leave a
-        // torn slot, whose tag then matches nothing.
-        unsafe {
-            *slot = SynSlot {
-                seen_ns: bpf_ktime_get_coarse_ns(),
-                tag,
-                tcp_flags: pkt.flags,
-                _pad: [0; 3],
-            };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match pkt.l4 {
+        L4::Tcp(tcp) => {
+            trace!(
+                ctx,
+                "in: tcp {} -> {} flags {:x}", tcp.src_port, tcp.dst_port, tcp.flags
+            );
+            match tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST) {
+                TCP_SYN => attempt(&pkt, &Attempt::tcp(ProbeType::TcpSyn, &tcp, ifindex)),
+                // No SYN, ACK or RST: only probes look like this (FIN, NULL, Xmas, ...).
+                0 => attempt(&pkt, &Attempt::tcp(ProbeType::TcpStealth, &tcp, ifindex)),
+                flags
+                    if flags == TCP_SYN | TCP_ACK
+                        || (flags == TCP_RST | TCP_ACK && tcp.seq == 0) =>
+                {
+                    // An answer to a connection attempt: ours, or backscatter.
+                    let flow = Flow::to_us(&pkt, tcp.src_port, tcp.dst_port);
+                    if !take_ours(&flow, tcp.ack) {
+                        count(Counter::Backscatter);
+                    }
+                }
+                _ => {}
+            }
         }
+        L4::Udp { src_port, dst_port } => {
+            // A reply to a datagram we sent is not an attempt.
+            if !is_ours(&Flow::to_us(&pkt, src_port, dst_port), 0) {
+                let udp = Attempt {
+                    probe: ProbeType::Udp,
+                    remote_port: src_port,
+                    local_port: dst_port,
+                    id: 0,
+                    tcp_flags: 0,
+                    ifindex,
+                };
+                attempt(&pkt, &udp);
+            }
+        }
+        L4::Icmp(icmp) if icmp.kind == IcmpKind::EchoRequest => {
+            let echo = Attempt {
+                probe: ProbeType::IcmpEcho,
+                remote_port: icmp.id,
+                local_port: 0,
+                id: u32::from(icmp.seq),
+                tcp_flags: 0,
+                ifindex,
+            };
+            attempt(&pkt, &echo);
+        }
+        _ => {}
     }
     Ok(())
 }
 
 #[inline(always)]
-fn try_probe_egress(ctx: &TcContext) -> Result<(), Malformed> {
+fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
     count(Counter::EgressPackets);
-    let Some(pkt) = parsed(ctx.data(), ctx.data_end())? else {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Some(pkt) = parsed(start, end)? else {
         return Ok(());
     };
-    trace!(
-        ctx,
-        "out: port {} -> {} flags {:x}", pkt.src_port, pkt.dst_port, pkt.flags
-    );
-    let refused = pkt.flags & (TCP_RST | TCP_ACK) == (TCP_RST | TCP_ACK);
-    let accepted = pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST) == (TCP_SYN | TCP_ACK);
-    if pkt.flags & TCP_RST != 0 {
-        count(Counter::RstsOut);
-    }
-    if !refused && !accepted {
-        return Ok(());
-    }
-    // Outbound, so the remote side is the destination.
-    let flow = Flow {
-        remote: pkt.dst_addr,
-        local: pkt.src_addr,
-        remote_port: pkt.dst_port,
-        local_port: pkt.src_port,
-    };
-    let (index, tag) = flow.slot(pkt.ack);
-    let Some(slot) = SYN_SLOTS.get_ptr_mut(index) else {
-        return Ok(());
-    };
-    // SAFETY: the pointer comes from a successful array lookup and stays valid for the
-    // duration of the program. Racing CPUs can at worst both see the tag: one counts a
-    // duplicate, which the LRU insert below turns into a counter bump.
-    let syn_flags = unsafe {
-        if (*slot).tag != tag {
-            return Ok(());
+    match pkt.l4 {
+        L4::Tcp(tcp) => {
+            trace!(
+                ctx,
+                "out: tcp {} -> {} flags {:x}", tcp.src_port, tcp.dst_port, tcp.flags
+            );
+            let answer = Flow::from_us(&pkt, tcp.src_port, tcp.dst_port);
+            let flags = tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST);
+            if flags == TCP_SYN {
+                // Our own attempt: remember it, so its answers are not taken for backscatter.
+                put_ours(
+                    &Flow::from_us(&pkt, tcp.src_port, tcp.dst_port),
+                    tcp.answer_id(),
+                );
+            } else if flags & TCP_RST != 0 {
+                count(Counter::RstsOut);
+                // An RST with ACK acknowledges the attempt; one without answers a segment
+                // that had ACK set and carries that segment's ack number as its seq.
+                let id = if flags & TCP_ACK != 0 {
+                    tcp.ack
+                } else {
+                    tcp.seq
+                };
+                if !settle(&answer, id, Outcome::Refused, 0, 0)
+                    && flags & TCP_ACK == 0
+                    && is_home(&pkt.src)
+                {
+                    // No pending attempt: an ACK-bearing segment matched no connection here.
+                    // Recording every inbound ACK would tax established traffic, so these
+                    // probes are known from our answer alone.
+                    count(Counter::AckProbes);
+                    report_ack_probe(&answer, ifindex(ctx));
+                }
+            } else if flags == TCP_SYN | TCP_ACK {
+                settle(&answer, tcp.ack, Outcome::Accepted, 0, 0);
+            }
         }
-        (*slot).tag = 0;
-        (*slot).tcp_flags
-    };
-    trace!(
-        ctx,
-        "answer to the SYN to port {} (accepted: {})", flow.local_port, accepted as u8
-    );
-    if accepted {
-        count(Counter::Answered);
-        return Ok(());
+        L4::Udp { src_port, dst_port } => {
+            let flow = Flow::from_us(&pkt, src_port, dst_port);
+            settle(&flow, 0, Outcome::Accepted, 0, 0);
+            put_ours(&flow, 0);
+        }
+        L4::Icmp(icmp) => match icmp.kind {
+            IcmpKind::EchoReply => {
+                // The request was keyed with the echo identifier as the remote's "port".
+                let flow = Flow::from_us(&pkt, 0, icmp.id);
+                settle(&flow, u32::from(icmp.seq), Outcome::Accepted, 0, 0);
+            }
+            IcmpKind::Unreachable => {
+                let v6 = pkt.proto == probe_common::IPPROTO_ICMPV6;
+                settle_unreachable(start, end, &icmp, v6);
+            }
+            _ => {}
+        },
+        L4::Other => {}
     }
-    count(Counter::FailedAttempts);
-    record_failure(&flow, syn_flags, ifindex(ctx));
     Ok(())
+}
+
+/// What an ICMP destination-unreachable code says about the attempt it quotes.
+#[inline(always)]
+fn unreachable_outcome(v6: bool, code: u8) -> Outcome {
+    match (v6, code) {
+        // Port unreachable: nothing listens, the port is closed.
+        (false, 3) | (true, 4) => Outcome::Refused,
+        // Communication administratively prohibited (host, net, filter), source policy,
+        // reject route: a firewall said no.
+        (false, 9 | 10 | 13) | (true, 1 | 5 | 6) => Outcome::Prohibited,
+        _ => Outcome::Unreachable,
+    }
 }
 
 /// Parses, counting frames we could not read.
 #[inline(always)]
-fn parsed(start: usize, end: usize) -> Result<Option<TcpPacket>, Malformed> {
-    let parsed = parse_tcp(start, end);
+fn parsed(start: usize, end: usize) -> Result<Option<Packet>, Malformed> {
+    let parsed = parse(start, end);
     if parsed.is_err() {
         count(Counter::Malformed);
     }
     parsed
 }
 
-/// Counts a failure of (remote, local, port); the first one of each triple becomes an event.
-#[inline(always)]
-fn record_failure(flow: &Flow, syn_flags: u8, ifindex: u32) {
-    let key = FailKey {
-        src_addr: ipv4_mapped(flow.remote),
-        dst_addr: ipv4_mapped(flow.local),
-        dst_port: flow.local_port,
-        proto: IPPROTO_TCP,
-        _pad: [0; 5],
+/// An inbound attempt's particulars beyond its packet.
+#[derive(Clone, Copy)]
+struct Attempt {
+    probe: ProbeType,
+    /// The remote peer's port (echo identifier for ICMP).
+    remote_port: u16,
+    /// Our port (0 for ICMP).
+    local_port: u16,
+    /// The number its answer will carry ([`parse::Tcp::answer_id`], the echo sequence, 0
+    /// for UDP).
+    id: u32,
+    tcp_flags: u8,
+    ifindex: u32,
+}
+
+impl Attempt {
+    #[inline(always)]
+    fn tcp(probe: ProbeType, tcp: &parse::Tcp, ifindex: u32) -> Self {
+        Self {
+            probe,
+            remote_port: tcp.src_port,
+            local_port: tcp.dst_port,
+            id: tcp.answer_id(),
+            tcp_flags: tcp.flags,
+            ifindex,
+        }
+    }
+}
+
+/// Records an inbound attempt to a home address in the pending table. A subprogram: one
+/// copy for every kind of attempt keeps the XDP frame small.
+#[inline(never)]
+fn attempt(pkt: &Packet, a: &Attempt) {
+    let Attempt {
+        probe,
+        remote_port,
+        local_port,
+        id,
+        tcp_flags,
+        ifindex,
+    } = *a;
+    if !is_home(&pkt.dst) {
+        count(Counter::NotHome);
+        return;
+    }
+    count(match probe {
+        ProbeType::TcpSyn => Counter::Syns,
+        ProbeType::TcpStealth | ProbeType::TcpAck => Counter::StealthIn,
+        ProbeType::Udp => Counter::UdpIn,
+        ProbeType::IcmpEcho => Counter::EchoIn,
+    });
+    let (index, tag) = Flow::to_us(pkt, remote_port, local_port).slot(id, pending_mask());
+    let Some(slot) = PENDING.get_ptr_mut(index) else {
+        return;
+    };
+    // SAFETY: the pointer comes from a successful array lookup and stays valid for the
+    // duration of the program; a concurrent writer on another CPU can at worst leave a torn
+    // slot, whose tag then matches nothing.
+    unsafe {
+        let old = &*slot;
+        if old.tag == tag {
+            // A retransmission of an attempt already pending.
+            return;
+        }
+        // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+        let now = bpf_ktime_get_coarse_ns();
+        if old.tag != 0 && now.wrapping_sub(old.seen_ns) < read_volatile(&TIMEOUT_NS) {
+            count(Counter::PendingEvicted);
+        }
+        *slot = Pending {
+            seen_ns: now,
+            remote: pkt.src.bytes(),
+            local: pkt.dst.bytes(),
+            ifindex,
+            tag,
+            remote_port,
+            local_port,
+            proto: pkt.proto,
+            probe: probe as u8,
+            tcp_flags,
+            ttl: pkt.ttl,
+        };
+    }
+}
+
+/// Takes the pending attempt that `answer` answers, if there is one, and reports its
+/// outcome. Returns whether there was one. A subprogram: it runs only for answers.
+#[inline(never)]
+fn settle(answer: &Flow, id: u32, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> bool {
+    let (index, tag) = answer.slot(id, pending_mask());
+    let Some(slot) = PENDING.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: the pointer comes from a successful array lookup and stays valid for the
+    // duration of the program. The slot is reported in place, not copied (the copy would
+    // not fit the 512-byte stack on the ICMP path); an attempt written into the same slot
+    // by another CPU in between would be reported in its stead, a race of nanoseconds
+    // between two colliding flows. Racing answers can both take the slot: the OUTCOMES
+    // insert turns the second into a repeat.
+    unsafe {
+        if (*slot).tag != tag {
+            return false;
+        }
+        (*slot).tag = 0;
+        report(&*slot, outcome, icmp_type, icmp_code);
+    }
+    true
+}
+
+/// Settles the attempt an outbound ICMP destination-unreachable quotes. (BPF passes at
+/// most five arguments in registers: keep subprograms at five or fewer.)
+#[inline(never)]
+fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool) {
+    // Read back through a pointer, the offset has lost the bounds the verifier knew; this
+    // check gives them back (no frame has 8 KiB of headers before a quote).
+    let offset = icmp.quote_offset;
+    if offset > 8192 {
+        return;
+    }
+    let Ok(quoted) = parse_quoted(start, end, offset, v6) else {
+        return;
+    };
+    let outcome = unreachable_outcome(v6, icmp.code);
+    settle(
+        &Flow::quoted(&quoted),
+        quoted.answer_id,
+        outcome,
+        icmp.raw_type,
+        icmp.code,
+    );
+}
+
+/// Reports an ACK-bearing probe known only from our bare RST answering it.
+#[inline(never)]
+fn report_ack_probe(answer: &Flow, ifindex: u32) {
+    let pending = answer.as_pending(ProbeType::TcpAck, TCP_ACK, ifindex);
+    report(&pending, Outcome::Refused, 0, 0);
+}
+
+/// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
+/// Not inlined: a BPF subprogram with its own stack frame keeps the callers within the
+/// 512-byte stack, and it runs only when an outcome is seen, not per packet.
+#[inline(never)]
+fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
+    let accepted = outcome == Outcome::Accepted;
+    count(if accepted {
+        Counter::Answered
+    } else {
+        Counter::Failed
+    });
+    // Successes are reported once per (source, destination host): enough for the
+    // sequential hypothesis test, which looks at first contacts.
+    let key = OutcomeKey {
+        src_addr: pending.remote,
+        dst_addr: pending.local,
+        dst_port: if accepted { 0 } else { pending.local_port },
+        proto: if accepted { 0 } else { pending.proto },
+        probe: if accepted { 0 } else { pending.probe },
+        outcome: outcome as u8,
+        _pad: [0; 11],
     };
     // Look up before inserting: a repeat costs a lookup and an atomic add, not an insert.
-    if let Some(failures) = FAILURES.get_ptr_mut(&key) {
+    if let Some(repeats) = OUTCOMES.get_ptr_mut(&key) {
         // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
         // values are) and valid for the program's duration; other CPUs only add atomically.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(failures, 1) };
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats, 1) };
+        count(Counter::Repeats);
         return;
     }
     // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event.
-    if FAILURES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
+    if OUTCOMES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ProbeEvent>(0) else {
         count(Counter::RingbufDrops);
         return;
     };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let timestamp_ns = unsafe { bpf_ktime_get_ns() };
     entry.write(ProbeEvent {
-        timestamp_ns,
-        src_addr: key.src_addr,
-        dst_addr: key.dst_addr,
-        ifindex,
-        src_port: flow.remote_port,
-        dst_port: flow.local_port,
-        proto: IPPROTO_TCP,
-        kind: EventKind::SynRefused as u8,
-        tcp_flags: syn_flags,
-        _pad: [0; 5],
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        src_addr: pending.remote,
+        dst_addr: pending.local,
+        ifindex: pending.ifindex,
+        src_port: pending.remote_port,
+        dst_port: pending.local_port,
+        proto: pending.proto,
+        probe: pending.probe,
+        outcome: outcome as u8,
+        tcp_flags: pending.tcp_flags,
+        ttl: pending.ttl,
+        icmp_type,
+        icmp_code,
+        _pad: 0,
     });
     entry.submit(0);
     count(Counter::EventsSent);
+}
+
+/// Remembers one of our own outbound attempts.
+#[inline(always)]
+fn put_ours(flow: &Flow, id: u32) {
+    let (index, tag) = flow.slot(id, ours_mask());
+    if let Some(slot) = OURS.get_ptr_mut(index) {
+        // SAFETY: array slot from a successful lookup; a racing write leaves one of two tags.
+        unsafe {
+            if *slot != tag {
+                *slot = tag;
+            }
+        }
+    }
+}
+
+/// True when `flow` is one of our recent outbound attempts with answer id `id`.
+#[inline(always)]
+fn is_ours(flow: &Flow, id: u32) -> bool {
+    let (index, tag) = flow.slot(id, ours_mask());
+    // SAFETY: array slot from a successful lookup, read once.
+    OURS.get_ptr(index)
+        .is_some_and(|slot| unsafe { *slot } == tag)
+}
+
+/// Like [`is_ours`], and forgets the attempt (a TCP attempt is answered once).
+#[inline(always)]
+fn take_ours(flow: &Flow, id: u32) -> bool {
+    let (index, tag) = flow.slot(id, ours_mask());
+    let Some(slot) = OURS.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: array slot from a successful lookup.
+    unsafe {
+        if *slot != tag {
+            return false;
+        }
+        *slot = 0;
+    }
+    true
+}
+
+/// True when `addr` is in a home net (every address is, when none are configured). A
+/// subprogram: its copies of the prefixes stay out of the callers' frames.
+#[inline(never)]
+fn is_home(addr: &Addr) -> bool {
+    // SAFETY: reading plain globals; volatile so the load-time values are used.
+    let count = unsafe { read_volatile(&HOME_NET_COUNT) } as usize;
+    if count == 0 {
+        return true;
+    }
+    let [a0, a1] = addr.0;
+    for net in HOME_NETS.iter().take(count) {
+        // SAFETY: as above.
+        let net = unsafe { read_volatile(net) };
+        let [n0, n1] = Addr::from_bytes(net.network).0;
+        let [m0, m1] = Addr::from_bytes(net.mask).0;
+        if a0 & m0 == n0 && a1 & m1 == n1 {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn pending_mask() -> u32 {
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    unsafe { read_volatile(&PENDING_MASK) }
+}
+
+#[inline(always)]
+fn ours_mask() -> u32 {
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    unsafe { read_volatile(&OURS_MASK) }
 }
 
 /// The interface a TC program runs on.
@@ -233,26 +593,83 @@ fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*skb).ifindex }
 }
 
-/// A TCP flow seen from our side: `remote` made the attempt, `local` is ours.
+/// A flow seen from the home side: `remote` made the attempt, `local` is ours.
 struct Flow {
-    remote: [u8; 4],
-    local: [u8; 4],
+    remote: Addr,
+    local: Addr,
     remote_port: u16,
     local_port: u16,
+    proto: u8,
 }
 
 impl Flow {
-    /// The slot index of this flow in `SYN_SLOTS` and the tag that binds the slot to this
-    /// flow and to the acknowledgement number its answer carries. The tag is never 0 (0 marks
-    /// an empty slot).
+    /// The flow of a packet we send: `local` is its source.
     #[inline(always)]
-    fn slot(&self, ack: u32) -> (u32, u32) {
-        let addrs = (u64::from(u32::from_ne_bytes(self.remote)) << 32)
-            | u64::from(u32::from_ne_bytes(self.local));
-        let ports = (u64::from(self.remote_port) << 16) | u64::from(self.local_port);
-        let h = mix(mix(addrs, ports), 0);
-        let index = (h as u32) & (SYN_SLOTS_ENTRIES - 1);
-        let tag = (mix(h, u64::from(ack)) >> 32) as u32 | 1;
+    fn from_us(pkt: &Packet, src_port: u16, dst_port: u16) -> Self {
+        Self {
+            remote: pkt.dst,
+            local: pkt.src,
+            remote_port: dst_port,
+            local_port: src_port,
+            proto: pkt.proto,
+        }
+    }
+
+    /// The flow of a packet we receive: `remote` is its source.
+    #[inline(always)]
+    fn to_us(pkt: &Packet, src_port: u16, dst_port: u16) -> Self {
+        Self {
+            remote: pkt.src,
+            local: pkt.dst,
+            remote_port: src_port,
+            local_port: dst_port,
+            proto: pkt.proto,
+        }
+    }
+
+    /// The inbound attempt an ICMP error quotes (its source is the remote peer).
+    #[inline(always)]
+    fn quoted(q: &Quoted) -> Self {
+        Self {
+            remote: q.src,
+            local: q.dst,
+            remote_port: q.src_port,
+            local_port: q.dst_port,
+            proto: q.proto,
+        }
+    }
+
+    /// A pending record for an attempt known only from our answer to it.
+    #[inline(always)]
+    fn as_pending(&self, probe: ProbeType, tcp_flags: u8, ifindex: u32) -> Pending {
+        Pending {
+            seen_ns: 0,
+            remote: self.remote.bytes(),
+            local: self.local.bytes(),
+            ifindex,
+            tag: 0,
+            remote_port: self.remote_port,
+            local_port: self.local_port,
+            proto: self.proto,
+            probe: probe as u8,
+            tcp_flags,
+            ttl: 0,
+        }
+    }
+
+    /// The slot index of this flow (masked by `mask`) and the tag that binds the slot to
+    /// this flow and to the id its answer carries. The tag is never 0 (0 marks an empty
+    /// slot).
+    #[inline(always)]
+    fn slot(&self, id: u32, mask: u32) -> (u32, u32) {
+        let [r0, r1] = self.remote.0;
+        let [l0, l1] = self.local.0;
+        let ports = (u64::from(self.proto) << 32)
+            | (u64::from(self.remote_port) << 16)
+            | u64::from(self.local_port);
+        let h = mix(mix(mix(mix(r0, r1), l0), l1), ports);
+        let index = (h as u32) & mask;
+        let tag = (mix(h, u64::from(id)) >> 32) as u32 | 1;
         (index, tag)
     }
 }

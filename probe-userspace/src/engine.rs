@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use crate::event::Probe;
+use crate::event::{Probe, ProbeType};
 
 /// Distinct ports kept per pair once it has alerted, for the alert's port list.
 pub const MAX_REPORTED_PORTS: usize = 1024;
@@ -120,6 +120,10 @@ impl Sweep {
     /// Feeds one failed attempt seen at `now`; returns the alert if it completes a scan.
     /// Each (source, target) episode alerts once; it ends after `window` without failures.
     pub fn observe(&mut self, probe: &Probe, now: Duration) -> Option<ScanAlert> {
+        // Only failed attempts on ports make a vertical scan; pings have no port.
+        if !probe.failed() || probe.probe == ProbeType::IcmpEcho {
+            return None;
+        }
         let key = PairKey {
             src: probe.src,
             dst: probe.dst,
@@ -202,7 +206,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::event::ProbeKind;
+    use crate::event::{Outcome, ProbeType};
 
     const SCANNER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
     const VICTIM: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
@@ -216,8 +220,11 @@ mod tests {
             src_port: 40000,
             dst_port: port,
             proto: 6,
-            kind: ProbeKind::SynRefused,
+            probe: ProbeType::TcpSyn,
+            outcome: Outcome::Refused,
             tcp_flags: 0x02,
+            ttl: 64,
+            icmp: None,
             ifindex: 7,
         }
     }
@@ -260,6 +267,27 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn successes_and_pings_are_not_port_probes() {
+        let mut sweep = Sweep::new(config(2, 60, 16));
+        let mut accepted = probe(SCANNER, VICTIM, 80);
+        accepted.outcome = Outcome::Accepted;
+        let mut ping = probe(SCANNER, VICTIM, 0);
+        ping.probe = ProbeType::IcmpEcho;
+        ping.outcome = Outcome::Unanswered;
+        for p in [&accepted, &ping] {
+            assert_eq!(sweep.observe(p, secs(1.0)), None);
+        }
+        assert_eq!(sweep.tracked(), 0);
+        // Every failing outcome counts.
+        let mut unanswered = probe(SCANNER, VICTIM, 81);
+        unanswered.outcome = Outcome::Unanswered;
+        let mut prohibited = probe(SCANNER, VICTIM, 82);
+        prohibited.outcome = Outcome::Prohibited;
+        assert!(sweep.observe(&unanswered, secs(1.0)).is_none());
+        assert!(sweep.observe(&prohibited, secs(1.0)).is_some());
     }
 
     #[test]

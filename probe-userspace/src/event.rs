@@ -7,16 +7,10 @@ use std::{
     time::Duration,
 };
 
-use probe_common::{EventKind, ProbeEvent};
+use probe_common::ProbeEvent;
+pub use probe_common::{Outcome, ProbeType};
 
-/// What the kernel saw happen to one connection attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeKind {
-    /// A SYN answered by our RST: the port is closed.
-    SynRefused,
-}
-
-/// One failed connection attempt, decoded from a [`ProbeEvent`].
+/// One attempt's outcome, decoded from a [`ProbeEvent`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
     /// When the kernel saw the outcome (CLOCK_MONOTONIC, since boot).
@@ -25,17 +19,23 @@ pub struct Probe {
     pub src: IpAddr,
     /// Our address it tried to reach.
     pub dst: IpAddr,
-    /// The peer's source port.
+    /// The peer's source port (echo identifier for ICMP).
     pub src_port: u16,
-    /// The probed port.
+    /// The probed port (0 for ICMP).
     pub dst_port: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// What happened.
-    pub kind: ProbeKind,
+    /// What kind of attempt.
+    pub probe: ProbeType,
+    /// How it ended.
+    pub outcome: Outcome,
     /// TCP flags of the inbound probe.
     pub tcp_flags: u8,
-    /// Interface the outcome was seen on.
+    /// TTL / hop limit of the probe as it arrived (0 when unknown).
+    pub ttl: u8,
+    /// ICMP type and code of the answer when it was an ICMP error.
+    pub icmp: Option<(u8, u8)>,
+    /// Interface the attempt arrived on.
     pub ifindex: u32,
 }
 
@@ -45,9 +45,12 @@ pub enum DecodeError {
     /// The record is not exactly one `ProbeEvent` long: the object and this binary disagree.
     #[error("ring-buffer record of {got} bytes, expected {expected}")]
     Length { got: usize, expected: usize },
-    /// The kind byte is unknown to this build.
-    #[error("ring-buffer record of unknown kind {0}")]
-    Kind(u8),
+    /// The probe type byte is unknown to this build.
+    #[error("ring-buffer record of unknown probe type {0}")]
+    ProbeType(u8),
+    /// The outcome byte is unknown to this build.
+    #[error("ring-buffer record of unknown outcome {0}")]
+    Outcome(u8),
 }
 
 impl Probe {
@@ -63,10 +66,8 @@ impl Probe {
         // alignment requirement, and ProbeEvent (integers and byte arrays, no implicit
         // padding) is valid for every bit pattern.
         let event: ProbeEvent = unsafe { record.as_ptr().cast::<ProbeEvent>().read_unaligned() };
-        let kind = match EventKind::from_u8(event.kind) {
-            Some(EventKind::SynRefused) => ProbeKind::SynRefused,
-            None => return Err(DecodeError::Kind(event.kind)),
-        };
+        let probe = ProbeType::from_u8(event.probe).ok_or(DecodeError::ProbeType(event.probe))?;
+        let outcome = Outcome::from_u8(event.outcome).ok_or(DecodeError::Outcome(event.outcome))?;
         Ok(Self {
             timestamp: Duration::from_nanos(event.timestamp_ns),
             src: ip_from_mapped(event.src_addr),
@@ -74,10 +75,20 @@ impl Probe {
             src_port: event.src_port,
             dst_port: event.dst_port,
             proto: event.proto,
-            kind,
+            probe,
+            outcome,
             tcp_flags: event.tcp_flags,
+            ttl: event.ttl,
+            icmp: (event.icmp_type != 0 || event.icmp_code != 0)
+                .then_some((event.icmp_type, event.icmp_code)),
             ifindex: event.ifindex,
         })
+    }
+
+    /// True when the attempt failed in a way that marks a probe of an unused port: refused,
+    /// unreachable, prohibited or unanswered.
+    pub fn failed(&self) -> bool {
+        self.outcome != Outcome::Accepted
     }
 }
 
@@ -91,6 +102,8 @@ pub fn proto_name(proto: u8) -> String {
     match proto {
         probe_common::IPPROTO_TCP => "TCP".to_owned(),
         probe_common::IPPROTO_UDP => "UDP".to_owned(),
+        probe_common::IPPROTO_ICMP => "ICMP".to_owned(),
+        probe_common::IPPROTO_ICMPV6 => "IPv6-ICMP".to_owned(),
         other => other.to_string(),
     }
 }
@@ -123,9 +136,13 @@ mod tests {
             src_port: 51_000,
             dst_port: 23,
             proto: 6,
-            kind: EventKind::SynRefused as u8,
+            probe: ProbeType::TcpSyn as u8,
+            outcome: Outcome::Refused as u8,
             tcp_flags: 0x02,
-            _pad: [0; 5],
+            ttl: 64,
+            icmp_type: 0,
+            icmp_code: 0,
+            _pad: 0,
         }
     }
 
@@ -139,7 +156,12 @@ mod tests {
             (probe.src_port, probe.dst_port, probe.proto),
             (51_000, 23, 6)
         );
-        assert_eq!(probe.kind, ProbeKind::SynRefused);
+        assert_eq!(
+            (probe.probe, probe.outcome),
+            (ProbeType::TcpSyn, Outcome::Refused)
+        );
+        assert_eq!((probe.ttl, probe.icmp), (64, None));
+        assert!(probe.failed());
         assert_eq!(probe.ifindex, 3);
     }
 
@@ -160,8 +182,14 @@ mod tests {
             Err(DecodeError::Length { got: 57, .. })
         ));
         let mut bad = sample();
-        bad.kind = 99;
-        assert_eq!(Probe::decode(&record(&bad)), Err(DecodeError::Kind(99)));
+        bad.probe = 99;
+        assert_eq!(
+            Probe::decode(&record(&bad)),
+            Err(DecodeError::ProbeType(99))
+        );
+        let mut bad = sample();
+        bad.outcome = 0;
+        assert_eq!(Probe::decode(&record(&bad)), Err(DecodeError::Outcome(0)));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Network interfaces: names to indices and back, and the interface of the default route.
 
-use std::{ffi::CString, fs, io};
+use std::{
+    ffi::{CStr, CString},
+    fs, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 /// An interface problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,48 @@ pub fn name_of(index: u32) -> Option<String> {
     }
     let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// The IP addresses assigned to interface `name`.
+pub fn addresses(name: &str) -> io::Result<Vec<IpAddr>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head to `list`, which we free below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        if unsafe { CStr::from_ptr(entry.ifa_name) }.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its type.
+        match i32::from(unsafe { (*entry.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                // SAFETY: family AF_INET: the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            }
+            libc::AF_INET6 => {
+                // SAFETY: family AF_INET6: the sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
+                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(out)
 }
 
 /// The interface of the IPv4 default route, else of the IPv6 one.
@@ -143,6 +189,16 @@ mod tests {
     fn loopback_resolves_both_ways() {
         let index = index_of("lo").unwrap();
         assert_eq!(name_of(index).as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn loopback_has_its_addresses() {
+        let addrs = addresses("lo").unwrap();
+        assert!(
+            addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{addrs:?}"
+        );
+        assert!(addresses("no-such-if0").unwrap().is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! same pieces.
 
 pub mod alert;
+pub mod cidr;
 pub mod clock;
 pub mod engine;
 pub mod event;

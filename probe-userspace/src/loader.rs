@@ -1,17 +1,63 @@
 //! The eBPF object: loading it into the kernel, attaching its XDP (ingress) and TC (egress)
 //! programs to interfaces, detaching them, and reading its counters.
 
-use std::{ffi::CString, io};
+use std::{ffi::CString, io, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::PerCpuArray,
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
-        xdp::XdpLinkId,
+        ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
+        tc::SchedClassifierLinkId, xdp::XdpLinkId,
     },
 };
-use probe_common::{COUNTERS_MAP, Counter, TC_PROGRAM, XDP_PROGRAM};
+use probe_common::{
+    COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP, EXPIRE_PROGRAM, HOME_NET_COUNT_GLOBAL,
+    HOME_NETS_GLOBAL, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL,
+    OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, TC_PROGRAM,
+    TIMEOUT_NS, TIMEOUT_NS_GLOBAL, XDP_PROGRAM,
+};
+
+/// Sizes and settings fixed when the object is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Slots of the pending-attempt table (a power of two), 56 B each.
+    pub pending_slots: u32,
+    /// Slots of the table of our own outbound attempts (a power of two), 4 B each.
+    pub ours_slots: u32,
+    /// Entries of the reported-outcome LRU hash, about 112 B each.
+    pub outcomes_entries: u32,
+    /// Bytes of the event ring buffer (a power of two, at least a page).
+    pub ringbuf_bytes: u32,
+    /// How long an attempt may wait for an answer before it counts as unanswered.
+    pub timeout: Duration,
+    /// The prefixes that are "ours" (at most [`MAX_HOME_NETS`]); empty = every address.
+    pub home_nets: Vec<HomeNet>,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            pending_slots: PENDING_ENTRIES,
+            ours_slots: OURS_ENTRIES,
+            outcomes_entries: OUTCOMES_ENTRIES,
+            ringbuf_bytes: EVENTS_BYTES,
+            timeout: Duration::from_nanos(TIMEOUT_NS),
+            home_nets: Vec::new(),
+        }
+    }
+}
+
+impl KernelConfig {
+    /// Kernel memory the maps of this configuration take, roughly, in bytes (the per-CPU
+    /// counters aside).
+    pub fn map_bytes(&self) -> u64 {
+        u64::from(self.pending_slots) * 56
+            + u64::from(self.ours_slots) * 4
+            + u64::from(self.outcomes_entries) * 112
+            + u64::from(self.ringbuf_bytes)
+    }
+}
 
 /// The eBPF object built from probe-ebpf by build.rs (empty when built with
 /// `AYA_BUILD_SKIP=1`, e.g. for a quick `cargo clippy`).
@@ -50,6 +96,9 @@ pub enum LoadError {
     /// The object could not be parsed or its maps created.
     #[error("cannot load the eBPF object: {0}")]
     Object(#[source] EbpfError),
+    /// The kernel configuration is unusable.
+    #[error("invalid kernel configuration: {0}")]
+    Config(String),
     /// The object lacks a program or map this binary expects.
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
@@ -84,17 +133,55 @@ pub struct Attachment {
     tc: SchedClassifierLinkId,
 }
 
-/// Loads the embedded object into the kernel with both programs verified, not attached.
-pub fn load() -> Result<Ebpf, LoadError> {
-    load_object(EBPF_OBJECT)
+/// Loads the embedded object into the kernel with its programs verified, not attached.
+pub fn load(config: &KernelConfig) -> Result<Ebpf, LoadError> {
+    load_object(EBPF_OBJECT, config)
 }
 
-/// Loads an object into the kernel with both programs verified, not attached.
-pub fn load_object(object: &[u8]) -> Result<Ebpf, LoadError> {
+/// Loads an object into the kernel with its programs verified, not attached.
+pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadError> {
     if object.is_empty() {
         return Err(LoadError::NoObject);
     }
+    if config.home_nets.len() > MAX_HOME_NETS {
+        return Err(LoadError::Config(format!(
+            "{} home nets given, at most {MAX_HOME_NETS} are supported",
+            config.home_nets.len()
+        )));
+    }
+    for (what, slots) in [
+        ("pending", config.pending_slots),
+        ("ours", config.ours_slots),
+    ] {
+        if !slots.is_power_of_two() {
+            return Err(LoadError::Config(format!(
+                "{what} slots must be a power of two, not {slots}"
+            )));
+        }
+    }
+    let page = 4096;
+    if config.ringbuf_bytes < page || !config.ringbuf_bytes.is_power_of_two() {
+        return Err(LoadError::Config(format!(
+            "the ring buffer must be a power of two of at least {page} bytes, not {}",
+            config.ringbuf_bytes
+        )));
+    }
+    let mut home_nets = [HomeNet::default(); MAX_HOME_NETS];
+    home_nets[..config.home_nets.len()].copy_from_slice(&config.home_nets);
+    let pending_mask = config.pending_slots - 1;
+    let ours_mask = config.ours_slots - 1;
+    let timeout_ns = u64::try_from(config.timeout.as_nanos()).unwrap_or(u64::MAX);
+    let home_net_count = config.home_nets.len() as u32;
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(PENDING_MAP, config.pending_slots)
+        .map_max_entries(OURS_MAP, config.ours_slots)
+        .map_max_entries(OUTCOMES_MAP, config.outcomes_entries)
+        .map_max_entries(EVENTS_MAP, config.ringbuf_bytes)
+        .override_global(PENDING_MASK_GLOBAL, &pending_mask, true)
+        .override_global(OURS_MASK_GLOBAL, &ours_mask, true)
+        .override_global(TIMEOUT_NS_GLOBAL, &timeout_ns, true)
+        .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
+        .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
         .load(object)
         .map_err(|err| match permission_error(&err) {
             Some(source) => LoadError::Permission {
@@ -109,7 +196,35 @@ pub fn load_object(object: &[u8]) -> Result<Ebpf, LoadError> {
     tc_program(&mut ebpf)?
         .load()
         .map_err(|source| program_error(TC_PROGRAM, source))?;
+    expire_program(&mut ebpf)?
+        .load()
+        .map_err(|source| program_error(EXPIRE_PROGRAM, source))?;
     Ok(ebpf)
+}
+
+/// The expiry program of a loaded object.
+pub fn expire_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    ebpf.program_mut(EXPIRE_PROGRAM)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(LoadError::Missing("XDP program probe_expire"))
+}
+
+/// Runs the expiry program once: every pending attempt older than the timeout is reported
+/// as unanswered (through the ring buffer) and its slot freed. The walk happens in the
+/// kernel; the cost is one syscall and a few nanoseconds per slot.
+pub fn expire(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    // BPF_PROG_TEST_RUN wants at least an Ethernet header of input; the program ignores it.
+    let frame = [0u8; 14];
+    expire_program(ebpf)?
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ..Default::default()
+        })
+        .map(|_| ())
+        .map_err(|source| LoadError::Program {
+            name: EXPIRE_PROGRAM,
+            source,
+        })
 }
 
 /// The XDP program of a loaded object.

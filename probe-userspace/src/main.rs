@@ -16,15 +16,19 @@ use clap::Parser;
 use probe_common::EVENTS_MAP;
 use probe_userspace::{
     alert::AlertRecord,
+    cidr::Cidr,
     engine::{Sweep, SweepConfig},
     event::Probe,
     iface::{self, IfaceError},
-    loader::{self, LoadError, XdpModeArg},
+    loader::{self, KernelConfig, LoadError, XdpModeArg},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
 };
+
+/// How often the kernel counters are logged at debug level.
+const STATS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Exit status when the program ran and stopped cleanly (SIGINT/SIGTERM).
 const EXIT_OK: u8 = 0;
@@ -80,6 +84,30 @@ struct Cli {
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_pairs: u32,
 
+    /// A network that is "ours" (repeatable, CIDR or address). Only attempts to these
+    /// addresses are tracked. Default: the addresses of the attached interfaces; on a
+    /// gateway, name the networks behind it.
+    #[arg(long = "home-net", value_name = "CIDR")]
+    home_nets: Vec<Cidr>,
+
+    /// Seconds an attempt may wait for an answer before it counts as unanswered
+    /// (filtered, or open for FIN/NULL/Xmas and UDP probes).
+    #[arg(long, default_value = "3", value_name = "SECONDS", value_parser = parse_seconds)]
+    pending_timeout: Duration,
+
+    /// Slots of the kernel's pending-attempt table (a power of two; 56 B each). More slots,
+    /// fewer attempts lost to hash collisions under floods.
+    #[arg(long, default_value_t = probe_common::PENDING_ENTRIES, value_name = "N", value_parser = parse_power_of_two)]
+    pending_slots: u32,
+
+    /// Entries of the kernel's reported-outcome table (LRU; about 112 B each).
+    #[arg(long, default_value_t = probe_common::OUTCOMES_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..))]
+    outcome_entries: u32,
+
+    /// Bytes of the kernel-to-userspace event ring buffer (a power of two, >= 4096).
+    #[arg(long, default_value_t = probe_common::EVENTS_BYTES, value_name = "BYTES", value_parser = parse_power_of_two)]
+    ringbuf_bytes: u32,
+
     /// Log level for stderr: error, warn, info, debug (each refused probe; eBPF trace
     /// records when built with PROBE_EBPF_TRACE=1) or trace. RUST_LOG overrides.
     #[arg(long, default_value = "info", value_name = "LEVEL")]
@@ -95,6 +123,17 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} s is out of range (0 < seconds <= 604800)"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a power of two (table sizes that are indexed by a hash mask).
+fn parse_power_of_two(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if !n.is_power_of_two() || n < 1024 {
+        return Err(format!("{n} is not a power of two >= 1024"));
+    }
+    Ok(n)
 }
 
 /// Missing privileges, found before the kernel is asked.
@@ -151,6 +190,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         EXIT_PRIVILEGES
     } else if err.chain().any(|e| e.is::<IfaceError>()) {
         EXIT_INTERFACE
+    } else if err
+        .chain()
+        .any(|e| matches!(e.downcast_ref::<LoadError>(), Some(LoadError::Config(_))))
+    {
+        EXIT_USAGE
     } else {
         EXIT_FAILURE
     }
@@ -183,7 +227,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     check_privileges()?;
 
-    let mut ebpf = loader::load()?;
+    let home_nets = if cli.home_nets.is_empty() {
+        let mut nets = Vec::new();
+        for name in &ifaces {
+            let addrs = iface::addresses(name)
+                .with_context(|| format!("cannot list the addresses of {name}"))?;
+            nets.extend(addrs.into_iter().map(Cidr::host));
+        }
+        if nets.is_empty() {
+            log::warn!(
+                "the attached interfaces have no addresses: every destination counts as ours (set --home-net)"
+            );
+        }
+        nets
+    } else {
+        cli.home_nets.clone()
+    };
+    log::info!(
+        "home nets: {}",
+        if home_nets.is_empty() {
+            "every address".to_owned()
+        } else {
+            home_nets
+                .iter()
+                .map(Cidr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let config = KernelConfig {
+        pending_slots: cli.pending_slots,
+        outcomes_entries: cli.outcome_entries,
+        ringbuf_bytes: cli.ringbuf_bytes,
+        timeout: cli.pending_timeout,
+        home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
+        ..KernelConfig::default()
+    };
+    log::debug!("kernel maps: about {} KiB", config.map_bytes() / 1024);
+
+    let mut ebpf = loader::load(&config)?;
     if let Err(err) = init_ebpf_log(&mut ebpf) {
         log::debug!("no eBPF log records: {err}");
     }
@@ -206,8 +288,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let result = watch(&mut ebpf, &cli).await;
     detach_all(&mut ebpf, attachments);
-    match loader::counters(&ebpf) {
-        Ok(counters) => log::info!(
+    log_counters(&ebpf, log::Level::Info);
+    result
+}
+
+/// Logs the kernel counters on one line.
+fn log_counters(ebpf: &aya::Ebpf, level: log::Level) {
+    match loader::counters(ebpf) {
+        Ok(counters) => log::log!(
+            level,
             "kernel counters: {}",
             counters
                 .iter()
@@ -217,7 +306,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Err(err) => log::warn!("cannot read the kernel counters: {err}"),
     }
-    result
 }
 
 /// Reads events until SIGINT or SIGTERM, writing alerts to stdout.
@@ -245,6 +333,13 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli) -> anyhow::Result<()> {
         config.min_ports,
         config.window.as_secs_f64()
     );
+    // Unanswered attempts are found by the expiry program, run often enough that none
+    // waits much longer than the timeout.
+    let mut expiry = tokio::time::interval(
+        (cli.pending_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+    );
+    let mut stats = tokio::time::interval(STATS_INTERVAL);
+    stats.tick().await;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -252,6 +347,10 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli) -> anyhow::Result<()> {
                 output.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
+            _ = expiry.tick() => {
+                loader::expire(ebpf).context("the expiry program failed")?;
+            }
+            _ = stats.tick() => log_counters(ebpf, log::Level::Debug),
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
         }
@@ -301,12 +400,16 @@ impl Output {
                 }
             };
             log::debug!(
-                "refused: {}:{} -> {}:{} (flags {:#04x})",
+                "{:?} {:?}: {}:{} -> {}:{} (proto {}, flags {:#04x}, ttl {})",
+                probe.probe,
+                probe.outcome,
                 probe.src,
                 probe.src_port,
                 probe.dst,
                 probe.dst_port,
-                probe.tcp_flags
+                probe.proto,
+                probe.tcp_flags,
+                probe.ttl
             );
             if let Some(scan) = self.sweep.observe(&probe, probe.timestamp) {
                 let iface = self

@@ -6,12 +6,15 @@
     reason = "each test binary uses a different part of this module"
 )]
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 /// TCP flag bits.
 pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
 
 /// Returns false (and says so) when the test must be skipped because `PROBE_SKIP_ROOT_TESTS=1`
 /// asks for it; panics with the reason when it cannot run and no skip was asked for.
@@ -30,127 +33,358 @@ pub fn require_root(what: &str) -> bool {
     );
 }
 
-/// A TCP/IPv4 segment in an Ethernet frame, with optional VLAN tags and IP/TCP options.
+/// IPv6 extension headers: (type, body after the 2 leading bytes).
+pub type ExtHeaders = Vec<(u8, Vec<u8>)>;
+
+/// The transport part of a [`Frame`].
 #[derive(Clone, Debug)]
-pub struct TcpFrame {
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub seq: u32,
-    pub ack: u32,
-    pub flags: u8,
+pub enum Transport {
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        /// Padded to a multiple of 4 bytes by the builder.
+        options: Vec<u8>,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
+    /// ICMP or ICMPv6 (by the frame's family): type, code, the 4 bytes after the checksum.
+    Icmp {
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+    },
+}
+
+/// An IPv4 or IPv6 packet in an Ethernet frame, with optional VLAN tags, IPv4 options or
+/// IPv6 extension headers.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub transport: Transport,
+    pub payload: Vec<u8>,
     /// TPIDs of VLAN tags, outermost first (0x88a8, 0x8100).
     pub vlan_tpids: Vec<u16>,
     /// IPv4 options, padded to a multiple of 4 bytes by the builder.
     pub ip_options: Vec<u8>,
-    /// TCP options, padded to a multiple of 4 bytes by the builder.
-    pub tcp_options: Vec<u8>,
-    pub payload: Vec<u8>,
+    /// IPv6 extension headers: (type, body after the 2 leading bytes). Bodies are padded to
+    /// the header's unit (8 bytes, 4 for AH); a fragment header body is its 6 bytes.
+    pub ext_headers: ExtHeaders,
     /// IPv4 fragment offset in 8-byte units.
     pub frag_offset: u16,
+    pub ttl: u8,
 }
 
-impl TcpFrame {
-    /// A segment from `src:src_port` to `dst:dst_port` with `flags`, nothing else set.
-    pub fn new(src: [u8; 4], src_port: u16, dst: [u8; 4], dst_port: u16, flags: u8) -> Self {
+pub fn v4(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
+}
+
+pub fn v6(text: &str) -> IpAddr {
+    IpAddr::V6(text.parse::<Ipv6Addr>().unwrap())
+}
+
+impl Frame {
+    fn new(src: IpAddr, dst: IpAddr, transport: Transport) -> Self {
         Self {
             src,
             dst,
-            src_port,
-            dst_port,
-            seq: 0,
-            ack: 0,
-            flags,
+            transport,
+            payload: Vec::new(),
             vlan_tpids: Vec::new(),
             ip_options: Vec::new(),
-            tcp_options: Vec::new(),
-            payload: Vec::new(),
+            ext_headers: Vec::new(),
             frag_offset: 0,
+            ttl: 64,
         }
     }
 
-    pub fn seq(mut self, seq: u32) -> Self {
-        self.seq = seq;
-        self
-    }
-
-    pub fn ack(mut self, ack: u32) -> Self {
-        self.ack = ack;
-        self
-    }
-
-    /// The answer our stack gives to this segment's SYN on a closed port: RST|ACK, seq 0,
-    /// acknowledging the SYN and its payload.
-    pub fn refusal(&self) -> TcpFrame {
-        TcpFrame::new(self.dst, self.dst_port, self.src, self.src_port, RST | ACK).ack(
-            self.seq
-                .wrapping_add(1)
-                .wrapping_add(self.payload.len() as u32),
+    /// A TCP segment with `flags` and sequence number `seq`.
+    pub fn tcp(
+        src: IpAddr,
+        src_port: u16,
+        dst: IpAddr,
+        dst_port: u16,
+        flags: u8,
+        seq: u32,
+    ) -> Self {
+        Self::new(
+            src,
+            dst,
+            Transport::Tcp {
+                src_port,
+                dst_port,
+                seq,
+                ack: 0,
+                flags,
+                options: Vec::new(),
+            },
         )
     }
 
-    /// The SYN-ACK our stack gives to this segment's SYN on an open port.
-    pub fn acceptance(&self) -> TcpFrame {
-        TcpFrame::new(self.dst, self.dst_port, self.src, self.src_port, SYN | ACK)
-            .seq(0x5eed_0000)
-            .ack(
-                self.seq
-                    .wrapping_add(1)
-                    .wrapping_add(self.payload.len() as u32),
-            )
+    pub fn udp(src: IpAddr, src_port: u16, dst: IpAddr, dst_port: u16) -> Self {
+        Self::new(src, dst, Transport::Udp { src_port, dst_port })
+    }
+
+    /// An echo request (ICMP type 8 or ICMPv6 type 128).
+    pub fn echo_request(src: IpAddr, dst: IpAddr, id: u16, seq: u16) -> Self {
+        let kind = if src.is_ipv4() { 8 } else { 128 };
+        let [a, b] = id.to_be_bytes();
+        let [c, d] = seq.to_be_bytes();
+        Self::new(
+            src,
+            dst,
+            Transport::Icmp {
+                kind,
+                code: 0,
+                rest: [a, b, c, d],
+            },
+        )
+    }
+
+    pub fn with_ack(mut self, ack_no: u32) -> Self {
+        if let Transport::Tcp { ack, .. } = &mut self.transport {
+            *ack = ack_no;
+        }
+        self
+    }
+
+    pub fn with_tcp_options(mut self, opts: &[u8]) -> Self {
+        if let Transport::Tcp { options, .. } = &mut self.transport {
+            *options = opts.to_vec();
+        }
+        self
+    }
+
+    fn tcp_fields(&self) -> (u16, u16, u32, u32, u8) {
+        match &self.transport {
+            Transport::Tcp {
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                ..
+            } => (*src_port, *dst_port, *seq, *ack, *flags),
+            other => panic!("not TCP: {other:?}"),
+        }
+    }
+
+    /// The number our answer carries: the ack of a segment with ACK, else its sequence plus
+    /// payload plus SYN and FIN.
+    fn answer_id(&self) -> u32 {
+        let (_, _, seq, ack, flags) = self.tcp_fields();
+        if flags & ACK != 0 {
+            return ack;
+        }
+        seq.wrapping_add(self.payload.len() as u32)
+            .wrapping_add(u32::from(flags & SYN != 0))
+            .wrapping_add(u32::from(flags & FIN != 0))
+    }
+
+    /// Our stack's RST for this segment on a closed port: RST|ACK acknowledging it, or, for a
+    /// segment with ACK, a bare RST whose seq is that ack.
+    pub fn refusal(&self) -> Frame {
+        let (sp, dp, _, _, flags) = self.tcp_fields();
+        let mut answer = if flags & ACK != 0 {
+            Frame::tcp(self.dst, dp, self.src, sp, RST, self.answer_id())
+        } else {
+            Frame::tcp(self.dst, dp, self.src, sp, RST | ACK, 0).with_ack(self.answer_id())
+        };
+        answer.vlan_tpids = self.vlan_tpids.clone();
+        answer
+    }
+
+    /// Our stack's SYN-ACK for this SYN on an open port.
+    pub fn acceptance(&self) -> Frame {
+        let (sp, dp, _, _, _) = self.tcp_fields();
+        let mut answer = Frame::tcp(self.dst, dp, self.src, sp, SYN | ACK, 0x5eed_0000)
+            .with_ack(self.answer_id());
+        answer.vlan_tpids = self.vlan_tpids.clone();
+        answer
+    }
+
+    /// A UDP datagram answering this one.
+    pub fn udp_reply(&self) -> Frame {
+        match self.transport {
+            Transport::Udp { src_port, dst_port } => {
+                Frame::udp(self.dst, dst_port, self.src, src_port)
+            }
+            _ => panic!("not UDP"),
+        }
+    }
+
+    /// The echo reply to this echo request.
+    pub fn echo_reply(&self) -> Frame {
+        match self.transport {
+            Transport::Icmp { rest, .. } => {
+                let kind = if self.src.is_ipv4() { 0 } else { 129 };
+                Frame::new(
+                    self.dst,
+                    self.src,
+                    Transport::Icmp {
+                        kind,
+                        code: 0,
+                        rest,
+                    },
+                )
+            }
+            _ => panic!("not ICMP"),
+        }
+    }
+
+    /// A destination-unreachable error from the probed host quoting this packet (whole, as
+    /// Linux quotes as much as fits): ICMP type 3 or ICMPv6 type 1 with `code`.
+    pub fn unreachable(&self, code: u8) -> Frame {
+        let kind = if self.src.is_ipv4() { 3 } else { 1 };
+        let mut error = Frame::new(
+            self.dst,
+            self.src,
+            Transport::Icmp {
+                kind,
+                code,
+                rest: [0; 4],
+            },
+        );
+        error.payload = self.ip_packet();
+        error
     }
 
     /// The frame's bytes.
     pub fn bytes(&self) -> Vec<u8> {
-        let pad4 = |mut v: Vec<u8>| {
-            while !v.len().is_multiple_of(4) {
-                v.push(0);
-            }
-            v
-        };
-        let ip_options = pad4(self.ip_options.clone());
-        let tcp_options = pad4(self.tcp_options.clone());
-        let ihl = 20 + ip_options.len();
-        let doff = 20 + tcp_options.len();
-        let total_len = (ihl + doff + self.payload.len()) as u16;
-
         let mut f = Vec::new();
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
         for (i, tpid) in self.vlan_tpids.iter().enumerate() {
             f.extend_from_slice(&tpid.to_be_bytes());
-            f.extend_from_slice(&(100 + i as u16).to_be_bytes()); // TCI: VLAN 100, 101
+            f.extend_from_slice(&(100 + i as u16).to_be_bytes());
         }
-        f.extend_from_slice(&0x0800u16.to_be_bytes());
-
-        let ip_start = f.len();
-        f.push(0x40 | (ihl / 4) as u8);
-        f.push(0);
-        f.extend_from_slice(&total_len.to_be_bytes());
-        f.extend_from_slice(&0x1234u16.to_be_bytes());
-        f.extend_from_slice(&(0x4000 | self.frag_offset).to_be_bytes()); // DF + offset
-        f.push(64);
-        f.push(6);
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(&self.src);
-        f.extend_from_slice(&self.dst);
-        f.extend_from_slice(&ip_options);
-        let csum = checksum(&f[ip_start..ip_start + ihl]);
-        f[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
-
-        f.extend_from_slice(&self.src_port.to_be_bytes());
-        f.extend_from_slice(&self.dst_port.to_be_bytes());
-        f.extend_from_slice(&self.seq.to_be_bytes());
-        f.extend_from_slice(&self.ack.to_be_bytes());
-        f.push(((doff / 4) as u8) << 4);
-        f.push(self.flags);
-        f.extend_from_slice(&64240u16.to_be_bytes());
-        f.extend_from_slice(&[0, 0, 0, 0]); // checksum (not verified), urgent pointer
-        f.extend_from_slice(&tcp_options);
-        f.extend_from_slice(&self.payload);
+        let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(&self.ip_packet());
         f
     }
+
+    /// The IP packet (no Ethernet header).
+    pub fn ip_packet(&self) -> Vec<u8> {
+        let l4 = self.transport_bytes();
+        match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let options = pad(self.ip_options.clone(), 4);
+                let ihl = 20 + options.len();
+                let mut p = vec![0x40 | (ihl / 4) as u8, 0];
+                p.extend_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
+                p.extend_from_slice(&0x1234u16.to_be_bytes());
+                p.extend_from_slice(&(0x4000 | self.frag_offset).to_be_bytes());
+                p.push(self.ttl);
+                p.push(self.proto());
+                p.extend_from_slice(&[0, 0]);
+                p.extend_from_slice(&src.octets());
+                p.extend_from_slice(&dst.octets());
+                p.extend_from_slice(&options);
+                let csum = checksum(&p);
+                p[10..12].copy_from_slice(&csum.to_be_bytes());
+                p.extend_from_slice(&l4);
+                p
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let mut exts = Vec::new();
+                let types: Vec<u8> = self
+                    .ext_headers
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .chain([self.proto()])
+                    .collect();
+                for (i, (kind, body)) in self.ext_headers.iter().enumerate() {
+                    let next = types[i + 1];
+                    let mut h = vec![next, 0];
+                    h.extend_from_slice(body);
+                    let h = match kind {
+                        44 => h,
+                        51 => {
+                            let h = pad(h, 4);
+                            let mut h = h;
+                            h[1] = (h.len() / 4 - 2) as u8;
+                            h
+                        }
+                        _ => {
+                            let mut h = pad(h, 8);
+                            h[1] = (h.len() / 8 - 1) as u8;
+                            h
+                        }
+                    };
+                    exts.extend_from_slice(&h);
+                }
+                let mut p = vec![0x60, 0, 0, 0];
+                p.extend_from_slice(&((exts.len() + l4.len()) as u16).to_be_bytes());
+                p.push(types[0]);
+                p.push(self.ttl);
+                p.extend_from_slice(&src.octets());
+                p.extend_from_slice(&dst.octets());
+                p.extend_from_slice(&exts);
+                p.extend_from_slice(&l4);
+                p
+            }
+            _ => panic!("mixed address families"),
+        }
+    }
+
+    fn proto(&self) -> u8 {
+        match self.transport {
+            Transport::Tcp { .. } => 6,
+            Transport::Udp { .. } => 17,
+            Transport::Icmp { .. } if self.src.is_ipv4() => 1,
+            Transport::Icmp { .. } => 58,
+        }
+    }
+
+    fn transport_bytes(&self) -> Vec<u8> {
+        let mut t = Vec::new();
+        match &self.transport {
+            Transport::Tcp {
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                options,
+            } => {
+                let options = pad(options.clone(), 4);
+                t.extend_from_slice(&src_port.to_be_bytes());
+                t.extend_from_slice(&dst_port.to_be_bytes());
+                t.extend_from_slice(&seq.to_be_bytes());
+                t.extend_from_slice(&ack.to_be_bytes());
+                t.push((((20 + options.len()) / 4) as u8) << 4);
+                t.push(*flags);
+                t.extend_from_slice(&64240u16.to_be_bytes());
+                t.extend_from_slice(&[0, 0, 0, 0]);
+                t.extend_from_slice(&options);
+            }
+            Transport::Udp { src_port, dst_port } => {
+                t.extend_from_slice(&src_port.to_be_bytes());
+                t.extend_from_slice(&dst_port.to_be_bytes());
+                t.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+                t.extend_from_slice(&[0, 0]);
+            }
+            Transport::Icmp { kind, code, rest } => {
+                t.extend_from_slice(&[*kind, *code, 0, 0]);
+                t.extend_from_slice(rest);
+            }
+        }
+        t.extend_from_slice(&self.payload);
+        t
+    }
+}
+
+fn pad(mut v: Vec<u8>, unit: usize) -> Vec<u8> {
+    while !v.len().is_multiple_of(unit) {
+        v.push(if unit == 4 { 1 } else { 0 });
+    }
+    v
 }
 
 /// The Internet checksum of `data`.
