@@ -34,6 +34,9 @@ pub const PENDING_MASK_GLOBAL: &str = "PENDING_MASK";
 pub const OURS_MASK_GLOBAL: &str = "OURS_MASK";
 /// Global (`u64`): nanoseconds after which a pending attempt counts as unanswered.
 pub const TIMEOUT_NS_GLOBAL: &str = "TIMEOUT_NS";
+/// Global (`u64`): unread ring-buffer bytes from which a submitted event wakes the reader;
+/// below it the reader finds events on its drain timer.
+pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 /// Global (`[HomeNet; MAX_HOME_NETS]`): the prefixes that are "ours".
 pub const HOME_NETS_GLOBAL: &str = "HOME_NETS";
 /// Global (`u32`): how many entries of `HOME_NETS` are in use; 0 = every address is ours.

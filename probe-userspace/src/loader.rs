@@ -15,7 +15,7 @@ use probe_common::{
     COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP, EXPIRE_PROGRAM, HOME_NET_COUNT_GLOBAL,
     HOME_NETS_GLOBAL, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL,
     OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, TC_PROGRAM,
-    TIMEOUT_NS, TIMEOUT_NS_GLOBAL, XDP_PROGRAM,
+    TIMEOUT_NS, TIMEOUT_NS_GLOBAL, WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
 };
 
 /// Sizes and settings fixed when the object is loaded.
@@ -172,6 +172,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     let ours_mask = config.ours_slots - 1;
     let timeout_ns = u64::try_from(config.timeout.as_nanos()).unwrap_or(u64::MAX);
     let home_net_count = config.home_nets.len() as u32;
+    let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(PENDING_MAP, config.pending_slots)
         .map_max_entries(OURS_MAP, config.ours_slots)
@@ -182,6 +183,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(TIMEOUT_NS_GLOBAL, &timeout_ns, true)
         .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
         .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
+        .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
         .load(object)
         .map_err(|err| match permission_error(&err) {
             Some(source) => LoadError::Permission {

@@ -27,6 +27,8 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+/// How often the ring buffer is read when the kernel has not woken us.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the kernel counters are logged at debug level.
 const STATS_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -338,6 +340,10 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli) -> anyhow::Result<()> {
     let mut expiry = tokio::time::interval(
         (cli.pending_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(1)),
     );
+    // The kernel wakes us only when a backlog builds (see WAKEUP_BYTES); otherwise events
+    // are picked up here, at most DRAIN_INTERVAL after they happen.
+    let mut drain = tokio::time::interval(DRAIN_INTERVAL);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats = tokio::time::interval(STATS_INTERVAL);
     stats.tick().await;
     loop {
@@ -347,6 +353,7 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli) -> anyhow::Result<()> {
                 output.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
+            _ = drain.tick() => output.drain(ring.get_mut())?,
             _ = expiry.tick() => {
                 loader::expire(ebpf).context("the expiry program failed")?;
             }

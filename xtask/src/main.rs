@@ -56,6 +56,13 @@ enum Cmd {
         )]
         args: Vec<String>,
     },
+    /// Measure ns/packet of each program path with BPF_PROG_TEST_RUN against trivial
+    /// programs in the same run; print the table and write it to BENCHMARKS.md. Needs root.
+    Bench {
+        /// Print only; leave BENCHMARKS.md alone.
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Run every test: formatting, clippy, unit, kernel (BPF_PROG_TEST_RUN) and lab
     /// (network namespaces, nmap) tests. Needs root.
     Test {
@@ -121,6 +128,10 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
             // exit status is ours.
             let err = run.exec();
             bail!("cannot run {}: {err}", binary.display());
+        }
+        Cmd::Bench { no_write } => {
+            setup(&pin, false)?;
+            bench(&workspace, &pin, !no_write)?;
         }
         Cmd::Test { no_lint, args } => {
             test(&workspace, &pin, no_lint, &args)?;
@@ -257,6 +268,38 @@ fn test(workspace: &Path, pin: &Pin, no_lint: bool, args: &[String]) -> anyhow::
         "xtask: all tests passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn bench(workspace: &Path, pin: &Pin, write: bool) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("the benchmark loads BPF programs: run `sudo -E cargo xtask bench`");
+    }
+    cmd::run(pinned_cargo(workspace, pin).args([
+        "build",
+        "--release",
+        "--package",
+        "probe-userspace",
+        "--example",
+        "bench",
+    ]))?;
+    let binary = target_dir(workspace).join("release/examples/bench");
+    eprintln!("xtask: $ {}", binary.display());
+    let out = Command::new(&binary)
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("the benchmark failed ({})", out.status);
+    }
+    let report = String::from_utf8_lossy(&out.stdout);
+    print!("{report}");
+    if write {
+        let path = workspace.join("BENCHMARKS.md");
+        std::fs::write(&path, report.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("xtask: wrote {}", path.display());
+    }
     Ok(())
 }
 

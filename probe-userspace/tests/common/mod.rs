@@ -153,6 +153,18 @@ impl Frame {
         self
     }
 
+    pub fn with_seq(mut self, seq_no: u32) -> Self {
+        if let Transport::Tcp { seq, .. } = &mut self.transport {
+            *seq = seq_no;
+        }
+        self
+    }
+
+    pub fn with_payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
     pub fn with_tcp_options(mut self, opts: &[u8]) -> Self {
         if let Transport::Tcp { options, .. } = &mut self.transport {
             *options = opts.to_vec();
