@@ -27,13 +27,25 @@ pub const PENDING_MAP: &str = "PENDING";
 /// Direct-mapped array of our own outbound attempts (`u32` tags), so that answers to them
 /// are not taken for probes and unsolicited answers are seen as backscatter.
 pub const OURS_MAP: &str = "OURS";
+/// Array of two `u64`s written by each expiry sweep: [`PENDING_STATS_LIVE`] and
+/// [`PENDING_STATS_EPOCH`].
+pub const PENDING_STATS_MAP: &str = "PENDING_STATS";
+/// Index in `PENDING_STATS`: pending slots holding an attempt after the last sweep (the
+/// table's occupancy: the closer to full, the more attempts collide and overwrite).
+pub const PENDING_STATS_LIVE: u32 = 0;
+/// Index in `PENDING_STATS`: the number of sweeps run so far.
+pub const PENDING_STATS_EPOCH: u32 = 1;
 
 /// Global (`u32`): number of `PENDING` slots minus one; the slot count is a power of two.
 pub const PENDING_MASK_GLOBAL: &str = "PENDING_MASK";
 /// Global (`u32`): number of `OURS` slots minus one; the slot count is a power of two.
 pub const OURS_MASK_GLOBAL: &str = "OURS_MASK";
-/// Global (`u64`): nanoseconds after which a pending attempt counts as unanswered.
-pub const TIMEOUT_NS_GLOBAL: &str = "TIMEOUT_NS";
+/// Global (`u64`): key of the flow hash that places attempts in the direct-mapped tables,
+/// random per load so that colliding flows cannot be computed in advance.
+pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
+/// Global (`u64`): sweeps of the expiry program after which a pending attempt counts as
+/// unanswered (the timeout divided by the sweep interval, rounded up).
+pub const EXPIRE_AFTER_GLOBAL: &str = "EXPIRE_AFTER";
 /// Global (`u64`): unread ring-buffer bytes from which a submitted event wakes the reader;
 /// below it the reader finds events on its drain timer.
 pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
@@ -54,6 +66,8 @@ pub const OUTCOMES_ENTRIES: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Default pending timeout: an attempt unanswered after 3 s is reported as unanswered.
 pub const TIMEOUT_NS: u64 = 3_000_000_000;
+/// Default sweeps before an attempt counts as unanswered (3 s at one sweep a second).
+pub const EXPIRE_AFTER: u64 = 3;
 /// Most home-net prefixes the kernel checks (a linear scan: cheaper than an LPM trie for a
 /// handful of prefixes on the per-packet path).
 pub const MAX_HOME_NETS: usize = 16;
@@ -100,23 +114,20 @@ pub enum Counter {
     /// Inbound SYN-ACKs, and RST|ACKs with sequence 0, that answer nothing we sent: someone
     /// is probing with our addresses as the spoofed source.
     Backscatter = 12,
-    /// Pending slots overwritten while they still held an unexpired attempt (collisions:
-    /// the direct-mapped table's form of LRU pressure).
-    PendingEvicted = 13,
     /// Attempts reported as unanswered by the expiry program.
-    Unanswered = 14,
+    Unanswered = 13,
     /// Inbound attempts to addresses outside the home nets (not tracked).
-    NotHome = 15,
+    NotHome = 14,
     /// Outbound RSTs without ACK that answer an inbound ACK-bearing segment matching no
     /// connection (ACK or Maimon probes, or stale connections).
-    AckProbes = 16,
+    AckProbes = 15,
     /// Repeats of an outcome already reported (counted in `OUTCOMES`, not sent).
-    Repeats = 17,
+    Repeats = 16,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 17] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -130,7 +141,6 @@ impl Counter {
         Counter::UdpIn,
         Counter::EchoIn,
         Counter::Backscatter,
-        Counter::PendingEvicted,
         Counter::Unanswered,
         Counter::NotHome,
         Counter::AckProbes,
@@ -155,7 +165,6 @@ impl Counter {
             Counter::UdpIn => "udp_in",
             Counter::EchoIn => "echo_in",
             Counter::Backscatter => "backscatter",
-            Counter::PendingEvicted => "pending_evicted",
             Counter::Unanswered => "unanswered",
             Counter::NotHome => "not_home",
             Counter::AckProbes => "ack_probes",
@@ -296,8 +305,8 @@ const _: () = assert!(size_of::<OutcomeKey>() == 48);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pending {
-    /// `bpf_ktime_get_coarse_ns()` when the attempt arrived.
-    pub seen_ns: u64,
+    /// The expiry sweep epoch in which the attempt arrived (no clock read per attempt).
+    pub seen_epoch: u64,
     /// The remote peer.
     pub remote: [u8; 16],
     /// Our address.

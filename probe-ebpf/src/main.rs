@@ -44,19 +44,21 @@ use aya_ebpf::{
         __sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
         TC_ACT_OK, xdp_action::XDP_PASS,
     },
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, generated::bpf_loop},
+    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
     macros::{classifier, map, xdp},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Counter, EVENTS_BYTES, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES, Outcome,
-    OutcomeKey, PENDING_ENTRIES, Pending, ProbeEvent, ProbeType, TIMEOUT_NS as DEFAULT_TIMEOUT,
+    Counter, EVENTS_BYTES, EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet,
+    IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
+    IPPROTO_UDP as PROTO_UDP, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES, Outcome, OutcomeKey,
+    PENDING_ENTRIES, PENDING_STATS_EPOCH, PENDING_STATS_LIVE, Pending, ProbeEvent, ProbeType,
 };
 
 use crate::parse::{
-    Addr, Icmp, IcmpKind, L4, Malformed, Packet, Quoted, TCP_ACK, TCP_RST, TCP_SYN, parse,
-    parse_quoted,
+    Addr, Endpoints, Headers, Icmp, IcmpKind, Malformed, Quoted, TCP_ACK, TCP_RST, TCP_SYN,
+    endpoints, icmp, locate, parse_quoted, tcp, tcp_flags, udp,
 };
 
 /// State changes for userspace; size set at load time (default [`EVENTS_BYTES`]).
@@ -77,6 +79,10 @@ static OUTCOMES: LruHashMap<OutcomeKey, u64> = LruHashMap::with_max_entries(OUTC
 #[map]
 static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
 
+/// Written by each expiry sweep: live slots, epoch (indices in probe_common).
+#[map]
+static PENDING_STATS: Array<u64> = Array::with_max_entries(2, 0);
+
 /// Tags of our own outbound attempts (SYNs, UDP datagrams), direct-mapped by flow hash;
 /// size set at load time (default [`OURS_ENTRIES`], mask in [`OURS_MASK`]).
 #[map]
@@ -89,17 +95,25 @@ static PENDING_MASK: u32 = PENDING_ENTRIES - 1;
 #[unsafe(no_mangle)]
 static OURS_MASK: u32 = OURS_ENTRIES - 1;
 #[unsafe(no_mangle)]
-static TIMEOUT_NS: u64 = DEFAULT_TIMEOUT;
+static EXPIRE_AFTER: u64 = DEFAULT_EXPIRE_AFTER;
+/// Key of the flow hash, random per load (set by userspace).
+#[unsafe(no_mangle)]
+static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+/// The expiry sweep epoch: advanced by each run of `probe_expire`, stamped on each pending
+/// attempt. Cheaper than a clock read per attempt, and exact in sweeps.
+#[unsafe(no_mangle)]
+static mut EPOCH: u64 = 0;
 #[unsafe(no_mangle)]
 static HOME_NET_COUNT: u32 = 0;
 /// Unread bytes in `EVENTS` from which a submit wakes the reader (a quarter of the ring).
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+/// The home-net prefixes, each a [`probe_common::HomeNet`] (network then mask, 16 bytes
+/// each) seen as four native words, so that they are read into registers a word at a time
+/// rather than copied to the stack.
 #[unsafe(no_mangle)]
-static HOME_NETS: [HomeNet; MAX_HOME_NETS] = [HomeNet {
-    network: [0; 16],
-    mask: [0; 16],
-}; MAX_HOME_NETS];
+static HOME_NETS: [[u64; 4]; MAX_HOME_NETS] = [[0; 4]; MAX_HOME_NETS];
+const _: () = assert!(core::mem::size_of::<[u64; 4]>() == core::mem::size_of::<HomeNet>());
 
 /// Entry point of the XDP program on each attached interface (ingress).
 #[xdp]
@@ -123,11 +137,15 @@ fn probe_egress(ctx: TcContext) -> i32 {
 /// reports every attempt older than the timeout as unanswered.
 #[xdp]
 fn probe_expire(_ctx: XdpContext) -> u32 {
+    // SAFETY: EPOCH is written only here; userspace runs one sweep at a time.
+    let epoch = unsafe { read_volatile(&raw const EPOCH) }.wrapping_add(1);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&raw mut EPOCH, epoch) };
     let mut sweep = Sweep {
-        // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-        now: unsafe { bpf_ktime_get_coarse_ns() },
+        epoch,
         // SAFETY: reading a plain global; volatile so the load-time value is used.
-        timeout: unsafe { read_volatile(&TIMEOUT_NS) },
+        after: unsafe { read_volatile(&EXPIRE_AFTER) },
+        live: 0,
     };
     // SAFETY: reading a plain global.
     let slots = unsafe { read_volatile(&PENDING_MASK) }.wrapping_add(1);
@@ -140,6 +158,15 @@ fn probe_expire(_ctx: XdpContext) -> u32 {
             (&raw mut sweep).cast::<c_void>(),
             0,
         );
+    }
+    for (index, value) in [
+        (PENDING_STATS_LIVE, sweep.live),
+        (PENDING_STATS_EPOCH, epoch),
+    ] {
+        if let Some(stat) = PENDING_STATS.get_ptr_mut(index) {
+            // SAFETY: array slot from a successful lookup.
+            unsafe { *stat = value };
+        }
     }
     XDP_PASS
 }
@@ -158,21 +185,27 @@ fn bench_tc_ok(_ctx: TcContext) -> i32 {
 }
 
 struct Sweep {
-    now: u64,
-    timeout: u64,
+    epoch: u64,
+    after: u64,
+    live: u64,
 }
 
-/// bpf_loop callback: reports and clears slot `index` if it expired. Returns 0: go on.
+/// bpf_loop callback: reports and clears slot `index` if it expired, counts it if it stays.
+/// Returns 0: go on.
 #[inline(never)]
 extern "C" fn expire_slot(index: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer probe_expire gave it, to a live `Sweep`.
-    let sweep = unsafe { &*ctx.cast::<Sweep>() };
+    let sweep = unsafe { &mut *ctx.cast::<Sweep>() };
     let Some(slot) = PENDING.get_ptr_mut(index) else {
         return 0;
     };
     // SAFETY: the pointer comes from a successful array lookup and is valid for the call.
     let pending = unsafe { *slot };
-    if pending.tag == 0 || sweep.now.wrapping_sub(pending.seen_ns) < sweep.timeout {
+    if pending.tag == 0 {
+        return 0;
+    }
+    if sweep.epoch.wrapping_sub(pending.seen_epoch) <= sweep.after {
+        sweep.live += 1;
         return 0;
     }
     // SAFETY: as above.
@@ -185,127 +218,205 @@ extern "C" fn expire_slot(index: u32, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn try_ingress(ctx: &XdpContext) -> Result<(), Malformed> {
     count(Counter::IngressPackets);
-    let Some(pkt) = parsed(ctx.data(), ctx.data_end())? else {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Some(h) = checked(locate(start, end))? else {
         return Ok(());
     };
+    if !h.transport {
+        return Ok(());
+    }
     let ifindex = ctx.ingress_ifindex() as u32;
-    match pkt.l4 {
-        L4::Tcp(tcp) => {
-            trace!(
-                ctx,
-                "in: tcp {} -> {} flags {:x}", tcp.src_port, tcp.dst_port, tcp.flags
-            );
-            match tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST) {
-                TCP_SYN => attempt(&pkt, &Attempt::tcp(ProbeType::TcpSyn, &tcp, ifindex)),
-                // No SYN, ACK or RST: only probes look like this (FIN, NULL, Xmas, ...).
-                0 => attempt(&pkt, &Attempt::tcp(ProbeType::TcpStealth, &tcp, ifindex)),
-                flags
-                    if flags == TCP_SYN | TCP_ACK
-                        || (flags == TCP_RST | TCP_ACK && tcp.seq == 0) =>
-                {
-                    // An answer to a connection attempt: ours, or backscatter.
-                    let flow = Flow::to_us(&pkt, tcp.src_port, tcp.dst_port);
-                    if !take_ours(&flow, tcp.ack) {
-                        count(Counter::Backscatter);
-                    }
-                }
-                _ => {}
+    match h.proto {
+        PROTO_TCP => {
+            let flags = checked(tcp_flags(start, end, &h))?;
+            trace!(ctx, "in: tcp flags {:x}", flags);
+            // Established traffic (ACK without SYN or RST) is the common case: done here,
+            // after one flags byte.
+            if flags & (TCP_SYN | TCP_RST) != 0 || flags & TCP_ACK == 0 {
+                ingress_tcp(start, end, &h, flags, ifindex);
             }
         }
-        L4::Udp { src_port, dst_port } => {
-            // A reply to a datagram we sent is not an attempt.
-            if !is_ours(&Flow::to_us(&pkt, src_port, dst_port), 0) {
-                let udp = Attempt {
-                    probe: ProbeType::Udp,
-                    remote_port: src_port,
-                    local_port: dst_port,
-                    id: 0,
-                    tcp_flags: 0,
-                    ifindex,
-                };
-                attempt(&pkt, &udp);
-            }
-        }
-        L4::Icmp(icmp) if icmp.kind == IcmpKind::EchoRequest => {
-            let echo = Attempt {
-                probe: ProbeType::IcmpEcho,
-                remote_port: icmp.id,
-                local_port: 0,
-                id: u32::from(icmp.seq),
-                tcp_flags: 0,
-                ifindex,
-            };
-            attempt(&pkt, &echo);
-        }
+        PROTO_UDP => ingress_udp(start, end, &h, ifindex),
+        PROTO_ICMP | PROTO_ICMPV6 => ingress_icmp(start, end, &h, ifindex),
         _ => {}
     }
     Ok(())
+}
+
+/// An inbound TCP segment that is not established traffic: an attempt (SYN, or a stealth
+/// segment without SYN, ACK or RST), or an answer to an attempt (ours, or backscatter).
+#[inline(never)]
+fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
+    let Ok(tcp) = checked(tcp(start, end, h)) else {
+        return;
+    };
+    let Ok(ends) = checked(endpoints(start, end, h)) else {
+        return;
+    };
+    let probe = match flags & (TCP_SYN | TCP_ACK | TCP_RST) {
+        TCP_SYN => ProbeType::TcpSyn,
+        // No SYN, ACK or RST: only probes look like this (FIN, NULL, Xmas, ...).
+        0 => ProbeType::TcpStealth,
+        f if f == TCP_SYN | TCP_ACK || (f == TCP_RST | TCP_ACK && tcp.seq == 0) => {
+            // An answer to a connection attempt: ours, or backscatter. (An RST|ACK with a
+            // non-zero sequence aborts a connection; it answers no SYN.)
+            let flow = Flow::to_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
+            if !take_ours(&flow, tcp.ack) {
+                count(Counter::Backscatter);
+            }
+            return;
+        }
+        _ => return,
+    };
+    attempt(&ends, &Attempt::tcp(probe, &tcp, ifindex));
+}
+
+/// An inbound UDP datagram: an attempt, unless it replies to one of ours.
+#[inline(never)]
+fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) {
+    let (Ok((src_port, dst_port)), Ok(ends)) = (
+        checked(udp(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return;
+    };
+    if is_ours(&Flow::to_us(&ends, h.proto, src_port, dst_port), 0) {
+        return;
+    }
+    let udp = Attempt {
+        probe: ProbeType::Udp,
+        proto: h.proto,
+        remote_port: src_port,
+        local_port: dst_port,
+        id: 0,
+        tcp_flags: 0,
+        ifindex,
+    };
+    attempt(&ends, &udp);
+}
+
+/// An inbound ICMP/ICMPv6 message: echo requests are attempts.
+#[inline(never)]
+fn ingress_icmp(start: usize, end: usize, h: &Headers, ifindex: u32) {
+    let Ok(Some(icmp)) = checked(icmp(start, end, h)) else {
+        return;
+    };
+    if icmp.kind != IcmpKind::EchoRequest {
+        return;
+    }
+    let Ok(ends) = checked(endpoints(start, end, h)) else {
+        return;
+    };
+    let echo = Attempt {
+        probe: ProbeType::IcmpEcho,
+        proto: h.proto,
+        remote_port: icmp.id,
+        local_port: 0,
+        id: u32::from(icmp.seq),
+        tcp_flags: 0,
+        ifindex,
+    };
+    attempt(&ends, &echo);
 }
 
 #[inline(always)]
 fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
     count(Counter::EgressPackets);
     let (start, end) = (ctx.data(), ctx.data_end());
-    let Some(pkt) = parsed(start, end)? else {
+    let Some(h) = checked(locate(start, end))? else {
         return Ok(());
     };
-    match pkt.l4 {
-        L4::Tcp(tcp) => {
-            trace!(
-                ctx,
-                "out: tcp {} -> {} flags {:x}", tcp.src_port, tcp.dst_port, tcp.flags
-            );
-            let answer = Flow::from_us(&pkt, tcp.src_port, tcp.dst_port);
-            let flags = tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST);
-            if flags == TCP_SYN {
-                // Our own attempt: remember it, so its answers are not taken for backscatter.
-                put_ours(
-                    &Flow::from_us(&pkt, tcp.src_port, tcp.dst_port),
-                    tcp.answer_id(),
-                );
-            } else if flags & TCP_RST != 0 {
+    if !h.transport {
+        return Ok(());
+    }
+    match h.proto {
+        PROTO_TCP => {
+            let flags = checked(tcp_flags(start, end, &h))? & (TCP_SYN | TCP_ACK | TCP_RST);
+            trace!(ctx, "out: tcp flags {:x}", flags);
+            if flags & TCP_RST != 0 {
                 count(Counter::RstsOut);
-                // An RST with ACK acknowledges the attempt; one without answers a segment
-                // that had ACK set and carries that segment's ack number as its seq.
-                let id = if flags & TCP_ACK != 0 {
-                    tcp.ack
-                } else {
-                    tcp.seq
-                };
-                if !settle(&answer, id, Outcome::Refused, 0, 0)
-                    && flags & TCP_ACK == 0
-                    && is_home(&pkt.src)
-                {
-                    // No pending attempt: an ACK-bearing segment matched no connection here.
-                    // Recording every inbound ACK would tax established traffic, so these
-                    // probes are known from our answer alone.
-                    count(Counter::AckProbes);
-                    report_ack_probe(&answer, ifindex(ctx));
-                }
-            } else if flags == TCP_SYN | TCP_ACK {
-                settle(&answer, tcp.ack, Outcome::Accepted, 0, 0);
+            } else if flags != TCP_SYN && flags != TCP_SYN | TCP_ACK {
+                // Established traffic: the common case, done after one flags byte.
+                return Ok(());
             }
+            egress_tcp(start, end, &h, flags, ifindex(ctx));
         }
-        L4::Udp { src_port, dst_port } => {
-            let flow = Flow::from_us(&pkt, src_port, dst_port);
-            settle(&flow, 0, Outcome::Accepted, 0, 0);
-            put_ours(&flow, 0);
-        }
-        L4::Icmp(icmp) => match icmp.kind {
-            IcmpKind::EchoReply => {
-                // The request was keyed with the echo identifier as the remote's "port".
-                let flow = Flow::from_us(&pkt, 0, icmp.id);
-                settle(&flow, u32::from(icmp.seq), Outcome::Accepted, 0, 0);
-            }
-            IcmpKind::Unreachable => {
-                let v6 = pkt.proto == probe_common::IPPROTO_ICMPV6;
-                settle_unreachable(start, end, &icmp, v6);
-            }
-            _ => {}
-        },
-        L4::Other => {}
+        PROTO_UDP => egress_udp(start, end, &h),
+        PROTO_ICMP | PROTO_ICMPV6 => egress_icmp(start, end, &h),
+        _ => {}
     }
     Ok(())
+}
+
+/// An outbound SYN (ours), SYN-ACK or RST (an answer to an inbound attempt).
+#[inline(never)]
+fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
+    let (Ok(tcp), Ok(ends)) = (
+        checked(tcp(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return;
+    };
+    let answer = Flow::from_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
+    if flags == TCP_SYN {
+        // Our own attempt: remember it, so its answers are not taken for backscatter.
+        put_ours(&answer, tcp.answer_id());
+    } else if flags == TCP_SYN | TCP_ACK {
+        settle(&answer, tcp.ack, Outcome::Accepted, 0, 0);
+    } else {
+        // An RST with ACK acknowledges the attempt; one without answers a segment that had
+        // ACK set and carries that segment's ack number as its seq.
+        let id = if flags & TCP_ACK != 0 {
+            tcp.ack
+        } else {
+            tcp.seq
+        };
+        if !settle(&answer, id, Outcome::Refused, 0, 0)
+            && flags & TCP_ACK == 0
+            && is_home(&ends.src)
+        {
+            // No pending attempt: an ACK-bearing segment matched no connection here.
+            // Recording every inbound ACK would tax established traffic, so these probes are
+            // known from our answer alone.
+            count(Counter::AckProbes);
+            report_ack_probe(&answer, ifindex);
+        }
+    }
+}
+
+/// An outbound UDP datagram: an answer to an inbound attempt, and one of ours.
+#[inline(never)]
+fn egress_udp(start: usize, end: usize, h: &Headers) {
+    let (Ok((src_port, dst_port)), Ok(ends)) = (
+        checked(udp(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return;
+    };
+    let flow = Flow::from_us(&ends, h.proto, src_port, dst_port);
+    settle(&flow, 0, Outcome::Accepted, 0, 0);
+    put_ours(&flow, 0);
+}
+
+/// An outbound ICMP/ICMPv6 message: echo replies and destination-unreachable errors
+/// answer inbound attempts.
+#[inline(never)]
+fn egress_icmp(start: usize, end: usize, h: &Headers) {
+    let Ok(Some(icmp)) = checked(icmp(start, end, h)) else {
+        return;
+    };
+    match icmp.kind {
+        IcmpKind::EchoReply => {
+            let Ok(ends) = checked(endpoints(start, end, h)) else {
+                return;
+            };
+            // The request was keyed with the echo identifier as the remote's "port".
+            let flow = Flow::from_us(&ends, h.proto, 0, icmp.id);
+            settle(&flow, u32::from(icmp.seq), Outcome::Accepted, 0, 0);
+        }
+        IcmpKind::Unreachable => settle_unreachable(start, end, &icmp, h.v6),
+        _ => {}
+    }
 }
 
 /// What an ICMP destination-unreachable code says about the attempt it quotes.
@@ -321,10 +432,9 @@ fn unreachable_outcome(v6: bool, code: u8) -> Outcome {
     }
 }
 
-/// Parses, counting frames we could not read.
+/// Passes a parse result on, counting frames we could not read.
 #[inline(always)]
-fn parsed(start: usize, end: usize) -> Result<Option<Packet>, Malformed> {
-    let parsed = parse(start, end);
+fn checked<T>(parsed: Result<T, Malformed>) -> Result<T, Malformed> {
     if parsed.is_err() {
         count(Counter::Malformed);
     }
@@ -335,6 +445,8 @@ fn parsed(start: usize, end: usize) -> Result<Option<Packet>, Malformed> {
 #[derive(Clone, Copy)]
 struct Attempt {
     probe: ProbeType,
+    /// IP protocol.
+    proto: u8,
     /// The remote peer's port (echo identifier for ICMP).
     remote_port: u16,
     /// Our port (0 for ICMP).
@@ -351,6 +463,7 @@ impl Attempt {
     fn tcp(probe: ProbeType, tcp: &parse::Tcp, ifindex: u32) -> Self {
         Self {
             probe,
+            proto: PROTO_TCP,
             remote_port: tcp.src_port,
             local_port: tcp.dst_port,
             id: tcp.answer_id(),
@@ -363,16 +476,17 @@ impl Attempt {
 /// Records an inbound attempt to a home address in the pending table. A subprogram: one
 /// copy for every kind of attempt keeps the XDP frame small.
 #[inline(never)]
-fn attempt(pkt: &Packet, a: &Attempt) {
+fn attempt(ends: &Endpoints, a: &Attempt) {
     let Attempt {
         probe,
+        proto,
         remote_port,
         local_port,
         id,
         tcp_flags,
         ifindex,
     } = *a;
-    if !is_home(&pkt.dst) {
+    if !is_home(&ends.dst) {
         count(Counter::NotHome);
         return;
     }
@@ -382,36 +496,30 @@ fn attempt(pkt: &Packet, a: &Attempt) {
         ProbeType::Udp => Counter::UdpIn,
         ProbeType::IcmpEcho => Counter::EchoIn,
     });
-    let (index, tag) = Flow::to_us(pkt, remote_port, local_port).slot(id, pending_mask());
+    let (index, tag) = Flow::to_us(ends, proto, remote_port, local_port).slot(id, pending_mask());
     let Some(slot) = PENDING.get_ptr_mut(index) else {
         return;
     };
+    // A blind write: reading the slot first (to skip retransmissions, or to count
+    // overwrites) would stall on a cache miss for every new flow, the cost that matters
+    // under a flood. A retransmission rewrites the same attempt with a newer epoch; a
+    // colliding flow overwrites the slot (the sweep reports the table's occupancy).
     // SAFETY: the pointer comes from a successful array lookup and stays valid for the
     // duration of the program; a concurrent writer on another CPU can at worst leave a torn
-    // slot, whose tag then matches nothing.
+    // slot, whose tag then matches nothing. EPOCH is read, never written, here.
     unsafe {
-        let old = &*slot;
-        if old.tag == tag {
-            // A retransmission of an attempt already pending.
-            return;
-        }
-        // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-        let now = bpf_ktime_get_coarse_ns();
-        if old.tag != 0 && now.wrapping_sub(old.seen_ns) < read_volatile(&TIMEOUT_NS) {
-            count(Counter::PendingEvicted);
-        }
         *slot = Pending {
-            seen_ns: now,
-            remote: pkt.src.bytes(),
-            local: pkt.dst.bytes(),
+            seen_epoch: read_volatile(&raw const EPOCH),
+            remote: ends.src.bytes(),
+            local: ends.dst.bytes(),
             ifindex,
             tag,
             remote_port,
             local_port,
-            proto: pkt.proto,
+            proto,
             probe: probe as u8,
             tcp_flags,
-            ttl: pkt.ttl,
+            ttl: ends.ttl,
         };
     }
 }
@@ -591,10 +699,15 @@ fn is_home(addr: &Addr) -> bool {
     }
     let [a0, a1] = addr.0;
     for net in HOME_NETS.iter().take(count) {
-        // SAFETY: as above.
-        let net = unsafe { read_volatile(net) };
-        let [n0, n1] = Addr::from_bytes(net.network).0;
-        let [m0, m1] = Addr::from_bytes(net.mask).0;
+        // SAFETY: as above; each element is an aligned u64.
+        let [n0, n1, m0, m1] = unsafe {
+            [
+                read_volatile(&net[0]),
+                read_volatile(&net[1]),
+                read_volatile(&net[2]),
+                read_volatile(&net[3]),
+            ]
+        };
         if a0 & m0 == n0 && a1 & m1 == n1 {
             return true;
         }
@@ -635,25 +748,25 @@ struct Flow {
 impl Flow {
     /// The flow of a packet we send: `local` is its source.
     #[inline(always)]
-    fn from_us(pkt: &Packet, src_port: u16, dst_port: u16) -> Self {
+    fn from_us(ends: &Endpoints, proto: u8, src_port: u16, dst_port: u16) -> Self {
         Self {
-            remote: pkt.dst,
-            local: pkt.src,
+            remote: ends.dst,
+            local: ends.src,
             remote_port: dst_port,
             local_port: src_port,
-            proto: pkt.proto,
+            proto,
         }
     }
 
     /// The flow of a packet we receive: `remote` is its source.
     #[inline(always)]
-    fn to_us(pkt: &Packet, src_port: u16, dst_port: u16) -> Self {
+    fn to_us(ends: &Endpoints, proto: u8, src_port: u16, dst_port: u16) -> Self {
         Self {
-            remote: pkt.src,
-            local: pkt.dst,
+            remote: ends.src,
+            local: ends.dst,
             remote_port: src_port,
             local_port: dst_port,
-            proto: pkt.proto,
+            proto,
         }
     }
 
@@ -673,7 +786,7 @@ impl Flow {
     #[inline(always)]
     fn as_pending(&self, probe: ProbeType, tcp_flags: u8, ifindex: u32) -> Pending {
         Pending {
-            seen_ns: 0,
+            seen_epoch: 0,
             remote: self.remote.bytes(),
             local: self.local.bytes(),
             ifindex,
@@ -690,6 +803,9 @@ impl Flow {
     /// The slot index of this flow (masked by `mask`) and the tag that binds the slot to
     /// this flow and to the id its answer carries. The tag is never 0 (0 marks an empty
     /// slot).
+    ///
+    /// One multiply per word, keyed by a random per-load seed so that colliding flows cannot
+    /// be computed in advance, then one finaliser: 6 dependent multiplies on the per-SYN path.
     #[inline(always)]
     fn slot(&self, id: u32, mask: u32) -> (u32, u32) {
         let [r0, r1] = self.remote.0;
@@ -697,21 +813,21 @@ impl Flow {
         let ports = (u64::from(self.proto) << 32)
             | (u64::from(self.remote_port) << 16)
             | u64::from(self.local_port);
-        let h = mix(mix(mix(mix(r0, r1), l0), l1), ports);
+        // SAFETY: reading a plain global; volatile so the load-time value is used.
+        let mut h = unsafe { read_volatile(&HASH_SEED) };
+        for word in [r0, r1, l0, l1, ports] {
+            h = (h ^ word)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+        h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        h ^= h >> 32;
         let index = (h as u32) & mask;
-        let tag = (mix(h, u64::from(id)) >> 32) as u32 | 1;
+        // Multiplying by an odd constant is a bijection: two ids of one flow never share a
+        // tag (but for the low bit, which marks the slot as used).
+        let tag = ((h >> 32) as u32 ^ id.wrapping_mul(0x9e37_79b1)) | 1;
         (index, tag)
     }
-}
-
-/// A multiply-xorshift mixing step (the finaliser of splitmix64): cheap, and spreads every
-/// input bit over the output, which is what a direct-mapped index needs.
-#[inline(always)]
-fn mix(h: u64, v: u64) -> u64 {
-    let mut x = h ^ v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Adds one to a per-CPU counter.

@@ -3,43 +3,16 @@
 //! bounded walk over extension headers; then TCP, UDP, ICMP or ICMPv6, including the packet
 //! an ICMP error quotes.
 //!
-//! Every read goes through [`ptr_at`], which checks the whole header against the end of the
-//! packet before it is touched, so the verifier accepts each access and a truncated frame
-//! is reported as [`Malformed`], never misread. Header structs are made of byte arrays only
-//! (alignment 1), so reading them at any packet offset is sound. Addresses come out as 16
-//! bytes, IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
+//! Parsing is lazy, because most packets are established traffic that needs no more than
+//! its TCP flags: [`locate`] finds the transport header, reading only lengths, versions and
+//! the protocol; callers then read what they need ([`tcp_flags`], [`tcp`], [`endpoints`],
+//! ...). Every header is bounds-checked whole (through [`ptr_at`]) before any of its fields
+//! is read, so the verifier accepts each access and a truncated frame is reported as
+//! [`Malformed`], never misread. Header structs are made of byte arrays only (alignment 1),
+//! so reading them at any packet offset is sound. Addresses come out as 16 bytes, IPv4
+//! mapped into IPv6 (`::ffff:a.b.c.d`).
 
-use core::mem::size_of;
-
-/// A 16-byte address (IPv4 mapped into IPv6), network byte order, held as two native
-/// words: copied, hashed and masked a word at a time. As a byte array, LLVM splits it into
-/// sixteen values, each spilled to its own stack slot, and the 512-byte BPF stack runs out.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub struct Addr(pub [u64; 2]);
-
-impl Addr {
-    #[inline(always)]
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        // SAFETY: [u8; 16] and [u64; 2] have the same size and every bit pattern is valid.
-        Self(unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(bytes) })
-    }
-
-    /// `::ffff:a.b.c.d` for an IPv4 address in network byte order.
-    #[inline(always)]
-    pub fn v4(o: [u8; 4]) -> Self {
-        Self([
-            0,
-            u64::from_ne_bytes([0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]]),
-        ])
-    }
-
-    #[inline(always)]
-    pub fn bytes(self) -> [u8; 16] {
-        // SAFETY: as in from_bytes.
-        unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(self.0) }
-    }
-}
+use core::mem::{offset_of, size_of};
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -111,7 +84,7 @@ struct Ipv6Hdr {
     dst: [u8; 16],
 }
 
-/// The first two bytes every IPv6 extension header starts with.
+/// The first four bytes of every IPv6 extension header.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ExtHdr {
@@ -166,22 +139,243 @@ const _: () = assert!(size_of::<UdpHdr>() == 8);
 const _: () = assert!(size_of::<IcmpHdr>() == 8);
 
 /// Returns a pointer to a `T` at `offset` bytes into the packet `[start, end)`, or
-/// [`Malformed`] if the whole `T` does not fit. The only way this crate reads packet bytes.
+/// [`Malformed`] if the whole `T` does not fit. Every packet read starts here.
 #[inline(always)]
 fn ptr_at<T>(start: usize, end: usize, offset: usize) -> Result<*const T, Malformed> {
-    if start + offset + size_of::<T>() > end {
+    if offset > MAX_HEADER_OFFSET || start + offset + size_of::<T>() > end {
         return Err(Malformed);
     }
     Ok((start + offset) as *const T)
 }
 
-/// Reads a whole header at `offset`. Header types have alignment 1, so any offset is fine.
+/// A header of type `H` whose whole extent has been checked to lie inside the packet.
+struct Checked<H> {
+    ptr: *const H,
+}
+
+/// No frame has headers deeper than this. Offsets that travel through memory (in
+/// [`Headers`], returned by a subprogram) lose the bounds the verifier knew; checking
+/// against this limit gives them back before any pointer arithmetic.
+const MAX_HEADER_OFFSET: usize = 16 * 1024;
+
+impl<H> Checked<H> {
+    #[inline(always)]
+    fn at(start: usize, end: usize, offset: usize) -> Result<Self, Malformed> {
+        ptr_at::<H>(start, end, offset).map(|ptr| Self { ptr })
+    }
+
+    /// Reads the field of type `F` at `field` bytes into the header (an `offset_of!`).
+    #[inline(always)]
+    fn get<F: Copy>(&self, field: usize) -> F {
+        // SAFETY: the whole `H` lies inside the packet (checked in `at`), `field` is the
+        // offset of an `F` field of `H` (callers pass `offset_of!`), and field types are
+        // bytes or byte arrays: alignment 1, valid for any bit pattern.
+        unsafe { self.ptr.cast::<u8>().add(field).cast::<F>().read() }
+    }
+}
+
+/// Reads field `$field` of header type `$hdr` from a [`Checked`] header.
+macro_rules! field {
+    ($checked:expr, $hdr:ty, $field:ident) => {
+        $checked.get(offset_of!($hdr, $field))
+    };
+}
+
+/// A 16-byte address (IPv4 mapped into IPv6), network byte order, held as two native
+/// words: copied, hashed and masked a word at a time. As a byte array, LLVM splits it into
+/// sixteen values, each spilled to its own stack slot, and the 512-byte BPF stack runs out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Addr(pub [u64; 2]);
+
+impl Addr {
+    #[inline(always)]
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        // SAFETY: [u8; 16] and [u64; 2] have the same size and every bit pattern is valid.
+        Self(unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(bytes) })
+    }
+
+    /// `::ffff:a.b.c.d` for an IPv4 address in network byte order.
+    #[inline(always)]
+    pub fn v4(o: [u8; 4]) -> Self {
+        Self([
+            0,
+            u64::from_ne_bytes([0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]]),
+        ])
+    }
+
+    #[inline(always)]
+    pub fn bytes(self) -> [u8; 16] {
+        // SAFETY: as in from_bytes.
+        unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(self.0) }
+    }
+}
+
+/// Where a frame's IP and transport headers are.
+#[derive(Clone, Copy)]
+pub struct Headers {
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// Offset of the transport header.
+    pub l4: usize,
+    /// Bytes from the transport header to the end of the IP payload (from the IP lengths).
+    pub l4_len: u32,
+    /// Transport protocol (after IPv6 extension headers).
+    pub proto: u8,
+    pub v6: bool,
+    /// False for a later fragment: there is no transport header to read.
+    pub transport: bool,
+}
+
+/// Where the network header starts: after Ethernet and up to two VLAN tags (802.1ad outer,
+/// 802.1Q inner, or one of either), unrolled so there is no loop for the verifier to bound.
 #[inline(always)]
-fn read_at<T: Copy>(start: usize, end: usize, offset: usize) -> Result<T, Malformed> {
-    let ptr = ptr_at::<T>(start, end, offset)?;
-    // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `ptr` lie inside the packet,
-    // and `T` is a byte-array header struct with alignment 1, valid for any bit pattern.
-    Ok(unsafe { ptr.read() })
+fn network_start(start: usize, end: usize) -> Result<(u16, usize), Malformed> {
+    let eth = Checked::<EthHdr>::at(start, end, 0)?;
+    let mut ether_type = u16::from_be_bytes(field!(eth, EthHdr, ether_type));
+    let mut offset = size_of::<EthHdr>();
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let vlan = Checked::<VlanHdr>::at(start, end, offset)?;
+        ether_type = u16::from_be_bytes(field!(vlan, VlanHdr, ether_type));
+        offset += size_of::<VlanHdr>();
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            let vlan = Checked::<VlanHdr>::at(start, end, offset)?;
+            ether_type = u16::from_be_bytes(field!(vlan, VlanHdr, ether_type));
+            offset += size_of::<VlanHdr>();
+        }
+    }
+    Ok((ether_type, offset))
+}
+
+/// Finds the transport header of a frame. `Ok(None)` is a well-formed frame that is not
+/// IP. Inlined: it runs for every packet, and inline its results stay in registers.
+#[inline(always)]
+pub fn locate(start: usize, end: usize) -> Result<Option<Headers>, Malformed> {
+    let (ether_type, l3) = network_start(start, end)?;
+    match ether_type {
+        ETH_P_IPV4 => locate_v4(start, end, l3).map(Some),
+        ETH_P_IPV6 => locate_v6(start, end, l3).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The IPv4 header at `l3`: checks version and lengths and that the options announced by
+/// IHL are present; returns (header length, total length, protocol, later fragment).
+#[inline(always)]
+fn ipv4_lengths(start: usize, end: usize, l3: usize) -> Result<(usize, u32, u8, bool), Malformed> {
+    let ip = Checked::<Ipv4Hdr>::at(start, end, l3)?;
+    let version_ihl: u8 = field!(ip, Ipv4Hdr, version_ihl);
+    if version_ihl >> 4 != 4 {
+        return Err(Malformed);
+    }
+    // Header length from IHL (in 32-bit words): 20 bytes plus options, at most 60.
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    let total_len = u32::from(u16::from_be_bytes(field!(ip, Ipv4Hdr, total_len)));
+    if ihl < size_of::<Ipv4Hdr>() || total_len < ihl as u32 {
+        return Err(Malformed);
+    }
+    ptr_at::<u8>(start, end, l3 + ihl - 1)?;
+    // Fragment offset (13 low bits) non-zero: a later fragment, with no transport header.
+    let later = u16::from_be_bytes(field!(ip, Ipv4Hdr, frag_off)) & 0x1fff != 0;
+    Ok((ihl, total_len, field!(ip, Ipv4Hdr, proto), later))
+}
+
+#[inline(always)]
+fn locate_v4(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> {
+    let (ihl, total_len, proto, later) = ipv4_lengths(start, end, l3)?;
+    Ok(Headers {
+        l3,
+        l4: l3 + ihl,
+        l4_len: total_len - ihl as u32,
+        proto,
+        v6: false,
+        transport: !later,
+    })
+}
+
+#[inline(always)]
+fn locate_v6(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> {
+    let ip = Checked::<Ipv6Hdr>::at(start, end, l3)?;
+    let version: [u8; 4] = field!(ip, Ipv6Hdr, version_class_flow);
+    if version[0] >> 4 != 6 {
+        return Err(Malformed);
+    }
+    let mut next: u8 = field!(ip, Ipv6Hdr, next_header);
+    let mut offset = l3 + size_of::<Ipv6Hdr>();
+    let mut remaining = u32::from(u16::from_be_bytes(field!(ip, Ipv6Hdr, payload_len)));
+    let mut later = false;
+    let mut walked = 0;
+    while is_extension(next) {
+        if walked == MAX_EXT_HEADERS {
+            return Err(Malformed);
+        }
+        walked += 1;
+        let ext = Checked::<ExtHdr>::at(start, end, offset)?;
+        let ext_len: u8 = field!(ext, ExtHdr, len);
+        let len = match next {
+            EXT_FRAGMENT => {
+                later = u16::from_be_bytes(field!(ext, ExtHdr, frag_off)) >> 3 != 0;
+                8
+            }
+            EXT_AH => (usize::from(ext_len) + 2) * 4,
+            _ => (usize::from(ext_len) + 1) * 8,
+        };
+        if remaining < len as u32 {
+            return Err(Malformed);
+        }
+        // The whole extension header must be there, not only its first bytes.
+        ptr_at::<u8>(start, end, offset + len - 1)?;
+        remaining -= len as u32;
+        offset += len;
+        next = field!(ext, ExtHdr, next_header);
+        if later {
+            break;
+        }
+    }
+    Ok(Headers {
+        l3,
+        l4: offset,
+        l4_len: remaining,
+        proto: next,
+        v6: true,
+        transport: !later,
+    })
+}
+
+#[inline(always)]
+fn is_extension(next_header: u8) -> bool {
+    matches!(
+        next_header,
+        EXT_HOP_BY_HOP | EXT_ROUTING | EXT_FRAGMENT | EXT_AH | EXT_DEST_OPTS
+    )
+}
+
+/// Source, destination and TTL (hop limit) of the IP header.
+#[derive(Clone, Copy)]
+pub struct Endpoints {
+    pub src: Addr,
+    pub dst: Addr,
+    pub ttl: u8,
+}
+
+/// Reads the addresses and TTL of the located IP header.
+#[inline(always)]
+pub fn endpoints(start: usize, end: usize, h: &Headers) -> Result<Endpoints, Malformed> {
+    if h.v6 {
+        let ip = Checked::<Ipv6Hdr>::at(start, end, h.l3)?;
+        Ok(Endpoints {
+            src: Addr::from_bytes(field!(ip, Ipv6Hdr, src)),
+            dst: Addr::from_bytes(field!(ip, Ipv6Hdr, dst)),
+            ttl: field!(ip, Ipv6Hdr, hop_limit),
+        })
+    } else {
+        let ip = Checked::<Ipv4Hdr>::at(start, end, h.l3)?;
+        Ok(Endpoints {
+            src: Addr::v4(field!(ip, Ipv4Hdr, src)),
+            dst: Addr::v4(field!(ip, Ipv4Hdr, dst)),
+            ttl: field!(ip, Ipv4Hdr, ttl),
+        })
+    }
 }
 
 /// A TCP segment's fields that the programs use.
@@ -213,6 +407,57 @@ impl Tcp {
     }
 }
 
+/// Checks the TCP header at `l4` (whole, with a sane data offset and its options present)
+/// and returns (flags, header length). The cheap first look at every TCP segment.
+#[inline(always)]
+fn tcp_check(start: usize, end: usize, l4: usize, l4_len: u32) -> Result<(u8, usize), Malformed> {
+    let tcp = Checked::<TcpHdr>::at(start, end, l4)?;
+    let data_offset: u8 = field!(tcp, TcpHdr, data_offset);
+    let doff = usize::from(data_offset >> 4) * 4;
+    if doff < size_of::<TcpHdr>() || l4_len < doff as u32 {
+        return Err(Malformed);
+    }
+    // Options too: a SYN's options must be there for its answer to be matched.
+    ptr_at::<u8>(start, end, l4 + doff - 1)?;
+    Ok((field!(tcp, TcpHdr, flags), doff))
+}
+
+/// The flags of the located TCP segment, after checking its header.
+#[inline(always)]
+pub fn tcp_flags(start: usize, end: usize, h: &Headers) -> Result<u8, Malformed> {
+    tcp_check(start, end, h.l4, h.l4_len).map(|(flags, _)| flags)
+}
+
+/// The located TCP segment's fields.
+#[inline(always)]
+pub fn tcp(start: usize, end: usize, h: &Headers) -> Result<Tcp, Malformed> {
+    read_tcp(start, end, h.l4, h.l4_len)
+}
+
+#[inline(always)]
+fn read_tcp(start: usize, end: usize, l4: usize, l4_len: u32) -> Result<Tcp, Malformed> {
+    let (flags, doff) = tcp_check(start, end, l4, l4_len)?;
+    let tcp = Checked::<TcpHdr>::at(start, end, l4)?;
+    Ok(Tcp {
+        src_port: u16::from_be_bytes(field!(tcp, TcpHdr, src_port)),
+        dst_port: u16::from_be_bytes(field!(tcp, TcpHdr, dst_port)),
+        seq: u32::from_be_bytes(field!(tcp, TcpHdr, seq)),
+        ack: u32::from_be_bytes(field!(tcp, TcpHdr, ack)),
+        flags,
+        payload_len: l4_len - doff as u32,
+    })
+}
+
+/// The located UDP datagram's (source port, destination port).
+#[inline(always)]
+pub fn udp(start: usize, end: usize, h: &Headers) -> Result<(u16, u16), Malformed> {
+    let udp = Checked::<UdpHdr>::at(start, end, h.l4)?;
+    Ok((
+        u16::from_be_bytes(field!(udp, UdpHdr, src_port)),
+        u16::from_be_bytes(field!(udp, UdpHdr, dst_port)),
+    ))
+}
+
 /// ICMP message kinds the programs care about, the same for ICMP and ICMPv6.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum IcmpKind {
@@ -221,6 +466,49 @@ pub enum IcmpKind {
     /// Destination unreachable (ICMP type 3, ICMPv6 type 1).
     Unreachable,
     Other,
+}
+
+#[derive(Clone, Copy)]
+pub struct Icmp {
+    pub kind: IcmpKind,
+    /// The raw type, for reporting.
+    pub raw_type: u8,
+    pub code: u8,
+    pub id: u16,
+    pub seq: u16,
+    /// Offset of the quoted packet (for destination-unreachable messages): parsed on demand
+    /// with [`parse_quoted`].
+    pub quote_offset: usize,
+}
+
+/// The located ICMP or ICMPv6 message, or `None` when the protocol does not match the IP
+/// family (ICMPv4 in IPv6 or the reverse is not ours to read).
+#[inline(always)]
+pub fn icmp(start: usize, end: usize, h: &Headers) -> Result<Option<Icmp>, Malformed> {
+    let family_matches = if h.v6 {
+        h.proto == PROTO_ICMPV6
+    } else {
+        h.proto == PROTO_ICMP
+    };
+    if !family_matches {
+        return Ok(None);
+    }
+    let icmp = Checked::<IcmpHdr>::at(start, end, h.l4)?;
+    let raw_type: u8 = field!(icmp, IcmpHdr, kind);
+    let kind = match (h.v6, raw_type) {
+        (false, 8) | (true, 128) => IcmpKind::EchoRequest,
+        (false, 0) | (true, 129) => IcmpKind::EchoReply,
+        (false, 3) | (true, 1) => IcmpKind::Unreachable,
+        _ => IcmpKind::Other,
+    };
+    Ok(Some(Icmp {
+        kind,
+        raw_type,
+        code: field!(icmp, IcmpHdr, code),
+        id: u16::from_be_bytes(field!(icmp, IcmpHdr, id)),
+        seq: u16::from_be_bytes(field!(icmp, IcmpHdr, seq)),
+        quote_offset: h.l4 + size_of::<IcmpHdr>(),
+    }))
 }
 
 /// The attempt an ICMP error quotes: its addresses and ports as it was sent (source first),
@@ -235,238 +523,6 @@ pub struct Quoted {
     pub answer_id: u32,
 }
 
-#[derive(Clone, Copy)]
-pub struct Icmp {
-    pub kind: IcmpKind,
-    /// The raw type, for reporting.
-    pub raw_type: u8,
-    pub code: u8,
-    pub id: u16,
-    pub seq: u16,
-    /// Offset of the quoted packet (for destination-unreachable messages): parsed on demand
-    /// with [`parse_quoted`], so that its 40-odd bytes stay off the per-packet stack.
-    pub quote_offset: usize,
-}
-
-#[derive(Clone, Copy)]
-pub enum L4 {
-    Tcp(Tcp),
-    Udp {
-        src_port: u16,
-        dst_port: u16,
-    },
-    Icmp(Icmp),
-    /// Another protocol, or a later fragment with no transport header.
-    Other,
-}
-
-/// A parsed IP packet.
-#[derive(Clone, Copy)]
-pub struct Packet {
-    /// Source address.
-    pub src: Addr,
-    /// Destination address.
-    pub dst: Addr,
-    /// IPv4 TTL or IPv6 hop limit, as received.
-    pub ttl: u8,
-    /// IP protocol number of the transport (after IPv6 extension headers).
-    pub proto: u8,
-    pub l4: L4,
-}
-
-/// Where the network header starts: after Ethernet and up to two VLAN tags (802.1ad outer,
-/// 802.1Q inner, or one of either), unrolled so there is no loop for the verifier to bound.
-#[inline(always)]
-fn network_start(start: usize, end: usize) -> Result<(u16, usize), Malformed> {
-    let eth: EthHdr = read_at(start, end, 0)?;
-    let mut ether_type = u16::from_be_bytes(eth.ether_type);
-    let mut offset = size_of::<EthHdr>();
-    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let vlan: VlanHdr = read_at(start, end, offset)?;
-        ether_type = u16::from_be_bytes(vlan.ether_type);
-        offset += size_of::<VlanHdr>();
-        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-            let vlan: VlanHdr = read_at(start, end, offset)?;
-            ether_type = u16::from_be_bytes(vlan.ether_type);
-            offset += size_of::<VlanHdr>();
-        }
-    }
-    Ok((ether_type, offset))
-}
-
-/// Parses a frame. `Ok(None)` is a well-formed frame that is not IP.
-///
-/// Not inlined: as a BPF subprogram its temporaries (whole headers) live in a frame of
-/// their own, not in the callers', which the 512-byte stack limit needs.
-#[inline(never)]
-pub fn parse(start: usize, end: usize) -> Result<Option<Packet>, Malformed> {
-    let (ether_type, offset) = network_start(start, end)?;
-    match ether_type {
-        ETH_P_IPV4 => parse_ipv4(start, end, offset).map(Some),
-        ETH_P_IPV6 => parse_ipv6(start, end, offset).map(Some),
-        _ => Ok(None),
-    }
-}
-
-/// The IPv4 header at `offset`: (header, header length); checks version and lengths and
-/// that the options announced by IHL are present.
-#[inline(always)]
-fn ipv4_header(start: usize, end: usize, offset: usize) -> Result<(Ipv4Hdr, usize), Malformed> {
-    let ip: Ipv4Hdr = read_at(start, end, offset)?;
-    if ip.version_ihl >> 4 != 4 {
-        return Err(Malformed);
-    }
-    // Header length from IHL (in 32-bit words): 20 bytes plus options, at most 60.
-    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
-    if ihl < size_of::<Ipv4Hdr>() || usize::from(u16::from_be_bytes(ip.total_len)) < ihl {
-        return Err(Malformed);
-    }
-    ptr_at::<u8>(start, end, offset + ihl - 1)?;
-    Ok((ip, ihl))
-}
-
-#[inline(always)]
-fn parse_ipv4(start: usize, end: usize, offset: usize) -> Result<Packet, Malformed> {
-    let (ip, ihl) = ipv4_header(start, end, offset)?;
-    let l4_len = u32::from(u16::from_be_bytes(ip.total_len)) - ihl as u32;
-    // Fragment offset (13 low bits) non-zero: a later fragment, with no transport header.
-    let later_fragment = u16::from_be_bytes(ip.frag_off) & 0x1fff != 0;
-    let l4 = if later_fragment {
-        L4::Other
-    } else {
-        parse_l4(start, end, offset + ihl, ip.proto, l4_len, false)?
-    };
-    Ok(Packet {
-        src: Addr::v4(ip.src),
-        dst: Addr::v4(ip.dst),
-        ttl: ip.ttl,
-        proto: ip.proto,
-        l4,
-    })
-}
-
-#[inline(always)]
-fn parse_ipv6(start: usize, end: usize, offset: usize) -> Result<Packet, Malformed> {
-    let ip: Ipv6Hdr = read_at(start, end, offset)?;
-    if ip.version_class_flow[0] >> 4 != 6 {
-        return Err(Malformed);
-    }
-    let mut next = ip.next_header;
-    let mut offset = offset + size_of::<Ipv6Hdr>();
-    let mut remaining = u32::from(u16::from_be_bytes(ip.payload_len));
-    let mut later_fragment = false;
-    let mut walked = 0;
-    while is_extension(next) {
-        if walked == MAX_EXT_HEADERS {
-            return Err(Malformed);
-        }
-        walked += 1;
-        let ext: ExtHdr = read_at(start, end, offset)?;
-        let len = match next {
-            EXT_FRAGMENT => {
-                later_fragment = u16::from_be_bytes(ext.frag_off) >> 3 != 0;
-                8
-            }
-            EXT_AH => (usize::from(ext.len) + 2) * 4,
-            _ => (usize::from(ext.len) + 1) * 8,
-        };
-        if remaining < len as u32 {
-            return Err(Malformed);
-        }
-        // The whole extension header must be there, not only its first bytes.
-        ptr_at::<u8>(start, end, offset + len - 1)?;
-        remaining -= len as u32;
-        offset += len;
-        next = ext.next_header;
-        if later_fragment {
-            break;
-        }
-    }
-    let l4 = if later_fragment {
-        L4::Other
-    } else {
-        parse_l4(start, end, offset, next, remaining, true)?
-    };
-    Ok(Packet {
-        src: Addr::from_bytes(ip.src),
-        dst: Addr::from_bytes(ip.dst),
-        ttl: ip.hop_limit,
-        proto: next,
-        l4,
-    })
-}
-
-#[inline(always)]
-fn is_extension(next_header: u8) -> bool {
-    matches!(
-        next_header,
-        EXT_HOP_BY_HOP | EXT_ROUTING | EXT_FRAGMENT | EXT_AH | EXT_DEST_OPTS
-    )
-}
-
-/// The transport header at `offset`; `l4_len` is what the IP header says follows it.
-#[inline(always)]
-fn parse_l4(
-    start: usize,
-    end: usize,
-    offset: usize,
-    proto: u8,
-    l4_len: u32,
-    v6: bool,
-) -> Result<L4, Malformed> {
-    match proto {
-        PROTO_TCP => parse_tcp(start, end, offset, l4_len).map(L4::Tcp),
-        PROTO_UDP => {
-            let udp: UdpHdr = read_at(start, end, offset)?;
-            Ok(L4::Udp {
-                src_port: u16::from_be_bytes(udp.src_port),
-                dst_port: u16::from_be_bytes(udp.dst_port),
-            })
-        }
-        PROTO_ICMP if !v6 => parse_icmp(start, end, offset, false).map(L4::Icmp),
-        PROTO_ICMPV6 if v6 => parse_icmp(start, end, offset, true).map(L4::Icmp),
-        _ => Ok(L4::Other),
-    }
-}
-
-#[inline(always)]
-fn parse_tcp(start: usize, end: usize, offset: usize, l4_len: u32) -> Result<Tcp, Malformed> {
-    let tcp: TcpHdr = read_at(start, end, offset)?;
-    let doff = usize::from(tcp.data_offset >> 4) * 4;
-    if doff < size_of::<TcpHdr>() || l4_len < doff as u32 {
-        return Err(Malformed);
-    }
-    // Options too: a SYN's options must be there for its answer to be matched.
-    ptr_at::<u8>(start, end, offset + doff - 1)?;
-    Ok(Tcp {
-        src_port: u16::from_be_bytes(tcp.src_port),
-        dst_port: u16::from_be_bytes(tcp.dst_port),
-        seq: u32::from_be_bytes(tcp.seq),
-        ack: u32::from_be_bytes(tcp.ack),
-        flags: tcp.flags,
-        payload_len: l4_len - doff as u32,
-    })
-}
-
-#[inline(always)]
-fn parse_icmp(start: usize, end: usize, offset: usize, v6: bool) -> Result<Icmp, Malformed> {
-    let icmp: IcmpHdr = read_at(start, end, offset)?;
-    let kind = match (v6, icmp.kind) {
-        (false, 8) | (true, 128) => IcmpKind::EchoRequest,
-        (false, 0) | (true, 129) => IcmpKind::EchoReply,
-        (false, 3) | (true, 1) => IcmpKind::Unreachable,
-        _ => IcmpKind::Other,
-    };
-    Ok(Icmp {
-        kind,
-        raw_type: icmp.kind,
-        code: icmp.code,
-        id: u16::from_be_bytes(icmp.id),
-        seq: u16::from_be_bytes(icmp.seq),
-        quote_offset: offset + size_of::<IcmpHdr>(),
-    })
-}
-
 /// The TCP or UDP packet quoted by an ICMP error at `offset`. Only the quoted IP header and
 /// the transport header directly after it are read (a quoted IPv6 packet with extension
 /// headers is not matched). A quote that cannot be read is not an error of the outer packet
@@ -479,35 +535,36 @@ pub fn parse_quoted(
     offset: usize,
     v6: bool,
 ) -> Result<Quoted, Malformed> {
-    let (src, dst, proto, l4_offset, l4_len) = if v6 {
-        let ip: Ipv6Hdr = read_at(start, end, offset)?;
+    let (src, dst, proto, l4, l4_len) = if v6 {
+        let ip = Checked::<Ipv6Hdr>::at(start, end, offset)?;
         (
-            Addr::from_bytes(ip.src),
-            Addr::from_bytes(ip.dst),
-            ip.next_header,
+            Addr::from_bytes(field!(ip, Ipv6Hdr, src)),
+            Addr::from_bytes(field!(ip, Ipv6Hdr, dst)),
+            field!(ip, Ipv6Hdr, next_header),
             offset + size_of::<Ipv6Hdr>(),
-            u32::from(u16::from_be_bytes(ip.payload_len)),
+            u32::from(u16::from_be_bytes(field!(ip, Ipv6Hdr, payload_len))),
         )
     } else {
-        let (ip, ihl) = ipv4_header(start, end, offset)?;
+        let (ihl, total_len, proto, _) = ipv4_lengths(start, end, offset)?;
+        let ip = Checked::<Ipv4Hdr>::at(start, end, offset)?;
         (
-            Addr::v4(ip.src),
-            Addr::v4(ip.dst),
-            ip.proto,
+            Addr::v4(field!(ip, Ipv4Hdr, src)),
+            Addr::v4(field!(ip, Ipv4Hdr, dst)),
+            proto,
             offset + ihl,
-            u32::from(u16::from_be_bytes(ip.total_len)) - ihl as u32,
+            total_len - ihl as u32,
         )
     };
     let (src_port, dst_port, answer_id) = match proto {
         PROTO_TCP => {
-            let tcp = parse_tcp(start, end, l4_offset, l4_len)?;
+            let tcp = read_tcp(start, end, l4, l4_len)?;
             (tcp.src_port, tcp.dst_port, tcp.answer_id())
         }
         PROTO_UDP => {
-            let udp: UdpHdr = read_at(start, end, l4_offset)?;
+            let udp = Checked::<UdpHdr>::at(start, end, l4)?;
             (
-                u16::from_be_bytes(udp.src_port),
-                u16::from_be_bytes(udp.dst_port),
+                u16::from_be_bytes(field!(udp, UdpHdr, src_port)),
+                u16::from_be_bytes(field!(udp, UdpHdr, dst_port)),
                 0,
             )
         }

@@ -82,7 +82,8 @@ impl AlertRecord {
     pub fn vertical_scan(scan: &ScanAlert, iface: String, threshold: usize, window_s: f64) -> Self {
         let proto = proto_name(scan.proto);
         let span = human_span(scan.last_seen.saturating_sub(scan.first_seen));
-        let wall = |t| clock::rfc3339_micros(clock::wall_time_of(t));
+        let clock = clock::WallClock::now();
+        let wall = |t| clock::rfc3339_micros(clock.at(t));
         Self {
             timestamp: wall(scan.last_seen),
             event_type: "alert",

@@ -20,17 +20,33 @@ pub fn monotonic_now() -> Duration {
     Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
 }
 
-/// The wall-clock time of a CLOCK_MONOTONIC instant, using the current offset between the
-/// two clocks (so a stepped wall clock is followed).
-pub fn wall_time_of(monotonic: Duration) -> SystemTime {
-    let (Some(real), Some(mono)) = (
-        clock_ns(libc::CLOCK_REALTIME),
-        clock_ns(libc::CLOCK_MONOTONIC),
-    ) else {
-        return SystemTime::now();
-    };
-    let ns = real - mono + monotonic.as_nanos() as i128;
-    UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+/// The offset between CLOCK_REALTIME and CLOCK_MONOTONIC at one moment: converts the
+/// kernel's monotonic stamps to wall-clock time. Take a new one per alert, so a stepped
+/// wall clock is followed, and convert all of one alert's times with the same one, so they
+/// agree to the nanosecond.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    offset_ns: i128,
+}
+
+impl WallClock {
+    /// The current offset.
+    pub fn now() -> Self {
+        let offset_ns = match (
+            clock_ns(libc::CLOCK_REALTIME),
+            clock_ns(libc::CLOCK_MONOTONIC),
+        ) {
+            (Some(real), Some(mono)) => real - mono,
+            _ => 0,
+        };
+        Self { offset_ns }
+    }
+
+    /// The wall-clock time of a CLOCK_MONOTONIC instant.
+    pub fn at(self, monotonic: Duration) -> SystemTime {
+        let ns = self.offset_ns + monotonic.as_nanos() as i128;
+        UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+    }
 }
 
 /// Formats a wall-clock time as RFC 3339 in UTC with microseconds.
@@ -93,13 +109,16 @@ mod tests {
     #[test]
     fn monotonic_instants_map_near_now() {
         let now = monotonic_now();
-        let wall = wall_time_of(now);
+        let clock = WallClock::now();
+        let wall = clock.at(now);
         let skew = SystemTime::now()
             .duration_since(wall)
             .unwrap_or_else(|e| e.duration());
         assert!(skew < Duration::from_secs(1), "skew {skew:?}");
-        let earlier = wall_time_of(now.saturating_sub(Duration::from_secs(10)));
-        let gap = wall.duration_since(earlier).unwrap();
-        assert!(gap >= Duration::from_millis(9_999) && gap <= Duration::from_millis(10_001));
+        let earlier = clock.at(now.saturating_sub(Duration::from_secs(10)));
+        assert_eq!(
+            wall.duration_since(earlier).unwrap(),
+            Duration::from_secs(10)
+        );
     }
 }

@@ -12,10 +12,11 @@ use aya::{
     },
 };
 use probe_common::{
-    COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP, EXPIRE_PROGRAM, HOME_NET_COUNT_GLOBAL,
-    HOME_NETS_GLOBAL, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL,
-    OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, TC_PROGRAM,
-    TIMEOUT_NS, TIMEOUT_NS_GLOBAL, WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
+    COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM,
+    HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL, HOME_NETS_GLOBAL, HomeNet, MAX_HOME_NETS,
+    OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES,
+    PENDING_MAP, PENDING_MASK_GLOBAL, PENDING_STATS_LIVE, PENDING_STATS_MAP, TC_PROGRAM,
+    TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
 };
 
 /// Sizes and settings fixed when the object is loaded.
@@ -29,7 +30,8 @@ pub struct KernelConfig {
     pub outcomes_entries: u32,
     /// Bytes of the event ring buffer (a power of two, at least a page).
     pub ringbuf_bytes: u32,
-    /// How long an attempt may wait for an answer before it counts as unanswered.
+    /// How long an attempt may wait for an answer before it counts as unanswered (measured
+    /// in expiry sweeps, see [`KernelConfig::sweep_interval`]).
     pub timeout: Duration,
     /// The prefixes that are "ours" (at most [`MAX_HOME_NETS`]); empty = every address.
     pub home_nets: Vec<HomeNet>,
@@ -49,6 +51,19 @@ impl Default for KernelConfig {
 }
 
 impl KernelConfig {
+    /// How often userspace runs the expiry program: a third of the timeout, between 100 ms
+    /// and 1 s.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Sweeps after which an attempt is unanswered: the timeout in sweep intervals, rounded
+    /// up (an attempt is reported between that many and one more intervals after it came).
+    pub fn expire_after_sweeps(&self) -> u64 {
+        let interval = self.sweep_interval().as_nanos().max(1);
+        (self.timeout.as_nanos().div_ceil(interval) as u64).max(1)
+    }
+
     /// Kernel memory the maps of this configuration take, roughly, in bytes (the per-CPU
     /// counters aside).
     pub fn map_bytes(&self) -> u64 {
@@ -170,7 +185,8 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     home_nets[..config.home_nets.len()].copy_from_slice(&config.home_nets);
     let pending_mask = config.pending_slots - 1;
     let ours_mask = config.ours_slots - 1;
-    let timeout_ns = u64::try_from(config.timeout.as_nanos()).unwrap_or(u64::MAX);
+    let expire_after = config.expire_after_sweeps();
+    let hash_seed = random_seed()?;
     let home_net_count = config.home_nets.len() as u32;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let mut ebpf = EbpfLoader::new()
@@ -180,7 +196,8 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .map_max_entries(EVENTS_MAP, config.ringbuf_bytes)
         .override_global(PENDING_MASK_GLOBAL, &pending_mask, true)
         .override_global(OURS_MASK_GLOBAL, &ours_mask, true)
-        .override_global(TIMEOUT_NS_GLOBAL, &timeout_ns, true)
+        .override_global(EXPIRE_AFTER_GLOBAL, &expire_after, true)
+        .override_global(HASH_SEED_GLOBAL, &hash_seed, true)
         .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
         .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
@@ -202,6 +219,20 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .load()
         .map_err(|source| program_error(EXPIRE_PROGRAM, source))?;
     Ok(ebpf)
+}
+
+/// A random key for the kernel's flow hash, from the kernel's CSPRNG.
+fn random_seed() -> Result<u64, LoadError> {
+    let mut seed = [0u8; 8];
+    // SAFETY: the buffer is valid and writable for its length.
+    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if got != seed.len() as isize {
+        return Err(LoadError::Config(format!(
+            "cannot get a random hash seed: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(u64::from_ne_bytes(seed))
 }
 
 /// The expiry program of a loaded object.
@@ -317,6 +348,24 @@ pub fn detach(ebpf: &mut Ebpf, attachment: Attachment) -> Result<(), LoadError> 
     Ok(())
 }
 
+/// (live slots, total slots) of the pending table as of the last expiry sweep.
+pub fn pending_occupancy(ebpf: &Ebpf) -> Result<(u64, u64), LoadError> {
+    let map = ebpf
+        .map(PENDING_STATS_MAP)
+        .ok_or(LoadError::Missing("PENDING_STATS map"))?;
+    let stats = aya::maps::Array::<_, u64>::try_from(map)
+        .map_err(|_| LoadError::Missing("PENDING_STATS array"))?;
+    let live = stats.get(&PENDING_STATS_LIVE, 0).unwrap_or(0);
+    let slots = ebpf
+        .map(PENDING_MAP)
+        .map(|m| {
+            aya::maps::Array::<_, probe_common::Pending>::try_from(m)
+                .map_or(0, |a| u64::from(a.len()))
+        })
+        .unwrap_or(0);
+    Ok((live, slots))
+}
+
 /// The kernel counters, summed over CPUs, in [`Counter`] order.
 pub fn counters(ebpf: &Ebpf) -> Result<Vec<(Counter, u64)>, LoadError> {
     let map = ebpf
@@ -387,4 +436,36 @@ fn explain_attach_error(err: &ProgramError) -> String {
         source = e.source();
     }
     format!("{text}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_follow_the_timeout() {
+        let at = |ms| KernelConfig {
+            timeout: Duration::from_millis(ms),
+            ..KernelConfig::default()
+        };
+        // Default: 3 s, swept every second, unanswered after 3 sweeps (3 to 4 s).
+        assert_eq!(
+            (at(3000).sweep_interval(), at(3000).expire_after_sweeps()),
+            (Duration::from_secs(1), 3)
+        );
+        // Short timeouts sweep at most every 100 ms.
+        assert_eq!(
+            (at(50).sweep_interval(), at(50).expire_after_sweeps()),
+            (Duration::from_millis(100), 1)
+        );
+        assert_eq!(at(450).expire_after_sweeps(), 3);
+        // Long ones at least every second.
+        assert_eq!(
+            (
+                at(60_000).sweep_interval(),
+                at(60_000).expire_after_sweeps()
+            ),
+            (Duration::from_secs(1), 60)
+        );
+    }
 }

@@ -288,14 +288,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    let result = watch(&mut ebpf, &cli).await;
+    let result = watch(&mut ebpf, &cli, &config).await;
     detach_all(&mut ebpf, attachments);
     log_counters(&ebpf, log::Level::Info);
     result
 }
 
-/// Logs the kernel counters on one line.
+/// Logs the kernel counters, and the pending table's occupancy, on one line.
 fn log_counters(ebpf: &aya::Ebpf, level: log::Level) {
+    if let Ok((live, slots)) = loader::pending_occupancy(ebpf) {
+        log::log!(
+            level,
+            "pending table: {live} of {slots} slots in use at the last sweep"
+        );
+    }
     match loader::counters(ebpf) {
         Ok(counters) => log::log!(
             level,
@@ -311,7 +317,7 @@ fn log_counters(ebpf: &aya::Ebpf, level: log::Level) {
 }
 
 /// Reads events until SIGINT or SIGTERM, writing alerts to stdout.
-async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli) -> anyhow::Result<()> {
+async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli, config: &KernelConfig) -> anyhow::Result<()> {
     let map = ebpf
         .take_map(EVENTS_MAP)
         .context("the eBPF object has no EVENTS ring buffer")?;
@@ -324,22 +330,20 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
-    let config = SweepConfig {
+    let sweep = SweepConfig {
         min_ports: usize::from(cli.scan_ports),
         window: cli.scan_window,
         max_pairs: cli.max_pairs as usize,
     };
-    let mut output = Output::new(config.clone());
+    let mut output = Output::new(sweep.clone());
     log::info!(
         "watching for port scans: {} refused ports of one target within {:.1} s; alerts go to stdout",
-        config.min_ports,
-        config.window.as_secs_f64()
+        sweep.min_ports,
+        sweep.window.as_secs_f64()
     );
     // Unanswered attempts are found by the expiry program, run often enough that none
     // waits much longer than the timeout.
-    let mut expiry = tokio::time::interval(
-        (cli.pending_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(1)),
-    );
+    let mut expiry = tokio::time::interval(config.sweep_interval());
     // The kernel wakes us only when a backlog builds (see WAKEUP_BYTES); otherwise events
     // are picked up here, at most DRAIN_INTERVAL after they happen.
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{net::IpAddr, thread, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use aya::{
     Ebpf,
@@ -223,23 +223,24 @@ fn repeated_failures_bump_the_counter_without_events() {
 }
 
 #[test]
-fn a_retransmitted_syn_keeps_its_slot() {
-    if !require_root("a_retransmitted_syn_keeps_its_slot") {
+fn the_sweep_reports_how_full_the_pending_table_is() {
+    if !require_root("the_sweep_reports_how_full_the_pending_table_is") {
         return;
     }
     let mut h = Harness::new();
-    let probe = syn(40_001, 25, 42);
+    // Three copies of one SYN (retransmissions) and two other attempts: three slots.
     for _ in 0..3 {
-        h.inbound_frame(&probe);
+        h.inbound_frame(&syn(40_001, 25, 42));
     }
-    assert_eq!(
-        h.counter(Counter::PendingEvicted),
-        0,
-        "a retransmission is no new attempt"
-    );
-    // A new attempt on the same flow (another ISN) replaces the pending one: counted.
-    h.inbound_frame(&syn(40_001, 25, 4242));
-    assert_eq!(h.counter(Counter::PendingEvicted), 1);
+    h.inbound_frame(&syn(40_002, 25, 42));
+    h.inbound_frame(&Frame::udp(scanner(), 40_003, victim(), 53));
+    h.expire();
+    let (live, slots) = loader::pending_occupancy(&h.ebpf).unwrap();
+    assert_eq!((live, slots), (3, u64::from(probe_common::PENDING_ENTRIES)));
+    // Answered attempts leave the table.
+    h.outbound_frame(&syn(40_001, 25, 42).refusal());
+    h.expire();
+    assert_eq!(loader::pending_occupancy(&h.ebpf).unwrap().0, 2);
 }
 
 #[test]
@@ -484,7 +485,7 @@ fn echo_requests_answered_and_not() {
         return;
     }
     let mut h = Harness::with(&KernelConfig {
-        timeout: Duration::from_millis(1),
+        timeout: Duration::from_millis(100), // one sweep
         ..KernelConfig::default()
     });
     for (src, dst, proto) in [
@@ -503,7 +504,8 @@ fn echo_requests_answered_and_not() {
     // A ping sweep of a silent address: the request expires unanswered.
     let silent = v4([198, 18, 0, 99]);
     h.inbound_frame(&Frame::echo_request(scanner(), silent, 7, 1));
-    thread::sleep(Duration::from_millis(30));
+    h.expire();
+    assert!(h.events().is_empty());
     h.expire();
     let e = h.one_event();
     assert_eq!(
@@ -518,10 +520,16 @@ fn unanswered_attempts_expire_after_the_timeout() {
     if !require_root("unanswered_attempts_expire_after_the_timeout") {
         return;
     }
-    let mut h = Harness::with(&KernelConfig {
-        timeout: Duration::from_millis(200),
+    // A 100 ms timeout with 100 ms sweeps: an attempt expires at the second sweep after it.
+    let config = KernelConfig {
+        timeout: Duration::from_millis(100),
         ..KernelConfig::default()
-    });
+    };
+    assert_eq!(
+        (config.sweep_interval(), config.expire_after_sweeps()),
+        (Duration::from_millis(100), 1)
+    );
+    let mut h = Harness::with(&config);
     let filtered = syn(49_000, 8080, 1);
     let fin = Frame::tcp(scanner(), 49_001, victim(), 8081, FIN, 1);
     let udp = Frame::udp(scanner(), 49_002, victim(), 5353);
@@ -530,7 +538,6 @@ fn unanswered_attempts_expire_after_the_timeout() {
     }
     h.expire();
     assert!(h.events().is_empty(), "nothing expires before the timeout");
-    thread::sleep(Duration::from_millis(300));
     h.expire();
     let mut events = h.events();
     events.sort_by_key(|e| e.dst_port);
