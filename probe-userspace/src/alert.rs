@@ -1,18 +1,38 @@
-//! The alert record written to stdout, one JSON object per line, shaped like Suricata's EVE
-//! `alert` events so jq recipes and SIEM pipelines written for EVE apply.
+//! The records written to stdout, one JSON object per line, shaped like Suricata's EVE
+//! events so jq recipes and SIEM pipelines written for EVE apply: alerts
+//! (`event_type: "alert"`), and with `--probes` each outcome the kernel reported
+//! (`event_type: "probe"`).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{clock, engine::ScanAlert, event::proto_name};
+use crate::{
+    clock::{self, WallClock},
+    engine::{ScanAlert, ScanKind},
+    event::{Outcome, Probe, ProbeType, proto_name},
+};
 
 /// Signature id of the vertical port scan alert (1 000 000 - 1 999 999 is the range Snort
 /// and Suricata leave for local rules).
 pub const SID_VERTICAL_SCAN: u32 = 1_900_001;
+/// Signature id of the horizontal sweep alert.
+pub const SID_HORIZONTAL_SWEEP: u32 = 1_900_002;
 
-/// EVE severity: 1 = high, 2 = medium, 3 = low.
+/// EVE severities: 1 = high, 2 = medium, 3 = low.
+const SEVERITY_HIGH: u8 = 1;
 const SEVERITY_MEDIUM: u8 = 2;
+
+/// The tuning an alert reports, so a reader knows what it means.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// Distinct ports that make a port scan (`--scan-ports`).
+    pub ports: usize,
+    /// Distinct hosts that make a sweep (`--sweep-hosts`).
+    pub hosts: usize,
+    /// Window, seconds (`--scan-window`).
+    pub window_s: f64,
+}
 
 /// One alert line.
 #[derive(Debug, Serialize)]
@@ -23,9 +43,13 @@ pub struct AlertRecord {
     pub event_type: &'static str,
     /// The scanning source.
     pub src_ip: String,
-    /// The scanned target.
-    pub dest_ip: String,
-    /// `"TCP"`, `"UDP"` or the protocol number.
+    /// The scanned target (vertical scans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_ip: Option<String>,
+    /// The scanned targets (sweeps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_ips: Option<Vec<String>>,
+    /// `"TCP"`, `"UDP"`, `"ICMP"`, `"IPv6-ICMP"` or the protocol number.
     pub proto: String,
     /// Interface the probes arrived on (its index if the name is gone).
     pub in_iface: String,
@@ -50,79 +74,193 @@ pub struct AlertInfo {
     pub signature: String,
     /// Classification, from Snort/Suricata's classification.config.
     pub category: &'static str,
-    /// 1 = high .. 3 = low.
+    /// 1 = high (stealth techniques) .. 3 = low.
     pub severity: u8,
 }
 
 /// The `scan` object: what was seen.
 #[derive(Debug, Serialize)]
 pub struct ScanInfo {
-    /// `"vertical"`: many ports of one target.
+    /// `"vertical"` (many ports of one host) or `"horizontal"` (many hosts).
     pub kind: &'static str,
     /// The detector that fired.
     pub detector: &'static str,
-    /// Distinct refused ports within the window, sorted.
+    /// `SYN`, `FIN`, `NULL`, `Xmas`, `odd-flags`, `ACK`, `UDP` or `ping`.
+    pub technique: &'static str,
+    /// Distinct ports: failed on the target (vertical), or used across targets (sweeps).
     pub ports: Vec<u16>,
-    /// Failed attempts counted so far for this source and target (the kernel reports the
-    /// first failure of each port; retransmissions of one probe are not counted again).
+    /// Number of distinct hosts scanned.
+    pub hosts: usize,
+    /// Outcomes counted for this episode (the kernel reports the first of each kind per
+    /// source, target and port; retransmissions of one probe are not counted again).
     pub probes: u64,
-    /// Time of the first counted failure, RFC 3339.
+    /// Time of the first counted outcome, RFC 3339.
     pub first_seen: String,
-    /// Time of the failure that completed the scan, RFC 3339.
+    /// Time of the outcome that completed the scan, RFC 3339.
     pub last_seen: String,
-    /// Distinct ports that make a scan (`--scan-ports`).
+    /// Distinct ports or hosts that make this kind of scan (`--scan-ports`, `--sweep-hosts`).
     pub threshold: usize,
-    /// Window the ports are counted in, seconds (`--scan-window`).
+    /// Window they are counted in, seconds (`--scan-window`).
     pub window_s: f64,
 }
 
 impl AlertRecord {
-    /// Builds the record of a vertical scan alert. `iface` is the name of the interface the
-    /// probes arrived on; the tuning is reported so a reader knows what the alert means.
-    pub fn vertical_scan(scan: &ScanAlert, iface: String, threshold: usize, window_s: f64) -> Self {
+    /// Builds the record of a scan alert. `iface` is the name of the interface the probes
+    /// arrived on.
+    pub fn from_scan(scan: &ScanAlert, iface: String, thresholds: Thresholds) -> Self {
         let proto = proto_name(scan.proto);
         let span = human_span(scan.last_seen.saturating_sub(scan.first_seen));
-        let clock = clock::WallClock::now();
+        let clock = WallClock::now();
         let wall = |t| clock::rfc3339_micros(clock.at(t));
+        let technique = scan.technique.name();
+        let (signature_id, signature, kind, threshold) = match scan.kind {
+            ScanKind::Vertical => (
+                SID_VERTICAL_SCAN,
+                format!(
+                    "PROBE-DETECTOR {proto} {technique} port scan: {} ports of {} probed by {} in {span}",
+                    scan.ports.len(),
+                    scan.targets
+                        .first()
+                        .map_or_else(String::new, ToString::to_string),
+                    scan.src
+                ),
+                "vertical",
+                thresholds.ports,
+            ),
+            ScanKind::Horizontal => (
+                SID_HORIZONTAL_SWEEP,
+                format!(
+                    "PROBE-DETECTOR host sweep: {} hosts probed by {} in {span} ({technique}{})",
+                    scan.targets.len(),
+                    scan.src,
+                    match scan.ports.as_slice() {
+                        [] => String::new(),
+                        [port] => format!(", port {port}"),
+                        ports => format!(", {} ports", ports.len()),
+                    },
+                ),
+                "horizontal",
+                thresholds.hosts,
+            ),
+        };
+        let targets: Vec<String> = scan.targets.iter().map(ToString::to_string).collect();
+        let (dest_ip, dest_ips) = match scan.kind {
+            ScanKind::Vertical => (targets.first().cloned(), None),
+            ScanKind::Horizontal => (None, Some(targets)),
+        };
         Self {
             timestamp: wall(scan.last_seen),
             event_type: "alert",
             src_ip: scan.src.to_string(),
-            dest_ip: scan.dst.to_string(),
+            dest_ip,
+            dest_ips,
             in_iface: iface,
             alert: AlertInfo {
                 action: "allowed",
                 gid: 1,
-                signature_id: SID_VERTICAL_SCAN,
+                signature_id,
                 rev: 1,
-                signature: format!(
-                    "PROBE-DETECTOR {proto} port scan: {} closed ports of {} probed by {} in {span}",
-                    scan.ports.len(),
-                    scan.dst,
-                    scan.src
-                ),
+                signature,
                 category: "Attempted Information Leak",
-                severity: SEVERITY_MEDIUM,
+                severity: if scan.technique.is_stealth() {
+                    SEVERITY_HIGH
+                } else {
+                    SEVERITY_MEDIUM
+                },
             },
             proto,
             scan: ScanInfo {
-                kind: "vertical",
-                detector: "sweep",
+                kind,
+                detector: "threshold",
+                technique,
                 ports: scan.ports.clone(),
+                hosts: scan.targets.len(),
                 probes: scan.probes,
                 first_seen: wall(scan.first_seen),
                 last_seen: wall(scan.last_seen),
                 threshold,
-                window_s,
+                window_s: thresholds.window_s,
             },
         }
     }
+}
 
-    /// The record as one line of JSON, without the newline.
-    pub fn to_json_line(&self) -> String {
-        // Serialising plain strings and numbers cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+/// One outcome the kernel reported (`--probes`).
+#[derive(Debug, Serialize)]
+pub struct ProbeRecord {
+    /// When the kernel saw the outcome: RFC 3339, UTC, microseconds.
+    pub timestamp: String,
+    /// Always `"probe"`.
+    pub event_type: &'static str,
+    pub src_ip: String,
+    pub src_port: u16,
+    pub dest_ip: String,
+    pub dest_port: u16,
+    pub proto: String,
+    pub in_iface: String,
+    pub probe: ProbeInfo,
+}
+
+/// The `probe` object.
+#[derive(Debug, Serialize)]
+pub struct ProbeInfo {
+    /// `tcp_syn`, `tcp_stealth`, `tcp_ack`, `udp` or `icmp_echo`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `refused` (closed), `accepted` (open / alive), `unreachable`, `prohibited`
+    /// (filtered by an ICMP error) or `unanswered` (filtered, or open|filtered).
+    pub outcome: &'static str,
+    /// TCP flags of the probe, as hex (`0x02`).
+    pub tcp_flags: String,
+    /// TTL or hop limit of the probe as it arrived (0 when unknown).
+    pub ttl: u8,
+    /// ICMP type and code of the answer, when it was an ICMP error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+}
+
+impl ProbeRecord {
+    /// Builds the record of one outcome.
+    pub fn from_probe(probe: &Probe, iface: String) -> Self {
+        Self {
+            timestamp: clock::rfc3339_micros(WallClock::now().at(probe.timestamp)),
+            event_type: "probe",
+            src_ip: probe.src.to_string(),
+            src_port: probe.src_port,
+            dest_ip: probe.dst.to_string(),
+            dest_port: probe.dst_port,
+            proto: proto_name(probe.proto),
+            in_iface: iface,
+            probe: ProbeInfo {
+                kind: match probe.probe {
+                    ProbeType::TcpSyn => "tcp_syn",
+                    ProbeType::TcpStealth => "tcp_stealth",
+                    ProbeType::TcpAck => "tcp_ack",
+                    ProbeType::Udp => "udp",
+                    ProbeType::IcmpEcho => "icmp_echo",
+                },
+                outcome: match probe.outcome {
+                    Outcome::Refused => "refused",
+                    Outcome::Accepted => "accepted",
+                    Outcome::Unreachable => "unreachable",
+                    Outcome::Prohibited => "prohibited",
+                    Outcome::Unanswered => "unanswered",
+                },
+                tcp_flags: format!("{:#04x}", probe.tcp_flags),
+                ttl: probe.ttl,
+                icmp_type: probe.icmp.map(|(t, _)| t),
+                icmp_code: probe.icmp.map(|(_, c)| c),
+            },
+        }
     }
+}
+
+/// A record as one line of JSON, without the newline.
+pub fn json_line(record: &impl Serialize) -> String {
+    // Serialising plain strings and numbers cannot fail.
+    serde_json::to_string(record).unwrap_or_default()
 }
 
 /// A duration for people: `0.2 ms`, `1.5 s`, `12 min`.
@@ -142,26 +280,55 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
+    use crate::engine::Technique;
 
-    #[test]
-    fn renders_the_documented_fields() {
+    const THRESHOLDS: Thresholds = Thresholds {
+        ports: 3,
+        hosts: 2,
+        window_s: 60.0,
+    };
+
+    fn scan(
+        kind: ScanKind,
+        technique: Technique,
+        targets: Vec<IpAddr>,
+        ports: Vec<u16>,
+    ) -> ScanAlert {
         let now = clock::monotonic_now();
-        let scan = ScanAlert {
+        ScanAlert {
+            kind,
             src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+            targets,
             proto: 6,
+            technique,
             ifindex: 2,
-            ports: vec![1, 7, 9],
+            ports,
             probes: 4,
             first_seen: now - Duration::from_millis(1500),
             last_seen: now,
-        };
-        let line = AlertRecord::vertical_scan(&scan, "vic0".into(), 3, 60.0).to_json_line();
+        }
+    }
+
+    fn render(record: &AlertRecord) -> serde_json::Value {
+        let line = json_line(record);
         assert!(!line.contains('\n'));
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn a_vertical_scan_renders_the_documented_fields() {
+        let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let s = scan(
+            ScanKind::Vertical,
+            Technique::Syn,
+            vec![victim],
+            vec![1, 7, 9],
+        );
+        let v = render(&AlertRecord::from_scan(&s, "vic0".into(), THRESHOLDS));
         assert_eq!(v["event_type"], "alert");
         assert_eq!(v["src_ip"], "198.18.0.1");
         assert_eq!(v["dest_ip"], "198.18.0.2");
+        assert!(v.get("dest_ips").is_none());
         assert_eq!(v["proto"], "TCP");
         assert_eq!(v["in_iface"], "vic0");
         assert_eq!(v["alert"]["severity"], 2);
@@ -169,17 +336,104 @@ mod tests {
         assert_eq!(v["alert"]["category"], "Attempted Information Leak");
         assert_eq!(
             v["alert"]["signature"],
-            "PROBE-DETECTOR TCP port scan: 3 closed ports of 198.18.0.2 probed by 198.18.0.1 in 1.5 s"
+            "PROBE-DETECTOR TCP SYN port scan: 3 ports of 198.18.0.2 probed by 198.18.0.1 in 1.5 s"
         );
         assert_eq!(v["scan"]["ports"], serde_json::json!([1, 7, 9]));
-        assert_eq!(v["scan"]["probes"], 4);
-        assert_eq!(v["scan"]["kind"], "vertical");
+        assert_eq!(
+            (v["scan"]["probes"].as_u64(), v["scan"]["hosts"].as_u64()),
+            (Some(4), Some(1))
+        );
+        assert_eq!(
+            (v["scan"]["kind"].as_str(), v["scan"]["technique"].as_str()),
+            (Some("vertical"), Some("SYN"))
+        );
+        assert_eq!(v["scan"]["threshold"], 3);
         let ts = v["timestamp"].as_str().unwrap();
         // 2026-11-21T06:01:02.123456Z
         assert_eq!(ts.len(), 27, "{ts}");
         assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
         assert_eq!(v["scan"]["last_seen"], v["timestamp"]);
         assert!(v["scan"]["first_seen"].as_str().unwrap() < ts);
+    }
+
+    #[test]
+    fn stealth_scans_are_high_severity() {
+        let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let s = scan(
+            ScanKind::Vertical,
+            Technique::Xmas,
+            vec![victim],
+            vec![1, 2, 3],
+        );
+        let v = render(&AlertRecord::from_scan(&s, "vic0".into(), THRESHOLDS));
+        assert_eq!(v["alert"]["severity"], 1);
+        assert!(
+            v["alert"]["signature"]
+                .as_str()
+                .unwrap()
+                .contains("TCP Xmas port scan")
+        );
+    }
+
+    #[test]
+    fn a_sweep_lists_its_hosts() {
+        let hosts = vec![
+            IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1)),
+            IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)),
+        ];
+        let s = scan(ScanKind::Horizontal, Technique::Syn, hosts, vec![80]);
+        let v = render(&AlertRecord::from_scan(&s, "wan0".into(), THRESHOLDS));
+        assert!(v.get("dest_ip").is_none());
+        assert_eq!(
+            v["dest_ips"],
+            serde_json::json!(["198.18.1.1", "198.18.1.2"])
+        );
+        assert_eq!(v["alert"]["signature_id"], SID_HORIZONTAL_SWEEP);
+        assert_eq!(
+            v["alert"]["signature"],
+            "PROBE-DETECTOR host sweep: 2 hosts probed by 198.18.0.1 in 1.5 s (SYN, port 80)"
+        );
+        assert_eq!(
+            (v["scan"]["kind"].as_str(), v["scan"]["hosts"].as_u64()),
+            (Some("horizontal"), Some(2))
+        );
+        assert_eq!(v["scan"]["threshold"], 2);
+    }
+
+    #[test]
+    fn probes_render_their_outcome() {
+        let probe = Probe {
+            timestamp: clock::monotonic_now(),
+            src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+            src_port: 5353,
+            dst_port: 161,
+            proto: 17,
+            probe: ProbeType::Udp,
+            outcome: Outcome::Refused,
+            tcp_flags: 0,
+            ttl: 63,
+            icmp: Some((3, 3)),
+            ifindex: 1,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&json_line(&ProbeRecord::from_probe(&probe, "lo".into())))
+                .unwrap();
+        assert_eq!(v["event_type"], "probe");
+        assert_eq!(
+            (v["dest_port"].as_u64(), v["proto"].as_str()),
+            (Some(161), Some("UDP"))
+        );
+        assert_eq!(v["probe"]["type"], "udp");
+        assert_eq!(v["probe"]["outcome"], "refused");
+        assert_eq!(
+            (
+                v["probe"]["icmp_type"].as_u64(),
+                v["probe"]["icmp_code"].as_u64()
+            ),
+            (Some(3), Some(3))
+        );
+        assert_eq!(v["probe"]["ttl"], 63);
     }
 
     #[test]

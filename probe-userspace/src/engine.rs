@@ -1,60 +1,153 @@
-//! The first sweep heuristic, as pure logic: a vertical port scan is at least
-//! `min_ports` distinct ports of one target refused to one source within `window`.
+//! The scan detectors, as pure logic: a vertical port scan is at least `min_ports`
+//! distinct ports of one target failing for one source within `window`; a horizontal sweep
+//! is at least `min_hosts` distinct targets probed by one source within `window` (failed
+//! attempts, and pings whatever their answer).
 //!
-//! No I/O and no clock: [`Sweep::observe`] takes each failed attempt with its timestamp
-//! (monotonic time since boot, as the kernel stamps it) and returns the alert, if this
-//! attempt completes a scan. The table is bounded: at most `max_pairs` (source, target)
-//! pairs, the least recently active evicted first, and at most `min_ports` ports per pair
-//! before it alerts ([`MAX_REPORTED_PORTS`] after), so memory stays flat under a flood of
-//! spoofed sources.
+//! No I/O and no clock: [`Engine::observe`] takes each outcome with its timestamp (monotonic
+//! time since boot, as the kernel stamps it) and returns the alerts this outcome completes.
+//! Each (source, target) episode, and each source's sweep, alerts once; an episode ends
+//! after `window` without activity. State is bounded ([`crate::table`]): at most
+//! `max_tracked` entries per detector, least recently active forgotten first, and at most
+//! the threshold's worth of ports or hosts per entry before it alerts, so memory stays flat
+//! under floods of spoofed sources.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
-use crate::event::{Probe, ProbeType};
+use crate::{
+    event::{Outcome, Probe, ProbeType},
+    table::{Activity, BoundedTable, RecentSet},
+};
 
-/// Distinct ports kept per pair once it has alerted, for the alert's port list.
-pub const MAX_REPORTED_PORTS: usize = 1024;
+/// Ports or hosts kept per entry once it has alerted, for the alert's lists.
+pub const MAX_REPORTED: usize = 1024;
+/// Ports kept per sweeping source, to report which ports a sweep used.
+const SWEEP_PORTS: usize = 16;
 
-/// Tuning of the sweep heuristic.
+/// Tuning of the detectors.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SweepConfig {
-    /// Distinct refused ports of one target from one source that make a scan.
+pub struct EngineConfig {
+    /// Distinct failed ports of one target from one source that make a port scan.
     pub min_ports: usize,
-    /// How far back the distinct ports are counted; a pair idle for longer starts over.
+    /// Distinct targets probed by one source that make a sweep.
+    pub min_hosts: usize,
+    /// How far back ports and hosts are counted; an entry idle for longer starts over.
     pub window: Duration,
-    /// (source, target) pairs tracked at once; the least recently active go first.
-    pub max_pairs: usize,
+    /// Entries each detector tracks at once; the least recently active go first.
+    pub max_tracked: usize,
 }
 
-impl Default for SweepConfig {
-    /// 10 ports within 60 s, 65 536 pairs (about 7 MiB at most).
+impl Default for EngineConfig {
+    /// 10 ports or 16 hosts within 60 s; 65 536 entries per detector.
     fn default() -> Self {
         Self {
             min_ports: 10,
+            min_hosts: 16,
             window: Duration::from_secs(60),
-            max_pairs: 65_536,
+            max_tracked: 65_536,
         }
     }
 }
 
-/// A recognised vertical port scan of one target by one source.
+/// What a scan looked like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanKind {
+    /// Many ports of one target.
+    Vertical,
+    /// Many targets.
+    Horizontal,
+}
+
+/// How the probes were made, from the probe that completed the scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Technique {
+    /// TCP SYN (half-open or connect scans).
+    Syn,
+    /// TCP FIN alone.
+    Fin,
+    /// TCP with no flags.
+    Null,
+    /// TCP FIN, PSH and URG.
+    Xmas,
+    /// TCP without SYN, ACK or RST, in another combination.
+    OddFlags,
+    /// TCP with ACK that matched no connection (ACK or Maimon FIN/ACK scans).
+    Ack,
+    /// UDP.
+    Udp,
+    /// ICMP / ICMPv6 echo.
+    Ping,
+}
+
+impl Technique {
+    /// The technique of one probe.
+    pub fn of(probe: &Probe) -> Self {
+        const FIN: u8 = 0x01;
+        const PSH: u8 = 0x08;
+        const URG: u8 = 0x20;
+        match probe.probe {
+            ProbeType::TcpSyn => Technique::Syn,
+            ProbeType::TcpStealth => match probe.tcp_flags & 0x3f {
+                FIN => Technique::Fin,
+                0 => Technique::Null,
+                f if f == FIN | PSH | URG => Technique::Xmas,
+                _ => Technique::OddFlags,
+            },
+            ProbeType::TcpAck => Technique::Ack,
+            ProbeType::Udp => Technique::Udp,
+            ProbeType::IcmpEcho => Technique::Ping,
+        }
+    }
+
+    /// The name used in alerts (`SYN`, `FIN`, `NULL`, `Xmas`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Technique::Syn => "SYN",
+            Technique::Fin => "FIN",
+            Technique::Null => "NULL",
+            Technique::Xmas => "Xmas",
+            Technique::OddFlags => "odd-flags",
+            Technique::Ack => "ACK",
+            Technique::Udp => "UDP",
+            Technique::Ping => "ping",
+        }
+    }
+
+    /// True for segments no ordinary stack sends to start a connection: these scans hide
+    /// from connection logs and firewalls that only watch SYNs.
+    pub fn is_stealth(self) -> bool {
+        matches!(
+            self,
+            Technique::Fin
+                | Technique::Null
+                | Technique::Xmas
+                | Technique::OddFlags
+                | Technique::Ack
+        )
+    }
+}
+
+/// A recognised scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanAlert {
+    /// Vertical or horizontal.
+    pub kind: ScanKind,
     /// The scanning source.
     pub src: IpAddr,
-    /// The scanned target.
-    pub dst: IpAddr,
-    /// IP protocol of the probes.
+    /// The scanned targets, sorted (one for a vertical scan).
+    pub targets: Vec<IpAddr>,
+    /// IP protocol of the probe that completed the scan.
     pub proto: u8,
-    /// Interface index of the latest probe.
+    /// How the probes were made.
+    pub technique: Technique,
+    /// Interface index of the probe that completed the scan.
     pub ifindex: u32,
-    /// Distinct refused ports within the window, sorted.
+    /// Distinct ports: of the target (vertical), or used across targets (horizontal).
     pub ports: Vec<u16>,
-    /// Failed attempts counted for this pair since its first one in this episode.
+    /// Outcomes counted for this episode.
     pub probes: u64,
-    /// Time of the first counted failure (monotonic, since boot).
+    /// Time of the first counted outcome (monotonic, since boot).
     pub first_seen: Duration,
-    /// Time of the failure that completed the scan (monotonic, since boot).
+    /// Time of the outcome that completed the scan (monotonic, since boot).
     pub last_seen: Duration,
 }
 
@@ -65,139 +158,142 @@ struct PairKey {
     proto: u8,
 }
 
+/// One detector's state for one key: an episode of activity.
 #[derive(Debug)]
-struct PairState {
+struct Episode<T> {
     first_seen: Duration,
     last_seen: Duration,
-    /// (port, time of its latest failure), unsorted, distinct ports.
-    ports: Vec<(u16, Duration)>,
+    /// Ports (vertical) or hosts (horizontal) within the window.
+    items: RecentSet<T>,
+    /// Ports a sweep used (horizontal only).
+    ports: RecentSet<u16>,
     probes: u64,
     alerted: bool,
 }
 
-impl PairState {
+impl<T: PartialEq + Copy + Ord> Episode<T> {
     fn new(now: Duration) -> Self {
         Self {
             first_seen: now,
             last_seen: now,
-            ports: Vec::new(),
+            items: RecentSet::new(),
+            ports: RecentSet::new(),
             probes: 0,
             alerted: false,
         }
     }
-}
 
-/// The vertical-scan detector's state; see the module documentation.
-#[derive(Debug)]
-pub struct Sweep {
-    config: SweepConfig,
-    // std's HashMap seeds SipHash randomly per process, so crafted addresses cannot be
-    // chosen to collide.
-    pairs: HashMap<PairKey, PairState>,
-    evictions: u64,
-}
-
-impl Sweep {
-    /// A detector with the given tuning.
-    pub fn new(config: SweepConfig) -> Self {
-        Self {
-            pairs: HashMap::with_capacity(config.max_pairs.min(4096)),
-            config,
-            evictions: 0,
-        }
-    }
-
-    /// Pairs currently tracked.
-    pub fn tracked(&self) -> usize {
-        self.pairs.len()
-    }
-
-    /// Pairs evicted to make room so far.
-    pub fn evictions(&self) -> u64 {
-        self.evictions
-    }
-
-    /// Feeds one failed attempt seen at `now`; returns the alert if it completes a scan.
-    /// Each (source, target) episode alerts once; it ends after `window` without failures.
-    pub fn observe(&mut self, probe: &Probe, now: Duration) -> Option<ScanAlert> {
-        // Only failed attempts on ports make a vertical scan; pings have no port.
-        if !probe.failed() || probe.probe == ProbeType::IcmpEcho {
-            return None;
-        }
-        let key = PairKey {
-            src: probe.src,
-            dst: probe.dst,
-            proto: probe.proto,
-        };
-        if !self.pairs.contains_key(&key) && self.pairs.len() >= self.config.max_pairs {
-            self.make_room(now);
-        }
-        let window = self.config.window;
-        let state = self.pairs.entry(key).or_insert_with(|| PairState::new(now));
-        if now.saturating_sub(state.last_seen) > window {
+    /// Notes one outcome at `now` for `item`; returns true when the episode reaches
+    /// `threshold` distinct items for the first time.
+    fn note(&mut self, item: T, now: Duration, window: Duration, threshold: usize) -> bool {
+        if now.saturating_sub(self.last_seen) > window {
             // A new episode: the old one went quiet.
-            *state = PairState::new(now);
+            *self = Self::new(now);
         }
-        state.last_seen = state.last_seen.max(now);
-        state.probes += 1;
-        state
-            .ports
-            .retain(|&(_, seen)| now.saturating_sub(seen) <= window);
-        match state
-            .ports
-            .iter_mut()
-            .find(|(port, _)| *port == probe.dst_port)
-        {
-            Some((_, seen)) => *seen = (*seen).max(now),
-            None => {
-                let cap = if state.alerted {
-                    MAX_REPORTED_PORTS
-                } else {
-                    self.config.min_ports
-                };
-                if state.ports.len() < cap {
-                    state.ports.push((probe.dst_port, now));
-                }
-            }
+        self.last_seen = self.last_seen.max(now);
+        self.probes += 1;
+        let cap = if self.alerted {
+            MAX_REPORTED
+        } else {
+            threshold
+        };
+        self.items.note(item, now, window, cap);
+        if self.alerted || self.items.len() < threshold {
+            return false;
         }
-        if state.alerted || state.ports.len() < self.config.min_ports {
-            return None;
+        self.alerted = true;
+        true
+    }
+}
+
+impl<T> Activity for Episode<T> {
+    fn last_seen(&self) -> Duration {
+        self.last_seen
+    }
+}
+
+/// The detectors' state; see the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    vertical: BoundedTable<PairKey, Episode<u16>>,
+    horizontal: BoundedTable<IpAddr, Episode<IpAddr>>,
+}
+
+impl Engine {
+    /// Detectors with the given tuning.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            vertical: BoundedTable::new(config.max_tracked),
+            horizontal: BoundedTable::new(config.max_tracked),
+            config,
         }
-        state.alerted = true;
-        let mut ports: Vec<u16> = state.ports.iter().map(|&(port, _)| port).collect();
-        ports.sort_unstable();
-        Some(ScanAlert {
-            src: probe.src,
-            dst: probe.dst,
-            proto: probe.proto,
-            ifindex: probe.ifindex,
-            ports,
-            probes: state.probes,
-            first_seen: state.first_seen,
-            last_seen: now,
-        })
     }
 
-    /// Frees room for one pair: first every pair idle past the window, else the least
-    /// recently active eighth of the table (amortised: one sort per many inserts).
-    fn make_room(&mut self, now: Duration) {
+    /// Entries tracked, both detectors together.
+    pub fn tracked(&self) -> usize {
+        self.vertical.len() + self.horizontal.len()
+    }
+
+    /// Entries forgotten to make room so far, both detectors together.
+    pub fn evictions(&self) -> u64 {
+        self.vertical.evictions() + self.horizontal.evictions()
+    }
+
+    /// Feeds one outcome seen at `now`; returns the scans it completes.
+    pub fn observe(&mut self, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
+        let mut alerts = Vec::new();
+        let failed = probe.outcome != Outcome::Accepted;
         let window = self.config.window;
-        let before = self.pairs.len();
-        self.pairs
-            .retain(|_, state| now.saturating_sub(state.last_seen) <= window);
-        if self.pairs.len() == before {
-            let mut ages: Vec<(Duration, PairKey)> = self
-                .pairs
-                .iter()
-                .map(|(key, state)| (state.last_seen, *key))
-                .collect();
-            let victims = (ages.len() / 8).max(1);
-            ages.select_nth_unstable_by_key(victims - 1, |(seen, _)| *seen);
-            for (_, key) in &ages[..victims] {
-                self.pairs.remove(key);
+        let technique = Technique::of(probe);
+        // Vertical: failed attempts on ports (pings have none).
+        if failed && probe.probe != ProbeType::IcmpEcho {
+            let key = PairKey {
+                src: probe.src,
+                dst: probe.dst,
+                proto: probe.proto,
+            };
+            let episode = self.vertical.entry(key, now, window, || Episode::new(now));
+            if episode.note(probe.dst_port, now, window, self.config.min_ports) {
+                alerts.push(ScanAlert {
+                    kind: ScanKind::Vertical,
+                    src: probe.src,
+                    targets: vec![probe.dst],
+                    proto: probe.proto,
+                    technique,
+                    ifindex: probe.ifindex,
+                    ports: episode.items.sorted(),
+                    probes: episode.probes,
+                    first_seen: episode.first_seen,
+                    last_seen: now,
+                });
             }
         }
-        self.evictions += (before - self.pairs.len()) as u64;
+        // Horizontal: targets with failed attempts, and pinged targets whatever the answer
+        // (probing many hosts for life is the sweep).
+        if failed || probe.probe == ProbeType::IcmpEcho {
+            let episode = self
+                .horizontal
+                .entry(probe.src, now, window, || Episode::new(now));
+            if probe.probe != ProbeType::IcmpEcho {
+                episode.ports.note(probe.dst_port, now, window, SWEEP_PORTS);
+            }
+            if episode.note(probe.dst, now, window, self.config.min_hosts) {
+                alerts.push(ScanAlert {
+                    kind: ScanKind::Horizontal,
+                    src: probe.src,
+                    targets: episode.items.sorted(),
+                    proto: probe.proto,
+                    technique,
+                    ifindex: probe.ifindex,
+                    ports: episode.ports.sorted(),
+                    probes: episode.probes,
+                    first_seen: episode.first_seen,
+                    last_seen: now,
+                });
+            }
+        }
+        alerts
     }
 }
 
@@ -206,7 +302,6 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::event::{Outcome, ProbeType};
 
     const SCANNER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
     const VICTIM: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
@@ -229,151 +324,128 @@ mod tests {
         }
     }
 
+    fn host(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0xc612_0100 + i))
+    }
+
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
     }
 
-    fn config(min_ports: usize, window_s: u64, max_pairs: usize) -> SweepConfig {
-        SweepConfig {
+    fn config(min_ports: usize, window_s: u64, max_tracked: usize) -> EngineConfig {
+        EngineConfig {
             min_ports,
+            min_hosts: 1000,
             window: Duration::from_secs(window_s),
-            max_pairs,
+            max_tracked,
         }
+    }
+
+    fn vertical(alerts: Vec<ScanAlert>) -> Option<ScanAlert> {
+        alerts.into_iter().find(|a| a.kind == ScanKind::Vertical)
     }
 
     #[test]
     fn alerts_once_when_the_threshold_is_reached() {
-        let mut sweep = Sweep::new(config(5, 60, 16));
+        let mut engine = Engine::new(config(5, 60, 16));
         for (i, port) in [80, 22, 443, 21].into_iter().enumerate() {
             assert_eq!(
-                sweep.observe(&probe(SCANNER, VICTIM, port), secs(i as f64)),
-                None
+                engine.observe(&probe(SCANNER, VICTIM, port), secs(i as f64)),
+                vec![]
             );
         }
-        let alert = sweep
-            .observe(&probe(SCANNER, VICTIM, 25), secs(4.5))
+        let alert = vertical(engine.observe(&probe(SCANNER, VICTIM, 25), secs(4.5)))
             .expect("fifth distinct port completes the scan");
-        assert_eq!(alert.src, SCANNER);
-        assert_eq!(alert.dst, VICTIM);
+        assert_eq!(
+            (alert.src, alert.targets.as_slice()),
+            (SCANNER, &[VICTIM][..])
+        );
         assert_eq!(alert.ports, vec![21, 22, 25, 80, 443]);
         assert_eq!(alert.probes, 5);
-        assert_eq!(alert.first_seen, secs(0.0));
-        assert_eq!(alert.last_seen, secs(4.5));
-        assert_eq!(alert.ifindex, 7);
+        assert_eq!((alert.first_seen, alert.last_seen), (secs(0.0), secs(4.5)));
+        assert_eq!((alert.ifindex, alert.technique), (7, Technique::Syn));
         // The scan goes on: no second alert for the same episode.
         for port in 1000..1100 {
             assert_eq!(
-                sweep.observe(&probe(SCANNER, VICTIM, port), secs(5.0)),
-                None
+                engine.observe(&probe(SCANNER, VICTIM, port), secs(5.0)),
+                vec![]
             );
         }
     }
 
     #[test]
     fn successes_and_pings_are_not_port_probes() {
-        let mut sweep = Sweep::new(config(2, 60, 16));
+        let mut engine = Engine::new(config(2, 60, 16));
         let mut accepted = probe(SCANNER, VICTIM, 80);
         accepted.outcome = Outcome::Accepted;
         let mut ping = probe(SCANNER, VICTIM, 0);
         ping.probe = ProbeType::IcmpEcho;
         ping.outcome = Outcome::Unanswered;
-        for p in [&accepted, &ping] {
-            assert_eq!(sweep.observe(p, secs(1.0)), None);
+        for p in [&accepted, &accepted, &ping] {
+            assert_eq!(vertical(engine.observe(p, secs(1.0))), None);
         }
-        assert_eq!(sweep.tracked(), 0);
         // Every failing outcome counts.
         let mut unanswered = probe(SCANNER, VICTIM, 81);
         unanswered.outcome = Outcome::Unanswered;
         let mut prohibited = probe(SCANNER, VICTIM, 82);
         prohibited.outcome = Outcome::Prohibited;
-        assert!(sweep.observe(&unanswered, secs(1.0)).is_none());
-        assert!(sweep.observe(&prohibited, secs(1.0)).is_some());
+        assert_eq!(vertical(engine.observe(&unanswered, secs(1.0))), None);
+        let alert = vertical(engine.observe(&prohibited, secs(1.0))).unwrap();
+        assert_eq!(alert.ports, vec![81, 82]);
     }
 
     #[test]
     fn repeated_ports_do_not_count_twice() {
-        let mut sweep = Sweep::new(config(3, 60, 16));
+        let mut engine = Engine::new(config(3, 60, 16));
         for i in 0..50 {
             let port = if i % 2 == 0 { 80 } else { 81 };
             assert_eq!(
-                sweep.observe(&probe(SCANNER, VICTIM, port), secs(i as f64 * 0.1)),
-                None
+                engine.observe(&probe(SCANNER, VICTIM, port), secs(i as f64 * 0.1)),
+                vec![]
             );
         }
-        let alert = sweep
-            .observe(&probe(SCANNER, VICTIM, 82), secs(5.0))
-            .unwrap();
+        let alert = vertical(engine.observe(&probe(SCANNER, VICTIM, 82), secs(5.0))).unwrap();
         assert_eq!(alert.ports, vec![80, 81, 82]);
         assert_eq!(alert.probes, 51);
     }
 
     #[test]
     fn ports_older_than_the_window_do_not_count() {
-        let mut sweep = Sweep::new(config(3, 10, 16));
+        let mut engine = Engine::new(config(3, 10, 16));
         // One port every 6 s: never three within 10 s of each other.
         for i in 0..20u16 {
             let t = secs(f64::from(i) * 6.0);
             assert_eq!(
-                sweep.observe(&probe(SCANNER, VICTIM, 1000 + i), t),
-                None,
+                engine.observe(&probe(SCANNER, VICTIM, 1000 + i), t),
+                vec![],
                 "port {i}"
             );
         }
         // Three within 10 s do.
-        assert!(
-            sweep
-                .observe(&probe(SCANNER, VICTIM, 1), secs(200.0))
-                .is_none()
-        );
-        assert!(
-            sweep
-                .observe(&probe(SCANNER, VICTIM, 2), secs(201.0))
-                .is_none()
-        );
-        assert!(
-            sweep
-                .observe(&probe(SCANNER, VICTIM, 3), secs(202.0))
-                .is_some()
-        );
+        assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 1), secs(200.0))).is_none());
+        assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 2), secs(201.0))).is_none());
+        assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 3), secs(202.0))).is_some());
     }
 
     #[test]
     fn a_quiet_pair_alerts_again_in_a_new_episode() {
-        let mut sweep = Sweep::new(config(2, 10, 16));
-        assert!(
-            sweep
-                .observe(&probe(SCANNER, VICTIM, 1), secs(0.0))
-                .is_none()
-        );
-        assert!(
-            sweep
-                .observe(&probe(SCANNER, VICTIM, 2), secs(1.0))
-                .is_some()
-        );
-        assert!(
-            sweep
-                .observe(&probe(SCANNER, VICTIM, 3), secs(2.0))
-                .is_none()
-        );
+        let mut engine = Engine::new(config(2, 10, 16));
+        assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 1), secs(0.0))).is_none());
+        assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 2), secs(1.0))).is_some());
+        assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 3), secs(2.0))).is_none());
         // Quiet for longer than the window: the next scan is a new one.
-        assert!(
-            sweep
-                .observe(&probe(SCANNER, VICTIM, 4), secs(20.0))
-                .is_none()
+        assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 4), secs(20.0))).is_none());
+        let again = vertical(engine.observe(&probe(SCANNER, VICTIM, 5), secs(21.0))).unwrap();
+        assert_eq!(
+            (again.ports, again.probes, again.first_seen),
+            (vec![4, 5], 2, secs(20.0))
         );
-        let again = sweep
-            .observe(&probe(SCANNER, VICTIM, 5), secs(21.0))
-            .unwrap();
-        assert_eq!(again.ports, vec![4, 5]);
-        assert_eq!(again.probes, 2);
-        assert_eq!(again.first_seen, secs(20.0));
     }
 
     #[test]
     fn targets_and_sources_are_counted_apart() {
-        let mut sweep = Sweep::new(config(3, 60, 16));
+        let mut engine = Engine::new(config(3, 60, 16));
         let other_src = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9));
-        // Two ports each on two targets, and two from another source: no scan anywhere.
         for (src, dst, port) in [
             (SCANNER, VICTIM, 1),
             (SCANNER, VICTIM, 2),
@@ -382,35 +454,106 @@ mod tests {
             (other_src, VICTIM, 5),
             (other_src, VICTIM, 6),
         ] {
-            assert_eq!(sweep.observe(&probe(src, dst, port), secs(1.0)), None);
+            assert_eq!(engine.observe(&probe(src, dst, port), secs(1.0)), vec![]);
         }
-        let alert = sweep
-            .observe(&probe(SCANNER, OTHER_VICTIM, 5), secs(2.0))
-            .unwrap();
-        assert_eq!((alert.src, alert.dst), (SCANNER, OTHER_VICTIM));
+        let alert = vertical(engine.observe(&probe(SCANNER, OTHER_VICTIM, 5), secs(2.0))).unwrap();
+        assert_eq!((alert.src, alert.targets), (SCANNER, vec![OTHER_VICTIM]));
         assert_eq!(alert.ports, vec![3, 4, 5]);
     }
 
     #[test]
-    fn the_table_stays_bounded_under_a_flood_of_sources() {
-        let mut sweep = Sweep::new(config(3, 60, 1000));
+    fn techniques_are_named_from_the_probe() {
+        let with = |probe_type, flags| {
+            let mut p = probe(SCANNER, VICTIM, 1);
+            p.probe = probe_type;
+            p.tcp_flags = flags;
+            Technique::of(&p)
+        };
+        assert_eq!(with(ProbeType::TcpSyn, 0x02), Technique::Syn);
+        assert_eq!(with(ProbeType::TcpStealth, 0x01), Technique::Fin);
+        assert_eq!(with(ProbeType::TcpStealth, 0x00), Technique::Null);
+        assert_eq!(with(ProbeType::TcpStealth, 0x29), Technique::Xmas);
+        assert_eq!(with(ProbeType::TcpStealth, 0x20), Technique::OddFlags);
+        assert_eq!(with(ProbeType::TcpAck, 0x10), Technique::Ack);
+        assert_eq!(with(ProbeType::Udp, 0), Technique::Udp);
+        assert_eq!(with(ProbeType::IcmpEcho, 0), Technique::Ping);
+        assert!(Technique::Xmas.is_stealth() && Technique::Ack.is_stealth());
+        assert!(!Technique::Syn.is_stealth() && !Technique::Udp.is_stealth());
+    }
+
+    #[test]
+    fn a_ping_sweep_alerts_with_its_hosts() {
+        let mut engine = Engine::new(EngineConfig {
+            min_hosts: 4,
+            ..EngineConfig::default()
+        });
+        let mut alert = None;
+        for i in 0..6 {
+            let mut ping = probe(SCANNER, host(i), 0);
+            ping.probe = ProbeType::IcmpEcho;
+            // Live hosts answer, others do not: both are the sweep.
+            ping.outcome = if i % 2 == 0 {
+                Outcome::Accepted
+            } else {
+                Outcome::Unanswered
+            };
+            for a in engine.observe(&ping, secs(f64::from(i))) {
+                assert!(alert.is_none(), "one alert per sweep");
+                alert = Some(a);
+            }
+        }
+        let alert = alert.expect("four hosts make a sweep");
+        assert_eq!(
+            (alert.kind, alert.technique, alert.src),
+            (ScanKind::Horizontal, Technique::Ping, SCANNER)
+        );
+        assert_eq!(alert.targets, (0..4).map(host).collect::<Vec<_>>());
+        assert!(alert.ports.is_empty());
+    }
+
+    #[test]
+    fn a_port_sweep_reports_its_port_and_ignores_answered_connects() {
+        let mut engine = Engine::new(EngineConfig {
+            min_hosts: 3,
+            ..EngineConfig::default()
+        });
+        // Successful connections to many hosts are not a sweep (think of a busy client).
+        for i in 0..50 {
+            let mut ok = probe(SCANNER, host(i), 80);
+            ok.outcome = Outcome::Accepted;
+            assert_eq!(engine.observe(&ok, secs(1.0)), vec![]);
+        }
+        // Failed SYNs to port 80 of three hosts are.
+        let mut alerts = Vec::new();
+        for i in 100..103 {
+            let mut p = probe(SCANNER, host(i), 80);
+            p.outcome = Outcome::Unreachable;
+            alerts.extend(engine.observe(&p, secs(2.0)));
+        }
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(
+            (alerts[0].kind, alerts[0].ports.as_slice()),
+            (ScanKind::Horizontal, &[80][..])
+        );
+    }
+
+    #[test]
+    fn state_stays_bounded_under_a_flood_of_sources() {
+        let mut engine = Engine::new(config(3, 60, 1000));
         for i in 0..50_000u32 {
             let spoofed = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-            assert!(
-                sweep
-                    .observe(&probe(spoofed, VICTIM, 80), secs(f64::from(i) * 1e-4))
-                    .is_none()
-            );
-            assert!(sweep.tracked() <= 1000);
+            let alerts = engine.observe(&probe(spoofed, VICTIM, 80), secs(f64::from(i) * 1e-4));
+            assert!(vertical(alerts).is_none());
+            assert!(engine.tracked() <= 2000);
         }
-        assert!(sweep.evictions() >= 49_000);
+        assert!(engine.evictions() >= 2 * 49_000);
         // A real scanner in the middle of the flood is still caught.
         let mut caught = None;
         for port in 1..=3 {
-            caught = sweep.observe(&probe(SCANNER, VICTIM, port), secs(6.0));
+            caught = vertical(engine.observe(&probe(SCANNER, VICTIM, port), secs(6.0)));
             for j in 0..200u32 {
                 let spoofed = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + j));
-                sweep.observe(&probe(spoofed, VICTIM, 80), secs(6.0));
+                engine.observe(&probe(spoofed, VICTIM, 80), secs(6.0));
             }
         }
         assert!(caught.is_some(), "scanner lost in the flood");
@@ -418,15 +561,15 @@ mod tests {
 
     #[test]
     fn ports_kept_per_pair_are_capped() {
-        let mut sweep = Sweep::new(config(5, 600, 4));
+        let mut engine = Engine::new(config(5, 600, 4));
         let mut alert = None;
         for port in 1..=60_000u16 {
-            if let Some(a) = sweep.observe(&probe(SCANNER, VICTIM, port), secs(1.0)) {
+            if let Some(a) = vertical(engine.observe(&probe(SCANNER, VICTIM, port), secs(1.0))) {
                 alert = Some(a);
             }
         }
         assert_eq!(alert.unwrap().ports, vec![1, 2, 3, 4, 5]);
-        let state = sweep.pairs.values().next().unwrap();
-        assert_eq!(state.ports.len(), MAX_REPORTED_PORTS);
+        let episode = engine.vertical.values().next().unwrap();
+        assert_eq!(episode.items.len(), MAX_REPORTED);
     }
 }

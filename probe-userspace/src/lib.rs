@@ -10,3 +10,4 @@ pub mod engine;
 pub mod event;
 pub mod iface;
 pub mod loader;
+pub mod table;

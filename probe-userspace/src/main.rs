@@ -15,9 +15,9 @@ use aya::maps::RingBuf;
 use clap::Parser;
 use probe_common::EVENTS_MAP;
 use probe_userspace::{
-    alert::AlertRecord,
+    alert::{AlertRecord, ProbeRecord, Thresholds, json_line},
     cidr::Cidr,
-    engine::{Sweep, SweepConfig},
+    engine::{Engine, EngineConfig},
     event::Probe,
     iface::{self, IfaceError},
     loader::{self, KernelConfig, LoadError, XdpModeArg},
@@ -81,10 +81,19 @@ struct Cli {
     #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
     scan_window: Duration,
 
-    /// (source, target) pairs the detector tracks at once; the least recently active are
-    /// forgotten first. Bounds memory under floods of spoofed sources (~110 B per pair).
+    /// Distinct hosts probed by one source (failed attempts, or pings) that make a sweep.
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+    sweep_hosts: u16,
+
+    /// Entries each detector tracks at once (source/target pairs, sources); the least
+    /// recently active are forgotten first. Bounds memory under floods of spoofed sources.
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    max_pairs: u32,
+    max_tracked: u32,
+
+    /// Also write each outcome the kernel reports (refused, accepted, unanswered, ...) as
+    /// a JSON line with event_type "probe": the raw evidence behind the alerts.
+    #[arg(long)]
+    probes: bool,
 
     /// A network that is "ours" (repeatable, CIDR or address). Only attempts to these
     /// addresses are tracked. Default: the addresses of the attached interfaces; on a
@@ -330,16 +339,18 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli, config: &KernelConfig) -> anyhow
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
-    let sweep = SweepConfig {
+    let engine = EngineConfig {
         min_ports: usize::from(cli.scan_ports),
+        min_hosts: usize::from(cli.sweep_hosts),
         window: cli.scan_window,
-        max_pairs: cli.max_pairs as usize,
+        max_tracked: cli.max_tracked as usize,
     };
-    let mut output = Output::new(sweep.clone());
+    let mut output = Output::new(engine.clone(), cli.probes);
     log::info!(
-        "watching for port scans: {} refused ports of one target within {:.1} s; alerts go to stdout",
-        sweep.min_ports,
-        sweep.window.as_secs_f64()
+        "watching for port scans ({} failed ports of one host) and sweeps ({} hosts) within {:.1} s; alerts go to stdout",
+        engine.min_ports,
+        engine.min_hosts,
+        engine.window.as_secs_f64()
     );
     // Unanswered attempts are found by the expiry program, run often enough that none
     // waits much longer than the timeout.
@@ -377,20 +388,26 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli, config: &KernelConfig) -> anyhow
     Ok(())
 }
 
-/// From events to alert lines: the engine, interface names, stdout.
+/// From events to JSON lines: the engine, interface names, stdout.
 struct Output {
-    sweep: Sweep,
-    config: SweepConfig,
+    engine: Engine,
+    thresholds: Thresholds,
+    probes: bool,
     iface_names: HashMap<u32, String>,
     decode_errors: u64,
     stdout: io::Stdout,
 }
 
 impl Output {
-    fn new(config: SweepConfig) -> Self {
+    fn new(config: EngineConfig, probes: bool) -> Self {
         Self {
-            sweep: Sweep::new(config.clone()),
-            config,
+            thresholds: Thresholds {
+                ports: config.min_ports,
+                hosts: config.min_hosts,
+                window_s: config.window.as_secs_f64(),
+            },
+            engine: Engine::new(config),
+            probes,
             iface_names: HashMap::new(),
             decode_errors: 0,
             stdout: io::stdout(),
@@ -399,6 +416,7 @@ impl Output {
 
     /// Handles every record waiting in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<aya::maps::MapData>) -> anyhow::Result<()> {
+        let mut lines = String::new();
         while let Some(record) = ring.next() {
             let probe = match Probe::decode(&record) {
                 Ok(probe) => probe,
@@ -422,29 +440,36 @@ impl Output {
                 probe.tcp_flags,
                 probe.ttl
             );
-            if let Some(scan) = self.sweep.observe(&probe, probe.timestamp) {
-                let iface = self
-                    .iface_names
-                    .entry(scan.ifindex)
-                    .or_insert_with(|| {
-                        iface::name_of(scan.ifindex).unwrap_or_else(|| scan.ifindex.to_string())
-                    })
-                    .clone();
-                let record = AlertRecord::vertical_scan(
+            if self.probes {
+                let iface = self.iface_name(probe.ifindex);
+                lines.push_str(&json_line(&ProbeRecord::from_probe(&probe, iface)));
+                lines.push('\n');
+            }
+            for scan in self.engine.observe(&probe, probe.timestamp) {
+                let iface = self.iface_name(scan.ifindex);
+                lines.push_str(&json_line(&AlertRecord::from_scan(
                     &scan,
                     iface,
-                    self.config.min_ports,
-                    self.config.window.as_secs_f64(),
-                );
-                let mut line = record.to_json_line();
-                line.push('\n');
-                let mut out = self.stdout.lock();
-                out.write_all(line.as_bytes())
-                    .and_then(|()| out.flush())
-                    .context("cannot write the alert to stdout")?;
+                    self.thresholds,
+                )));
+                lines.push('\n');
             }
         }
+        if !lines.is_empty() {
+            let mut out = self.stdout.lock();
+            out.write_all(lines.as_bytes())
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")?;
+        }
         Ok(())
+    }
+
+    /// The name of an interface, remembered; its index when it has none any more.
+    fn iface_name(&mut self, ifindex: u32) -> String {
+        self.iface_names
+            .entry(ifindex)
+            .or_insert_with(|| iface::name_of(ifindex).unwrap_or_else(|| ifindex.to_string()))
+            .clone()
     }
 }
 
