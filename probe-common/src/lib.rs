@@ -36,6 +36,16 @@ pub const PENDING_STATS_LIVE: u32 = 0;
 /// Index in `PENDING_STATS`: the number of sweeps run so far.
 pub const PENDING_STATS_EPOCH: u32 = 1;
 
+/// LPM trie of sources never to report: key = prefix length + 16-byte address, value `u8`.
+pub const ALLOW_SOURCES_MAP: &str = "ALLOW_SOURCES";
+/// LPM trie of local services never to report, any port: key as for `ALLOW_SOURCES`.
+pub const ALLOW_SERVICES_MAP: &str = "ALLOW_SERVICES";
+/// LPM trie of local services never to report, one port: key = prefix length + 2-byte port
+/// (network order) + 16-byte address, the prefix counting the port's 16 bits.
+pub const ALLOW_SERVICE_PORTS_MAP: &str = "ALLOW_SERVICE_PORTS";
+/// Entries each allow-list trie holds at most (allocated as used: no preallocation).
+pub const ALLOW_ENTRIES: u32 = 4096;
+
 /// Global (`u32`): number of `PENDING` slots minus one; the slot count is a power of two.
 pub const PENDING_MASK_GLOBAL: &str = "PENDING_MASK";
 /// Global (`u32`): number of `OURS` slots minus one; the slot count is a power of two.
@@ -123,11 +133,13 @@ pub enum Counter {
     AckProbes = 15,
     /// Repeats of an outcome already reported (counted in `OUTCOMES`, not sent).
     Repeats = 16,
+    /// Outcomes not reported because their source or service is allow-listed.
+    Allowed = 17,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -145,6 +157,7 @@ impl Counter {
         Counter::NotHome,
         Counter::AckProbes,
         Counter::Repeats,
+        Counter::Allowed,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -169,6 +182,7 @@ impl Counter {
             Counter::NotHome => "not_home",
             Counter::AckProbes => "ack_probes",
             Counter::Repeats => "repeats",
+            Counter::Allowed => "allowed",
         }
     }
 }

@@ -46,11 +46,11 @@ use aya_ebpf::{
     },
     helpers::{bpf_ktime_get_ns, generated::bpf_loop},
     macros::{classifier, map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    Counter, EVENTS_BYTES, EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet,
+    ALLOW_ENTRIES, Counter, EVENTS_BYTES, EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet,
     IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
     IPPROTO_UDP as PROTO_UDP, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES, Outcome, OutcomeKey,
     PENDING_ENTRIES, PENDING_STATS_EPOCH, PENDING_STATS_LIVE, Pending, ProbeEvent, ProbeType,
@@ -78,6 +78,30 @@ static OUTCOMES: LruHashMap<OutcomeKey, u64> = LruHashMap::with_max_entries(OUTC
 /// (default [`PENDING_ENTRIES`], a power of two, mask in [`PENDING_MASK`]).
 #[map]
 static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Sources never to report (allow-listed scanners), by prefix; see [`ALLOW_ENTRIES`].
+#[map]
+static ALLOW_SOURCES: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(ALLOW_ENTRIES, 0);
+
+/// Local services never to report, any port, by prefix.
+#[map]
+static ALLOW_SERVICES: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(ALLOW_ENTRIES, 0);
+
+/// Local services never to report, one port: the key is the port (network order) then the
+/// address, so that a prefix covers the port and the leading address bits.
+#[map]
+static ALLOW_SERVICE_PORTS: LpmTrie<ServiceKey, u8> = LpmTrie::with_max_entries(ALLOW_ENTRIES, 0);
+
+/// The data of an `ALLOW_SERVICE_PORTS` key: port first, so that a prefix can cover the
+/// port and then leading address bits. Copied whole, never built byte by byte (that would
+/// spill every byte to the stack).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ServiceKey {
+    /// Port, network byte order.
+    port: [u8; 2],
+    addr: [u8; 16],
+}
 
 /// Written by each expiry sweep: live slots, epoch (indices in probe_common).
 #[map]
@@ -548,9 +572,10 @@ fn settle(answer: &Flow, id: u32, outcome: Outcome, icmp_type: u8, icmp_code: u8
     true
 }
 
-/// Settles the attempt an outbound ICMP destination-unreachable quotes. (BPF passes at
-/// most five arguments in registers: keep subprograms at five or fewer.)
-#[inline(never)]
+/// Settles the attempt an outbound ICMP destination-unreachable quotes. Inlined into
+/// `egress_icmp`: one frame fewer on the deepest call chain (egress, ICMP, settle, report,
+/// allow-list), which must stay within 512 bytes of stack.
+#[inline(always)]
 fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool) {
     // Read back through a pointer, the offset has lost the bounds the verifier knew; this
     // check gives them back (no frame has 8 KiB of headers before a quote).
@@ -583,6 +608,12 @@ fn report_ack_probe(answer: &Flow, ifindex: u32) {
 /// 512-byte stack, and it runs only when an outcome is seen, not per packet.
 #[inline(never)]
 fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
+    // The allow-lists are checked here, once per outcome, rather than per attempt: an LPM
+    // lookup would cost the per-SYN path more than its whole budget.
+    if allowed(pending) {
+        count(Counter::Allowed);
+        return;
+    }
     let accepted = outcome == Outcome::Accepted;
     count(if accepted {
         Counter::Answered
@@ -646,6 +677,22 @@ fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
         BPF_RB_NO_WAKEUP
     }));
     count(Counter::EventsSent);
+}
+
+/// True when the attempt's source, or its local service, is allow-listed. A subprogram: its
+/// keys stay out of `report`'s frame.
+#[inline(never)]
+fn allowed(pending: &Pending) -> bool {
+    if ALLOW_SOURCES.get(&Key::new(128, pending.remote)).is_some()
+        || ALLOW_SERVICES.get(&Key::new(128, pending.local)).is_some()
+    {
+        return true;
+    }
+    let data = ServiceKey {
+        port: pending.local_port.to_be_bytes(),
+        addr: pending.local,
+    };
+    ALLOW_SERVICE_PORTS.get(&Key::new(144, data)).is_some()
 }
 
 /// Remembers one of our own outbound attempts.

@@ -10,7 +10,7 @@ use std::{
 use probe_common::HomeNet;
 
 /// An IP prefix with no host bits set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cidr {
     /// The network address.
     pub addr: IpAddr,
@@ -47,6 +47,15 @@ impl Cidr {
         };
         let mask = mask128(bits).to_be_bytes();
         HomeNet { network, mask }
+    }
+
+    /// The prefix in the 16-byte form the kernel's tries use (IPv4 mapped into IPv6) and
+    /// its length in that form.
+    pub fn mapped(self) -> ([u8; 16], u32) {
+        match self.addr {
+            IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 96 + u32::from(self.len)),
+            IpAddr::V6(v6) => (v6.octets(), u32::from(self.len)),
+        }
     }
 
     /// True when `addr` lies inside this prefix.

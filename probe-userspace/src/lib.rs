@@ -4,6 +4,7 @@
 //! same pieces.
 
 pub mod alert;
+pub mod allow;
 pub mod cidr;
 pub mod clock;
 pub mod engine;

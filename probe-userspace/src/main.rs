@@ -16,6 +16,7 @@ use clap::Parser;
 use probe_common::EVENTS_MAP;
 use probe_userspace::{
     alert::{AlertRecord, ProbeRecord, Thresholds, json_line},
+    allow::{self, AllowError, AllowLists, Service},
     cidr::Cidr,
     engine::{Engine, EngineConfig},
     event::Probe,
@@ -61,8 +62,9 @@ const EXIT_INTERFACE: u8 = 4;
     after_help = "Examples:\n  \
         probe-detector --iface eth0\n  \
         probe-detector --iface eth0 --scan-ports 20 --scan-window 300 | jq -c 'select(.event_type == \"alert\")'\n\n\
-        Exit status: 0 stopped by SIGINT/SIGTERM, 1 load/attach/runtime failure, 2 bad arguments, \
-        3 missing privileges, 4 unknown interface or no default route."
+        SIGHUP re-reads --allow-file.\n\n\
+        Exit status: 0 stopped by SIGINT/SIGTERM, 1 load/attach/runtime failure, 2 bad arguments \
+        (or allow-list rules), 3 missing privileges, 4 unknown interface or no default route."
 )]
 struct Cli {
     /// Interface to watch (repeat for several). Default: the interface of the default route.
@@ -118,6 +120,19 @@ struct Cli {
     /// Bytes of the kernel-to-userspace event ring buffer (a power of two, >= 4096).
     #[arg(long, default_value_t = probe_common::EVENTS_BYTES, value_name = "BYTES", value_parser = parse_power_of_two)]
     ringbuf_bytes: u32,
+
+    /// A source never to report (repeatable, CIDR): your own scanners, monitoring.
+    #[arg(long = "allow-source", value_name = "CIDR")]
+    allow_sources: Vec<Cidr>,
+
+    /// A local service never to report (repeatable): CIDR, CIDR:PORT or [IPV6-CIDR]:PORT.
+    #[arg(long = "allow-service", value_name = "SERVICE")]
+    allow_services: Vec<Service>,
+
+    /// A file of allow-list rules (`source CIDR`, `service CIDR[:PORT]`, `#` comments),
+    /// re-read on SIGHUP; the kernel's lists are updated in place.
+    #[arg(long, value_name = "PATH")]
+    allow_file: Option<std::path::PathBuf>,
 
     /// Log level for stderr: error, warn, info, debug (each refused probe; eBPF trace
     /// records when built with PROBE_EBPF_TRACE=1) or trace. RUST_LOG overrides.
@@ -199,6 +214,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         })
     {
         EXIT_PRIVILEGES
+    } else if err.chain().any(|e| e.is::<AllowError>()) {
+        EXIT_USAGE
     } else if err.chain().any(|e| e.is::<IfaceError>()) {
         EXIT_INTERFACE
     } else if err
@@ -236,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for name in &ifaces {
         iface::index_of(name)?;
     }
+    let allow_lists = allow_lists(&cli)?;
     check_privileges()?;
 
     let home_nets = if cli.home_nets.is_empty() {
@@ -277,6 +295,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     log::debug!("kernel maps: about {} KiB", config.map_bytes() / 1024);
 
     let mut ebpf = loader::load(&config)?;
+    allow::apply(&mut ebpf, &AllowLists::default(), &allow_lists)
+        .context("cannot load the allow-lists")?;
+    if !allow_lists.is_empty() {
+        log::info!(
+            "allow-lists: {} sources, {} services",
+            allow_lists.sources.len(),
+            allow_lists.services.len()
+        );
+    }
     if let Err(err) = init_ebpf_log(&mut ebpf) {
         log::debug!("no eBPF log records: {err}");
     }
@@ -297,7 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    let result = watch(&mut ebpf, &cli, &config).await;
+    let result = watch(&mut ebpf, &cli, &config, allow_lists).await;
     detach_all(&mut ebpf, attachments);
     log_counters(&ebpf, log::Level::Info);
     result
@@ -326,7 +353,12 @@ fn log_counters(ebpf: &aya::Ebpf, level: log::Level) {
 }
 
 /// Reads events until SIGINT or SIGTERM, writing alerts to stdout.
-async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli, config: &KernelConfig) -> anyhow::Result<()> {
+async fn watch(
+    ebpf: &mut aya::Ebpf,
+    cli: &Cli,
+    config: &KernelConfig,
+    mut allow_lists: AllowLists,
+) -> anyhow::Result<()> {
     let map = ebpf
         .take_map(EVENTS_MAP)
         .context("the eBPF object has no EVENTS ring buffer")?;
@@ -338,6 +370,7 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli, config: &KernelConfig) -> anyhow
         .context("cannot poll the EVENTS ring buffer")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let engine = EngineConfig {
         min_ports: usize::from(cli.scan_ports),
@@ -373,6 +406,23 @@ async fn watch(ebpf: &mut aya::Ebpf, cli: &Cli, config: &KernelConfig) -> anyhow
                 loader::expire(ebpf).context("the expiry program failed")?;
             }
             _ = stats.tick() => log_counters(ebpf, log::Level::Debug),
+            _ = sighup.recv() => {
+                // A bad file leaves the lists as they were: nothing is lost on a typo.
+                match allow_lists_of(cli) {
+                    Ok(new) => match allow::apply(ebpf, &allow_lists, &new) {
+                        Ok(()) => {
+                            log::info!(
+                                "SIGHUP: allow-lists reloaded: {} sources, {} services",
+                                new.sources.len(),
+                                new.services.len()
+                            );
+                            allow_lists = new;
+                        }
+                        Err(err) => log::error!("SIGHUP: cannot update the allow-lists: {err:#}"),
+                    },
+                    Err(err) => log::error!("SIGHUP: allow-lists kept as they were: {err}"),
+                }
+            }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
         }
@@ -471,6 +521,23 @@ impl Output {
             .or_insert_with(|| iface::name_of(ifindex).unwrap_or_else(|| ifindex.to_string()))
             .clone()
     }
+}
+
+/// The allow-lists of the command line and the allow file.
+fn allow_lists_of(cli: &Cli) -> Result<AllowLists, AllowError> {
+    let mut lists = AllowLists {
+        sources: cli.allow_sources.iter().copied().collect(),
+        services: cli.allow_services.iter().copied().collect(),
+    };
+    if let Some(path) = &cli.allow_file {
+        lists.add_file(path)?;
+    }
+    Ok(lists)
+}
+
+/// The allow-lists at start: a bad rule is an error of the command line.
+fn allow_lists(cli: &Cli) -> anyhow::Result<AllowLists> {
+    Ok(allow_lists_of(cli)?)
 }
 
 fn detach_all(ebpf: &mut aya::Ebpf, attachments: Vec<loader::Attachment>) {

@@ -17,6 +17,7 @@ use probe_common::{
     OutcomeKey,
 };
 use probe_userspace::{
+    allow::{self, AllowLists},
     cidr::Cidr,
     event::{Outcome, Probe, ProbeType},
     loader::{self, KernelConfig},
@@ -584,6 +585,48 @@ fn only_home_addresses_are_tracked() {
         assert_eq!(h.one_event().dst, dst);
     }
     assert_eq!(h.counter(Counter::Syns), 2);
+}
+
+#[test]
+fn allow_listed_sources_and_services_are_not_reported_and_lists_change_in_place() {
+    if !require_root("allow_listed_sources_and_services_are_not_reported_and_lists_change_in_place")
+    {
+        return;
+    }
+    let mut h = Harness::new();
+    let mut lists = AllowLists::default();
+    lists
+        .add_text(
+            "source 198.18.0.1/32\nservice 198.18.0.2:443\nservice [2001:db8::/64]:22\n",
+            "test",
+        )
+        .unwrap();
+    allow::apply(&mut h.ebpf, &AllowLists::default(), &lists).unwrap();
+    let other = v4([198, 18, 0, 77]);
+    let refused = |h: &mut Harness, src: IpAddr, dst: IpAddr, port: u16| {
+        let probe = Frame::tcp(src, 51_500, dst, port, SYN, u32::from(port));
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+        h.events()
+    };
+    // The allow-listed source, on any port: nothing.
+    assert!(refused(&mut h, scanner(), victim(), 23).is_empty());
+    // Another source on the allow-listed service: nothing; on another port: reported.
+    assert!(refused(&mut h, other, victim(), 443).is_empty());
+    assert_eq!(refused(&mut h, other, victim(), 444).len(), 1);
+    // IPv6 service rule with a port.
+    assert!(refused(&mut h, scanner6(), victim6(), 22).is_empty());
+    assert_eq!(refused(&mut h, scanner6(), victim6(), 23).len(), 1);
+    assert_eq!(h.counter(Counter::Allowed), 3);
+    // Drop the source rule at run time: the source is reported again.
+    let mut fewer = lists.clone();
+    fewer.sources.clear();
+    allow::apply(&mut h.ebpf, &lists, &fewer).unwrap();
+    assert_eq!(refused(&mut h, scanner(), victim(), 24).len(), 1);
+    assert!(
+        refused(&mut h, other, victim(), 443).is_empty(),
+        "the service rule stays"
+    );
 }
 
 #[test]

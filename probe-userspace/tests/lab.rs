@@ -710,3 +710,67 @@ fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
         "no failed probe of an absent host"
     );
 }
+
+#[test]
+fn allow_file_rules_apply_and_reload_on_sighup() {
+    if !lab_ready("allow_file_rules_apply_and_reload_on_sighup") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let dir = std::env::temp_dir().join(format!("pd-allow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("allow.conf");
+    let file_arg = file.to_str().unwrap();
+
+    // A typo is one clear line and exit status 2, before anything is loaded.
+    std::fs::write(&file, "source 198.18.7.0/24\nservice 198.18.7.2:http\n").unwrap();
+    let bad = lab
+        .victim
+        .exec(
+            env!("CARGO_BIN_EXE_probe-detector"),
+            &["--iface", VICTIM_IF, "--allow-file", file_arg],
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("{file_arg}:2:")), "{stderr}");
+
+    // The scanner is allow-listed: its scan raises nothing.
+    std::fs::write(&file, "# our own scanner\nsource 198.18.7.1/32\n").unwrap();
+    let mut detector = Detector::start(
+        &lab.victim,
+        &[
+            "--iface",
+            VICTIM_IF,
+            "--scan-ports",
+            "8",
+            "--allow-file",
+            file_arg,
+        ],
+    );
+    nmap(&lab.scanner, &["-sS", "-p", "1-30", VICTIM_IP]);
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        detector.alerts().is_empty(),
+        "allow-listed scanner alerted: {:#?}",
+        detector.alerts()
+    );
+
+    // The rule goes; SIGHUP; the next scan (another technique: a new episode) alerts.
+    std::fs::write(&file, "# nothing allowed\n").unwrap();
+    let pid = detector.child.as_ref().unwrap().id() as libc::pid_t;
+    // SAFETY: kill with a pid we own and a valid signal number.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    detector.wait_for_log("allow-lists reloaded", Duration::from_secs(5));
+    nmap(&lab.scanner, &["-sF", "-p", "1-30", VICTIM_IP]);
+    let alerts = detector.wait_for_alert(Duration::from_secs(10), |a| a["src_ip"] == SCANNER_IP);
+    assert!(
+        alerts.iter().any(|a| a["src_ip"] == SCANNER_IP),
+        "no alert after the reload: {alerts:#?}"
+    );
+    assert!(detector.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
