@@ -27,14 +27,24 @@ pub const PENDING_MAP: &str = "PENDING";
 /// Direct-mapped array of our own outbound attempts (`u32` tags), so that answers to them
 /// are not taken for probes and unsolicited answers are seen as backscatter.
 pub const OURS_MAP: &str = "OURS";
-/// Array of two `u64`s written by each expiry sweep: [`PENDING_STATS_LIVE`] and
-/// [`PENDING_STATS_EPOCH`].
+/// Array of four `u64`s kept by the expiry program: [`PENDING_STATS_LIVE`],
+/// [`PENDING_STATS_EPOCH`], [`PENDING_STATS_CURSOR`] and [`PENDING_STATS_COUNTING`].
 pub const PENDING_STATS_MAP: &str = "PENDING_STATS";
 /// Index in `PENDING_STATS`: pending slots holding an attempt after the last sweep (the
 /// table's occupancy: the closer to full, the more attempts collide and overwrite).
 pub const PENDING_STATS_LIVE: u32 = 0;
-/// Index in `PENDING_STATS`: the number of sweeps run so far.
+/// Index in `PENDING_STATS`: the number of complete sweeps so far (the epoch attempts are
+/// stamped with).
 pub const PENDING_STATS_EPOCH: u32 = 1;
+/// Index in `PENDING_STATS`: the first slot the next chunk of the sweep looks at (0: the
+/// next run starts a new sweep).
+pub const PENDING_STATS_CURSOR: u32 = 2;
+/// Index in `PENDING_STATS`: live slots counted so far by the sweep under way.
+pub const PENDING_STATS_COUNTING: u32 = 3;
+/// Global (`u32`): slots one run of the expiry program looks at. A sweep is several runs,
+/// so that userspace can drain the ring buffer between them: one chunk reports at most
+/// this many records, which must fit the ring.
+pub const SWEEP_CHUNK_GLOBAL: &str = "SWEEP_CHUNK";
 
 /// LPM trie of sources never to report: key = prefix length + 16-byte address, value `u8`.
 pub const ALLOW_SOURCES_MAP: &str = "ALLOW_SOURCES";

@@ -53,7 +53,8 @@ use probe_common::{
     ALLOW_ENTRIES, Counter, EVENTS_BYTES, EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet,
     IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
     IPPROTO_UDP as PROTO_UDP, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES, Outcome, OutcomeKey,
-    PENDING_ENTRIES, PENDING_STATS_EPOCH, PENDING_STATS_LIVE, Pending, ProbeEvent, ProbeType,
+    PENDING_ENTRIES, PENDING_STATS_COUNTING, PENDING_STATS_CURSOR, PENDING_STATS_EPOCH,
+    PENDING_STATS_LIVE, Pending, ProbeEvent, ProbeType,
 };
 
 use crate::parse::{
@@ -105,7 +106,7 @@ struct ServiceKey {
 
 /// Written by each expiry sweep: live slots, epoch (indices in probe_common).
 #[map]
-static PENDING_STATS: Array<u64> = Array::with_max_entries(2, 0);
+static PENDING_STATS: Array<u64> = Array::with_max_entries(4, 0);
 
 /// Tags of our own outbound attempts (SYNs, UDP datagrams), direct-mapped by flow hash;
 /// size set at load time (default [`OURS_ENTRIES`], mask in [`OURS_MASK`]).
@@ -120,6 +121,8 @@ static PENDING_MASK: u32 = PENDING_ENTRIES - 1;
 static OURS_MASK: u32 = OURS_ENTRIES - 1;
 #[unsafe(no_mangle)]
 static EXPIRE_AFTER: u64 = DEFAULT_EXPIRE_AFTER;
+#[unsafe(no_mangle)]
+static SWEEP_CHUNK: u32 = 2048;
 /// Key of the flow hash, random per load (set by userspace).
 #[unsafe(no_mangle)]
 static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
@@ -129,6 +132,8 @@ static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
 static mut EPOCH: u64 = 0;
 #[unsafe(no_mangle)]
 static HOME_NET_COUNT: u32 = 0;
+/// Bytes one record takes in the ring: the event and the ring's 8-byte header.
+const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;
 /// Unread bytes in `EVENTS` from which a submit wakes the reader (a quarter of the ring).
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
@@ -161,37 +166,60 @@ fn probe_egress(ctx: TcContext) -> i32 {
 /// reports every attempt older than the timeout as unanswered.
 #[xdp]
 fn probe_expire(_ctx: XdpContext) -> u32 {
-    // SAFETY: EPOCH is written only here; userspace runs one sweep at a time.
-    let epoch = unsafe { read_volatile(&raw const EPOCH) }.wrapping_add(1);
-    // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(&raw mut EPOCH, epoch) };
+    let stat = |index: u32| {
+        // SAFETY: array slot from a successful lookup, read once.
+        PENDING_STATS.get_ptr(index).map_or(0, |p| unsafe { *p })
+    };
+    let set = |index: u32, value: u64| {
+        if let Some(p) = PENDING_STATS.get_ptr_mut(index) {
+            // SAFETY: array slot from a successful lookup; userspace runs one sweep at a time.
+            unsafe { *p = value };
+        }
+    };
+    // SAFETY: reading plain globals; volatile so the load-time values are used.
+    let (slots, chunk) = unsafe {
+        (
+            u64::from(read_volatile(&PENDING_MASK)) + 1,
+            u64::from(read_volatile(&SWEEP_CHUNK)).max(1),
+        )
+    };
+    let cursor = stat(PENDING_STATS_CURSOR) % slots;
+    let mut counting = stat(PENDING_STATS_COUNTING);
+    if cursor == 0 {
+        // A new sweep: a new epoch, which attempts from now on are stamped with.
+        // SAFETY: EPOCH is written only here; userspace runs one sweep at a time.
+        let epoch = unsafe { read_volatile(&raw const EPOCH) }.wrapping_add(1);
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&raw mut EPOCH, epoch) };
+        set(PENDING_STATS_EPOCH, epoch);
+        counting = 0;
+    }
     let mut sweep = Sweep {
-        epoch,
+        // SAFETY: as above.
+        epoch: unsafe { read_volatile(&raw const EPOCH) },
         // SAFETY: reading a plain global; volatile so the load-time value is used.
         after: unsafe { read_volatile(&EXPIRE_AFTER) },
+        first: cursor as u32,
         live: 0,
     };
-    // SAFETY: reading a plain global.
-    let slots = unsafe { read_volatile(&PENDING_MASK) }.wrapping_add(1);
+    let count = chunk.min(slots - cursor);
     // SAFETY: `expire_slot` has the callback signature bpf_loop expects, and `sweep` lives
     // on this stack for the whole call.
     unsafe {
         bpf_loop(
-            slots,
+            count as u32,
             expire_slot as *mut c_void,
             (&raw mut sweep).cast::<c_void>(),
             0,
         );
     }
-    for (index, value) in [
-        (PENDING_STATS_LIVE, sweep.live),
-        (PENDING_STATS_EPOCH, epoch),
-    ] {
-        if let Some(stat) = PENDING_STATS.get_ptr_mut(index) {
-            // SAFETY: array slot from a successful lookup.
-            unsafe { *stat = value };
-        }
+    counting += sweep.live;
+    let next = (cursor + count) % slots;
+    if next == 0 {
+        set(PENDING_STATS_LIVE, counting);
     }
+    set(PENDING_STATS_COUNTING, counting);
+    set(PENDING_STATS_CURSOR, next);
     XDP_PASS
 }
 
@@ -211,6 +239,8 @@ fn bench_tc_ok(_ctx: TcContext) -> i32 {
 struct Sweep {
     epoch: u64,
     after: u64,
+    /// The slot the chunk starts at.
+    first: u32,
     live: u64,
 }
 
@@ -220,7 +250,7 @@ struct Sweep {
 extern "C" fn expire_slot(index: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer probe_expire gave it, to a live `Sweep`.
     let sweep = unsafe { &mut *ctx.cast::<Sweep>() };
-    let Some(slot) = PENDING.get_ptr_mut(index) else {
+    let Some(slot) = PENDING.get_ptr_mut(sweep.first.wrapping_add(index)) else {
         return 0;
     };
     // SAFETY: the pointer comes from a successful array lookup and is valid for the call.
@@ -667,11 +697,13 @@ fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
     // No wakeup per record: the default (adaptive) notification raises an irq_work, a
     // self-IPI, whenever the reader has caught up, which is most of the time, and costs
     // microseconds (a VM exit on a virtual machine). The reader drains on a short timer
-    // instead, and is woken only when a backlog builds.
+    // instead, and is woken once when a backlog builds: by the record that takes the
+    // unread data across the threshold, not by every record after it.
     // SAFETY: reading a plain global; volatile so the load-time value is used.
-    let wake =
-        EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= unsafe { read_volatile(&WAKEUP_BYTES) };
-    entry.submit(u64::from(if wake {
+    let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
+    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let crossing = unread >= threshold && unread < threshold + RECORD_BYTES;
+    entry.submit(u64::from(if crossing {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -15,8 +15,8 @@ use probe_common::{
     COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM,
     HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL, HOME_NETS_GLOBAL, HomeNet, MAX_HOME_NETS,
     OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES,
-    PENDING_MAP, PENDING_MASK_GLOBAL, PENDING_STATS_LIVE, PENDING_STATS_MAP, TC_PROGRAM,
-    TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
+    PENDING_MAP, PENDING_MASK_GLOBAL, PENDING_STATS_CURSOR, PENDING_STATS_LIVE, PENDING_STATS_MAP,
+    SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
 };
 
 /// Sizes and settings fixed when the object is loaded.
@@ -62,6 +62,13 @@ impl KernelConfig {
     pub fn expire_after_sweeps(&self) -> u64 {
         let interval = self.sweep_interval().as_nanos().max(1);
         (self.timeout.as_nanos().div_ceil(interval) as u64).max(1)
+    }
+
+    /// Slots one run of the expiry program covers: at most half the records the ring
+    /// buffer holds (64 bytes each with its header), so a chunk whose every slot expires
+    /// still fits.
+    pub fn sweep_chunk(&self) -> u32 {
+        (self.ringbuf_bytes / 64 / 2).clamp(64, self.pending_slots)
     }
 
     /// Kernel memory the maps of this configuration take, roughly, in bytes (the per-CPU
@@ -187,6 +194,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     let ours_mask = config.ours_slots - 1;
     let expire_after = config.expire_after_sweeps();
     let hash_seed = random_seed()?;
+    let sweep_chunk = config.sweep_chunk();
     let home_net_count = config.home_nets.len() as u32;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let mut ebpf = EbpfLoader::new()
@@ -198,6 +206,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(OURS_MASK_GLOBAL, &ours_mask, true)
         .override_global(EXPIRE_AFTER_GLOBAL, &expire_after, true)
         .override_global(HASH_SEED_GLOBAL, &hash_seed, true)
+        .override_global(SWEEP_CHUNK_GLOBAL, &sweep_chunk, true)
         .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
         .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
@@ -242,22 +251,43 @@ pub fn expire_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
         .ok_or(LoadError::Missing("XDP program probe_expire"))
 }
 
-/// Runs the expiry program once: every pending attempt older than the timeout is reported
-/// as unanswered (through the ring buffer) and its slot freed. The walk happens in the
-/// kernel; the cost is one syscall and a few nanoseconds per slot.
-pub fn expire(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+/// Runs one whole expiry sweep: every pending attempt older than the timeout is reported
+/// as unanswered (through the ring buffer) and its slot freed. The sweep runs in chunks;
+/// `between` is called after each, to drain the ring buffer, so that even a table full of
+/// expiring attempts loses no record. The walk happens in the kernel: one syscall per chunk
+/// and a few tens of nanoseconds per slot.
+pub fn expire_with(ebpf: &mut Ebpf, mut between: impl FnMut(&mut Ebpf)) -> Result<(), LoadError> {
     // BPF_PROG_TEST_RUN wants at least an Ethernet header of input; the program ignores it.
     let frame = [0u8; 14];
-    expire_program(ebpf)?
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            ..Default::default()
-        })
-        .map(|_| ())
-        .map_err(|source| LoadError::Program {
-            name: EXPIRE_PROGRAM,
-            source,
-        })
+    loop {
+        expire_program(ebpf)?
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..Default::default()
+            })
+            .map_err(|source| LoadError::Program {
+                name: EXPIRE_PROGRAM,
+                source,
+            })?;
+        between(ebpf);
+        if pending_stat(ebpf, PENDING_STATS_CURSOR)? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// One whole expiry sweep, with nothing done between its chunks.
+pub fn expire(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    expire_with(ebpf, |_| {})
+}
+
+fn pending_stat(ebpf: &Ebpf, index: u32) -> Result<u64, LoadError> {
+    let map = ebpf
+        .map(PENDING_STATS_MAP)
+        .ok_or(LoadError::Missing("PENDING_STATS map"))?;
+    let stats = aya::maps::Array::<_, u64>::try_from(map)
+        .map_err(|_| LoadError::Missing("PENDING_STATS array"))?;
+    Ok(stats.get(&index, 0).unwrap_or(0))
 }
 
 /// The XDP program of a loaded object.
@@ -350,12 +380,7 @@ pub fn detach(ebpf: &mut Ebpf, attachment: Attachment) -> Result<(), LoadError> 
 
 /// (live slots, total slots) of the pending table as of the last expiry sweep.
 pub fn pending_occupancy(ebpf: &Ebpf) -> Result<(u64, u64), LoadError> {
-    let map = ebpf
-        .map(PENDING_STATS_MAP)
-        .ok_or(LoadError::Missing("PENDING_STATS map"))?;
-    let stats = aya::maps::Array::<_, u64>::try_from(map)
-        .map_err(|_| LoadError::Missing("PENDING_STATS array"))?;
-    let live = stats.get(&PENDING_STATS_LIVE, 0).unwrap_or(0);
+    let live = pending_stat(ebpf, PENDING_STATS_LIVE)?;
     let slots = ebpf
         .map(PENDING_MAP)
         .map(|m| {

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::RingBuf;
 use clap::Parser;
-use probe_common::EVENTS_MAP;
+use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
     alert::{AlertRecord, ProbeRecord, Thresholds, json_line},
     allow::{self, AllowError, AllowLists, Service},
@@ -326,30 +326,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let result = watch(&mut ebpf, &cli, &config, allow_lists).await;
     detach_all(&mut ebpf, attachments);
-    log_counters(&ebpf, log::Level::Info);
+    log_counters(&ebpf, &config, log::Level::Info);
     result
 }
 
-/// Logs the kernel counters, and the pending table's occupancy, on one line.
-fn log_counters(ebpf: &aya::Ebpf, level: log::Level) {
+/// Logs the kernel counters, and how full the kernel's tables are.
+fn log_counters(ebpf: &aya::Ebpf, config: &KernelConfig, level: log::Level) {
     if let Ok((live, slots)) = loader::pending_occupancy(ebpf) {
         log::log!(
             level,
             "pending table: {live} of {slots} slots in use at the last sweep"
         );
     }
-    match loader::counters(ebpf) {
-        Ok(counters) => log::log!(
-            level,
-            "kernel counters: {}",
-            counters
-                .iter()
-                .map(|(c, v)| format!("{}={v}", c.name()))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        Err(err) => log::warn!("cannot read the kernel counters: {err}"),
-    }
+    let counters = match loader::counters(ebpf) {
+        Ok(counters) => counters,
+        Err(err) => {
+            log::warn!("cannot read the kernel counters: {err}");
+            return;
+        }
+    };
+    // Every outcome recorded in the LRU table was either sent or dropped at the ring.
+    let recorded: u64 = counters
+        .iter()
+        .filter(|(c, _)| matches!(c, Counter::EventsSent | Counter::RingbufDrops))
+        .map(|(_, v)| v)
+        .sum();
+    let full = recorded > u64::from(config.outcomes_entries);
+    log::log!(
+        level,
+        "outcome table: {recorded} outcomes recorded, {} entries{}",
+        config.outcomes_entries,
+        if full {
+            " (full: the least recently used are evicted; an evicted outcome that recurs is reported again)"
+        } else {
+            ""
+        }
+    );
+    let listed: Vec<String> = counters
+        .iter()
+        .map(|(c, v)| format!("{}={v}", c.name()))
+        .collect();
+    log::log!(level, "kernel counters: {}", listed.join(" "));
 }
 
 /// Reads events until SIGINT or SIGTERM, writing alerts to stdout.
@@ -403,9 +420,17 @@ async fn watch(
             }
             _ = drain.tick() => output.drain(ring.get_mut())?,
             _ = expiry.tick() => {
-                loader::expire(ebpf).context("the expiry program failed")?;
+                // Drain between chunks: a sweep may report more than the ring holds.
+                let mut drained = Ok(());
+                loader::expire_with(ebpf, |_| {
+                    if drained.is_ok() {
+                        drained = output.drain(ring.get_mut());
+                    }
+                })
+                .context("the expiry program failed")?;
+                drained?;
             }
-            _ = stats.tick() => log_counters(ebpf, log::Level::Debug),
+            _ = stats.tick() => log_counters(ebpf, config, log::Level::Debug),
             _ = sighup.recv() => {
                 // A bad file leaves the lists as they were: nothing is lost on a typo.
                 match allow_lists_of(cli) {

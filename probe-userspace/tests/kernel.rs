@@ -788,6 +788,52 @@ fn truncated_frames_pass_and_count_nothing_but_malformed() {
 }
 
 #[test]
+fn truncated_udp_and_icmp_headers_are_malformed_and_record_nothing() {
+    if !require_root("truncated_udp_and_icmp_headers_are_malformed_and_record_nothing") {
+        return;
+    }
+    let mut h = Harness::new();
+    let mut cuts = 0;
+    for (probe, answer) in [
+        {
+            let p = Frame::udp(scanner(), 56_100, victim(), 161);
+            let a = p.unreachable(3);
+            (p, a)
+        },
+        {
+            let p = Frame::udp(scanner6(), 56_101, victim6(), 161);
+            let a = p.unreachable(4);
+            (p, a)
+        },
+        {
+            let p = Frame::echo_request(scanner(), victim(), 9, 1);
+            let a = p.echo_reply();
+            (p, a)
+        },
+        {
+            let mut p = Frame::echo_request(scanner6(), victim6(), 9, 2);
+            p.vlan_tpids = vec![0x8100];
+            p.ext_headers = vec![(60, vec![1, 4, 0, 0, 0, 0])];
+            let a = p.echo_reply();
+            (p, a)
+        },
+    ] {
+        let full = probe.bytes();
+        for len in 14..full.len() {
+            h.inbound(&full[..len]);
+            cuts += 1;
+        }
+        h.outbound_frame(&answer);
+        assert!(
+            h.events().is_empty(),
+            "a truncated attempt must not be recorded: {probe:?}"
+        );
+    }
+    assert_eq!(h.counter(Counter::Malformed), cuts);
+    assert_eq!(h.counter(Counter::UdpIn) + h.counter(Counter::EchoIn), 0);
+}
+
+#[test]
 fn truncated_icmp_quotes_match_nothing() {
     if !require_root("truncated_icmp_quotes_match_nothing") {
         return;
