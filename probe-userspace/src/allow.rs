@@ -15,7 +15,7 @@
 use std::{collections::BTreeSet, fmt, fs, io, path::Path};
 
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{
         MapData,
         lpm_trie::{Key, LpmTrie},
@@ -162,7 +162,6 @@ impl AllowLists {
 /// Makes the kernel's tries hold `new`, given that they hold `old`: inserts what is new,
 /// removes what is gone, leaves the rest (no moment without the rules that stay).
 pub fn apply(ebpf: &mut Ebpf, old: &AllowLists, new: &AllowLists) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     let max = probe_common::ALLOW_ENTRIES;
     if new.sources.len() > max as usize {
         return Err(AllowError::TooMany {
@@ -179,57 +178,64 @@ pub fn apply(ebpf: &mut Ebpf, old: &AllowLists, new: &AllowLists) -> anyhow::Res
         }
         .into());
     }
-    let mut sources: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(
-        ebpf.map_mut(ALLOW_SOURCES_MAP)
-            .context("no ALLOW_SOURCES map")?,
+    let addr_key = |net: &Cidr| {
+        let (addr, len) = net.mapped();
+        Key::new(len, addr)
+    };
+    sync(
+        ebpf,
+        ALLOW_SOURCES_MAP,
+        old.sources.difference(&new.sources).map(addr_key),
+        new.sources
+            .difference(&old.sources)
+            .map(|c| (addr_key(c), c.to_string())),
     )?;
-    for gone in old.sources.difference(&new.sources) {
-        let (addr, len) = gone.mapped();
-        let _ = sources.remove(&Key::new(len, addr));
-    }
-    for added in new.sources.difference(&old.sources) {
-        let (addr, len) = added.mapped();
-        sources
-            .insert(&Key::new(len, addr), &1, 0)
-            .with_context(|| format!("cannot allow-list source {added}"))?;
-    }
-    for (map, with_port) in [(ALLOW_SERVICES_MAP, false), (ALLOW_SERVICE_PORTS_MAP, true)] {
-        let keep = |s: &&Service| s.port.is_some() == with_port;
-        let gone: Vec<Service> = old
-            .services
+    let any_port = |s: &&Service| s.port.is_none();
+    let one_port = |s: &&Service| s.port.is_some();
+    sync(
+        ebpf,
+        ALLOW_SERVICES_MAP,
+        old.services
             .difference(&new.services)
-            .filter(keep)
-            .copied()
-            .collect();
-        let added: Vec<Service> = new
-            .services
+            .filter(any_port)
+            .map(|s| addr_key(&s.net)),
+        new.services
             .difference(&old.services)
-            .filter(keep)
-            .copied()
-            .collect();
-        if with_port {
-            let mut trie: LpmTrie<&mut MapData, [u8; 18], u8> =
-                LpmTrie::try_from(ebpf.map_mut(map).context("no ALLOW_SERVICE_PORTS map")?)?;
-            for s in &gone {
-                let _ = trie.remove(&port_key(s));
-            }
-            for s in &added {
-                trie.insert(&port_key(s), &1, 0)
-                    .with_context(|| format!("cannot allow-list service {s}"))?;
-            }
-        } else {
-            let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> =
-                LpmTrie::try_from(ebpf.map_mut(map).context("no ALLOW_SERVICES map")?)?;
-            for s in &gone {
-                let (addr, len) = s.net.mapped();
-                let _ = trie.remove(&Key::new(len, addr));
-            }
-            for s in &added {
-                let (addr, len) = s.net.mapped();
-                trie.insert(&Key::new(len, addr), &1, 0)
-                    .with_context(|| format!("cannot allow-list service {s}"))?;
-            }
-        }
+            .filter(any_port)
+            .map(|s| (addr_key(&s.net), s.to_string())),
+    )?;
+    sync(
+        ebpf,
+        ALLOW_SERVICE_PORTS_MAP,
+        old.services
+            .difference(&new.services)
+            .filter(one_port)
+            .map(port_key),
+        new.services
+            .difference(&old.services)
+            .filter(one_port)
+            .map(|s| (port_key(s), s.to_string())),
+    )
+}
+
+/// Removes the `gone` keys from the trie `map` and inserts the `added` ones (with the
+/// rule's text, for errors).
+fn sync<K: Pod>(
+    ebpf: &mut Ebpf,
+    map: &str,
+    gone: impl Iterator<Item = Key<K>>,
+    added: impl Iterator<Item = (Key<K>, String)>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut trie: LpmTrie<&mut MapData, K, u8> =
+        LpmTrie::try_from(ebpf.map_mut(map).with_context(|| format!("no {map} map"))?)?;
+    for key in gone {
+        // Already absent is fine: the goal is that it is not there.
+        let _ = trie.remove(&key);
+    }
+    for (key, rule) in added {
+        trie.insert(&key, &1, 0)
+            .with_context(|| format!("cannot allow-list {rule}"))?;
     }
     Ok(())
 }
