@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::{
     clock::{self, WallClock},
     engine::{ScanAlert, ScanKind},
-    event::{Outcome, Probe, ProbeType, proto_name},
+    event::{Probe, outcome_name, probe_type_name, proto_name},
+    services::{self, Service},
 };
 
 /// Signature id of the vertical port scan alert (1 000 000 - 1 999 999 is the range Snort
@@ -91,6 +92,9 @@ pub struct ScanInfo {
     pub ports: Vec<u16>,
     /// Number of distinct hosts scanned.
     pub hosts: usize,
+    /// The well-known services among `ports`, with their risk.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<NamedPort>,
     /// Outcomes counted for this episode (the kernel reports the first of each kind per
     /// source, target and port; retransmissions of one probe are not counted again).
     pub probes: u64,
@@ -175,6 +179,7 @@ impl AlertRecord {
                 technique,
                 ports: scan.ports.clone(),
                 hosts: scan.targets.len(),
+                services: named(scan.proto, &scan.ports),
                 probes: scan.probes,
                 first_seen: wall(scan.first_seen),
                 last_seen: wall(scan.last_seen),
@@ -183,6 +188,24 @@ impl AlertRecord {
             },
         }
     }
+}
+
+/// A port with its well-known service.
+#[derive(Debug, Serialize)]
+pub struct NamedPort {
+    pub port: u16,
+    #[serde(flatten)]
+    pub service: Service,
+}
+
+/// The named services among `ports` of protocol `proto`.
+fn named(proto: u8, ports: &[u16]) -> Vec<NamedPort> {
+    ports
+        .iter()
+        .filter_map(|&port| {
+            services::lookup(proto, port).map(|service| NamedPort { port, service })
+        })
+        .collect()
 }
 
 /// One outcome the kernel reported (`--probes`).
@@ -199,6 +222,18 @@ pub struct ProbeRecord {
     pub proto: String,
     pub in_iface: String,
     pub probe: ProbeInfo,
+    /// The probed port's well-known service, with the seed's signature name
+    /// (`TCP_Probe_Ftp`) and risk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceInfo>,
+}
+
+/// The `service` object of a probe record.
+#[derive(Debug, Serialize)]
+pub struct ServiceInfo {
+    pub name: &'static str,
+    pub risk: services::Risk,
+    pub signature: String,
 }
 
 /// The `probe` object.
@@ -233,21 +268,14 @@ impl ProbeRecord {
             dest_port: probe.dst_port,
             proto: proto_name(probe.proto),
             in_iface: iface,
+            service: services::lookup(probe.proto, probe.dst_port).map(|s| ServiceInfo {
+                name: s.name,
+                risk: s.risk,
+                signature: services::probe_signature(probe.proto, s),
+            }),
             probe: ProbeInfo {
-                kind: match probe.probe {
-                    ProbeType::TcpSyn => "tcp_syn",
-                    ProbeType::TcpStealth => "tcp_stealth",
-                    ProbeType::TcpAck => "tcp_ack",
-                    ProbeType::Udp => "udp",
-                    ProbeType::IcmpEcho => "icmp_echo",
-                },
-                outcome: match probe.outcome {
-                    Outcome::Refused => "refused",
-                    Outcome::Accepted => "accepted",
-                    Outcome::Unreachable => "unreachable",
-                    Outcome::Prohibited => "prohibited",
-                    Outcome::Unanswered => "unanswered",
-                },
+                kind: probe_type_name(probe.probe),
+                outcome: outcome_name(probe.outcome),
                 tcp_flags: format!("{:#04x}", probe.tcp_flags),
                 ttl: probe.ttl,
                 icmp_type: probe.icmp.map(|(t, _)| t),
@@ -280,7 +308,10 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::engine::Technique;
+    use crate::{
+        engine::Technique,
+        event::{Outcome, ProbeType},
+    };
 
     const THRESHOLDS: Thresholds = Thresholds {
         ports: 3,
@@ -339,6 +370,8 @@ mod tests {
             "PROBE-DETECTOR TCP SYN port scan: 3 ports of 198.18.0.2 probed by 198.18.0.1 in 1.5 s"
         );
         assert_eq!(v["scan"]["ports"], serde_json::json!([1, 7, 9]));
+        // Port 7 is not in the table, 1 and 9 neither: no services listed.
+        assert!(v["scan"].get("services").is_none());
         assert_eq!(
             (v["scan"]["probes"].as_u64(), v["scan"]["hosts"].as_u64()),
             (Some(4), Some(1))

@@ -92,6 +92,30 @@ impl Probe {
     }
 }
 
+/// The name of a probe type in records (`tcp_syn`, `tcp_stealth`, `tcp_ack`, `udp`,
+/// `icmp_echo`).
+pub fn probe_type_name(probe: ProbeType) -> &'static str {
+    match probe {
+        ProbeType::TcpSyn => "tcp_syn",
+        ProbeType::TcpStealth => "tcp_stealth",
+        ProbeType::TcpAck => "tcp_ack",
+        ProbeType::Udp => "udp",
+        ProbeType::IcmpEcho => "icmp_echo",
+    }
+}
+
+/// The name of an outcome in records (`refused`, `accepted`, `unreachable`, `prohibited`,
+/// `unanswered`).
+pub fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Refused => "refused",
+        Outcome::Accepted => "accepted",
+        Outcome::Unreachable => "unreachable",
+        Outcome::Prohibited => "prohibited",
+        Outcome::Unanswered => "unanswered",
+    }
+}
+
 /// The address a 16-byte kernel address stands for: IPv4 when IPv4-mapped.
 pub fn ip_from_mapped(bytes: [u8; 16]) -> IpAddr {
     Ipv6Addr::from(bytes).to_canonical()

@@ -5,10 +5,13 @@
 
 pub mod alert;
 pub mod allow;
+pub mod attack_list;
 pub mod cidr;
 pub mod clock;
 pub mod engine;
 pub mod event;
+pub mod evidence;
 pub mod iface;
 pub mod loader;
+pub mod services;
 pub mod table;

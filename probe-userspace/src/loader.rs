@@ -378,6 +378,27 @@ pub fn detach(ebpf: &mut Ebpf, attachment: Attachment) -> Result<(), LoadError> 
     Ok(())
 }
 
+/// How often the kernel has seen `probe`'s outcome (1 + its repeats), from the outcome
+/// table; `None` when the entry is gone (evicted) or the outcome is a success.
+pub fn outcome_count(ebpf: &Ebpf, probe: &crate::event::Probe) -> Option<u64> {
+    let map = ebpf.map(OUTCOMES_MAP)?;
+    let table = aya::maps::HashMap::<_, probe_common::OutcomeKey, u64>::try_from(map).ok()?;
+    let mapped = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    let key = probe_common::OutcomeKey {
+        src_addr: mapped(probe.src),
+        dst_addr: mapped(probe.dst),
+        dst_port: probe.dst_port,
+        proto: probe.proto,
+        probe: probe.probe as u8,
+        outcome: probe.outcome as u8,
+        _pad: [0; 11],
+    };
+    table.get(&key, 0).ok()
+}
+
 /// (live slots, total slots) of the pending table as of the last expiry sweep.
 pub fn pending_occupancy(ebpf: &Ebpf) -> Result<(u64, u64), LoadError> {
     let live = pending_stat(ebpf, PENDING_STATS_LIVE)?;

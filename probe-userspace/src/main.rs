@@ -17,11 +17,16 @@ use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
     alert::{AlertRecord, ProbeRecord, Thresholds, json_line},
     allow::{self, AllowError, AllowLists, Service},
+    attack_list::{AttackList, Row},
     cidr::Cidr,
+    clock::WallClock,
     engine::{Engine, EngineConfig},
     event::Probe,
+    event::{outcome_name, proto_name},
+    evidence::Evidence,
     iface::{self, IfaceError},
     loader::{self, KernelConfig, LoadError, XdpModeArg},
+    services,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -120,6 +125,19 @@ struct Cli {
     /// Bytes of the kernel-to-userspace event ring buffer (a power of two, >= 4096).
     #[arg(long, default_value_t = probe_common::EVENTS_BYTES, value_name = "BYTES", value_parser = parse_power_of_two)]
     ringbuf_bytes: u32,
+
+    /// Append each probed port of a confirmed scanner to this CSV file (time, source,
+    /// destination, port, protocol, outcome, service, count). Off when not given.
+    #[arg(long, value_name = "PATH")]
+    attack_list: Option<std::path::PathBuf>,
+
+    /// Size at which the attack list is rotated (PATH.1, PATH.2, ...), in MiB.
+    #[arg(long, default_value_t = 10, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    attack_list_mib: u64,
+
+    /// Rotated attack lists kept.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    attack_list_keep: usize,
 
     /// A source never to report (repeatable, CIDR): your own scanners, monitoring.
     #[arg(long = "allow-source", value_name = "CIDR")]
@@ -254,6 +272,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         iface::index_of(name)?;
     }
     let allow_lists = allow_lists(&cli)?;
+    // Open the attack list before anything is loaded: an unwritable path fails at once.
+    let attack_list = cli
+        .attack_list
+        .as_deref()
+        .map(|path| AttackList::open(path, cli.attack_list_mib << 20, cli.attack_list_keep))
+        .transpose()?;
     check_privileges()?;
 
     let home_nets = if cli.home_nets.is_empty() {
@@ -324,7 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    let result = watch(&mut ebpf, &cli, &config, allow_lists).await;
+    let result = watch(&mut ebpf, &cli, &config, allow_lists, attack_list).await;
     detach_all(&mut ebpf, attachments);
     log_counters(&ebpf, &config, log::Level::Info);
     result
@@ -375,6 +399,7 @@ async fn watch(
     cli: &Cli,
     config: &KernelConfig,
     mut allow_lists: AllowLists,
+    attack_list: Option<AttackList>,
 ) -> anyhow::Result<()> {
     let map = ebpf
         .take_map(EVENTS_MAP)
@@ -395,7 +420,12 @@ async fn watch(
         window: cli.scan_window,
         max_tracked: cli.max_tracked as usize,
     };
-    let mut output = Output::new(engine.clone(), cli.probes);
+    let evidence = Evidence::new(engine.max_tracked, engine.window);
+    let mut output = Output::new(
+        engine.clone(),
+        cli.probes,
+        attack_list.map(|list| (list, evidence)),
+    );
     log::info!(
         "watching for port scans ({} failed ports of one host) and sweeps ({} hosts) within {:.1} s; alerts go to stdout",
         engine.min_ports,
@@ -415,16 +445,16 @@ async fn watch(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
-                output.drain(guard.get_inner_mut())?;
+                output.drain(guard.get_inner_mut(), ebpf)?;
                 guard.clear_ready();
             }
-            _ = drain.tick() => output.drain(ring.get_mut())?,
+            _ = drain.tick() => output.drain(ring.get_mut(), ebpf)?,
             _ = expiry.tick() => {
                 // Drain between chunks: a sweep may report more than the ring holds.
                 let mut drained = Ok(());
-                loader::expire_with(ebpf, |_| {
+                loader::expire_with(ebpf, |ebpf| {
                     if drained.is_ok() {
-                        drained = output.drain(ring.get_mut());
+                        drained = output.drain(ring.get_mut(), ebpf);
                     }
                 })
                 .context("the expiry program failed")?;
@@ -453,7 +483,7 @@ async fn watch(
         }
     }
     // Whatever arrived before the signal still gets its say.
-    output.drain(ring.get_mut())?;
+    output.drain(ring.get_mut(), ebpf)?;
     if output.decode_errors > 0 {
         log::warn!(
             "{} ring-buffer records could not be decoded",
@@ -468,13 +498,14 @@ struct Output {
     engine: Engine,
     thresholds: Thresholds,
     probes: bool,
+    attack: Option<(AttackList, Evidence)>,
     iface_names: HashMap<u32, String>,
     decode_errors: u64,
     stdout: io::Stdout,
 }
 
 impl Output {
-    fn new(config: EngineConfig, probes: bool) -> Self {
+    fn new(config: EngineConfig, probes: bool, attack: Option<(AttackList, Evidence)>) -> Self {
         Self {
             thresholds: Thresholds {
                 ports: config.min_ports,
@@ -483,6 +514,7 @@ impl Output {
             },
             engine: Engine::new(config),
             probes,
+            attack,
             iface_names: HashMap::new(),
             decode_errors: 0,
             stdout: io::stdout(),
@@ -490,8 +522,13 @@ impl Output {
     }
 
     /// Handles every record waiting in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<aya::maps::MapData>) -> anyhow::Result<()> {
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<aya::maps::MapData>,
+        ebpf: &aya::Ebpf,
+    ) -> anyhow::Result<()> {
         let mut lines = String::new();
+        let mut evidence: Vec<Probe> = Vec::new();
         while let Some(record) = ring.next() {
             let probe = match Probe::decode(&record) {
                 Ok(probe) => probe,
@@ -520,15 +557,37 @@ impl Output {
                 lines.push_str(&json_line(&ProbeRecord::from_probe(&probe, iface)));
                 lines.push('\n');
             }
+            if let Some((_, e)) = self.attack.as_mut() {
+                evidence.extend(e.note(&probe, probe.timestamp));
+            }
             for scan in self.engine.observe(&probe, probe.timestamp) {
+                if let Some((_, e)) = self.attack.as_mut() {
+                    evidence.extend(e.confirm(scan.src, probe.timestamp));
+                }
                 let iface = self.iface_name(scan.ifindex);
-                lines.push_str(&json_line(&AlertRecord::from_scan(
-                    &scan,
-                    iface,
-                    self.thresholds,
-                )));
+                let record = AlertRecord::from_scan(&scan, iface, self.thresholds);
+                lines.push_str(&json_line(&record));
                 lines.push('\n');
             }
+        }
+        if let Some((list, _)) = self.attack.as_mut()
+            && !evidence.is_empty()
+        {
+            let clock = WallClock::now();
+            let rows: Vec<Row> = evidence
+                .iter()
+                .map(|p| Row {
+                    time: clock.at(p.timestamp),
+                    source: p.src,
+                    destination: p.dst,
+                    port: p.dst_port,
+                    protocol: proto_name(p.proto),
+                    outcome: outcome_name(p.outcome),
+                    service: services::lookup(p.proto, p.dst_port).map_or("", |s| s.name),
+                    count: loader::outcome_count(ebpf, p).unwrap_or(1),
+                })
+                .collect();
+            list.append(&rows)?;
         }
         if !lines.is_empty() {
             let mut out = self.stdout.lock();

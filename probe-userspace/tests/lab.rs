@@ -403,6 +403,8 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
             .collect::<Vec<_>>(),
     );
     let _scanner_listener = Listeners::start(&lab.scanner, &[&format!("{SCANNER_IP}:8080")]);
+    let attack_list = std::env::temp_dir().join(format!("pd-attack-{}.csv", std::process::id()));
+    let _ = std::fs::remove_file(&attack_list);
     let mut detector = Detector::start(
         &lab.victim,
         &[
@@ -412,6 +414,8 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
             "10",
             "--scan-window",
             "60",
+            "--attack-list",
+            attack_list.to_str().unwrap(),
         ],
     );
     assert!(
@@ -533,6 +537,34 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
         ports.windows(2).all(|w| w[0] < w[1]),
         "sorted and distinct: {ports:?}"
     );
+
+    // The attack list: every closed port the scanner probed, one row each (port 81 too,
+    // refused earlier and written when the scan confirmed its source), named services.
+    let csv = std::fs::read_to_string(&attack_list).expect("attack list written");
+    let _ = std::fs::remove_file(&attack_list);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("time,source,destination,port,protocol,outcome,service,count")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(
+        rows.iter()
+            .all(|r| r[1] == SCANNER_IP && r[2] == VICTIM_IP && r[4] == "TCP" && r[5] == "refused"),
+        "{csv}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r[7].parse::<u64>().is_ok_and(|c| c >= 1)),
+        "{csv}"
+    );
+    let listed: BTreeSet<u16> = rows.iter().map(|r| r[3].parse().unwrap()).collect();
+    assert_eq!(
+        listed, closed,
+        "the attack list holds exactly the closed probed ports"
+    );
+    assert_eq!(rows.len(), closed.len(), "one row per port");
+    assert!(rows.iter().any(|r| r[3] == "21" && r[6] == "FTP"), "{csv}");
 }
 
 #[test]
