@@ -15,3 +15,4 @@ pub mod iface;
 pub mod loader;
 pub mod services;
 pub mod table;
+pub mod trw;

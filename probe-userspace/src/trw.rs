@@ -1,0 +1,328 @@
+//! Threshold random walk (Jung, Paxson, Berger and Balakrishnan, "Fast Portscan Detection
+//! Using Sequential Hypothesis Testing", 2004): a sequential hypothesis test on the
+//! outcomes of each remote source's first contacts with our hosts.
+//!
+//! Each first contact multiplies the source's likelihood ratio Λ by `θ1/θ0` when it
+//! succeeds and by `(1-θ1)/(1-θ0)` when it fails. The source is a scanner when Λ reaches
+//! `η1 = PD/PF`, benign when it falls to `η0 = (1-PD)/(1-PF)`. With the defaults (θ0 = 0.8,
+//! θ1 = 0.2, PD = 0.99, PF = 0.01) a failure multiplies Λ by 4 and a success by 1/4, so four
+//! straight failures flag a source (4⁴ = 256 ≥ 99) and interleaved successes keep it below.
+//!
+//! The paper's unit of first contact is a local host, which suits a gateway in front of
+//! many hosts. On a single host every source contacts the same host, so there the unit is
+//! a local host *and port* ([`TrwUnit::Service`]): a first contact is the first attempt on
+//! each service. A benign verdict restarts the test (keeping the contacts seen), so a
+//! source that later turns to scanning is still caught. State is bounded: sources in a
+//! [`BoundedTable`], at most [`MAX_CONTACTS`] remembered contacts per source.
+
+use std::{net::IpAddr, time::Duration};
+
+use crate::{
+    event::{Outcome, Probe},
+    table::{Activity, BoundedTable},
+};
+
+/// First contacts remembered per source; further ones are not counted (conservative).
+pub const MAX_CONTACTS: usize = 256;
+
+/// What counts as one first contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrwUnit {
+    /// A local host (the paper's unit; for gateways).
+    Host,
+    /// A local host and port (for a single host).
+    Service,
+}
+
+/// The test's parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrwConfig {
+    /// P(success) of a first contact by a benign source.
+    pub theta0: f64,
+    /// P(success) of a first contact by a scanner.
+    pub theta1: f64,
+    /// Detection probability wanted.
+    pub pd: f64,
+    /// False-positive probability tolerated.
+    pub pf: f64,
+    /// The unit of first contact.
+    pub unit: TrwUnit,
+    /// A source idle for longer starts a new test.
+    pub idle: Duration,
+}
+
+impl Default for TrwConfig {
+    fn default() -> Self {
+        Self {
+            theta0: 0.8,
+            theta1: 0.2,
+            pd: 0.99,
+            pf: 0.01,
+            unit: TrwUnit::Service,
+            idle: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A source the test flagged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrwVerdict {
+    pub src: IpAddr,
+    /// First contacts that failed / succeeded in the test that flagged it.
+    pub failed: u32,
+    pub succeeded: u32,
+    /// The likelihood ratio Λ reached.
+    pub score: f64,
+    /// Distinct hosts among the failed first contacts (up to 16), sorted.
+    pub failed_hosts: Vec<IpAddr>,
+}
+
+#[derive(Debug)]
+struct SourceTest {
+    last_seen: Duration,
+    /// ln Λ.
+    llr: f64,
+    contacted: Vec<(IpAddr, u16)>,
+    failed: u32,
+    succeeded: u32,
+    failed_hosts: Vec<IpAddr>,
+    flagged: bool,
+}
+
+impl SourceTest {
+    fn new(now: Duration) -> Self {
+        Self {
+            last_seen: now,
+            llr: 0.0,
+            contacted: Vec::new(),
+            failed: 0,
+            succeeded: 0,
+            failed_hosts: Vec::new(),
+            flagged: false,
+        }
+    }
+}
+
+impl Activity for SourceTest {
+    fn last_seen(&self) -> Duration {
+        self.last_seen
+    }
+}
+
+/// The test's state for every tracked source.
+#[derive(Debug)]
+pub struct Trw {
+    config: TrwConfig,
+    ln_fail: f64,
+    ln_success: f64,
+    ln_eta1: f64,
+    ln_eta0: f64,
+    sources: BoundedTable<IpAddr, SourceTest>,
+}
+
+impl Trw {
+    /// A test with `config`, tracking at most `max_sources` sources.
+    pub fn new(config: TrwConfig, max_sources: usize) -> Self {
+        Self {
+            ln_fail: ((1.0 - config.theta1) / (1.0 - config.theta0)).ln(),
+            ln_success: (config.theta1 / config.theta0).ln(),
+            ln_eta1: (config.pd / config.pf).ln(),
+            ln_eta0: ((1.0 - config.pd) / (1.0 - config.pf)).ln(),
+            config,
+            sources: BoundedTable::new(max_sources),
+        }
+    }
+
+    /// Failures in a row that flag a source with this configuration.
+    pub fn failures_to_flag(&self) -> u32 {
+        (self.ln_eta1 / self.ln_fail).ceil() as u32
+    }
+
+    /// Sources tracked.
+    pub fn tracked(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Feeds one outcome; returns the verdict when it flags its source (once per test).
+    pub fn observe(&mut self, probe: &Probe, now: Duration) -> Option<TrwVerdict> {
+        let unit = match self.config.unit {
+            TrwUnit::Host => (probe.dst, 0),
+            TrwUnit::Service => (probe.dst, probe.dst_port),
+        };
+        let idle = self.config.idle;
+        let test = self
+            .sources
+            .entry(probe.src, now, idle, || SourceTest::new(now));
+        if now.saturating_sub(test.last_seen) > idle {
+            *test = SourceTest::new(now);
+        }
+        test.last_seen = test.last_seen.max(now);
+        // Only first contacts count; beyond the bound, nothing more is counted.
+        if test.contacted.contains(&unit) || test.contacted.len() >= MAX_CONTACTS {
+            return None;
+        }
+        test.contacted.push(unit);
+        if probe.outcome == Outcome::Accepted {
+            test.succeeded += 1;
+            test.llr += self.ln_success;
+        } else {
+            test.failed += 1;
+            test.llr += self.ln_fail;
+            if test.failed_hosts.len() < 16 && !test.failed_hosts.contains(&probe.dst) {
+                test.failed_hosts.push(probe.dst);
+            }
+        }
+        if !test.flagged && test.llr >= self.ln_eta1 - 1e-9 {
+            test.flagged = true;
+            let mut failed_hosts = test.failed_hosts.clone();
+            failed_hosts.sort_unstable();
+            return Some(TrwVerdict {
+                src: probe.src,
+                failed: test.failed,
+                succeeded: test.succeeded,
+                score: test.llr.exp(),
+                failed_hosts,
+            });
+        }
+        if !test.flagged && test.llr <= self.ln_eta0 + 1e-9 {
+            // Benign: start the test over (the contacts stay first-contacted).
+            test.llr = 0.0;
+            test.failed = 0;
+            test.succeeded = 0;
+            test.failed_hosts.clear();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::event::ProbeType;
+
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+
+    fn contact(dst: u8, port: u16, ok: bool) -> Probe {
+        Probe {
+            timestamp: Duration::ZERO,
+            src: SRC,
+            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 1, dst)),
+            src_port: 40000,
+            dst_port: port,
+            proto: 6,
+            probe: ProbeType::TcpSyn,
+            outcome: if ok {
+                Outcome::Accepted
+            } else {
+                Outcome::Refused
+            },
+            tcp_flags: 2,
+            ttl: 64,
+            icmp: None,
+            ifindex: 1,
+        }
+    }
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn the_defaults_flag_after_exactly_four_straight_failures() {
+        let mut trw = Trw::new(TrwConfig::default(), 16);
+        assert_eq!(trw.failures_to_flag(), 4);
+        for port in 1..=3 {
+            assert_eq!(
+                trw.observe(&contact(1, port, false), s(1)),
+                None,
+                "port {port}"
+            );
+        }
+        let verdict = trw
+            .observe(&contact(1, 4, false), s(1))
+            .expect("the fourth failure flags");
+        assert_eq!((verdict.failed, verdict.succeeded), (4, 0));
+        assert!((verdict.score - 256.0).abs() < 1e-6, "{}", verdict.score);
+        assert_eq!(verdict.failed_hosts.len(), 1);
+        // Flagged once per test.
+        assert_eq!(trw.observe(&contact(1, 5, false), s(1)), None);
+    }
+
+    #[test]
+    fn interleaved_successes_never_flag() {
+        let mut trw = Trw::new(TrwConfig::default(), 16);
+        for port in 0..500u16 {
+            let ok = port % 2 == 0;
+            assert_eq!(
+                trw.observe(&contact(1, 1000 + port, ok), s(1)),
+                None,
+                "contact {port}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_contacts_count_once() {
+        let mut trw = Trw::new(TrwConfig::default(), 16);
+        for _ in 0..50 {
+            assert_eq!(trw.observe(&contact(1, 23, false), s(1)), None);
+        }
+        // Host unit: many ports of one host are one contact.
+        let mut trw = Trw::new(
+            TrwConfig {
+                unit: TrwUnit::Host,
+                ..TrwConfig::default()
+            },
+            16,
+        );
+        for port in 1..100 {
+            assert_eq!(trw.observe(&contact(1, port, false), s(1)), None);
+        }
+        // Host 1 (all its ports) is one failed contact; hosts 2 and 3 two more.
+        for host in 2..=3 {
+            assert_eq!(trw.observe(&contact(host, 80, false), s(1)), None);
+        }
+        let verdict = trw
+            .observe(&contact(4, 80, false), s(1))
+            .expect("the fourth host");
+        assert_eq!(verdict.failed_hosts.len(), 4);
+    }
+
+    #[test]
+    fn a_benign_verdict_restarts_the_test() {
+        let mut trw = Trw::new(TrwConfig::default(), 16);
+        // Four successes: benign (Λ = 1/256 < η0), the test starts over.
+        for port in 1..=4 {
+            assert_eq!(trw.observe(&contact(1, port, true), s(1)), None);
+        }
+        // The source turns to scanning: caught after four failures, not damped for ever.
+        for port in 10..13 {
+            assert_eq!(trw.observe(&contact(1, port, false), s(2)), None);
+        }
+        let verdict = trw.observe(&contact(1, 13, false), s(2)).unwrap();
+        assert_eq!((verdict.failed, verdict.succeeded), (4, 0));
+    }
+
+    #[test]
+    fn an_idle_source_starts_over() {
+        let mut trw = Trw::new(TrwConfig::default(), 16);
+        for port in 1..=3 {
+            trw.observe(&contact(1, port, false), s(1));
+        }
+        // After the idle horizon the three old failures no longer count.
+        assert_eq!(trw.observe(&contact(1, 4, false), s(1000)), None);
+    }
+
+    #[test]
+    fn tracked_sources_are_bounded() {
+        let mut trw = Trw::new(TrwConfig::default(), 100);
+        for i in 0..10_000u32 {
+            let mut p = contact(1, 80, false);
+            p.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            trw.observe(&p, s(1));
+            assert!(trw.tracked() <= 100);
+        }
+    }
+}
