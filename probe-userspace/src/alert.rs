@@ -50,6 +50,9 @@ pub struct AlertRecord {
     /// The scanned targets (sweeps).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest_ips: Option<Vec<String>>,
+    /// The probed port, when the scan touched exactly one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_port: Option<u16>,
     /// `"TCP"`, `"UDP"`, `"ICMP"`, `"IPv6-ICMP"` or the protocol number.
     pub proto: String,
     /// Interface the probes arrived on (its index if the name is gone).
@@ -82,9 +85,13 @@ pub struct AlertInfo {
 /// The `scan` object: what was seen.
 #[derive(Debug, Serialize)]
 pub struct ScanInfo {
+    /// `"start"` (recognised), `"update"` (goes on, at most once per `--update-interval`)
+    /// or `"end"` (idle for `--idle-timeout`, or the detector stopped: the summary).
+    pub phase: &'static str,
     /// `"vertical"` (many ports of one host) or `"horizontal"` (many hosts).
     pub kind: &'static str,
-    /// The detector that fired.
+    /// The detector that recognised the scan first: `"trw"` (sequential hypothesis test)
+    /// or `"threshold"`.
     pub detector: &'static str,
     /// `SYN`, `FIN`, `NULL`, `Xmas`, `odd-flags`, `ACK`, `UDP` or `ping`.
     pub technique: &'static str,
@@ -95,9 +102,20 @@ pub struct ScanInfo {
     /// The well-known services among `ports`, with their risk.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<NamedPort>,
-    /// Outcomes counted for this episode (the kernel reports the first of each kind per
+    /// Outcomes counted for this scan (the kernel reports the first of each kind per
     /// source, target and port; retransmissions of one probe are not counted again).
     pub probes: u64,
+    /// Of those, failed (refused, unreachable, prohibited, unanswered).
+    pub failed: u64,
+    /// Of those, succeeded.
+    pub succeeded: u64,
+    /// Outcomes per second from `first_seen` to `last_seen`.
+    pub rate_pps: f64,
+    /// TCP flags seen in the probes, OR-ed (`0x02` SYN, `0x29` Xmas, ...).
+    pub tcp_flags: String,
+    /// The first detector's score: TRW's likelihood ratio (flags at 99 by default), or the
+    /// threshold detector's count over its threshold.
+    pub score: f64,
     /// Time of the first counted outcome, RFC 3339.
     pub first_seen: String,
     /// Time of the outcome that completed the scan, RFC 3339.
@@ -148,6 +166,12 @@ impl AlertRecord {
             ),
         };
         let targets: Vec<String> = scan.targets.iter().map(ToString::to_string).collect();
+        let span_s = scan.last_seen.saturating_sub(scan.first_seen).as_secs_f64();
+        let rate_pps = if span_s > 0.0 {
+            scan.probes as f64 / span_s
+        } else {
+            scan.probes as f64
+        };
         let (dest_ip, dest_ips) = match scan.kind {
             ScanKind::Vertical => (targets.first().cloned(), None),
             ScanKind::Horizontal => (None, Some(targets)),
@@ -158,6 +182,10 @@ impl AlertRecord {
             src_ip: scan.src.to_string(),
             dest_ip,
             dest_ips,
+            dest_port: match scan.ports.as_slice() {
+                [port] => Some(*port),
+                _ => None,
+            },
             in_iface: iface,
             alert: AlertInfo {
                 action: "allowed",
@@ -174,13 +202,19 @@ impl AlertRecord {
             },
             proto,
             scan: ScanInfo {
+                phase: scan.phase.name(),
                 kind,
-                detector: "threshold",
+                detector: scan.detector,
                 technique,
                 ports: scan.ports.clone(),
                 hosts: scan.targets.len(),
                 services: named(scan.proto, &scan.ports),
                 probes: scan.probes,
+                failed: scan.failed,
+                succeeded: scan.succeeded,
+                rate_pps: (rate_pps * 100.0).round() / 100.0,
+                tcp_flags: format!("{:#04x}", scan.tcp_flags),
+                score: (scan.score * 100.0).round() / 100.0,
                 first_seen: wall(scan.first_seen),
                 last_seen: wall(scan.last_seen),
                 threshold,
@@ -309,7 +343,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        engine::Technique,
+        engine::{Phase, Technique},
         event::{Outcome, ProbeType},
     };
 
@@ -327,6 +361,12 @@ mod tests {
     ) -> ScanAlert {
         let now = clock::monotonic_now();
         ScanAlert {
+            phase: Phase::Start,
+            detector: "threshold",
+            failed: 4,
+            succeeded: 0,
+            tcp_flags: 0x02,
+            score: 1.0,
             kind,
             src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
             targets,
@@ -381,6 +421,24 @@ mod tests {
             (Some("vertical"), Some("SYN"))
         );
         assert_eq!(v["scan"]["threshold"], 3);
+        assert_eq!(
+            (v["scan"]["phase"].as_str(), v["scan"]["detector"].as_str()),
+            (Some("start"), Some("threshold"))
+        );
+        assert_eq!(
+            (
+                v["scan"]["failed"].as_u64(),
+                v["scan"]["succeeded"].as_u64()
+            ),
+            (Some(4), Some(0))
+        );
+        assert_eq!(v["scan"]["tcp_flags"], "0x02");
+        // 4 outcomes in 1.5 s.
+        assert_eq!(v["scan"]["rate_pps"], 2.67);
+        assert!(
+            v.get("dest_port").is_none(),
+            "three ports: no single dest_port"
+        );
         let ts = v["timestamp"].as_str().unwrap();
         // 2026-11-21T06:01:02.123456Z
         assert_eq!(ts.len(), 27, "{ts}");
@@ -422,6 +480,7 @@ mod tests {
             serde_json::json!(["198.18.1.1", "198.18.1.2"])
         );
         assert_eq!(v["alert"]["signature_id"], SID_HORIZONTAL_SWEEP);
+        assert_eq!(v["dest_port"], 80, "one port swept");
         assert_eq!(
             v["alert"]["signature"],
             "PROBE-DETECTOR host sweep: 2 hosts probed by 198.18.0.1 in 1.5 s (SYN, port 80)"

@@ -1,21 +1,28 @@
-//! The scan detectors, as pure logic: a vertical port scan is at least `min_ports`
-//! distinct ports of one target failing for one source within `window`; a horizontal sweep
-//! is at least `min_hosts` distinct targets probed by one source within `window` (failed
-//! attempts, and pings whatever their answer).
+//! The scan detectors and the alert lifecycle, as pure logic.
 //!
-//! No I/O and no clock: [`Engine::observe`] takes each outcome with its timestamp (monotonic
-//! time since boot, as the kernel stamps it) and returns the alerts this outcome completes.
-//! Each (source, target) episode, and each source's sweep, alerts once; an episode ends
-//! after `window` without activity. State is bounded ([`crate::table`]): at most
-//! `max_tracked` entries per detector, least recently active forgotten first, and at most
-//! the threshold's worth of ports or hosts per entry before it alerts, so memory stays flat
-//! under floods of spoofed sources.
+//! Detectors: a vertical port scan is at least `min_ports` distinct ports of one target
+//! failing for one source within `window`; a horizontal sweep is at least `min_hosts`
+//! distinct targets probed by one source within `window` (failed attempts, and pings
+//! whatever their answer); and the sequential hypothesis test ([`crate::trw`]) flags a
+//! source after a few failed first contacts, usually long before either threshold.
+//!
+//! Lifecycle: the first detector to recognise a scan opens an incident, keyed by (source,
+//! kind, target), and its alert has phase `start`; while the scan goes on, at most one
+//! `update` per `update_interval` reports its growth; `end` sums it up once it has been
+//! idle for `idle_timeout` ([`Engine::tick`]) or when the detector stops
+//! ([`Engine::finish`]). A later scan of another target is another incident and alerts.
+//!
+//! No I/O and no clock: outcomes come with their timestamps (monotonic time since boot, as
+//! the kernel stamps them). State is bounded ([`crate::table`]): at most `max_tracked`
+//! entries per detector and incidents, least recently active forgotten first, and bounded
+//! lists per entry, so memory stays flat under floods of spoofed sources.
 
 use std::{net::IpAddr, time::Duration};
 
 use crate::{
     event::{Outcome, Probe, ProbeType},
     table::{Activity, BoundedTable, RecentSet},
+    trw::{Trw, TrwConfig, TrwVerdict},
 };
 
 /// Ports or hosts kept per entry once it has alerted, for the alert's lists.
@@ -24,7 +31,7 @@ pub const MAX_REPORTED: usize = 1024;
 const SWEEP_PORTS: usize = 16;
 
 /// Tuning of the detectors.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
     /// Distinct failed ports of one target from one source that make a port scan.
     pub min_ports: usize,
@@ -34,22 +41,32 @@ pub struct EngineConfig {
     pub window: Duration,
     /// Entries each detector tracks at once; the least recently active go first.
     pub max_tracked: usize,
+    /// The sequential hypothesis test; `None` turns it off.
+    pub trw: Option<TrwConfig>,
+    /// At most one `update` alert per incident this often.
+    pub update_interval: Duration,
+    /// An incident idle for this long ends (its `end` alert sums it up).
+    pub idle_timeout: Duration,
 }
 
 impl Default for EngineConfig {
-    /// 10 ports or 16 hosts within 60 s; 65 536 entries per detector.
+    /// 10 ports or 16 hosts within 60 s; TRW with its paper's defaults; updates at most
+    /// every 60 s; incidents end after 60 s idle; 65 536 entries per table.
     fn default() -> Self {
         Self {
             min_ports: 10,
             min_hosts: 16,
             window: Duration::from_secs(60),
             max_tracked: 65_536,
+            trw: Some(TrwConfig::default()),
+            update_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
 
 /// What a scan looked like.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScanKind {
     /// Many ports of one target.
     Vertical,
@@ -126,9 +143,35 @@ impl Technique {
     }
 }
 
-/// A recognised scan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where an incident is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The scan was just recognised.
+    Start,
+    /// The scan goes on (at most one per `update_interval`).
+    Update,
+    /// The scan is over (idle for `idle_timeout`, or the detector stops): the summary.
+    End,
+}
+
+impl Phase {
+    /// The name in alerts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Start => "start",
+            Phase::Update => "update",
+            Phase::End => "end",
+        }
+    }
+}
+
+/// An alert about a scan.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScanAlert {
+    /// Start, update or end.
+    pub phase: Phase,
+    /// The detector that recognised the scan first (`trw`, `threshold`).
+    pub detector: &'static str,
     /// Vertical or horizontal.
     pub kind: ScanKind,
     /// The scanning source.
@@ -143,11 +186,19 @@ pub struct ScanAlert {
     pub ifindex: u32,
     /// Distinct ports: of the target (vertical), or used across targets (horizontal).
     pub ports: Vec<u16>,
-    /// Outcomes counted for this episode.
+    /// Outcomes counted for this scan.
     pub probes: u64,
+    /// Of those, failed (refused, unreachable, prohibited, unanswered) and succeeded.
+    pub failed: u64,
+    pub succeeded: u64,
+    /// TCP flags seen in its probes, OR-ed.
+    pub tcp_flags: u8,
+    /// The detector's score when it fired: TRW's likelihood ratio, or the threshold
+    /// detector's count over its threshold.
+    pub score: f64,
     /// Time of the first counted outcome (monotonic, since boot).
     pub first_seen: Duration,
-    /// Time of the outcome that completed the scan (monotonic, since boot).
+    /// Time of the latest outcome (monotonic, since boot).
     pub last_seen: Duration,
 }
 
@@ -168,6 +219,7 @@ struct Episode<T> {
     /// Ports a sweep used (horizontal only).
     ports: RecentSet<u16>,
     probes: u64,
+    succeeded: u64,
     alerted: bool,
 }
 
@@ -179,6 +231,7 @@ impl<T: PartialEq + Copy + Ord> Episode<T> {
             items: RecentSet::new(),
             ports: RecentSet::new(),
             probes: 0,
+            succeeded: 0,
             alerted: false,
         }
     }
@@ -212,12 +265,110 @@ impl<T> Activity for Episode<T> {
     }
 }
 
-/// The detectors' state; see the module documentation.
+/// What a detector recognised, with the evidence it gathered.
+struct Verdict {
+    detector: &'static str,
+    kind: ScanKind,
+    target: Option<IpAddr>,
+    ports: Vec<u16>,
+    hosts: Vec<IpAddr>,
+    score: f64,
+    first_seen: Duration,
+    failed: u64,
+    succeeded: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct IncidentKey {
+    src: IpAddr,
+    kind: ScanKind,
+    /// The target of a vertical scan; none for a sweep.
+    target: Option<IpAddr>,
+    /// The protocol of a vertical scan (TCP and UDP scans of one host are two incidents);
+    /// 0 for a sweep.
+    proto: u8,
+}
+
+/// An open incident: a recognised scan, as it goes on.
+#[derive(Debug)]
+struct Incident {
+    key: IncidentKey,
+    detector: &'static str,
+    score: f64,
+    technique: Technique,
+    proto: u8,
+    ifindex: u32,
+    first_seen: Duration,
+    last_seen: Duration,
+    ports: RecentSet<u16>,
+    hosts: RecentSet<IpAddr>,
+    probes: u64,
+    failed: u64,
+    succeeded: u64,
+    tcp_flags: u8,
+    last_alert: Duration,
+    changed: bool,
+}
+
+impl Activity for Incident {
+    fn last_seen(&self) -> Duration {
+        self.last_seen
+    }
+}
+
+impl Incident {
+    /// Counts one outcome of this scan; notes whether its picture changed.
+    fn count(&mut self, probe: &Probe, now: Duration) {
+        self.last_seen = self.last_seen.max(now);
+        self.probes += 1;
+        if probe.failed() {
+            self.failed += 1;
+        } else {
+            self.succeeded += 1;
+        }
+        self.tcp_flags |= probe.tcp_flags;
+        self.ifindex = probe.ifindex;
+        let (ports, hosts) = (self.ports.len(), self.hosts.len());
+        // Reported lists cover the whole scan, not a window: the ports that failed (open
+        // ports answering are not probes of unused ports), every host probed.
+        if probe.failed() && probe.probe != ProbeType::IcmpEcho {
+            self.ports
+                .note(probe.dst_port, now, Duration::MAX, MAX_REPORTED);
+        }
+        self.hosts.note(probe.dst, now, Duration::MAX, MAX_REPORTED);
+        self.changed |= self.ports.len() != ports || self.hosts.len() != hosts;
+    }
+
+    fn alert(&self, phase: Phase) -> ScanAlert {
+        ScanAlert {
+            phase,
+            detector: self.detector,
+            kind: self.key.kind,
+            src: self.key.src,
+            targets: self.hosts.sorted(),
+            proto: self.proto,
+            technique: self.technique,
+            ifindex: self.ifindex,
+            ports: self.ports.sorted(),
+            probes: self.probes,
+            failed: self.failed,
+            succeeded: self.succeeded,
+            tcp_flags: self.tcp_flags,
+            score: self.score,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+/// The detectors' and incidents' state; see the module documentation.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
     vertical: BoundedTable<PairKey, Episode<u16>>,
     horizontal: BoundedTable<IpAddr, Episode<IpAddr>>,
+    trw: Option<Trw>,
+    incidents: BoundedTable<IncidentKey, Incident>,
 }
 
 impl Engine {
@@ -226,26 +377,173 @@ impl Engine {
         Self {
             vertical: BoundedTable::new(config.max_tracked),
             horizontal: BoundedTable::new(config.max_tracked),
+            trw: config.trw.map(|c| Trw::new(c, config.max_tracked)),
+            incidents: BoundedTable::new(config.max_tracked),
             config,
         }
     }
 
-    /// Entries tracked, both detectors together.
+    /// Entries tracked, all tables together.
     pub fn tracked(&self) -> usize {
-        self.vertical.len() + self.horizontal.len()
+        self.vertical.len()
+            + self.horizontal.len()
+            + self.incidents.len()
+            + self.trw.as_ref().map_or(0, Trw::tracked)
     }
 
-    /// Entries forgotten to make room so far, both detectors together.
+    /// Entries forgotten to make room so far (threshold detectors).
     pub fn evictions(&self) -> u64 {
         self.vertical.evictions() + self.horizontal.evictions()
     }
 
-    /// Feeds one outcome seen at `now`; returns the scans it completes.
+    /// Open incidents.
+    pub fn incidents(&self) -> usize {
+        self.incidents.len()
+    }
+
+    /// Feeds one outcome seen at `now`; returns the alerts it causes: `start` for scans it
+    /// completes, `update` for scans it grows when one is due.
     pub fn observe(&mut self, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
         let mut alerts = Vec::new();
+        // Open incidents of this source count it first, so a scan opened just now by this
+        // very probe is not counted twice.
+        let vertical_key = IncidentKey {
+            src: probe.src,
+            kind: ScanKind::Vertical,
+            target: Some(probe.dst),
+            proto: probe.proto,
+        };
+        let horizontal_key = IncidentKey {
+            src: probe.src,
+            kind: ScanKind::Horizontal,
+            target: None,
+            proto: 0,
+        };
+        for key in [vertical_key, horizontal_key] {
+            if let Some(incident) = self.incidents.get_mut(&key) {
+                incident.count(probe, now);
+                if incident.changed
+                    && now.saturating_sub(incident.last_alert) >= self.config.update_interval
+                {
+                    incident.changed = false;
+                    incident.last_alert = now;
+                    alerts.push(incident.alert(Phase::Update));
+                }
+            }
+        }
+        for verdict in self.detect(probe, now) {
+            if let Some(alert) = self.open(verdict, probe, now) {
+                alerts.push(alert);
+            }
+        }
+        alerts
+    }
+
+    /// The alerts that time alone makes due at `now`: `end` for the incidents idle for
+    /// `idle_timeout`, `update` for those whose growth was held back by the interval.
+    pub fn tick(&mut self, now: Duration) -> Vec<ScanAlert> {
+        let idle = self.config.idle_timeout;
+        let mut ended = self
+            .incidents
+            .take_where(|i| now.saturating_sub(i.last_seen) > idle);
+        ended.sort_by_key(|i| i.first_seen);
+        let mut alerts: Vec<ScanAlert> = ended.iter().map(|i| i.alert(Phase::End)).collect();
+        let interval = self.config.update_interval;
+        for incident in self.incidents.values_mut() {
+            if incident.changed && now.saturating_sub(incident.last_alert) >= interval {
+                incident.changed = false;
+                incident.last_alert = now;
+                alerts.push(incident.alert(Phase::Update));
+            }
+        }
+        alerts
+    }
+
+    /// Ends every open incident (the detector stops): their `end` alerts.
+    pub fn finish(&mut self) -> Vec<ScanAlert> {
+        let mut ended = self.incidents.take_where(|_| true);
+        ended.sort_by_key(|i| i.first_seen);
+        ended.iter().map(|i| i.alert(Phase::End)).collect()
+    }
+
+    /// Opens the incident of a verdict, unless it is open already; returns its `start`.
+    fn open(&mut self, verdict: Verdict, probe: &Probe, now: Duration) -> Option<ScanAlert> {
+        let key = IncidentKey {
+            src: probe.src,
+            kind: verdict.kind,
+            target: verdict.target,
+            proto: if verdict.kind == ScanKind::Vertical {
+                probe.proto
+            } else {
+                0
+            },
+        };
+        if self.incidents.contains(&key) {
+            return None;
+        }
+        let idle = self.config.idle_timeout;
+        let incident = self.incidents.entry(key, now, idle, || Incident {
+            key,
+            detector: verdict.detector,
+            score: verdict.score,
+            technique: Technique::of(probe),
+            proto: probe.proto,
+            ifindex: probe.ifindex,
+            first_seen: verdict.first_seen.min(now),
+            last_seen: now,
+            ports: RecentSet::new(),
+            hosts: RecentSet::new(),
+            // The evidence the detector gathered before the incident existed, this probe
+            // included.
+            probes: verdict.failed + verdict.succeeded,
+            failed: verdict.failed,
+            succeeded: verdict.succeeded,
+            tcp_flags: probe.tcp_flags,
+            last_alert: now,
+            changed: false,
+        });
+        for port in verdict.ports {
+            incident.ports.note(port, now, Duration::MAX, MAX_REPORTED);
+        }
+        for host in verdict.hosts {
+            incident.hosts.note(host, now, Duration::MAX, MAX_REPORTED);
+        }
+        Some(incident.alert(Phase::Start))
+    }
+
+    /// Runs every detector on one outcome; returns what they recognise.
+    fn detect(&mut self, probe: &Probe, now: Duration) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        if let Some(trw) = self.trw.as_mut()
+            && let Some(TrwVerdict {
+                failed,
+                succeeded,
+                failed_hosts,
+                failed_ports,
+                score,
+                first_seen,
+                ..
+            }) = trw.observe(probe, now)
+        {
+            let one_host = failed_hosts.len() == 1;
+            verdicts.push(Verdict {
+                detector: "trw",
+                kind: if one_host {
+                    ScanKind::Vertical
+                } else {
+                    ScanKind::Horizontal
+                },
+                target: one_host.then_some(failed_hosts[0]),
+                ports: failed_ports,
+                hosts: failed_hosts,
+                score,
+                first_seen,
+                failed: u64::from(failed),
+                succeeded: u64::from(succeeded),
+            });
+        }
         let failed = probe.outcome != Outcome::Accepted;
         let window = self.config.window;
-        let technique = Technique::of(probe);
         // Vertical: failed attempts on ports (pings have none).
         if failed && probe.probe != ProbeType::IcmpEcho {
             let key = PairKey {
@@ -255,17 +553,16 @@ impl Engine {
             };
             let episode = self.vertical.entry(key, now, window, || Episode::new(now));
             if episode.note(probe.dst_port, now, window, self.config.min_ports) {
-                alerts.push(ScanAlert {
+                verdicts.push(Verdict {
+                    detector: "threshold",
                     kind: ScanKind::Vertical,
-                    src: probe.src,
-                    targets: vec![probe.dst],
-                    proto: probe.proto,
-                    technique,
-                    ifindex: probe.ifindex,
+                    target: Some(probe.dst),
                     ports: episode.items.sorted(),
-                    probes: episode.probes,
+                    hosts: vec![probe.dst],
+                    score: episode.items.len() as f64 / self.config.min_ports as f64,
                     first_seen: episode.first_seen,
-                    last_seen: now,
+                    failed: episode.probes - episode.succeeded,
+                    succeeded: episode.succeeded,
                 });
             }
         }
@@ -278,22 +575,25 @@ impl Engine {
             if probe.probe != ProbeType::IcmpEcho {
                 episode.ports.note(probe.dst_port, now, window, SWEEP_PORTS);
             }
-            if episode.note(probe.dst, now, window, self.config.min_hosts) {
-                alerts.push(ScanAlert {
+            let reached = episode.note(probe.dst, now, window, self.config.min_hosts);
+            if !failed {
+                episode.succeeded += 1;
+            }
+            if reached {
+                verdicts.push(Verdict {
+                    detector: "threshold",
                     kind: ScanKind::Horizontal,
-                    src: probe.src,
-                    targets: episode.items.sorted(),
-                    proto: probe.proto,
-                    technique,
-                    ifindex: probe.ifindex,
+                    target: None,
                     ports: episode.ports.sorted(),
-                    probes: episode.probes,
+                    hosts: episode.items.sorted(),
+                    score: episode.items.len() as f64 / self.config.min_hosts as f64,
                     first_seen: episode.first_seen,
-                    last_seen: now,
+                    failed: episode.probes - episode.succeeded,
+                    succeeded: episode.succeeded,
                 });
             }
         }
-        alerts
+        verdicts
     }
 }
 
@@ -332,12 +632,15 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
+    /// Threshold detectors alone (TRW off), as the threshold tests need.
     fn config(min_ports: usize, window_s: u64, max_tracked: usize) -> EngineConfig {
         EngineConfig {
             min_ports,
             min_hosts: 1000,
             window: Duration::from_secs(window_s),
             max_tracked,
+            trw: None,
+            ..EngineConfig::default()
         }
     }
 
@@ -429,17 +732,24 @@ mod tests {
 
     #[test]
     fn a_quiet_pair_alerts_again_in_a_new_episode() {
-        let mut engine = Engine::new(config(2, 10, 16));
+        let mut engine = Engine::new(EngineConfig {
+            idle_timeout: Duration::from_secs(10),
+            ..config(2, 10, 16)
+        });
         assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 1), secs(0.0))).is_none());
         assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 2), secs(1.0))).is_some());
         assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 3), secs(2.0))).is_none());
-        // Quiet for longer than the window: the next scan is a new one.
+        // Quiet for longer than the idle timeout: the incident ends...
+        let end = engine.tick(secs(15.0));
+        assert_eq!((end.len(), end[0].phase), (1, Phase::End));
+        // ...and the next scan is a new one.
         assert!(vertical(engine.observe(&probe(SCANNER, VICTIM, 4), secs(20.0))).is_none());
         let again = vertical(engine.observe(&probe(SCANNER, VICTIM, 5), secs(21.0))).unwrap();
         assert_eq!(
-            (again.ports, again.probes, again.first_seen),
-            (vec![4, 5], 2, secs(20.0))
+            (again.phase, again.ports, again.probes),
+            (Phase::Start, vec![4, 5], 2)
         );
+        assert_eq!(again.first_seen, secs(20.0));
     }
 
     #[test]
@@ -485,6 +795,7 @@ mod tests {
     fn a_ping_sweep_alerts_with_its_hosts() {
         let mut engine = Engine::new(EngineConfig {
             min_hosts: 4,
+            trw: None,
             ..EngineConfig::default()
         });
         let mut alert = None;
@@ -515,6 +826,7 @@ mod tests {
     fn a_port_sweep_reports_its_port_and_ignores_answered_connects() {
         let mut engine = Engine::new(EngineConfig {
             min_hosts: 3,
+            trw: None,
             ..EngineConfig::default()
         });
         // Successful connections to many hosts are not a sweep (think of a busy client).
@@ -557,6 +869,129 @@ mod tests {
             }
         }
         assert!(caught.is_some(), "scanner lost in the flood");
+    }
+
+    #[test]
+    fn trw_opens_the_incident_after_four_failures_and_thresholds_add_nothing() {
+        let mut engine = Engine::new(EngineConfig::default());
+        for port in 1..=3 {
+            assert_eq!(
+                engine.observe(&probe(SCANNER, VICTIM, port), secs(0.1)),
+                vec![]
+            );
+        }
+        let start = engine.observe(&probe(SCANNER, VICTIM, 4), secs(0.2));
+        assert_eq!(start.len(), 1, "{start:?}");
+        let start = &start[0];
+        assert_eq!(
+            (start.phase, start.detector, start.kind),
+            (Phase::Start, "trw", ScanKind::Vertical)
+        );
+        assert_eq!((start.probes, start.failed, start.succeeded), (4, 4, 0));
+        assert_eq!(start.ports, vec![1, 2, 3, 4]);
+        assert!(start.score >= 99.0);
+        // The threshold detector reaches 10 ports later: the incident is open, no new alert.
+        for port in 5..=20 {
+            assert_eq!(
+                engine.observe(&probe(SCANNER, VICTIM, port), secs(0.3)),
+                vec![],
+                "port {port}"
+            );
+        }
+        assert_eq!(engine.incidents(), 1);
+        let end = engine.finish();
+        assert_eq!(end.len(), 1);
+        assert_eq!(
+            (end[0].phase, end[0].probes, end[0].ports.len()),
+            (Phase::End, 20, 20)
+        );
+    }
+
+    #[test]
+    fn incidents_update_at_most_every_interval_and_end_when_idle() {
+        let mut engine = Engine::new(EngineConfig {
+            update_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ..config(3, 60, 16)
+        });
+        let mut start = Vec::new();
+        for (t, port) in [(0.0, 1), (1.0, 2), (2.0, 3)] {
+            start.extend(engine.observe(&probe(SCANNER, VICTIM, port), secs(t)));
+        }
+        assert_eq!(start.len(), 1);
+        assert_eq!(
+            (start[0].phase, start[0].detector, start[0].probes),
+            (Phase::Start, "threshold", 3)
+        );
+        assert_eq!(start[0].first_seen, secs(0.0));
+        // Growth within the interval: no update yet.
+        for port in 4..=6 {
+            assert_eq!(
+                engine.observe(&probe(SCANNER, VICTIM, port), secs(5.0)),
+                vec![]
+            );
+        }
+        // The interval passes: the held-back growth goes out, on the next outcome or the
+        // next tick, whichever comes first.
+        let update = engine.tick(secs(12.5));
+        assert_eq!(update.len(), 1);
+        assert_eq!(
+            (update[0].phase, update[0].ports.len(), update[0].probes),
+            (Phase::Update, 6, 6)
+        );
+        assert_eq!(engine.tick(secs(13.0)), vec![], "nothing new");
+        // Growth right after an update waits for the next interval.
+        assert_eq!(
+            engine.observe(&probe(SCANNER, VICTIM, 7), secs(13.0)),
+            vec![]
+        );
+        assert_eq!(
+            engine.observe(&probe(SCANNER, VICTIM, 8), secs(14.0)),
+            vec![],
+            "throttled"
+        );
+        // Idle: nothing before the timeout (the pending growth goes out as an update at
+        // 23 s), the summary after.
+        let pending = engine.tick(secs(40.0));
+        assert_eq!(
+            pending.iter().map(|a| a.phase).collect::<Vec<_>>(),
+            vec![Phase::Update]
+        );
+        let end = engine.tick(secs(45.0));
+        assert_eq!(end.len(), 1);
+        assert_eq!(
+            (end[0].phase, end[0].ports.clone(), end[0].probes),
+            (Phase::End, (1..=8).collect::<Vec<_>>(), 8)
+        );
+        assert_eq!(
+            (end[0].first_seen, end[0].last_seen),
+            (secs(0.0), secs(14.0))
+        );
+        assert_eq!(engine.incidents(), 0);
+    }
+
+    #[test]
+    fn a_later_scan_of_another_target_is_another_incident() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut starts = Vec::new();
+        for port in 1..=6 {
+            starts.extend(engine.observe(&probe(SCANNER, VICTIM, port), secs(1.0)));
+        }
+        for port in 1..=6 {
+            starts.extend(engine.observe(&probe(SCANNER, OTHER_VICTIM, port), secs(2.0)));
+        }
+        let starts: Vec<_> = starts.iter().filter(|a| a.phase == Phase::Start).collect();
+        // TRW flags the source once (on the first host); the threshold of the second host
+        // is not reached; the first host's incident stays open without a second start.
+        assert_eq!(starts.len(), 1, "{starts:?}");
+        // A new source, the same targets: alerts on its own.
+        let other = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9));
+        let mut more = Vec::new();
+        for port in 1..=4 {
+            more.extend(engine.observe(&probe(other, VICTIM, port), secs(3.0)));
+        }
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].src, other);
     }
 
     #[test]

@@ -19,14 +19,16 @@ use probe_userspace::{
     allow::{self, AllowError, AllowLists, Service},
     attack_list::{AttackList, Row},
     cidr::Cidr,
+    clock,
     clock::WallClock,
-    engine::{Engine, EngineConfig},
+    engine::{Engine, EngineConfig, ScanAlert},
     event::Probe,
     event::{outcome_name, proto_name},
     evidence::Evidence,
     iface::{self, IfaceError},
     loader::{self, KernelConfig, LoadError, XdpModeArg},
     services,
+    trw::{TrwConfig, TrwUnit},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -91,6 +93,20 @@ struct Cli {
     /// Distinct hosts probed by one source (failed attempts, or pings) that make a sweep.
     #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
     sweep_hosts: u16,
+
+    /// The sequential hypothesis test (TRW) on first contacts: `auto` tests each source's
+    /// first contacts with our services (host:port) when the home nets are single
+    /// addresses, with our hosts otherwise (gateways); `off` leaves the thresholds alone.
+    #[arg(long, value_enum, default_value_t = TrwMode::Auto, value_name = "MODE")]
+    trw: TrwMode,
+
+    /// Seconds between `update` alerts of a scan that goes on.
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    update_interval: Duration,
+
+    /// Seconds without probes after which a scan ends (its `end` alert sums it up).
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    idle_timeout: Duration,
 
     /// Entries each detector tracks at once (source/target pairs, sources); the least
     /// recently active are forgotten first. Bounds memory under floods of spoofed sources.
@@ -167,6 +183,19 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} s is out of range (0 < seconds <= 604800)"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// How the sequential hypothesis test counts first contacts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TrwMode {
+    /// `service` when every home net is one address, `host` otherwise.
+    Auto,
+    /// First contacts with each of our hosts (the paper's unit; for gateways).
+    Host,
+    /// First contacts with each of our host:port services (for a single host).
+    Service,
+    /// No sequential test.
+    Off,
 }
 
 /// Parses a power of two (table sizes that are indexed by a hash mask).
@@ -348,7 +377,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    let result = watch(&mut ebpf, &cli, &config, allow_lists, attack_list).await;
+    let trw_unit = match cli.trw {
+        TrwMode::Off => None,
+        TrwMode::Host => Some(TrwUnit::Host),
+        TrwMode::Service => Some(TrwUnit::Service),
+        TrwMode::Auto
+            if home_nets
+                .iter()
+                .all(|c| c.len == if c.addr.is_ipv4() { 32 } else { 128 }) =>
+        {
+            Some(TrwUnit::Service)
+        }
+        TrwMode::Auto => Some(TrwUnit::Host),
+    };
+    log::info!(
+        "sequential hypothesis test: {}",
+        match trw_unit {
+            None => "off",
+            Some(TrwUnit::Service) => "on, first contacts with each host:port",
+            Some(TrwUnit::Host) => "on, first contacts with each host",
+        }
+    );
+    let result = watch(&mut ebpf, &cli, &config, allow_lists, attack_list, trw_unit).await;
     detach_all(&mut ebpf, attachments);
     log_counters(&ebpf, &config, log::Level::Info);
     result
@@ -400,6 +450,7 @@ async fn watch(
     config: &KernelConfig,
     mut allow_lists: AllowLists,
     attack_list: Option<AttackList>,
+    trw_unit: Option<TrwUnit>,
 ) -> anyhow::Result<()> {
     let map = ebpf
         .take_map(EVENTS_MAP)
@@ -419,6 +470,12 @@ async fn watch(
         min_hosts: usize::from(cli.sweep_hosts),
         window: cli.scan_window,
         max_tracked: cli.max_tracked as usize,
+        trw: trw_unit.map(|unit| TrwConfig {
+            unit,
+            ..TrwConfig::default()
+        }),
+        update_interval: cli.update_interval,
+        idle_timeout: cli.idle_timeout,
     };
     let evidence = Evidence::new(engine.max_tracked, engine.window);
     let mut output = Output::new(
@@ -439,6 +496,8 @@ async fn watch(
     // are picked up here, at most DRAIN_INTERVAL after they happen.
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Updates held back by the interval, and the summaries of scans gone quiet.
+    let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
     let mut stats = tokio::time::interval(STATS_INTERVAL);
     stats.tick().await;
     loop {
@@ -449,6 +508,10 @@ async fn watch(
                 guard.clear_ready();
             }
             _ = drain.tick() => output.drain(ring.get_mut(), ebpf)?,
+            _ = lifecycle.tick() => {
+                let alerts = output.engine.tick(clock::monotonic_now());
+                output.emit(&alerts)?;
+            }
             _ = expiry.tick() => {
                 // Drain between chunks: a sweep may report more than the ring holds.
                 let mut drained = Ok(());
@@ -482,8 +545,11 @@ async fn watch(
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
         }
     }
-    // Whatever arrived before the signal still gets its say.
+    // Whatever arrived before the signal still gets its say, and every open scan its
+    // summary.
     output.drain(ring.get_mut(), ebpf)?;
+    let alerts = output.engine.finish();
+    output.emit(&alerts)?;
     if output.decode_errors > 0 {
         log::warn!(
             "{} ring-buffer records could not be decoded",
@@ -589,13 +655,32 @@ impl Output {
                 .collect();
             list.append(&rows)?;
         }
-        if !lines.is_empty() {
-            let mut out = self.stdout.lock();
-            out.write_all(lines.as_bytes())
-                .and_then(|()| out.flush())
-                .context("cannot write to stdout")?;
+        self.write(&lines)
+    }
+
+    /// Writes alerts made outside a drain (timer, shutdown).
+    fn emit(&mut self, alerts: &[ScanAlert]) -> anyhow::Result<()> {
+        let mut lines = String::new();
+        for scan in alerts {
+            let iface = self.iface_name(scan.ifindex);
+            lines.push_str(&json_line(&AlertRecord::from_scan(
+                scan,
+                iface,
+                self.thresholds,
+            )));
+            lines.push('\n');
         }
-        Ok(())
+        self.write(&lines)
+    }
+
+    fn write(&mut self, lines: &str) -> anyhow::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut out = self.stdout.lock();
+        out.write_all(lines.as_bytes())
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")
     }
 
     /// The name of an interface, remembered; its index when it has none any more.

@@ -65,6 +65,32 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
         self.entries.values()
     }
 
+    /// The entries, mutable, in no order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.values_mut()
+    }
+
+    /// The entry for `key`, if held.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key)
+    }
+
+    /// True when `key` is held.
+    pub fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Removes and returns every entry for which `done` is true.
+    pub fn take_where(&mut self, mut done: impl FnMut(&V) -> bool) -> Vec<V> {
+        let keys: Vec<K> = self
+            .entries
+            .iter()
+            .filter(|(_, v)| done(v))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter().filter_map(|k| self.entries.remove(k)).collect()
+    }
+
     fn make_room(&mut self, now: Duration, idle: Duration) {
         let before = self.entries.len();
         self.entries

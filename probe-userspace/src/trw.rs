@@ -75,10 +75,15 @@ pub struct TrwVerdict {
     pub score: f64,
     /// Distinct hosts among the failed first contacts (up to 16), sorted.
     pub failed_hosts: Vec<IpAddr>,
+    /// Distinct ports among the failed first contacts (up to 64), sorted.
+    pub failed_ports: Vec<u16>,
+    /// When this test started.
+    pub first_seen: Duration,
 }
 
 #[derive(Debug)]
 struct SourceTest {
+    first_seen: Duration,
     last_seen: Duration,
     /// ln Λ.
     llr: f64,
@@ -86,18 +91,21 @@ struct SourceTest {
     failed: u32,
     succeeded: u32,
     failed_hosts: Vec<IpAddr>,
+    failed_ports: Vec<u16>,
     flagged: bool,
 }
 
 impl SourceTest {
     fn new(now: Duration) -> Self {
         Self {
+            first_seen: now,
             last_seen: now,
             llr: 0.0,
             contacted: Vec::new(),
             failed: 0,
             succeeded: 0,
             failed_hosts: Vec::new(),
+            failed_ports: Vec::new(),
             flagged: false,
         }
     }
@@ -171,17 +179,24 @@ impl Trw {
             if test.failed_hosts.len() < 16 && !test.failed_hosts.contains(&probe.dst) {
                 test.failed_hosts.push(probe.dst);
             }
+            if test.failed_ports.len() < 64 && !test.failed_ports.contains(&probe.dst_port) {
+                test.failed_ports.push(probe.dst_port);
+            }
         }
         if !test.flagged && test.llr >= self.ln_eta1 - 1e-9 {
             test.flagged = true;
             let mut failed_hosts = test.failed_hosts.clone();
             failed_hosts.sort_unstable();
+            let mut failed_ports = test.failed_ports.clone();
+            failed_ports.sort_unstable();
             return Some(TrwVerdict {
                 src: probe.src,
                 failed: test.failed,
                 succeeded: test.succeeded,
                 score: test.llr.exp(),
                 failed_hosts,
+                failed_ports,
+                first_seen: test.first_seen,
             });
         }
         if !test.flagged && test.llr <= self.ln_eta0 + 1e-9 {
@@ -190,6 +205,8 @@ impl Trw {
             test.failed = 0;
             test.succeeded = 0;
             test.failed_hosts.clear();
+            test.failed_ports.clear();
+            test.first_seen = now;
         }
         None
     }
