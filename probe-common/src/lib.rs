@@ -27,6 +27,13 @@ pub const PENDING_MAP: &str = "PENDING";
 /// Direct-mapped array of our own outbound attempts (`u32` tags), so that answers to them
 /// are not taken for probes and unsolicited answers are seen as backscatter.
 pub const OURS_MAP: &str = "OURS";
+/// Direct-mapped array of remote hosts our hosts contacted (outbound SYN or UDP), `u64`
+/// each: a host tag (high 32 bits) and the sweep epoch of the contact (low 32 bits). An
+/// attempt from such a host within `CALLBACK_EPOCHS` is a callback (active FTP data,
+/// chat, media), not a probe.
+pub const CONTACTED_MAP: &str = "CONTACTED";
+/// Global (`u64`): sweeps during which a host we contacted may call back unreported.
+pub const CALLBACK_EPOCHS_GLOBAL: &str = "CALLBACK_EPOCHS";
 /// Array of four `u64`s kept by the expiry program: [`PENDING_STATS_LIVE`],
 /// [`PENDING_STATS_EPOCH`], [`PENDING_STATS_CURSOR`] and [`PENDING_STATS_COUNTING`].
 pub const PENDING_STATS_MAP: &str = "PENDING_STATS";
@@ -145,11 +152,14 @@ pub enum Counter {
     Repeats = 16,
     /// Outcomes not reported because their source or service is allow-listed.
     Allowed = 17,
+    /// Outcomes not reported because our hosts contacted their source shortly before
+    /// (callbacks: active FTP data, chat, media).
+    Callbacks = 18,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -168,6 +178,7 @@ impl Counter {
         Counter::AckProbes,
         Counter::Repeats,
         Counter::Allowed,
+        Counter::Callbacks,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -193,6 +204,7 @@ impl Counter {
             Counter::AckProbes => "ack_probes",
             Counter::Repeats => "repeats",
             Counter::Allowed => "allowed",
+            Counter::Callbacks => "callbacks",
         }
     }
 }

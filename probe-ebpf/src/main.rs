@@ -104,6 +104,11 @@ struct ServiceKey {
     addr: [u8; 16],
 }
 
+/// Remote hosts our hosts contacted: tag << 32 | sweep epoch, direct-mapped by host hash
+/// (same size as `OURS`).
+#[map]
+static CONTACTED: Array<u64> = Array::with_max_entries(OURS_ENTRIES, 0);
+
 /// Written by each expiry sweep: live slots, epoch (indices in probe_common).
 #[map]
 static PENDING_STATS: Array<u64> = Array::with_max_entries(4, 0);
@@ -123,6 +128,9 @@ static OURS_MASK: u32 = OURS_ENTRIES - 1;
 static EXPIRE_AFTER: u64 = DEFAULT_EXPIRE_AFTER;
 #[unsafe(no_mangle)]
 static SWEEP_CHUNK: u32 = 2048;
+/// Sweeps during which a host we contacted may call back unreported (about 60 s).
+#[unsafe(no_mangle)]
+static CALLBACK_EPOCHS: u64 = 60;
 /// Key of the flow hash, random per load (set by userspace).
 #[unsafe(no_mangle)]
 static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
@@ -413,8 +421,10 @@ fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
     };
     let answer = Flow::from_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
     if flags == TCP_SYN {
-        // Our own attempt: remember it, so its answers are not taken for backscatter.
+        // Our own attempt: remember it, so its answers are not taken for backscatter, and
+        // its host, so that a callback from it is not taken for a probe.
         put_ours(&answer, tcp.answer_id());
+        note_contacted(&answer.remote);
     } else if flags == TCP_SYN | TCP_ACK {
         settle(&answer, tcp.ack, Outcome::Accepted, 0, 0);
     } else {
@@ -450,6 +460,7 @@ fn egress_udp(start: usize, end: usize, h: &Headers) {
     let flow = Flow::from_us(&ends, h.proto, src_port, dst_port);
     settle(&flow, 0, Outcome::Accepted, 0, 0);
     put_ours(&flow, 0);
+    note_contacted(&flow.remote);
 }
 
 /// An outbound ICMP/ICMPv6 message: echo replies and destination-unreachable errors
@@ -640,9 +651,16 @@ fn report_ack_probe(answer: &Flow, ifindex: u32) {
 fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
     // The allow-lists are checked here, once per outcome, rather than per attempt: an LPM
     // lookup would cost the per-SYN path more than its whole budget.
-    if allowed(pending) {
-        count(Counter::Allowed);
-        return;
+    match exemption(pending) {
+        Exemption::Allowed => {
+            count(Counter::Allowed);
+            return;
+        }
+        Exemption::Callback => {
+            count(Counter::Callbacks);
+            return;
+        }
+        Exemption::None => {}
     }
     let accepted = outcome == Outcome::Accepted;
     count(if accepted {
@@ -711,9 +729,43 @@ fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
     count(Counter::EventsSent);
 }
 
-/// True when the attempt's source, or its local service, is allow-listed. A subprogram: its
-/// keys stay out of `report`'s frame.
+/// Why an outcome is not reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exemption {
+    None,
+    /// Its source or local service is allow-listed.
+    Allowed,
+    /// Our hosts contacted its source shortly before: a callback.
+    Callback,
+}
+
+/// Whether an outcome is exempt from reporting. A subprogram: its keys stay out of
+/// `report`'s frame.
 #[inline(never)]
+fn exemption(pending: &Pending) -> Exemption {
+    if allowed(pending) {
+        return Exemption::Allowed;
+    }
+    let (index, tag) = host_slot(&Addr::from_bytes(pending.remote));
+    // SAFETY: array slot from a successful lookup, read once; EPOCH and the global are
+    // plain reads.
+    let recent = CONTACTED.get_ptr(index).is_some_and(|slot| unsafe {
+        let value = *slot;
+        (value >> 32) as u32 == tag
+            && (read_volatile(&raw const EPOCH) as u32).wrapping_sub(value as u32) as u64
+                <= read_volatile(&CALLBACK_EPOCHS)
+    });
+    // Callbacks (active FTP data, media, chat) land on our high, ephemeral ports; a host we
+    // contacted that probes our service ports is still a prober.
+    if recent && pending.local_port >= 1024 {
+        Exemption::Callback
+    } else {
+        Exemption::None
+    }
+}
+
+/// True when the attempt's source, or its local service, is allow-listed.
+#[inline(always)]
 fn allowed(pending: &Pending) -> bool {
     if ALLOW_SOURCES.get(&Key::new(128, pending.remote)).is_some()
         || ALLOW_SERVICES.get(&Key::new(128, pending.local)).is_some()
@@ -725,6 +777,36 @@ fn allowed(pending: &Pending) -> bool {
         addr: pending.local,
     };
     ALLOW_SERVICE_PORTS.get(&Key::new(144, data)).is_some()
+}
+
+/// The `CONTACTED` slot and tag of a remote host (tag never 0).
+#[inline(always)]
+fn host_slot(host: &Addr) -> (u32, u32) {
+    let flow = Flow {
+        remote: *host,
+        local: Addr([0, 0]),
+        remote_port: 0,
+        local_port: 0,
+        proto: 0,
+    };
+    flow.slot(0, ours_mask())
+}
+
+/// Notes that our hosts contacted `remote` now (a write only when the slot changes).
+#[inline(always)]
+fn note_contacted(remote: &Addr) {
+    let (index, tag) = host_slot(remote);
+    // SAFETY: reading a plain global.
+    let epoch = unsafe { read_volatile(&raw const EPOCH) } as u32;
+    let value = (u64::from(tag) << 32) | u64::from(epoch);
+    if let Some(slot) = CONTACTED.get_ptr_mut(index) {
+        // SAFETY: array slot from a successful lookup; a racing write leaves one of two.
+        unsafe {
+            if *slot != value {
+                *slot = value;
+            }
+        }
+    }
 }
 
 /// Remembers one of our own outbound attempts.

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod engine;
 pub mod event;
 pub mod evidence;
+pub mod flood;
 pub mod iface;
 pub mod loader;
 pub mod services;

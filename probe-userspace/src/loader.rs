@@ -12,11 +12,12 @@ use aya::{
     },
 };
 use probe_common::{
-    COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM,
-    HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL, HOME_NETS_GLOBAL, HomeNet, MAX_HOME_NETS,
-    OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES,
-    PENDING_MAP, PENDING_MASK_GLOBAL, PENDING_STATS_CURSOR, PENDING_STATS_LIVE, PENDING_STATS_MAP,
-    SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
+    CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP,
+    EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL, HOME_NETS_GLOBAL,
+    HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
+    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, PENDING_STATS_CURSOR,
+    PENDING_STATS_LIVE, PENDING_STATS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS,
+    WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
 };
 
 /// Sizes and settings fixed when the object is loaded.
@@ -33,6 +34,9 @@ pub struct KernelConfig {
     /// How long an attempt may wait for an answer before it counts as unanswered (measured
     /// in expiry sweeps, see [`KernelConfig::sweep_interval`]).
     pub timeout: Duration,
+    /// How long a host our hosts contacted may call back without being reported (active
+    /// FTP data, chat, media); measured in sweeps too.
+    pub callback_window: Duration,
     /// The prefixes that are "ours" (at most [`MAX_HOME_NETS`]); empty = every address.
     pub home_nets: Vec<HomeNet>,
 }
@@ -45,6 +49,7 @@ impl Default for KernelConfig {
             outcomes_entries: OUTCOMES_ENTRIES,
             ringbuf_bytes: EVENTS_BYTES,
             timeout: Duration::from_nanos(TIMEOUT_NS),
+            callback_window: Duration::from_secs(60),
             home_nets: Vec::new(),
         }
     }
@@ -195,11 +200,14 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     let expire_after = config.expire_after_sweeps();
     let hash_seed = random_seed()?;
     let sweep_chunk = config.sweep_chunk();
+    let callback_epochs =
+        (config.callback_window.as_nanos() / config.sweep_interval().as_nanos().max(1)) as u64;
     let home_net_count = config.home_nets.len() as u32;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(PENDING_MAP, config.pending_slots)
         .map_max_entries(OURS_MAP, config.ours_slots)
+        .map_max_entries(CONTACTED_MAP, config.ours_slots)
         .map_max_entries(OUTCOMES_MAP, config.outcomes_entries)
         .map_max_entries(EVENTS_MAP, config.ringbuf_bytes)
         .override_global(PENDING_MASK_GLOBAL, &pending_mask, true)
@@ -207,6 +215,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(EXPIRE_AFTER_GLOBAL, &expire_after, true)
         .override_global(HASH_SEED_GLOBAL, &hash_seed, true)
         .override_global(SWEEP_CHUNK_GLOBAL, &sweep_chunk, true)
+        .override_global(CALLBACK_EPOCHS_GLOBAL, &callback_epochs, true)
         .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
         .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)

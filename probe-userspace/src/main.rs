@@ -25,6 +25,7 @@ use probe_userspace::{
     event::Probe,
     event::{outcome_name, proto_name},
     evidence::Evidence,
+    flood::FloodLimit,
     iface::{self, IfaceError},
     loader::{self, KernelConfig, LoadError, XdpModeArg},
     services,
@@ -113,6 +114,11 @@ struct Cli {
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_tracked: u32,
 
+    /// At most this many alerts a second; beyond, alerts are counted and one record a
+    /// second (event_type "alert_flood") says how many were suppressed. 0: no limit.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    alert_rate_limit: u32,
+
     /// Also write each outcome the kernel reports (refused, accepted, unanswered, ...) as
     /// a JSON line with event_type "probe": the raw evidence behind the alerts.
     #[arg(long)]
@@ -128,6 +134,12 @@ struct Cli {
     /// (filtered, or open for FIN/NULL/Xmas and UDP probes).
     #[arg(long, default_value = "3", value_name = "SECONDS", value_parser = parse_seconds)]
     pending_timeout: Duration,
+
+    /// Seconds during which a host our hosts contacted may connect back to our high ports
+    /// (>= 1024) unreported (active FTP data, chat, media callbacks), as the seeds and TRW
+    /// both advise. Its probes of our service ports (< 1024) are still reported.
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    callback_window: Duration,
 
     /// Slots of the kernel's pending-attempt table (a power of two; 56 B each). More slots,
     /// fewer attempts lost to hash collisions under floods.
@@ -342,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         outcomes_entries: cli.outcome_entries,
         ringbuf_bytes: cli.ringbuf_bytes,
         timeout: cli.pending_timeout,
+        callback_window: cli.callback_window,
         home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
         ..KernelConfig::default()
     };
@@ -482,6 +495,7 @@ async fn watch(
         engine.clone(),
         cli.probes,
         attack_list.map(|list| (list, evidence)),
+        cli.alert_rate_limit,
     );
     log::info!(
         "watching for port scans ({} failed ports of one host) and sweeps ({} hosts) within {:.1} s; alerts go to stdout",
@@ -562,6 +576,8 @@ async fn watch(
 /// From events to JSON lines: the engine, interface names, stdout.
 struct Output {
     engine: Engine,
+    flood: FloodLimit,
+    flood_limit: u32,
     thresholds: Thresholds,
     probes: bool,
     attack: Option<(AttackList, Evidence)>,
@@ -571,7 +587,12 @@ struct Output {
 }
 
 impl Output {
-    fn new(config: EngineConfig, probes: bool, attack: Option<(AttackList, Evidence)>) -> Self {
+    fn new(
+        config: EngineConfig,
+        probes: bool,
+        attack: Option<(AttackList, Evidence)>,
+        alert_rate_limit: u32,
+    ) -> Self {
         Self {
             thresholds: Thresholds {
                 ports: config.min_ports,
@@ -579,6 +600,8 @@ impl Output {
                 window_s: config.window.as_secs_f64(),
             },
             engine: Engine::new(config),
+            flood: FloodLimit::new(alert_rate_limit),
+            flood_limit: alert_rate_limit,
             probes,
             attack,
             iface_names: HashMap::new(),
@@ -630,10 +653,12 @@ impl Output {
                 if let Some((_, e)) = self.attack.as_mut() {
                     evidence.extend(e.confirm(scan.src, probe.timestamp));
                 }
-                let iface = self.iface_name(scan.ifindex);
-                let record = AlertRecord::from_scan(&scan, iface, self.thresholds);
-                lines.push_str(&json_line(&record));
-                lines.push('\n');
+                if self.flood.admit(clock::monotonic_now()) {
+                    let iface = self.iface_name(scan.ifindex);
+                    let record = AlertRecord::from_scan(&scan, iface, self.thresholds);
+                    lines.push_str(&json_line(&record));
+                    lines.push('\n');
+                }
             }
         }
         if let Some((list, _)) = self.attack.as_mut()
@@ -662,12 +687,26 @@ impl Output {
     fn emit(&mut self, alerts: &[ScanAlert]) -> anyhow::Result<()> {
         let mut lines = String::new();
         for scan in alerts {
+            if !self.flood.admit(clock::monotonic_now()) {
+                continue;
+            }
             let iface = self.iface_name(scan.ifindex);
             lines.push_str(&json_line(&AlertRecord::from_scan(
                 scan,
                 iface,
                 self.thresholds,
             )));
+            lines.push('\n');
+        }
+        let suppressed = self.flood.take_suppressed();
+        if suppressed > 0 {
+            log::warn!("alert flood: {suppressed} alerts suppressed (--alert-rate-limit)");
+            lines.push_str(&json_line(&serde_json::json!({
+                "timestamp": clock::rfc3339_micros(std::time::SystemTime::now()),
+                "event_type": "alert_flood",
+                "suppressed": suppressed,
+                "limit_per_s": self.flood_limit,
+            })));
             lines.push('\n');
         }
         self.write(&lines)

@@ -630,6 +630,66 @@ fn allow_listed_sources_and_services_are_not_reported_and_lists_change_in_place(
 }
 
 #[test]
+fn hosts_we_contacted_may_call_back_unreported() {
+    if !require_root("hosts_we_contacted_may_call_back_unreported") {
+        return;
+    }
+    let mut h = Harness::new();
+    // We contact the scanner (an FTP control connection, say)...
+    h.outbound_frame(&Frame::tcp(victim(), 43_210, scanner(), 21, SYN, 5));
+    // ...and it connects back to one of our closed ports: a callback, not a probe.
+    let callback = Frame::tcp(scanner(), 20, victim(), 40_001, SYN, 6);
+    h.inbound_frame(&callback);
+    h.outbound_frame(&callback.refusal());
+    assert!(h.events().is_empty());
+    assert_eq!(h.counter(Counter::Callbacks), 1);
+    // The same host probing a service port (below 1024) is reported: callbacks land on
+    // high ports.
+    let probe = Frame::tcp(scanner(), 20, victim(), 22, SYN, 9);
+    h.inbound_frame(&probe);
+    h.outbound_frame(&probe.refusal());
+    assert_eq!(h.one_event().dst_port, 22);
+    // Another host we never contacted is reported as usual.
+    let stranger = Frame::tcp(v4([198, 18, 0, 66]), 20, victim(), 40_001, SYN, 7);
+    h.inbound_frame(&stranger);
+    h.outbound_frame(&stranger.refusal());
+    assert_eq!(h.one_event().src, v4([198, 18, 0, 66]));
+    // Our UDP counts as a contact too.
+    h.outbound_frame(&Frame::udp(victim6(), 5_353, scanner6(), 53));
+    let back = Frame::tcp(scanner6(), 443, victim6(), 8_443, SYN, 8);
+    h.inbound_frame(&back);
+    h.outbound_frame(&back.refusal());
+    assert!(h.events().is_empty());
+    assert_eq!(h.counter(Counter::Callbacks), 2);
+}
+
+#[test]
+fn callbacks_expire_after_the_window() {
+    if !require_root("callbacks_expire_after_the_window") {
+        return;
+    }
+    // A 200 ms window with 100 ms sweeps: two sweeps.
+    let mut h = Harness::with(&KernelConfig {
+        timeout: Duration::from_millis(100),
+        callback_window: Duration::from_millis(200),
+        ..KernelConfig::default()
+    });
+    h.outbound_frame(&Frame::tcp(victim(), 43_210, scanner(), 21, SYN, 5));
+    for _ in 0..3 {
+        h.expire();
+    }
+    let late = Frame::tcp(scanner(), 20, victim(), 40_002, SYN, 6);
+    h.inbound_frame(&late);
+    h.outbound_frame(&late.refusal());
+    assert_eq!(
+        h.one_event().dst_port,
+        40_002,
+        "three sweeps later it is a probe again"
+    );
+    assert_eq!(h.counter(Counter::Callbacks), 0);
+}
+
+#[test]
 fn ipv6_syn_refused_is_one_event() {
     if !require_root("ipv6_syn_refused_is_one_event") {
         return;
