@@ -325,10 +325,12 @@ pub fn json_line(record: &impl Serialize) -> String {
     serde_json::to_string(record).unwrap_or_default()
 }
 
-/// A duration for people: `0.2 ms`, `1.5 s`, `12 min`.
+/// A duration for people: `42 µs`, `0.2 ms`, `1.5 s`, `12 min`.
 fn human_span(span: Duration) -> String {
     let secs = span.as_secs_f64();
-    if secs < 1.0 {
+    if secs < 1e-3 {
+        format!("{} µs", span.as_micros())
+    } else if secs < 1.0 {
         format!("{:.1} ms", secs * 1e3)
     } else if secs < 600.0 {
         format!("{secs:.1} s")
@@ -530,7 +532,8 @@ mod tests {
 
     #[test]
     fn spans_read_naturally() {
-        assert_eq!(human_span(Duration::from_micros(174)), "0.2 ms");
+        assert_eq!(human_span(Duration::from_micros(42)), "42 µs");
+        assert_eq!(human_span(Duration::from_micros(1740)), "1.7 ms");
         assert_eq!(human_span(Duration::from_millis(1500)), "1.5 s");
         assert_eq!(human_span(Duration::from_secs(3600)), "60 min");
     }

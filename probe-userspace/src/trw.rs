@@ -18,7 +18,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use crate::{
-    event::{Outcome, Probe},
+    event::{Outcome, Probe, ProbeType},
     table::{Activity, BoundedTable},
 };
 
@@ -179,7 +179,11 @@ impl Trw {
             if test.failed_hosts.len() < 16 && !test.failed_hosts.contains(&probe.dst) {
                 test.failed_hosts.push(probe.dst);
             }
-            if test.failed_ports.len() < 64 && !test.failed_ports.contains(&probe.dst_port) {
+            // Pings have no port.
+            if probe.probe != ProbeType::IcmpEcho
+                && test.failed_ports.len() < 64
+                && !test.failed_ports.contains(&probe.dst_port)
+            {
                 test.failed_ports.push(probe.dst_port);
             }
         }
@@ -217,7 +221,6 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::event::ProbeType;
 
     const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
 
