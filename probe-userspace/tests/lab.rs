@@ -443,6 +443,14 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
         .output()
         .unwrap();
     assert!(!refused.status.success(), "port 81 must be closed");
+    // Benign: 200 HTTP requests to the open port, from one client (one curl, 200 URLs).
+    let url = format!("http://{VICTIM_IP}:80/");
+    let mut many = vec!["-sS", "--max-time", "20", "-o", "/dev/null"];
+    for _ in 0..199 {
+        many.extend_from_slice(&[url.as_str(), "-o", "/dev/null"]);
+    }
+    many.push(url.as_str());
+    run_ok(&mut lab.scanner.exec("curl", &many));
     // Benign: the victim's own connections out, to an open port and to 20 closed ones (the
     // seed's false positive: our failed outbound connections are not probes of us).
     run_ok(&mut lab.victim.exec(
@@ -834,4 +842,53 @@ fn allow_file_rules_apply_and_reload_on_sighup() {
     );
     assert!(detector.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_slow_scan_is_detected() {
+    if !lab_ready("a_slow_scan_is_detected") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
+    // nmap -T2 waits 0.4 s between probes: 30 ports take 12 s or more. It runs in the
+    // background, bounded by `timeout`, and is stopped once the scan is recognised.
+    let started = Instant::now();
+    let mut nmap = lab
+        .scanner
+        .exec(
+            "timeout",
+            &[
+                "30",
+                "nmap",
+                "-sS",
+                "-T2",
+                "-n",
+                "-Pn",
+                "--max-retries",
+                "0",
+                "-p",
+                "1-30",
+                VICTIM_IP,
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nmap");
+    let alerts = detector.wait_for_alert(Duration::from_secs(30), |a| a["src_ip"] == SCANNER_IP);
+    let _ = nmap.kill();
+    let _ = nmap.wait();
+    let alert = alerts
+        .iter()
+        .find(|a| a["src_ip"] == SCANNER_IP)
+        .unwrap_or_else(|| panic!("the slow scan was not detected in 30 s"));
+    let failed = alert["scan"]["failed"].as_u64().unwrap();
+    eprintln!(
+        "nmap -T2: first alert ({}) after {failed} failed probes, {:.1} s into the scan",
+        alert["scan"]["detector"],
+        started.elapsed().as_secs_f64()
+    );
+    assert!(failed <= 5, "{alert}");
 }
