@@ -13,9 +13,6 @@ use probe_userspace::{
 };
 use proptest::prelude::*;
 
-/// One outcome: (source index, host index, port, outcome index, probe type index, ms later).
-type Step = (u8, u8, u16, u8, u8, u16);
-
 const OUTCOMES: [Outcome; 5] = [
     Outcome::Accepted,
     Outcome::Refused,
