@@ -608,20 +608,7 @@ mod tests {
     const OTHER_VICTIM: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
 
     fn probe(src: IpAddr, dst: IpAddr, port: u16) -> Probe {
-        Probe {
-            timestamp: Duration::ZERO,
-            src,
-            dst,
-            src_port: 40000,
-            dst_port: port,
-            proto: 6,
-            probe: ProbeType::TcpSyn,
-            outcome: Outcome::Refused,
-            tcp_flags: 0x02,
-            ttl: 64,
-            icmp: None,
-            ifindex: 7,
-        }
+        Probe::syn(src, dst, port, Outcome::Refused)
     }
 
     fn host(i: u32) -> IpAddr {

@@ -92,6 +92,27 @@ impl Probe {
     }
 }
 
+#[cfg(test)]
+impl Probe {
+    /// A TCP SYN outcome, for tests: `src` tried `dst:port`, with TTL 64 on interface 7.
+    pub(crate) fn syn(src: IpAddr, dst: IpAddr, port: u16, outcome: Outcome) -> Self {
+        Self {
+            timestamp: Duration::ZERO,
+            src,
+            dst,
+            src_port: 40000,
+            dst_port: port,
+            proto: probe_common::IPPROTO_TCP,
+            probe: ProbeType::TcpSyn,
+            outcome,
+            tcp_flags: 0x02,
+            ttl: 64,
+            icmp: None,
+            ifindex: 7,
+        }
+    }
+}
+
 /// The name of a probe type in records (`tcp_syn`, `tcp_stealth`, `tcp_ack`, `udp`,
 /// `icmp_echo`).
 pub fn probe_type_name(probe: ProbeType) -> &'static str {

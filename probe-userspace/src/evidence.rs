@@ -87,23 +87,11 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::event::{Outcome, ProbeType};
+    use crate::event::Outcome;
 
     fn probe(src: u8, port: u16, outcome: Outcome) -> Probe {
-        Probe {
-            timestamp: Duration::ZERO,
-            src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, src)),
-            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
-            src_port: 40000,
-            dst_port: port,
-            proto: 6,
-            probe: ProbeType::TcpSyn,
-            outcome,
-            tcp_flags: 2,
-            ttl: 64,
-            icmp: None,
-            ifindex: 1,
-        }
+        let src = IpAddr::V4(Ipv4Addr::new(198, 18, 0, src));
+        Probe::syn(src, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), port, outcome)
     }
 
     fn s(secs: u64) -> Duration {

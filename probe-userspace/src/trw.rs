@@ -225,24 +225,17 @@ mod tests {
     const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
 
     fn contact(dst: u8, port: u16, ok: bool) -> Probe {
-        Probe {
-            timestamp: Duration::ZERO,
-            src: SRC,
-            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 1, dst)),
-            src_port: 40000,
-            dst_port: port,
-            proto: 6,
-            probe: ProbeType::TcpSyn,
-            outcome: if ok {
-                Outcome::Accepted
-            } else {
-                Outcome::Refused
-            },
-            tcp_flags: 2,
-            ttl: 64,
-            icmp: None,
-            ifindex: 1,
-        }
+        let outcome = if ok {
+            Outcome::Accepted
+        } else {
+            Outcome::Refused
+        };
+        Probe::syn(
+            SRC,
+            IpAddr::V4(Ipv4Addr::new(198, 18, 1, dst)),
+            port,
+            outcome,
+        )
     }
 
     fn s(secs: u64) -> Duration {
