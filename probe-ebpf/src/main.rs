@@ -312,25 +312,28 @@ fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
     let Ok(tcp) = checked(tcp(start, end, h)) else {
         return;
     };
+    // Classify before reading the addresses: inbound aborts (RST, or RST|ACK with a
+    // sequence number) answer no SYN and need nothing more.
+    let probe = match flags & (TCP_SYN | TCP_ACK | TCP_RST) {
+        TCP_SYN => Some(ProbeType::TcpSyn),
+        // No SYN, ACK or RST: only probes look like this (FIN, NULL, Xmas, ...).
+        0 => Some(ProbeType::TcpStealth),
+        // An answer to a connection attempt: ours, or backscatter.
+        f if f == TCP_SYN | TCP_ACK || (f == TCP_RST | TCP_ACK && tcp.seq == 0) => None,
+        _ => return,
+    };
     let Ok(ends) = checked(endpoints(start, end, h)) else {
         return;
     };
-    let probe = match flags & (TCP_SYN | TCP_ACK | TCP_RST) {
-        TCP_SYN => ProbeType::TcpSyn,
-        // No SYN, ACK or RST: only probes look like this (FIN, NULL, Xmas, ...).
-        0 => ProbeType::TcpStealth,
-        f if f == TCP_SYN | TCP_ACK || (f == TCP_RST | TCP_ACK && tcp.seq == 0) => {
-            // An answer to a connection attempt: ours, or backscatter. (An RST|ACK with a
-            // non-zero sequence aborts a connection; it answers no SYN.)
+    match probe {
+        Some(probe) => attempt(&ends, &Attempt::tcp(probe, &tcp, ifindex)),
+        None => {
             let flow = Flow::to_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
             if !take_ours(&flow, tcp.ack) {
                 count(Counter::Backscatter);
             }
-            return;
         }
-        _ => return,
-    };
-    attempt(&ends, &Attempt::tcp(probe, &tcp, ifindex));
+    }
 }
 
 /// An inbound UDP datagram: an attempt, unless it replies to one of ours.

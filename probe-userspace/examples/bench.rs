@@ -278,14 +278,6 @@ fn settle_probe(round: usize, i: usize, attempt: u32) -> Frame {
     )
 }
 
-fn pending_cursor(ebpf: &Ebpf) -> anyhow::Result<u64> {
-    let map = ebpf
-        .map(probe_common::PENDING_STATS_MAP)
-        .context("PENDING_STATS")?;
-    let stats = aya::maps::Array::<_, u64>::try_from(map)?;
-    Ok(stats.get(&probe_common::PENDING_STATS_CURSOR, 0)?)
-}
-
 /// Expiry sweep figures.
 struct Sweeps {
     quiet_ns: f64,
@@ -306,7 +298,7 @@ fn sweep(
         while ring.next().is_some() {
             records += 1;
         }
-        if pending_cursor(ebpf)? == 0 {
+        if loader::pending_stat(ebpf, probe_common::PENDING_STATS_CURSOR)? == 0 {
             return Ok((ns, records));
         }
     }

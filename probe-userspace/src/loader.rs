@@ -80,7 +80,8 @@ impl KernelConfig {
     /// counters aside).
     pub fn map_bytes(&self) -> u64 {
         u64::from(self.pending_slots) * 56
-            + u64::from(self.ours_slots) * 4
+            // OURS (4 B a slot) and CONTACTED (8 B a slot) have the same slot count.
+            + u64::from(self.ours_slots) * (4 + 8)
             + u64::from(self.outcomes_entries) * 112
             + u64::from(self.ringbuf_bytes)
     }
@@ -290,7 +291,8 @@ pub fn expire(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     expire_with(ebpf, |_| {})
 }
 
-fn pending_stat(ebpf: &Ebpf, index: u32) -> Result<u64, LoadError> {
+/// One value of the `PENDING_STATS` array (an index from probe_common).
+pub fn pending_stat(ebpf: &Ebpf, index: u32) -> Result<u64, LoadError> {
     let map = ebpf
         .map(PENDING_STATS_MAP)
         .ok_or(LoadError::Missing("PENDING_STATS map"))?;

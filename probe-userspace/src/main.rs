@@ -312,7 +312,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for name in &ifaces {
         iface::index_of(name)?;
     }
-    let allow_lists = allow_lists(&cli)?;
+    // A bad rule is an error of the command line (exit status 2).
+    let allow_lists = allow_lists_of(&cli)?;
     // Open the attack list before anything is loaded: an unwritable path fails at once.
     let attack_list = cli
         .attack_list
@@ -653,12 +654,7 @@ impl Output {
                 if let Some((_, e)) = self.attack.as_mut() {
                     evidence.extend(e.confirm(scan.src, probe.timestamp));
                 }
-                if self.flood.admit(clock::monotonic_now()) {
-                    let iface = self.iface_name(scan.ifindex);
-                    let record = AlertRecord::from_scan(&scan, iface, self.thresholds);
-                    lines.push_str(&json_line(&record));
-                    lines.push('\n');
-                }
+                self.push_alert(&scan, &mut lines);
             }
         }
         if let Some((list, _)) = self.attack.as_mut()
@@ -683,13 +679,9 @@ impl Output {
         self.write(&lines)
     }
 
-    /// Writes alerts made outside a drain (timer, shutdown).
-    fn emit(&mut self, alerts: &[ScanAlert]) -> anyhow::Result<()> {
-        let mut lines = String::new();
-        for scan in alerts {
-            if !self.flood.admit(clock::monotonic_now()) {
-                continue;
-            }
+    /// Renders one alert into `lines`, unless the flood limit holds it back.
+    fn push_alert(&mut self, scan: &ScanAlert, lines: &mut String) {
+        if self.flood.admit(clock::monotonic_now()) {
             let iface = self.iface_name(scan.ifindex);
             lines.push_str(&json_line(&AlertRecord::from_scan(
                 scan,
@@ -697,6 +689,14 @@ impl Output {
                 self.thresholds,
             )));
             lines.push('\n');
+        }
+    }
+
+    /// Writes alerts made outside a drain (timer, shutdown).
+    fn emit(&mut self, alerts: &[ScanAlert]) -> anyhow::Result<()> {
+        let mut lines = String::new();
+        for scan in alerts {
+            self.push_alert(scan, &mut lines);
         }
         let suppressed = self.flood.take_suppressed();
         if suppressed > 0 {
@@ -741,11 +741,6 @@ fn allow_lists_of(cli: &Cli) -> Result<AllowLists, AllowError> {
         lists.add_file(path)?;
     }
     Ok(lists)
-}
-
-/// The allow-lists at start: a bad rule is an error of the command line.
-fn allow_lists(cli: &Cli) -> anyhow::Result<AllowLists> {
-    Ok(allow_lists_of(cli)?)
 }
 
 fn detach_all(ebpf: &mut aya::Ebpf, attachments: Vec<loader::Attachment>) {
