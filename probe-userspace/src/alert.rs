@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     clock::{self, WallClock},
-    engine::{ScanAlert, ScanKind},
+    engine::{EngineConfig, ScanAlert, ScanKind},
     event::{Probe, outcome_name, probe_type_name, proto_name},
     services::{self, Service},
 };
@@ -19,6 +19,8 @@ use crate::{
 pub const SID_VERTICAL_SCAN: u32 = 1_900_001;
 /// Signature id of the horizontal sweep alert.
 pub const SID_HORIZONTAL_SWEEP: u32 = 1_900_002;
+/// Signature id of the distributed (decoy) scan alert.
+pub const SID_DISTRIBUTED_SCAN: u32 = 1_900_003;
 
 /// EVE severities: 1 = high, 2 = medium, 3 = low.
 const SEVERITY_HIGH: u8 = 1;
@@ -33,6 +35,26 @@ pub struct Thresholds {
     pub hosts: usize,
     /// Window, seconds (`--scan-window`).
     pub window_s: f64,
+    /// Sources that make a distributed scan (`--crowd-sources`).
+    pub sources: usize,
+    /// Failed contacts that make a slow scan (`--slow-failed`).
+    pub slow_failed: u32,
+    /// Horizon of the slow-scan detector, seconds (`--slow-horizon`).
+    pub slow_horizon_s: f64,
+}
+
+impl Thresholds {
+    /// The thresholds of an engine configuration.
+    pub fn of(config: &EngineConfig) -> Self {
+        Self {
+            ports: config.min_ports,
+            hosts: config.min_hosts,
+            window_s: config.window.as_secs_f64(),
+            sources: config.crowd.map_or(0, |c| c.min_sources),
+            slow_failed: config.slow.map_or(0, |s| s.min_failed),
+            slow_horizon_s: config.slow.map_or(0.0, |s| s.horizon.as_secs_f64()),
+        }
+    }
 }
 
 /// One alert line.
@@ -42,9 +64,15 @@ pub struct AlertRecord {
     pub timestamp: String,
     /// Always `"alert"`.
     pub event_type: &'static str,
-    /// The scanning source.
+    /// The scanning source: the first seen when `src_ips` lists several.
     pub src_ip: String,
-    /// The scanned target (vertical scans).
+    /// Every source of a distributed scan or of a group of sources, sorted (up to 256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_ips: Option<Vec<String>>,
+    /// The network sources were grouped by (`--group-v4`, `--group-v6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_net: Option<String>,
+    /// The scanned target (vertical and distributed scans).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest_ip: Option<String>,
     /// The scanned targets (sweeps).
@@ -61,6 +89,24 @@ pub struct AlertRecord {
     pub alert: AlertInfo,
     /// The evidence.
     pub scan: ScanInfo,
+    /// Whether the source addresses may be forged.
+    pub spoof: SpoofInfo,
+}
+
+/// The `spoof` object.
+#[derive(Debug, Serialize)]
+pub struct SpoofInfo {
+    /// True when every probe arrived with the same TTL (hop limit), as packets of one
+    /// host's stack over one path do; nmap randomises the TTL of its raw probes.
+    pub ttl_consistent: bool,
+    /// Lowest and highest TTL seen (0 when unknown).
+    pub ttl_min: u8,
+    pub ttl_max: u8,
+    /// True when some of `reasons` applies.
+    pub suspected: bool,
+    /// `decoys` (a distributed scan: all sources but one may be forged) or `martian` (a
+    /// source no packet can come from).
+    pub reasons: Vec<&'static str>,
 }
 
 /// The `alert` object, as in EVE.
@@ -88,10 +134,11 @@ pub struct ScanInfo {
     /// `"start"` (recognised), `"update"` (goes on, at most once per `--update-interval`)
     /// or `"end"` (idle for `--idle-timeout`, or the detector stopped: the summary).
     pub phase: &'static str,
-    /// `"vertical"` (many ports of one host) or `"horizontal"` (many hosts).
+    /// `"vertical"` (many ports of one host), `"horizontal"` (many hosts) or
+    /// `"distributed"` (many sources on the same ports of one host).
     pub kind: &'static str,
-    /// The detector that recognised the scan first: `"trw"` (sequential hypothesis test)
-    /// or `"threshold"`.
+    /// The detector that recognised the scan first: `"trw"` (sequential hypothesis test),
+    /// `"threshold"`, `"slow"` (hour-long summaries) or `"crowd"` (distributed scans).
     pub detector: &'static str,
     /// `SYN`, `FIN`, `NULL`, `Xmas`, `odd-flags`, `ACK`, `UDP` or `ping`.
     pub technique: &'static str,
@@ -99,6 +146,8 @@ pub struct ScanInfo {
     pub ports: Vec<u16>,
     /// Number of distinct hosts scanned.
     pub hosts: usize,
+    /// Number of distinct sources (1 unless distributed or grouped).
+    pub sources: usize,
     /// The well-known services among `ports`, with their risk.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<NamedPort>,
@@ -120,9 +169,11 @@ pub struct ScanInfo {
     pub first_seen: String,
     /// Time of the outcome that completed the scan, RFC 3339.
     pub last_seen: String,
-    /// Distinct ports or hosts that make this kind of scan (`--scan-ports`, `--sweep-hosts`).
+    /// What makes this kind of scan for the detector that recognised it: distinct ports
+    /// (`--scan-ports`), hosts (`--sweep-hosts`), sources (`--crowd-sources`) or, for the
+    /// slow-scan detector, failed contacts (`--slow-failed`).
     pub threshold: usize,
-    /// Window they are counted in, seconds (`--scan-window`).
+    /// Window they are counted in, seconds (`--scan-window`, or `--slow-horizon`).
     pub window_s: f64,
 }
 
@@ -135,7 +186,7 @@ impl AlertRecord {
         let clock = WallClock::now();
         let wall = |t| clock::rfc3339_micros(clock.at(t));
         let technique = scan.technique.name();
-        let (signature_id, signature, kind, threshold) = match scan.kind {
+        let (signature_id, signature, kind, mut threshold) = match scan.kind {
             ScanKind::Vertical => (
                 SID_VERTICAL_SCAN,
                 format!(
@@ -164,7 +215,25 @@ impl AlertRecord {
                 "horizontal",
                 thresholds.hosts,
             ),
+            ScanKind::Distributed => (
+                SID_DISTRIBUTED_SCAN,
+                format!(
+                    "PROBE-DETECTOR {proto} {technique} distributed port scan: {} ports of {} probed by {} sources in {span} (decoys likely)",
+                    scan.ports.len(),
+                    scan.targets
+                        .first()
+                        .map_or_else(String::new, ToString::to_string),
+                    scan.sources.len(),
+                ),
+                "distributed",
+                thresholds.sources,
+            ),
         };
+        let mut window_s = thresholds.window_s;
+        if scan.detector == "slow" {
+            threshold = thresholds.slow_failed as usize;
+            window_s = thresholds.slow_horizon_s;
+        }
         let targets: Vec<String> = scan.targets.iter().map(ToString::to_string).collect();
         let span_s = scan.last_seen.saturating_sub(scan.first_seen).as_secs_f64();
         let rate_pps = if span_s > 0.0 {
@@ -173,13 +242,16 @@ impl AlertRecord {
             scan.probes as f64
         };
         let (dest_ip, dest_ips) = match scan.kind {
-            ScanKind::Vertical => (targets.first().cloned(), None),
+            ScanKind::Vertical | ScanKind::Distributed => (targets.first().cloned(), None),
             ScanKind::Horizontal => (None, Some(targets)),
         };
         Self {
             timestamp: wall(scan.last_seen),
             event_type: "alert",
             src_ip: scan.src.to_string(),
+            src_ips: (scan.sources.len() > 1 || scan.src_net.is_some())
+                .then(|| scan.sources.iter().map(ToString::to_string).collect()),
+            src_net: scan.src_net.map(|(net, len)| format!("{net}/{len}")),
             dest_ip,
             dest_ips,
             dest_port: match scan.ports.as_slice() {
@@ -194,7 +266,7 @@ impl AlertRecord {
                 rev: 1,
                 signature,
                 category: "Attempted Information Leak",
-                severity: if scan.technique.is_stealth() {
+                severity: if scan.technique.is_stealth() || scan.kind == ScanKind::Distributed {
                     SEVERITY_HIGH
                 } else {
                     SEVERITY_MEDIUM
@@ -208,6 +280,7 @@ impl AlertRecord {
                 technique,
                 ports: scan.ports.clone(),
                 hosts: scan.targets.len(),
+                sources: scan.sources.len().max(1),
                 services: named(scan.proto, &scan.ports),
                 probes: scan.probes,
                 failed: scan.failed,
@@ -218,7 +291,14 @@ impl AlertRecord {
                 first_seen: wall(scan.first_seen),
                 last_seen: wall(scan.last_seen),
                 threshold,
-                window_s: thresholds.window_s,
+                window_s,
+            },
+            spoof: SpoofInfo {
+                ttl_consistent: scan.spoof.ttl_consistent(),
+                ttl_min: scan.spoof.ttl_min,
+                ttl_max: scan.spoof.ttl_max,
+                suspected: scan.spoof.suspected(),
+                reasons: scan.spoof.reasons.clone(),
             },
         }
     }
@@ -345,7 +425,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        engine::{Phase, Technique},
+        engine::{Phase, Spoof, Technique},
         event::{Outcome, ProbeType},
     };
 
@@ -353,6 +433,9 @@ mod tests {
         ports: 3,
         hosts: 2,
         window_s: 60.0,
+        sources: 3,
+        slow_failed: 8,
+        slow_horizon_s: 3600.0,
     };
 
     fn scan(
@@ -371,6 +454,13 @@ mod tests {
             score: 1.0,
             kind,
             src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            sources: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))],
+            src_net: None,
+            spoof: Spoof {
+                ttl_min: 64,
+                ttl_max: 64,
+                reasons: Vec::new(),
+            },
             targets,
             proto: 6,
             technique,

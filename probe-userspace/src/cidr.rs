@@ -73,6 +73,18 @@ impl Cidr {
     }
 }
 
+/// The network address of the prefix of length `len` that holds `addr` (host bits
+/// cleared; `len` beyond the family's width keeps them all).
+pub fn network(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mask = (mask128(96 + u32::from(len.min(32))) & u128::from(u32::MAX)) as u32;
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask128(u32::from(len)))),
+    }
+}
+
 fn mask128(bits: u32) -> u128 {
     if bits == 0 {
         0

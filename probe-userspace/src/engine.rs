@@ -3,8 +3,13 @@
 //! Detectors: a vertical port scan is at least `min_ports` distinct ports of one target
 //! failing for one source within `window`; a horizontal sweep is at least `min_hosts`
 //! distinct targets probed by one source within `window` (failed attempts, and pings
-//! whatever their answer); and the sequential hypothesis test ([`crate::trw`]) flags a
-//! source after a few failed first contacts, usually long before either threshold.
+//! whatever their answer); the sequential hypothesis test ([`crate::trw`]) flags a
+//! source after a few failed first contacts, usually long before either threshold; the
+//! slow-scan detector ([`crate::slow`]) counts each source's failed contacts over an hour;
+//! and the crowd detector ([`crate::crowd`]) recognises several sources failing on the same
+//! ports of one target (nmap's decoys, distributed scans) as one incident listing them.
+//! Optionally, the sources of one /24 (IPv4) or /64 (IPv6) count as one source
+//! (`group_v4`, `group_v6`), and their incident lists every address.
 //!
 //! Lifecycle: the first detector to recognise a scan opens an incident, keyed by (source,
 //! kind, target), and its alert has phase `start`; while the scan goes on, at most one
@@ -20,7 +25,10 @@
 use std::{net::IpAddr, time::Duration};
 
 use crate::{
+    cidr,
+    crowd::{CrowdConfig, CrowdVerdict, Crowds},
     event::{Outcome, Probe, ProbeType},
+    slow::{Slow, SlowConfig, SlowVerdict},
     table::{Activity, BoundedTable, RecentSet},
     trw::{Trw, TrwConfig, TrwVerdict},
 };
@@ -29,6 +37,8 @@ use crate::{
 pub const MAX_REPORTED: usize = 1024;
 /// Ports kept per sweeping source, to report which ports a sweep used.
 const SWEEP_PORTS: usize = 16;
+/// Source addresses listed per incident (distributed scans, grouped sources).
+pub const MAX_SOURCES: usize = 256;
 
 /// Tuning of the detectors.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,13 +55,25 @@ pub struct EngineConfig {
     pub trw: Option<TrwConfig>,
     /// At most one `update` alert per incident this often.
     pub update_interval: Duration,
-    /// An incident idle for this long ends (its `end` alert sums it up).
+    /// An incident idle for this long ends (its `end` alert sums it up); a slow scan's
+    /// incident waits for three of its average gaps between probes, up to the slow
+    /// detector's horizon.
     pub idle_timeout: Duration,
+    /// The slow-scan detector; `None` turns it off.
+    pub slow: Option<SlowConfig>,
+    /// The distributed / decoy scan detector; `None` turns it off.
+    pub crowd: Option<CrowdConfig>,
+    /// Prefix length that groups IPv4 sources into one (32: every address on its own).
+    pub group_v4: u8,
+    /// Prefix length that groups IPv6 sources into one (128: every address on its own).
+    pub group_v6: u8,
 }
 
 impl Default for EngineConfig {
-    /// 10 ports or 16 hosts within 60 s; TRW with its paper's defaults; updates at most
-    /// every 60 s; incidents end after 60 s idle; 65 536 entries per table.
+    /// 10 ports or 16 hosts within 60 s; TRW with its paper's defaults; slow scans of 8
+    /// failed contacts within an hour; 3 sources sharing 3 failed ports within 60 s;
+    /// updates at most every 60 s; incidents end after 60 s idle; 65 536 entries per table;
+    /// no grouping.
     fn default() -> Self {
         Self {
             min_ports: 10,
@@ -61,6 +83,10 @@ impl Default for EngineConfig {
             trw: Some(TrwConfig::default()),
             update_interval: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            slow: Some(SlowConfig::default()),
+            crowd: Some(CrowdConfig::default()),
+            group_v4: 32,
+            group_v6: 128,
         }
     }
 }
@@ -72,6 +98,9 @@ pub enum ScanKind {
     Vertical,
     /// Many targets.
     Horizontal,
+    /// Many sources (a scanner and its decoys, or cooperating scanners) on the same ports
+    /// of one target.
+    Distributed,
 }
 
 /// How the probes were made, from the probe that completed the scan.
@@ -174,8 +203,13 @@ pub struct ScanAlert {
     pub detector: &'static str,
     /// Vertical or horizontal.
     pub kind: ScanKind,
-    /// The scanning source.
+    /// The scanning source: the first seen when several are listed.
     pub src: IpAddr,
+    /// Every source address of the incident, sorted (up to 256): one, unless the scan is
+    /// distributed or sources are grouped.
+    pub sources: Vec<IpAddr>,
+    /// The network the sources were grouped by, when grouping is on.
+    pub src_net: Option<(IpAddr, u8)>,
     /// The scanned targets, sorted (one for a vertical scan).
     pub targets: Vec<IpAddr>,
     /// IP protocol of the probe that completed the scan.
@@ -200,6 +234,51 @@ pub struct ScanAlert {
     pub first_seen: Duration,
     /// Time of the latest outcome (monotonic, since boot).
     pub last_seen: Duration,
+    /// Whether the source address may be forged.
+    pub spoof: Spoof,
+}
+
+/// The evidence on forged source addresses, as scanlogd reports it and more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spoof {
+    /// Lowest and highest TTL (hop limit) the probes arrived with; (0, 0) when unknown.
+    /// Equal when consistent, as packets from one host over one path are; nmap picks a
+    /// random TTL per probe, so a wide range marks crafted packets, not forged addresses.
+    pub ttl_min: u8,
+    pub ttl_max: u8,
+    /// Why the sources may be forged: `decoys` (a distributed scan: nmap's decoys send
+    /// the same probes from addresses the scanner does not own, and nothing in the
+    /// packets tells which source is real), `martian` (a source no packet can come from:
+    /// 0/8, 127/8, multicast, 240/4, ::, ::1, ff00::/8, IPv4-mapped).
+    pub reasons: Vec<&'static str>,
+}
+
+impl Spoof {
+    /// True when every probe arrived with the same TTL.
+    pub fn ttl_consistent(&self) -> bool {
+        self.ttl_min == self.ttl_max
+    }
+
+    /// True when some reason says the sources may be forged.
+    pub fn suspected(&self) -> bool {
+        !self.reasons.is_empty()
+    }
+}
+
+/// True for addresses no packet from the network can legitimately come from.
+pub fn is_martian(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let first = v4.octets()[0];
+            first == 0 || first == 127 || first >= 224
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || v6.to_ipv4_mapped().is_some()
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -259,9 +338,17 @@ impl<T: PartialEq + Copy + Ord> Episode<T> {
     }
 }
 
-impl<T> Activity for Episode<T> {
+impl<T: PartialEq + Copy + Ord> Activity for Episode<T> {
     fn last_seen(&self) -> Duration {
         self.last_seen
+    }
+
+    fn worth(&self) -> u32 {
+        if self.alerted {
+            u32::MAX
+        } else {
+            self.items.len() as u32
+        }
     }
 }
 
@@ -270,6 +357,8 @@ struct Verdict {
     detector: &'static str,
     kind: ScanKind,
     target: Option<IpAddr>,
+    /// The sources of a distributed scan (empty otherwise: the probe's source).
+    sources: Vec<IpAddr>,
     ports: Vec<u16>,
     hosts: Vec<IpAddr>,
     score: f64,
@@ -280,9 +369,10 @@ struct Verdict {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct IncidentKey {
+    /// The source (grouped, when grouping is on); unspecified for a distributed scan.
     src: IpAddr,
     kind: ScanKind,
-    /// The target of a vertical scan; none for a sweep.
+    /// The target of a vertical or distributed scan; none for a sweep.
     target: Option<IpAddr>,
     /// The protocol of a vertical scan (TCP and UDP scans of one host are two incidents);
     /// 0 for a sweep.
@@ -302,10 +392,15 @@ struct Incident {
     last_seen: Duration,
     ports: RecentSet<u16>,
     hosts: RecentSet<IpAddr>,
+    /// Source addresses, in the order seen.
+    sources: Vec<IpAddr>,
+    src_net: Option<(IpAddr, u8)>,
     probes: u64,
     failed: u64,
     succeeded: u64,
     tcp_flags: u8,
+    ttl_min: u8,
+    ttl_max: u8,
     last_alert: Duration,
     changed: bool,
 }
@@ -314,11 +409,49 @@ impl Activity for Incident {
     fn last_seen(&self) -> Duration {
         self.last_seen
     }
+
+    fn worth(&self) -> u32 {
+        // Every incident is a verdict: recency alone decides among them.
+        u32::MAX
+    }
 }
 
 impl Incident {
+    /// Notes a source address; true when it is new.
+    fn add_source(&mut self, src: IpAddr) -> bool {
+        if self.sources.contains(&src) || self.sources.len() >= MAX_SOURCES {
+            return false;
+        }
+        self.sources.push(src);
+        true
+    }
+
+    /// Notes a probe's TTL (0: unknown).
+    fn note_ttl(&mut self, ttl: u8) {
+        if ttl == 0 {
+            return;
+        }
+        if self.ttl_min == 0 {
+            (self.ttl_min, self.ttl_max) = (ttl, ttl);
+        }
+        self.ttl_min = self.ttl_min.min(ttl);
+        self.ttl_max = self.ttl_max.max(ttl);
+    }
+
+    /// How long it may stay idle before it ends: `base`, or three of its average gaps
+    /// between outcomes when longer (a slow scan), at most `cap`.
+    fn idle_limit(&self, base: Duration, cap: Duration) -> Duration {
+        if self.probes < 2 {
+            return base;
+        }
+        let gap = self.last_seen.saturating_sub(self.first_seen) / (self.probes - 1) as u32;
+        base.max((gap * 3).min(cap))
+    }
+
     /// Counts one outcome of this scan; notes whether its picture changed.
     fn count(&mut self, probe: &Probe, now: Duration) {
+        self.changed |= self.add_source(probe.src);
+        self.note_ttl(probe.ttl);
         self.last_seen = self.last_seen.max(now);
         self.probes += 1;
         if probe.failed() {
@@ -340,11 +473,27 @@ impl Incident {
     }
 
     fn alert(&self, phase: Phase) -> ScanAlert {
+        let mut sources = self.sources.clone();
+        sources.sort_unstable();
+        let mut reasons = Vec::new();
+        if self.key.kind == ScanKind::Distributed {
+            reasons.push("decoys");
+        }
+        if self.sources.iter().any(|&s| is_martian(s)) {
+            reasons.push("martian");
+        }
         ScanAlert {
             phase,
             detector: self.detector,
             kind: self.key.kind,
-            src: self.key.src,
+            src: self.sources.first().copied().unwrap_or(self.key.src),
+            sources,
+            src_net: self.src_net,
+            spoof: Spoof {
+                ttl_min: self.ttl_min,
+                ttl_max: self.ttl_max,
+                reasons,
+            },
             targets: self.hosts.sorted(),
             proto: self.proto,
             technique: self.technique,
@@ -361,23 +510,61 @@ impl Incident {
     }
 }
 
+/// What was seen of a (grouped) source lately, for the incident it may open: the TTL
+/// range of its probes and, when grouping is on, its addresses.
+#[derive(Debug)]
+struct Sighting {
+    last_seen: Duration,
+    ttl_min: u8,
+    ttl_max: u8,
+    addrs: RecentSet<IpAddr>,
+}
+
+impl Activity for Sighting {
+    fn last_seen(&self) -> Duration {
+        self.last_seen
+    }
+}
+
+/// Addresses remembered per group of sources before its incident opens.
+const GROUP_ADDRS: usize = 16;
+
 /// The detectors' and incidents' state; see the module documentation.
 #[derive(Debug)]
 pub struct Engine {
+    sightings: BoundedTable<IpAddr, Sighting>,
     config: EngineConfig,
     vertical: BoundedTable<PairKey, Episode<u16>>,
     horizontal: BoundedTable<IpAddr, Episode<IpAddr>>,
     trw: Option<Trw>,
+    slow: Option<Slow>,
+    crowds: Option<Crowds>,
     incidents: BoundedTable<IncidentKey, Incident>,
+}
+
+/// The key of a distributed scan's incident on `target`.
+fn crowd_key(target: IpAddr, proto: u8) -> IncidentKey {
+    IncidentKey {
+        src: match target {
+            IpAddr::V4(_) => IpAddr::from([0u8; 4]),
+            IpAddr::V6(_) => IpAddr::from([0u8; 16]),
+        },
+        kind: ScanKind::Distributed,
+        target: Some(target),
+        proto,
+    }
 }
 
 impl Engine {
     /// Detectors with the given tuning.
     pub fn new(config: EngineConfig) -> Self {
         Self {
+            sightings: BoundedTable::new(config.max_tracked),
             vertical: BoundedTable::new(config.max_tracked),
             horizontal: BoundedTable::new(config.max_tracked),
             trw: config.trw.map(|c| Trw::new(c, config.max_tracked)),
+            slow: config.slow.map(Slow::new),
+            crowds: config.crowd.map(Crowds::new),
             incidents: BoundedTable::new(config.max_tracked),
             config,
         }
@@ -385,15 +572,20 @@ impl Engine {
 
     /// Entries tracked, all tables together.
     pub fn tracked(&self) -> usize {
-        self.vertical.len()
+        self.sightings.len()
+            + self.vertical.len()
             + self.horizontal.len()
             + self.incidents.len()
             + self.trw.as_ref().map_or(0, Trw::tracked)
+            + self.slow.as_ref().map_or(0, Slow::tracked)
+            + self.crowds.as_ref().map_or(0, Crowds::tracked)
     }
 
-    /// Entries forgotten to make room so far (threshold detectors).
+    /// Entries forgotten to make room so far (threshold and slow-scan detectors).
     pub fn evictions(&self) -> u64 {
-        self.vertical.evictions() + self.horizontal.evictions()
+        self.vertical.evictions()
+            + self.horizontal.evictions()
+            + self.slow.as_ref().map_or(0, Slow::evictions)
     }
 
     /// Open incidents.
@@ -401,60 +593,125 @@ impl Engine {
         self.incidents.len()
     }
 
+    /// The source as the per-source detectors count it: its group's network address when
+    /// grouping is on, with the prefix length.
+    fn group(&self, src: IpAddr) -> (IpAddr, Option<u8>) {
+        let len = match src {
+            IpAddr::V4(_) => self.config.group_v4.min(32),
+            IpAddr::V6(_) => self.config.group_v6.min(128),
+        };
+        match src {
+            IpAddr::V4(_) if len == 32 => (src, None),
+            IpAddr::V6(_) if len == 128 => (src, None),
+            _ => (cidr::network(src, len), Some(len)),
+        }
+    }
+
+    /// Notes the TTL (and, when grouped, the address) of a probe from `src`.
+    fn sight(&mut self, src: IpAddr, grouped: bool, probe: &Probe, now: Duration) {
+        // As long as the slowest detector that may open an incident remembers evidence.
+        let idle = self
+            .config
+            .trw
+            .map_or(self.config.window, |t| t.idle)
+            .max(self.config.window);
+        let sighting = self.sightings.entry(src, now, idle, || Sighting {
+            last_seen: now,
+            ttl_min: 0,
+            ttl_max: 0,
+            addrs: RecentSet::new(),
+        });
+        if now.saturating_sub(sighting.last_seen) > idle {
+            (sighting.ttl_min, sighting.ttl_max) = (0, 0);
+            sighting.addrs = RecentSet::new();
+        }
+        sighting.last_seen = sighting.last_seen.max(now);
+        if probe.ttl != 0 {
+            if sighting.ttl_min == 0 {
+                (sighting.ttl_min, sighting.ttl_max) = (probe.ttl, probe.ttl);
+            }
+            sighting.ttl_min = sighting.ttl_min.min(probe.ttl);
+            sighting.ttl_max = sighting.ttl_max.max(probe.ttl);
+        }
+        if grouped {
+            sighting.addrs.note(probe.src, now, idle, GROUP_ADDRS);
+        }
+    }
+
     /// Feeds one outcome seen at `now`; returns the alerts it causes: `start` for scans it
-    /// completes, `update` for scans it grows when one is due.
+    /// completes, `update` for scans it grows when one is due (and `end` for a source's
+    /// own incident that a distributed scan absorbs).
     pub fn observe(&mut self, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
         let mut alerts = Vec::new();
-        // Open incidents of this source count it first, so a scan opened just now by this
-        // very probe is not counted twice.
+        let (src, prefix) = self.group(probe.src);
+        self.sight(src, prefix.is_some(), probe, now);
+        // A member of a distributed scan of this target counts there, not on its own.
+        let crowd_key = crowd_key(probe.dst, probe.proto);
+        let in_crowd = self
+            .incidents
+            .get_mut(&crowd_key)
+            .is_some_and(|i| i.sources.contains(&probe.src));
         let vertical_key = IncidentKey {
-            src: probe.src,
+            src,
             kind: ScanKind::Vertical,
             target: Some(probe.dst),
             proto: probe.proto,
         };
         let horizontal_key = IncidentKey {
-            src: probe.src,
+            src,
             kind: ScanKind::Horizontal,
             target: None,
             proto: 0,
         };
-        for key in [vertical_key, horizontal_key] {
+        // Open incidents of this source count it first, so a scan opened just now by this
+        // very probe is not counted twice.
+        let counted = if in_crowd {
+            [crowd_key, horizontal_key]
+        } else {
+            [vertical_key, horizontal_key]
+        };
+        let interval = self.config.update_interval;
+        for key in counted {
             if let Some(incident) = self.incidents.get_mut(&key) {
                 incident.count(probe, now);
-                if incident.changed
-                    && now.saturating_sub(incident.last_alert) >= self.config.update_interval
-                {
-                    incident.changed = false;
-                    incident.last_alert = now;
-                    alerts.push(incident.alert(Phase::Update));
-                }
+                alerts.extend(incident.due_update(now, interval));
             }
         }
         for verdict in self.detect(probe, now) {
-            if let Some(alert) = self.open(verdict, probe, now) {
-                alerts.push(alert);
+            match verdict.kind {
+                ScanKind::Distributed => alerts.extend(self.open_crowd(verdict, probe, now)),
+                // Its crowd's incident holds this source's scan of this target.
+                ScanKind::Vertical
+                    if self
+                        .incidents
+                        .get_mut(&crowd_key)
+                        .is_some_and(|i| i.sources.contains(&probe.src)) => {}
+                // The slow-scan detector speaks for scans the others missed: a source with
+                // an open incident is known already (rare: once per source and horizon).
+                _ if verdict.detector == "slow"
+                    && self
+                        .incidents
+                        .values()
+                        .any(|i| i.key.src == src || i.sources.contains(&probe.src)) => {}
+                _ => alerts.extend(self.open(verdict, probe, now)),
             }
         }
         alerts
     }
 
     /// The alerts that time alone makes due at `now`: `end` for the incidents idle for
-    /// `idle_timeout`, `update` for those whose growth was held back by the interval.
+    /// their idle limit, `update` for those whose growth was held back by the interval.
     pub fn tick(&mut self, now: Duration) -> Vec<ScanAlert> {
         let idle = self.config.idle_timeout;
+        let cap = self.config.slow.map_or(idle, |s| s.horizon);
         let mut ended = self
             .incidents
-            .take_where(|i| now.saturating_sub(i.last_seen) > idle);
+            .take_where(|i| now.saturating_sub(i.last_seen) > i.idle_limit(idle, cap));
         ended.sort_by_key(|i| i.first_seen);
         let mut alerts: Vec<ScanAlert> = ended.iter().map(|i| i.alert(Phase::End)).collect();
         let interval = self.config.update_interval;
         for incident in self.incidents.values_mut() {
-            if incident.changed && now.saturating_sub(incident.last_alert) >= interval {
-                incident.changed = false;
-                incident.last_alert = now;
-                alerts.push(incident.alert(Phase::Update));
-            }
+            alerts.extend(incident.due_update(now, interval));
         }
         alerts
     }
@@ -468,16 +725,23 @@ impl Engine {
 
     /// Opens the incident of a verdict, unless it is open already; returns its `start`.
     fn open(&mut self, verdict: Verdict, probe: &Probe, now: Duration) -> Option<ScanAlert> {
-        let key = IncidentKey {
-            src: probe.src,
-            kind: verdict.kind,
-            target: verdict.target,
-            proto: if verdict.kind == ScanKind::Vertical {
-                probe.proto
-            } else {
-                0
+        let (src, prefix) = self.group(probe.src);
+        let key = match verdict.kind {
+            ScanKind::Distributed => crowd_key(probe.dst, probe.proto),
+            ScanKind::Vertical => IncidentKey {
+                src,
+                kind: ScanKind::Vertical,
+                target: verdict.target,
+                proto: probe.proto,
+            },
+            ScanKind::Horizontal => IncidentKey {
+                src,
+                kind: ScanKind::Horizontal,
+                target: None,
+                proto: 0,
             },
         };
+        let prefix = prefix.filter(|_| verdict.kind != ScanKind::Distributed);
         if self.incidents.contains(&key) {
             return None;
         }
@@ -493,12 +757,16 @@ impl Engine {
             last_seen: now,
             ports: RecentSet::new(),
             hosts: RecentSet::new(),
+            sources: Vec::new(),
+            src_net: prefix.map(|len| (src, len)),
             // The evidence the detector gathered before the incident existed, this probe
             // included.
             probes: verdict.failed + verdict.succeeded,
             failed: verdict.failed,
             succeeded: verdict.succeeded,
             tcp_flags: probe.tcp_flags,
+            ttl_min: 0,
+            ttl_max: 0,
             last_alert: now,
             changed: false,
         });
@@ -508,12 +776,94 @@ impl Engine {
         for host in verdict.hosts {
             incident.hosts.note(host, now, Duration::MAX, MAX_REPORTED);
         }
+        incident.add_source(probe.src);
+        for source in verdict.sources {
+            incident.add_source(source);
+        }
+        // What was seen of its sources before the incident existed.
+        let seen: Vec<IpAddr> = if key.kind == ScanKind::Distributed {
+            incident.sources.clone()
+        } else {
+            vec![src]
+        };
+        for source in seen {
+            if let Some(sighting) = self.sightings.get_mut(&source) {
+                incident.note_ttl(sighting.ttl_min);
+                incident.note_ttl(sighting.ttl_max);
+                for addr in sighting.addrs.sorted() {
+                    incident.add_source(addr);
+                }
+            }
+        }
         Some(incident.alert(Phase::Start))
     }
 
-    /// Runs every detector on one outcome; returns what they recognise.
+    /// Opens a distributed scan's incident, or grows it with new sources; returns its
+    /// `start` (or a due `update`), after the `end` of each member's own incident on the
+    /// target, which it absorbs.
+    fn open_crowd(&mut self, verdict: Verdict, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
+        let key = crowd_key(probe.dst, probe.proto);
+        let interval = self.config.update_interval;
+        if let Some(incident) = self.incidents.get_mut(&key) {
+            let joined = !incident.sources.contains(&probe.src);
+            for &source in &verdict.sources {
+                incident.changed |= incident.add_source(source);
+            }
+            if joined {
+                // Not counted above: it was not a member yet.
+                incident.count(probe, now);
+            }
+            return incident.due_update(now, interval).into_iter().collect();
+        }
+        let mut alerts = Vec::new();
+        for &source in &verdict.sources {
+            let own = IncidentKey {
+                src: self.group(source).0,
+                kind: ScanKind::Vertical,
+                target: Some(probe.dst),
+                proto: probe.proto,
+            };
+            if let Some(incident) = self.incidents.remove(&own) {
+                alerts.push(incident.alert(Phase::End));
+            }
+        }
+        alerts.extend(self.open(verdict, probe, now));
+        alerts
+    }
+
+    /// Runs every detector on one outcome; returns what they recognise, a distributed scan
+    /// first (so its members' own verdicts on the target fold into it).
     fn detect(&mut self, probe: &Probe, now: Duration) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
+        if let Some(crowds) = self.crowds.as_mut()
+            && let Some(CrowdVerdict {
+                target,
+                sources,
+                ports,
+                failed,
+                first_seen,
+            }) = crowds.observe(probe, now)
+        {
+            let min_sources = self.config.crowd.map_or(1, |c| c.min_sources);
+            verdicts.push(Verdict {
+                detector: "crowd",
+                kind: ScanKind::Distributed,
+                target: Some(target),
+                score: sources.len() as f64 / min_sources as f64,
+                sources,
+                ports,
+                hosts: vec![target],
+                first_seen,
+                failed,
+                succeeded: 0,
+            });
+        }
+        let (src, _) = self.group(probe.src);
+        let grouped = Probe {
+            src,
+            ..probe.clone()
+        };
+        let probe = &grouped;
         if let Some(trw) = self.trw.as_mut()
             && let Some(TrwVerdict {
                 failed,
@@ -525,22 +875,37 @@ impl Engine {
                 ..
             }) = trw.observe(probe, now)
         {
-            let one_host = failed_hosts.len() == 1;
-            verdicts.push(Verdict {
-                detector: "trw",
-                kind: if one_host {
-                    ScanKind::Vertical
-                } else {
-                    ScanKind::Horizontal
-                },
-                target: one_host.then_some(failed_hosts[0]),
-                ports: failed_ports,
-                hosts: failed_hosts,
+            verdicts.push(Verdict::of_source(
+                "trw",
+                failed_hosts,
+                failed_ports,
                 score,
                 first_seen,
-                failed: u64::from(failed),
-                succeeded: u64::from(succeeded),
-            });
+                (u64::from(failed), u64::from(succeeded)),
+            ));
+        }
+        if let Some(slow) = self.slow.as_mut()
+            && let Some(SlowVerdict {
+                failed,
+                succeeded,
+                sample,
+                first_seen,
+            }) = slow.observe(probe, now)
+        {
+            let min_failed = self.config.slow.map_or(1, |s| s.min_failed);
+            let mut hosts: Vec<IpAddr> = sample.iter().map(|&(h, _)| h).collect();
+            hosts.dedup();
+            let mut ports: Vec<u16> = sample.iter().map(|&(_, p)| p).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            verdicts.push(Verdict::of_source(
+                "slow",
+                hosts,
+                ports,
+                f64::from(failed) / f64::from(min_failed),
+                first_seen,
+                (u64::from(failed), u64::from(succeeded)),
+            ));
         }
         let failed = probe.outcome != Outcome::Accepted;
         let window = self.config.window;
@@ -557,6 +922,7 @@ impl Engine {
                     detector: "threshold",
                     kind: ScanKind::Vertical,
                     target: Some(probe.dst),
+                    sources: Vec::new(),
                     ports: episode.items.sorted(),
                     hosts: vec![probe.dst],
                     score: episode.items.len() as f64 / self.config.min_ports as f64,
@@ -584,6 +950,7 @@ impl Engine {
                     detector: "threshold",
                     kind: ScanKind::Horizontal,
                     target: None,
+                    sources: Vec::new(),
                     ports: episode.ports.sorted(),
                     hosts: episode.items.sorted(),
                     score: episode.items.len() as f64 / self.config.min_hosts as f64,
@@ -594,6 +961,49 @@ impl Engine {
             }
         }
         verdicts
+    }
+}
+
+impl Verdict {
+    /// The verdict of a per-source detector from the hosts and ports it failed on: a
+    /// vertical scan when they are all one host, else a sweep.
+    fn of_source(
+        detector: &'static str,
+        hosts: Vec<IpAddr>,
+        ports: Vec<u16>,
+        score: f64,
+        first_seen: Duration,
+        (failed, succeeded): (u64, u64),
+    ) -> Self {
+        let one_host = hosts.len() == 1;
+        Self {
+            detector,
+            kind: if one_host {
+                ScanKind::Vertical
+            } else {
+                ScanKind::Horizontal
+            },
+            target: one_host.then_some(hosts[0]),
+            sources: Vec::new(),
+            ports,
+            hosts,
+            score,
+            first_seen,
+            failed,
+            succeeded,
+        }
+    }
+}
+
+impl Incident {
+    /// The `update` alert when the scan grew and the last alert is `interval` old.
+    fn due_update(&mut self, now: Duration, interval: Duration) -> Option<ScanAlert> {
+        if !self.changed || now.saturating_sub(self.last_alert) < interval {
+            return None;
+        }
+        self.changed = false;
+        self.last_alert = now;
+        Some(self.alert(Phase::Update))
     }
 }
 
@@ -627,6 +1037,8 @@ mod tests {
             window: Duration::from_secs(window_s),
             max_tracked,
             trw: None,
+            slow: None,
+            crowd: None,
             ..EngineConfig::default()
         }
     }
@@ -843,7 +1255,8 @@ mod tests {
             let spoofed = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
             let alerts = engine.observe(&probe(spoofed, VICTIM, 80), secs(f64::from(i) * 1e-4));
             assert!(vertical(alerts).is_none());
-            assert!(engine.tracked() <= 2000);
+            // Three tables of 1000: sightings, pairs, sources.
+            assert!(engine.tracked() <= 3000);
         }
         assert!(engine.evictions() >= 2 * 49_000);
         // A real scanner in the middle of the flood is still caught.
@@ -993,5 +1406,154 @@ mod tests {
         assert_eq!(alert.unwrap().ports, vec![1, 2, 3, 4, 5]);
         let episode = engine.vertical.values().next().unwrap();
         assert_eq!(episode.items.len(), MAX_REPORTED);
+    }
+
+    #[test]
+    fn a_slow_scan_over_hours_is_caught_by_the_slow_detector_alone() {
+        let mut engine = Engine::new(EngineConfig {
+            slow: Some(SlowConfig {
+                horizon: Duration::from_secs(2 * 3600),
+                ..SlowConfig::default()
+            }),
+            ..EngineConfig::default()
+        });
+        // Eleven minutes between probes: longer than TRW's idle time (each probe starts a
+        // new test) and than the threshold window.
+        let gap = 11.0 * 60.0;
+        let mut alerts = Vec::new();
+        for i in 0..12u16 {
+            let at = secs(gap * f64::from(i));
+            alerts.extend(engine.observe(&probe(SCANNER, VICTIM, 100 + i), at));
+            // The lifecycle timer runs in between: the incident must not end between two
+            // probes of its slow scan.
+            alerts.extend(engine.tick(at + secs(gap / 2.0)));
+        }
+        let start = alerts.iter().position(|a| a.phase == Phase::Start).unwrap();
+        assert_eq!(alerts[start].detector, "slow");
+        assert_eq!(alerts[start].kind, ScanKind::Vertical);
+        // Flagged at the eighth failed port, 77 minutes in.
+        assert_eq!(alerts[start].last_seen, secs(gap * 7.0));
+        assert_eq!(alerts[start].failed, 8);
+        assert!(!alerts.iter().any(|a| a.phase == Phase::End), "{alerts:?}");
+        assert_eq!(alerts.iter().filter(|a| a.phase == Phase::Start).count(), 1);
+        // Three average gaps after the last probe, it ends.
+        let end = engine.tick(secs(gap * 11.0 + 3.5 * gap));
+        assert_eq!(end.len(), 1);
+        assert_eq!(end[0].phase, Phase::End);
+        // The slow detector's sample (its latest four failed ports), then every later one.
+        assert_eq!(end[0].ports, (104..112).collect::<Vec<_>>());
+        assert_eq!(end[0].probes, 12);
+    }
+
+    #[test]
+    fn decoys_are_one_distributed_incident_listing_the_sources() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let sources = [host(201), host(202), SCANNER];
+        let mut alerts = Vec::new();
+        let mut t = 0.0;
+        // nmap -D: each port from each decoy, then from the scanner.
+        for port in 1..=30u16 {
+            for src in sources {
+                t += 0.001;
+                alerts.extend(engine.observe(&probe(src, VICTIM, port), secs(t)));
+            }
+        }
+        alerts.extend(engine.finish());
+        let starts: Vec<_> = alerts.iter().filter(|a| a.phase == Phase::Start).collect();
+        assert_eq!(starts.len(), 1, "{starts:#?}");
+        let start = starts[0];
+        assert_eq!(
+            (start.kind, start.detector),
+            (ScanKind::Distributed, "crowd")
+        );
+        let mut expected = sources.to_vec();
+        expected.sort();
+        assert_eq!(start.sources, expected);
+        assert_eq!(start.targets, vec![VICTIM]);
+        assert_eq!(start.ports, vec![1, 2, 3]);
+        assert!(start.spoof.suspected());
+        assert_eq!(start.spoof.reasons, vec!["decoys"]);
+        // One incident, one end: every source's probes counted there.
+        let ends: Vec<_> = alerts.iter().filter(|a| a.phase == Phase::End).collect();
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].kind, ScanKind::Distributed);
+        assert_eq!(ends[0].ports, (1..=30).collect::<Vec<_>>());
+        assert_eq!(ends[0].probes, 90);
+    }
+
+    #[test]
+    fn a_scanner_alone_first_then_joined_by_decoys_ends_its_own_incident() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut alerts = Vec::new();
+        for port in 1..=5u16 {
+            alerts.extend(engine.observe(&probe(SCANNER, VICTIM, port), secs(0.1)));
+        }
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].kind, ScanKind::Vertical);
+        for port in 1..=3u16 {
+            for src in [host(201), host(202)] {
+                alerts.extend(engine.observe(&probe(src, VICTIM, port), secs(0.2)));
+            }
+        }
+        let kinds: Vec<_> = alerts.iter().map(|a| (a.phase, a.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Phase::Start, ScanKind::Vertical),
+                (Phase::End, ScanKind::Vertical),
+                (Phase::Start, ScanKind::Distributed)
+            ]
+        );
+        assert_eq!(alerts[2].sources.len(), 3);
+        assert_eq!(engine.incidents(), 1);
+    }
+
+    #[test]
+    fn grouped_sources_of_one_network_are_one_scanner() {
+        let mut engine = Engine::new(EngineConfig {
+            group_v4: 24,
+            ..EngineConfig::default()
+        });
+        let mut alerts = Vec::new();
+        // Four addresses of 198.18.1.0/24, one port each: no source alone looks like much.
+        for i in 0..4u32 {
+            alerts.extend(engine.observe(&probe(host(10 + i), VICTIM, 20 + i as u16), secs(1.0)));
+        }
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].detector, "trw");
+        assert_eq!(
+            alerts[0].src_net,
+            Some((IpAddr::V4(Ipv4Addr::new(198, 18, 1, 0)), 24))
+        );
+        assert_eq!(alerts[0].sources, (10..14).map(host).collect::<Vec<_>>());
+        // Without grouping, nothing.
+        let mut engine = Engine::new(EngineConfig::default());
+        for i in 0..4u32 {
+            let alerts = engine.observe(&probe(host(10 + i), VICTIM, 20 + i as u16), secs(1.0));
+            assert!(alerts.is_empty());
+        }
+    }
+
+    #[test]
+    fn ttls_and_martian_sources_are_reported() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let martian = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+        let mut alerts = Vec::new();
+        for (port, ttl) in [(1, 50), (2, 61), (3, 44), (4, 58)] {
+            let mut p = probe(martian, VICTIM, port);
+            p.ttl = ttl;
+            alerts.extend(engine.observe(&p, secs(1.0)));
+        }
+        let spoof = &alerts[0].spoof;
+        assert_eq!((spoof.ttl_min, spoof.ttl_max), (44, 61));
+        assert!(!spoof.ttl_consistent());
+        assert_eq!(spoof.reasons, vec!["martian"]);
+        // An ordinary source with one TTL: consistent, not suspected.
+        for port in 1..=4 {
+            alerts.extend(engine.observe(&probe(SCANNER, VICTIM, port), secs(1.0)));
+        }
+        let spoof = &alerts[1].spoof;
+        assert!(spoof.ttl_consistent() && !spoof.suspected());
+        assert!(is_martian("ff02::1".parse().unwrap()) && !is_martian(SCANNER));
     }
 }

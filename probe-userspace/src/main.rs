@@ -21,6 +21,7 @@ use probe_userspace::{
     cidr::Cidr,
     clock,
     clock::WallClock,
+    crowd::CrowdConfig,
     engine::{Engine, EngineConfig, ScanAlert},
     event::Probe,
     event::{outcome_name, proto_name},
@@ -29,6 +30,7 @@ use probe_userspace::{
     iface::{self, IfaceError},
     loader::{self, KernelConfig, LoadError, XdpModeArg},
     services,
+    slow::SlowConfig,
     trw::{TrwConfig, TrwUnit},
 };
 use tokio::{
@@ -100,6 +102,36 @@ struct Cli {
     /// addresses, with our hosts otherwise (gateways); `off` leaves the thresholds alone.
     #[arg(long, value_enum, default_value_t = TrwMode::Auto, value_name = "MODE")]
     trw: TrwMode,
+
+    /// Distinct failed contacts (host:port) within --slow-horizon, beyond the source's
+    /// successes, that make a slow scan (nmap -T1, -T0). 0 turns the slow-scan detector off.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_slow_failed)]
+    slow_failed: u32,
+
+    /// Seconds over which the slow-scan detector counts a source's contacts (a compact
+    /// summary per source; contacts older than this are forgotten).
+    #[arg(long, default_value = "3600", value_name = "SECONDS", value_parser = parse_seconds)]
+    slow_horizon: Duration,
+
+    /// Sources failing on the same ports of one host within --scan-window that make one
+    /// distributed scan (nmap -D decoys, cooperating scanners), reported as one incident
+    /// listing them. 0 turns the detector off.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = parse_crowd_sources)]
+    crowd_sources: u16,
+
+    /// Failed ports each of those sources must share with the others.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=16))]
+    crowd_ports: u16,
+
+    /// Count the IPv4 sources of one prefix of this length as one source (24: a /24 is one
+    /// scanner); its incident lists every address. 32: every address on its own.
+    #[arg(long, default_value_t = 32, value_name = "LEN", value_parser = clap::value_parser!(u8).range(8..=32))]
+    group_v4: u8,
+
+    /// Count the IPv6 sources of one prefix of this length as one source (64 is common).
+    /// 128: every address on its own.
+    #[arg(long, default_value_t = 128, value_name = "LEN", value_parser = clap::value_parser!(u8).range(16..=128))]
+    group_v6: u8,
 
     /// Seconds between `update` alerts of a scan that goes on.
     #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
@@ -195,6 +227,34 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} s is out of range (0 < seconds <= 604800)"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `--slow-failed`: 0 (off) or 2..=24 (the contacts a summary holds).
+fn parse_slow_failed(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if n == 1 || n as usize > probe_userspace::slow::CONTACTS {
+        return Err(format!(
+            "{n} is out of range: 0 (off) or 2..={}",
+            probe_userspace::slow::CONTACTS
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses `--crowd-sources`: 0 (off) or 2..=64 (the sources a target holds).
+fn parse_crowd_sources(text: &str) -> Result<u16, String> {
+    let n: u16 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if n == 1 || usize::from(n) > probe_userspace::crowd::MAX_MEMBERS {
+        return Err(format!(
+            "{n} is out of range: 0 (off) or 2..={}",
+            probe_userspace::crowd::MAX_MEMBERS
+        ));
+    }
+    Ok(n)
 }
 
 /// How the sequential hypothesis test counts first contacts.
@@ -490,6 +550,19 @@ async fn watch(
         }),
         update_interval: cli.update_interval,
         idle_timeout: cli.idle_timeout,
+        slow: (cli.slow_failed > 0).then_some(SlowConfig {
+            min_failed: cli.slow_failed,
+            horizon: cli.slow_horizon,
+            max_sources: cli.max_tracked as usize,
+        }),
+        crowd: (cli.crowd_sources > 0).then_some(CrowdConfig {
+            min_sources: usize::from(cli.crowd_sources),
+            min_common: usize::from(cli.crowd_ports),
+            window: cli.scan_window,
+            max_targets: cli.max_tracked as usize,
+        }),
+        group_v4: cli.group_v4,
+        group_v6: cli.group_v6,
     };
     let evidence = Evidence::new(engine.max_tracked, engine.window);
     let mut output = Output::new(
@@ -595,11 +668,7 @@ impl Output {
         alert_rate_limit: u32,
     ) -> Self {
         Self {
-            thresholds: Thresholds {
-                ports: config.min_ports,
-                hosts: config.min_hosts,
-                window_s: config.window.as_secs_f64(),
-            },
+            thresholds: Thresholds::of(&config),
             engine: Engine::new(config),
             flood: FloodLimit::new(alert_rate_limit),
             flood_limit: alert_rate_limit,

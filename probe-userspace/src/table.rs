@@ -8,6 +8,13 @@ use std::{collections::HashMap, hash::Hash, time::Duration};
 pub trait Activity {
     /// When the entry last saw activity (monotonic time since boot).
     fn last_seen(&self) -> Duration;
+
+    /// What forgetting the entry would lose: entries worth less go first when room must be
+    /// made (a verdict is worth more than any evidence, more evidence more than less), the
+    /// least recently active first among equals. Default 0: recency alone decides.
+    fn worth(&self) -> u32 {
+        0
+    }
 }
 
 /// A hash table of at most `capacity` entries. std's HashMap seeds SipHash randomly per
@@ -45,8 +52,10 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
     }
 
     /// The entry for `key`, made with `new` if absent. When the table is full, room is made
-    /// first: every entry idle for longer than `idle` goes, else the least recently active
-    /// eighth (one sort per many inserts).
+    /// first: every entry idle for longer than `idle` goes, else the eighth worth least
+    /// ([`Activity::worth`]), least recently active first among equals (one partial sort
+    /// per many inserts). A flood of one-packet sources thus displaces other one-packet
+    /// sources, not a slow scanner that has gathered evidence, nor a verdict.
     pub fn entry(
         &mut self,
         key: K,
@@ -80,6 +89,11 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
         self.entries.contains_key(key)
     }
 
+    /// Removes and returns the entry for `key`, if held.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        self.entries.remove(key)
+    }
+
     /// Removes and returns every entry for which `done` is true.
     pub fn take_where(&mut self, mut done: impl FnMut(&V) -> bool) -> Vec<V> {
         let keys: Vec<K> = self
@@ -96,14 +110,14 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
         self.entries
             .retain(|_, v| now.saturating_sub(v.last_seen()) <= idle);
         if self.entries.len() == before {
-            let mut ages: Vec<(Duration, K)> = self
+            let mut ranks: Vec<((u32, Duration), K)> = self
                 .entries
                 .iter()
-                .map(|(k, v)| (v.last_seen(), *k))
+                .map(|(k, v)| ((v.worth(), v.last_seen()), *k))
                 .collect();
-            let victims = (ages.len() / 8).max(1);
-            ages.select_nth_unstable_by_key(victims - 1, |(seen, _)| *seen);
-            for (_, key) in &ages[..victims] {
+            let victims = (ranks.len() / 8).max(1);
+            ranks.select_nth_unstable_by_key(victims - 1, |(rank, _)| *rank);
+            for (_, key) in &ranks[..victims] {
                 self.entries.remove(key);
             }
         }
@@ -191,6 +205,34 @@ mod tests {
         t.entry(10, s(1000), s(100), || Seen(s(1000)));
         assert_eq!(t.len(), 1);
         assert_eq!(t.evictions(), 5);
+    }
+
+    #[derive(Debug)]
+    struct Worth(Duration, u32);
+
+    impl Activity for Worth {
+        fn last_seen(&self) -> Duration {
+            self.0
+        }
+        fn worth(&self) -> u32 {
+            self.1
+        }
+    }
+
+    #[test]
+    fn the_table_forgets_cheap_entries_before_valuable_ones() {
+        let mut t = BoundedTable::new(8);
+        // The oldest entry has evidence (worth 3); seven newer ones have none.
+        t.entry(0u32, s(0), s(100), || Worth(s(0), 3));
+        for k in 1..8u32 {
+            t.entry(k, s(u64::from(k)), s(100), || Worth(s(u64::from(k)), 0));
+        }
+        // A flood of newcomers: each insert evicts a worthless entry, never key 0.
+        for k in 100..200u32 {
+            t.entry(k, s(50), s(100), || Worth(s(50), 0));
+            assert!(t.contains(&0), "the entry with evidence was evicted at {k}");
+        }
+        assert_eq!(t.len(), 8);
     }
 
     #[test]

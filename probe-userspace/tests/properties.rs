@@ -7,8 +7,10 @@ use std::{
 };
 
 use probe_userspace::{
+    crowd::CrowdConfig,
     engine::{Engine, EngineConfig},
     event::{Outcome, Probe, ProbeType},
+    slow::SlowConfig,
     trw::{TrwConfig, TrwUnit},
 };
 use proptest::prelude::*;
@@ -56,6 +58,14 @@ fn config(max_tracked: usize, unit: TrwUnit) -> EngineConfig {
             unit,
             ..TrwConfig::default()
         }),
+        slow: Some(SlowConfig {
+            max_sources: max_tracked,
+            ..SlowConfig::default()
+        }),
+        crowd: Some(CrowdConfig {
+            max_targets: max_tracked,
+            ..CrowdConfig::default()
+        }),
         ..EngineConfig::default()
     }
 }
@@ -82,8 +92,8 @@ proptest! {
             if i % 97 == 0 {
                 engine.tick(now);
             }
-            // Vertical, horizontal, TRW and incident tables.
-            prop_assert!(engine.tracked() <= 4 * max, "{} entries", engine.tracked());
+            // Sightings, vertical, horizontal, TRW, slow-scan, crowd and incident tables.
+            prop_assert!(engine.tracked() <= 7 * max, "{} entries", engine.tracked());
         }
     }
 
