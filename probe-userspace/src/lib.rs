@@ -8,6 +8,7 @@ pub mod allow;
 pub mod attack_list;
 pub mod cidr;
 pub mod clock;
+pub mod config;
 pub mod crowd;
 pub mod engine;
 pub mod event;

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::maps::RingBuf;
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
     alert::{AlertRecord, ProbeRecord, Thresholds, json_line},
@@ -21,6 +21,7 @@ use probe_userspace::{
     cidr::Cidr,
     clock,
     clock::WallClock,
+    config,
     crowd::CrowdConfig,
     engine::{Engine, EngineConfig, ScanAlert},
     event::Probe,
@@ -61,6 +62,8 @@ const EXIT_INTERFACE: u8 = 4;
     name = "probe-detector",
     version,
     about,
+    // A flag given twice takes its last value: the command line after the config file.
+    args_override_self = true,
     long_about = "Detects port probes and port scans with XDP and TC eBPF programs.\n\n\
         probe-detector attaches an XDP program (ingress) and a TC program (egress) to each \
         interface. A connection attempt that this host (or, on a gateway, a host behind it) \
@@ -71,12 +74,25 @@ const EXIT_INTERFACE: u8 = 4;
         SIGINT and SIGTERM detach everything and exit 0.",
     after_help = "Examples:\n  \
         probe-detector --iface eth0\n  \
+        probe-detector --print-config > /etc/probe-detector.toml   # a documented starting point\n  \
+        probe-detector --config /etc/probe-detector.toml --probes\n  \
         probe-detector --iface eth0 --scan-ports 20 --scan-window 300 | jq -c 'select(.event_type == \"alert\")'\n\n\
         SIGHUP re-reads --allow-file.\n\n\
         Exit status: 0 stopped by SIGINT/SIGTERM, 1 load/attach/runtime failure, 2 bad arguments \
         (or allow-list rules), 3 missing privileges, 4 unknown interface or no default route."
 )]
 struct Cli {
+    /// Read settings from this TOML file: each key is a flag's long name, each value its
+    /// argument (`scan-ports = 20`, `home-net = ["198.18.0.0/15"]`, `probes = true`). Flags
+    /// on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    /// Print the effective configuration (defaults, --config file, flags) as a documented
+    /// TOML file, and exit.
+    #[arg(long)]
+    print_config: bool,
+
     /// Interface to watch (repeat for several). Default: the interface of the default route.
     #[arg(short, long = "iface", value_name = "IFACE")]
     ifaces: Vec<String>,
@@ -290,17 +306,47 @@ struct PrivilegeError {
     missing: String,
 }
 
-fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() {
-                EXIT_USAGE
-            } else {
-                EXIT_OK
-            });
+/// The command line, with the settings of its --config file beneath it.
+fn parse_args() -> Result<Cli, ExitCode> {
+    let clap_exit = |err: clap::Error| {
+        let _ = err.print();
+        ExitCode::from(if err.use_stderr() {
+            EXIT_USAGE
+        } else {
+            EXIT_OK
+        })
+    };
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cmd = Cli::command();
+    let given = cmd.clone().try_get_matches_from(&argv).map_err(clap_exit)?;
+    let (matches, file) = match given.get_one::<std::path::PathBuf>("config") {
+        None => (given.clone(), None),
+        Some(path) => {
+            let from_file = config::file_args(path, &cmd, &given).map_err(|err| {
+                eprintln!("probe-detector: error: {err}");
+                ExitCode::from(EXIT_USAGE)
+            })?;
+            let all = argv
+                .iter()
+                .take(1)
+                .chain(&from_file)
+                .chain(argv.iter().skip(1));
+            let matches = cmd.clone().try_get_matches_from(all).map_err(clap_exit)?;
+            (matches, Some(path.clone()))
         }
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_exit)?;
+    if cli.print_config {
+        print!("{}", config::render(&cmd, &matches, file.as_deref()));
+        return Err(ExitCode::from(EXIT_OK));
+    }
+    Ok(cli)
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     init_logging(cli.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
