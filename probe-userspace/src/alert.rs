@@ -421,7 +421,10 @@ fn human_span(span: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::{
+        collections::BTreeSet,
+        net::{IpAddr, Ipv4Addr},
+    };
 
     use super::*;
     use crate::{
@@ -626,5 +629,94 @@ mod tests {
         assert_eq!(human_span(Duration::from_micros(1740)), "1.7 ms");
         assert_eq!(human_span(Duration::from_millis(1500)), "1.5 s");
         assert_eq!(human_span(Duration::from_secs(3600)), "60 min");
+    }
+
+    #[test]
+    fn the_documented_examples_and_field_tables_match_the_schema() {
+        let docs = include_str!("../../docs/alerts.md");
+        let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let rendered = render(&AlertRecord::from_scan(
+            &scan(
+                ScanKind::Vertical,
+                Technique::Syn,
+                vec![victim],
+                vec![21, 22],
+            ),
+            "vic0".into(),
+            THRESHOLDS,
+        ));
+        // Present only in some alerts.
+        let optional = [
+            "dest_ip",
+            "dest_ips",
+            "dest_port",
+            "src_ips",
+            "src_net",
+            "services",
+        ];
+        let keys = |v: &serde_json::Value| -> BTreeSet<String> {
+            v.as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let mut examples = 0;
+        for line in docs.lines().filter(|l| l.starts_with("{\"timestamp\"")) {
+            let example: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("docs/alerts.md: not JSON ({e}): {line}"));
+            if example["event_type"] != "alert" {
+                continue;
+            }
+            examples += 1;
+            for object in ["", "alert", "scan", "spoof"] {
+                let (want, have) = if object.is_empty() {
+                    (keys(&rendered), keys(&example))
+                } else {
+                    (keys(&rendered[object]), keys(&example[object]))
+                };
+                let missing: Vec<_> = want
+                    .difference(&have)
+                    .filter(|k| !optional.contains(&k.as_str()))
+                    .collect();
+                let unknown: Vec<_> = have
+                    .difference(&want)
+                    .filter(|k| !optional.contains(&k.as_str()))
+                    .collect();
+                assert!(
+                    missing.is_empty() && unknown.is_empty(),
+                    "docs/alerts.md example is stale in `{object}`: missing {missing:?}, unknown {unknown:?}: {line}"
+                );
+            }
+        }
+        assert!(examples >= 4, "{examples} alert examples");
+        // Every field has a row in the field table.
+        let mut fields: Vec<String> = optional
+            .iter()
+            .filter(|f| **f != "services")
+            .map(ToString::to_string)
+            .collect();
+        fields.push("scan.services".into());
+        for object in ["", "alert", "scan", "spoof"] {
+            let value = if object.is_empty() {
+                &rendered
+            } else {
+                &rendered[object]
+            };
+            for key in keys(value) {
+                if object.is_empty() && ["alert", "scan", "spoof"].contains(&key.as_str()) {
+                    continue;
+                }
+                fields.push(if object.is_empty() {
+                    key
+                } else {
+                    format!("{object}.{key}")
+                });
+            }
+        }
+        for field in fields {
+            assert!(
+                docs.contains(&format!("| `{field}`")) || docs.contains(&format!(", `{field}`")),
+                "docs/alerts.md has no row for `{field}`"
+            );
+        }
     }
 }

@@ -767,7 +767,10 @@ impl Output {
             }
             for scan in self.engine.observe(&probe, probe.timestamp) {
                 if let Some((_, e)) = self.attack.as_mut() {
-                    evidence.extend(e.confirm(scan.src, probe.timestamp));
+                    // Every source of a distributed or grouped scan is confirmed.
+                    for &src in &scan.sources {
+                        evidence.extend(e.confirm(src, probe.timestamp));
+                    }
                 }
                 self.push_alert(&scan, &mut lines);
             }

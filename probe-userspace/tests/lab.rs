@@ -844,26 +844,27 @@ fn allow_file_rules_apply_and_reload_on_sighup() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_slow_scan_is_detected() {
-    if !lab_ready("a_slow_scan_is_detected") {
-        return;
+/// Runs a paced nmap SYN scan of 30 ports (`timing`: -T2, -T1) in the background, bounded
+/// by `limit`, until probe-detector alerts; returns the first alert and the seconds it
+/// took.
+fn slow_scan(test: &str, timing: &str, limit: Duration) -> Option<(Value, f64)> {
+    if !lab_ready(test) {
+        return None;
     }
     let _lab = lab_lock();
     let lab = HostLab::new();
     let detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
-    // nmap -T2 waits 0.4 s between probes: 30 ports take 12 s or more. It runs in the
-    // background, bounded by `timeout`, and is stopped once the scan is recognised.
     let started = Instant::now();
+    let limit_s = limit.as_secs().to_string();
     let mut nmap = lab
         .scanner
         .exec(
             "timeout",
             &[
-                "30",
+                &limit_s,
                 "nmap",
                 "-sS",
-                "-T2",
+                timing,
                 "-n",
                 "-Pn",
                 "--max-retries",
@@ -877,18 +878,103 @@ fn a_slow_scan_is_detected() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start nmap");
-    let alerts = detector.wait_for_alert(Duration::from_secs(30), |a| a["src_ip"] == SCANNER_IP);
+    let alerts = detector.wait_for_alert(limit, |a| a["src_ip"] == SCANNER_IP);
     let _ = nmap.kill();
     let _ = nmap.wait();
     let alert = alerts
         .iter()
         .find(|a| a["src_ip"] == SCANNER_IP)
-        .unwrap_or_else(|| panic!("the slow scan was not detected in 30 s"));
-    let failed = alert["scan"]["failed"].as_u64().unwrap();
+        .unwrap_or_else(|| panic!("the {timing} scan was not detected in {limit:?}"))
+        .clone();
+    let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
-        "nmap -T2: first alert ({}) after {failed} failed probes, {:.1} s into the scan",
-        alert["scan"]["detector"],
-        started.elapsed().as_secs_f64()
+        "nmap {timing}: first alert ({}) after {} failed probes, {elapsed:.1} s into the scan",
+        alert["scan"]["detector"], alert["scan"]["failed"]
     );
-    assert!(failed <= 5, "{alert}");
+    Some((alert, elapsed))
+}
+
+#[test]
+fn a_slow_scan_is_detected() {
+    // nmap -T2 waits 0.4 s between probes: 30 ports take 12 s or more.
+    if let Some((alert, _)) = slow_scan("a_slow_scan_is_detected", "-T2", Duration::from_secs(30)) {
+        let failed = alert["scan"]["failed"].as_u64().unwrap();
+        assert!(failed <= 5, "{alert}");
+    }
+}
+
+/// nmap -T1 waits 15 s between probes: about a minute to the first alert, so this runs in
+/// `cargo xtask lab`, not in `cargo xtask test`.
+#[test]
+#[ignore = "takes a minute or more: run by cargo xtask lab"]
+fn a_sneaky_t1_scan_is_detected() {
+    if let Some((alert, elapsed)) = slow_scan(
+        "a_sneaky_t1_scan_is_detected",
+        "-T1",
+        Duration::from_secs(180),
+    ) {
+        let failed = alert["scan"]["failed"].as_u64().unwrap();
+        assert!(failed <= 5, "{alert}");
+        assert!(elapsed < 120.0, "{elapsed} s");
+    }
+}
+
+#[test]
+fn an_nmap_decoy_scan_is_one_distributed_incident() {
+    if !lab_ready("an_nmap_decoy_scan_is_one_distributed_incident") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    // The decoys exist only in the scanner's namespace (extra addresses on its veth), so
+    // the victim's answers to them are delivered and answered like a real host's would be.
+    let decoys = ["198.18.7.101", "198.18.7.102"];
+    for decoy in decoys {
+        lab.scanner.addr("scan0", &format!("{decoy}/24"));
+    }
+    let _listeners = Listeners::start(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
+    let decoy_arg = format!("{},{},ME", decoys[0], decoys[1]);
+    let report = nmap(
+        &lab.scanner,
+        &["-sS", "-T4", "-D", &decoy_arg, "-p", "1-30", VICTIM_IP],
+    );
+    assert!(report.contains("22/open/tcp"), "{report}");
+    detector.wait_for_alert(Duration::from_secs(10), |a| {
+        a["scan"]["kind"] == "distributed"
+    });
+    assert!(detector.stop().success());
+    let alerts = detector.alerts();
+    let starts: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["scan"]["phase"] == "start")
+        .collect();
+    assert_eq!(starts.len(), 1, "one scan, one incident: {alerts:#?}");
+    let start = starts[0];
+    assert_eq!(start["scan"]["kind"], "distributed", "{start}");
+    assert_eq!(start["scan"]["detector"], "crowd");
+    assert_eq!(start["dest_ip"], VICTIM_IP);
+    assert_eq!(start["alert"]["signature_id"], 1_900_003);
+    let mut expected = vec![decoys[0], decoys[1], SCANNER_IP];
+    expected.sort();
+    assert_eq!(start["src_ips"], serde_json::json!(expected), "{start}");
+    assert_eq!(start["scan"]["sources"], 3);
+    assert_eq!(start["spoof"]["suspected"], true);
+    assert_eq!(start["spoof"]["reasons"], serde_json::json!(["decoys"]));
+    // Its summary at exit covers every closed port, from every source.
+    let end = alerts
+        .iter()
+        .find(|a| a["scan"]["phase"] == "end")
+        .unwrap_or_else(|| panic!("no end summary: {alerts:#?}"));
+    assert_eq!(end["scan"]["kind"], "distributed");
+    assert_eq!(
+        end["scan"]["ports"].as_array().map(Vec::len),
+        Some(29),
+        "{end}"
+    );
+    assert_eq!(end["src_ips"], serde_json::json!(expected));
+    eprintln!(
+        "nmap -D (2 decoys): one distributed incident after {} failed probes from {} sources",
+        start["scan"]["failed"], start["scan"]["sources"]
+    );
 }
