@@ -21,9 +21,9 @@ use crate::{
 };
 
 /// Sources remembered per target; later ones are not counted until one leaves the window.
-pub const MAX_MEMBERS: usize = 64;
-/// Failed ports remembered per source of a target.
-pub const MEMBER_PORTS: usize = 16;
+pub const MAX_MEMBERS: usize = 32;
+/// Failed ports remembered per source of a target (the first ones: decoys share them).
+pub const MEMBER_PORTS: usize = 8;
 /// Memory of one target with every slot used, bytes (approximate: vectors' headers and
 /// hash-table overhead included).
 pub const BYTES_PER_TARGET: usize =
@@ -38,7 +38,7 @@ pub struct CrowdConfig {
     pub min_common: usize,
     /// How far back sources and their ports count.
     pub window: Duration,
-    /// Targets tracked at once.
+    /// Targets (our hosts) tracked at once; the least recently probed go first.
     pub max_targets: usize,
 }
 
@@ -49,7 +49,7 @@ impl Default for CrowdConfig {
             min_sources: 3,
             min_common: 3,
             window: Duration::from_secs(60),
-            max_targets: 16_384,
+            max_targets: 4096,
         }
     }
 }

@@ -19,8 +19,10 @@
 //!
 //! No I/O and no clock: outcomes come with their timestamps (monotonic time since boot, as
 //! the kernel stamps them). State is bounded ([`crate::table`]): at most `max_tracked`
-//! entries per detector and incidents, least recently active forgotten first, and bounded
-//! lists per entry, so memory stays flat under floods of spoofed sources.
+//! entries per detector (the crowd detector: its own cap of targets) and at most
+//! [`MAX_INCIDENTS`] incidents, the entries with the least evidence and then the least
+//! recently active forgotten first, and bounded lists per entry, so memory stays flat
+//! under floods of spoofed sources: [`Engine::memory_bound`] says how high at worst.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -33,8 +35,13 @@ use crate::{
     trw::{Trw, TrwConfig, TrwVerdict},
 };
 
-/// Ports or hosts kept per entry once it has alerted, for the alert's lists.
+/// Ports listed per incident (the first seen; the counts go on).
 pub const MAX_REPORTED: usize = 1024;
+/// Hosts listed per incident.
+pub const MAX_HOSTS: usize = 256;
+/// Open incidents at most (each lists up to 1024 ports, 256 hosts and 256 sources:
+/// about 11 KiB at worst); the least recently active end first when more open.
+pub const MAX_INCIDENTS: usize = 4096;
 /// Ports kept per sweeping source, to report which ports a sweep used.
 const SWEEP_PORTS: usize = 16;
 /// Source addresses listed per incident (distributed scans, grouped sources).
@@ -265,6 +272,22 @@ impl Spoof {
     }
 }
 
+/// Appends `item` unless it is listed already or the list holds `cap`; true when added.
+fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T, cap: usize) -> bool {
+    if list.len() >= cap || list.contains(&item) {
+        return false;
+    }
+    list.push(item);
+    true
+}
+
+/// A sorted copy.
+fn sorted<T: Ord + Copy>(list: &[T]) -> Vec<T> {
+    let mut sorted = list.to_vec();
+    sorted.sort_unstable();
+    sorted
+}
+
 /// True for addresses no packet from the network can legitimately come from.
 pub fn is_martian(ip: IpAddr) -> bool {
     match ip {
@@ -324,12 +347,8 @@ impl<T: PartialEq + Copy + Ord> Episode<T> {
         }
         self.last_seen = self.last_seen.max(now);
         self.probes += 1;
-        let cap = if self.alerted {
-            MAX_REPORTED
-        } else {
-            threshold
-        };
-        self.items.note(item, now, window, cap);
+        // Its incident lists the scan from here on: the episode needs no more.
+        self.items.note(item, now, window, threshold);
         if self.alerted || self.items.len() < threshold {
             return false;
         }
@@ -390,8 +409,10 @@ struct Incident {
     ifindex: u32,
     first_seen: Duration,
     last_seen: Duration,
-    ports: RecentSet<u16>,
-    hosts: RecentSet<IpAddr>,
+    /// Ports that failed, in the order seen (up to [`MAX_REPORTED`]).
+    ports: Vec<u16>,
+    /// Hosts probed, in the order seen (up to [`MAX_HOSTS`]).
+    hosts: Vec<IpAddr>,
     /// Source addresses, in the order seen.
     sources: Vec<IpAddr>,
     src_net: Option<(IpAddr, u8)>,
@@ -419,11 +440,7 @@ impl Activity for Incident {
 impl Incident {
     /// Notes a source address; true when it is new.
     fn add_source(&mut self, src: IpAddr) -> bool {
-        if self.sources.contains(&src) || self.sources.len() >= MAX_SOURCES {
-            return false;
-        }
-        self.sources.push(src);
-        true
+        push_new(&mut self.sources, src, MAX_SOURCES)
     }
 
     /// Notes a probe's TTL (0: unknown).
@@ -461,15 +478,12 @@ impl Incident {
         }
         self.tcp_flags |= probe.tcp_flags;
         self.ifindex = probe.ifindex;
-        let (ports, hosts) = (self.ports.len(), self.hosts.len());
         // Reported lists cover the whole scan, not a window: the ports that failed (open
         // ports answering are not probes of unused ports), every host probed.
         if probe.failed() && probe.probe != ProbeType::IcmpEcho {
-            self.ports
-                .note(probe.dst_port, now, Duration::MAX, MAX_REPORTED);
+            self.changed |= push_new(&mut self.ports, probe.dst_port, MAX_REPORTED);
         }
-        self.hosts.note(probe.dst, now, Duration::MAX, MAX_REPORTED);
-        self.changed |= self.ports.len() != ports || self.hosts.len() != hosts;
+        self.changed |= push_new(&mut self.hosts, probe.dst, MAX_HOSTS);
     }
 
     fn alert(&self, phase: Phase) -> ScanAlert {
@@ -494,11 +508,11 @@ impl Incident {
                 ttl_max: self.ttl_max,
                 reasons,
             },
-            targets: self.hosts.sorted(),
+            targets: sorted(&self.hosts),
             proto: self.proto,
             technique: self.technique,
             ifindex: self.ifindex,
-            ports: self.ports.sorted(),
+            ports: sorted(&self.ports),
             probes: self.probes,
             failed: self.failed,
             succeeded: self.succeeded,
@@ -565,7 +579,7 @@ impl Engine {
             trw: config.trw.map(|c| Trw::new(c, config.max_tracked)),
             slow: config.slow.map(Slow::new),
             crowds: config.crowd.map(Crowds::new),
-            incidents: BoundedTable::new(config.max_tracked),
+            incidents: BoundedTable::new(config.max_tracked.min(MAX_INCIDENTS)),
             config,
         }
     }
@@ -586,6 +600,53 @@ impl Engine {
         self.vertical.evictions()
             + self.horizontal.evictions()
             + self.slow.as_ref().map_or(0, Slow::evictions)
+    }
+
+    /// The most memory the engine's state can take with `config`, in bytes (every table
+    /// full, every list at its cap; hash-table overhead approximated): what a flood of
+    /// crafted sources can cost at worst.
+    pub fn memory_bound(config: &EngineConfig) -> usize {
+        use std::mem::size_of;
+        // Per entry: key, value, and about 8 bytes of hash-table overhead.
+        const OVERHEAD: usize = 8;
+        let tracked = config.max_tracked;
+        let grouped = config.group_v4 < 32 || config.group_v6 < 128;
+        let sightings = tracked
+            * (size_of::<IpAddr>()
+                + size_of::<Sighting>()
+                + OVERHEAD
+                + if grouped {
+                    GROUP_ADDRS * size_of::<(IpAddr, Duration)>()
+                } else {
+                    0
+                });
+        let vertical = tracked
+            * (size_of::<PairKey>()
+                + size_of::<Episode<u16>>()
+                + OVERHEAD
+                + config.min_ports * size_of::<(u16, Duration)>());
+        let horizontal = tracked
+            * (size_of::<IpAddr>()
+                + size_of::<Episode<IpAddr>>()
+                + OVERHEAD
+                + config.min_hosts * size_of::<(IpAddr, Duration)>()
+                + SWEEP_PORTS * size_of::<(u16, Duration)>());
+        let trw = config
+            .trw
+            .map_or(0, |_| tracked * crate::trw::BYTES_PER_SOURCE);
+        let slow = config.slow.map_or(0, |s| {
+            s.max_sources * crate::slow::BYTES_PER_SOURCE + 2 * crate::slow::ADMISSION_BITS / 8
+        });
+        let crowd = config
+            .crowd
+            .map_or(0, |c| c.max_targets * crate::crowd::BYTES_PER_TARGET);
+        let incidents = tracked.min(MAX_INCIDENTS)
+            * (size_of::<IncidentKey>()
+                + size_of::<Incident>()
+                + OVERHEAD
+                + MAX_REPORTED * size_of::<u16>()
+                + (MAX_HOSTS + MAX_SOURCES) * size_of::<IpAddr>());
+        sightings + vertical + horizontal + trw + slow + crowd + incidents
     }
 
     /// Open incidents.
@@ -755,8 +816,8 @@ impl Engine {
             ifindex: probe.ifindex,
             first_seen: verdict.first_seen.min(now),
             last_seen: now,
-            ports: RecentSet::new(),
-            hosts: RecentSet::new(),
+            ports: Vec::new(),
+            hosts: Vec::new(),
             sources: Vec::new(),
             src_net: prefix.map(|len| (src, len)),
             // The evidence the detector gathered before the incident existed, this probe
@@ -771,10 +832,10 @@ impl Engine {
             changed: false,
         });
         for port in verdict.ports {
-            incident.ports.note(port, now, Duration::MAX, MAX_REPORTED);
+            push_new(&mut incident.ports, port, MAX_REPORTED);
         }
         for host in verdict.hosts {
-            incident.hosts.note(host, now, Duration::MAX, MAX_REPORTED);
+            push_new(&mut incident.hosts, host, MAX_HOSTS);
         }
         incident.add_source(probe.src);
         for source in verdict.sources {
@@ -1395,6 +1456,21 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_bound_scales_with_the_tracked_entries() {
+        let bound = Engine::memory_bound(&EngineConfig::default());
+        // Printed for the record (cargo test -- --nocapture).
+        eprintln!("engine memory bound with the defaults: {} MiB", bound >> 20);
+        assert!(bound > 10 << 20 && bound < 512 << 20, "{bound}");
+        // The crowd and incident tables have caps of their own (about 80 MiB together).
+        let small = Engine::memory_bound(&EngineConfig {
+            max_tracked: 1024,
+            ..EngineConfig::default()
+        });
+        eprintln!("with --max-tracked 1024: {} MiB", small >> 20);
+        assert!(small < bound / 3, "{small}");
+    }
+
+    #[test]
     fn ports_kept_per_pair_are_capped() {
         let mut engine = Engine::new(config(5, 600, 4));
         let mut alert = None;
@@ -1404,8 +1480,12 @@ mod tests {
             }
         }
         assert_eq!(alert.unwrap().ports, vec![1, 2, 3, 4, 5]);
+        // The episode stops at its threshold; its incident lists the first 1024 ports.
         let episode = engine.vertical.values().next().unwrap();
-        assert_eq!(episode.items.len(), MAX_REPORTED);
+        assert_eq!(episode.items.len(), 5);
+        let end = engine.finish();
+        assert_eq!(end[0].ports.len(), MAX_REPORTED);
+        assert_eq!(end[0].probes, 60_000);
     }
 
     #[test]

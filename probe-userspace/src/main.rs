@@ -136,7 +136,7 @@ struct Cli {
     crowd_sources: u16,
 
     /// Failed ports each of those sources must share with the others.
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=16))]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=8))]
     crowd_ports: u16,
 
     /// Count the IPv4 sources of one prefix of this length as one source (24: a /24 is one
@@ -605,11 +605,16 @@ async fn watch(
             min_sources: usize::from(cli.crowd_sources),
             min_common: usize::from(cli.crowd_ports),
             window: cli.scan_window,
-            max_targets: cli.max_tracked as usize,
+            max_targets: (cli.max_tracked as usize).min(4096),
         }),
         group_v4: cli.group_v4,
         group_v6: cli.group_v6,
     };
+    log::info!(
+        "engine state: at most about {} MiB (--max-tracked {})",
+        Engine::memory_bound(&engine) >> 20,
+        engine.max_tracked
+    );
     let evidence = Evidence::new(engine.max_tracked, engine.window);
     let mut output = Output::new(
         engine.clone(),

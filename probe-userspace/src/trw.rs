@@ -15,15 +15,32 @@
 //! source that later turns to scanning is still caught. State is bounded: sources in a
 //! [`BoundedTable`], at most [`MAX_CONTACTS`] remembered contacts per source.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    hash::{BuildHasher, RandomState},
+    mem::size_of,
+    net::IpAddr,
+    time::Duration,
+};
 
 use crate::{
     event::{Outcome, Probe, ProbeType},
     table::{Activity, BoundedTable},
 };
 
-/// First contacts remembered per source; further ones are not counted (conservative).
-pub const MAX_CONTACTS: usize = 256;
+/// First contacts remembered per source (as 32-bit fingerprints keyed with a per-process
+/// random seed); further ones are not counted (conservative).
+pub const MAX_CONTACTS: usize = 128;
+/// Failed hosts and ports kept per source for the verdict.
+const FAILED_HOSTS: usize = 16;
+const FAILED_PORTS: usize = 64;
+
+/// Memory per tracked source at most (test state, lists full, key, table overhead), bytes.
+pub const BYTES_PER_SOURCE: usize = size_of::<SourceTest>()
+    + MAX_CONTACTS * size_of::<u32>()
+    + FAILED_HOSTS * size_of::<IpAddr>()
+    + FAILED_PORTS * size_of::<u16>()
+    + size_of::<IpAddr>()
+    + 8;
 
 /// What counts as one first contact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +104,8 @@ struct SourceTest {
     last_seen: Duration,
     /// ln Λ.
     llr: f64,
-    contacted: Vec<(IpAddr, u16)>,
+    /// Fingerprints of the first contacts.
+    contacted: Vec<u32>,
     failed: u32,
     succeeded: u32,
     failed_hosts: Vec<IpAddr>,
@@ -115,6 +133,10 @@ impl Activity for SourceTest {
     fn last_seen(&self) -> Duration {
         self.last_seen
     }
+
+    fn worth(&self) -> u32 {
+        if self.flagged { u32::MAX } else { self.failed }
+    }
 }
 
 /// The test's state for every tracked source.
@@ -125,6 +147,7 @@ pub struct Trw {
     ln_success: f64,
     ln_eta1: f64,
     ln_eta0: f64,
+    hasher: RandomState,
     sources: BoundedTable<IpAddr, SourceTest>,
 }
 
@@ -137,6 +160,7 @@ impl Trw {
             ln_eta1: (config.pd / config.pf).ln(),
             ln_eta0: ((1.0 - config.pd) / (1.0 - config.pf)).ln(),
             config,
+            hasher: RandomState::new(),
             sources: BoundedTable::new(max_sources),
         }
     }
@@ -157,6 +181,7 @@ impl Trw {
             TrwUnit::Host => (probe.dst, 0),
             TrwUnit::Service => (probe.dst, probe.dst_port),
         };
+        let unit = self.hasher.hash_one(unit) as u32;
         let idle = self.config.idle;
         let test = self
             .sources
@@ -165,6 +190,10 @@ impl Trw {
             *test = SourceTest::new(now);
         }
         test.last_seen = test.last_seen.max(now);
+        if test.flagged {
+            // Decided until the source goes idle: nothing more to remember.
+            return None;
+        }
         // Only first contacts count; beyond the bound, nothing more is counted.
         if test.contacted.contains(&unit) || test.contacted.len() >= MAX_CONTACTS {
             return None;
@@ -176,12 +205,12 @@ impl Trw {
         } else {
             test.failed += 1;
             test.llr += self.ln_fail;
-            if test.failed_hosts.len() < 16 && !test.failed_hosts.contains(&probe.dst) {
+            if test.failed_hosts.len() < FAILED_HOSTS && !test.failed_hosts.contains(&probe.dst) {
                 test.failed_hosts.push(probe.dst);
             }
             // Pings have no port.
             if probe.probe != ProbeType::IcmpEcho
-                && test.failed_ports.len() < 64
+                && test.failed_ports.len() < FAILED_PORTS
                 && !test.failed_ports.contains(&probe.dst_port)
             {
                 test.failed_ports.push(probe.dst_port);
