@@ -181,9 +181,19 @@ impl AlertRecord {
     /// Builds the record of a scan alert. `iface` is the name of the interface the probes
     /// arrived on.
     pub fn from_scan(scan: &ScanAlert, iface: String, thresholds: Thresholds) -> Self {
+        Self::from_scan_at(scan, iface, thresholds, WallClock::now())
+    }
+
+    /// [`AlertRecord::from_scan`] with the scan's times converted by `clock` (a replay's
+    /// times are the capture's, since the Unix epoch: [`WallClock::unix`]).
+    pub fn from_scan_at(
+        scan: &ScanAlert,
+        iface: String,
+        thresholds: Thresholds,
+        clock: WallClock,
+    ) -> Self {
         let proto = proto_name(scan.proto);
         let span = human_span(scan.last_seen.saturating_sub(scan.first_seen));
-        let clock = WallClock::now();
         let wall = |t| clock::rfc3339_micros(clock.at(t));
         let technique = scan.technique.name();
         let (signature_id, signature, kind, mut threshold) = match scan.kind {

@@ -42,6 +42,12 @@ impl WallClock {
         Self { offset_ns }
     }
 
+    /// The clock of times that are already wall-clock times since the Unix epoch (a
+    /// capture's).
+    pub fn unix() -> Self {
+        Self { offset_ns: 0 }
+    }
+
     /// The wall-clock time of a CLOCK_MONOTONIC instant.
     pub fn at(self, monotonic: Duration) -> SystemTime {
         let ns = self.offset_ns + monotonic.as_nanos() as i128;

@@ -16,6 +16,8 @@ pub mod evidence;
 pub mod flood;
 pub mod iface;
 pub mod loader;
+pub mod pcap;
+pub mod replay;
 pub mod services;
 pub mod slow;
 pub mod table;

@@ -30,7 +30,7 @@ use probe_userspace::{
     flood::FloodLimit,
     iface::{self, IfaceError},
     loader::{self, KernelConfig, LoadError, XdpModeArg},
-    services,
+    replay, services,
     slow::SlowConfig,
     trw::{TrwConfig, TrwUnit},
 };
@@ -85,154 +85,178 @@ struct Cli {
     /// Read settings from this TOML file: each key is a flag's long name, each value its
     /// argument (`scan-ports = 20`, `home-net = ["198.18.0.0/15"]`, `probes = true`). Flags
     /// on the command line override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(global = true, long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
 
     /// Print the effective configuration (defaults, --config file, flags) as a documented
     /// TOML file, and exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     print_config: bool,
 
     /// Interface to watch (repeat for several). Default: the interface of the default route.
-    #[arg(short, long = "iface", value_name = "IFACE")]
+    #[arg(global = true, short, long = "iface", value_name = "IFACE")]
     ifaces: Vec<String>,
 
     /// XDP attach mode: `auto` tries native (driver) mode and falls back to generic (skb).
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto, value_name = "MODE")]
+    #[arg(global = true, long, value_enum, default_value_t = XdpModeArg::Auto, value_name = "MODE")]
     xdp_mode: XdpModeArg,
 
     /// Distinct refused ports of one target from one source that make a port scan.
-    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+    #[arg(global = true, long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
     scan_ports: u16,
 
     /// Window, in seconds, in which those ports must be refused (fractions allowed).
-    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(global = true, long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
     scan_window: Duration,
 
     /// Distinct hosts probed by one source (failed attempts, or pings) that make a sweep.
-    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+    #[arg(global = true, long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
     sweep_hosts: u16,
 
     /// The sequential hypothesis test (TRW) on first contacts: `auto` tests each source's
     /// first contacts with our services (host:port) when the home nets are single
     /// addresses, with our hosts otherwise (gateways); `off` leaves the thresholds alone.
-    #[arg(long, value_enum, default_value_t = TrwMode::Auto, value_name = "MODE")]
+    #[arg(global = true, long, value_enum, default_value_t = TrwMode::Auto, value_name = "MODE")]
     trw: TrwMode,
 
     /// Distinct failed contacts (host:port) within --slow-horizon, beyond the source's
     /// successes, that make a slow scan (nmap -T1, -T0). 0 turns the slow-scan detector off.
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_slow_failed)]
+    #[arg(global = true, long, default_value_t = 8, value_name = "N", value_parser = parse_slow_failed)]
     slow_failed: u32,
 
     /// Seconds over which the slow-scan detector counts a source's contacts (a compact
     /// summary per source; contacts older than this are forgotten).
-    #[arg(long, default_value = "3600", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(global = true, long, default_value = "3600", value_name = "SECONDS", value_parser = parse_seconds)]
     slow_horizon: Duration,
 
     /// Sources failing on the same ports of one host within --scan-window that make one
     /// distributed scan (nmap -D decoys, cooperating scanners), reported as one incident
     /// listing them. 0 turns the detector off.
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = parse_crowd_sources)]
+    #[arg(global = true, long, default_value_t = 3, value_name = "N", value_parser = parse_crowd_sources)]
     crowd_sources: u16,
 
     /// Failed ports each of those sources must share with the others.
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=8))]
+    #[arg(global = true, long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=8))]
     crowd_ports: u16,
 
     /// Count the IPv4 sources of one prefix of this length as one source (24: a /24 is one
     /// scanner); its incident lists every address. 32: every address on its own.
-    #[arg(long, default_value_t = 32, value_name = "LEN", value_parser = clap::value_parser!(u8).range(8..=32))]
+    #[arg(global = true, long, default_value_t = 32, value_name = "LEN", value_parser = clap::value_parser!(u8).range(8..=32))]
     group_v4: u8,
 
     /// Count the IPv6 sources of one prefix of this length as one source (64 is common).
     /// 128: every address on its own.
-    #[arg(long, default_value_t = 128, value_name = "LEN", value_parser = clap::value_parser!(u8).range(16..=128))]
+    #[arg(global = true, long, default_value_t = 128, value_name = "LEN", value_parser = clap::value_parser!(u8).range(16..=128))]
     group_v6: u8,
 
     /// Seconds between `update` alerts of a scan that goes on.
-    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(global = true, long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
     update_interval: Duration,
 
     /// Seconds without probes after which a scan ends (its `end` alert sums it up).
-    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(global = true, long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
     idle_timeout: Duration,
 
     /// Entries each detector tracks at once (source/target pairs, sources); the least
     /// recently active are forgotten first. Bounds memory under floods of spoofed sources.
-    #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(global = true, long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_tracked: u32,
 
     /// At most this many alerts a second; beyond, alerts are counted and one record a
     /// second (event_type "alert_flood") says how many were suppressed. 0: no limit.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(global = true, long, default_value_t = 100, value_name = "N")]
     alert_rate_limit: u32,
 
     /// Also write each outcome the kernel reports (refused, accepted, unanswered, ...) as
     /// a JSON line with event_type "probe": the raw evidence behind the alerts.
-    #[arg(long)]
+    #[arg(long, global = true)]
     probes: bool,
 
     /// A network that is "ours" (repeatable, CIDR or address). Only attempts to these
     /// addresses are tracked. Default: the addresses of the attached interfaces; on a
     /// gateway, name the networks behind it.
-    #[arg(long = "home-net", value_name = "CIDR")]
+    #[arg(global = true, long = "home-net", value_name = "CIDR")]
     home_nets: Vec<Cidr>,
 
     /// Seconds an attempt may wait for an answer before it counts as unanswered
     /// (filtered, or open for FIN/NULL/Xmas and UDP probes).
-    #[arg(long, default_value = "3", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(global = true, long, default_value = "3", value_name = "SECONDS", value_parser = parse_seconds)]
     pending_timeout: Duration,
 
     /// Seconds during which a host our hosts contacted may connect back to our high ports
     /// (>= 1024) unreported (active FTP data, chat, media callbacks), as the seeds and TRW
     /// both advise. Its probes of our service ports (< 1024) are still reported.
-    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(global = true, long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
     callback_window: Duration,
 
     /// Slots of the kernel's pending-attempt table (a power of two; 56 B each). More slots,
     /// fewer attempts lost to hash collisions under floods.
-    #[arg(long, default_value_t = probe_common::PENDING_ENTRIES, value_name = "N", value_parser = parse_power_of_two)]
+    #[arg(global = true, long, default_value_t = probe_common::PENDING_ENTRIES, value_name = "N", value_parser = parse_power_of_two)]
     pending_slots: u32,
 
     /// Entries of the kernel's reported-outcome table (LRU; about 112 B each).
-    #[arg(long, default_value_t = probe_common::OUTCOMES_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..))]
+    #[arg(global = true, long, default_value_t = probe_common::OUTCOMES_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..))]
     outcome_entries: u32,
 
     /// Bytes of the kernel-to-userspace event ring buffer (a power of two, >= 4096).
-    #[arg(long, default_value_t = probe_common::EVENTS_BYTES, value_name = "BYTES", value_parser = parse_power_of_two)]
+    #[arg(global = true, long, default_value_t = probe_common::EVENTS_BYTES, value_name = "BYTES", value_parser = parse_power_of_two)]
     ringbuf_bytes: u32,
 
     /// Append each probed port of a confirmed scanner to this CSV file (time, source,
     /// destination, port, protocol, outcome, service, count). Off when not given.
-    #[arg(long, value_name = "PATH")]
+    #[arg(global = true, long, value_name = "PATH")]
     attack_list: Option<std::path::PathBuf>,
 
     /// Size at which the attack list is rotated (PATH.1, PATH.2, ...), in MiB.
-    #[arg(long, default_value_t = 10, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(global = true, long, default_value_t = 10, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     attack_list_mib: u64,
 
     /// Rotated attack lists kept.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    #[arg(global = true, long, default_value_t = 5, value_name = "N")]
     attack_list_keep: usize,
 
     /// A source never to report (repeatable, CIDR): your own scanners, monitoring.
-    #[arg(long = "allow-source", value_name = "CIDR")]
+    #[arg(global = true, long = "allow-source", value_name = "CIDR")]
     allow_sources: Vec<Cidr>,
 
     /// A local service never to report (repeatable): CIDR, CIDR:PORT or [IPV6-CIDR]:PORT.
-    #[arg(long = "allow-service", value_name = "SERVICE")]
+    #[arg(global = true, long = "allow-service", value_name = "SERVICE")]
     allow_services: Vec<Service>,
 
     /// A file of allow-list rules (`source CIDR`, `service CIDR[:PORT]`, `#` comments),
     /// re-read on SIGHUP; the kernel's lists are updated in place.
-    #[arg(long, value_name = "PATH")]
+    #[arg(global = true, long, value_name = "PATH")]
     allow_file: Option<std::path::PathBuf>,
 
     /// Log level for stderr: error, warn, info, debug (each refused probe; eBPF trace
     /// records when built with PROBE_EBPF_TRACE=1) or trace. RUST_LOG overrides.
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    #[arg(global = true, long, default_value = "info", value_name = "LEVEL")]
     log_level: log::LevelFilter,
+
+    /// What to do: watch interfaces (no subcommand), or replay a capture.
+    #[command(subcommand)]
+    mode: Option<Mode>,
 }
+
+/// What probe-detector does besides watching interfaces.
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Replay a capture: each packet goes through the same XDP (inbound) and TC (outbound)
+    /// programs with BPF_PROG_TEST_RUN, nothing attached, and the events through the same
+    /// engine on the capture's clock; alerts are written as a live run would write them.
+    /// Needs --home-net (the capture's own addresses: they tell outbound from inbound).
+    /// Example: probe-detector replay scan.pcap --home-net 198.18.7.2
+    Replay {
+        /// A pcap file (as tcpdump -w writes); convert pcapng first (editcap -F pcap).
+        #[arg(value_name = "FILE.pcap")]
+        file: std::path::PathBuf,
+    },
+}
+
+/// A command line that cannot work, found after parsing (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
 
 /// Parses a positive number of seconds, fractions allowed.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -379,7 +403,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         })
     {
         EXIT_PRIVILEGES
-    } else if err.chain().any(|e| e.is::<AllowError>()) {
+    } else if err
+        .chain()
+        .any(|e| e.is::<AllowError>() || e.is::<UsageError>())
+    {
         EXIT_USAGE
     } else if err.chain().any(|e| e.is::<IfaceError>()) {
         EXIT_INTERFACE
@@ -408,6 +435,9 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Mode::Replay { file }) = &cli.mode {
+        return replay(&cli, file);
+    }
     let ifaces = if cli.ifaces.is_empty() {
         let name = iface::default_route_interface()?;
         log::info!("no --iface given: watching {name}, the interface of the default route");
@@ -456,15 +486,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .join(", ")
         }
     );
-    let config = KernelConfig {
-        pending_slots: cli.pending_slots,
-        outcomes_entries: cli.outcome_entries,
-        ringbuf_bytes: cli.ringbuf_bytes,
-        timeout: cli.pending_timeout,
-        callback_window: cli.callback_window,
-        home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
-        ..KernelConfig::default()
-    };
+    let config = kernel_config(&cli, &home_nets);
     log::debug!("kernel maps: about {} KiB", config.map_bytes() / 1024);
 
     let mut ebpf = loader::load(&config)?;
@@ -497,6 +519,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
+    let trw_unit = trw_unit(&cli, &home_nets);
+    let result = watch(&mut ebpf, &cli, &config, allow_lists, attack_list, trw_unit).await;
+    detach_all(&mut ebpf, attachments);
+    log_counters(&ebpf, &config, log::Level::Info);
+    result
+}
+
+/// The kernel side's configuration from the command line.
+fn kernel_config(cli: &Cli, home_nets: &[Cidr]) -> KernelConfig {
+    KernelConfig {
+        pending_slots: cli.pending_slots,
+        outcomes_entries: cli.outcome_entries,
+        ringbuf_bytes: cli.ringbuf_bytes,
+        timeout: cli.pending_timeout,
+        callback_window: cli.callback_window,
+        home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
+        ..KernelConfig::default()
+    }
+}
+
+/// The unit of TRW's first contacts (`--trw`), and a log line saying it.
+fn trw_unit(cli: &Cli, home_nets: &[Cidr]) -> Option<TrwUnit> {
     let trw_unit = match cli.trw {
         TrwMode::Off => None,
         TrwMode::Host => Some(TrwUnit::Host),
@@ -518,10 +562,101 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(TrwUnit::Host) => "on, first contacts with each host",
         }
     );
-    let result = watch(&mut ebpf, &cli, &config, allow_lists, attack_list, trw_unit).await;
-    detach_all(&mut ebpf, attachments);
-    log_counters(&ebpf, &config, log::Level::Info);
-    result
+    trw_unit
+}
+
+/// The engine's configuration from the command line.
+fn engine_config(cli: &Cli, trw_unit: Option<TrwUnit>) -> EngineConfig {
+    EngineConfig {
+        min_ports: usize::from(cli.scan_ports),
+        min_hosts: usize::from(cli.sweep_hosts),
+        window: cli.scan_window,
+        max_tracked: cli.max_tracked as usize,
+        trw: trw_unit.map(|unit| TrwConfig {
+            unit,
+            ..TrwConfig::default()
+        }),
+        update_interval: cli.update_interval,
+        idle_timeout: cli.idle_timeout,
+        slow: (cli.slow_failed > 0).then_some(SlowConfig {
+            min_failed: cli.slow_failed,
+            horizon: cli.slow_horizon,
+            max_sources: cli.max_tracked as usize,
+        }),
+        crowd: (cli.crowd_sources > 0).then_some(CrowdConfig {
+            min_sources: usize::from(cli.crowd_sources),
+            min_common: usize::from(cli.crowd_ports),
+            window: cli.scan_window,
+            max_targets: (cli.max_tracked as usize).min(4096),
+        }),
+        group_v4: cli.group_v4,
+        group_v6: cli.group_v6,
+    }
+}
+
+/// `probe-detector replay FILE.pcap`: the capture through the programs and the engine.
+fn replay(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> {
+    if cli.home_nets.is_empty() {
+        return Err(UsageError(
+            "replay needs --home-net: the capture's own addresses (its host, or the networks behind its gateway) tell outbound packets from inbound ones".to_owned(),
+        )
+        .into());
+    }
+    let allow_lists = allow_lists_of(cli)?;
+    let bytes = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let capture = probe_userspace::pcap::Capture::parse(&bytes)
+        .with_context(|| format!("cannot replay {}", file.display()))?;
+    check_privileges()?;
+    let config = kernel_config(cli, &cli.home_nets);
+    let mut ebpf = loader::load(&config)?;
+    allow::apply(&mut ebpf, &AllowLists::default(), &allow_lists)
+        .context("cannot load the allow-lists")?;
+    let engine_config = engine_config(cli, trw_unit(cli, &cli.home_nets));
+    let thresholds = Thresholds::of(&engine_config);
+    let mut engine = Engine::new(engine_config);
+    let mut stdout = io::stdout().lock();
+    let mut written = 0u64;
+    let mut failure = None;
+    let stats = replay::replay(
+        &mut ebpf,
+        &config,
+        &cli.home_nets,
+        &capture,
+        &mut engine,
+        |alerts| {
+            for scan in alerts {
+                let record = AlertRecord::from_scan_at(
+                    scan,
+                    "replay".to_owned(),
+                    thresholds,
+                    WallClock::unix(),
+                );
+                if failure.is_none()
+                    && let Err(err) = writeln!(stdout, "{}", json_line(&record))
+                {
+                    failure = Some(err);
+                }
+                written += 1;
+            }
+        },
+    )
+    .with_context(|| format!("cannot replay {}", file.display()))?;
+    if let Some(err) = failure {
+        return Err(err).context("cannot write to stdout");
+    }
+    stdout.flush().context("cannot write to stdout")?;
+    log::info!(
+        "replayed {}: {} packets ({} inbound through XDP, {} outbound through TC), {} events, {written} alerts",
+        file.display(),
+        stats.inbound + stats.outbound,
+        stats.inbound,
+        stats.outbound,
+        stats.events
+    );
+    if stats.undecodable > 0 {
+        log::warn!("{} events could not be decoded", stats.undecodable);
+    }
+    Ok(())
 }
 
 /// Logs the kernel counters, and how full the kernel's tables are.
@@ -585,31 +720,7 @@ async fn watch(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
-    let engine = EngineConfig {
-        min_ports: usize::from(cli.scan_ports),
-        min_hosts: usize::from(cli.sweep_hosts),
-        window: cli.scan_window,
-        max_tracked: cli.max_tracked as usize,
-        trw: trw_unit.map(|unit| TrwConfig {
-            unit,
-            ..TrwConfig::default()
-        }),
-        update_interval: cli.update_interval,
-        idle_timeout: cli.idle_timeout,
-        slow: (cli.slow_failed > 0).then_some(SlowConfig {
-            min_failed: cli.slow_failed,
-            horizon: cli.slow_horizon,
-            max_sources: cli.max_tracked as usize,
-        }),
-        crowd: (cli.crowd_sources > 0).then_some(CrowdConfig {
-            min_sources: usize::from(cli.crowd_sources),
-            min_common: usize::from(cli.crowd_ports),
-            window: cli.scan_window,
-            max_targets: (cli.max_tracked as usize).min(4096),
-        }),
-        group_v4: cli.group_v4,
-        group_v6: cli.group_v6,
-    };
+    let engine = engine_config(cli, trw_unit);
     log::info!(
         "engine state: at most about {} MiB (--max-tracked {})",
         Engine::memory_bound(&engine) >> 20,

@@ -166,3 +166,27 @@ fn help_teaches_the_config_file() {
     assert!(help.contains("--crowd-sources"));
     assert!(help.contains("--slow-horizon"));
 }
+
+#[test]
+fn replay_without_home_nets_or_of_a_non_capture_is_one_clear_line() {
+    let out = run(&["replay", "/nonexistent.pcap"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("probe-detector: error: replay needs --home-net"),
+        "{err}"
+    );
+    let not_pcap = config_file("not.pcap", "hello, this is not a capture at all");
+    let out = run(&["replay", not_pcap.path(), "--home-net", "198.18.0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "probe-detector: error: cannot replay {}: not a pcap file (magic number",
+            not_pcap.path()
+        )),
+        "{err}"
+    );
+}

@@ -1,0 +1,206 @@
+//! Offline replay: each packet of a capture goes through the same XDP and TC programs as on
+//! a live interface (`BPF_PROG_TEST_RUN`; nothing is attached, nothing is sent), inbound
+//! packets through XDP and outbound ones through TC, the direction told by the home nets;
+//! the events they report go through the same engine, on the capture's clock.
+//!
+//! The capture's clock drives everything time-dependent: each event carries the time of the
+//! packet that caused it; the expiry program runs once per sweep interval of capture time
+//! (so attempts left unanswered for the timeout are reported as they would be live), and
+//! the engine's lifecycle (`update`, `end`) ticks once per second of it. At the end, the
+//! remaining attempts expire and every open incident ends.
+
+use std::{net::IpAddr, time::Duration};
+
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+    programs::{TestRun as _, TestRunOptions},
+};
+use probe_common::EVENTS_MAP;
+
+use crate::{
+    cidr::Cidr,
+    engine::{Engine, ScanAlert},
+    event::Probe,
+    loader::{self, KernelConfig, LoadError},
+    pcap::{Capture, PcapError},
+};
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The capture cannot be read.
+    #[error(transparent)]
+    Pcap(#[from] PcapError),
+    /// The kernel side failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The loaded object has no event ring buffer.
+    #[error("the eBPF object has no EVENTS ring buffer")]
+    NoRing,
+}
+
+/// What a replay saw.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    /// Packets through XDP (inbound) and TC (outbound).
+    pub inbound: u64,
+    pub outbound: u64,
+    /// Events the programs reported, and those that could not be decoded.
+    pub events: u64,
+    pub undecodable: u64,
+}
+
+/// The source address of an Ethernet frame carrying IPv4 or IPv6 (after up to two VLAN
+/// tags); `None` for anything else or a frame too short.
+pub fn source_address(frame: &[u8]) -> Option<IpAddr> {
+    let mut offset = 12;
+    let mut ethertype = u16::from_be_bytes([*frame.get(offset)?, *frame.get(offset + 1)?]);
+    for _ in 0..2 {
+        if ethertype != 0x8100 && ethertype != 0x88a8 {
+            break;
+        }
+        offset += 4;
+        ethertype = u16::from_be_bytes([*frame.get(offset)?, *frame.get(offset + 1)?]);
+    }
+    let ip = offset + 2;
+    match ethertype {
+        0x0800 => {
+            let src: [u8; 4] = frame.get(ip + 12..ip + 16)?.try_into().ok()?;
+            Some(IpAddr::from(src))
+        }
+        0x86dd => {
+            let src: [u8; 16] = frame.get(ip + 8..ip + 24)?.try_into().ok()?;
+            Some(IpAddr::from(src))
+        }
+        _ => None,
+    }
+}
+
+/// Replays `capture` through the programs of `ebpf` (loaded with `config`, not attached)
+/// and `engine`; hands every alert to `emit` as it is made.
+pub fn replay(
+    ebpf: &mut Ebpf,
+    config: &KernelConfig,
+    home_nets: &[Cidr],
+    capture: &Capture<'_>,
+    engine: &mut Engine,
+    mut emit: impl FnMut(&[ScanAlert]),
+) -> Result<ReplayStats, ReplayError> {
+    let map = ebpf.take_map(EVENTS_MAP).ok_or(ReplayError::NoRing)?;
+    let mut ring = RingBuf::try_from(map).map_err(|_| ReplayError::NoRing)?;
+    let mut stats = ReplayStats::default();
+    let interval = config.sweep_interval();
+    let second = Duration::from_secs(1);
+    let (mut next_sweep, mut next_tick) = (None::<Duration>, None::<Duration>);
+    let mut now = Duration::ZERO;
+    for packet in capture.packets() {
+        let packet = packet?;
+        now = now.max(packet.time);
+        if next_sweep.is_none() {
+            // The capture's clock starts with its first packet.
+            next_sweep = Some(now + interval);
+            next_tick = Some(now + second);
+        }
+        // Time passes first: sweeps and ticks due before this packet.
+        while let Some(due) = next_sweep.filter(|&t| t <= now) {
+            sweep(ebpf, &mut ring, |ring| {
+                emit(&feed(ring, engine, &mut stats, due));
+            })?;
+            next_sweep = Some(due + interval);
+        }
+        while let Some(due) = next_tick.filter(|&t| t <= now) {
+            emit(&engine.tick(due));
+            next_tick = Some(due + second);
+        }
+        let outbound = source_address(packet.data)
+            .is_some_and(|src| home_nets.iter().any(|net| net.contains(src)));
+        let options = TestRunOptions {
+            data_in: Some(packet.data),
+            ..Default::default()
+        };
+        if outbound {
+            stats.outbound += 1;
+            loader::tc_program(ebpf)?
+                .test_run(options)
+                .map_err(|source| LoadError::Program {
+                    name: "probe_egress",
+                    source,
+                })?;
+        } else {
+            stats.inbound += 1;
+            loader::xdp_program(ebpf)?
+                .test_run(options)
+                .map_err(|source| LoadError::Program {
+                    name: "probe_ingress",
+                    source,
+                })?;
+        }
+        emit(&feed(&mut ring, engine, &mut stats, now));
+    }
+    // The end of the capture: what is still pending expires, on the capture's clock.
+    for _ in 0..=config.expire_after_sweeps() {
+        now += interval;
+        sweep(ebpf, &mut ring, |ring| {
+            emit(&feed(ring, engine, &mut stats, now));
+        })?;
+    }
+    emit(&engine.tick(now));
+    emit(&engine.finish());
+    Ok(stats)
+}
+
+/// Feeds every event waiting in the ring to the engine, stamped `at`; returns the alerts.
+fn feed(
+    ring: &mut RingBuf<MapData>,
+    engine: &mut Engine,
+    stats: &mut ReplayStats,
+    at: Duration,
+) -> Vec<ScanAlert> {
+    let mut alerts = Vec::new();
+    while let Some(record) = ring.next() {
+        match Probe::decode(&record) {
+            Ok(mut probe) => {
+                stats.events += 1;
+                probe.timestamp = at;
+                alerts.extend(engine.observe(&probe, at));
+            }
+            Err(_) => stats.undecodable += 1,
+        }
+    }
+    alerts
+}
+
+/// One expiry sweep, `drain` called after each chunk.
+fn sweep(
+    ebpf: &mut Ebpf,
+    ring: &mut RingBuf<MapData>,
+    mut drain: impl FnMut(&mut RingBuf<MapData>),
+) -> Result<(), LoadError> {
+    loader::expire_with(ebpf, |_| drain(ring))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_address_is_read_through_vlan_tags() {
+        let mut v4 = vec![0u8; 12];
+        v4.extend_from_slice(&[0x81, 0x00, 0, 7, 0x08, 0x00]);
+        v4.extend_from_slice(&[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0]);
+        v4.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2]);
+        assert_eq!(source_address(&v4), Some("198.18.0.1".parse().unwrap()));
+        let mut v6 = vec![0u8; 12];
+        v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 0, 6, 64]);
+        let src: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
+        v6.extend_from_slice(&src.octets());
+        v6.extend_from_slice(&[0; 16]);
+        assert_eq!(source_address(&v6), Some(IpAddr::V6(src)));
+        // Too short, or not IP: no address, never a panic.
+        for len in 0..38 {
+            assert_eq!(source_address(&v6[..len]), None);
+        }
+        assert_eq!(source_address(&[0; 14]), None);
+    }
+}

@@ -1,0 +1,137 @@
+//! Offline replay of the committed captures (tests/fixtures, recorded by record.sh from
+//! real nmap, curl and connect traffic): `probe-detector replay` must give the alerts the
+//! live run gave on the same traffic (the `.live.json` beside each capture). Loads the
+//! real programs: needs root, like the kernel tests.
+
+use std::{path::Path, process::Command};
+
+use serde_json::Value;
+
+const HOME: &str = "198.18.12.2";
+
+fn root_ready(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("PROBE_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("{test}: skipped (PROBE_SKIP_ROOT_TESTS, not root)");
+        return false;
+    }
+    panic!("{test} loads eBPF programs: run as root (or set PROBE_SKIP_ROOT_TESTS=1)");
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The alerts of `probe-detector replay NAME.pcap --home-net 198.18.12.2`.
+fn replay(name: &str) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_probe-detector"))
+        .args([
+            "replay",
+            &fixture(&format!("{name}.pcap")),
+            "--home-net",
+            HOME,
+        ])
+        .output()
+        .expect("run probe-detector");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay {name} failed: {stderr}");
+    assert!(stderr.contains("replayed "), "{stderr}");
+    lines(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// What must agree between a live run and a replay: everything but the clock-dependent
+/// fields (times, rates), which differ by the microseconds between the kernel's clock and
+/// the capture's.
+fn essence(alert: &Value) -> Value {
+    serde_json::json!({
+        "phase": alert["scan"]["phase"],
+        "kind": alert["scan"]["kind"],
+        "detector": alert["scan"]["detector"],
+        "technique": alert["scan"]["technique"],
+        "src_ip": alert["src_ip"],
+        "src_ips": alert["src_ips"],
+        "dest_ip": alert["dest_ip"],
+        "ports": alert["scan"]["ports"],
+        "probes": alert["scan"]["probes"],
+        "failed": alert["scan"]["failed"],
+        "succeeded": alert["scan"]["succeeded"],
+        "signature_id": alert["alert"]["signature_id"],
+        "spoof_reasons": alert["spoof"]["reasons"],
+    })
+}
+
+/// Seconds since midnight of an RFC 3339 time (`2026-11-21T07:26:01.123456Z`).
+fn seconds_of_day(time: &str) -> f64 {
+    let clock = &time[11..time.len() - 1];
+    clock
+        .split(':')
+        .map(|part| part.parse::<f64>().unwrap())
+        .fold(0.0, |acc, part| acc * 60.0 + part)
+}
+
+fn same_as_live(name: &str) -> Vec<Value> {
+    let replayed = replay(name);
+    let live = lines(&std::fs::read_to_string(fixture(&format!("{name}.live.json"))).unwrap());
+    assert_eq!(
+        replayed.iter().map(essence).collect::<Vec<_>>(),
+        live.iter().map(essence).collect::<Vec<_>>(),
+        "{name}: the replay differs from the live run"
+    );
+    // On the capture's clock: the records carry the capture's times, not today's (the
+    // live run stamped them within a millisecond of tcpdump).
+    for (r, l) in replayed.iter().zip(&live) {
+        let (r, l) = (
+            r["timestamp"].as_str().unwrap(),
+            l["timestamp"].as_str().unwrap(),
+        );
+        assert_eq!(r[..10], l[..10], "{name}: {r} vs {l}");
+        assert!(
+            (seconds_of_day(r) - seconds_of_day(l)).abs() < 0.5,
+            "{name}: {r} vs {l}"
+        );
+    }
+    replayed
+}
+
+#[test]
+fn a_replayed_syn_scan_gives_the_live_alerts() {
+    if !root_ready("a_replayed_syn_scan_gives_the_live_alerts") {
+        return;
+    }
+    let alerts = same_as_live("syn-scan");
+    // nmap -sS -T4 of 100 ports, 22 and 80 open: one incident, start and end.
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[1]["scan"]["ports"].as_array().unwrap().len(), 98);
+}
+
+#[test]
+fn a_replayed_decoy_scan_is_one_distributed_incident() {
+    if !root_ready("a_replayed_decoy_scan_is_one_distributed_incident") {
+        return;
+    }
+    let alerts = same_as_live("decoy-scan");
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0]["scan"]["kind"], "distributed");
+    assert_eq!(alerts[0]["src_ips"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn replayed_benign_traffic_raises_nothing() {
+    if !root_ready("replayed_benign_traffic_raises_nothing") {
+        return;
+    }
+    assert!(same_as_live("benign").is_empty());
+}
