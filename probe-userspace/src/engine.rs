@@ -304,6 +304,33 @@ pub fn is_martian(ip: IpAddr) -> bool {
     }
 }
 
+/// The lowest and highest TTL seen (0, 0: none known yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TtlRange {
+    min: u8,
+    max: u8,
+}
+
+impl TtlRange {
+    /// Widens the range to `ttl` (0: unknown, ignored).
+    fn note(&mut self, ttl: u8) {
+        if ttl == 0 {
+            return;
+        }
+        if self.min == 0 {
+            *self = Self { min: ttl, max: ttl };
+        }
+        self.min = self.min.min(ttl);
+        self.max = self.max.max(ttl);
+    }
+
+    /// Widens the range to cover `other`.
+    fn merge(&mut self, other: TtlRange) {
+        self.note(other.min);
+        self.note(other.max);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct PairKey {
     src: IpAddr,
@@ -420,8 +447,7 @@ struct Incident {
     failed: u64,
     succeeded: u64,
     tcp_flags: u8,
-    ttl_min: u8,
-    ttl_max: u8,
+    ttl: TtlRange,
     last_alert: Duration,
     changed: bool,
 }
@@ -443,18 +469,6 @@ impl Incident {
         push_new(&mut self.sources, src, MAX_SOURCES)
     }
 
-    /// Notes a probe's TTL (0: unknown).
-    fn note_ttl(&mut self, ttl: u8) {
-        if ttl == 0 {
-            return;
-        }
-        if self.ttl_min == 0 {
-            (self.ttl_min, self.ttl_max) = (ttl, ttl);
-        }
-        self.ttl_min = self.ttl_min.min(ttl);
-        self.ttl_max = self.ttl_max.max(ttl);
-    }
-
     /// How long it may stay idle before it ends: `base`, or three of its average gaps
     /// between outcomes when longer (a slow scan), at most `cap`.
     fn idle_limit(&self, base: Duration, cap: Duration) -> Duration {
@@ -468,7 +482,7 @@ impl Incident {
     /// Counts one outcome of this scan; notes whether its picture changed.
     fn count(&mut self, probe: &Probe, now: Duration) {
         self.changed |= self.add_source(probe.src);
-        self.note_ttl(probe.ttl);
+        self.ttl.note(probe.ttl);
         self.last_seen = self.last_seen.max(now);
         self.probes += 1;
         if probe.failed() {
@@ -504,8 +518,8 @@ impl Incident {
             sources,
             src_net: self.src_net,
             spoof: Spoof {
-                ttl_min: self.ttl_min,
-                ttl_max: self.ttl_max,
+                ttl_min: self.ttl.min,
+                ttl_max: self.ttl.max,
                 reasons,
             },
             targets: sorted(&self.hosts),
@@ -529,8 +543,7 @@ impl Incident {
 #[derive(Debug)]
 struct Sighting {
     last_seen: Duration,
-    ttl_min: u8,
-    ttl_max: u8,
+    ttl: TtlRange,
     addrs: RecentSet<IpAddr>,
 }
 
@@ -668,6 +681,13 @@ impl Engine {
         }
     }
 
+    /// True when the probe's source is a member of an open distributed scan of its target.
+    fn in_crowd(&self, probe: &Probe) -> bool {
+        self.incidents
+            .get(&crowd_key(probe.dst, probe.proto))
+            .is_some_and(|i| i.sources.contains(&probe.src))
+    }
+
     /// Notes the TTL (and, when grouped, the address) of a probe from `src`.
     fn sight(&mut self, src: IpAddr, grouped: bool, probe: &Probe, now: Duration) {
         // As long as the slowest detector that may open an incident remembers evidence.
@@ -678,22 +698,15 @@ impl Engine {
             .max(self.config.window);
         let sighting = self.sightings.entry(src, now, idle, || Sighting {
             last_seen: now,
-            ttl_min: 0,
-            ttl_max: 0,
+            ttl: TtlRange::default(),
             addrs: RecentSet::new(),
         });
         if now.saturating_sub(sighting.last_seen) > idle {
-            (sighting.ttl_min, sighting.ttl_max) = (0, 0);
+            sighting.ttl = TtlRange::default();
             sighting.addrs = RecentSet::new();
         }
         sighting.last_seen = sighting.last_seen.max(now);
-        if probe.ttl != 0 {
-            if sighting.ttl_min == 0 {
-                (sighting.ttl_min, sighting.ttl_max) = (probe.ttl, probe.ttl);
-            }
-            sighting.ttl_min = sighting.ttl_min.min(probe.ttl);
-            sighting.ttl_max = sighting.ttl_max.max(probe.ttl);
-        }
+        sighting.ttl.note(probe.ttl);
         if grouped {
             sighting.addrs.note(probe.src, now, idle, GROUP_ADDRS);
         }
@@ -708,10 +721,7 @@ impl Engine {
         self.sight(src, prefix.is_some(), probe, now);
         // A member of a distributed scan of this target counts there, not on its own.
         let crowd_key = crowd_key(probe.dst, probe.proto);
-        let in_crowd = self
-            .incidents
-            .get_mut(&crowd_key)
-            .is_some_and(|i| i.sources.contains(&probe.src));
+        let in_crowd = self.in_crowd(probe);
         let vertical_key = IncidentKey {
             src,
             kind: ScanKind::Vertical,
@@ -742,11 +752,9 @@ impl Engine {
             match verdict.kind {
                 ScanKind::Distributed => alerts.extend(self.open_crowd(verdict, probe, now)),
                 // Its crowd's incident holds this source's scan of this target.
-                ScanKind::Vertical
-                    if self
-                        .incidents
-                        .get_mut(&crowd_key)
-                        .is_some_and(|i| i.sources.contains(&probe.src)) => {}
+                // (Asked again: a distributed verdict of this very probe may have just
+                // opened it.)
+                ScanKind::Vertical if self.in_crowd(probe) => {}
                 // The slow-scan detector speaks for scans the others missed: a source with
                 // an open incident is known already (rare: once per source and horizon).
                 _ if verdict.detector == "slow"
@@ -826,8 +834,7 @@ impl Engine {
             failed: verdict.failed,
             succeeded: verdict.succeeded,
             tcp_flags: probe.tcp_flags,
-            ttl_min: 0,
-            ttl_max: 0,
+            ttl: TtlRange::default(),
             last_alert: now,
             changed: false,
         });
@@ -849,8 +856,7 @@ impl Engine {
         };
         for source in seen {
             if let Some(sighting) = self.sightings.get_mut(&source) {
-                incident.note_ttl(sighting.ttl_min);
-                incident.note_ttl(sighting.ttl_max);
+                incident.ttl.merge(sighting.ttl);
                 for addr in sighting.addrs.sorted() {
                     incident.add_source(addr);
                 }

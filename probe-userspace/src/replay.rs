@@ -16,7 +16,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{TestRun as _, TestRunOptions},
 };
-use probe_common::EVENTS_MAP;
+use probe_common::{EVENTS_MAP, TC_PROGRAM, XDP_PROGRAM};
 
 use crate::{
     cidr::Cidr,
@@ -119,23 +119,14 @@ pub fn replay(
             data_in: Some(packet.data),
             ..Default::default()
         };
-        if outbound {
+        let (name, run) = if outbound {
             stats.outbound += 1;
-            loader::tc_program(ebpf)?
-                .test_run(options)
-                .map_err(|source| LoadError::Program {
-                    name: "probe_egress",
-                    source,
-                })?;
+            (TC_PROGRAM, loader::tc_program(ebpf)?.test_run(options))
         } else {
             stats.inbound += 1;
-            loader::xdp_program(ebpf)?
-                .test_run(options)
-                .map_err(|source| LoadError::Program {
-                    name: "probe_ingress",
-                    source,
-                })?;
-        }
+            (XDP_PROGRAM, loader::xdp_program(ebpf)?.test_run(options))
+        };
+        run.map_err(|source| LoadError::Program { name, source })?;
         emit(&feed(&mut ring, engine, &mut stats, now));
     }
     // The end of the capture: what is still pending expires, on the capture's clock.

@@ -21,7 +21,9 @@
 //! source seen once.
 //!
 //! With the defaults (8 failed contacts within an hour) nmap -T1 (15 s between probes) is
-//! flagged two minutes in and -T0 (5 min between probes) 40 minutes in.
+//! flagged at its eighth probe, under two minutes in, and -T0 (5 min between probes) at its
+//! eighth, 35 minutes in (the unit test below); TRW flags both sooner while their probes
+//! come less than its 10-minute idle time apart.
 
 use std::{
     hash::{BuildHasher, RandomState},

@@ -80,6 +80,11 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
     }
 
     /// The entry for `key`, if held.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key)
+    }
+
+    /// The entry for `key`, mutable, if held.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.entries.get_mut(key)
     }
