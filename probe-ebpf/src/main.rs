@@ -145,6 +145,10 @@ const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;
 /// Unread bytes in `EVENTS` from which a submit wakes the reader (a quarter of the ring).
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+/// When a submit last woke the reader (bpf_ktime_get_ns).
+static mut LAST_WAKEUP_NS: u64 = 0;
+/// Least time between two wakeups that no backlog asked for.
+const WAKEUP_GAP_NS: u64 = 1_000_000;
 /// The home-net prefixes, each a [`probe_common::HomeNet`] (network then mask, 16 bytes
 /// each) seen as four native words, so that they are read into registers a word at a time
 /// rather than copied to the stack.
@@ -715,21 +719,41 @@ fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
         icmp_code,
         _pad: 0,
     });
-    // No wakeup per record: the default (adaptive) notification raises an irq_work, a
-    // self-IPI, whenever the reader has caught up, which is most of the time, and costs
-    // microseconds (a VM exit on a virtual machine). The reader drains on a short timer
-    // instead, and is woken once when a backlog builds: by the record that takes the
-    // unread data across the threshold, not by every record after it.
-    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    entry.submit(wakeup_flags());
+    count(Counter::EventsSent);
+}
+
+/// The flags of a ring-buffer submit made now. No wakeup per record: the default
+/// (adaptive) notification raises an irq_work, a self-IPI, whenever the reader has caught
+/// up, which is most of the time, and costs microseconds (a VM exit on a virtual machine).
+/// The reader is woken when a backlog builds (by the record that takes the unread data
+/// across the threshold, not by every record after it), and otherwise at most once per
+/// WAKEUP_GAP_NS, so the first record after a quiet spell is read at once and a scan's
+/// records within about a millisecond, for at most a thousand wakeups a second. The
+/// reader's drain timer catches the rest. Not inlined: the egress call chain is close to
+/// the 512-byte stack limit, and this needs no stack of its own.
+#[inline(never)]
+fn wakeup_flags() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions. Read again rather than passed in: a
+    // value kept alive across the record's write costs the caller stack it does not have.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: reading plain globals; volatile so the load-time value and other CPUs'
+    // stores are seen. A race between CPUs costs at most one extra wakeup.
     let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
+    // SAFETY: as above.
+    let last_wakeup = unsafe { read_volatile(&raw const LAST_WAKEUP_NS) };
     let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     let crossing = unread >= threshold && unread < threshold + RECORD_BYTES;
-    entry.submit(u64::from(if crossing {
+    let due = now.wrapping_sub(last_wakeup) >= WAKEUP_GAP_NS;
+    if due {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&raw mut LAST_WAKEUP_NS, now) };
+    }
+    u64::from(if crossing || due {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
-    }));
-    count(Counter::EventsSent);
+    })
 }
 
 /// Why an outcome is not reported.

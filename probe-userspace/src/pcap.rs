@@ -2,7 +2,7 @@
 //! microsecond or nanosecond timestamps, either byte order, Ethernet link type. Every
 //! length is checked before it is used: a damaged file is a clear error naming the record.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 /// Link type of Ethernet frames (LINKTYPE_ETHERNET).
 const LINKTYPE_ETHERNET: u32 = 1;
@@ -132,9 +132,110 @@ impl<'a> Capture<'a> {
     }
 }
 
+/// What one Ethernet frame carries, as far as it can be read: addresses, protocol and
+/// destination port. Replay takes the direction from it and the lab counts probes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol number (IPv6: the fixed header's next header; extensions not walked).
+    pub proto: u8,
+    /// TCP or UDP destination port, or the ICMP type; `None` if the header is cut short.
+    pub port: Option<u16>,
+    /// TCP flags, for TCP.
+    pub tcp_flags: Option<u8>,
+}
+
+impl Flow {
+    /// Reads an Ethernet frame with IPv4 or IPv6 (after up to two VLAN tags); `None` for
+    /// anything else or a frame too short for both addresses.
+    pub fn of(frame: &[u8]) -> Option<Self> {
+        let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+        let mut offset = 12;
+        let mut ethertype = be16(offset)?;
+        for _ in 0..2 {
+            if ethertype != 0x8100 && ethertype != 0x88a8 {
+                break;
+            }
+            offset += 4;
+            ethertype = be16(offset)?;
+        }
+        let ip = offset + 2;
+        let (src, dst, proto, transport) = match ethertype {
+            0x0800 => {
+                let src: [u8; 4] = frame.get(ip + 12..ip + 16)?.try_into().ok()?;
+                let dst: [u8; 4] = frame.get(ip + 16..ip + 20)?.try_into().ok()?;
+                let ihl = usize::from(frame[ip] & 0x0f) * 4;
+                (
+                    IpAddr::from(src),
+                    IpAddr::from(dst),
+                    frame[ip + 9],
+                    ip + ihl,
+                )
+            }
+            0x86dd => {
+                let src: [u8; 16] = frame.get(ip + 8..ip + 24)?.try_into().ok()?;
+                let dst: [u8; 16] = frame.get(ip + 24..ip + 40)?.try_into().ok()?;
+                (IpAddr::from(src), IpAddr::from(dst), frame[ip + 6], ip + 40)
+            }
+            _ => return None,
+        };
+        let (port, tcp_flags) = match proto {
+            6 => (be16(transport + 2), frame.get(transport + 13).copied()),
+            17 => (be16(transport + 2), None),
+            1 | 58 => (frame.get(transport).map(|&t| u16::from(t)), None),
+            _ => (None, None),
+        };
+        Some(Self {
+            src,
+            dst,
+            proto,
+            port,
+            tcp_flags: tcp_flags.filter(|_| port.is_some()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flow_is_read_through_vlan_tags_and_never_past_the_end() {
+        let mut v4 = vec![0u8; 12];
+        v4.extend_from_slice(&[0x81, 0x00, 0, 7, 0x08, 0x00]);
+        v4.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+        v4.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2]);
+        v4.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02]);
+        let flow = Flow::of(&v4).unwrap();
+        assert_eq!(flow.src, "198.18.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(flow.dst, "198.18.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (flow.proto, flow.port, flow.tcp_flags),
+            (6, Some(80), Some(0x02))
+        );
+        // Cut inside TCP: addresses but no port.
+        let short = Flow::of(&v4[..v4.len() - 12]).unwrap();
+        assert_eq!((short.port, short.tcp_flags), (None, None));
+        let mut v6 = vec![0u8; 12];
+        v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 8, 58, 64]);
+        let src: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
+        v6.extend_from_slice(&src.octets());
+        v6.extend_from_slice(&[0; 16]);
+        v6.extend_from_slice(&[128, 0, 0, 0]);
+        let flow = Flow::of(&v6).unwrap();
+        assert_eq!(
+            (flow.src, flow.proto, flow.port),
+            (IpAddr::V6(src), 58, Some(128))
+        );
+        // Too short, or not IP: nothing, never a panic.
+        for len in 0..54 {
+            assert_eq!(Flow::of(&v6[..len]), None);
+        }
+        assert_eq!(Flow::of(&[0; 14]), None);
+    }
 
     /// A little-endian microsecond capture of `records` (time in µs, bytes).
     fn capture(records: &[(u64, &[u8])]) -> Vec<u8> {

@@ -9,7 +9,7 @@
 //! the engine's lifecycle (`update`, `end`) ticks once per second of it. At the end, the
 //! remaining attempts expire and every open incident ends.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use aya::{
     Ebpf,
@@ -23,7 +23,7 @@ use crate::{
     engine::{Engine, ScanAlert},
     event::Probe,
     loader::{self, KernelConfig, LoadError},
-    pcap::{Capture, PcapError},
+    pcap::{Capture, Flow, PcapError},
 };
 
 /// Why a replay stopped.
@@ -49,32 +49,6 @@ pub struct ReplayStats {
     /// Events the programs reported, and those that could not be decoded.
     pub events: u64,
     pub undecodable: u64,
-}
-
-/// The source address of an Ethernet frame carrying IPv4 or IPv6 (after up to two VLAN
-/// tags); `None` for anything else or a frame too short.
-pub fn source_address(frame: &[u8]) -> Option<IpAddr> {
-    let mut offset = 12;
-    let mut ethertype = u16::from_be_bytes([*frame.get(offset)?, *frame.get(offset + 1)?]);
-    for _ in 0..2 {
-        if ethertype != 0x8100 && ethertype != 0x88a8 {
-            break;
-        }
-        offset += 4;
-        ethertype = u16::from_be_bytes([*frame.get(offset)?, *frame.get(offset + 1)?]);
-    }
-    let ip = offset + 2;
-    match ethertype {
-        0x0800 => {
-            let src: [u8; 4] = frame.get(ip + 12..ip + 16)?.try_into().ok()?;
-            Some(IpAddr::from(src))
-        }
-        0x86dd => {
-            let src: [u8; 16] = frame.get(ip + 8..ip + 24)?.try_into().ok()?;
-            Some(IpAddr::from(src))
-        }
-        _ => None,
-    }
 }
 
 /// Replays `capture` through the programs of `ebpf` (loaded with `config`, not attached)
@@ -113,7 +87,8 @@ pub fn replay(
             emit(&engine.tick(due));
             next_tick = Some(due + second);
         }
-        let outbound = source_address(packet.data)
+        let outbound = Flow::of(packet.data)
+            .map(|f| f.src)
             .is_some_and(|src| home_nets.iter().any(|net| net.contains(src)));
         let options = TestRunOptions {
             data_in: Some(packet.data),
@@ -169,29 +144,4 @@ fn sweep(
     mut drain: impl FnMut(&mut RingBuf<MapData>),
 ) -> Result<(), LoadError> {
     loader::expire_with(ebpf, |_| drain(ring))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_source_address_is_read_through_vlan_tags() {
-        let mut v4 = vec![0u8; 12];
-        v4.extend_from_slice(&[0x81, 0x00, 0, 7, 0x08, 0x00]);
-        v4.extend_from_slice(&[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0]);
-        v4.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2]);
-        assert_eq!(source_address(&v4), Some("198.18.0.1".parse().unwrap()));
-        let mut v6 = vec![0u8; 12];
-        v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 0, 6, 64]);
-        let src: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
-        v6.extend_from_slice(&src.octets());
-        v6.extend_from_slice(&[0; 16]);
-        assert_eq!(source_address(&v6), Some(IpAddr::V6(src)));
-        // Too short, or not IP: no address, never a panic.
-        for len in 0..38 {
-            assert_eq!(source_address(&v6[..len]), None);
-        }
-        assert_eq!(source_address(&[0; 14]), None);
-    }
 }

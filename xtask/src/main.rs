@@ -63,6 +63,16 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// Run the lab: real scanners (nmap, masscan, hping3, zmap) and benign traffic against
+    /// probe-detector, scanlogd, psad and portsentry side by side in network namespaces, and
+    /// CPU cost against scanlogd; writes docs/detection-matrix.md and .svg. About 10
+    /// minutes. Installs the scanners and peers from Debian. Needs root.
+    Lab {
+        /// A few scenarios and one cost load, under 3 minutes; the report goes to
+        /// target/lab-quick/ instead of docs/.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run every test: formatting, clippy, unit, kernel (BPF_PROG_TEST_RUN) and lab
     /// (network namespaces, nmap) tests. Needs root.
     Test {
@@ -132,6 +142,9 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Bench { no_write } => {
             setup(&pin, false)?;
             bench(&workspace, &pin, !no_write)?;
+        }
+        Cmd::Lab { quick } => {
+            lab(&workspace, &pin, quick)?;
         }
         Cmd::Test { no_lint, args } => {
             test(&workspace, &pin, no_lint, &args)?;
@@ -301,6 +314,58 @@ fn bench(workspace: &Path, pin: &Pin, write: bool) -> anyhow::Result<()> {
         eprintln!("xtask: wrote {}", path.display());
     }
     Ok(())
+}
+
+fn lab(workspace: &Path, pin: &Pin, quick: bool) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "the lab makes network namespaces and loads BPF programs: run `sudo -E cargo xtask lab`"
+        );
+    }
+    setup(pin, true)?;
+    let missing = packages::missing(packages::LAB_PACKAGES);
+    if !missing.is_empty() {
+        eprintln!(
+            "xtask: installing the lab's Debian packages: {}",
+            missing.join(" ")
+        );
+        packages::install(&missing)?;
+    }
+    cmd::run(pinned_cargo(workspace, pin).args([
+        "build",
+        "--release",
+        "--package",
+        "probe-userspace",
+        "--package",
+        "probe-lab",
+        "--bins",
+    ]))?;
+    let target = target_dir(workspace);
+    let (out, work, command) = if quick {
+        (
+            target.join("lab-quick"),
+            target.join("lab-quick/work"),
+            "cargo xtask lab --quick",
+        )
+    } else {
+        (
+            workspace.join("docs"),
+            target.join("lab"),
+            "cargo xtask lab",
+        )
+    };
+    let mut run = Command::new(target.join("release/probe-lab"));
+    run.arg("--detector")
+        .arg(target.join("release/probe-detector"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--work")
+        .arg(&work)
+        .args(["--command", command]);
+    if quick {
+        run.arg("--quick");
+    }
+    cmd::run(&mut run)
 }
 
 fn workspace_root() -> PathBuf {

@@ -28,6 +28,54 @@ pub const TEST_PACKAGES: &[Package] = &[
     },
 ];
 
+/// Packages `cargo xtask lab` needs, beyond the test packages.
+pub const LAB_PACKAGES: &[Package] = &[
+    Package {
+        name: "masscan",
+        why: "a lab scanner",
+    },
+    Package {
+        name: "hping3",
+        why: "a lab scanner and cost load",
+    },
+    Package {
+        name: "zmap",
+        why: "a lab scanner",
+    },
+    Package {
+        name: "netsniff-ng",
+        why: "trafgen, the fastest cost load",
+    },
+    Package {
+        name: "tcpdump",
+        why: "records each scenario to count its probes",
+    },
+    Package {
+        name: "scanlogd",
+        why: "a peer detector",
+    },
+    Package {
+        name: "psad",
+        why: "a peer detector",
+    },
+    Package {
+        name: "portsentry",
+        why: "a peer detector",
+    },
+    Package {
+        name: "rsyslog",
+        why: "the peers' alerts arrive by syslog",
+    },
+    Package {
+        name: "iptables",
+        why: "the LOG rules psad reads",
+    },
+    Package {
+        name: "bpftool",
+        why: "probe-detector's BPF run time for the cost table",
+    },
+];
+
 /// True when dpkg reports the package installed.
 pub fn installed(name: &str) -> bool {
     cmd::output(&mut cmd::command(

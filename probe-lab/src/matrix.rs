@@ -1,0 +1,172 @@
+//! Running one scenario with all four detectors watching the same interface, and reading
+//! off each detector's first alert against the probes recorded on the wire.
+
+use std::{
+    fs,
+    net::IpAddr,
+    path::Path,
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    capture::{Probes, Recorder},
+    detectors::{Alert, Detector, Ours, PeerFiles, peer_alerts},
+    netns::Netns,
+    scenarios::{Lab, Scenario},
+    syslog::Syslog,
+    topology::{LAN, Topology, VICTIM_IF, WAN_IF, is_lan, is_victim},
+};
+
+/// How long the detectors get after a scenario's traffic ends (psad checks once a second).
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// What the whole run shares.
+pub struct Context<'a> {
+    /// The probe-detector binary.
+    pub binary: &'a Path,
+    /// The lab's syslog.
+    pub syslog: &'a Syslog,
+    /// The peers' files.
+    pub peers: &'a PeerFiles,
+    /// Where recordings go.
+    pub pcaps: &'a Path,
+}
+
+/// One detector on one scenario.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    /// Its alerts (probe-detector: scans recognised; peers: alert lines).
+    pub alerts: Vec<Alert>,
+    /// Probes on the wire up to its first alert.
+    pub probes: Option<usize>,
+    /// Seconds from the first probe to its first alert.
+    pub seconds: Option<f64>,
+}
+
+impl Cell {
+    /// Whether it alerted at all.
+    pub fn detected(&self) -> bool {
+        !self.alerts.is_empty()
+    }
+}
+
+/// One scenario's results.
+pub struct Row {
+    /// The scenario.
+    pub scenario: &'static Scenario,
+    /// Distinct probes it sent (see `capture`).
+    pub probes: usize,
+    /// Packets it sent towards the watched addresses.
+    pub packets: usize,
+    /// How long its traffic took.
+    pub seconds: f64,
+    /// One cell per detector, in `Detector::ALL` order.
+    pub cells: Vec<Cell>,
+}
+
+/// Where a topology is watched: the namespace, its interface and the watched addresses.
+pub fn watch_point(lab: &Lab, topology: Topology) -> (&Netns, &'static str, fn(IpAddr) -> bool) {
+    match topology {
+        Topology::Host => (&lab.host.victim, VICTIM_IF, is_victim),
+        Topology::Gateway => (&lab.gateway.router, WAN_IF, is_lan),
+    }
+}
+
+/// probe-detector's arguments at a watch point: its defaults, plus the home network on the
+/// gateway (so it knows the LAN is the inside).
+pub fn detector_args(topology: Topology) -> Vec<&'static str> {
+    match topology {
+        Topology::Host => vec!["--iface", VICTIM_IF],
+        Topology::Gateway => vec!["--iface", WAN_IF, "--home-net", LAN],
+    }
+}
+
+/// Runs `scenario` with every detector watching; fresh detectors each time, so no state
+/// carries over between scenarios.
+pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow::Result<Row> {
+    let (ns, dev, watched) = watch_point(lab, scenario.topology);
+    let pcap = ctx.pcaps.join(format!("{}.pcap", slug(scenario.name)));
+    let recorder = Recorder::start(ns, dev, &pcap)?;
+    // psad reads the kernel log from where it is when it starts; empty it anyway, so a
+    // scenario's psad never sees an earlier scenario's lines.
+    fs::write(ctx.syslog.kern_log(), b"").context("cannot empty the lab's kernel log")?;
+    ctx.peers.start(ns, ctx.syslog)?;
+    let mut ours = Ours::start(ns, ctx.binary, &detector_args(scenario.topology))?;
+    let offset = ctx.syslog.offset();
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let sent = (scenario.run)(lab);
+    let seconds = clock.elapsed().as_secs_f64();
+    // Wait for the slowest detector, but not past SETTLE.
+    let settled = Instant::now();
+    while settled.elapsed() < SETTLE {
+        let peers = ctx.syslog.lines_since(offset)?;
+        let all = !ours.alerts().is_empty()
+            && Detector::ALL[1..]
+                .iter()
+                .all(|d| !peer_alerts(*d, &peers).is_empty());
+        if all && !scenario.benign {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = ours.stop();
+    PeerFiles::stop(ns);
+    recorder.stop()?;
+    sent.with_context(|| format!("scenario {:?}", scenario.name))?;
+    stopped.with_context(|| format!("probe-detector in scenario {:?}", scenario.name))?;
+    let lines = ctx.syslog.lines_since(offset)?;
+    let probes = Probes::read(&pcap, watched)?;
+    let cells = Detector::ALL
+        .iter()
+        .map(|d| {
+            let mut alerts = match d {
+                Detector::Ours => ours.alerts(),
+                peer => peer_alerts(*peer, &lines),
+            };
+            alerts.retain(|a| a.time >= started);
+            let first = alerts.iter().map(|a| a.time).min();
+            Cell {
+                probes: first.map(|t| probes.before(t)),
+                seconds: first.zip(probes.first()).map(|(alert, probe)| {
+                    alert.duration_since(probe).map_or(0.0, |d| d.as_secs_f64())
+                }),
+                alerts,
+            }
+        })
+        .collect();
+    Ok(Row {
+        scenario,
+        probes: probes.starts.len(),
+        packets: probes.packets,
+        seconds,
+        cells,
+    })
+}
+
+/// A file name for a scenario: lowercase letters and digits joined by dashes.
+pub fn slug(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_make_distinct_file_names() {
+        assert_eq!(slug("nmap -D (decoys)"), "nmap-d-decoys");
+        let slugs: std::collections::HashSet<String> = crate::scenarios::SCENARIOS
+            .iter()
+            .map(|s| slug(s.name))
+            .collect();
+        assert_eq!(slugs.len(), crate::scenarios::SCENARIOS.len());
+    }
+}

@@ -1,0 +1,435 @@
+//! What the lab does to the detectors: real scanners, each bounded in probes and time
+//! (DESIGN.md, "Network safety"), and benign traffic that must not alarm anyone.
+
+use anyhow::{Context as _, bail};
+
+use std::net::SocketAddrV4;
+
+use crate::{
+    listeners::connect_from,
+    netns::Netns,
+    topology::{
+        DECOYS, FTP_DATA_PORTS, GW_SCANNER, GatewayLab, HostLab, LAN_SWEPT, SCANNER, SCANNER_IF,
+        Topology, VICTIM, VICTIM_IF, VICTIM6, WAN_IF,
+    },
+};
+
+/// Both topologies, built once for the whole run.
+pub struct Lab {
+    /// Scanner and victim.
+    pub host: HostLab,
+    /// Scanner, router and LAN.
+    pub gateway: GatewayLab,
+    victim_mac: String,
+    wan_mac: String,
+}
+
+impl Lab {
+    /// Builds both topologies.
+    pub fn new() -> anyhow::Result<Self> {
+        let host = HostLab::new().context("building the host topology")?;
+        let gateway = GatewayLab::new().context("building the gateway topology")?;
+        let victim_mac = host.victim.mac(VICTIM_IF)?;
+        let wan_mac = gateway.router.mac(WAN_IF)?;
+        Ok(Self {
+            host,
+            gateway,
+            victim_mac,
+            wan_mac,
+        })
+    }
+}
+
+/// One scenario of the matrix.
+pub struct Scenario {
+    /// Its row label.
+    pub name: &'static str,
+    /// What it sends, for the report.
+    pub what: &'static str,
+    /// Where it runs.
+    pub topology: Topology,
+    /// Benign traffic: any alert is a false alarm.
+    pub benign: bool,
+    /// Part of `--quick`.
+    pub quick: bool,
+    /// Sends the traffic; returns when it is done.
+    pub run: fn(&Lab) -> anyhow::Result<()>,
+}
+
+/// Longest any one scanner may run; every one is also bounded in probes.
+const LIMIT_S: &str = "90";
+
+/// `timeout LIMIT PROGRAM ARGS` in `ns`; `ok_codes` are exit codes that are not failures.
+fn bounded(ns: &Netns, ok_codes: &[i32], program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["-k", "5", LIMIT_S, program];
+    all.extend_from_slice(args);
+    let out = ns
+        .exec("timeout", &all)
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    let code = out.status.code().unwrap_or(-1);
+    if code != 0 && !ok_codes.contains(&code) {
+        bail!(
+            "{program} {} exited with {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// nmap with bounded retries and time, no DNS, no host discovery unless `args` ask.
+fn nmap(ns: &Netns, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec![
+        "-n",
+        "--max-retries",
+        "1",
+        "--host-timeout",
+        "60s",
+        "-oN",
+        "/dev/null",
+    ];
+    all.extend_from_slice(args);
+    bounded(ns, &[], "nmap", &all)
+}
+
+/// nmap against the victim, without host discovery.
+fn nmap_victim(lab: &Lab, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["-Pn"];
+    all.extend_from_slice(args);
+    nmap(&lab.host.scanner, &all)
+}
+
+/// hping3: a fixed count of packets at a fixed interval (it exits 1 when some got no
+/// answer, which is what a scan of closed or silent ports expects).
+fn hping3(ns: &Netns, args: &[&str]) -> anyhow::Result<()> {
+    bounded(ns, &[1], "hping3", args)
+}
+
+/// curl from `ns`; `ok_codes` for the refusals a scenario expects (7: could not connect).
+fn curl(ns: &Netns, ok_codes: &[i32], args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec![
+        "-s",
+        "-o",
+        "/dev/null",
+        "--connect-timeout",
+        "3",
+        "--max-time",
+        "10",
+    ];
+    all.extend_from_slice(args);
+    bounded(ns, ok_codes, "curl", &all)
+}
+
+/// Every scenario, in report order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "nmap -sS",
+        what: "nmap -sS -T4 -p 1-1000 (SYN scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: true,
+        run: |lab| nmap_victim(lab, &["-sS", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sT",
+        what: "nmap -sT -T4 -p 1-1000 (connect scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sT", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sF",
+        what: "nmap -sF -T4 -p 1-1000 (FIN scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sF", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sN",
+        what: "nmap -sN -T4 -p 1-1000 (NULL scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sN", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sX",
+        what: "nmap -sX -T4 -p 1-1000 (Xmas scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sX", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sA",
+        what: "nmap -sA -T4 -p 1-1000 (ACK scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sA", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sU",
+        what: "nmap -sU -T4 -p 1-200 (UDP scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: true,
+        run: |lab| nmap_victim(lab, &["-sU", "-T4", "-p", "1-200", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -6 -sS",
+        what: "nmap -6 -sS -T4 -p 1-1000 (IPv6 SYN scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: true,
+        run: |lab| nmap_victim(lab, &["-6", "-sS", "-T4", "-p", "1-1000", VICTIM6]),
+    },
+    Scenario {
+        name: "nmap -T2",
+        what: "nmap -sS -T2 -p 1-25 (polite: 0.4 s between probes)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sS", "-T2", "-p", "1-25", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -D (decoys)",
+        what: "nmap -sS -T4 -D 198.18.7.101,198.18.7.102,ME -p 1-100",
+        topology: Topology::Host,
+        benign: false,
+        quick: true,
+        run: |lab| {
+            let decoys = format!("{},{},ME", DECOYS[0], DECOYS[1]);
+            nmap_victim(lab, &["-sS", "-T4", "-D", &decoys, "-p", "1-100", VICTIM])
+        },
+    },
+    Scenario {
+        name: "nmap -sV",
+        what: "nmap -sV --top-ports 20 --version-light -T4 (service scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            nmap_victim(
+                lab,
+                &["-sV", "--top-ports", "20", "--version-light", "-T4", VICTIM],
+            )
+        },
+    },
+    Scenario {
+        name: "masscan",
+        what: "masscan -p 1-1000 --rate 1000 (its own TCP stack)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            // masscan may spin after its scan (it answers every RST with its own): its
+            // --wait bounds it, and `timeout` (exit 124) in case it does not stop.
+            let ns = &lab.host.scanner;
+            let args = [
+                VICTIM,
+                "-p",
+                "1-1000",
+                "--rate",
+                "1000",
+                "--wait",
+                "2",
+                "--interface",
+                SCANNER_IF,
+                "--adapter-ip",
+                SCANNER,
+                "--router-mac",
+                &lab.victim_mac,
+            ];
+            let mut all = vec!["-k", "2", "8", "masscan"];
+            all.extend_from_slice(&args);
+            let status = ns.exec("timeout", &all).output()?.status;
+            match status.code() {
+                Some(0 | 124) => Ok(()),
+                _ => bail!("masscan exited with {status}"),
+            }
+        },
+    },
+    Scenario {
+        name: "hping3 SYN ports",
+        what: "hping3 -S -p ++1 -c 200 -i u2000 (SYN to ports 1-200, 500/s)",
+        topology: Topology::Host,
+        benign: false,
+        quick: true,
+        run: |lab| {
+            hping3(
+                &lab.host.scanner,
+                &["-q", "-S", "-p", "++1", "-c", "200", "-i", "u2000", VICTIM],
+            )
+        },
+    },
+    Scenario {
+        name: "hping3 Xmas ports",
+        what: "hping3 -F -P -U -p ++1 -c 200 -i u2000 (stealth Xmas to ports 1-200)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            hping3(
+                &lab.host.scanner,
+                &[
+                    "-q", "-F", "-P", "-U", "-p", "++1", "-c", "200", "-i", "u2000", VICTIM,
+                ],
+            )
+        },
+    },
+    Scenario {
+        name: "nmap -sn sweep",
+        what: "nmap -sn 198.18.9.0/27 through the router (echo, SYN 443, ACK 80, timestamp)",
+        topology: Topology::Gateway,
+        benign: false,
+        quick: true,
+        run: |lab| {
+            nmap(
+                &lab.gateway.scanner,
+                &["-sn", "--max-retries", "0", LAN_SWEPT],
+            )
+        },
+    },
+    Scenario {
+        name: "nmap -PS sweep",
+        what: "nmap -sn -PS22,80,443 198.18.9.0/27 through the router",
+        topology: Topology::Gateway,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            nmap(
+                &lab.gateway.scanner,
+                &["-sn", "-PS22,80,443", "--max-retries", "0", LAN_SWEPT],
+            )
+        },
+    },
+    Scenario {
+        name: "hping3 SYN sweep",
+        what: "hping3 -S -p 22 --rand-dest 198.18.9.x -c 100 -i u5000 (random LAN hosts)",
+        topology: Topology::Gateway,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            hping3(
+                &lab.gateway.scanner,
+                &[
+                    "-q",
+                    "-S",
+                    "-p",
+                    "22",
+                    "--rand-dest",
+                    "-I",
+                    SCANNER_IF,
+                    "-c",
+                    "100",
+                    "-i",
+                    "u5000",
+                    "198.18.9.x",
+                ],
+            )
+        },
+    },
+    Scenario {
+        name: "zmap port 80",
+        what: "zmap -p 80 198.18.9.0/27 -r 200 -n 32 (one port, the LAN)",
+        topology: Topology::Gateway,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            // zmap's default blocklist excludes 198.18.0.0/15; the lab's target is its own
+            // namespace, named explicitly, so an empty blocklist is given instead.
+            bounded(
+                &lab.gateway.scanner,
+                &[],
+                "zmap",
+                &[
+                    "-q",
+                    "-p",
+                    "80",
+                    "-i",
+                    SCANNER_IF,
+                    "-S",
+                    GW_SCANNER,
+                    "-G",
+                    &lab.wan_mac,
+                    "-r",
+                    "200",
+                    "-n",
+                    "32",
+                    "-c",
+                    "2",
+                    "-b",
+                    "/dev/null",
+                    "-o",
+                    "/dev/null",
+                    LAN_SWEPT,
+                ],
+            )
+        },
+    },
+    Scenario {
+        name: "HTTP clients",
+        what: "100 HTTP requests to ports 80, 443 and 22, one connection each",
+        topology: Topology::Host,
+        benign: true,
+        quick: true,
+        run: |lab| {
+            for port in [80, 443, 22] {
+                let url = format!("http://{VICTIM}:{port}/[1-34]");
+                curl(&lab.host.scanner, &[], &[&url])?;
+            }
+            Ok(())
+        },
+    },
+    Scenario {
+        name: "own failed connects",
+        what: "the victim connects out to 10 closed ports of another host (refused)",
+        topology: Topology::Host,
+        benign: true,
+        quick: true,
+        run: |lab| {
+            let url = format!("http://{SCANNER}:[8000-8009]/");
+            curl(&lab.host.victim, &[7], &[&url])
+        },
+    },
+    Scenario {
+        name: "NAT burst",
+        what: "300 HTTP requests, 64 at a time, from one address (clients behind a NAT), 2 refused",
+        topology: Topology::Host,
+        benign: true,
+        quick: true,
+        run: |lab| {
+            let ok = format!("http://{VICTIM}/[1-300]");
+            let refused = format!("http://{VICTIM}:8080/[1-2]");
+            curl(
+                &lab.host.scanner,
+                &[7],
+                &["--parallel", "--parallel-max", "64", &ok, &refused],
+            )
+        },
+    },
+    Scenario {
+        name: "active-FTP callback",
+        what: "the victim opens an FTP control connection, the server connects back from port 20 to 5 data ports",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            curl(&lab.host.victim, &[], &[&format!("http://{SCANNER}:21/")])?;
+            let server = SocketAddrV4::new(SCANNER.parse()?, 20);
+            for port in FTP_DATA_PORTS {
+                connect_from(
+                    &lab.host.scanner,
+                    server,
+                    SocketAddrV4::new(VICTIM.parse()?, port),
+                )?;
+            }
+            Ok(())
+        },
+    },
+];
