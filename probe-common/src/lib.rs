@@ -76,6 +76,9 @@ pub const EXPIRE_AFTER_GLOBAL: &str = "EXPIRE_AFTER";
 /// Global (`u64`): unread ring-buffer bytes from which a submitted event wakes the reader;
 /// below it the reader finds events on its drain timer.
 pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
+/// Global (`u64`): least nanoseconds between two wakeups of the reader that no backlog
+/// asked for (`u64::MAX`: wake only on a backlog).
+pub const WAKEUP_GAP_GLOBAL: &str = "WAKEUP_GAP_NS";
 /// Global (`[HomeNet; MAX_HOME_NETS]`): the prefixes that are "ours".
 pub const HOME_NETS_GLOBAL: &str = "HOME_NETS";
 /// Global (`u32`): how many entries of `HOME_NETS` are in use; 0 = every address is ours.

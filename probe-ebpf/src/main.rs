@@ -147,8 +147,10 @@ const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;
 static WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
 /// When a submit last woke the reader (bpf_ktime_get_ns).
 static mut LAST_WAKEUP_NS: u64 = 0;
-/// Least time between two wakeups that no backlog asked for.
-const WAKEUP_GAP_NS: u64 = 1_000_000;
+/// Least time between two wakeups that no backlog asked for (set at load from
+/// `--wakeup-ms`; `u64::MAX`: only a backlog wakes the reader).
+#[unsafe(no_mangle)]
+static WAKEUP_GAP_NS: u64 = 1_000_000;
 /// The home-net prefixes, each a [`probe_common::HomeNet`] (network then mask, 16 bytes
 /// each) seen as four native words, so that they are read into registers a word at a time
 /// rather than copied to the stack.
@@ -728,7 +730,7 @@ fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
 /// up, which is most of the time, and costs microseconds (a VM exit on a virtual machine).
 /// The reader is woken when a backlog builds (by the record that takes the unread data
 /// across the threshold, not by every record after it), and otherwise at most once per
-/// WAKEUP_GAP_NS, so the first record after a quiet spell is read at once and a scan's
+/// WAKEUP_GAP_NS (1 ms by default), so the first record after a quiet spell is read at once and a scan's
 /// records within about a millisecond, for at most a thousand wakeups a second. The
 /// reader's drain timer catches the rest. Not inlined: the egress call chain is close to
 /// the 512-byte stack limit, and this needs no stack of its own.
@@ -744,7 +746,9 @@ fn wakeup_flags() -> u64 {
     let last_wakeup = unsafe { read_volatile(&raw const LAST_WAKEUP_NS) };
     let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     let crossing = unread >= threshold && unread < threshold + RECORD_BYTES;
-    let due = now.wrapping_sub(last_wakeup) >= WAKEUP_GAP_NS;
+    // SAFETY: as above.
+    let gap = unsafe { read_volatile(&WAKEUP_GAP_NS) };
+    let due = now.wrapping_sub(last_wakeup) >= gap;
     if due {
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(&raw mut LAST_WAKEUP_NS, now) };

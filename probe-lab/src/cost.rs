@@ -133,10 +133,16 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|&s| s.to_owned()).collect()
 }
 
+/// probe-detector's settings the cost is measured with: the default, and the one that
+/// wakes it least (`--wakeup-ms 0`).
+pub const SETTINGS: [&[&str]; 2] = [&[], &["--wakeup-ms", "0"]];
+
 /// One load's figures.
 pub struct CostRow {
     /// The load.
     pub load: &'static Load,
+    /// probe-detector's extra flags.
+    pub flags: &'static [&'static str],
     /// Packets the victim's interface received.
     pub packets: u64,
     /// Seconds the generator ran.
@@ -177,17 +183,20 @@ pub fn measure(
         fs::write(&config, trafgen_config(lab)?)?;
         let mut rows = Vec::new();
         for load in LOADS.iter().filter(|l| l.quick || !quick) {
-            let row = measure_one(lab, binary, syslog, &config, load)
-                .with_context(|| format!("cost of {}", load.name))?;
-            progress(&format!(
-                "cost: {}: {} packets in {:.1} s, probe-detector {:.0} ns/packet, scanlogd {:.0} ns/packet",
-                load.name,
-                row.packets,
-                row.seconds,
-                row.total_ns(),
-                row.scanlogd_ns
-            ));
-            rows.push(row);
+            for flags in SETTINGS {
+                let row = measure_one(lab, binary, syslog, &config, load, flags)
+                    .with_context(|| format!("cost of {}", load.name))?;
+                progress(&format!(
+                    "cost: {} {}: {} packets in {:.1} s, probe-detector {:.0} ns/packet, scanlogd {:.0} ns/packet",
+                    load.name,
+                    flags.join(" "),
+                    row.packets,
+                    row.seconds,
+                    row.total_ns(),
+                    row.scanlogd_ns
+                ));
+                rows.push(row);
+            }
         }
         Ok(rows)
     })();
@@ -209,9 +218,12 @@ fn measure_one(
     syslog: &Syslog,
     trafgen: &Path,
     load: &'static Load,
+    flags: &'static [&'static str],
 ) -> anyhow::Result<CostRow> {
     let victim = &lab.host.victim;
-    let mut ours = Ours::start(victim, binary, &["--iface", VICTIM_IF])?;
+    let mut args = vec!["--iface", VICTIM_IF];
+    args.extend_from_slice(flags);
+    let mut ours = Ours::start(victim, binary, &args)?;
     start_daemon(&mut syslog.exec(victim, "scanlogd", &[]))?;
     let scanlogd = wait_for_pid(victim, "scanlogd")?;
     let ours_pid = ours.pid().context("probe-detector has no pid")?;
@@ -266,6 +278,7 @@ fn measure_one(
     let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / packets.max(1) as f64;
     Ok(CostRow {
         load,
+        flags,
         packets,
         seconds,
         kernel_ns: per(after.1.0, before.1.0),

@@ -17,7 +17,7 @@ use probe_common::{
     HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
     OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, PENDING_STATS_CURSOR,
     PENDING_STATS_LIVE, PENDING_STATS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS,
-    WAKEUP_BYTES_GLOBAL, XDP_PROGRAM,
+    WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, XDP_PROGRAM,
 };
 
 /// Sizes and settings fixed when the object is loaded.
@@ -39,6 +39,9 @@ pub struct KernelConfig {
     pub callback_window: Duration,
     /// The prefixes that are "ours" (at most [`MAX_HOME_NETS`]); empty = every address.
     pub home_nets: Vec<HomeNet>,
+    /// Least time between two wakeups of the reader by a new event; `None`: events wake it
+    /// only when a quarter of the ring is unread (the drain timer finds the others).
+    pub wakeup_gap: Option<Duration>,
 }
 
 impl Default for KernelConfig {
@@ -51,6 +54,7 @@ impl Default for KernelConfig {
             timeout: Duration::from_nanos(TIMEOUT_NS),
             callback_window: Duration::from_secs(60),
             home_nets: Vec::new(),
+            wakeup_gap: Some(Duration::from_millis(1)),
         }
     }
 }
@@ -205,6 +209,9 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         (config.callback_window.as_nanos() / config.sweep_interval().as_nanos().max(1)) as u64;
     let home_net_count = config.home_nets.len() as u32;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
+    let wakeup_gap = config.wakeup_gap.map_or(u64::MAX, |gap| {
+        u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX)
+    });
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(PENDING_MAP, config.pending_slots)
         .map_max_entries(OURS_MAP, config.ours_slots)
@@ -220,6 +227,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
         .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
+        .override_global(WAKEUP_GAP_GLOBAL, &wakeup_gap, true)
         .load(object)
         .map_err(|err| match permission_error(&err) {
             Some(source) => LoadError::Permission {

@@ -198,6 +198,15 @@ struct Cli {
     #[arg(global = true, long, default_value_t = probe_common::OUTCOMES_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..))]
     outcome_entries: u32,
 
+    /// Least milliseconds between two wakeups of probe-detector by new kernel events. 1 (the
+    /// default): the first event after a quiet spell is read at once and a fast scan is
+    /// alerted within a few probes, for at most 1000 wakeups a second. Larger: fewer
+    /// wakeups, later alerts. 0: only a backlog wakes it; events otherwise wait for the
+    /// 20 ms drain timer (least CPU at a few thousand events a second; see
+    /// docs/detection-matrix.md for both, measured).
+    #[arg(global = true, long, default_value_t = 1, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=1000))]
+    wakeup_ms: u64,
+
     /// Bytes of the kernel-to-userspace event ring buffer (a power of two, >= 4096).
     #[arg(global = true, long, default_value_t = probe_common::EVENTS_BYTES, value_name = "BYTES", value_parser = parse_power_of_two)]
     ringbuf_bytes: u32,
@@ -535,6 +544,7 @@ fn kernel_config(cli: &Cli, home_nets: &[Cidr]) -> KernelConfig {
         timeout: cli.pending_timeout,
         callback_window: cli.callback_window,
         home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
+        wakeup_gap: (cli.wakeup_ms > 0).then(|| Duration::from_millis(cli.wakeup_ms)),
         ..KernelConfig::default()
     }
 }

@@ -94,6 +94,11 @@ impl Harness {
         self.outbound(&frame.bytes());
     }
 
+    /// The ring buffer, for polling.
+    fn events_fd(&self) -> &RingBuf<MapData> {
+        &self.events
+    }
+
     /// Every event waiting in the ring buffer.
     fn events(&mut self) -> Vec<Probe> {
         let mut out = Vec::new();
@@ -982,4 +987,77 @@ fn non_ip_and_established_traffic_pass_untouched() {
     assert_eq!(h.counter(Counter::Malformed), 0);
     assert_eq!(h.counter(Counter::StealthIn) + h.counter(Counter::Syns), 0);
     assert!(h.events().is_empty());
+}
+
+/// Whether the ring buffer's wait queue was woken since the last call: an edge-triggered
+/// epoll registration reports an event only when the kernel notifies waiters (a wakeup),
+/// not merely because data is there.
+struct WakeupProbe {
+    epoll: std::os::fd::OwnedFd,
+}
+
+impl WakeupProbe {
+    fn new(ring: &impl std::os::fd::AsRawFd) -> Self {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: epoll_create1 and epoll_ctl on descriptors we own; the event struct is
+        // initialised and outlives the call.
+        unsafe {
+            let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            assert!(fd >= 0, "epoll_create1");
+            let mut event = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: 0,
+            };
+            assert_eq!(
+                libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, ring.as_raw_fd(), &raw mut event),
+                0
+            );
+            Self {
+                epoll: std::os::fd::OwnedFd::from_raw_fd(fd),
+            }
+        }
+    }
+
+    fn woken(&self) -> bool {
+        use std::os::fd::AsRawFd as _;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        // SAFETY: the buffer holds one event, as the call is told.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 1, 0) };
+        n == 1
+    }
+}
+
+#[test]
+fn an_event_after_a_quiet_spell_wakes_the_reader_unless_wakeups_are_off() {
+    if !require_root("an_event_after_a_quiet_spell_wakes_the_reader_unless_wakeups_are_off") {
+        return;
+    }
+    for (gap, expect) in [(Some(Duration::from_millis(1)), true), (None, false)] {
+        let mut h = Harness::with(&KernelConfig {
+            wakeup_gap: gap,
+            ..KernelConfig::default()
+        });
+        let wakeups = WakeupProbe::new(h.events_fd());
+        // The registration itself may report the (empty) ring once.
+        let _ = wakeups.woken();
+        // Wait out a 1 ms gap since load, so the first event counts as after a quiet spell.
+        std::thread::sleep(Duration::from_millis(5));
+        let probe = syn(40_001, 23, 7);
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+        assert_eq!(wakeups.woken(), expect, "wakeup gap {gap:?}");
+        // A second event right after: within the gap, so no wakeup however it is set (the
+        // ring is far from a quarter full).
+        let probe = syn(40_002, 24, 8);
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+        assert!(!wakeups.woken(), "a second wakeup within the gap ({gap:?})");
+        // Once the gap has passed, the next event wakes it again.
+        std::thread::sleep(Duration::from_millis(5));
+        let probe = syn(40_003, 25, 9);
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+        assert_eq!(wakeups.woken(), expect, "wakeup gap {gap:?}, after it");
+        assert_eq!(h.events().len(), 3);
+    }
 }
