@@ -169,18 +169,28 @@ pub fn losses(rows: &[Row]) -> Vec<String> {
             }
             match (ours.probes, peer.probes) {
                 (None, Some(p)) => out.push(format!(
-                    "{name}: {} detected it ({p} probes), probe-detector missed it",
-                    d.name()
+                    "{name}: {} detected it ({}), probe-detector missed it",
+                    d.name(),
+                    probes(p)
                 )),
                 (Some(o), Some(p)) if p < o => out.push(format!(
-                    "{name}: {} alerted after {p} probes, probe-detector after {o}",
-                    d.name()
+                    "{name}: {} alerted after {}, probe-detector after {o}",
+                    d.name(),
+                    probes(p)
                 )),
                 _ => {}
             }
         }
     }
     out
+}
+
+fn probes(n: usize) -> String {
+    if n == 1 {
+        "1 probe".to_owned()
+    } else {
+        format!("{n} probes")
+    }
 }
 
 fn cost_section(md: &mut String, costs: &[CostRow]) {
@@ -261,6 +271,9 @@ const METHOD: &str = r#"
   addresses. Retransmissions and the rest of a connection do not count. *Seconds* run from
   the first probe to the alert's arrival (probe-detector's stdout line as the lab read it;
   the peers' syslog line as the lab's rsyslogd received it).
+- **One run**: each figure comes from a single run. Timing on a shared 2-CPU machine moves
+  the fast scans' counts by tens of percent from run to run (a scanner's burst against a
+  detector's wakeup); the detected/missed pattern and the benign column have been stable.
 - **probe-detector** runs with its defaults (`--iface`, plus `--home-net` on the gateway);
   an alert is a record with `scan.phase: "start"`.
 - **scanlogd** as packaged (thresholds compiled in). It reads IPv4 TCP addressed to the host
