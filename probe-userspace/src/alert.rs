@@ -207,7 +207,7 @@ impl AlertRecord {
                         .map_or_else(String::new, ToString::to_string),
                     scan.src
                 ),
-                "vertical",
+                scan.kind.name(),
                 thresholds.ports,
             ),
             ScanKind::Horizontal => (
@@ -222,7 +222,7 @@ impl AlertRecord {
                         ports => format!(", {} ports", ports.len()),
                     },
                 ),
-                "horizontal",
+                scan.kind.name(),
                 thresholds.hosts,
             ),
             ScanKind::Distributed => (
@@ -235,7 +235,7 @@ impl AlertRecord {
                         .map_or_else(String::new, ToString::to_string),
                     scan.sources.len(),
                 ),
-                "distributed",
+                scan.kind.name(),
                 thresholds.sources,
             ),
         };

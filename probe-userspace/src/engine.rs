@@ -110,6 +110,17 @@ pub enum ScanKind {
     Distributed,
 }
 
+impl ScanKind {
+    /// Its name in alert records and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanKind::Vertical => "vertical",
+            ScanKind::Horizontal => "horizontal",
+            ScanKind::Distributed => "distributed",
+        }
+    }
+}
+
 /// How the probes were made, from the probe that completed the scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Technique {
@@ -606,6 +617,31 @@ impl Engine {
             + self.trw.as_ref().map_or(0, Trw::tracked)
             + self.slow.as_ref().map_or(0, Slow::tracked)
             + self.crowds.as_ref().map_or(0, Crowds::tracked)
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Entries held per table, by name (for metrics).
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        let mut tables = vec![
+            ("sources", self.sightings.len()),
+            ("vertical", self.vertical.len()),
+            ("horizontal", self.horizontal.len()),
+            ("incidents", self.incidents.len()),
+        ];
+        if let Some(trw) = &self.trw {
+            tables.push(("trw", trw.tracked()));
+        }
+        if let Some(slow) = &self.slow {
+            tables.push(("slow", slow.tracked()));
+        }
+        if let Some(crowds) = &self.crowds {
+            tables.push(("crowds", crowds.tracked()));
+        }
+        tables
     }
 
     /// Entries forgotten to make room so far (threshold and slow-scan detectors).

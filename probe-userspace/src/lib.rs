@@ -16,6 +16,7 @@ pub mod evidence;
 pub mod flood;
 pub mod iface;
 pub mod loader;
+pub mod metrics;
 pub mod pcap;
 pub mod replay;
 pub mod services;

@@ -3,9 +3,10 @@
 //! logs go to stderr.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fs,
     io::{self, Write as _},
+    net::SocketAddr,
     process::ExitCode,
     time::Duration,
 };
@@ -30,6 +31,7 @@ use probe_userspace::{
     flood::FloodLimit,
     iface::{self, IfaceError},
     loader::{self, KernelConfig, LoadError, XdpModeArg},
+    metrics::{self, Snapshot},
     replay, services,
     slow::SlowConfig,
     trw::{TrwConfig, TrwUnit},
@@ -54,6 +56,8 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_PRIVILEGES: u8 = 3;
 /// Exit status when an interface does not exist or none can be chosen.
 const EXIT_INTERFACE: u8 = 4;
+/// Exit status when the metrics endpoint cannot listen (address in use, not ours).
+const EXIT_METRICS: u8 = 5;
 
 /// Detects port probes and port scans with XDP and TC eBPF programs, and writes one JSON
 /// alert per line on stdout.
@@ -224,6 +228,16 @@ struct Cli {
     #[arg(global = true, long, default_value_t = 5, value_name = "N")]
     attack_list_keep: usize,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1), IP:PORT or
+    /// [IPv6]:PORT. Off when not given. docs/metrics.md lists every metric.
+    #[arg(global = true, long, value_name = "ADDR", value_parser = metrics::parse_addr)]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Every this many seconds, one status line on stderr with live counts (packets,
+    /// failed attempts, scans, sources tracked, events lost). Off when not given.
+    #[arg(global = true, long, value_name = "SECONDS", value_parser = parse_seconds)]
+    status_interval: Option<Duration>,
+
     /// A source never to report (repeatable, CIDR): your own scanners, monitoring.
     #[arg(global = true, long = "allow-source", value_name = "CIDR")]
     allow_sources: Vec<Cidr>,
@@ -330,6 +344,14 @@ fn parse_power_of_two(text: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// The metrics endpoint cannot listen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr} (--metrics-addr): {source}")]
+struct MetricsError {
+    addr: SocketAddr,
+    source: io::Error,
+}
+
 /// Missing privileges, found before the kernel is asked.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -419,6 +441,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         EXIT_USAGE
     } else if err.chain().any(|e| e.is::<IfaceError>()) {
         EXIT_INTERFACE
+    } else if err.chain().any(|e| e.is::<MetricsError>()) {
+        EXIT_METRICS
     } else if err
         .chain()
         .any(|e| matches!(e.downcast_ref::<LoadError>(), Some(LoadError::Config(_))))
@@ -466,6 +490,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|path| AttackList::open(path, cli.attack_list_mib << 20, cli.attack_list_keep))
         .transpose()?;
     check_privileges()?;
+    // Listen before anything is loaded: a port in use fails at once, nothing attached.
+    let metrics_listener = cli
+        .metrics_addr
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| MetricsError { addr, source })
+        })
+        .transpose()?;
 
     let home_nets = if cli.home_nets.is_empty() {
         let mut nets = Vec::new();
@@ -529,7 +562,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let trw_unit = trw_unit(&cli, &home_nets);
-    let result = watch(&mut ebpf, &cli, &config, allow_lists, attack_list, trw_unit).await;
+    let result = watch(
+        &mut ebpf,
+        &cli,
+        &config,
+        allow_lists,
+        attack_list,
+        trw_unit,
+        metrics_listener,
+    )
+    .await;
     detach_all(&mut ebpf, attachments);
     log_counters(&ebpf, &config, log::Level::Info);
     result
@@ -716,7 +758,23 @@ async fn watch(
     mut allow_lists: AllowLists,
     attack_list: Option<AttackList>,
     trw_unit: Option<TrwUnit>,
+    metrics_listener: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
+    let started = std::time::SystemTime::now();
+    let metrics_listener = metrics_listener
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()
+        .context("cannot serve metrics")?;
+    if let Some(listener) = &metrics_listener {
+        log::info!(
+            "metrics at http://{}/metrics",
+            listener.local_addr().context("cannot serve metrics")?
+        );
+    }
+    let mut status = cli.status_interval.map(tokio::time::interval);
+    if let Some(status) = &mut status {
+        status.tick().await;
+    }
     let map = ebpf
         .take_map(EVENTS_MAP)
         .context("the eBPF object has no EVENTS ring buffer")?;
@@ -784,6 +842,14 @@ async fn watch(
                 drained?;
             }
             _ = stats.tick() => log_counters(ebpf, config, log::Level::Debug),
+            accepted = accept(metrics_listener.as_ref()) => match accepted {
+                Ok((stream, _)) => {
+                    let body = metrics::render(&output.snapshot(ebpf, started));
+                    tokio::spawn(serve_metrics(stream, body));
+                }
+                Err(err) => log::warn!("metrics endpoint: {err}"),
+            },
+            _ = tick(status.as_mut()) => log::info!("{}", status_line(&output.snapshot(ebpf, started))),
             _ = sighup.recv() => {
                 // A bad file leaves the lists as they were: nothing is lost on a typo.
                 match allow_lists_of(cli) {
@@ -819,9 +885,81 @@ async fn watch(
     Ok(())
 }
 
+/// The next connection to the metrics endpoint; never, when there is none.
+async fn accept(
+    listener: Option<&tokio::net::TcpListener>,
+) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of an optional interval; never, when there is none.
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one scrape: reads the request line (2 s at most), writes the response.
+async fn serve_metrics(mut stream: tokio::net::TcpStream, body: String) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = String::new();
+    let mut reader = tokio::io::BufReader::new(&mut stream).take(8192);
+    let read = tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut request)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return;
+    }
+    let response = metrics::respond(&request, &body);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+}
+
+/// The `--status-interval` line.
+fn status_line(s: &Snapshot) -> String {
+    let kernel = |c: Counter| {
+        s.kernel
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(0, |(_, v)| *v)
+    };
+    let by_kind = |kind: &str| {
+        s.alerts
+            .iter()
+            .filter(|((k, phase), _)| *k == kind && *phase == "start")
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    format!(
+        "status: {} packets in, {} out; {} attempts failed, {} unanswered; scans {} vertical, {} horizontal, {} distributed; {} sources tracked; {} events lost",
+        kernel(Counter::IngressPackets),
+        kernel(Counter::EgressPackets),
+        kernel(Counter::Failed),
+        kernel(Counter::Unanswered),
+        by_kind("vertical"),
+        by_kind("horizontal"),
+        by_kind("distributed"),
+        s.tables
+            .iter()
+            .find(|(t, _)| *t == "sources")
+            .map_or(0, |(_, n)| *n),
+        kernel(Counter::RingbufDrops),
+    )
+}
+
 /// From events to JSON lines: the engine, interface names, stdout.
 struct Output {
     engine: Engine,
+    /// Alert records written, by (kind, phase), and those the flood limit held back.
+    alerts_written: BTreeMap<(&'static str, &'static str), u64>,
+    alerts_suppressed: u64,
     flood: FloodLimit,
     flood_limit: u32,
     thresholds: Thresholds,
@@ -842,6 +980,8 @@ impl Output {
         Self {
             thresholds: Thresholds::of(&config),
             engine: Engine::new(config),
+            alerts_written: BTreeMap::new(),
+            alerts_suppressed: 0,
             flood: FloodLimit::new(alert_rate_limit),
             flood_limit: alert_rate_limit,
             probes,
@@ -926,6 +1066,10 @@ impl Output {
     /// Renders one alert into `lines`, unless the flood limit holds it back.
     fn push_alert(&mut self, scan: &ScanAlert, lines: &mut String) {
         if self.flood.admit(clock::monotonic_now()) {
+            *self
+                .alerts_written
+                .entry((scan.kind.name(), scan.phase.name()))
+                .or_default() += 1;
             let iface = self.iface_name(scan.ifindex);
             lines.push_str(&json_line(&AlertRecord::from_scan(
                 scan,
@@ -936,6 +1080,22 @@ impl Output {
         }
     }
 
+    /// What a scrape or a status line reports now.
+    fn snapshot(&self, ebpf: &aya::Ebpf, started: std::time::SystemTime) -> Snapshot {
+        Snapshot {
+            kernel: loader::counters(ebpf).unwrap_or_default(),
+            tables: self.engine.tables(),
+            evictions: self.engine.evictions(),
+            memory_bound_bytes: Engine::memory_bound(self.engine.config()) as u64,
+            alerts: self.alerts_written.clone(),
+            alerts_suppressed: self.alerts_suppressed,
+            decode_errors: self.decode_errors,
+            start_time_s: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+
     /// Writes alerts made outside a drain (timer, shutdown).
     fn emit(&mut self, alerts: &[ScanAlert]) -> anyhow::Result<()> {
         let mut lines = String::new();
@@ -943,6 +1103,7 @@ impl Output {
             self.push_alert(scan, &mut lines);
         }
         let suppressed = self.flood.take_suppressed();
+        self.alerts_suppressed += suppressed;
         if suppressed > 0 {
             log::warn!("alert flood: {suppressed} alerts suppressed (--alert-rate-limit)");
             lines.push_str(&json_line(&serde_json::json!({

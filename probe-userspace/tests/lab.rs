@@ -416,6 +416,10 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
             "60",
             "--attack-list",
             attack_list.to_str().unwrap(),
+            "--metrics-addr",
+            "9464",
+            "--status-interval",
+            "1",
         ],
     );
     assert!(
@@ -497,6 +501,48 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
         );
     }
     detector.wait_for_alert(Duration::from_secs(10), |a| a["src_ip"] == SCANNER_IP);
+    // The metrics endpoint (inside the victim's namespace, on 127.0.0.1) tells the same.
+    let scrape = |path: &str| {
+        let out = lab
+            .victim
+            .exec(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "-w",
+                    "%{http_code}",
+                    &format!("http://127.0.0.1:9464{path}"),
+                ],
+            )
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metrics = scrape("/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(
+        value("probe_detector_alerts_total{kind=\"vertical\",phase=\"start\"}"),
+        1.0
+    );
+    assert!(
+        value("probe_detector_kernel_syns_total") >= 100.0,
+        "{metrics}"
+    );
+    assert!(
+        value("probe_detector_kernel_failed_total") >= 97.0,
+        "{metrics}"
+    );
+    assert_eq!(value("probe_detector_kernel_ringbuf_drops_total"), 0.0);
+    assert!(value("probe_detector_engine_entries{table=\"sources\"}") >= 1.0);
+    assert!(metrics.ends_with("200"), "{metrics}");
+    assert!(scrape("/").ends_with("404"));
     let status = detector.stop();
     assert!(
         status.success(),
@@ -508,6 +554,12 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
             .iter()
             .any(|l| l.contains(&format!("detached from {VICTIM_IF}"))),
         "no detach on SIGTERM: {stderr:#?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("status: ") && l.contains("packets in")),
+        "no --status-interval line: {stderr:#?}"
     );
     let link = run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
     assert!(
@@ -976,5 +1028,39 @@ fn an_nmap_decoy_scan_is_one_distributed_incident() {
     eprintln!(
         "nmap -D (2 decoys): one distributed incident after {} failed probes from {} sources",
         start["scan"]["failed"], start["scan"]["sources"]
+    );
+}
+
+#[test]
+fn a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached() {
+    if !lab_ready("a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let _taken = Listeners::start(&lab.victim, &["127.0.0.1:9464"]);
+    let out = lab
+        .victim
+        .exec(
+            env!("CARGO_BIN_EXE_probe-detector"),
+            &["--iface", VICTIM_IF, "--metrics-addr", "9464"],
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "probe-detector: error: cannot serve metrics on 127.0.0.1:9464 (--metrics-addr): Address in use"
+        ) || stderr.starts_with(
+            "probe-detector: error: cannot serve metrics on 127.0.0.1:9464 (--metrics-addr): Address already in use"
+        ),
+        "{stderr}"
+    );
+    let link = run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "nothing may be attached"
     );
 }

@@ -1,0 +1,241 @@
+//! The Prometheus text exposition of probe-detector's state (`--metrics-addr`): kernel
+//! counters, the engine's tables, alerts by kind and phase. Rendering is pure; main.rs
+//! takes the snapshot and serves it. Every metric is listed in docs/metrics.md.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
+
+use probe_common::Counter;
+
+/// Everything one scrape reports.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Kernel counters, summed over CPUs.
+    pub kernel: Vec<(Counter, u64)>,
+    /// Engine tables: name, entries held.
+    pub tables: Vec<(&'static str, usize)>,
+    /// Entries the engine forgot to make room.
+    pub evictions: u64,
+    /// The engine's worst-case memory with this configuration.
+    pub memory_bound_bytes: u64,
+    /// Alert records written, by (scan kind, phase).
+    pub alerts: BTreeMap<(&'static str, &'static str), u64>,
+    /// Alert records held back by the flood limit.
+    pub alerts_suppressed: u64,
+    /// Ring-buffer records that could not be decoded.
+    pub decode_errors: u64,
+    /// When probe-detector started, in seconds since the Unix epoch.
+    pub start_time_s: f64,
+}
+
+/// Help text of a kernel counter's metric.
+fn counter_help(counter: Counter) -> &'static str {
+    match counter {
+        Counter::IngressPackets => "Frames the XDP program looked at (every inbound frame).",
+        Counter::EgressPackets => "Frames the TC egress program looked at (every outbound frame).",
+        Counter::Syns => "Inbound TCP connection attempts (SYN without ACK) to a home address.",
+        Counter::RstsOut => "Outbound TCP segments with RST set.",
+        Counter::Failed => "Attempts that failed: refused, unreachable or prohibited.",
+        Counter::EventsSent => "Records submitted to the ring buffer.",
+        Counter::RingbufDrops => "Events lost because the ring buffer was full.",
+        Counter::Malformed => "Frames cut short inside a header, or with impossible lengths.",
+        Counter::Answered => "Attempts that succeeded (SYN-ACK, UDP reply, echo reply).",
+        Counter::StealthIn => "Inbound FIN, NULL, Xmas and similar segments to a home address.",
+        Counter::UdpIn => "Inbound UDP datagrams to a home address answering nothing we sent.",
+        Counter::EchoIn => "Inbound ICMP and ICMPv6 echo requests to a home address.",
+        Counter::Backscatter => {
+            "Inbound SYN-ACKs and RSTs answering nothing we sent (our addresses spoofed)."
+        }
+        Counter::Unanswered => "Attempts reported as unanswered by the expiry program.",
+        Counter::NotHome => "Inbound attempts to addresses outside the home nets.",
+        Counter::AckProbes => "Outbound bare RSTs answering ACK or Maimon probes.",
+        Counter::Repeats => "Repeats of an outcome already reported (counted, not sent).",
+        Counter::Allowed => "Outcomes not reported because the source or service is allowed.",
+        Counter::Callbacks => "Outcomes not reported: callbacks from hosts we contacted.",
+    }
+}
+
+/// The exposition text of `snapshot`.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    for (counter, value) in &snapshot.kernel {
+        family(
+            &format!("probe_detector_kernel_{}_total", counter.name()),
+            "counter",
+            counter_help(*counter),
+            &[(String::new(), value.to_string())],
+        );
+    }
+    let tables: Vec<(String, String)> = snapshot
+        .tables
+        .iter()
+        .map(|(table, n)| (format!("{{table=\"{table}\"}}"), n.to_string()))
+        .collect();
+    family(
+        "probe_detector_engine_entries",
+        "gauge",
+        "Entries held in each of the detection engine's bounded tables.",
+        &tables,
+    );
+    family(
+        "probe_detector_engine_evictions_total",
+        "counter",
+        "Entries the engine forgot to make room (the least worth first).",
+        &[(String::new(), snapshot.evictions.to_string())],
+    );
+    family(
+        "probe_detector_engine_memory_bound_bytes",
+        "gauge",
+        "The most memory the engine's state can take with this configuration.",
+        &[(String::new(), snapshot.memory_bound_bytes.to_string())],
+    );
+    let alerts: Vec<(String, String)> = snapshot
+        .alerts
+        .iter()
+        .map(|((kind, phase), n)| {
+            (
+                format!("{{kind=\"{kind}\",phase=\"{phase}\"}}"),
+                n.to_string(),
+            )
+        })
+        .collect();
+    family(
+        "probe_detector_alerts_total",
+        "counter",
+        "Alert records written, by scan kind and phase (start, update, end).",
+        &alerts,
+    );
+    family(
+        "probe_detector_alerts_suppressed_total",
+        "counter",
+        "Alert records held back by --alert-rate-limit.",
+        &[(String::new(), snapshot.alerts_suppressed.to_string())],
+    );
+    family(
+        "probe_detector_decode_errors_total",
+        "counter",
+        "Ring-buffer records that could not be decoded.",
+        &[(String::new(), snapshot.decode_errors.to_string())],
+    );
+    family(
+        "probe_detector_start_time_seconds",
+        "gauge",
+        "When probe-detector started, in seconds since the Unix epoch.",
+        &[(String::new(), format!("{:.3}", snapshot.start_time_s))],
+    );
+    out
+}
+
+/// `--metrics-addr`: `PORT` (on 127.0.0.1), `IP:PORT` or `[IPv6]:PORT`.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is not PORT, IP:PORT or [IPv6]:PORT (e.g. 9464 or 127.0.0.1:9464)")
+    })
+}
+
+/// The HTTP response to a request whose first line is `request_line`: the metrics for
+/// `GET /metrics`, 404 for other paths, 405 for other methods.
+pub fn respond(request_line: &str, body: &str) -> String {
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, path.split('?').next()) {
+        ("GET", Some("/metrics")) => ("200 OK", "text/plain; version=0.0.4", body),
+        ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n"),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET /metrics only\n",
+        ),
+    };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let mut alerts = BTreeMap::new();
+        alerts.insert(("vertical", "start"), 2);
+        Snapshot {
+            kernel: Counter::ALL.iter().map(|&c| (c, 7)).collect(),
+            tables: vec![("sources", 3), ("incidents", 1)],
+            evictions: 4,
+            memory_bound_bytes: 1 << 20,
+            alerts,
+            alerts_suppressed: 0,
+            decode_errors: 0,
+            start_time_s: 1_795_246_726.5,
+        }
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_and_parses_as_exposition_text() {
+        let text = render(&snapshot());
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                assert!(typed.insert(name.to_owned()), "{name} typed twice");
+            } else if !line.starts_with("# HELP ") {
+                // name{labels} value
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                value.parse::<f64>().unwrap();
+                let name = series.split('{').next().unwrap();
+                assert!(typed.contains(name), "{name} has no TYPE line before it");
+                assert!(
+                    name.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{name}"
+                );
+            }
+        }
+        assert!(text.contains("probe_detector_kernel_ringbuf_drops_total 7\n"));
+        assert!(
+            text.contains("probe_detector_alerts_total{kind=\"vertical\",phase=\"start\"} 2\n")
+        );
+        assert!(text.contains("probe_detector_engine_entries{table=\"sources\"} 3\n"));
+    }
+
+    #[test]
+    fn docs_list_every_metric() {
+        let docs = include_str!("../../docs/metrics.md");
+        for line in render(&snapshot()).lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(
+                    docs.contains(&format!("`{name}`")),
+                    "docs/metrics.md misses {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_default_to_localhost_and_requests_are_answered() {
+        assert_eq!(parse_addr("9464"), Ok("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(parse_addr("[::1]:9464"), Ok("[::1]:9464".parse().unwrap()));
+        assert!(parse_addr("localhost").unwrap_err().contains("IP:PORT"));
+        let ok = respond("GET /metrics HTTP/1.1", "x 1\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\nx 1\n"));
+        assert!(respond("GET / HTTP/1.1", "").starts_with("HTTP/1.1 404"));
+        assert!(respond("POST /metrics HTTP/1.1", "").starts_with("HTTP/1.1 405"));
+    }
+}
