@@ -1064,3 +1064,66 @@ fn a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached() {
         "nothing may be attached"
     );
 }
+
+#[test]
+fn the_service_units_capabilities_suffice_without_root() {
+    if !lab_ready("the_service_units_capabilities_suffice_without_root") {
+        return;
+    }
+    let _lab = lab_lock();
+    // The capabilities packaging/probe-detector.service grants, read from the unit itself.
+    let unit = include_str!("../../packaging/probe-detector.service");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit grants ambient capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert_eq!(caps.len(), 3, "{caps:?}");
+    let caps = format!("-all,{}", caps.join(","));
+    let lab = HostLab::new();
+    // As nobody, with exactly those capabilities (inherited, ambient and bounding).
+    let mut child = lab
+        .victim
+        .exec(
+            "setpriv",
+            &[
+                "--reuid",
+                "nobody",
+                "--regid",
+                "nogroup",
+                "--clear-groups",
+                &format!("--inh-caps={caps}"),
+                &format!("--ambient-caps={caps}"),
+                &format!("--bounding-set={caps}"),
+                env!("CARGO_BIN_EXE_probe-detector"),
+                "--iface",
+                VICTIM_IF,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(2));
+    nmap(&lab.scanner, &["-sS", "-p", "1-30", VICTIM_IP]);
+    thread::sleep(Duration::from_millis(500));
+    // setpriv execs probe-detector: the child's pid is probe-detector's.
+    // SAFETY: kill with the pid of our own child and a valid signal number.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {}: {stderr}", out.status);
+    assert!(
+        stderr.contains(&format!("detached from {VICTIM_IF}")),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("\"phase\":\"start\"") && l.contains(SCANNER_IP)),
+        "no alert as nobody with {caps}: {stdout}\n{stderr}"
+    );
+}
