@@ -1084,7 +1084,7 @@ fn the_service_units_capabilities_suffice_without_root() {
     let caps = format!("-all,{}", caps.join(","));
     let lab = HostLab::new();
     // As nobody, with exactly those capabilities (inherited, ambient and bounding).
-    let mut child = lab
+    let child = lab
         .victim
         .exec(
             "setpriv",
