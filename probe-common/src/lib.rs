@@ -158,11 +158,13 @@ pub enum Counter {
     /// Outcomes not reported because our hosts contacted their source shortly before
     /// (callbacks: active FTP data, chat, media).
     Callbacks = 18,
+    /// Inbound frames dropped because their source is blocked (`--block`).
+    Blocked = 19,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -182,6 +184,7 @@ impl Counter {
         Counter::Repeats,
         Counter::Allowed,
         Counter::Callbacks,
+        Counter::Blocked,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -208,6 +211,7 @@ impl Counter {
             Counter::Repeats => "repeats",
             Counter::Allowed => "allowed",
             Counter::Callbacks => "callbacks",
+            Counter::Blocked => "blocked",
         }
     }
 }
@@ -370,6 +374,27 @@ pub struct Pending {
 
 const _: () = assert!(size_of::<Pending>() == 56);
 
+/// LRU hash of blocked sources (`--block`): address (16 bytes, IPv4-mapped) to [`Block`].
+pub const BLOCKED_MAP: &str = "BLOCKED";
+/// Sources blocked at once, at most (about 100 B each: 1.6 MiB). When full, the source
+/// least recently seen leaves first.
+pub const BLOCKED_ENTRIES: u32 = 16_384;
+/// Global (`u32`): 1 when blocking is on (`--block`); 0 leaves `BLOCKED` unread.
+pub const BLOCK_ON_GLOBAL: &str = "BLOCK_ON";
+
+/// One blocked source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Block {
+    /// Until when, in `bpf_ktime_get_ns` time (CLOCK_MONOTONIC). From then on its frames
+    /// pass again and the entry is removed by the first of them.
+    pub until_ns: u64,
+    /// Frames dropped so far.
+    pub packets: u64,
+}
+
+const _: () = assert!(size_of::<Block>() == 16);
+
 /// One home-net prefix: an address is ours when `address & mask == network`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -393,7 +418,7 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> [u8; 16] {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{HomeNet, OutcomeKey, Pending, ProbeEvent};
+    use super::{Block, HomeNet, OutcomeKey, Pending, ProbeEvent};
 
     // SAFETY: `#[repr(C)]`, integers and byte arrays with explicit padding fields (no
     // implicit padding, as the size assertion proves): every bit pattern is a valid value
@@ -405,6 +430,8 @@ mod user {
     unsafe impl aya::Pod for Pending {}
     // SAFETY: see above.
     unsafe impl aya::Pod for HomeNet {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for Block {}
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{
         __sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        TC_ACT_OK, xdp_action::XDP_PASS,
+        TC_ACT_OK,
+        xdp_action::{XDP_DROP, XDP_PASS},
     },
     helpers::{bpf_ktime_get_ns, generated::bpf_loop},
     macros::{classifier, map, xdp},
@@ -50,11 +51,12 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use probe_common::{
-    ALLOW_ENTRIES, Counter, EVENTS_BYTES, EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet,
-    IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES, Outcome, OutcomeKey,
-    PENDING_ENTRIES, PENDING_STATS_COUNTING, PENDING_STATS_CURSOR, PENDING_STATS_EPOCH,
-    PENDING_STATS_LIVE, Pending, ProbeEvent, ProbeType,
+    ALLOW_ENTRIES, BLOCKED_ENTRIES, Block, Counter, EVENTS_BYTES,
+    EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet, IPPROTO_ICMP as PROTO_ICMP,
+    IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP, IPPROTO_UDP as PROTO_UDP,
+    MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES, Outcome, OutcomeKey, PENDING_ENTRIES,
+    PENDING_STATS_COUNTING, PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_LIVE, Pending,
+    ProbeEvent, ProbeType,
 };
 
 use crate::parse::{
@@ -65,6 +67,10 @@ use crate::parse::{
 /// State changes for userspace; size set at load time (default [`EVENTS_BYTES`]).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Blocked sources (`--block`), read only when `BLOCK_ON` is set; see [`BLOCKED_ENTRIES`].
+#[map]
+static BLOCKED: LruHashMap<Addr, Block> = LruHashMap::with_max_entries(BLOCKED_ENTRIES, 0);
 
 /// One `u64` per [`Counter`] per CPU.
 #[map]
@@ -145,6 +151,9 @@ const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;
 /// Unread bytes in `EVENTS` from which a submit wakes the reader (a quarter of the ring).
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+/// 1 when blocking is on (set at load from `--block`).
+#[unsafe(no_mangle)]
+static BLOCK_ON: u32 = 0;
 /// When a submit last woke the reader (bpf_ktime_get_ns).
 static mut LAST_WAKEUP_NS: u64 = 0;
 /// Least time between two wakeups that no backlog asked for (set at load from
@@ -161,9 +170,9 @@ const _: () = assert!(core::mem::size_of::<[u64; 4]>() == core::mem::size_of::<H
 /// Entry point of the XDP program on each attached interface (ingress).
 #[xdp]
 fn probe_ingress(ctx: XdpContext) -> u32 {
-    // Fail open: this program only observes. Whatever happens, the packet goes on.
-    let _ = try_ingress(&ctx);
-    XDP_PASS
+    // Fail open: this program observes, and drops only the frames of a source blocked on
+    // purpose (`--block`). A frame it cannot parse goes on.
+    try_ingress(&ctx).unwrap_or(XDP_PASS)
 }
 
 /// Entry point of the TC program on each attached interface (egress).
@@ -284,14 +293,19 @@ extern "C" fn expire_slot(index: u32, ctx: *mut c_void) -> i64 {
 }
 
 #[inline(always)]
-fn try_ingress(ctx: &XdpContext) -> Result<(), Malformed> {
+fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
     count(Counter::IngressPackets);
     let (start, end) = (ctx.data(), ctx.data_end());
     let Some(h) = checked(locate(start, end))? else {
-        return Ok(());
+        return Ok(XDP_PASS);
     };
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    if unsafe { read_volatile(&BLOCK_ON) } != 0 && blocked(start, end, &h) {
+        count(Counter::Blocked);
+        return Ok(XDP_DROP);
+    }
     if !h.transport {
-        return Ok(());
+        return Ok(XDP_PASS);
     }
     let ifindex = ctx.ingress_ifindex() as u32;
     match h.proto {
@@ -308,7 +322,30 @@ fn try_ingress(ctx: &XdpContext) -> Result<(), Malformed> {
         PROTO_ICMP | PROTO_ICMPV6 => ingress_icmp(start, end, &h, ifindex),
         _ => {}
     }
-    Ok(())
+    Ok(XDP_PASS)
+}
+
+/// True when the frame's source is blocked and its block has not expired; counts the
+/// frame on the block. An expired block is removed here, by its source's first frame.
+#[inline(never)]
+fn blocked(start: usize, end: usize, h: &Headers) -> bool {
+    let Ok(ends) = checked(endpoints(start, end, h)) else {
+        return false;
+    };
+    let Some(block) = BLOCKED.get_ptr_mut(&ends.src) else {
+        return false;
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a pointer from a successful lookup; the entry stays valid during this run.
+    if now >= unsafe { (*block).until_ns } {
+        let _ = BLOCKED.remove(&ends.src);
+        return false;
+    }
+    // SAFETY: as above; the counter is 8-byte aligned (map values are), and other CPUs
+    // only add to it atomically.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*block).packets, 1) };
+    true
 }
 
 /// An inbound TCP segment that is not established traffic: an attempt (SYN, or a stealth

@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod allow;
 pub mod attack_list;
+pub mod block;
 pub mod cidr;
 pub mod clock;
 pub mod config;

@@ -12,12 +12,12 @@ use aya::{
     },
 };
 use probe_common::{
-    CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, COUNTERS_MAP, Counter, EVENTS_BYTES, EVENTS_MAP,
-    EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL, HOME_NETS_GLOBAL,
-    HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
-    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, PENDING_STATS_CURSOR,
-    PENDING_STATS_LIVE, PENDING_STATS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS,
-    WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, XDP_PROGRAM,
+    BLOCK_ON_GLOBAL, CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, COUNTERS_MAP, Counter, EVENTS_BYTES,
+    EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL,
+    HOME_NETS_GLOBAL, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL,
+    OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL,
+    PENDING_STATS_CURSOR, PENDING_STATS_LIVE, PENDING_STATS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM,
+    TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, XDP_PROGRAM,
 };
 
 /// Sizes and settings fixed when the object is loaded.
@@ -42,6 +42,9 @@ pub struct KernelConfig {
     /// Least time between two wakeups of the reader by a new event; `None`: events wake it
     /// only when a quarter of the ring is unread (the drain timer finds the others).
     pub wakeup_gap: Option<Duration>,
+    /// Drop the frames of sources in the `BLOCKED` map (`--block`); off, the map is never
+    /// read.
+    pub block: bool,
 }
 
 impl Default for KernelConfig {
@@ -55,6 +58,7 @@ impl Default for KernelConfig {
             callback_window: Duration::from_secs(60),
             home_nets: Vec::new(),
             wakeup_gap: Some(Duration::from_millis(1)),
+            block: false,
         }
     }
 }
@@ -209,6 +213,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         (config.callback_window.as_nanos() / config.sweep_interval().as_nanos().max(1)) as u64;
     let home_net_count = config.home_nets.len() as u32;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
+    let block_on = u32::from(config.block);
     let wakeup_gap = config.wakeup_gap.map_or(u64::MAX, |gap| {
         u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX)
     });
@@ -228,6 +233,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
         .override_global(WAKEUP_GAP_GLOBAL, &wakeup_gap, true)
+        .override_global(BLOCK_ON_GLOBAL, &block_on, true)
         .load(object)
         .map_err(|err| match permission_error(&err) {
             Some(source) => LoadError::Permission {

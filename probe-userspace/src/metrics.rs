@@ -55,6 +55,7 @@ fn counter_help(counter: Counter) -> &'static str {
         Counter::Repeats => "Repeats of an outcome already reported (counted, not sent).",
         Counter::Allowed => "Outcomes not reported because the source or service is allowed.",
         Counter::Callbacks => "Outcomes not reported: callbacks from hosts we contacted.",
+        Counter::Blocked => "Inbound frames dropped because their source is blocked (--block).",
     }
 }
 

@@ -18,7 +18,9 @@ use probe_common::{
 };
 use probe_userspace::{
     allow::{self, AllowLists},
+    block::{BlockError, BlockPolicy, Blocker, Spared},
     cidr::Cidr,
+    clock,
     event::{Outcome, Probe, ProbeType},
     loader::{self, KernelConfig},
 };
@@ -56,17 +58,22 @@ impl Harness {
         Self { ebpf, events }
     }
 
+    /// Runs a frame through the XDP program (inbound); its verdict.
+    fn xdp_verdict(&mut self, frame: &[u8]) -> u32 {
+        let xdp = loader::xdp_program(&mut self.ebpf).unwrap();
+        xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })
+        .expect("XDP test run")
+        .return_value
+    }
+
     /// Runs a frame through the XDP program (inbound), asserting it passes.
     fn inbound(&mut self, frame: &[u8]) {
-        let xdp = loader::xdp_program(&mut self.ebpf).unwrap();
-        let result = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..Default::default()
-            })
-            .expect("XDP test run");
         assert_eq!(
-            result.return_value, XDP_PASS,
+            self.xdp_verdict(frame),
+            XDP_PASS,
             "XDP must pass every frame: {frame:02x?}"
         );
     }
@@ -1060,4 +1067,62 @@ fn an_event_after_a_quiet_spell_wakes_the_reader_unless_wakeups_are_off() {
         assert_eq!(wakeups.woken(), expect, "wakeup gap {gap:?}, after it");
         assert_eq!(h.events().len(), 3);
     }
+}
+
+#[test]
+fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
+    if !require_root("a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted") {
+        return;
+    }
+    const XDP_DROP: u32 = 1;
+    let policy = BlockPolicy {
+        ttl: Duration::from_secs(3600),
+        block_spoofed: false,
+        never: vec![(Cidr::host(victim()), Spared::Ours)],
+    };
+    let mut h = Harness::with(&KernelConfig {
+        block: true,
+        ..KernelConfig::default()
+    });
+    let mut blocker = Blocker::new(&mut h.ebpf, policy.clone()).unwrap();
+    let probe = syn(40_000, 23, 1);
+    let now = clock::monotonic_now;
+    blocker
+        .add(scanner(), Some(Duration::from_secs(10)), now())
+        .unwrap();
+    assert_eq!(h.xdp_verdict(&probe.bytes()), XDP_DROP);
+    assert_eq!(h.xdp_verdict(&probe.bytes()), XDP_DROP);
+    assert_eq!(h.counter(Counter::Blocked), 2);
+    // Dropped before anything else looks at it: no attempt recorded, no event.
+    assert_eq!(h.counter(Counter::Syns), 0);
+    // Other sources, and the other family, pass.
+    h.inbound_frame(&Frame::tcp(scanner6(), 40_000, victim6(), 23, SYN, 1));
+    let listed = blocker.list(now());
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].addr, listed[0].packets), (scanner(), 2));
+    assert!((9..=10).contains(&listed[0].expires_in_s), "{listed:?}");
+    // Never-block rules hold for blocks by hand too.
+    assert!(matches!(
+        blocker.add(victim(), None, now()),
+        Err(BlockError::Spared {
+            why: Spared::Ours,
+            ..
+        })
+    ));
+    // Lifted by hand: passes again.
+    assert!(blocker.remove(scanner()).unwrap());
+    assert!(!blocker.remove(scanner()).unwrap());
+    h.inbound_frame(&probe);
+    // Expired: the next frame passes, and the block is gone.
+    blocker.add(scanner(), Some(Duration::ZERO), now()).unwrap();
+    h.inbound_frame(&syn(40_001, 24, 2));
+    assert!(blocker.list(now()).is_empty());
+    assert_eq!(h.counter(Counter::Blocked), 2);
+
+    // With blocking off the map is never read, whatever it holds.
+    let mut off = Harness::new();
+    let mut blocker = Blocker::new(&mut off.ebpf, policy).unwrap();
+    blocker.add(scanner(), None, now()).unwrap();
+    off.inbound_frame(&probe);
+    assert_eq!(off.counter(Counter::Blocked), 0);
 }
