@@ -139,6 +139,16 @@ impl Blocker {
         &self.policy
     }
 
+    /// Replaces the allow-listed networks of the policy (after the allow-lists changed).
+    pub fn set_allowed<'a>(&mut self, sources: impl IntoIterator<Item = &'a Cidr>) {
+        self.policy
+            .never
+            .retain(|(_, why)| *why != Spared::AllowListed);
+        self.policy
+            .never
+            .extend(sources.into_iter().map(|c| (*c, Spared::AllowListed)));
+    }
+
     /// Blocks the sources of a newly recognised scan that may be blocked, for the policy's
     /// time from `now` (CLOCK_MONOTONIC); returns each source with why it was spared.
     pub fn on_scan(

@@ -114,6 +114,48 @@ pub fn default_route_interface() -> Result<String, IfaceError> {
     Err(IfaceError::NoDefaultRoute)
 }
 
+/// The gateways of this host's routes, IPv4 and IPv6 (never to be blocked). An unreadable
+/// table gives none.
+pub fn gateways() -> Vec<IpAddr> {
+    let mut out = fs::read_to_string("/proc/net/route")
+        .map(|t| gateways_v4(&t))
+        .unwrap_or_default();
+    out.extend(
+        fs::read_to_string("/proc/net/ipv6_route")
+            .map(|t| gateways_v6(&t))
+            .unwrap_or_default(),
+    );
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Gateways in /proc/net/route's text (flag RTF_GATEWAY; the address is little-endian hex).
+fn gateways_v4(table: &str) -> Vec<IpAddr> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (gateway, flags) = (cols.get(2)?, cols.get(3)?);
+            let gateway = u32::from_str_radix(gateway, 16).ok()?;
+            (u32::from_str_radix(flags, 16).ok()? & 0x2 != 0 && gateway != 0)
+                .then(|| IpAddr::from(gateway.to_le_bytes()))
+        })
+        .collect()
+}
+
+/// Next hops in /proc/net/ipv6_route's text (32 hex digits, all zero when none).
+fn gateways_v6(table: &str) -> Vec<IpAddr> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let hop = u128::from_str_radix(line.split_whitespace().nth(4)?, 16).ok()?;
+            (hop != 0).then(|| IpAddr::from(hop.to_be_bytes()))
+        })
+        .collect()
+}
+
 /// The interface of the lowest-metric IPv4 default route in /proc/net/route's text.
 fn default_v4(table: &str) -> Option<String> {
     table
@@ -164,6 +206,20 @@ fn default_v6(table: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateways_are_read_from_both_route_tables() {
+        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                  eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\n\
+                  eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\n";
+        assert_eq!(
+            gateways_v4(v4),
+            vec!["192.168.0.1".parse::<IpAddr>().unwrap()]
+        );
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n\
+                  20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
+        assert_eq!(gateways_v6(v6), vec!["fe80::1".parse::<IpAddr>().unwrap()]);
+    }
 
     #[test]
     fn picks_the_lowest_metric_ipv4_default() {

@@ -19,12 +19,13 @@ use probe_userspace::{
     alert::{AlertRecord, ProbeRecord, Thresholds, json_line},
     allow::{self, AllowError, AllowLists, Service},
     attack_list::{AttackList, Row},
+    block::{BlockPolicy, Blocker, Spared},
     cidr::Cidr,
     clock,
     clock::WallClock,
     config,
     crowd::CrowdConfig,
-    engine::{Engine, EngineConfig, ScanAlert},
+    engine::{Engine, EngineConfig, Phase, ScanAlert},
     event::Probe,
     event::{outcome_name, proto_name},
     evidence::Evidence,
@@ -227,6 +228,30 @@ struct Cli {
     /// Rotated attack lists kept.
     #[arg(global = true, long, default_value_t = 5, value_name = "N")]
     attack_list_keep: usize,
+
+    /// Drop the packets of confirmed scanners in XDP for --block-ttl seconds. Never blocked:
+    /// allow-listed sources, the watched interfaces' own addresses, this host's gateways,
+    /// loopback, and sources likely spoofed (unless --block-spoofed). Off by default.
+    #[arg(global = true, long)]
+    block: bool,
+
+    /// How long a block lasts, in seconds.
+    #[arg(global = true, long, default_value = "3600", value_name = "SECONDS", value_parser = parse_seconds)]
+    block_ttl: Duration,
+
+    /// Also block the sources of scans that may be forged (decoy scans, martian sources):
+    /// an attacker can then get innocent addresses blocked.
+    #[arg(global = true, long)]
+    block_spoofed: bool,
+
+    /// The control socket of `probe-detector block` (root only), made when --block is on.
+    #[arg(
+        global = true,
+        long,
+        default_value = "/run/probe-detector/control.sock",
+        value_name = "PATH"
+    )]
+    control_socket: std::path::PathBuf,
 
     /// Serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1), IP:PORT or
     /// [IPv6]:PORT. Off when not given. docs/metrics.md lists every metric.
@@ -544,6 +569,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Err(err) = init_ebpf_log(&mut ebpf) {
         log::debug!("no eBPF log records: {err}");
     }
+    let blocker = if cli.block {
+        let mut never: Vec<(Cidr, Spared)> = allow_lists
+            .sources
+            .iter()
+            .map(|c| (*c, Spared::AllowListed))
+            .collect();
+        for name in &ifaces {
+            let addrs = iface::addresses(name)
+                .with_context(|| format!("cannot list the addresses of {name}"))?;
+            never.extend(addrs.into_iter().map(|a| (Cidr::host(a), Spared::Ours)));
+        }
+        never.extend(
+            iface::gateways()
+                .into_iter()
+                .map(|g| (Cidr::host(g), Spared::Gateway)),
+        );
+        let policy = BlockPolicy {
+            ttl: cli.block_ttl,
+            block_spoofed: cli.block_spoofed,
+            never,
+        };
+        log::info!(
+            "blocking: confirmed scanners dropped for {} s; never blocked: {} allow-listed networks, our addresses, gateways, loopback{}",
+            policy.ttl.as_secs(),
+            allow_lists.sources.len(),
+            if policy.block_spoofed {
+                ""
+            } else {
+                ", likely spoofed sources"
+            }
+        );
+        Some(Blocker::new(&mut ebpf, policy).context("cannot set up blocking")?)
+    } else {
+        None
+    };
     let mut attachments = Vec::new();
     for name in &ifaces {
         match loader::attach(&mut ebpf, name, cli.xdp_mode) {
@@ -562,16 +622,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let trw_unit = trw_unit(&cli, &home_nets);
-    let result = watch(
-        &mut ebpf,
-        &cli,
-        &config,
-        allow_lists,
+    let outlets = Outlets {
         attack_list,
-        trw_unit,
-        metrics_listener,
-    )
-    .await;
+        metrics: metrics_listener,
+        blocker,
+    };
+    let result = watch(&mut ebpf, &cli, &config, allow_lists, trw_unit, outlets).await;
     detach_all(&mut ebpf, attachments);
     log_counters(&ebpf, &config, log::Level::Info);
     result
@@ -587,6 +643,7 @@ fn kernel_config(cli: &Cli, home_nets: &[Cidr]) -> KernelConfig {
         callback_window: cli.callback_window,
         home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
         wakeup_gap: (cli.wakeup_ms > 0).then(|| Duration::from_millis(cli.wakeup_ms)),
+        block: cli.block,
         ..KernelConfig::default()
     }
 }
@@ -751,15 +808,29 @@ fn log_counters(ebpf: &aya::Ebpf, config: &KernelConfig, level: log::Level) {
 }
 
 /// Reads events until SIGINT or SIGTERM, writing alerts to stdout.
+/// What the watch loop serves besides alerts, each opened before anything was attached.
+struct Outlets {
+    /// `--attack-list`.
+    attack_list: Option<AttackList>,
+    /// `--metrics-addr`, listening.
+    metrics: Option<std::net::TcpListener>,
+    /// `--block`.
+    blocker: Option<Blocker>,
+}
+
 async fn watch(
     ebpf: &mut aya::Ebpf,
     cli: &Cli,
     config: &KernelConfig,
     mut allow_lists: AllowLists,
-    attack_list: Option<AttackList>,
     trw_unit: Option<TrwUnit>,
-    metrics_listener: Option<std::net::TcpListener>,
+    outlets: Outlets,
 ) -> anyhow::Result<()> {
+    let Outlets {
+        attack_list,
+        metrics: metrics_listener,
+        blocker,
+    } = outlets;
     let started = std::time::SystemTime::now();
     let metrics_listener = metrics_listener
         .map(tokio::net::TcpListener::from_std)
@@ -799,6 +870,7 @@ async fn watch(
         engine.clone(),
         cli.probes,
         attack_list.map(|list| (list, evidence)),
+        blocker,
         cli.alert_rate_limit,
     );
     log::info!(
@@ -855,6 +927,9 @@ async fn watch(
                 match allow_lists_of(cli) {
                     Ok(new) => match allow::apply(ebpf, &allow_lists, &new) {
                         Ok(()) => {
+                            if let Some(blocker) = &mut output.blocker {
+                                blocker.set_allowed(&new.sources);
+                            }
                             log::info!(
                                 "SIGHUP: allow-lists reloaded: {} sources, {} services",
                                 new.sources.len(),
@@ -965,6 +1040,8 @@ struct Output {
     thresholds: Thresholds,
     probes: bool,
     attack: Option<(AttackList, Evidence)>,
+    /// `--block`: the kernel's block list and who may be put on it.
+    blocker: Option<Blocker>,
     iface_names: HashMap<u32, String>,
     decode_errors: u64,
     stdout: io::Stdout,
@@ -975,6 +1052,7 @@ impl Output {
         config: EngineConfig,
         probes: bool,
         attack: Option<(AttackList, Evidence)>,
+        blocker: Option<Blocker>,
         alert_rate_limit: u32,
     ) -> Self {
         Self {
@@ -986,6 +1064,7 @@ impl Output {
             flood_limit: alert_rate_limit,
             probes,
             attack,
+            blocker,
             iface_names: HashMap::new(),
             decode_errors: 0,
             stdout: io::stdout(),
@@ -1065,18 +1144,48 @@ impl Output {
 
     /// Renders one alert into `lines`, unless the flood limit holds it back.
     fn push_alert(&mut self, scan: &ScanAlert, lines: &mut String) {
+        // Blocking does not wait for the flood limit: a held-back alert still blocks.
+        let blocked = self.block(scan);
         if self.flood.admit(clock::monotonic_now()) {
             *self
                 .alerts_written
                 .entry((scan.kind.name(), scan.phase.name()))
                 .or_default() += 1;
             let iface = self.iface_name(scan.ifindex);
-            lines.push_str(&json_line(&AlertRecord::from_scan(
-                scan,
-                iface,
-                self.thresholds,
-            )));
+            let mut record = AlertRecord::from_scan(scan, iface, self.thresholds);
+            if blocked {
+                record.alert.action = "blocked";
+            }
+            lines.push_str(&json_line(&record));
             lines.push('\n');
+        }
+    }
+
+    /// With `--block`, blocks the sources of a newly recognised scan that may be blocked;
+    /// true when one was.
+    fn block(&mut self, scan: &ScanAlert) -> bool {
+        let Some(blocker) = self.blocker.as_mut().filter(|_| scan.phase == Phase::Start) else {
+            return false;
+        };
+        let ttl = blocker.policy().ttl.as_secs();
+        match blocker.on_scan(scan, clock::monotonic_now()) {
+            Ok(verdicts) => {
+                let mut blocked = false;
+                for (addr, why) in verdicts {
+                    match why {
+                        None => {
+                            log::info!("blocked {addr} for {ttl} s ({} scan)", scan.kind.name());
+                            blocked = true;
+                        }
+                        Some(why) => log::info!("not blocking {addr}: {why}"),
+                    }
+                }
+                blocked
+            }
+            Err(err) => {
+                log::error!("cannot block the sources of a scan: {err}");
+                false
+            }
         }
     }
 

@@ -1127,3 +1127,104 @@ fn the_service_units_capabilities_suffice_without_root() {
         "no alert as nobody with {caps}: {stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_one() {
+    if !lab_ready(
+        "block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_one",
+    ) {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let _listeners = Listeners::start(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["-sS", "-T4", "-p", "1-30"];
+        args.extend_from_slice(extra);
+        args.push(VICTIM_IP);
+        nmap(&lab.scanner, &args)
+    };
+
+    // A plain scanner: blocked at its alert; its next scan finds every port filtered, and
+    // once the block's 4 s are up, closed ports again.
+    let mut detector = Detector::start(
+        &lab.victim,
+        &["--iface", VICTIM_IF, "--block", "--block-ttl", "4"],
+    );
+    let first = scan(&[]);
+    assert!(first.contains("22/open/tcp"), "{first}");
+    let alerts =
+        detector.wait_for_alert(Duration::from_secs(10), |a| a["scan"]["phase"] == "start");
+    let blocked_at = Instant::now();
+    let start = alerts
+        .iter()
+        .find(|a| a["scan"]["phase"] == "start")
+        .expect("an alert");
+    assert_eq!(start["alert"]["action"], "blocked", "{start}");
+    let during = scan(&[]);
+    assert!(
+        !during.contains("closed") && !during.contains("/open/") && during.contains("filtered"),
+        "a blocked scanner must see only filtered ports: {during}"
+    );
+    while blocked_at.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let after = scan(&[]);
+    assert!(
+        after.contains("22/open/tcp"),
+        "the block must expire: {after}"
+    );
+    assert!(detector.stop().success());
+    let log = detector.stderr.lock().unwrap().join("\n");
+    assert!(
+        log.contains(&format!("blocked {SCANNER_IP} for 4 s")),
+        "{log}"
+    );
+    assert!(log.contains("blocked="), "{log}");
+
+    // A decoy scan: its sources may be forged, so nobody is blocked.
+    for decoy in ["198.18.7.101", "198.18.7.102"] {
+        lab.scanner.addr("scan0", &format!("{decoy}/24"));
+    }
+    let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF, "--block"]);
+    scan(&["-D", "198.18.7.101,198.18.7.102,ME"]);
+    let alerts = detector.wait_for_alert(Duration::from_secs(10), |a| {
+        a["scan"]["kind"] == "distributed"
+    });
+    let start = alerts
+        .iter()
+        .find(|a| a["scan"]["phase"] == "start")
+        .expect("an alert");
+    assert_eq!(start["alert"]["action"], "allowed", "{start}");
+    let again = scan(&[]);
+    assert!(
+        again.contains("22/open/tcp"),
+        "decoy scans block nobody: {again}"
+    );
+    assert!(detector.stop().success());
+    let log = detector.stderr.lock().unwrap().join("\n");
+    assert!(
+        log.contains(&format!("not blocking {SCANNER_IP}: likely spoofed")),
+        "{log}"
+    );
+
+    // An allow-listed scanner is never blocked.
+    let mut detector = Detector::start(
+        &lab.victim,
+        &[
+            "--iface",
+            VICTIM_IF,
+            "--block",
+            "--allow-source",
+            SCANNER_IP,
+        ],
+    );
+    scan(&[]);
+    let again = scan(&[]);
+    assert!(
+        again.contains("22/open/tcp") && !again.contains("filtered"),
+        "an allow-listed scanner is never blocked: {again}"
+    );
+    assert!(detector.stop().success());
+    assert!(detector.alerts().iter().all(|a| a["src_ip"] != SCANNER_IP));
+}
