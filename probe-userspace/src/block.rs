@@ -16,7 +16,7 @@ use aya::{
     maps::{HashMap, MapData, MapError},
 };
 use probe_common::{BLOCKED_MAP, Block};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{cidr::Cidr, engine::ScanAlert};
 
@@ -108,7 +108,7 @@ pub enum BlockError {
 }
 
 /// One block, as listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocked {
     /// The blocked source.
     pub addr: IpAddr,
@@ -116,6 +116,32 @@ pub struct Blocked {
     pub expires_in_s: u64,
     /// Frames dropped so far.
     pub packets: u64,
+}
+
+/// A request on the control socket (`probe-detector block ...`), one JSON line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// The blocks in force.
+    List,
+    /// Block an address by hand (`ttl_s`: the policy's when absent).
+    Add { addr: IpAddr, ttl_s: Option<u64> },
+    /// Lift a block.
+    Remove { addr: IpAddr },
+}
+
+/// The answer to a [`Request`], one JSON line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// What went wrong, if something did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What was done (add, remove).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<String>,
+    /// The blocks in force (list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<Blocked>,
 }
 
 /// The kernel's block list, and the policy that fills it.
@@ -204,6 +230,44 @@ impl Blocker {
         }
     }
 
+    /// Carries out a control-socket request at `now`.
+    pub fn handle(&mut self, request: &Request, now: Duration) -> Response {
+        let result = match *request {
+            Request::List => {
+                return Response {
+                    blocked: self.list(now),
+                    ..Response::default()
+                };
+            }
+            Request::Add { addr, ttl_s } => {
+                let ttl = ttl_s.map(Duration::from_secs);
+                self.add(addr, ttl, now).map(|()| {
+                    let ttl = ttl.unwrap_or(self.policy.ttl).as_secs();
+                    log::info!("blocked {addr} for {ttl} s (by hand)");
+                    format!("blocked {addr} for {ttl} s")
+                })
+            }
+            Request::Remove { addr } => self.remove(addr).map(|lifted| {
+                if lifted {
+                    log::info!("unblocked {addr} (by hand)");
+                    format!("unblocked {addr}")
+                } else {
+                    format!("{addr} was not blocked")
+                }
+            }),
+        };
+        match result {
+            Ok(done) => Response {
+                done: Some(done),
+                ..Response::default()
+            },
+            Err(err) => Response {
+                error: Some(err.to_string()),
+                ..Response::default()
+            },
+        }
+    }
+
     /// The blocks in force at `now`, soonest to expire first; expired ones are removed.
     pub fn list(&mut self, now: Duration) -> Vec<Blocked> {
         let now_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
@@ -287,6 +351,24 @@ mod tests {
         }
         assert_eq!(p.spared(ip("198.18.7.1")), None);
         assert_eq!(p.spared(ip("2001:db8::1")), None);
+    }
+
+    #[test]
+    fn requests_and_responses_are_one_json_line_each() {
+        let add = Request::Add {
+            addr: "198.18.7.1".parse().unwrap(),
+            ttl_s: Some(60),
+        };
+        let line = serde_json::to_string(&add).unwrap();
+        assert_eq!(line, r#"{"op":"add","addr":"198.18.7.1","ttl_s":60}"#);
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), add);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"list"}"#).unwrap(),
+            Request::List
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"flush"}"#).is_err());
+        let empty = serde_json::to_string(&Response::default()).unwrap();
+        assert_eq!(empty, "{}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use probe_userspace::{
     alert::{AlertRecord, ProbeRecord, Thresholds, json_line},
     allow::{self, AllowError, AllowLists, Service},
     attack_list::{AttackList, Row},
-    block::{BlockPolicy, Blocker, Spared},
+    block::{BlockPolicy, Blocker, Request as BlockRequest, Response as BlockResponse, Spared},
     cidr::Cidr,
     clock,
     clock::WallClock,
@@ -299,6 +299,33 @@ enum Mode {
         #[arg(value_name = "FILE.pcap")]
         file: std::path::PathBuf,
     },
+    /// Inspect or edit the block list of the probe-detector running with --block, through
+    /// its control socket (--control-socket; root only).
+    /// Example: probe-detector block list
+    Block {
+        #[command(subcommand)]
+        action: BlockAction,
+    },
+}
+
+/// `probe-detector block ...`
+#[derive(Debug, clap::Subcommand)]
+enum BlockAction {
+    /// The sources blocked now, with the seconds left and the frames dropped.
+    List,
+    /// Block a source by hand (the never-block rules still hold).
+    Add {
+        /// The source address.
+        addr: std::net::IpAddr,
+        /// Seconds (default: the running instance's --block-ttl).
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+    },
+    /// Lift a block.
+    Remove {
+        /// The source address.
+        addr: std::net::IpAddr,
+    },
 }
 
 /// A command line that cannot work, found after parsing (exit status 2).
@@ -367,6 +394,28 @@ fn parse_power_of_two(text: &str) -> Result<u32, String> {
         return Err(format!("{n} is not a power of two >= 1024"));
     }
     Ok(n)
+}
+
+/// No instance answers on the control socket, or it cannot be made.
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error(
+        "no probe-detector with --block is running (nothing listens on {0}; give --control-socket if it uses another)"
+    )]
+    NotRunning(std::path::PathBuf),
+    #[error("cannot reach {0}: permission denied (root only)")]
+    Denied(std::path::PathBuf),
+    #[error(
+        "another probe-detector already listens on {0}: give this one another --control-socket"
+    )]
+    InUse(std::path::PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The metrics endpoint cannot listen.
@@ -468,6 +517,13 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         EXIT_INTERFACE
     } else if err.chain().any(|e| e.is::<MetricsError>()) {
         EXIT_METRICS
+    } else if err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<ControlError>(),
+            Some(ControlError::Denied(_))
+        )
+    }) {
+        EXIT_PRIVILEGES
     } else if err
         .chain()
         .any(|e| matches!(e.downcast_ref::<LoadError>(), Some(LoadError::Config(_))))
@@ -493,8 +549,10 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Mode::Replay { file }) = &cli.mode {
-        return replay(&cli, file);
+    match &cli.mode {
+        Some(Mode::Replay { file }) => return replay(&cli, file),
+        Some(Mode::Block { action }) => return block_command(&cli.control_socket, action),
+        None => {}
     }
     let ifaces = if cli.ifaces.is_empty() {
         let name = iface::default_route_interface()?;
@@ -604,6 +662,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Before attaching: a socket in use fails at once, nothing attached.
+    let control = blocker
+        .is_some()
+        .then(|| ControlSocket::bind(&cli.control_socket))
+        .transpose()?;
+    if let Some(control) = &control {
+        log::info!(
+            "block list: `probe-detector block list` (control socket {})",
+            control.path.display()
+        );
+    }
     let mut attachments = Vec::new();
     for name in &ifaces {
         match loader::attach(&mut ebpf, name, cli.xdp_mode) {
@@ -626,6 +695,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         attack_list,
         metrics: metrics_listener,
         blocker,
+        control,
     };
     let result = watch(&mut ebpf, &cli, &config, allow_lists, trw_unit, outlets).await;
     detach_all(&mut ebpf, attachments);
@@ -816,6 +886,8 @@ struct Outlets {
     metrics: Option<std::net::TcpListener>,
     /// `--block`.
     blocker: Option<Blocker>,
+    /// `--block`'s control socket, listening.
+    control: Option<ControlSocket>,
 }
 
 async fn watch(
@@ -830,7 +902,17 @@ async fn watch(
         attack_list,
         metrics: metrics_listener,
         blocker,
+        control,
     } = outlets;
+    let control_listener = control
+        .as_ref()
+        .map(|c| tokio::net::UnixListener::from_std(c.listener.try_clone()?))
+        .transpose()
+        .context("cannot serve the control socket")?;
+    let (requests_tx, mut requests) = tokio::sync::mpsc::channel::<(
+        BlockRequest,
+        tokio::sync::oneshot::Sender<BlockResponse>,
+    )>(8);
     let started = std::time::SystemTime::now();
     let metrics_listener = metrics_listener
         .map(tokio::net::TcpListener::from_std)
@@ -921,6 +1003,22 @@ async fn watch(
                 }
                 Err(err) => log::warn!("metrics endpoint: {err}"),
             },
+            accepted = accept_control(control_listener.as_ref()) => match accepted {
+                Ok(stream) => {
+                    tokio::spawn(serve_control(stream, requests_tx.clone()));
+                }
+                Err(err) => log::warn!("control socket: {err}"),
+            },
+            Some((request, reply)) = requests.recv() => {
+                let response = match output.blocker.as_mut() {
+                    Some(blocker) => blocker.handle(&request, clock::monotonic_now()),
+                    None => BlockResponse {
+                        error: Some("blocking is off".into()),
+                        ..BlockResponse::default()
+                    },
+                };
+                let _ = reply.send(response);
+            }
             _ = tick(status.as_mut()) => log::info!("{}", status_line(&output.snapshot(ebpf, started))),
             _ = sighup.recv() => {
                 // A bad file leaves the lists as they were: nothing is lost on a typo.
@@ -968,6 +1066,168 @@ async fn accept(
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
     }
+}
+
+/// The next connection to the control socket; never, when there is none.
+async fn accept_control(
+    listener: Option<&tokio::net::UnixListener>,
+) -> io::Result<tokio::net::UnixStream> {
+    match listener {
+        Some(listener) => listener.accept().await.map(|(stream, _)| stream),
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one control-socket client: root (or our own user) only; one JSON request line
+/// (2 s and 4 KiB at most), one JSON response line, carried out by the watch loop.
+async fn serve_control(
+    mut stream: tokio::net::UnixStream,
+    loop_tx: tokio::sync::mpsc::Sender<(BlockRequest, tokio::sync::oneshot::Sender<BlockResponse>)>,
+) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    // SAFETY: geteuid has no preconditions.
+    let ours = unsafe { libc::geteuid() };
+    let response = match stream.peer_cred() {
+        Ok(cred) if cred.uid() == 0 || cred.uid() == ours => {
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(&mut stream).take(4096);
+            let read =
+                tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await;
+            match (read, serde_json::from_str::<BlockRequest>(&line)) {
+                (Ok(Ok(_)), Ok(request)) => {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    if loop_tx.send((request, reply)).await.is_err() {
+                        return;
+                    }
+                    match answer.await {
+                        Ok(response) => response,
+                        Err(_) => return,
+                    }
+                }
+                (_, Err(err)) => BlockResponse {
+                    error: Some(format!("bad request: {err}")),
+                    ..BlockResponse::default()
+                },
+                (_, _) => return,
+            }
+        }
+        Ok(cred) => {
+            log::warn!("control socket: refused uid {} (root only)", cred.uid());
+            BlockResponse {
+                error: Some("root only".into()),
+                ..BlockResponse::default()
+            }
+        }
+        Err(_) => return,
+    };
+    let mut line = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
+    line.push('\n');
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(line.as_bytes())).await;
+}
+
+/// The control socket of a running instance: made at start, removed at exit.
+struct ControlSocket {
+    path: std::path::PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ControlSocket {
+    /// Listens on `path` (0600, in a directory made 0700 if missing). A socket file nobody
+    /// listens on (left by a crash) is replaced; one somebody listens on is an error.
+    fn bind(path: &std::path::Path) -> Result<Self, ControlError> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        let io_err = |source| ControlError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err)?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ControlError::InUse(path.to_owned()));
+            }
+            fs::remove_file(path).map_err(io_err)?;
+        }
+        let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        listener.set_nonblocking(true).map_err(io_err)?;
+        Ok(Self {
+            path: path.to_owned(),
+            listener,
+        })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// `probe-detector block ...`: one request to the running instance, its answer printed.
+fn block_command(socket: &std::path::Path, action: &BlockAction) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let request = match action {
+        BlockAction::List => BlockRequest::List,
+        BlockAction::Add { addr, ttl } => BlockRequest::Add {
+            addr: *addr,
+            ttl_s: *ttl,
+        },
+        BlockAction::Remove { addr } => BlockRequest::Remove { addr: *addr },
+    };
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|err| match err.kind() {
+            io::ErrorKind::PermissionDenied => ControlError::Denied(socket.to_owned()),
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ControlError::NotRunning(socket.to_owned())
+            }
+            _ => ControlError::Io {
+                path: socket.to_owned(),
+                source: err,
+            },
+        })?;
+    let io_err = |source| ControlError::Io {
+        path: socket.to_owned(),
+        source,
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io_err)?;
+    let mut line = serde_json::to_string(&request).context("cannot encode the request")?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io_err)?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(io_err)?;
+    let response: BlockResponse = serde_json::from_str(&answer)
+        .with_context(|| format!("the running probe-detector answered {answer:?}"))?;
+    if let Some(error) = response.error {
+        return Err(ControlError::Refused(error).into());
+    }
+    let mut out = io::stdout().lock();
+    if let Some(done) = response.done {
+        writeln!(out, "{done}")?;
+    } else if response.blocked.is_empty() {
+        writeln!(out, "no source is blocked")?;
+    } else {
+        for b in &response.blocked {
+            writeln!(
+                out,
+                "{:<39} {:>7} s left {:>12} frames dropped",
+                b.addr, b.expires_in_s, b.packets
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The next tick of an optional interval; never, when there is none.

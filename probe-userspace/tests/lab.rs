@@ -1228,3 +1228,83 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
     assert!(detector.stop().success());
     assert!(detector.alerts().iter().all(|a| a["src_ip"] != SCANNER_IP));
 }
+
+#[test]
+fn the_block_command_lists_adds_and_removes_blocks_of_the_running_instance() {
+    if !lab_ready("the_block_command_lists_adds_and_removes_blocks_of_the_running_instance") {
+        return;
+    }
+    let _lab = lab_lock();
+    let socket = std::env::temp_dir().join(format!("pd-control-{}.sock", std::process::id()));
+    let socket = socket.to_str().unwrap().to_owned();
+    let block = |args: &[&str]| {
+        let mut all = vec!["block"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--control-socket", &socket]);
+        let out = Command::new(env!("CARGO_BIN_EXE_probe-detector"))
+            .args(&all)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Nobody running: one clear line.
+    let (code, _, err) = block(&["list"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.starts_with("probe-detector: error: no probe-detector with --block is running"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let lab = HostLab::new();
+    let _listeners = Listeners::start(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let mut detector = Detector::start(
+        &lab.victim,
+        &["--iface", VICTIM_IF, "--block", "--control-socket", &socket],
+    );
+    // Its socket is root's alone.
+    let mode = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    assert_eq!(block(&["list"]).1, "no source is blocked\n");
+    nmap(&lab.scanner, &["-sS", "-T4", "-p", "1-30", VICTIM_IP]);
+    detector.wait_for_alert(Duration::from_secs(10), |a| {
+        a["alert"]["action"] == "blocked"
+    });
+    let (code, listed, err) = block(&["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(listed.starts_with(SCANNER_IP), "{listed}");
+    assert!(listed.contains("s left"), "{listed}");
+    // Lifted by hand: the scanner gets through again.
+    assert_eq!(
+        block(&["remove", SCANNER_IP]).1,
+        format!("unblocked {SCANNER_IP}\n")
+    );
+    let again = nmap(&lab.scanner, &["-sS", "-T4", "-p", "22", VICTIM_IP]);
+    assert!(again.contains("22/open/tcp"), "{again}");
+    // Added by hand, with its own time; the never-block rules hold for hands too.
+    assert_eq!(
+        block(&["add", "198.18.7.77", "--ttl", "60"]).1,
+        "blocked 198.18.7.77 for 60 s\n"
+    );
+    let (_, listed, _) = block(&["list"]);
+    assert!(listed.starts_with("198.18.7.77"), "{listed}");
+    let (code, _, err) = block(&["add", VICTIM_IP]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "{VICTIM_IP} is never blocked: one of our own addresses"
+        )),
+        "{err}"
+    );
+    assert!(detector.stop().success());
+    // Gone with it.
+    assert!(!std::path::Path::new(&socket).exists());
+    assert_eq!(block(&["list"]).0, Some(1));
+}
