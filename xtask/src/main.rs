@@ -63,6 +63,15 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// A spoofed-source SYN flood (10 million SYNs by default) with a scanner hidden in it,
+    /// through the real programs (BPF_PROG_TEST_RUN) and engine: prints memory (process and
+    /// kernel maps), engine occupancy, events lost, and when the scanner was found. Needs
+    /// root; a few minutes.
+    Flood {
+        /// SYNs to send.
+        #[arg(long, default_value_t = 10_000_000)]
+        packets: u64,
+    },
     /// Run the lab: real scanners (nmap, masscan, hping3, zmap) and benign traffic against
     /// probe-detector, scanlogd, psad and portsentry side by side in network namespaces, and
     /// CPU cost against scanlogd; writes docs/detection-matrix.md and .svg. About 10
@@ -142,6 +151,10 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Bench { no_write } => {
             setup(&pin, false)?;
             bench(&workspace, &pin, !no_write)?;
+        }
+        Cmd::Flood { packets } => {
+            setup(&pin, false)?;
+            flood(&workspace, &pin, packets)?;
         }
         Cmd::Lab { quick } => {
             lab(&workspace, &pin, quick)?;
@@ -314,6 +327,23 @@ fn bench(workspace: &Path, pin: &Pin, write: bool) -> anyhow::Result<()> {
         eprintln!("xtask: wrote {}", path.display());
     }
     Ok(())
+}
+
+fn flood(workspace: &Path, pin: &Pin, packets: u64) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("the flood loads BPF programs: run `sudo -E cargo xtask flood`");
+    }
+    cmd::run(pinned_cargo(workspace, pin).args([
+        "build",
+        "--release",
+        "--package",
+        "probe-userspace",
+        "--example",
+        "flood",
+    ]))?;
+    cmd::run(
+        Command::new(target_dir(workspace).join("release/examples/flood")).arg(packets.to_string()),
+    )
 }
 
 fn lab(workspace: &Path, pin: &Pin, quick: bool) -> anyhow::Result<()> {

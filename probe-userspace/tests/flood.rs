@@ -1,0 +1,66 @@
+//! A spoofed-source SYN flood with a real scanner hidden in it, through the real programs
+//! (BPF_PROG_TEST_RUN, no packet on any wire) and the engine, in short: the engine's tables
+//! stay at their cap, no event is lost, and the scanner is still found. `cargo xtask flood`
+//! runs the long version and prints the memory figures. Needs root.
+
+mod common;
+#[path = "common/flood.rs"]
+mod flood;
+
+use common::require_root;
+use flood::{FloodConfig, flood};
+use probe_userspace::{
+    engine::{Engine, EngineConfig},
+    loader::{self, KernelConfig},
+    slow::SlowConfig,
+};
+
+#[test]
+fn a_scanner_hidden_in_a_spoofed_flood_is_found_and_memory_stays_at_its_caps() {
+    if !require_root("a_scanner_hidden_in_a_spoofed_flood_is_found_and_memory_stays_at_its_caps") {
+        return;
+    }
+    let mut ebpf = loader::load(&KernelConfig::default()).expect("the object loads");
+    let config = EngineConfig {
+        max_tracked: 1024,
+        slow: Some(SlowConfig {
+            max_sources: 1024,
+            ..SlowConfig::default()
+        }),
+        ..EngineConfig::default()
+    };
+    let bound = Engine::memory_bound(&config);
+    let mut engine = Engine::new(config);
+    let report = flood(
+        &mut ebpf,
+        &mut engine,
+        &FloodConfig {
+            packets: 100_000,
+            scanner_every: 5_000,
+            sample_every: 25_000,
+        },
+        |_| {},
+    )
+    .expect("the flood runs");
+    let last = report.samples.last().expect("samples");
+    eprintln!("{report:#?}");
+    // 100 000 spoofed sources into tables of 1 024: full, evicting, never more.
+    assert!(
+        last.evictions > 0,
+        "the flood must push the tables to their cap"
+    );
+    let peak = report.samples.iter().map(|s| s.tracked).max().unwrap();
+    assert!(peak <= 7 * 1024, "entries {peak} above the caps");
+    assert_eq!(last.ring_drops, 0, "no event lost");
+    assert_eq!(last.events, 100_000, "every SYN refused is one event");
+    // The scanner's 20 probes among 100 000 SYNs, 5 000 apart: its TRW state is evicted
+    // between probes (it looks like every other one-packet source until then), so the
+    // slow-scan detector (admission bitmap, then 8 failed contacts) finds it, at its 8th.
+    let found = report
+        .scanner_alerted_after
+        .expect("the scanner must be found");
+    assert!(found <= 8, "found after {found} of its probes");
+    // One-packet spoofed sources are never a scan.
+    assert!(report.other_alerts.is_empty(), "{:?}", report.other_alerts);
+    assert!(bound > 0);
+}
