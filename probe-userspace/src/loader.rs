@@ -357,6 +357,10 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<Attachme
         ),
         XdpModeArg::Auto => match xdp.attach(&c_iface, XdpMode::Driver) {
             Ok(link) => (link, "native"),
+            // Somebody else's program is there: another mode would not change that.
+            Err(err) if matches!(os_error(&err), Some(libc::EBUSY | libc::EEXIST)) => {
+                return Err(attach_error("XDP", err));
+            }
             Err(native_err) => {
                 log::info!(
                     "{iface}: native XDP not available ({}); falling back to generic (skb) mode",

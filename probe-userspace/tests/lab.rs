@@ -1308,3 +1308,102 @@ fn the_block_command_lists_adds_and_removes_blocks_of_the_running_instance() {
     assert!(!std::path::Path::new(&socket).exists());
     assert_eq!(block(&["list"]).0, Some(1));
 }
+
+#[test]
+fn an_xdp_program_not_ours_is_reported_and_left_alone() {
+    if !lab_ready("an_xdp_program_not_ours_is_reported_and_left_alone") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    // Somebody else's XDP program on the victim's interface: a do-nothing program, loaded
+    // and attached by this test (inside the victim's namespace) and held until `done`.
+    let ns_file = File::open(format!("/run/netns/{}", lab.victim.name)).unwrap();
+    let (attached_tx, attached) = mpsc::channel();
+    let (done, done_rx) = mpsc::channel::<()>();
+    let holder = thread::spawn(move || {
+        // SAFETY: setns moves only this thread; the fd is an open namespace file.
+        let joined = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(joined, 0);
+        let mut ebpf = probe_userspace::loader::load(&Default::default()).unwrap();
+        let program: &mut aya::programs::Xdp = ebpf
+            .program_mut("bench_xdp_pass")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        program.load().unwrap();
+        program
+            .attach(c"vic0", aya::programs::xdp::XdpMode::Skb)
+            .unwrap();
+        attached_tx.send(()).unwrap();
+        let _ = done_rx.recv();
+    });
+    attached.recv_timeout(Duration::from_secs(10)).unwrap();
+    let out = lab
+        .victim
+        .exec(
+            env!("CARGO_BIN_EXE_probe-detector"),
+            &["--iface", VICTIM_IF],
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let error: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("probe-detector: error:"))
+        .collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(
+        error[0].contains("another XDP program is already attached")
+            && error[0].contains("left alone"),
+        "{stderr}"
+    );
+    // Still there, untouched.
+    let link = run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "the foreign program was removed"
+    );
+    done.send(()).unwrap();
+    holder.join().unwrap();
+}
+
+#[test]
+fn a_crash_leaves_nothing_attached() {
+    if !lab_ready("a_crash_leaves_nothing_attached") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
+    let xdp_attached = || {
+        let link =
+            run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
+        String::from_utf8_lossy(&link.stdout).contains("xdp")
+    };
+    assert!(xdp_attached());
+    // SIGKILL: no handler runs. The programs hang on bpf_links (XDP, and TCX for TC egress)
+    // that the kernel drops with the process's last file descriptor.
+    let mut child = detector.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = Instant::now();
+    while xdp_attached() && gone.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!xdp_attached(), "XDP left attached after a crash");
+    let tc = run_ok(
+        &mut lab
+            .victim
+            .exec("tc", &["filter", "show", "dev", VICTIM_IF, "egress"]),
+    );
+    assert!(
+        tc.stdout.is_empty(),
+        "TC filter left: {}",
+        String::from_utf8_lossy(&tc.stdout)
+    );
+    // And the next start attaches as if nothing had happened.
+    let mut again = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
+    assert!(again.stop().success());
+}

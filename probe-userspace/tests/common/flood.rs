@@ -137,13 +137,16 @@ pub fn flood(
             // half IPv4, each address of 198.18.0.0/15 once (an odd multiplier permutes
             // the 2^17 addresses), the rest IPv6 in 2001:db8::/32 (2^96 of them). A source
             // that sent several SYNs to failing ports would be a scan, not a flood.
-            let (src, dst) = if r & 1 == 0 && v4_used < 1 << 17 {
-                let host = v4_used.wrapping_mul(0x9e37).wrapping_add(0x1234) & 0x1_ffff;
+            // The scanner's own address is skipped: a forged SYN from it would count as one
+            // of its probes.
+            let take_v4 = r & 1 == 0 && v4_used < 1 << 17;
+            let host = v4_used.wrapping_mul(0x9e37).wrapping_add(0x1234) & 0x1_ffff;
+            let spoofed = v4([198, 18 | (host >> 16) as u8, (host >> 8) as u8, host as u8]);
+            if take_v4 {
                 v4_used += 1;
-                (
-                    v4([198, 18 | (host >> 16) as u8, (host >> 8) as u8, host as u8]),
-                    victim,
-                )
+            }
+            let (src, dst) = if take_v4 && spoofed != scanner {
+                (spoofed, victim)
             } else {
                 let low = u128::from(rng.next()) << 32 | u128::from(r >> 32);
                 let src = Ipv6Addr::from(0x2001_0db8_u128 << 96 | low);
