@@ -582,6 +582,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|source| MetricsError { addr, source })
         })
         .transpose()?;
+    // Likewise the control socket of --block.
+    let control = cli
+        .block
+        .then(|| ControlSocket::bind(&cli.control_socket))
+        .transpose()?;
 
     let home_nets = if cli.home_nets.is_empty() {
         let mut nets = Vec::new();
@@ -662,11 +667,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         None
     };
-    // Before attaching: a socket in use fails at once, nothing attached.
-    let control = blocker
-        .is_some()
-        .then(|| ControlSocket::bind(&cli.control_socket))
-        .transpose()?;
     if let Some(control) = &control {
         log::info!(
             "block list: `probe-detector block list` (control socket {})",

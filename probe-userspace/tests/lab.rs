@@ -1407,3 +1407,84 @@ fn a_crash_leaves_nothing_attached() {
     let mut again = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
     assert!(again.stop().success());
 }
+
+#[test]
+fn bad_input_is_one_line_with_its_exit_status_and_nothing_attached() {
+    if !lab_ready("bad_input_is_one_line_with_its_exit_status_and_nothing_attached") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let detector = env!("CARGO_BIN_EXE_probe-detector");
+    let cases: [(&str, Vec<&str>, i32, &str); 4] = [
+        (
+            "unknown interface",
+            vec![detector, "--iface", "nosuch0"],
+            4,
+            "nosuch0",
+        ),
+        (
+            "no privileges",
+            vec![
+                "setpriv",
+                "--reuid",
+                "nobody",
+                "--regid",
+                "nogroup",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                detector,
+                "--iface",
+                VICTIM_IF,
+            ],
+            3,
+            "CAP_BPF",
+        ),
+        (
+            "unwritable attack list",
+            vec![
+                detector,
+                "--iface",
+                VICTIM_IF,
+                "--attack-list",
+                "/proc/no/such/list.csv",
+            ],
+            1,
+            "/proc/no/such/list.csv",
+        ),
+        (
+            "control socket in an impossible place",
+            vec![
+                detector,
+                "--iface",
+                VICTIM_IF,
+                "--block",
+                "--control-socket",
+                "/proc/no/ctl.sock",
+            ],
+            1,
+            "/proc/no/ctl.sock",
+        ),
+    ];
+    for (what, argv, code, names) in cases {
+        let out = lab.victim.exec(argv[0], &argv[1..]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(
+            stderr.starts_with("probe-detector: error: "),
+            "{what}: {stderr}"
+        );
+        assert!(
+            stderr.contains(names),
+            "{what}: the line names the cause: {stderr}"
+        );
+        let link =
+            run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
+        assert!(
+            !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+            "{what}: attached"
+        );
+    }
+}
