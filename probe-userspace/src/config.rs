@@ -345,6 +345,61 @@ mod tests {
         ))
     }
 
+    /// A TOML value of any shape, plausible or not.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            (0u32..100_000).prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "[ -~]{0,16}".prop_map(|s| format!("{s:?}")),
+            proptest::collection::vec("[0-9./:a-f]{0,20}", 0..4).prop_map(|v| format!("{v:?}")),
+            Just("{ a = 1 }".to_owned()),
+            Just("2026-11-21T07:00:00Z".to_owned()),
+            "[^\n]{0,12}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any file is either taken whole (and then the whole command line parses) or
+        /// refused with one line naming the file: never a panic, never a half-applied file.
+        #[test]
+        fn any_file_is_taken_whole_or_refused_in_one_line(
+            entries in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just("scan-ports".to_owned()),
+                        proptest::strategy::Just("scan-window".to_owned()),
+                        proptest::strategy::Just("home-net".to_owned()),
+                        proptest::strategy::Just("probes".to_owned()),
+                        proptest::strategy::Just("attack-list".to_owned()),
+                        proptest::strategy::Just("config".to_owned()),
+                        "[a-z][a-z-]{0,12}",
+                    ],
+                    value(),
+                ),
+                0..6,
+            ),
+            junk in "[^\\x00]{0,40}",
+            with_junk in proptest::bool::ANY,
+        ) {
+            let mut file: String = entries
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect();
+            if with_junk {
+                file.push_str(&junk);
+            }
+            // parse() unwraps the final command line: accepted keys must make a valid one.
+            if let Err(err) = parse(&file, &[]) {
+                let text = err.to_string();
+                proptest::prop_assert!(text.starts_with("config file demo.toml: "), "{}", text);
+                proptest::prop_assert_eq!(text.lines().count(), 1, "{}", text);
+            }
+        }
+    }
+
     #[test]
     fn the_file_sets_and_the_command_line_overrides() {
         let file = "scan-ports = 20\nscan-window = 2.5\nhome-net = [\"198.18.0.0/15\", \"2001:db8::/32\"]\nprobes = true\n";

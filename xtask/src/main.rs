@@ -72,6 +72,14 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000_000)]
         packets: u64,
     },
+    /// Fuzz for longer than `cargo xtask test` does: random and damaged frames through both
+    /// programs (CASES x 64 frames), and the engine's and the configuration file's property
+    /// tests with CASES cases each. Needs root.
+    Fuzz {
+        /// Cases per property.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u32,
+    },
     /// Run the lab: real scanners (nmap, masscan, hping3, zmap) and benign traffic against
     /// probe-detector, scanlogd, psad and portsentry side by side in network namespaces, and
     /// CPU cost against scanlogd; writes docs/detection-matrix.md and .svg. About 10
@@ -155,6 +163,27 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Flood { packets } => {
             setup(&pin, false)?;
             flood(&workspace, &pin, packets)?;
+        }
+        Cmd::Fuzz { cases } => {
+            setup(&pin, false)?;
+            if !cmd::is_root() {
+                bail!("the fuzzer runs BPF programs: run `sudo -E cargo xtask fuzz`");
+            }
+            let cases = cases.to_string();
+            for target in [
+                &["--test", "fuzz"][..],
+                &["--test", "properties"],
+                &["--lib", "config::"],
+            ] {
+                let mut cargo = pinned_cargo(&workspace, &pin);
+                cargo
+                    .args(["test", "--release", "--package", "probe-userspace"])
+                    .args(target)
+                    .args(["--", "--nocapture"])
+                    .env("PROBE_FUZZ_CASES", &cases)
+                    .env("PROPTEST_CASES", &cases);
+                cmd::run(&mut cargo)?;
+            }
         }
         Cmd::Lab { quick } => {
             lab(&workspace, &pin, quick)?;
