@@ -1126,3 +1126,43 @@ fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
     off.inbound_frame(&probe);
     assert_eq!(off.counter(Counter::Blocked), 0);
 }
+
+#[test]
+fn a_full_ring_counts_its_drops_and_events_flow_again_once_it_is_read() {
+    if !require_root("a_full_ring_counts_its_drops_and_events_flow_again_once_it_is_read") {
+        return;
+    }
+    // One page of ring (about 64 records) and a reader that does not read: a slow consumer.
+    let mut h = Harness::with(&KernelConfig {
+        ringbuf_bytes: 4096,
+        ..KernelConfig::default()
+    });
+    let refuse = |h: &mut Harness, port: u16| {
+        let probe = syn(41_000, port, u32::from(port));
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+    };
+    for port in 1..=200 {
+        refuse(&mut h, port);
+    }
+    let kept = h.events().len() as u64;
+    let dropped = h.counter(Counter::RingbufDrops);
+    assert!(kept < 200 && kept > 0, "{kept} events kept");
+    assert_eq!(
+        kept + dropped,
+        200,
+        "every event is either kept or counted as dropped"
+    );
+    assert_eq!(h.counter(Counter::EventsSent), kept);
+    // Read: room again, and the next refusals arrive, each one.
+    for port in 201..=210 {
+        refuse(&mut h, port);
+    }
+    let after: Vec<u16> = h.events().iter().map(|e| e.dst_port).collect();
+    assert_eq!(after, (201..=210).collect::<Vec<_>>());
+    assert_eq!(
+        h.counter(Counter::RingbufDrops),
+        dropped,
+        "no drop once read"
+    );
+}
