@@ -65,6 +65,12 @@ impl Netns {
         cmd
     }
 
+    /// True when an XDP program is attached to `dev` (ours or not).
+    fn xdp_attached(&self, dev: &str) -> bool {
+        let link = run_ok(Command::new("ip").args(["-n", &self.name, "link", "show", dev]));
+        String::from_utf8_lossy(&link.stdout).contains("xdp")
+    }
+
     /// Sets a sysctl inside the namespace.
     fn sysctl(&self, setting: &str) {
         run_ok(&mut self.exec("sysctl", &["-q", "-w", setting]));
@@ -561,9 +567,8 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
             .any(|l| l.contains("status: ") && l.contains("packets in")),
         "no --status-interval line: {stderr:#?}"
     );
-    let link = run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
     assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        !lab.victim.xdp_attached(VICTIM_IF),
         "XDP still attached after exit"
     );
 
@@ -1058,9 +1063,8 @@ fn a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached() {
         ),
         "{stderr}"
     );
-    let link = run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
     assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        !lab.victim.xdp_attached(VICTIM_IF),
         "nothing may be attached"
     );
 }
@@ -1360,9 +1364,8 @@ fn an_xdp_program_not_ours_is_reported_and_left_alone() {
         "{stderr}"
     );
     // Still there, untouched.
-    let link = run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
     assert!(
-        String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        lab.victim.xdp_attached(VICTIM_IF),
         "the foreign program was removed"
     );
     done.send(()).unwrap();
@@ -1377,11 +1380,7 @@ fn a_crash_leaves_nothing_attached() {
     let _lab = lab_lock();
     let lab = HostLab::new();
     let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
-    let xdp_attached = || {
-        let link =
-            run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
-        String::from_utf8_lossy(&link.stdout).contains("xdp")
-    };
+    let xdp_attached = || lab.victim.xdp_attached(VICTIM_IF);
     assert!(xdp_attached());
     // SIGKILL: no handler runs. The programs hang on bpf_links (XDP, and TCX for TC egress)
     // that the kernel drops with the process's last file descriptor.
@@ -1480,11 +1479,6 @@ fn bad_input_is_one_line_with_its_exit_status_and_nothing_attached() {
             stderr.contains(names),
             "{what}: the line names the cause: {stderr}"
         );
-        let link =
-            run_ok(Command::new("ip").args(["-n", &lab.victim.name, "link", "show", VICTIM_IF]));
-        assert!(
-            !String::from_utf8_lossy(&link.stdout).contains("xdp"),
-            "{what}: attached"
-        );
+        assert!(!lab.victim.xdp_attached(VICTIM_IF), "{what}: attached");
     }
 }

@@ -330,15 +330,7 @@ fn bench(workspace: &Path, pin: &Pin, write: bool) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("the benchmark loads BPF programs: run `sudo -E cargo xtask bench`");
     }
-    cmd::run(pinned_cargo(workspace, pin).args([
-        "build",
-        "--release",
-        "--package",
-        "probe-userspace",
-        "--example",
-        "bench",
-    ]))?;
-    let binary = target_dir(workspace).join("release/examples/bench");
+    let binary = build_example(workspace, pin, "bench")?;
     eprintln!("xtask: $ {}", binary.display());
     let out = Command::new(&binary)
         .output()
@@ -362,17 +354,21 @@ fn flood(workspace: &Path, pin: &Pin, packets: u64) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("the flood loads BPF programs: run `sudo -E cargo xtask flood`");
     }
+    let binary = build_example(workspace, pin, "flood")?;
+    cmd::run(Command::new(binary).arg(packets.to_string()))
+}
+
+/// Builds probe-userspace's example `name` in release mode; returns its path.
+fn build_example(workspace: &Path, pin: &Pin, name: &str) -> anyhow::Result<PathBuf> {
     cmd::run(pinned_cargo(workspace, pin).args([
         "build",
         "--release",
         "--package",
         "probe-userspace",
         "--example",
-        "flood",
+        name,
     ]))?;
-    cmd::run(
-        Command::new(target_dir(workspace).join("release/examples/flood")).arg(packets.to_string()),
-    )
+    Ok(target_dir(workspace).join("release/examples").join(name))
 }
 
 fn lab(workspace: &Path, pin: &Pin, quick: bool) -> anyhow::Result<()> {
