@@ -8,7 +8,8 @@ use aya::{
     maps::PerCpuArray,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
-        tc::SchedClassifierLinkId, xdp::XdpLinkId,
+        tc::{self, SchedClassifierLinkId, TcError},
+        xdp::XdpLinkId,
     },
 };
 use probe_common::{
@@ -154,6 +155,16 @@ pub enum LoadError {
         /// Which interface.
         iface: String,
         /// Why, including a hint when one applies.
+        reason: String,
+    },
+    /// Another XDP program is attached to the interface.
+    #[error(
+        "cannot attach XDP to {iface}: another XDP program is already attached ({reason}); it is left alone (see `ip link show`; --force replaces it)"
+    )]
+    Occupied {
+        /// Which interface.
+        iface: String,
+        /// What the kernel said.
         reason: String,
     },
 }
@@ -338,10 +349,18 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<Attachme
         iface: iface.to_owned(),
         reason: "the name contains a NUL byte".into(),
     })?;
-    let attach_error = |what: &'static str, err: ProgramError| LoadError::Attach {
-        what,
-        iface: iface.to_owned(),
-        reason: explain_attach_error(&err),
+    let attach_error = |what: &'static str, err: ProgramError| {
+        if matches!(os_error(&err), Some(libc::EBUSY | libc::EEXIST)) {
+            return LoadError::Occupied {
+                iface: iface.to_owned(),
+                reason: err.to_string(),
+            };
+        }
+        LoadError::Attach {
+            what,
+            iface: iface.to_owned(),
+            reason: explain_attach_error(&err),
+        }
     };
     let xdp = xdp_program(ebpf)?;
     let (xdp_link, xdp_mode) = match mode {
@@ -477,6 +496,107 @@ fn permission_error(err: &EbpfError) -> Option<io::Error> {
     (os_error(err) == Some(libc::EPERM)).then(|| io::Error::from_raw_os_error(libc::EPERM))
 }
 
+/// `probe-detector detach`: removes what a crashed probe-detector may have left on
+/// `iface`, and nothing else. Leftovers exist only where the kernel has no bpf_links for
+/// them (XDP before 5.9, TC egress before TCX in 6.6): there aya attaches through netlink,
+/// and a netlink attachment outlives its process. Returns one line per finding.
+pub fn detach_leftovers(iface: &str) -> Result<Vec<String>, LoadError> {
+    let c_iface = CString::new(iface).map_err(|_| LoadError::Attach {
+        what: "detach",
+        iface: iface.to_owned(),
+        reason: "the interface name contains a NUL byte".into(),
+    })?;
+    let mut found = Vec::new();
+    match tc::qdisc_detach_program(&c_iface, TcAttachType::Egress.into(), TC_PROGRAM) {
+        Ok(()) => found.push(format!(
+            "{iface}: removed a TC egress filter of ours ({TC_PROGRAM})"
+        )),
+        Err(TcError::IoError(err)) if err.kind() == io::ErrorKind::NotFound => {
+            found.push(format!("{iface}: no TC egress filter of ours"));
+        }
+        // No clsact qdisc (or no such parent): nothing can be attached there.
+        Err(err) if os_error(&err).is_some_and(|e| e == libc::EINVAL || e == libc::ENOENT) => {
+            found.push(format!("{iface}: no TC egress filter of ours"));
+        }
+        Err(err) => {
+            return Err(LoadError::Attach {
+                what: "TC egress (detach)",
+                iface: iface.to_owned(),
+                reason: err.to_string(),
+            });
+        }
+    }
+    found.push(detach_xdp(iface)?);
+    Ok(found)
+}
+
+/// `--force`: removes whatever XDP program is attached to `iface` through netlink; true
+/// when the interface is free afterwards (a program held by another process's bpf_link
+/// cannot be removed from here).
+pub fn remove_xdp(iface: &str) -> Result<bool, LoadError> {
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|err| LoadError::Attach {
+                what: "XDP (--force)",
+                iface: iface.to_owned(),
+                reason: format!("cannot run ip (iproute2): {err}"),
+            })
+    };
+    for mode in ["xdpgeneric", "xdpdrv"] {
+        ip(&["link", "set", "dev", iface, mode, "off"])?;
+    }
+    let shown = ip(&["-d", "link", "show", "dev", iface])?;
+    Ok(!String::from_utf8_lossy(&shown.stdout).contains("prog/xdp"))
+}
+
+/// The XDP half of [`detach_leftovers`]: the program attached to `iface` (from `ip -d link`),
+/// removed through netlink if it is ours; one that is not ours is left alone, and a bpf_link
+/// (a running probe-detector) cannot be removed this way.
+fn detach_xdp(iface: &str) -> Result<String, LoadError> {
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|err| LoadError::Attach {
+                what: "XDP (detach)",
+                iface: iface.to_owned(),
+                reason: format!("cannot run ip (iproute2): {err}"),
+            })
+    };
+    let shown = ip(&["-d", "link", "show", "dev", iface])?;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let Some(id) = text
+        .split_whitespace()
+        .skip_while(|w| !w.starts_with("prog/xdp"))
+        .nth(2)
+        .and_then(|id| id.parse::<u32>().ok())
+    else {
+        return Ok(format!("{iface}: no XDP program attached"));
+    };
+    let name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if name != XDP_PROGRAM {
+        return Ok(format!(
+            "{iface}: an XDP program that is not ours ({name:?}, id {id}) is attached: left alone"
+        ));
+    }
+    for mode in ["xdpgeneric", "xdpdrv"] {
+        let _ = ip(&["link", "set", "dev", iface, mode, "off"])?;
+    }
+    let after = ip(&["-d", "link", "show", "dev", iface])?;
+    if String::from_utf8_lossy(&after.stdout).contains("prog/xdp") {
+        return Ok(format!(
+            "{iface}: our XDP program (id {id}) is held by a bpf_link: a probe-detector still runs there; stop it instead"
+        ));
+    }
+    Ok(format!("{iface}: removed our XDP program (id {id})"))
+}
+
 /// The innermost OS error code in an error's chain of sources.
 fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut code = None;
@@ -493,9 +613,6 @@ fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
 /// The reason an attach failed, with the hint an operator needs for the usual causes.
 fn explain_attach_error(err: &ProgramError) -> String {
     let hint = match os_error(err) {
-        Some(libc::EBUSY) | Some(libc::EEXIST) => {
-            " (another XDP program is already attached: see `ip link show`; it is left alone)"
-        }
         Some(libc::EOPNOTSUPP) => " (the driver does not support this mode; try --xdp-mode skb)",
         Some(libc::EPERM) => " (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)",
         _ => "",

@@ -106,6 +106,12 @@ struct Cli {
     #[arg(global = true, long, value_enum, default_value_t = XdpModeArg::Auto, value_name = "MODE")]
     xdp_mode: XdpModeArg,
 
+    /// Replace an XDP program that is not ours on the interface (one attached through
+    /// netlink; one held by another process's bpf_link cannot be replaced). Without it such a
+    /// program stops the start and is left alone.
+    #[arg(global = true, long)]
+    force: bool,
+
     /// Distinct refused ports of one target from one source that make a port scan.
     #[arg(global = true, long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
     scan_ports: u16,
@@ -299,6 +305,11 @@ enum Mode {
         #[arg(value_name = "FILE.pcap")]
         file: std::path::PathBuf,
     },
+    /// Remove what a crashed probe-detector left attached to --iface (repeatable): our TC
+    /// egress filter and our XDP program, where the kernel attached them through netlink
+    /// (kernels without bpf_links for them); anything not ours is left alone.
+    /// Example: probe-detector detach --iface eth0
+    Detach,
     /// Inspect or edit the block list of the probe-detector running with --block, through
     /// its control socket (--control-socket; root only).
     /// Example: probe-detector block list
@@ -552,6 +563,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.mode {
         Some(Mode::Replay { file }) => return replay(&cli, file),
         Some(Mode::Block { action }) => return block_command(&cli.control_socket, action),
+        Some(Mode::Detach) => return detach_command(&cli.ifaces),
         None => {}
     }
     let ifaces = if cli.ifaces.is_empty() {
@@ -675,7 +687,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let mut attachments = Vec::new();
     for name in &ifaces {
-        match loader::attach(&mut ebpf, name, cli.xdp_mode) {
+        let mut attached = loader::attach(&mut ebpf, name, cli.xdp_mode);
+        if cli.force && matches!(attached, Err(LoadError::Occupied { .. })) {
+            log::warn!("--force: removing the XDP program attached to {name}");
+            if loader::remove_xdp(name)? {
+                attached = loader::attach(&mut ebpf, name, cli.xdp_mode);
+            } else {
+                detach_all(&mut ebpf, attachments);
+                bail!(
+                    "cannot attach XDP to {name}: the XDP program there is held by another process's bpf_link, which --force cannot replace; stop that process"
+                );
+            }
+        }
+        match attached {
             Ok(attachment) => {
                 log::info!(
                     "attached to {name}: XDP ingress ({} mode), TC egress",
@@ -1170,6 +1194,26 @@ impl Drop for ControlSocket {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// `probe-detector detach --iface IF...`: removes our leftovers, says what it found.
+fn detach_command(ifaces: &[String]) -> anyhow::Result<()> {
+    if ifaces.is_empty() {
+        bail!(UsageError(
+            "detach needs --iface IF (the interface to clean up; repeat for several)".into()
+        ));
+    }
+    for name in ifaces {
+        iface::index_of(name)?;
+    }
+    check_privileges()?;
+    let mut out = io::stdout().lock();
+    for name in ifaces {
+        for line in loader::detach_leftovers(name)? {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
 }
 
 /// `probe-detector block ...`: one request to the running instance, its answer printed.

@@ -1363,6 +1363,18 @@ fn an_xdp_program_not_ours_is_reported_and_left_alone() {
             && error[0].contains("left alone"),
         "{stderr}"
     );
+    // --force cannot take it either: it hangs on the other process's bpf_link.
+    let forced = lab
+        .victim
+        .exec(
+            env!("CARGO_BIN_EXE_probe-detector"),
+            &["--iface", VICTIM_IF, "--force"],
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert_eq!(forced.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--force cannot replace"), "{stderr}");
     // Still there, untouched.
     assert!(
         lab.victim.xdp_attached(VICTIM_IF),
@@ -1481,4 +1493,77 @@ fn bad_input_is_one_line_with_its_exit_status_and_nothing_attached() {
         );
         assert!(!lab.victim.xdp_attached(VICTIM_IF), "{what}: attached");
     }
+}
+
+#[test]
+fn detach_removes_our_leftovers_and_nothing_else() {
+    if !lab_ready("detach_removes_our_leftovers_and_nothing_else") {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let detach = || {
+        let out = lab
+            .victim
+            .exec(
+                env!("CARGO_BIN_EXE_probe-detector"),
+                &["detach", "--iface", VICTIM_IF],
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tc_filters = || {
+        let out = run_ok(
+            &mut lab
+                .victim
+                .exec("tc", &["filter", "show", "dev", VICTIM_IF, "egress"]),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A leftover, as an older kernel would keep it after a crash: our TC egress program
+    // attached through netlink (a cls_bpf filter that outlives the process that made it).
+    let ns_file = File::open(format!("/run/netns/{}", lab.victim.name)).unwrap();
+    thread::spawn(move || {
+        // SAFETY: setns moves only this thread; the fd is an open namespace file.
+        let joined = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(joined, 0);
+        let mut ebpf = probe_userspace::loader::load(&Default::default()).unwrap();
+        let tc = probe_userspace::loader::tc_program(&mut ebpf).unwrap();
+        aya::programs::tc::qdisc_add_clsact(c"vic0").unwrap();
+        let id = tc
+            .attach(
+                c"vic0",
+                aya::programs::TcAttach::Netlink {
+                    parent: aya::programs::TcAttachType::Egress.into(),
+                    options: aya::programs::tc::NlOptions::default(),
+                },
+            )
+            .unwrap();
+        // Taken and forgotten: nothing detaches it when this "process" ends.
+        std::mem::forget(tc.take_link(id).unwrap());
+    })
+    .join()
+    .unwrap();
+    assert!(tc_filters().contains("probe_egress"), "{}", tc_filters());
+    let said = detach();
+    assert!(
+        said.contains("vic0: removed a TC egress filter of ours (probe_egress)"),
+        "{said}"
+    );
+    assert!(said.contains("vic0: no XDP program attached"), "{said}");
+    assert!(!tc_filters().contains("probe_egress"), "{}", tc_filters());
+    // Nothing left: it says so.
+    assert!(detach().contains("vic0: no TC egress filter of ours"));
+    // A running probe-detector is not a leftover: its bpf_links stay, and it goes on.
+    let mut running = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
+    let said = detach();
+    assert!(said.contains("a probe-detector still runs there"), "{said}");
+    assert!(lab.victim.xdp_attached(VICTIM_IF));
+    assert!(running.stop().success());
 }
