@@ -148,6 +148,7 @@ pub struct Response {
 pub struct Blocker {
     map: HashMap<MapData, [u8; 16], Block>,
     policy: BlockPolicy,
+    made: u64,
 }
 
 impl Blocker {
@@ -157,7 +158,13 @@ impl Blocker {
         Ok(Self {
             map: HashMap::try_from(map)?,
             policy,
+            made: 0,
         })
+    }
+
+    /// Blocks made so far (by scans and by hand).
+    pub fn made(&self) -> u64 {
+        self.made
     }
 
     /// The policy in force.
@@ -213,6 +220,7 @@ impl Blocker {
             packets,
         };
         self.map.insert(&key, &block, 0)?;
+        self.made += 1;
         Ok(())
     }
 

@@ -1494,7 +1494,11 @@ impl Output {
     }
 
     /// What a scrape or a status line reports now.
-    fn snapshot(&self, ebpf: &aya::Ebpf, started: std::time::SystemTime) -> Snapshot {
+    fn snapshot(&mut self, ebpf: &aya::Ebpf, started: std::time::SystemTime) -> Snapshot {
+        let blocks = self
+            .blocker
+            .as_mut()
+            .map(|b| (b.made(), b.list(clock::monotonic_now()).len()));
         Snapshot {
             kernel: loader::counters(ebpf).unwrap_or_default(),
             tables: self.engine.tables(),
@@ -1506,6 +1510,7 @@ impl Output {
             start_time_s: started
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            blocks,
         }
     }
 

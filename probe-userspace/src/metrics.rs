@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub decode_errors: u64,
     /// When probe-detector started, in seconds since the Unix epoch.
     pub start_time_s: f64,
+    /// With `--block`: blocks made so far, and blocks in force now.
+    pub blocks: Option<(u64, usize)>,
 }
 
 /// Help text of a kernel counter's metric.
@@ -128,6 +130,20 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Ring-buffer records that could not be decoded.",
         &[(String::new(), snapshot.decode_errors.to_string())],
     );
+    if let Some((made, active)) = snapshot.blocks {
+        family(
+            "probe_detector_blocks_total",
+            "counter",
+            "Sources blocked so far (--block), by scans and by hand.",
+            &[(String::new(), made.to_string())],
+        );
+        family(
+            "probe_detector_blocks_active",
+            "gauge",
+            "Sources blocked now (--block).",
+            &[(String::new(), active.to_string())],
+        );
+    }
     family(
         "probe_detector_start_time_seconds",
         "gauge",
@@ -183,6 +199,7 @@ mod tests {
             alerts_suppressed: 0,
             decode_errors: 0,
             start_time_s: 1_795_246_726.5,
+            blocks: Some((3, 2)),
         }
     }
 
@@ -213,6 +230,7 @@ mod tests {
             text.contains("probe_detector_alerts_total{kind=\"vertical\",phase=\"start\"} 2\n")
         );
         assert!(text.contains("probe_detector_engine_entries{table=\"sources\"} 3\n"));
+        assert!(text.contains("probe_detector_blocks_active 2\n"));
     }
 
     #[test]

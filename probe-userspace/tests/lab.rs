@@ -1153,7 +1153,15 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
     // once the block's 4 s are up, closed ports again.
     let mut detector = Detector::start(
         &lab.victim,
-        &["--iface", VICTIM_IF, "--block", "--block-ttl", "4"],
+        &[
+            "--iface",
+            VICTIM_IF,
+            "--block",
+            "--block-ttl",
+            "4",
+            "--metrics-addr",
+            "9465",
+        ],
     );
     let first = scan(&[]);
     assert!(first.contains("22/open/tcp"), "{first}");
@@ -1170,6 +1178,25 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
         !during.contains("closed") && !during.contains("/open/") && during.contains("filtered"),
         "a blocked scanner must see only filtered ports: {during}"
     );
+    // Counted: one block in force, every dropped frame.
+    let metrics = run_ok(&mut lab.victim.exec(
+        "curl",
+        &["-sS", "--max-time", "5", "http://127.0.0.1:9465/metrics"],
+    ));
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    assert!(
+        metrics.contains("probe_detector_blocks_active 1\n"),
+        "{metrics}"
+    );
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("probe_detector_kernel_blocked_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(dropped >= 30, "{dropped} frames dropped: {metrics}");
     while blocked_at.elapsed() < Duration::from_secs(5) {
         thread::sleep(Duration::from_millis(100));
     }
