@@ -530,24 +530,30 @@ pub fn detach_leftovers(iface: &str) -> Result<Vec<String>, LoadError> {
     Ok(found)
 }
 
+/// Runs `ip ARGS` (iproute2) for work on `iface`.
+fn ip(iface: &str, what: &'static str, args: &[&str]) -> Result<std::process::Output, LoadError> {
+    std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|err| LoadError::Attach {
+            what,
+            iface: iface.to_owned(),
+            reason: format!("cannot run ip (iproute2): {err}"),
+        })
+}
+
 /// `--force`: removes whatever XDP program is attached to `iface` through netlink; true
 /// when the interface is free afterwards (a program held by another process's bpf_link
 /// cannot be removed from here).
 pub fn remove_xdp(iface: &str) -> Result<bool, LoadError> {
-    let ip = |args: &[&str]| {
-        std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|err| LoadError::Attach {
-                what: "XDP (--force)",
-                iface: iface.to_owned(),
-                reason: format!("cannot run ip (iproute2): {err}"),
-            })
-    };
     for mode in ["xdpgeneric", "xdpdrv"] {
-        ip(&["link", "set", "dev", iface, mode, "off"])?;
+        ip(
+            iface,
+            "XDP (remove)",
+            &["link", "set", "dev", iface, mode, "off"],
+        )?;
     }
-    let shown = ip(&["-d", "link", "show", "dev", iface])?;
+    let shown = ip(iface, "XDP (remove)", &["-d", "link", "show", "dev", iface])?;
     Ok(!String::from_utf8_lossy(&shown.stdout).contains("prog/xdp"))
 }
 
@@ -555,17 +561,7 @@ pub fn remove_xdp(iface: &str) -> Result<bool, LoadError> {
 /// removed through netlink if it is ours; one that is not ours is left alone, and a bpf_link
 /// (a running probe-detector) cannot be removed this way.
 fn detach_xdp(iface: &str) -> Result<String, LoadError> {
-    let ip = |args: &[&str]| {
-        std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|err| LoadError::Attach {
-                what: "XDP (detach)",
-                iface: iface.to_owned(),
-                reason: format!("cannot run ip (iproute2): {err}"),
-            })
-    };
-    let shown = ip(&["-d", "link", "show", "dev", iface])?;
+    let shown = ip(iface, "XDP (detach)", &["-d", "link", "show", "dev", iface])?;
     let text = String::from_utf8_lossy(&shown.stdout);
     let Some(id) = text
         .split_whitespace()
@@ -585,11 +581,7 @@ fn detach_xdp(iface: &str) -> Result<String, LoadError> {
             "{iface}: an XDP program that is not ours ({name:?}, id {id}) is attached: left alone"
         ));
     }
-    for mode in ["xdpgeneric", "xdpdrv"] {
-        let _ = ip(&["link", "set", "dev", iface, mode, "off"])?;
-    }
-    let after = ip(&["-d", "link", "show", "dev", iface])?;
-    if String::from_utf8_lossy(&after.stdout).contains("prog/xdp") {
+    if !remove_xdp(iface)? {
         return Ok(format!(
             "{iface}: our XDP program (id {id}) is held by a bpf_link: a probe-detector still runs there; stop it instead"
         ));
