@@ -189,7 +189,7 @@ impl Counter {
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
-    /// Stable snake_case name, used in logs and (later) metrics.
+    /// Stable snake_case name, used in logs and metrics.
     pub const fn name(self) -> &'static str {
         match self {
             Counter::IngressPackets => "ingress_packets",
@@ -212,6 +212,36 @@ impl Counter {
             Counter::Allowed => "allowed",
             Counter::Callbacks => "callbacks",
             Counter::Blocked => "blocked",
+        }
+    }
+
+    /// One line saying what it counts (the metrics' HELP text).
+    pub const fn help(self) -> &'static str {
+        match self {
+            Counter::IngressPackets => "Frames the XDP program looked at (every inbound frame).",
+            Counter::EgressPackets => {
+                "Frames the TC egress program looked at (every outbound frame)."
+            }
+            Counter::Syns => "Inbound TCP connection attempts (SYN without ACK) to a home address.",
+            Counter::RstsOut => "Outbound TCP segments with RST set.",
+            Counter::Failed => "Attempts that failed: refused, unreachable or prohibited.",
+            Counter::EventsSent => "Records submitted to the ring buffer.",
+            Counter::RingbufDrops => "Events lost because the ring buffer was full.",
+            Counter::Malformed => "Frames cut short inside a header, or with impossible lengths.",
+            Counter::Answered => "Attempts that succeeded (SYN-ACK, UDP reply, echo reply).",
+            Counter::StealthIn => "Inbound FIN, NULL, Xmas and similar segments to a home address.",
+            Counter::UdpIn => "Inbound UDP datagrams to a home address answering nothing we sent.",
+            Counter::EchoIn => "Inbound ICMP and ICMPv6 echo requests to a home address.",
+            Counter::Backscatter => {
+                "Inbound SYN-ACKs and RSTs answering nothing we sent (our addresses spoofed)."
+            }
+            Counter::Unanswered => "Attempts reported as unanswered by the expiry program.",
+            Counter::NotHome => "Inbound attempts to addresses outside the home nets.",
+            Counter::AckProbes => "Outbound bare RSTs answering ACK or Maimon probes.",
+            Counter::Repeats => "Repeats of an outcome already reported (counted, not sent).",
+            Counter::Allowed => "Outcomes not reported because the source or service is allowed.",
+            Counter::Callbacks => "Outcomes not reported: callbacks from hosts we contacted.",
+            Counter::Blocked => "Inbound frames dropped because their source is blocked (--block).",
         }
     }
 }

@@ -148,23 +148,8 @@ impl GatewayLab {
             Listeners::start(&host2, &[sock(LAN_HOST2, 80)?], &[])?,
         ];
         // Host 2 filters: only its web server and its own connections get through.
-        for rule in [
-            &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"][..],
-            &[
-                "-A",
-                "INPUT",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            ],
-            &["-A", "INPUT", "-p", "tcp", "--dport", "80", "-j", "ACCEPT"],
-            &["-A", "INPUT", "-j", "DROP"],
-        ] {
-            host2.run("iptables", rule).context("host 2's firewall")?;
-        }
+        firewall(&host2, "iptables", "INPUT", "80", None, &["-j", "DROP"])
+            .context("host 2's firewall")?;
         log_rules(&router, "FORWARD", "22,80", "53")?;
         log_rules(&router, "INPUT", "22,80", "53")?;
         Ok(Self {
@@ -192,71 +177,73 @@ fn log_rules(
         "neighbour-solicitation",
         "neighbour-advertisement",
     ] {
-        ns.run(
-            "ip6tables",
-            &[
-                "-A",
-                chain,
-                "-p",
-                "ipv6-icmp",
-                "--icmpv6-type",
-                kind,
-                "-j",
-                "ACCEPT",
-            ],
-        )?;
+        let rule = [
+            "-A",
+            chain,
+            "-p",
+            "ipv6-icmp",
+            "--icmpv6-type",
+            kind,
+            "-j",
+            "ACCEPT",
+        ];
+        ns.run("ip6tables", &rule)?;
     }
+    let log = [
+        "-j",
+        "LOG",
+        "--log-prefix",
+        "DROP ",
+        "--log-ip-options",
+        "--log-tcp-options",
+    ];
     for tool in ["iptables", "ip6tables"] {
-        for rule in [
-            &["-A", chain, "-i", "lo", "-j", "ACCEPT"][..],
-            &[
-                "-A",
-                chain,
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            ],
-            &[
-                "-A",
-                chain,
-                "-p",
-                "tcp",
-                "-m",
-                "multiport",
-                "--dports",
-                tcp_services,
-                "-j",
-                "ACCEPT",
-            ],
-            &[
-                "-A",
-                chain,
-                "-p",
-                "udp",
-                "-m",
-                "multiport",
-                "--dports",
-                udp_services,
-                "-j",
-                "ACCEPT",
-            ],
-            &[
-                "-A",
-                chain,
-                "-j",
-                "LOG",
-                "--log-prefix",
-                "DROP ",
-                "--log-ip-options",
-                "--log-tcp-options",
-            ],
-        ] {
-            ns.run(tool, rule)
-                .with_context(|| format!("{tool} rules for psad in {}", ns.name))?;
-        }
+        firewall(ns, tool, chain, tcp_services, Some(udp_services), &log)
+            .with_context(|| format!("{tool} rules for psad in {}", ns.name))?;
+    }
+    Ok(())
+}
+
+/// A host firewall in `chain`: accept loopback, established traffic and the TCP (and UDP)
+/// services, then `last` (`-j TARGET ...`) for everything else.
+fn firewall(
+    ns: &Netns,
+    tool: &str,
+    chain: &str,
+    tcp_services: &str,
+    udp_services: Option<&str>,
+    last: &[&str],
+) -> anyhow::Result<()> {
+    let established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"];
+    let mut rules: Vec<Vec<&str>> = vec![
+        vec!["-i", "lo", "-j", "ACCEPT"],
+        [&established[..], &["-j", "ACCEPT"]].concat(),
+        vec![
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            tcp_services,
+            "-j",
+            "ACCEPT",
+        ],
+    ];
+    if let Some(udp) = udp_services {
+        rules.push(vec![
+            "-p",
+            "udp",
+            "-m",
+            "multiport",
+            "--dports",
+            udp,
+            "-j",
+            "ACCEPT",
+        ]);
+    }
+    rules.push(last.to_vec());
+    for rule in rules {
+        ns.run(tool, &[&["-A", chain][..], &rule].concat())?;
     }
     Ok(())
 }

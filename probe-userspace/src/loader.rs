@@ -340,6 +340,23 @@ pub fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, LoadError> {
         .ok_or(LoadError::Missing("TC program probe_egress"))
 }
 
+/// Runs `frame` once through the XDP program (`inbound`) or the TC program (outbound)
+/// with BPF_PROG_TEST_RUN, nothing attached; returns the program's verdict.
+pub fn test_run(ebpf: &mut Ebpf, frame: &[u8], inbound: bool) -> Result<u32, LoadError> {
+    let options = TestRunOptions {
+        data_in: Some(frame),
+        ..Default::default()
+    };
+    let (name, result) = if inbound {
+        (XDP_PROGRAM, xdp_program(ebpf)?.test_run(options))
+    } else {
+        (TC_PROGRAM, tc_program(ebpf)?.test_run(options))
+    };
+    result
+        .map(|r| r.return_value)
+        .map_err(|source| LoadError::Program { name, source })
+}
+
 /// Attaches both programs to `iface`: XDP at ingress in the requested mode (`Auto` tries
 /// native, then generic, and logs which took), TC at egress (TCX on kernels >= 6.6).
 /// On failure nothing stays attached to `iface`.
@@ -494,6 +511,13 @@ fn program_error(name: &'static str, source: ProgramError) -> LoadError {
 /// The EPERM inside a load error, if that is what it is.
 fn permission_error(err: &EbpfError) -> Option<io::Error> {
     (os_error(err) == Some(libc::EPERM)).then(|| io::Error::from_raw_os_error(libc::EPERM))
+}
+
+impl LoadError {
+    /// The operating system's error number behind this error, if there is one.
+    pub fn os_error(&self) -> Option<i32> {
+        os_error(self)
+    }
 }
 
 /// `probe-detector detach`: removes what a crashed probe-detector may have left on

@@ -1020,15 +1020,15 @@ async fn watch(
                 drained?;
             }
             _ = stats.tick() => log_counters(ebpf, config, log::Level::Debug),
-            accepted = accept(metrics_listener.as_ref()) => match accepted {
+            accepted = when(metrics_listener.as_ref().map(|l| l.accept())) => match accepted {
                 Ok((stream, _)) => {
                     let body = metrics::render(&output.snapshot(ebpf, started));
                     tokio::spawn(serve_metrics(stream, body));
                 }
                 Err(err) => log::warn!("metrics endpoint: {err}"),
             },
-            accepted = accept_control(control_listener.as_ref()) => match accepted {
-                Ok(stream) => {
+            accepted = when(control_listener.as_ref().map(|l| l.accept())) => match accepted {
+                Ok((stream, _)) => {
                     tokio::spawn(serve_control(stream, requests_tx.clone()));
                 }
                 Err(err) => log::warn!("control socket: {err}"),
@@ -1043,7 +1043,7 @@ async fn watch(
                 };
                 let _ = reply.send(response);
             }
-            _ = tick(status.as_mut()) => log::info!("{}", status_line(&output.snapshot(ebpf, started))),
+            _ = when(status.as_mut().map(|s| s.tick())) => log::info!("{}", status_line(&output.snapshot(ebpf, started))),
             _ = sighup.recv() => {
                 // A bad file leaves the lists as they were: nothing is lost on a typo.
                 match allow_lists_of(cli) {
@@ -1080,26 +1080,6 @@ async fn watch(
         );
     }
     Ok(())
-}
-
-/// The next connection to the metrics endpoint; never, when there is none.
-async fn accept(
-    listener: Option<&tokio::net::TcpListener>,
-) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next connection to the control socket; never, when there is none.
-async fn accept_control(
-    listener: Option<&tokio::net::UnixListener>,
-) -> io::Result<tokio::net::UnixStream> {
-    match listener {
-        Some(listener) => listener.accept().await.map(|(stream, _)| stream),
-        None => std::future::pending().await,
-    }
 }
 
 /// Answers one control-socket client: root (or our own user) only; one JSON request line
@@ -1274,12 +1254,10 @@ fn block_command(socket: &std::path::Path, action: &BlockAction) -> anyhow::Resu
     Ok(())
 }
 
-/// The next tick of an optional interval; never, when there is none.
-async fn tick(interval: Option<&mut tokio::time::Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
+/// What `future` gives; never, when there is none: a `select!` branch that is off.
+async fn when<F: std::future::Future>(future: Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
         None => std::future::pending().await,
     }
 }

@@ -33,34 +33,6 @@ pub struct Snapshot {
     pub blocks: Option<(u64, usize)>,
 }
 
-/// Help text of a kernel counter's metric.
-fn counter_help(counter: Counter) -> &'static str {
-    match counter {
-        Counter::IngressPackets => "Frames the XDP program looked at (every inbound frame).",
-        Counter::EgressPackets => "Frames the TC egress program looked at (every outbound frame).",
-        Counter::Syns => "Inbound TCP connection attempts (SYN without ACK) to a home address.",
-        Counter::RstsOut => "Outbound TCP segments with RST set.",
-        Counter::Failed => "Attempts that failed: refused, unreachable or prohibited.",
-        Counter::EventsSent => "Records submitted to the ring buffer.",
-        Counter::RingbufDrops => "Events lost because the ring buffer was full.",
-        Counter::Malformed => "Frames cut short inside a header, or with impossible lengths.",
-        Counter::Answered => "Attempts that succeeded (SYN-ACK, UDP reply, echo reply).",
-        Counter::StealthIn => "Inbound FIN, NULL, Xmas and similar segments to a home address.",
-        Counter::UdpIn => "Inbound UDP datagrams to a home address answering nothing we sent.",
-        Counter::EchoIn => "Inbound ICMP and ICMPv6 echo requests to a home address.",
-        Counter::Backscatter => {
-            "Inbound SYN-ACKs and RSTs answering nothing we sent (our addresses spoofed)."
-        }
-        Counter::Unanswered => "Attempts reported as unanswered by the expiry program.",
-        Counter::NotHome => "Inbound attempts to addresses outside the home nets.",
-        Counter::AckProbes => "Outbound bare RSTs answering ACK or Maimon probes.",
-        Counter::Repeats => "Repeats of an outcome already reported (counted, not sent).",
-        Counter::Allowed => "Outcomes not reported because the source or service is allowed.",
-        Counter::Callbacks => "Outcomes not reported: callbacks from hosts we contacted.",
-        Counter::Blocked => "Inbound frames dropped because their source is blocked (--block).",
-    }
-}
-
 /// The exposition text of `snapshot`.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
@@ -75,7 +47,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         family(
             &format!("probe_detector_kernel_{}_total", counter.name()),
             "counter",
-            counter_help(*counter),
+            counter.help(),
             &[(String::new(), value.to_string())],
         );
     }

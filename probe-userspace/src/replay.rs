@@ -14,9 +14,8 @@ use std::time::Duration;
 use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
-    programs::{TestRun as _, TestRunOptions},
 };
-use probe_common::{EVENTS_MAP, TC_PROGRAM, XDP_PROGRAM};
+use probe_common::EVENTS_MAP;
 
 use crate::{
     cidr::Cidr,
@@ -90,18 +89,12 @@ pub fn replay(
         let outbound = Flow::of(packet.data)
             .map(|f| f.src)
             .is_some_and(|src| home_nets.iter().any(|net| net.contains(src)));
-        let options = TestRunOptions {
-            data_in: Some(packet.data),
-            ..Default::default()
-        };
-        let (name, run) = if outbound {
+        if outbound {
             stats.outbound += 1;
-            (TC_PROGRAM, loader::tc_program(ebpf)?.test_run(options))
         } else {
             stats.inbound += 1;
-            (XDP_PROGRAM, loader::xdp_program(ebpf)?.test_run(options))
-        };
-        run.map_err(|source| LoadError::Program { name, source })?;
+        }
+        loader::test_run(ebpf, packet.data, !outbound)?;
         emit(&feed(&mut ring, engine, &mut stats, now));
     }
     // The end of the capture: what is still pending expires, on the capture's clock.

@@ -29,7 +29,6 @@ fn a_scanner_hidden_in_a_spoofed_flood_is_found_and_memory_stays_at_its_caps() {
         }),
         ..EngineConfig::default()
     };
-    let bound = Engine::memory_bound(&config);
     let mut engine = Engine::new(config);
     let report = flood(
         &mut ebpf,
@@ -62,5 +61,4 @@ fn a_scanner_hidden_in_a_spoofed_flood_is_found_and_memory_stays_at_its_caps() {
     assert!(found <= 8, "found after {found} of its probes");
     // One-packet spoofed sources are never a scan.
     assert!(report.other_alerts.is_empty(), "{:?}", report.other_alerts);
-    assert!(bound > 0);
 }

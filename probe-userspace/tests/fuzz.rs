@@ -11,7 +11,6 @@ mod common;
 use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
-    programs::{TestRun as _, TestRunOptions},
 };
 use common::require_root;
 use probe_common::EVENTS_MAP;
@@ -252,18 +251,9 @@ fn frame(seed: u64) -> Vec<u8> {
 /// The verdict of one test run; `None` when the kernel's TC test harness refuses the frame
 /// (it wants a whole IP header after an IP ethertype: frames no host stack sends).
 fn run(ebpf: &mut Ebpf, frame: &[u8], inbound: bool) -> Option<u32> {
-    let options = TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    };
-    let result = if inbound {
-        loader::xdp_program(ebpf).unwrap().test_run(options)
-    } else {
-        loader::tc_program(ebpf).unwrap().test_run(options)
-    };
-    match result {
-        Ok(result) => Some(result.return_value),
-        Err(err) if !inbound && format!("{err:?}").contains("code: 22") => None,
+    match loader::test_run(ebpf, frame, inbound) {
+        Ok(verdict) => Some(verdict),
+        Err(err) if !inbound && err.os_error() == Some(libc::EINVAL) => None,
         Err(err) => panic!(
             "test run ({}) of {frame:02x?}: {err:?}",
             if inbound { "XDP" } else { "TC" }

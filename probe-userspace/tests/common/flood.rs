@@ -17,7 +17,6 @@ use std::{
 use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
-    programs::{TestRun as _, TestRunOptions},
 };
 use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
@@ -164,8 +163,8 @@ pub fn flood(
                 r as u32,
             )
         };
-        run(ebpf, &syn.bytes(), true)?;
-        run(ebpf, &syn.refusal().bytes(), false)?;
+        loader::test_run(ebpf, &syn.bytes(), true)?;
+        loader::test_run(ebpf, &syn.refusal().bytes(), false)?;
         if i % 256 == 255 || i + 1 == config.packets {
             let now = clock::monotonic_now();
             events += drain(&mut ring, engine, now, &mut report);
@@ -196,24 +195,6 @@ pub fn flood(
     }
     report.tables = engine.tables();
     Ok(report)
-}
-
-fn run(ebpf: &mut Ebpf, frame: &[u8], inbound: bool) -> Result<(), LoadError> {
-    let options = TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    };
-    let (name, result) = if inbound {
-        (
-            "probe_ingress",
-            loader::xdp_program(ebpf)?.test_run(options),
-        )
-    } else {
-        ("probe_egress", loader::tc_program(ebpf)?.test_run(options))
-    };
-    result
-        .map(drop)
-        .map_err(|source| LoadError::Program { name, source })
 }
 
 /// Feeds the ring's events to the engine; returns how many.
