@@ -273,9 +273,9 @@ const METHOD: &str = r#"
   the peers' syslog line as the lab's rsyslogd received it).
 - **One run**: each figure comes from a single run. Timing on a shared 2-CPU machine moves
   the fast scans' counts by up to a factor of five from run to run (a scanner's burst
-  against a detector's wakeup: probe-detector's nmap -sS count was 44, 33, 15 and 75 in four
-  runs). probe-detector's detections and the benign column were the same in every run;
-  some peers' were not (psad on the -PS sweep, portsentry on the hping3 host sweep).
+  against a detector's wakeup: probe-detector's nmap -sS count ranged from 15 to 75 over
+  five runs here). probe-detector's detections and the benign column were the same in every
+  run; some peers' were not (psad on the -PS sweep, portsentry on the hping3 host sweep).
 - **probe-detector** runs with its defaults (`--iface`, plus `--home-net` on the gateway);
   an alert is a record with `scan.phase: "start"`.
 - **scanlogd** as packaged (thresholds compiled in). It reads IPv4 TCP addressed to the host
