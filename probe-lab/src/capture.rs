@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use probe_userspace::pcap::{Capture, Flow};
+use probe_userspace::net::pcap::{Capture, Flow};
 
 use crate::netns::Netns;
 

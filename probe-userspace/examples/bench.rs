@@ -23,8 +23,8 @@ use aya::{
 use common::{ACK, Frame, PSH, SYN, v4, v6};
 use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
-    cidr::Cidr,
-    loader::{self, KernelConfig},
+    kernel::{self, KernelConfig},
+    net::cidr::Cidr,
 };
 
 /// Runs of each replayed packet per round.
@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         home_nets,
         ..KernelConfig::default()
     };
-    let mut ebpf = loader::load(&config).context("loading the eBPF object")?;
+    let mut ebpf = kernel::load(&config).context("loading the eBPF object")?;
     for name in ["bench_xdp_pass", "bench_tc_ok"] {
         match ebpf
             .program_mut(name)
@@ -242,7 +242,7 @@ fn main() -> anyhow::Result<()> {
         reported,
     };
 
-    let counters = loader::counters(&ebpf)?;
+    let counters = kernel::counters(&ebpf)?;
     let drops = counters
         .iter()
         .find(|(c, _)| *c == Counter::RingbufDrops)
@@ -298,7 +298,7 @@ fn sweep(
         while ring.next().is_some() {
             records += 1;
         }
-        if loader::pending_stat(ebpf, probe_common::PENDING_STATS_CURSOR)? == 0 {
+        if kernel::pending_stat(ebpf, probe_common::PENDING_STATS_CURSOR)? == 0 {
             return Ok((ns, records));
         }
     }

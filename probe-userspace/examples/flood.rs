@@ -13,8 +13,8 @@ mod flood;
 use anyhow::Context as _;
 use flood::{FloodConfig, flood, rss_bytes};
 use probe_userspace::{
-    engine::{Engine, EngineConfig},
-    loader::{self, KernelConfig},
+    detect::{Engine, EngineConfig},
+    kernel::{self, KernelConfig},
 };
 
 fn mib(bytes: u64) -> f64 {
@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(10_000_000);
     let before = rss_bytes();
-    let mut ebpf = loader::load(&KernelConfig::default()).context("loading the programs")?;
+    let mut ebpf = kernel::load(&KernelConfig::default()).context("loading the programs")?;
     let config = EngineConfig::default();
     let bound = Engine::memory_bound(&config) as u64;
     let mut engine = Engine::new(config);

@@ -1,26 +1,33 @@
-//! probe-detector's userspace: the loader of the eBPF programs, the decoding of their
-//! events, the detection engine and the alert records. The binary (`src/main.rs`) wires
-//! them to the command line, the ring buffer and stdout; the kernel and lab tests use the
-//! same pieces.
+//! probe-detector's userspace: everything but the binary's `main`, which parses, sets up
+//! logging, runs a command and maps errors to exit statuses. The kernel and lab tests, the
+//! lab and the benchmarks use the same pieces.
+//!
+//! Where things are, from a packet to a JSON line:
+//!
+//! - `kernel/`: the eBPF object: load (sizes, globals), attach/detach, test runs and the
+//!   expiry sweep, map readers, privilege checks.
+//! - `event`: one ring-buffer record decoded into a [`event::Probe`], the engine's input.
+//! - `detect/`: the detection engine (pure, time passed in): the incident lifecycle, one
+//!   file per detector (vertical, horizontal, TRW, slow, crowd), bounded tables.
+//! - `output/`: the pipeline from probes to records (alert and probe records, rate limit,
+//!   attack list and its evidence, service names), shared by watch and replay.
+//! - `policy/`: allow-lists (loaded into the kernel) and blocking (who may be blocked, the
+//!   kernel's block list).
+//! - `daemon/`: the live event loop, the control socket, the metrics endpoint, the status
+//!   line.
+//! - `cmd/`: the commands: watch, replay, detach, block.
+//! - `cli/`: flags and their values, the configuration file, resolved settings, exit
+//!   statuses.
+//! - `net/`: CIDRs, interfaces and routes, this host's network, pcap files.
+//! - `clock`: kernel time to wall-clock time, RFC 3339.
 
-pub mod alert;
-pub mod allow;
-pub mod attack_list;
-pub mod block;
-pub mod cidr;
+pub mod cli;
 pub mod clock;
-pub mod config;
-pub mod crowd;
-pub mod engine;
+pub mod cmd;
+pub mod daemon;
+pub mod detect;
 pub mod event;
-pub mod evidence;
-pub mod flood;
-pub mod iface;
-pub mod loader;
-pub mod metrics;
-pub mod pcap;
-pub mod replay;
-pub mod services;
-pub mod slow;
-pub mod table;
-pub mod trw;
+pub mod kernel;
+pub mod net;
+pub mod output;
+pub mod policy;

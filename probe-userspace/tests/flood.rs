@@ -10,9 +10,9 @@ mod flood;
 use common::require_root;
 use flood::{FloodConfig, flood};
 use probe_userspace::{
-    engine::{Engine, EngineConfig},
-    loader::{self, KernelConfig},
-    slow::SlowConfig,
+    detect::slow::SlowConfig,
+    detect::{Engine, EngineConfig},
+    kernel::{self, KernelConfig},
 };
 
 #[test]
@@ -20,7 +20,7 @@ fn a_scanner_hidden_in_a_spoofed_flood_is_found_and_memory_stays_at_its_caps() {
     if !require_root("a_scanner_hidden_in_a_spoofed_flood_is_found_and_memory_stays_at_its_caps") {
         return;
     }
-    let mut ebpf = loader::load(&KernelConfig::default()).expect("the object loads");
+    let mut ebpf = kernel::load(&KernelConfig::default()).expect("the object loads");
     let config = EngineConfig {
         max_tracked: 1024,
         slow: Some(SlowConfig {

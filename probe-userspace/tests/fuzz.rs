@@ -16,7 +16,7 @@ use common::require_root;
 use probe_common::EVENTS_MAP;
 use probe_userspace::{
     event::Probe,
-    loader::{self, KernelConfig},
+    kernel::{self, KernelConfig},
 };
 use proptest::{prelude::*, test_runner::Config};
 
@@ -251,7 +251,7 @@ fn frame(seed: u64) -> Vec<u8> {
 /// The verdict of one test run; `None` when the kernel's TC test harness refuses the frame
 /// (it wants a whole IP header after an IP ethertype: frames no host stack sends).
 fn run(ebpf: &mut Ebpf, frame: &[u8], inbound: bool) -> Option<u32> {
-    match loader::test_run(ebpf, frame, inbound) {
+    match kernel::test_run(ebpf, frame, inbound) {
         Ok(verdict) => Some(verdict),
         Err(err) if !inbound && err.os_error() == Some(libc::EINVAL) => None,
         Err(err) => panic!(
@@ -282,7 +282,7 @@ fn random_and_damaged_frames_always_pass_and_events_always_decode() {
     if !require_root("random_and_damaged_frames_always_pass_and_events_always_decode") {
         return;
     }
-    let mut ebpf = loader::load(&KernelConfig {
+    let mut ebpf = kernel::load(&KernelConfig {
         timeout: std::time::Duration::from_millis(100),
         ..KernelConfig::default()
     })
@@ -313,7 +313,7 @@ fn random_and_damaged_frames_always_pass_and_events_always_decode() {
                     prop_assert_eq!(verdict, TC_ACT_OK, "TC on {:02x?}", f);
                 }
             }
-            loader::expire_with(&mut ebpf, |_| {}).unwrap();
+            kernel::expire_with(&mut ebpf, |_| {}).unwrap();
             let n = drain(&mut ring.borrow_mut()).map_err(TestCaseError::fail)?;
             events.set(events.get() + n);
             Ok(())

@@ -17,12 +17,12 @@ use probe_common::{
     OutcomeKey,
 };
 use probe_userspace::{
-    allow::{self, AllowLists},
-    block::{BlockError, BlockPolicy, Blocker, Spared},
-    cidr::Cidr,
     clock,
     event::{Outcome, Probe, ProbeType},
-    loader::{self, KernelConfig},
+    kernel::{self, KernelConfig},
+    net::cidr::Cidr,
+    policy::allow::{self, AllowLists},
+    policy::block::{BlockError, BlockPolicy, Blocker, Spared},
 };
 
 const XDP_PASS: u32 = 2;
@@ -53,14 +53,14 @@ impl Harness {
     }
 
     fn with(config: &KernelConfig) -> Self {
-        let mut ebpf = loader::load(config).expect("the eBPF object loads and passes the verifier");
+        let mut ebpf = kernel::load(config).expect("the eBPF object loads and passes the verifier");
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).expect("EVENTS map")).unwrap();
         Self { ebpf, events }
     }
 
     /// Runs a frame through the XDP program (inbound); its verdict.
     fn xdp_verdict(&mut self, frame: &[u8]) -> u32 {
-        let xdp = loader::xdp_program(&mut self.ebpf).unwrap();
+        let xdp = kernel::xdp_program(&mut self.ebpf).unwrap();
         xdp.test_run(TestRunOptions {
             data_in: Some(frame),
             ..Default::default()
@@ -80,7 +80,7 @@ impl Harness {
 
     /// Runs a frame through the TC program (outbound), asserting it passes.
     fn outbound(&mut self, frame: &[u8]) {
-        let tc = loader::tc_program(&mut self.ebpf).unwrap();
+        let tc = kernel::tc_program(&mut self.ebpf).unwrap();
         let result = tc
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -123,7 +123,7 @@ impl Harness {
     }
 
     fn counter(&self, counter: Counter) -> u64 {
-        loader::counters(&self.ebpf)
+        kernel::counters(&self.ebpf)
             .unwrap()
             .into_iter()
             .find(|(c, _)| *c == counter)
@@ -155,7 +155,7 @@ impl Harness {
     }
 
     fn expire(&mut self) {
-        loader::expire(&mut self.ebpf).expect("expiry program runs");
+        kernel::expire(&mut self.ebpf).expect("expiry program runs");
     }
 }
 
@@ -248,12 +248,12 @@ fn the_sweep_reports_how_full_the_pending_table_is() {
     h.inbound_frame(&syn(40_002, 25, 42));
     h.inbound_frame(&Frame::udp(scanner(), 40_003, victim(), 53));
     h.expire();
-    let (live, slots) = loader::pending_occupancy(&h.ebpf).unwrap();
+    let (live, slots) = kernel::pending_occupancy(&h.ebpf).unwrap();
     assert_eq!((live, slots), (3, u64::from(probe_common::PENDING_ENTRIES)));
     // Answered attempts leave the table.
     h.outbound_frame(&syn(40_001, 25, 42).refusal());
     h.expire();
-    assert_eq!(loader::pending_occupancy(&h.ebpf).unwrap().0, 2);
+    assert_eq!(kernel::pending_occupancy(&h.ebpf).unwrap().0, 2);
 }
 
 #[test]

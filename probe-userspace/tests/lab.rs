@@ -1356,7 +1356,7 @@ fn an_xdp_program_not_ours_is_reported_and_left_alone() {
         // SAFETY: setns moves only this thread; the fd is an open namespace file.
         let joined = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(joined, 0);
-        let mut ebpf = probe_userspace::loader::load(&Default::default()).unwrap();
+        let mut ebpf = probe_userspace::kernel::load(&Default::default()).unwrap();
         let program: &mut aya::programs::Xdp = ebpf
             .program_mut("bench_xdp_pass")
             .unwrap()
@@ -1560,8 +1560,8 @@ fn detach_removes_our_leftovers_and_nothing_else() {
         // SAFETY: setns moves only this thread; the fd is an open namespace file.
         let joined = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(joined, 0);
-        let mut ebpf = probe_userspace::loader::load(&Default::default()).unwrap();
-        let tc = probe_userspace::loader::tc_program(&mut ebpf).unwrap();
+        let mut ebpf = probe_userspace::kernel::load(&Default::default()).unwrap();
+        let tc = probe_userspace::kernel::tc_program(&mut ebpf).unwrap();
         aya::programs::tc::qdisc_add_clsact(c"vic0").unwrap();
         let id = tc
             .attach(

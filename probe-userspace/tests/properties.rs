@@ -7,11 +7,11 @@ use std::{
 };
 
 use probe_userspace::{
-    crowd::CrowdConfig,
-    engine::{Engine, EngineConfig},
+    detect::crowd::CrowdConfig,
+    detect::slow::SlowConfig,
+    detect::trw::{TrwConfig, TrwUnit},
+    detect::{Engine, EngineConfig},
     event::{Outcome, Probe, ProbeType},
-    slow::SlowConfig,
-    trw::{TrwConfig, TrwUnit},
 };
 use proptest::prelude::*;
 

@@ -37,6 +37,11 @@ fn lines(text: &str) -> Vec<Value> {
 
 /// The alerts of `probe-detector replay NAME.pcap --home-net 198.18.12.2`.
 fn replay(name: &str) -> Vec<Value> {
+    replay_with(name, &[])
+}
+
+/// [`replay`] with more flags.
+fn replay_with(name: &str, flags: &[&str]) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_probe-detector"))
         .args([
             "replay",
@@ -44,6 +49,7 @@ fn replay(name: &str) -> Vec<Value> {
             "--home-net",
             HOME,
         ])
+        .args(flags)
         .output()
         .expect("run probe-detector");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -134,4 +140,47 @@ fn replayed_benign_traffic_raises_nothing() {
         return;
     }
     assert!(same_as_live("benign").is_empty());
+}
+
+#[test]
+fn replay_writes_the_attack_list_on_the_captures_clock() {
+    if !root_ready("replay_writes_the_attack_list_on_the_captures_clock") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pd-replay-attack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("attack-list.csv");
+    let alerts = replay_with("syn-scan", &["--attack-list", list.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&list).expect("replay --attack-list writes the list");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut rows = text.lines();
+    assert!(
+        rows.next().unwrap().starts_with("time,"),
+        "a header first: {text}"
+    );
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    // One row per probed closed port of the confirmed scanner: the 98 of the alert.
+    let ported: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[3]).collect();
+    assert_eq!(ported.len(), 98, "{text}");
+    assert_eq!(
+        alerts[1]["scan"]["ports"].as_array().unwrap().len(),
+        ported.len()
+    );
+    // The capture's clock, not today's: the rows carry the scan's day.
+    let day = &alerts[0]["timestamp"].as_str().unwrap()[..10];
+    assert!(rows.iter().all(|r| r[0].starts_with(day)), "{text}");
+}
+
+#[test]
+fn replay_with_block_records_what_a_live_run_would_have_blocked() {
+    if !root_ready("replay_with_block_records_what_a_live_run_would_have_blocked") {
+        return;
+    }
+    let alerts = replay_with("syn-scan", &["--block"]);
+    assert_eq!(alerts[0]["scan"]["phase"], "start");
+    assert_eq!(alerts[0]["alert"]["action"], "blocked");
+    // Decoys make the sources likely forged: a live run would not block them.
+    let decoys = replay_with("decoy-scan", &["--block"]);
+    assert_eq!(decoys[0]["scan"]["kind"], "distributed");
+    assert_eq!(decoys[0]["alert"]["action"], "allowed");
 }

@@ -21,9 +21,9 @@ use aya::{
 use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
     clock,
-    engine::Engine,
+    detect::Engine,
     event::Probe,
-    loader::{self, LoadError},
+    kernel::{self, LoadError},
 };
 
 use crate::common::{Frame, SYN, v4};
@@ -163,8 +163,8 @@ pub fn flood(
                 r as u32,
             )
         };
-        loader::test_run(ebpf, &syn.bytes(), true)?;
-        loader::test_run(ebpf, &syn.refusal().bytes(), false)?;
+        kernel::test_run(ebpf, &syn.bytes(), true)?;
+        kernel::test_run(ebpf, &syn.refusal().bytes(), false)?;
         if i % 256 == 255 || i + 1 == config.packets {
             let now = clock::monotonic_now();
             events += drain(&mut ring, engine, now, &mut report);
@@ -172,7 +172,7 @@ pub fn flood(
                 last_tick = Instant::now();
                 let ticked = engine.tick(now);
                 note(&ticked, &mut report);
-                loader::expire_with(ebpf, |_| {})?;
+                kernel::expire_with(ebpf, |_| {})?;
                 events += drain(&mut ring, engine, now, &mut report);
             }
         }
@@ -183,7 +183,7 @@ pub fn flood(
                 tracked: engine.tracked(),
                 evictions: engine.evictions(),
                 events,
-                ring_drops: loader::counters(ebpf)?
+                ring_drops: kernel::counters(ebpf)?
                     .into_iter()
                     .find(|(c, _)| *c == Counter::RingbufDrops)
                     .map_or(0, |(_, n)| n),
@@ -215,7 +215,7 @@ fn drain(
     n
 }
 
-fn note(alerts: &[probe_userspace::engine::ScanAlert], report: &mut FloodReport) {
+fn note(alerts: &[probe_userspace::detect::ScanAlert], report: &mut FloodReport) {
     let scanner = v4(SCANNER);
     for alert in alerts {
         if alert.sources.contains(&scanner) {
@@ -225,7 +225,7 @@ fn note(alerts: &[probe_userspace::engine::ScanAlert], report: &mut FloodReport)
             report
                 .scanner_alert
                 .get_or_insert((alert.kind.name(), alert.detector));
-        } else if alert.phase == probe_userspace::engine::Phase::Start {
+        } else if alert.phase == probe_userspace::detect::Phase::Start {
             report
                 .other_alerts
                 .push((alert.kind.name(), alert.spoof.suspected()));

@@ -1,14 +1,50 @@
 //! The Prometheus text exposition of probe-detector's state (`--metrics-addr`): kernel
-//! counters, the engine's tables, alerts by kind and phase. Rendering is pure; main.rs
-//! takes the snapshot and serves it. Every metric is listed in docs/metrics.md.
+//! counters, the engine's tables, alerts by kind and phase. Rendering is pure; the event
+//! loop takes the snapshot and [`serve`] answers the scrape. Every metric is listed in docs/metrics.md.
 
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
 };
 
 use probe_common::Counter;
+
+/// The metrics endpoint cannot listen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr} (--metrics-addr): {source}")]
+pub struct MetricsError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why not.
+    pub source: std::io::Error,
+}
+
+/// Listens on `addr` (non-blocking, for the event loop): done before anything is loaded,
+/// so a port in use fails at once with nothing attached.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| MetricsError { addr, source })
+}
+
+/// Answers one scrape: reads the request line (2 s at most), writes the response.
+pub async fn serve(mut stream: tokio::net::TcpStream, body: String) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = String::new();
+    let mut reader = tokio::io::BufReader::new(&mut stream).take(8192);
+    let read = tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut request)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return;
+    }
+    let response = respond(&request, &body);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+}
 
 /// Everything one scrape reports.
 #[derive(Clone, Debug, Default)]
@@ -207,7 +243,7 @@ mod tests {
 
     #[test]
     fn docs_list_every_metric() {
-        let docs = include_str!("../../docs/metrics.md");
+        let docs = include_str!("../../../docs/metrics.md");
         for line in render(&snapshot()).lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let name = rest.split(' ').next().unwrap();

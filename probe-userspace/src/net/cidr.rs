@@ -39,6 +39,11 @@ impl Cidr {
         Self { addr, len }
     }
 
+    /// The longest prefix of its family: 32 or 128 (a single address).
+    pub fn max_len(&self) -> u8 {
+        if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
     /// The prefix in its 16-byte kernel form.
     pub fn to_home_net(self) -> HomeNet {
         let (network, bits) = match self.addr {

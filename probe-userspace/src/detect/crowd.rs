@@ -16,8 +16,8 @@
 use std::{mem::size_of, net::IpAddr, time::Duration};
 
 use crate::{
+    detect::table::{Activity, BoundedTable, RecentSet},
     event::{Probe, ProbeType},
-    table::{Activity, BoundedTable, RecentSet},
 };
 
 /// Sources remembered per target; later ones are not counted until one leaves the window.

@@ -14,7 +14,7 @@
 //! quarter of the horizon or so (a bitmap of [`ADMISSION_BITS`] bits, two generations,
 //! remembers the first; the second is credited with it), so one-packet sources never take
 //! room. When the table is full, the sources with the least evidence go first
-//! ([`crate::table`]), so they displace each other, not a slow scanner that has gathered
+//! ([`crate::detect::table`]), so they displace each other, not a slow scanner that has gathered
 //! evidence. A flood large enough to fill the admission bitmap within a quarter of the
 //! horizon (about a million sources) admits everything, and then a scanner whose first two
 //! probes fall between evictions can be missed: bounded memory cannot remember every
@@ -33,8 +33,8 @@ use std::{
 };
 
 use crate::{
+    detect::table::{Activity, BoundedTable},
     event::Probe,
-    table::{Activity, BoundedTable},
 };
 
 /// The horizon is kept in this many slices; a contact leaves when its slice does.

@@ -23,8 +23,8 @@ use std::{
 };
 
 use crate::{
+    detect::table::{Activity, BoundedTable},
     event::{Outcome, Probe, ProbeType},
-    table::{Activity, BoundedTable},
 };
 
 /// First contacts remembered per source (as 32-bit fingerprints keyed with a per-process

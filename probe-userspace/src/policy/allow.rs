@@ -23,7 +23,7 @@ use aya::{
 };
 use probe_common::{ALLOW_SERVICE_PORTS_MAP, ALLOW_SERVICES_MAP, ALLOW_SOURCES_MAP};
 
-use crate::cidr::{Cidr, CidrError};
+use crate::net::cidr::{Cidr, CidrError};
 
 /// A local service: a prefix, and a port or every port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

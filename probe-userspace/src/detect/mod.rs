@@ -3,10 +3,10 @@
 //! Detectors: a vertical port scan is at least `min_ports` distinct ports of one target
 //! failing for one source within `window`; a horizontal sweep is at least `min_hosts`
 //! distinct targets probed by one source within `window` (failed attempts, and pings
-//! whatever their answer); the sequential hypothesis test ([`crate::trw`]) flags a
+//! whatever their answer); the sequential hypothesis test ([`crate::detect::trw`]) flags a
 //! source after a few failed first contacts, usually long before either threshold; the
-//! slow-scan detector ([`crate::slow`]) counts each source's failed contacts over an hour;
-//! and the crowd detector ([`crate::crowd`]) recognises several sources failing on the same
+//! slow-scan detector ([`crate::detect::slow`]) counts each source's failed contacts over an hour;
+//! and the crowd detector ([`crate::detect::crowd`]) recognises several sources failing on the same
 //! ports of one target (nmap's decoys, distributed scans) as one incident listing them.
 //! Optionally, the sources of one /24 (IPv4) or /64 (IPv6) count as one source
 //! (`group_v4`, `group_v6`), and their incident lists every address.
@@ -18,21 +18,26 @@
 //! ([`Engine::finish`]). A later scan of another target is another incident and alerts.
 //!
 //! No I/O and no clock: outcomes come with their timestamps (monotonic time since boot, as
-//! the kernel stamps them). State is bounded ([`crate::table`]): at most `max_tracked`
+//! the kernel stamps them). State is bounded ([`crate::detect::table`]): at most `max_tracked`
 //! entries per detector (the crowd detector: its own cap of targets) and at most
 //! [`MAX_INCIDENTS`] incidents, the entries with the least evidence and then the least
 //! recently active forgotten first, and bounded lists per entry, so memory stays flat
 //! under floods of spoofed sources: [`Engine::memory_bound`] says how high at worst.
 
+pub mod crowd;
+pub mod slow;
+pub mod table;
+pub mod trw;
+
 use std::{net::IpAddr, time::Duration};
 
 use crate::{
-    cidr,
-    crowd::{CrowdConfig, CrowdVerdict, Crowds},
+    detect::crowd::{CrowdConfig, CrowdVerdict, Crowds},
+    detect::slow::{Slow, SlowConfig, SlowVerdict},
+    detect::table::{Activity, BoundedTable, RecentSet},
+    detect::trw::{Trw, TrwConfig, TrwVerdict},
     event::{Outcome, Probe, ProbeType},
-    slow::{Slow, SlowConfig, SlowVerdict},
-    table::{Activity, BoundedTable, RecentSet},
-    trw::{Trw, TrwConfig, TrwVerdict},
+    net::cidr,
 };
 
 /// Ports listed per incident (the first seen; the counts go on).
@@ -682,13 +687,14 @@ impl Engine {
                 + SWEEP_PORTS * size_of::<(u16, Duration)>());
         let trw = config
             .trw
-            .map_or(0, |_| tracked * crate::trw::BYTES_PER_SOURCE);
+            .map_or(0, |_| tracked * crate::detect::trw::BYTES_PER_SOURCE);
         let slow = config.slow.map_or(0, |s| {
-            s.max_sources * crate::slow::BYTES_PER_SOURCE + 2 * crate::slow::ADMISSION_BITS / 8
+            s.max_sources * crate::detect::slow::BYTES_PER_SOURCE
+                + 2 * crate::detect::slow::ADMISSION_BITS / 8
         });
-        let crowd = config
-            .crowd
-            .map_or(0, |c| c.max_targets * crate::crowd::BYTES_PER_TARGET);
+        let crowd = config.crowd.map_or(0, |c| {
+            c.max_targets * crate::detect::crowd::BYTES_PER_TARGET
+        });
         let incidents = tracked.min(MAX_INCIDENTS)
             * (size_of::<IncidentKey>()
                 + size_of::<Incident>()

@@ -6,8 +6,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use crate::{
+    detect::table::{Activity, BoundedTable},
     event::Probe,
-    table::{Activity, BoundedTable},
 };
 
 /// Failed probes held back per unconfirmed source.

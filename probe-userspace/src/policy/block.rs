@@ -18,7 +18,7 @@ use aya::{
 use probe_common::{BLOCKED_MAP, Block};
 use serde::{Deserialize, Serialize};
 
-use crate::{cidr::Cidr, engine::ScanAlert};
+use crate::{detect::ScanAlert, net::cidr::Cidr};
 
 /// Why an address is never blocked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use crate::{
     clock::{self, WallClock},
-    engine::{EngineConfig, ScanAlert, ScanKind},
+    detect::{EngineConfig, ScanAlert, ScanKind},
     event::{Probe, outcome_name, probe_type_name, proto_name},
-    services::{self, Service},
+    output::services::{self, Service},
 };
 
 /// Signature id of the vertical port scan alert (1 000 000 - 1 999 999 is the range Snort
@@ -383,8 +383,13 @@ pub struct ProbeInfo {
 impl ProbeRecord {
     /// Builds the record of one outcome.
     pub fn from_probe(probe: &Probe, iface: String) -> Self {
+        Self::from_probe_at(probe, iface, WallClock::now())
+    }
+
+    /// [`ProbeRecord::from_probe`] with the probe's time converted by `clock`.
+    pub fn from_probe_at(probe: &Probe, iface: String, clock: WallClock) -> Self {
         Self {
-            timestamp: clock::rfc3339_micros(WallClock::now().at(probe.timestamp)),
+            timestamp: clock::rfc3339_micros(clock.at(probe.timestamp)),
             event_type: "probe",
             src_ip: probe.src.to_string(),
             src_port: probe.src_port,
@@ -438,7 +443,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        engine::{Phase, Spoof, Technique},
+        detect::{Phase, Spoof, Technique},
         event::{Outcome, ProbeType},
     };
 
@@ -643,7 +648,7 @@ mod tests {
 
     #[test]
     fn the_documented_examples_and_field_tables_match_the_schema() {
-        let docs = include_str!("../../docs/alerts.md");
+        let docs = include_str!("../../../docs/alerts.md");
         let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
         let rendered = render(&AlertRecord::from_scan(
             &scan(

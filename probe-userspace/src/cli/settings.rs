@@ -1,0 +1,382 @@
+//! Resolved settings: the one place where the parsed command line (with its configuration
+//! file beneath it) becomes what the commands use: the kernel's and the engine's
+//! configurations, the output pipeline's, the allow-lists' sources, the block policy's
+//! parameters and the service endpoints. Nothing below this layer reads [`Cli`].
+//!
+//! What depends on the host's network (the interfaces watched, the home nets, our own
+//! addresses, the gateways) is not here: it is [`crate::net::network::Network`], found at
+//! start and meant to change while running. The functions that need it take it as input.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::{
+    cli::{BlockAction, Cli, Mode, values::TrwMode},
+    detect::{
+        EngineConfig,
+        crowd::CrowdConfig,
+        slow::SlowConfig,
+        trw::{TrwConfig, TrwUnit},
+    },
+    kernel::{KernelConfig, XdpModeArg},
+    net::cidr::Cidr,
+    output::{
+        Clock, PipelineConfig,
+        attack_list::{AttackList, AttackListError},
+    },
+    policy::{
+        allow::{AllowError, AllowLists, Service},
+        block::Request as BlockRequest,
+    },
+};
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Watch interfaces (no subcommand).
+    Watch,
+    /// Replay a capture.
+    Replay {
+        /// The pcap file.
+        file: PathBuf,
+    },
+    /// Remove our leftovers from the interfaces.
+    Detach,
+    /// Send one request to the running instance's control socket.
+    Block(BlockRequest),
+}
+
+/// Everything the commands need from the command line; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// What to do.
+    pub command: Command,
+    /// `--iface`, as given (empty: the interface of the default route).
+    pub ifaces: Vec<String>,
+    /// `--home-net`, as given (empty: derived from the interfaces).
+    pub home_nets: Vec<Cidr>,
+    /// `--xdp-mode`.
+    pub xdp_mode: XdpModeArg,
+    /// `--force`.
+    pub force: bool,
+    /// The kernel's configuration, home nets aside (see [`Settings::kernel_config`]).
+    kernel: KernelConfig,
+    /// `--trw`.
+    trw: TrwMode,
+    /// The engine's configuration, the sequential test's unit aside (see
+    /// [`Settings::engine_config`]).
+    engine: EngineConfig,
+    /// `--probes`, `--alert-rate-limit`.
+    pub probes: bool,
+    pub alert_rate_limit: u32,
+    /// `--attack-list` and its rotation.
+    pub attack_list: Option<AttackListSettings>,
+    /// `--allow-source`, `--allow-service`, `--allow-file`.
+    pub allow: AllowSettings,
+    /// `--block` and its policy's parameters; `None` when off.
+    pub block: Option<BlockSettings>,
+    /// `--control-socket`.
+    pub control_socket: PathBuf,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `--status-interval`.
+    pub status_interval: Option<Duration>,
+}
+
+/// Where the attack list goes and how it rotates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttackListSettings {
+    /// The CSV file.
+    pub path: PathBuf,
+    /// Bytes at which it rotates.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+}
+
+impl AttackListSettings {
+    /// Opens (creates) the file: an unwritable path fails here, before anything is loaded.
+    pub fn open(&self) -> Result<AttackList, AttackListError> {
+        AttackList::open(&self.path, self.max_bytes, self.keep)
+    }
+}
+
+/// Where the allow-lists come from: the command line and a file re-read on SIGHUP.
+#[derive(Clone, Debug, Default)]
+pub struct AllowSettings {
+    /// `--allow-source`.
+    pub sources: Vec<Cidr>,
+    /// `--allow-service`.
+    pub services: Vec<Service>,
+    /// `--allow-file`.
+    pub file: Option<PathBuf>,
+}
+
+impl AllowSettings {
+    /// The allow-lists now: the command line's rules and the file's (read now).
+    pub fn load(&self) -> Result<AllowLists, AllowError> {
+        let mut lists = AllowLists {
+            sources: self.sources.iter().copied().collect(),
+            services: self.services.iter().copied().collect(),
+        };
+        if let Some(path) = &self.file {
+            lists.add_file(path)?;
+        }
+        Ok(lists)
+    }
+}
+
+/// `--block`'s parameters; the never-block set comes from the network and allow-lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockSettings {
+    /// `--block-ttl`.
+    pub ttl: Duration,
+    /// `--block-spoofed`.
+    pub block_spoofed: bool,
+}
+
+impl Settings {
+    /// Resolves the parsed command line.
+    pub fn from_cli(cli: &Cli) -> Self {
+        let command = match &cli.mode {
+            None => Command::Watch,
+            Some(Mode::Replay { file }) => Command::Replay { file: file.clone() },
+            Some(Mode::Detach) => Command::Detach,
+            Some(Mode::Block { action }) => Command::Block(match *action {
+                BlockAction::List => BlockRequest::List,
+                BlockAction::Add { addr, ttl } => BlockRequest::Add { addr, ttl_s: ttl },
+                BlockAction::Remove { addr } => BlockRequest::Remove { addr },
+            }),
+        };
+        let kernel = KernelConfig {
+            pending_slots: cli.pending_slots,
+            outcomes_entries: cli.outcome_entries,
+            ringbuf_bytes: cli.ringbuf_bytes,
+            timeout: cli.pending_timeout,
+            callback_window: cli.callback_window,
+            home_nets: Vec::new(),
+            wakeup_gap: (cli.wakeup_ms > 0).then(|| Duration::from_millis(cli.wakeup_ms)),
+            block: cli.block,
+            ..KernelConfig::default()
+        };
+        let max_tracked = cli.max_tracked as usize;
+        let engine = EngineConfig {
+            min_ports: usize::from(cli.scan_ports),
+            min_hosts: usize::from(cli.sweep_hosts),
+            window: cli.scan_window,
+            max_tracked,
+            trw: None,
+            update_interval: cli.update_interval,
+            idle_timeout: cli.idle_timeout,
+            slow: (cli.slow_failed > 0).then_some(SlowConfig {
+                min_failed: cli.slow_failed,
+                horizon: cli.slow_horizon,
+                max_sources: max_tracked,
+            }),
+            crowd: (cli.crowd_sources > 0).then_some(CrowdConfig {
+                min_sources: usize::from(cli.crowd_sources),
+                min_common: usize::from(cli.crowd_ports),
+                window: cli.scan_window,
+                max_targets: max_tracked.min(4096),
+            }),
+            group_v4: cli.group_v4,
+            group_v6: cli.group_v6,
+        };
+        Self {
+            command,
+            ifaces: cli.ifaces.clone(),
+            home_nets: cli.home_nets.clone(),
+            xdp_mode: cli.xdp_mode,
+            force: cli.force,
+            kernel,
+            trw: cli.trw,
+            engine,
+            probes: cli.probes,
+            alert_rate_limit: cli.alert_rate_limit,
+            attack_list: cli.attack_list.as_ref().map(|path| AttackListSettings {
+                path: path.clone(),
+                max_bytes: cli.attack_list_mib << 20,
+                keep: cli.attack_list_keep,
+            }),
+            allow: AllowSettings {
+                sources: cli.allow_sources.clone(),
+                services: cli.allow_services.clone(),
+                file: cli.allow_file.clone(),
+            },
+            block: cli.block.then_some(BlockSettings {
+                ttl: cli.block_ttl,
+                block_spoofed: cli.block_spoofed,
+            }),
+            control_socket: cli.control_socket.clone(),
+            metrics_addr: cli.metrics_addr,
+            status_interval: cli.status_interval,
+        }
+    }
+
+    /// The kernel's configuration with these home nets.
+    pub fn kernel_config(&self, home_nets: &[Cidr]) -> KernelConfig {
+        KernelConfig {
+            home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
+            ..self.kernel.clone()
+        }
+    }
+
+    /// The unit of the sequential test's first contacts (`--trw`) with these home nets:
+    /// `auto` counts services when every home net is one address, hosts otherwise.
+    pub fn trw_unit(&self, home_nets: &[Cidr]) -> Option<TrwUnit> {
+        match self.trw {
+            TrwMode::Off => None,
+            TrwMode::Host => Some(TrwUnit::Host),
+            TrwMode::Service => Some(TrwUnit::Service),
+            TrwMode::Auto if home_nets.iter().all(|c| c.len == c.max_len()) => {
+                Some(TrwUnit::Service)
+            }
+            TrwMode::Auto => Some(TrwUnit::Host),
+        }
+    }
+
+    /// The engine's configuration with these home nets.
+    pub fn engine_config(&self, home_nets: &[Cidr]) -> EngineConfig {
+        EngineConfig {
+            trw: self.trw_unit(home_nets).map(|unit| TrwConfig {
+                unit,
+                ..TrwConfig::default()
+            }),
+            ..self.engine.clone()
+        }
+    }
+
+    /// The output pipeline's settings for records on `clock`.
+    pub fn pipeline_config(&self, clock: Clock) -> PipelineConfig {
+        PipelineConfig {
+            probes: self.probes,
+            alert_rate_limit: self.alert_rate_limit,
+            fixed_iface: (clock == Clock::Unix).then(|| "replay".to_owned()),
+            clock,
+        }
+    }
+}
+
+/// The log line that says how the sequential test counts.
+pub fn describe_trw(unit: Option<TrwUnit>) -> &'static str {
+    match unit {
+        None => "off",
+        Some(TrwUnit::Service) => "on, first contacts with each host:port",
+        Some(TrwUnit::Host) => "on, first contacts with each host",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let argv = std::iter::once("probe-detector").chain(args.iter().copied());
+        Settings::from_cli(&Cli::try_parse_from(argv).expect("valid arguments"))
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn defaults_give_the_documented_engine_and_kernel() {
+        let s = settings(&[]);
+        assert_eq!(s.command, Command::Watch);
+        let engine = s.engine_config(&cidrs(&["198.18.0.2"]));
+        assert_eq!((engine.min_ports, engine.min_hosts), (10, 16));
+        assert_eq!(engine.window, Duration::from_secs(60));
+        assert_eq!(engine.trw.map(|t| t.unit), Some(TrwUnit::Service));
+        assert_eq!(engine.slow.map(|s| s.min_failed), Some(8));
+        assert_eq!(engine.crowd.map(|c| c.min_sources), Some(3));
+        let kernel = s.kernel_config(&cidrs(&["198.18.0.2"]));
+        assert_eq!(kernel.home_nets.len(), 1);
+        assert!(!kernel.block);
+        assert_eq!(kernel.wakeup_gap, Some(Duration::from_millis(1)));
+        assert!(s.block.is_none() && s.attack_list.is_none() && s.metrics_addr.is_none());
+    }
+
+    #[test]
+    fn trw_auto_follows_the_home_nets() {
+        let s = settings(&[]);
+        assert_eq!(
+            s.trw_unit(&cidrs(&["198.18.0.2", "2001:db8::2"])),
+            Some(TrwUnit::Service)
+        );
+        assert_eq!(
+            s.trw_unit(&cidrs(&["198.18.0.2", "198.19.0.0/24"])),
+            Some(TrwUnit::Host)
+        );
+        assert_eq!(settings(&["--trw", "off"]).trw_unit(&[]), None);
+        assert_eq!(
+            settings(&["--trw", "host"]).trw_unit(&cidrs(&["198.18.0.2"])),
+            Some(TrwUnit::Host)
+        );
+    }
+
+    #[test]
+    fn zero_turns_detectors_off_and_flags_reach_their_layer() {
+        let s = settings(&[
+            "--slow-failed",
+            "0",
+            "--crowd-sources",
+            "0",
+            "--wakeup-ms",
+            "0",
+            "--block",
+            "--block-ttl",
+            "90",
+            "--attack-list",
+            "/tmp/a.csv",
+            "--attack-list-mib",
+            "2",
+        ]);
+        let engine = s.engine_config(&[]);
+        assert!(engine.slow.is_none() && engine.crowd.is_none());
+        let kernel = s.kernel_config(&[]);
+        assert!(kernel.block);
+        assert_eq!(kernel.wakeup_gap, None);
+        assert_eq!(
+            s.block,
+            Some(BlockSettings {
+                ttl: Duration::from_secs(90),
+                block_spoofed: false
+            })
+        );
+        assert_eq!(s.attack_list.map(|a| a.max_bytes), Some(2 << 20));
+    }
+
+    #[test]
+    fn subcommands_become_commands() {
+        assert_eq!(
+            settings(&["replay", "x.pcap"]).command,
+            Command::Replay {
+                file: "x.pcap".into()
+            }
+        );
+        assert_eq!(
+            settings(&["block", "add", "198.18.0.9", "--ttl", "5"]).command,
+            Command::Block(BlockRequest::Add {
+                addr: "198.18.0.9".parse().unwrap(),
+                ttl_s: Some(5)
+            })
+        );
+        assert_eq!(
+            settings(&["detach", "--iface", "x"]).command,
+            Command::Detach
+        );
+    }
+
+    #[test]
+    fn allow_rules_of_the_command_line_load_without_a_file() {
+        let s = settings(&[
+            "--allow-source",
+            "198.18.0.0/24",
+            "--allow-service",
+            "198.18.0.2:80",
+        ]);
+        let lists = s.allow.load().unwrap();
+        assert_eq!((lists.sources.len(), lists.services.len()), (1, 1));
+    }
+}

@@ -1,0 +1,19 @@
+//! The commands: watch interfaces (the default), replay a capture, detach leftovers, and
+//! talk to a running instance's block list. Each takes the resolved settings.
+
+pub mod block;
+pub mod detach;
+pub mod replay;
+pub mod watch;
+
+use crate::cli::settings::{Command, Settings};
+
+/// Runs the command the settings name.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    match &settings.command {
+        Command::Watch => watch::run(&settings).await,
+        Command::Replay { file } => replay::run(&settings, file),
+        Command::Detach => detach::run(&settings.ifaces),
+        Command::Block(request) => block::run(&settings.control_socket, request),
+    }
+}

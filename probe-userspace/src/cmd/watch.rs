@@ -1,0 +1,194 @@
+//! Watching interfaces (the default command): start-up in the order that fails early and
+//! leaves nothing behind (interfaces, allow-lists, attack list, privileges, listening
+//! sockets, then load and attach), the daemon's event loop, and the detach at exit.
+
+use std::io;
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    cli::settings::{Settings, describe_trw},
+    daemon::{self, Daemon, Outlets, control::ControlSocket, metrics},
+    detect::Engine,
+    kernel::{self, Attachment, LoadError},
+    net::network::Network,
+    output::{Blocking, Clock, Pipeline},
+    policy::{
+        allow::{self, AllowLists},
+        block::{BlockPolicy, Blocker},
+    },
+};
+
+/// Runs the detector until SIGINT or SIGTERM.
+pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let network = Network::discover(&settings.ifaces, &settings.home_nets)?;
+    // A bad rule is an error of the command line (exit status 2).
+    let allow_lists = settings.allow.load()?;
+    // Open the attack list before anything is loaded: an unwritable path fails at once.
+    let attack_list = settings
+        .attack_list
+        .as_ref()
+        .map(|a| a.open())
+        .transpose()?;
+    kernel::check_privileges()?;
+    // Listen before anything is loaded: a port in use fails at once, nothing attached.
+    let metrics_listener = settings.metrics_addr.map(metrics::bind).transpose()?;
+    // Likewise the control socket of --block.
+    let control = settings
+        .block
+        .map(|_| ControlSocket::bind(&settings.control_socket))
+        .transpose()?;
+
+    if network.home_nets.is_empty() {
+        log::warn!(
+            "the attached interfaces have no addresses: every destination counts as ours (set --home-net)"
+        );
+    }
+    log::info!("home nets: {}", network.describe_home_nets());
+    let config = settings.kernel_config(&network.home_nets);
+    log::debug!("kernel maps: about {} KiB", config.map_bytes() / 1024);
+
+    let mut ebpf = kernel::load(&config)?;
+    allow::apply(&mut ebpf, &AllowLists::default(), &allow_lists)
+        .context("cannot load the allow-lists")?;
+    if !allow_lists.is_empty() {
+        log::info!(
+            "allow-lists: {} sources, {} services",
+            allow_lists.sources.len(),
+            allow_lists.services.len()
+        );
+    }
+    if let Err(err) = init_ebpf_log(&mut ebpf) {
+        log::debug!("no eBPF log records: {err}");
+    }
+    let blocking = match settings.block {
+        None => Blocking::Off,
+        Some(block) => {
+            let allowed: Vec<_> = allow_lists.sources.iter().copied().collect();
+            let policy = BlockPolicy {
+                ttl: block.ttl,
+                block_spoofed: block.block_spoofed,
+                never: network.never_block(&allowed),
+            };
+            log::info!(
+                "blocking: confirmed scanners dropped for {} s; never blocked: {} allow-listed networks, our addresses, gateways, loopback{}",
+                policy.ttl.as_secs(),
+                allowed.len(),
+                if policy.block_spoofed {
+                    ""
+                } else {
+                    ", likely spoofed sources"
+                }
+            );
+            Blocking::Live(Blocker::new(&mut ebpf, policy).context("cannot set up blocking")?)
+        }
+    };
+    if let Some(control) = &control {
+        log::info!(
+            "block list: `probe-detector block list` (control socket {})",
+            control.path.display()
+        );
+    }
+    let attachments = attach_all(&mut ebpf, settings, &network.ifaces)?;
+
+    let trw_unit = settings.trw_unit(&network.home_nets);
+    log::info!("sequential hypothesis test: {}", describe_trw(trw_unit));
+    let engine = settings.engine_config(&network.home_nets);
+    log::info!(
+        "engine state: at most about {} MiB (--max-tracked {})",
+        Engine::memory_bound(&engine) >> 20,
+        engine.max_tracked
+    );
+    log::info!(
+        "watching for port scans ({} failed ports of one host) and sweeps ({} hosts) within {:.1} s; alerts go to stdout",
+        engine.min_ports,
+        engine.min_hosts,
+        engine.window.as_secs_f64()
+    );
+    let pipeline = Pipeline::new(
+        Engine::new(engine),
+        settings.pipeline_config(Clock::Monotonic),
+        attack_list,
+        blocking,
+        io::stdout(),
+    );
+    let daemon = Daemon {
+        ebpf: &mut ebpf,
+        kernel: &config,
+        pipeline,
+        allow: &settings.allow,
+        allow_lists,
+    };
+    let outlets = Outlets {
+        metrics: metrics_listener,
+        control,
+        status_interval: settings.status_interval,
+    };
+    let result = daemon.run(outlets).await;
+    detach_all(&mut ebpf, attachments);
+    daemon::log_counters(&ebpf, &config, log::Level::Info);
+    result
+}
+
+/// Attaches both programs to every interface; on a failure, detaches what was attached.
+fn attach_all(
+    ebpf: &mut aya::Ebpf,
+    settings: &Settings,
+    ifaces: &[String],
+) -> anyhow::Result<Vec<Attachment>> {
+    let mut attachments = Vec::new();
+    for name in ifaces {
+        let mut attached = kernel::attach(ebpf, name, settings.xdp_mode);
+        if settings.force && matches!(attached, Err(LoadError::Occupied { .. })) {
+            log::warn!("--force: removing the XDP program attached to {name}");
+            if kernel::remove_xdp(name)? {
+                attached = kernel::attach(ebpf, name, settings.xdp_mode);
+            } else {
+                detach_all(ebpf, attachments);
+                bail!(
+                    "cannot attach XDP to {name}: the XDP program there is held by another process's bpf_link, which --force cannot replace; stop that process"
+                );
+            }
+        }
+        match attached {
+            Ok(attachment) => {
+                log::info!(
+                    "attached to {name}: XDP ingress ({} mode), TC egress",
+                    attachment.xdp_mode
+                );
+                attachments.push(attachment);
+            }
+            Err(err) => {
+                detach_all(ebpf, attachments);
+                return Err(err.into());
+            }
+        }
+    }
+    Ok(attachments)
+}
+
+fn detach_all(ebpf: &mut aya::Ebpf, attachments: Vec<Attachment>) {
+    for attachment in attachments {
+        let iface = attachment.iface.clone();
+        match kernel::detach(ebpf, attachment) {
+            Ok(()) => log::info!("detached from {iface}"),
+            Err(err) => log::error!("{err}"),
+        }
+    }
+}
+
+/// Forwards the eBPF programs' log records (built with PROBE_EBPF_TRACE=1) to our log.
+fn init_ebpf_log(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
+    use tokio::io::{Interest, unix::AsyncFd};
+    let logger = aya_log::EbpfLogger::init(ebpf)?;
+    // SAFETY: the logger owns its map fd; flushing neither closes nor replaces it.
+    let mut logger = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)?;
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}

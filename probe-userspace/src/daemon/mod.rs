@@ -1,0 +1,308 @@
+//! The running daemon: one event loop that drains the kernel's ring buffer into the output
+//! pipeline, runs the expiry sweeps and the engine's lifecycle, and serves the control
+//! socket, the metrics endpoint, the status line and the signals (SIGHUP reloads the
+//! allow-lists; SIGINT and SIGTERM stop it, after the last events and every open scan's
+//! summary are written).
+
+pub mod control;
+pub mod metrics;
+pub mod status;
+
+use std::{io, time::Duration};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use probe_common::{Counter, EVENTS_MAP};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::settings::AllowSettings,
+    clock,
+    daemon::{
+        control::{ControlSocket, Pending},
+        metrics::Snapshot,
+    },
+    detect::Engine,
+    kernel::{self, KernelConfig},
+    output::Pipeline,
+    policy::{
+        allow::{self, AllowLists},
+        block::Response as BlockResponse,
+    },
+};
+
+/// How often the ring buffer is read when the kernel has not woken us.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the kernel counters are logged at debug level.
+const STATS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What the event loop serves besides alerts, each opened before anything was attached.
+pub struct Outlets {
+    /// `--metrics-addr`, listening.
+    pub metrics: Option<std::net::TcpListener>,
+    /// `--block`'s control socket, listening.
+    pub control: Option<ControlSocket>,
+    /// `--status-interval`.
+    pub status_interval: Option<Duration>,
+}
+
+/// The state the event loop works on.
+pub struct Daemon<'a> {
+    /// The loaded, attached object.
+    pub ebpf: &'a mut aya::Ebpf,
+    /// The configuration it was loaded with.
+    pub kernel: &'a KernelConfig,
+    /// The pipeline records go through.
+    pub pipeline: Pipeline<io::Stdout>,
+    /// Where the allow-lists come from (re-read on SIGHUP), and the lists in force.
+    pub allow: &'a AllowSettings,
+    pub allow_lists: AllowLists,
+}
+
+impl Daemon<'_> {
+    /// Reads events until SIGINT or SIGTERM, writing records to stdout.
+    pub async fn run(mut self, outlets: Outlets) -> anyhow::Result<()> {
+        let Outlets {
+            metrics: metrics_listener,
+            control,
+            status_interval,
+        } = outlets;
+        let control_listener = control
+            .as_ref()
+            .map(|c| tokio::net::UnixListener::from_std(c.listener.try_clone()?))
+            .transpose()
+            .context("cannot serve the control socket")?;
+        let (requests_tx, mut requests) = tokio::sync::mpsc::channel::<Pending>(8);
+        let started = std::time::SystemTime::now();
+        let metrics_listener = metrics_listener
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()
+            .context("cannot serve metrics")?;
+        if let Some(listener) = &metrics_listener {
+            log::info!(
+                "metrics at http://{}/metrics",
+                listener.local_addr().context("cannot serve metrics")?
+            );
+        }
+        let mut status = status_interval.map(tokio::time::interval);
+        if let Some(status) = &mut status {
+            status.tick().await;
+        }
+        let map = self
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .context("the eBPF object has no EVENTS ring buffer")?;
+        let ring = RingBuf::try_from(map).context("EVENTS is not a ring buffer")?;
+        // SAFETY: the RingBuf owns its map fd and neither closes nor replaces it while the
+        // AsyncFd owns the RingBuf, so the registered fd stays the same open file.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+            .context("cannot poll the EVENTS ring buffer")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+        // Unanswered attempts are found by the expiry program, run often enough that none
+        // waits much longer than the timeout.
+        let mut expiry = tokio::time::interval(self.kernel.sweep_interval());
+        // The kernel wakes us when a backlog builds or the wakeup gap has passed; other
+        // events are picked up here, at most DRAIN_INTERVAL after they happen.
+        let mut drain = tokio::time::interval(DRAIN_INTERVAL);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Updates held back by the interval, and the summaries of scans gone quiet.
+        let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
+        let mut stats = tokio::time::interval(STATS_INTERVAL);
+        stats.tick().await;
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
+                    self.drain(guard.get_inner_mut())?;
+                    guard.clear_ready();
+                }
+                _ = drain.tick() => self.drain(ring.get_mut())?,
+                _ = lifecycle.tick() => {
+                    self.pipeline.tick(clock::monotonic_now());
+                    self.flush()?;
+                }
+                _ = expiry.tick() => {
+                    // Drain between chunks: a sweep may report more than the ring holds.
+                    let mut drained = Ok(());
+                    let pipeline = &mut self.pipeline;
+                    kernel::expire_with(self.ebpf, |ebpf| {
+                        if drained.is_ok() {
+                            drained = drain_into(pipeline, ring.get_mut(), ebpf);
+                        }
+                    })
+                    .context("the expiry program failed")?;
+                    drained?;
+                }
+                _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
+                accepted = when(metrics_listener.as_ref().map(|l| l.accept())) => match accepted {
+                    Ok((stream, _)) => {
+                        let body = metrics::render(&self.snapshot(started));
+                        tokio::spawn(metrics::serve(stream, body));
+                    }
+                    Err(err) => log::warn!("metrics endpoint: {err}"),
+                },
+                accepted = when(control_listener.as_ref().map(|l| l.accept())) => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(control::serve_control(stream, requests_tx.clone()));
+                    }
+                    Err(err) => log::warn!("control socket: {err}"),
+                },
+                Some((request, reply)) = requests.recv() => {
+                    let response = match self.pipeline.blocker() {
+                        Some(blocker) => blocker.handle(&request, clock::monotonic_now()),
+                        None => BlockResponse {
+                            error: Some("blocking is off".into()),
+                            ..BlockResponse::default()
+                        },
+                    };
+                    let _ = reply.send(response);
+                }
+                _ = when(status.as_mut().map(|s| s.tick())) => {
+                    log::info!("{}", status::status_line(&self.snapshot(started)));
+                }
+                _ = sighup.recv() => self.reload_allow_lists(),
+                _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
+                _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+            }
+        }
+        // Whatever arrived before the signal still gets its say, and every open scan its
+        // summary.
+        self.drain(ring.get_mut())?;
+        self.pipeline.finish(clock::monotonic_now());
+        self.flush()?;
+        let decode_errors = self.pipeline.stats().decode_errors;
+        if decode_errors > 0 {
+            log::warn!("{decode_errors} ring-buffer records could not be decoded");
+        }
+        Ok(())
+    }
+
+    /// Handles every record waiting in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
+        drain_into(&mut self.pipeline, ring, self.ebpf)
+    }
+
+    /// Writes what the pipeline holds.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let ebpf = &*self.ebpf;
+        self.pipeline
+            .flush(|p| kernel::outcome_count(ebpf, p))
+            .map_err(Into::into)
+    }
+
+    /// SIGHUP: re-reads the allow-lists; a bad file leaves them as they were (nothing is
+    /// lost on a typo).
+    fn reload_allow_lists(&mut self) {
+        let new = match self.allow.load() {
+            Ok(new) => new,
+            Err(err) => {
+                log::error!("SIGHUP: allow-lists kept as they were: {err}");
+                return;
+            }
+        };
+        if let Err(err) = allow::apply(self.ebpf, &self.allow_lists, &new) {
+            log::error!("SIGHUP: cannot update the allow-lists: {err:#}");
+            return;
+        }
+        if let Some(blocker) = self.pipeline.blocker() {
+            blocker.set_allowed(&new.sources);
+        }
+        log::info!(
+            "SIGHUP: allow-lists reloaded: {} sources, {} services",
+            new.sources.len(),
+            new.services.len()
+        );
+        self.allow_lists = new;
+    }
+
+    /// What a scrape or a status line reports now.
+    fn snapshot(&mut self, started: std::time::SystemTime) -> Snapshot {
+        let blocks = self
+            .pipeline
+            .blocker()
+            .map(|b| (b.made(), b.list(clock::monotonic_now()).len()));
+        let engine = self.pipeline.engine();
+        let stats = self.pipeline.stats();
+        Snapshot {
+            kernel: kernel::counters(self.ebpf).unwrap_or_default(),
+            tables: engine.tables(),
+            evictions: engine.evictions(),
+            memory_bound_bytes: Engine::memory_bound(engine.config()) as u64,
+            alerts: stats.alerts_written.clone(),
+            alerts_suppressed: stats.alerts_suppressed,
+            decode_errors: stats.decode_errors,
+            start_time_s: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            blocks,
+        }
+    }
+}
+
+/// Feeds every record waiting in `ring` to `pipeline` and writes what it made.
+fn drain_into(
+    pipeline: &mut Pipeline<io::Stdout>,
+    ring: &mut RingBuf<MapData>,
+    ebpf: &aya::Ebpf,
+) -> anyhow::Result<()> {
+    while let Some(record) = ring.next() {
+        pipeline.record(&record);
+    }
+    pipeline
+        .flush(|p| kernel::outcome_count(ebpf, p))
+        .map_err(Into::into)
+}
+
+/// Logs the kernel counters, and how full the kernel's tables are.
+pub fn log_counters(ebpf: &aya::Ebpf, config: &KernelConfig, level: log::Level) {
+    if let Ok((live, slots)) = kernel::pending_occupancy(ebpf) {
+        log::log!(
+            level,
+            "pending table: {live} of {slots} slots in use at the last sweep"
+        );
+    }
+    let counters = match kernel::counters(ebpf) {
+        Ok(counters) => counters,
+        Err(err) => {
+            log::warn!("cannot read the kernel counters: {err}");
+            return;
+        }
+    };
+    // Every outcome recorded in the LRU table was either sent or dropped at the ring.
+    let recorded: u64 = counters
+        .iter()
+        .filter(|(c, _)| matches!(c, Counter::EventsSent | Counter::RingbufDrops))
+        .map(|(_, v)| v)
+        .sum();
+    let full = recorded > u64::from(config.outcomes_entries);
+    log::log!(
+        level,
+        "outcome table: {recorded} outcomes recorded, {} entries{}",
+        config.outcomes_entries,
+        if full {
+            " (full: the least recently used are evicted; an evicted outcome that recurs is reported again)"
+        } else {
+            ""
+        }
+    );
+    let listed: Vec<String> = counters
+        .iter()
+        .map(|(c, v)| format!("{}={v}", c.name()))
+        .collect();
+    log::log!(level, "kernel counters: {}", listed.join(" "));
+}
+
+/// What `future` gives; never, when there is none: a `select!` branch that is off.
+async fn when<F: std::future::Future>(future: Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}

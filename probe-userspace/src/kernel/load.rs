@@ -1,0 +1,321 @@
+//! Loading the eBPF object: its sizes and load-time globals ([`KernelConfig`]), the
+//! kernel's refusals worded for the operator ([`LoadError`]), and the verified, unattached
+//! programs.
+
+use std::{io, time::Duration};
+
+use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
+use probe_common::{
+    BLOCK_ON_GLOBAL, CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, EVENTS_BYTES, EVENTS_MAP,
+    EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL, HOME_NETS_GLOBAL,
+    HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
+    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, SWEEP_CHUNK_GLOBAL,
+    TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, XDP_PROGRAM,
+};
+
+use super::run::{expire_program, tc_program, xdp_program};
+
+/// Sizes and settings fixed when the object is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Slots of the pending-attempt table (a power of two), 56 B each.
+    pub pending_slots: u32,
+    /// Slots of the table of our own outbound attempts (a power of two), 4 B each.
+    pub ours_slots: u32,
+    /// Entries of the reported-outcome LRU hash, about 112 B each.
+    pub outcomes_entries: u32,
+    /// Bytes of the event ring buffer (a power of two, at least a page).
+    pub ringbuf_bytes: u32,
+    /// How long an attempt may wait for an answer before it counts as unanswered (measured
+    /// in expiry sweeps, see [`KernelConfig::sweep_interval`]).
+    pub timeout: Duration,
+    /// How long a host our hosts contacted may call back without being reported (active
+    /// FTP data, chat, media); measured in sweeps too.
+    pub callback_window: Duration,
+    /// The prefixes that are "ours" (at most [`MAX_HOME_NETS`]); empty = every address.
+    pub home_nets: Vec<HomeNet>,
+    /// Least time between two wakeups of the reader by a new event; `None`: events wake it
+    /// only when a quarter of the ring is unread (the drain timer finds the others).
+    pub wakeup_gap: Option<Duration>,
+    /// Drop the frames of sources in the `BLOCKED` map (`--block`); off, the map is never
+    /// read.
+    pub block: bool,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            pending_slots: PENDING_ENTRIES,
+            ours_slots: OURS_ENTRIES,
+            outcomes_entries: OUTCOMES_ENTRIES,
+            ringbuf_bytes: EVENTS_BYTES,
+            timeout: Duration::from_nanos(TIMEOUT_NS),
+            callback_window: Duration::from_secs(60),
+            home_nets: Vec::new(),
+            wakeup_gap: Some(Duration::from_millis(1)),
+            block: false,
+        }
+    }
+}
+
+impl KernelConfig {
+    /// How often userspace runs the expiry program: a third of the timeout, between 100 ms
+    /// and 1 s.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Sweeps after which an attempt is unanswered: the timeout in sweep intervals, rounded
+    /// up (an attempt is reported between that many and one more intervals after it came).
+    pub fn expire_after_sweeps(&self) -> u64 {
+        let interval = self.sweep_interval().as_nanos().max(1);
+        (self.timeout.as_nanos().div_ceil(interval) as u64).max(1)
+    }
+
+    /// Slots one run of the expiry program covers: at most half the records the ring
+    /// buffer holds (64 bytes each with its header), so a chunk whose every slot expires
+    /// still fits.
+    pub fn sweep_chunk(&self) -> u32 {
+        (self.ringbuf_bytes / 64 / 2).clamp(64, self.pending_slots)
+    }
+
+    /// Kernel memory the maps of this configuration take, roughly, in bytes (the per-CPU
+    /// counters aside).
+    pub fn map_bytes(&self) -> u64 {
+        u64::from(self.pending_slots) * 56
+            // OURS (4 B a slot) and CONTACTED (8 B a slot) have the same slot count.
+            + u64::from(self.ours_slots) * (4 + 8)
+            + u64::from(self.outcomes_entries) * 112
+            + u64::from(self.ringbuf_bytes)
+    }
+}
+
+/// The eBPF object built from probe-ebpf by build.rs (empty when built with
+/// `AYA_BUILD_SKIP=1`, e.g. for a quick `cargo clippy`).
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+
+/// A failure to load or attach, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The binary carries no eBPF object.
+    #[error(
+        "this binary carries no eBPF object (it was built with AYA_BUILD_SKIP=1); rebuild it with `cargo xtask build`"
+    )]
+    NoObject,
+    /// The kernel refused: missing privileges.
+    #[error(
+        "the kernel refused to {what}: {source} (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    )]
+    Permission {
+        /// What we tried.
+        what: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The object could not be parsed or its maps created.
+    #[error("cannot load the eBPF object: {0}")]
+    Object(#[source] EbpfError),
+    /// The kernel configuration is unusable.
+    #[error("invalid kernel configuration: {0}")]
+    Config(String),
+    /// The object lacks a program or map this binary expects.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// The verifier or the kernel rejected a program.
+    #[error("cannot load program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// The error, with the verifier log when there is one.
+        source: ProgramError,
+    },
+    /// Attaching to an interface failed.
+    #[error("cannot attach {what} to {iface}: {reason}")]
+    Attach {
+        /// Which hook.
+        what: &'static str,
+        /// Which interface.
+        iface: String,
+        /// Why, including a hint when one applies.
+        reason: String,
+    },
+    /// Another XDP program is attached to the interface.
+    #[error(
+        "cannot attach XDP to {iface}: another XDP program is already attached ({reason}); it is left alone (see `ip link show`; --force replaces it)"
+    )]
+    Occupied {
+        /// Which interface.
+        iface: String,
+        /// What the kernel said.
+        reason: String,
+    },
+}
+
+/// Loads the embedded object into the kernel with its programs verified, not attached.
+pub fn load(config: &KernelConfig) -> Result<Ebpf, LoadError> {
+    load_object(EBPF_OBJECT, config)
+}
+
+/// Loads an object into the kernel with its programs verified, not attached.
+pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadError> {
+    if object.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    if config.home_nets.len() > MAX_HOME_NETS {
+        return Err(LoadError::Config(format!(
+            "{} home nets given, at most {MAX_HOME_NETS} are supported",
+            config.home_nets.len()
+        )));
+    }
+    for (what, slots) in [
+        ("pending", config.pending_slots),
+        ("ours", config.ours_slots),
+    ] {
+        if !slots.is_power_of_two() {
+            return Err(LoadError::Config(format!(
+                "{what} slots must be a power of two, not {slots}"
+            )));
+        }
+    }
+    let page = 4096;
+    if config.ringbuf_bytes < page || !config.ringbuf_bytes.is_power_of_two() {
+        return Err(LoadError::Config(format!(
+            "the ring buffer must be a power of two of at least {page} bytes, not {}",
+            config.ringbuf_bytes
+        )));
+    }
+    let mut home_nets = [HomeNet::default(); MAX_HOME_NETS];
+    home_nets[..config.home_nets.len()].copy_from_slice(&config.home_nets);
+    let pending_mask = config.pending_slots - 1;
+    let ours_mask = config.ours_slots - 1;
+    let expire_after = config.expire_after_sweeps();
+    let hash_seed = random_seed()?;
+    let sweep_chunk = config.sweep_chunk();
+    let callback_epochs =
+        (config.callback_window.as_nanos() / config.sweep_interval().as_nanos().max(1)) as u64;
+    let home_net_count = config.home_nets.len() as u32;
+    let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
+    let block_on = u32::from(config.block);
+    let wakeup_gap = config.wakeup_gap.map_or(u64::MAX, |gap| {
+        u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX)
+    });
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(PENDING_MAP, config.pending_slots)
+        .map_max_entries(OURS_MAP, config.ours_slots)
+        .map_max_entries(CONTACTED_MAP, config.ours_slots)
+        .map_max_entries(OUTCOMES_MAP, config.outcomes_entries)
+        .map_max_entries(EVENTS_MAP, config.ringbuf_bytes)
+        .override_global(PENDING_MASK_GLOBAL, &pending_mask, true)
+        .override_global(OURS_MASK_GLOBAL, &ours_mask, true)
+        .override_global(EXPIRE_AFTER_GLOBAL, &expire_after, true)
+        .override_global(HASH_SEED_GLOBAL, &hash_seed, true)
+        .override_global(SWEEP_CHUNK_GLOBAL, &sweep_chunk, true)
+        .override_global(CALLBACK_EPOCHS_GLOBAL, &callback_epochs, true)
+        .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
+        .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
+        .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
+        .override_global(WAKEUP_GAP_GLOBAL, &wakeup_gap, true)
+        .override_global(BLOCK_ON_GLOBAL, &block_on, true)
+        .load(object)
+        .map_err(|err| match permission_error(&err) {
+            Some(source) => LoadError::Permission {
+                what: "create the eBPF maps".into(),
+                source,
+            },
+            None => LoadError::Object(err),
+        })?;
+    xdp_program(&mut ebpf)?
+        .load()
+        .map_err(|source| program_error(XDP_PROGRAM, source))?;
+    tc_program(&mut ebpf)?
+        .load()
+        .map_err(|source| program_error(TC_PROGRAM, source))?;
+    expire_program(&mut ebpf)?
+        .load()
+        .map_err(|source| program_error(EXPIRE_PROGRAM, source))?;
+    Ok(ebpf)
+}
+
+/// A random key for the kernel's flow hash, from the kernel's CSPRNG.
+fn random_seed() -> Result<u64, LoadError> {
+    let mut seed = [0u8; 8];
+    // SAFETY: the buffer is valid and writable for its length.
+    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if got != seed.len() as isize {
+        return Err(LoadError::Config(format!(
+            "cannot get a random hash seed: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(u64::from_ne_bytes(seed))
+}
+
+fn program_error(name: &'static str, source: ProgramError) -> LoadError {
+    if let ProgramError::LoadError { io_error, .. } = &source
+        && io_error.raw_os_error() == Some(libc::EPERM)
+    {
+        return LoadError::Permission {
+            what: format!("load program {name}"),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+    }
+    LoadError::Program { name, source }
+}
+
+/// The EPERM inside a load error, if that is what it is.
+fn permission_error(err: &EbpfError) -> Option<io::Error> {
+    (os_error(err) == Some(libc::EPERM)).then(|| io::Error::from_raw_os_error(libc::EPERM))
+}
+
+impl LoadError {
+    /// The operating system's error number behind this error, if there is one.
+    pub fn os_error(&self) -> Option<i32> {
+        os_error(self)
+    }
+}
+
+/// The innermost OS error code in an error's chain of sources.
+pub(super) fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut code = None;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            code = io.raw_os_error().or(code);
+        }
+        source = e.source();
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_follow_the_timeout() {
+        let at = |ms| KernelConfig {
+            timeout: Duration::from_millis(ms),
+            ..KernelConfig::default()
+        };
+        // Default: 3 s, swept every second, unanswered after 3 sweeps (3 to 4 s).
+        assert_eq!(
+            (at(3000).sweep_interval(), at(3000).expire_after_sweeps()),
+            (Duration::from_secs(1), 3)
+        );
+        // Short timeouts sweep at most every 100 ms.
+        assert_eq!(
+            (at(50).sweep_interval(), at(50).expire_after_sweeps()),
+            (Duration::from_millis(100), 1)
+        );
+        assert_eq!(at(450).expire_after_sweeps(), 3);
+        // Long ones at least every second.
+        assert_eq!(
+            (
+                at(60_000).sweep_interval(),
+                at(60_000).expire_after_sweeps()
+            ),
+            (Duration::from_secs(1), 60)
+        );
+    }
+}

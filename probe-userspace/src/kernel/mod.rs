@@ -1,0 +1,15 @@
+//! The eBPF object in the kernel: loading it, attaching its XDP (ingress) and TC (egress)
+//! programs to interfaces and detaching them, running them without attaching them, reading
+//! their maps, and checking privileges first. Callers use the items re-exported here.
+
+mod attach;
+mod load;
+mod maps;
+mod privileges;
+mod run;
+
+pub use attach::{Attachment, XdpModeArg, attach, detach, detach_leftovers, remove_xdp};
+pub use load::{EBPF_OBJECT, KernelConfig, LoadError, load, load_object};
+pub use maps::{counters, outcome_count, pending_occupancy, pending_stat};
+pub use privileges::{PrivilegeError, check_privileges};
+pub use run::{expire, expire_program, expire_with, tc_program, test_run, xdp_program};

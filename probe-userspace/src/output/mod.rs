@@ -1,0 +1,517 @@
+//! The output pipeline: from decoded kernel events to written records. One [`Pipeline`]
+//! serves both the live watch loop and `replay`: it feeds the engine, renders alert and
+//! probe records, holds alerts to `--alert-rate-limit`, makes or records blocking
+//! decisions, and writes the attack list, all on the clock it is given (the kernel's
+//! monotonic clock live, the capture's in a replay).
+
+pub mod attack_list;
+pub mod evidence;
+pub mod rate_limit;
+pub mod record;
+pub mod services;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    time::Duration,
+};
+
+use crate::{
+    clock::{self, WallClock},
+    detect::{Engine, Phase, ScanAlert},
+    event::{Probe, outcome_name, proto_name},
+    net::iface,
+    output::{
+        attack_list::{AttackList, AttackListError, Row},
+        evidence::Evidence,
+        rate_limit::FloodLimit,
+        record::{AlertRecord, ProbeRecord, Thresholds, json_line},
+    },
+    policy::block::{BlockPolicy, Blocker},
+};
+
+/// Which clock the times handed to a [`Pipeline`] are on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// The kernel's CLOCK_MONOTONIC (a live run): converted to wall-clock time with the
+    /// current offset, taken anew for each batch of records.
+    Monotonic,
+    /// Wall-clock time since the Unix epoch (a capture's).
+    Unix,
+}
+
+impl Clock {
+    fn wall(self) -> WallClock {
+        match self {
+            Clock::Monotonic => WallClock::now(),
+            Clock::Unix => WallClock::unix(),
+        }
+    }
+}
+
+/// What happens to the sources of a newly recognised scan.
+pub enum Blocking {
+    /// Nothing (`--block` off).
+    Off,
+    /// Blocked in the kernel through the block list (a live run with `--block`).
+    Live(Blocker),
+    /// Judged by the policy and recorded in `alert.action`, never applied (a replay with
+    /// `--block`: what a live run would have done).
+    Recorded(BlockPolicy),
+}
+
+/// The pipeline's settings that are not objects of their own.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// `--probes`: also write each outcome as a `probe` record.
+    pub probes: bool,
+    /// `--alert-rate-limit` (0: none).
+    pub alert_rate_limit: u32,
+    /// The interface name every record carries, instead of looking the index up (replay).
+    pub fixed_iface: Option<String>,
+    /// Which clock the times given are on.
+    pub clock: Clock,
+}
+
+/// What the pipeline has done, for metrics and the status line.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineStats {
+    /// Alert records written, by (kind, phase).
+    pub alerts_written: BTreeMap<(&'static str, &'static str), u64>,
+    /// Alerts the rate limit held back.
+    pub alerts_suppressed: u64,
+    /// Ring-buffer records that could not be decoded.
+    pub decode_errors: u64,
+    /// Events decoded and observed.
+    pub events: u64,
+}
+
+/// Why the pipeline could not write.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The record stream (stdout) refused a write.
+    #[error("cannot write to stdout: {0}")]
+    Write(#[source] std::io::Error),
+    /// The attack list refused a row.
+    #[error(transparent)]
+    AttackList(#[from] AttackListError),
+}
+
+/// See the module documentation. `W` is where records go (stdout, or a buffer in tests).
+pub struct Pipeline<W: Write> {
+    engine: Engine,
+    config: PipelineConfig,
+    thresholds: Thresholds,
+    limit: FloodLimit,
+    attack: Option<(AttackList, Evidence)>,
+    blocking: Blocking,
+    iface_names: HashMap<u32, String>,
+    stats: PipelineStats,
+    out: W,
+    /// Records rendered and not yet written, and failed probes due in the attack list.
+    lines: String,
+    rows: Vec<Probe>,
+}
+
+impl<W: Write> Pipeline<W> {
+    /// A pipeline around `engine`, writing to `out`.
+    pub fn new(
+        engine: Engine,
+        config: PipelineConfig,
+        attack_list: Option<AttackList>,
+        blocking: Blocking,
+        out: W,
+    ) -> Self {
+        let evidence = Evidence::new(engine.config().max_tracked, engine.config().window);
+        Self {
+            thresholds: Thresholds::of(engine.config()),
+            limit: FloodLimit::new(config.alert_rate_limit),
+            attack: attack_list.map(|list| (list, evidence)),
+            engine,
+            config,
+            blocking,
+            iface_names: HashMap::new(),
+            stats: PipelineStats::default(),
+            out,
+            lines: String::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// The engine, for its tables and memory bound.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// What has been done so far.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The live block list, when blocking is live.
+    pub fn blocker(&mut self) -> Option<&mut Blocker> {
+        match &mut self.blocking {
+            Blocking::Live(blocker) => Some(blocker),
+            _ => None,
+        }
+    }
+
+    /// Where the records go.
+    pub fn out(&self) -> &W {
+        &self.out
+    }
+
+    /// Decodes one ring-buffer record and observes it at its own time; an undecodable
+    /// record is counted (the first one logged) and skipped.
+    pub fn record(&mut self, bytes: &[u8]) {
+        match Probe::decode(bytes) {
+            Ok(probe) => self.observe(&probe, probe.timestamp),
+            Err(err) => {
+                if self.stats.decode_errors == 0 {
+                    log::warn!("skipping a ring-buffer record: {err}");
+                }
+                self.stats.decode_errors += 1;
+            }
+        }
+    }
+
+    /// Observes one outcome at `now`: its probe record (`--probes`), its evidence, and the
+    /// alerts it completes. Nothing is written before [`Pipeline::flush`].
+    pub fn observe(&mut self, probe: &Probe, now: Duration) {
+        self.stats.events += 1;
+        log::debug!(
+            "{:?} {:?}: {}:{} -> {}:{} (proto {}, flags {:#04x}, ttl {})",
+            probe.probe,
+            probe.outcome,
+            probe.src,
+            probe.src_port,
+            probe.dst,
+            probe.dst_port,
+            probe.proto,
+            probe.tcp_flags,
+            probe.ttl
+        );
+        if self.config.probes {
+            let iface = self.iface_name(probe.ifindex);
+            let record = ProbeRecord::from_probe_at(probe, iface, self.config.clock.wall());
+            self.push_line(&json_line(&record));
+        }
+        if let Some((_, evidence)) = self.attack.as_mut() {
+            self.rows.extend(evidence.note(probe, now));
+        }
+        for scan in self.engine.observe(probe, now) {
+            if let Some((_, evidence)) = self.attack.as_mut() {
+                // Every source of a distributed or grouped scan is confirmed.
+                for &src in &scan.sources {
+                    self.rows.extend(evidence.confirm(src, now));
+                }
+            }
+            self.alert(&scan, now);
+        }
+    }
+
+    /// Time passes: updates held back by the interval, the summaries of scans gone quiet,
+    /// and the count of alerts the rate limit held back.
+    pub fn tick(&mut self, now: Duration) {
+        for scan in self.engine.tick(now) {
+            self.alert(&scan, now);
+        }
+        self.report_suppressed(now);
+    }
+
+    /// The end: every open scan's summary.
+    pub fn finish(&mut self, now: Duration) {
+        for scan in self.engine.finish() {
+            self.alert(&scan, now);
+        }
+        self.report_suppressed(now);
+    }
+
+    /// Writes what is pending: attack-list rows (each with the kernel's repeat count from
+    /// `count`, 1 when it has none) and records.
+    pub fn flush(&mut self, count: impl Fn(&Probe) -> Option<u64>) -> Result<(), OutputError> {
+        if let Some((list, _)) = self.attack.as_mut()
+            && !self.rows.is_empty()
+        {
+            let wall = self.config.clock.wall();
+            let rows: Vec<Row> = self
+                .rows
+                .drain(..)
+                .map(|p| Row {
+                    time: wall.at(p.timestamp),
+                    source: p.src,
+                    destination: p.dst,
+                    port: p.dst_port,
+                    protocol: proto_name(p.proto),
+                    outcome: outcome_name(p.outcome),
+                    service: services::lookup(p.proto, p.dst_port).map_or("", |s| s.name),
+                    count: count(&p).unwrap_or(1),
+                })
+                .collect();
+            list.append(&rows)?;
+        }
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .out
+            .write_all(self.lines.as_bytes())
+            .and_then(|()| self.out.flush());
+        self.lines.clear();
+        result.map_err(OutputError::Write)
+    }
+
+    /// Renders one alert, unless the rate limit holds it back; blocks (or records the
+    /// block of) the sources of a new scan first.
+    fn alert(&mut self, scan: &ScanAlert, now: Duration) {
+        // Blocking does not wait for the rate limit: a held-back alert still blocks.
+        let blocked = self.block(scan, now);
+        if !self.limit.admit(now) {
+            return;
+        }
+        *self
+            .stats
+            .alerts_written
+            .entry((scan.kind.name(), scan.phase.name()))
+            .or_default() += 1;
+        let iface = self.iface_name(scan.ifindex);
+        let mut record =
+            AlertRecord::from_scan_at(scan, iface, self.thresholds, self.config.clock.wall());
+        if blocked {
+            record.alert.action = "blocked";
+        }
+        self.push_line(&json_line(&record));
+    }
+
+    /// With `--block`, blocks (live) or judges (replay) the sources of a newly recognised
+    /// scan; true when one was, or would have been, blocked.
+    fn block(&mut self, scan: &ScanAlert, now: Duration) -> bool {
+        if scan.phase != Phase::Start {
+            return false;
+        }
+        let verdicts = match &mut self.blocking {
+            Blocking::Off => return false,
+            Blocking::Recorded(policy) => policy.judge(scan),
+            Blocking::Live(blocker) => match blocker.on_scan(scan, now) {
+                Ok(verdicts) => verdicts,
+                Err(err) => {
+                    log::error!("cannot block the sources of a scan: {err}");
+                    return false;
+                }
+            },
+        };
+        let (ttl, live) = match &self.blocking {
+            Blocking::Live(blocker) => (blocker.policy().ttl.as_secs(), true),
+            Blocking::Recorded(policy) => (policy.ttl.as_secs(), false),
+            Blocking::Off => (0, false),
+        };
+        let mut blocked = false;
+        for (addr, why) in verdicts {
+            match why {
+                None if live => {
+                    log::info!("blocked {addr} for {ttl} s ({} scan)", scan.kind.name());
+                    blocked = true;
+                }
+                None => {
+                    log::info!("would block {addr} for {ttl} s ({} scan)", scan.kind.name());
+                    blocked = true;
+                }
+                Some(why) => log::info!("not blocking {addr}: {why}"),
+            }
+        }
+        blocked
+    }
+
+    /// One `alert_flood` record when the rate limit held alerts back since the last call.
+    fn report_suppressed(&mut self, now: Duration) {
+        let suppressed = self.limit.take_suppressed();
+        if suppressed == 0 {
+            return;
+        }
+        self.stats.alerts_suppressed += suppressed;
+        log::warn!("alert flood: {suppressed} alerts suppressed (--alert-rate-limit)");
+        self.push_line(&json_line(&serde_json::json!({
+            "timestamp": clock::rfc3339_micros(self.config.clock.wall().at(now)),
+            "event_type": "alert_flood",
+            "suppressed": suppressed,
+            "limit_per_s": self.config.alert_rate_limit,
+        })));
+    }
+
+    fn push_line(&mut self, line: &str) {
+        self.lines.push_str(line);
+        self.lines.push('\n');
+    }
+
+    /// The name of an interface, remembered; its index when it has none any more.
+    fn iface_name(&mut self, ifindex: u32) -> String {
+        if let Some(name) = &self.config.fixed_iface {
+            return name.clone();
+        }
+        self.iface_names
+            .entry(ifindex)
+            .or_insert_with(|| iface::name_of(ifindex).unwrap_or_else(|| ifindex.to_string()))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{detect::EngineConfig, event::Outcome, net::cidr::Cidr, policy::block::Spared};
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+    }
+
+    /// A pipeline on the capture clock (as replay runs it) writing into a buffer.
+    fn pipeline(limit: u32, attack: Option<AttackList>, blocking: Blocking) -> Pipeline<Vec<u8>> {
+        let config = PipelineConfig {
+            probes: false,
+            alert_rate_limit: limit,
+            fixed_iface: Some("replay".into()),
+            clock: Clock::Unix,
+        };
+        Pipeline::new(
+            Engine::new(EngineConfig::default()),
+            config,
+            attack,
+            blocking,
+            Vec::new(),
+        )
+    }
+
+    fn records(p: &Pipeline<Vec<u8>>) -> Vec<Value> {
+        String::from_utf8_lossy(p.out())
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// 2026-11-28 12:00:00 UTC plus `ms`, as a capture's time.
+    fn at(ms: u64) -> Duration {
+        Duration::from_secs(1_795_867_200) + Duration::from_millis(ms)
+    }
+
+    /// `scanners` sources (198.18.0.`first`...) each failing on 12 ports, one millisecond
+    /// per source.
+    fn scan(p: &mut Pipeline<Vec<u8>>, first: u8, scanners: u8, start_ms: u64) {
+        for s in first..first + scanners {
+            for port in 0..12 {
+                let mut probe = Probe::syn(ip(s), ip(2), 1000 + port, Outcome::Refused);
+                probe.timestamp = at(start_ms + u64::from(s - first));
+                p.observe(&probe, probe.timestamp);
+            }
+        }
+        p.flush(|_| Some(3)).unwrap();
+    }
+
+    #[test]
+    fn records_carry_the_given_clock_and_nothing_is_written_before_flush() {
+        let mut p = pipeline(0, None, Blocking::Off);
+        let mut probe = Probe::syn(ip(9), ip(2), 1, Outcome::Refused);
+        for port in 0..6 {
+            probe.dst_port = 100 + port;
+            probe.timestamp = at(5);
+            p.observe(&probe, at(5));
+        }
+        assert!(p.out().is_empty(), "held until flush");
+        p.flush(|_| None).unwrap();
+        let written = records(&p);
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0]["scan"]["phase"], "start");
+        assert_eq!(written[0]["in_iface"], "replay");
+        assert!(
+            written[0]["timestamp"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-11-28T12:00:00.005"),
+            "{}",
+            written[0]
+        );
+        assert_eq!(p.stats().alerts_written[&("vertical", "start")], 1);
+    }
+
+    #[test]
+    fn the_rate_limit_runs_on_the_given_clock_and_says_what_it_held_back() {
+        let mut p = pipeline(2, None, Blocking::Off);
+        // Five scanners start within 5 ms of capture time: two alerts pass.
+        scan(&mut p, 100, 5, 0);
+        assert_eq!(records(&p).len(), 2);
+        // A tick a second later (capture time) reports the three held back.
+        p.tick(at(1000));
+        p.flush(|_| None).unwrap();
+        let written = records(&p);
+        let flood = written.last().unwrap();
+        assert_eq!(flood["event_type"], "alert_flood");
+        assert_eq!(flood["suppressed"], 3);
+        assert!(
+            flood["timestamp"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-11-28T12:00:01")
+        );
+        assert_eq!(p.stats().alerts_suppressed, 3);
+        // The next capture second has its own allowance (another target: the five
+        // sources of this one are one distributed incident already).
+        for port in 0..12 {
+            let mut probe = Probe::syn(ip(200), ip(3), 1000 + port, Outcome::Refused);
+            probe.timestamp = at(2000);
+            p.observe(&probe, probe.timestamp);
+        }
+        p.flush(|_| None).unwrap();
+        assert_eq!(records(&p).len(), written.len() + 1);
+    }
+
+    #[test]
+    fn the_attack_list_gets_every_failed_port_of_a_confirmed_scanner() {
+        let path = std::env::temp_dir().join(format!("pd-pipeline-{}.csv", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let list = AttackList::open(&path, 1 << 20, 1).unwrap();
+        let mut p = pipeline(0, Some(list), Blocking::Off);
+        // An unconfirmed source's probes are held back.
+        let mut lone = Probe::syn(ip(50), ip(2), 7, Outcome::Refused);
+        lone.timestamp = at(0);
+        p.observe(&lone, at(0));
+        scan(&mut p, 100, 1, 10);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 12, "{text}");
+        assert!(
+            rows.iter()
+                .all(|r| r.starts_with("2026-11-28T12:00:00.010")),
+            "{text}"
+        );
+        assert!(
+            rows.iter()
+                .all(|r| r.contains(",198.18.0.100,") && r.ends_with(",3"))
+        );
+        assert!(!text.contains("198.18.0.50"), "never confirmed: {text}");
+    }
+
+    #[test]
+    fn recorded_blocking_marks_what_a_live_run_would_block_and_spares_the_rest() {
+        let policy = BlockPolicy {
+            ttl: Duration::from_secs(60),
+            block_spoofed: false,
+            never: vec![(Cidr::host(ip(101)), Spared::AllowListed)],
+        };
+        let mut p = pipeline(0, None, Blocking::Recorded(policy));
+        assert!(p.blocker().is_none(), "nothing is applied");
+        scan(&mut p, 100, 2, 0);
+        let written = records(&p);
+        let action_of = |src: &str| {
+            written
+                .iter()
+                .find(|r| r["src_ip"] == src)
+                .map(|r| r["alert"]["action"].clone())
+        };
+        assert_eq!(action_of("198.18.0.100"), Some("blocked".into()));
+        assert_eq!(action_of("198.18.0.101"), Some("allowed".into()));
+    }
+}
