@@ -15,6 +15,10 @@
 
 use std::{mem::size_of, net::IpAddr, time::Duration};
 
+use crate::detect::{
+    alert::ScanKind,
+    verdict::{Detector, DetectorName, Verdict},
+};
 use crate::{
     detect::table::{Activity, BoundedTable, RecentSet},
     event::{Probe, ProbeType},
@@ -135,7 +139,7 @@ impl Crowds {
 
     /// Feeds one outcome; returns the crowd its source belongs to when it is a distributed
     /// scan (each time, as the crowd grows; the engine opens one incident).
-    pub fn observe(&mut self, probe: &Probe, now: Duration) -> Option<CrowdVerdict> {
+    pub fn judge(&mut self, probe: &Probe, now: Duration) -> Option<CrowdVerdict> {
         if !probe.failed() || probe.probe == ProbeType::IcmpEcho {
             return None;
         }
@@ -200,6 +204,47 @@ impl Crowds {
     }
 }
 
+impl Detector for Crowds {
+    fn table(&self) -> &'static str {
+        "crowds"
+    }
+
+    /// Each address is a member of its own: decoys are told apart by address.
+    fn per_group(&self) -> bool {
+        false
+    }
+
+    fn observe(&mut self, probe: &Probe, now: Duration) -> Option<Verdict> {
+        let CrowdVerdict {
+            target,
+            sources,
+            ports,
+            failed,
+            first_seen,
+        } = self.judge(probe, now)?;
+        Some(Verdict {
+            detector: DetectorName::Crowd,
+            kind: ScanKind::Distributed,
+            target: Some(target),
+            score: sources.len() as f64 / self.config.min_sources as f64,
+            sources,
+            ports,
+            hosts: vec![target],
+            first_seen,
+            failed,
+            succeeded: 0,
+        })
+    }
+
+    fn tracked(&self) -> usize {
+        Crowds::tracked(self)
+    }
+
+    fn memory_bound(&self) -> usize {
+        self.config.max_targets * BYTES_PER_TARGET
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -227,7 +272,7 @@ mod tests {
             for s in 1..=3 {
                 t += 1;
                 let probe = Probe::syn(source(s), VICTIM, port, Outcome::Refused);
-                if let Some(v) = crowds.observe(&probe, ms(t)) {
+                if let Some(v) = crowds.judge(&probe, ms(t)) {
                     verdicts.push((port, s, v));
                 }
             }
@@ -250,7 +295,7 @@ mod tests {
         for c in 0..50u8 {
             for port in [443u16, 80, 443, 80] {
                 let probe = Probe::syn(source(c), VICTIM, port, Outcome::Refused);
-                assert_eq!(crowds.observe(&probe, ms(u64::from(c))), None);
+                assert_eq!(crowds.judge(&probe, ms(u64::from(c))), None);
             }
         }
     }
@@ -263,7 +308,7 @@ mod tests {
             for p in 0..5u16 {
                 let port = u16::from(s) * 100 + p;
                 let probe = Probe::syn(source(s), VICTIM, port, Outcome::Refused);
-                assert_eq!(crowds.observe(&probe, ms(1)), None);
+                assert_eq!(crowds.judge(&probe, ms(1)), None);
             }
         }
         // The same ports, but each source two minutes after the previous one.
@@ -272,7 +317,7 @@ mod tests {
             for port in [1u16, 2, 3, 4] {
                 let probe = Probe::syn(source(s), VICTIM, port, Outcome::Refused);
                 let at = Duration::from_secs(120 * u64::from(s));
-                assert_eq!(crowds.observe(&probe, at), None);
+                assert_eq!(crowds.judge(&probe, at), None);
             }
         }
     }
@@ -287,7 +332,7 @@ mod tests {
             let src = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i));
             let dst = IpAddr::V4(Ipv4Addr::from(0xc613_0000 + i % 32));
             let probe = Probe::syn(src, dst, (i % 1000) as u16, Outcome::Refused);
-            crowds.observe(&probe, ms(u64::from(i)));
+            crowds.judge(&probe, ms(u64::from(i)));
         }
         assert!(crowds.tracked() <= 8);
         assert!(

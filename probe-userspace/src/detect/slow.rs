@@ -32,6 +32,7 @@ use std::{
     time::Duration,
 };
 
+use crate::detect::verdict::{Detector, DetectorName, Verdict};
 use crate::{
     detect::table::{Activity, BoundedTable},
     event::Probe,
@@ -246,7 +247,7 @@ impl Slow {
 
     /// Feeds one outcome; returns the verdict when it flags its source (once, until the
     /// source's summary empties).
-    pub fn observe(&mut self, probe: &Probe, now: Duration) -> Option<SlowVerdict> {
+    pub fn judge(&mut self, probe: &Probe, now: Duration) -> Option<SlowVerdict> {
         let slice = (now.as_nanos() / self.slice.as_nanos().max(1)) as u64;
         let failed = probe.failed();
         if !self.sources.contains(&probe.src) && !(failed && self.admit(probe.src, slice)) {
@@ -287,6 +288,46 @@ impl Slow {
     }
 }
 
+impl Detector for Slow {
+    fn table(&self) -> &'static str {
+        "slow"
+    }
+
+    fn observe(&mut self, probe: &Probe, now: Duration) -> Option<Verdict> {
+        let SlowVerdict {
+            failed,
+            succeeded,
+            sample,
+            first_seen,
+        } = self.judge(probe, now)?;
+        let mut hosts: Vec<IpAddr> = sample.iter().map(|&(h, _)| h).collect();
+        hosts.dedup();
+        let mut ports: Vec<u16> = sample.iter().map(|&(_, p)| p).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Some(Verdict::of_source(
+            DetectorName::Slow,
+            hosts,
+            ports,
+            f64::from(failed) / f64::from(self.config.min_failed),
+            first_seen,
+            (u64::from(failed), u64::from(succeeded)),
+        ))
+    }
+
+    fn tracked(&self) -> usize {
+        Slow::tracked(self)
+    }
+
+    fn evictions(&self) -> u64 {
+        Slow::evictions(self)
+    }
+
+    fn memory_bound(&self) -> usize {
+        self.config.max_sources * BYTES_PER_SOURCE + 2 * ADMISSION_BITS / 8
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -307,7 +348,7 @@ mod tests {
         // nmap -T0: five minutes between probes.
         for (i, port) in (1..=8u16).enumerate() {
             let probe = Probe::syn(SCANNER, VICTIM, port, Outcome::Refused);
-            let verdict = slow.observe(&probe, mins(5 * i as u64));
+            let verdict = slow.judge(&probe, mins(5 * i as u64));
             if port < 8 {
                 assert_eq!(verdict, None, "flagged early at port {port}");
             } else {
@@ -328,11 +369,7 @@ mod tests {
         // One probe every 20 minutes: at most three or four within any hour, never eight.
         for i in 0..30u16 {
             let probe = Probe::syn(SCANNER, VICTIM, 1000 + i, Outcome::Refused);
-            assert_eq!(
-                slow.observe(&probe, mins(20 * u64::from(i))),
-                None,
-                "at {i}"
-            );
+            assert_eq!(slow.judge(&probe, mins(20 * u64::from(i))), None, "at {i}");
         }
     }
 
@@ -347,7 +384,7 @@ mod tests {
                 Outcome::Accepted
             };
             let probe = Probe::syn(SCANNER, VICTIM, 8000 + i, outcome);
-            assert_eq!(slow.observe(&probe, mins(u64::from(i) * 2)), None);
+            assert_eq!(slow.judge(&probe, mins(u64::from(i) * 2)), None);
         }
     }
 
@@ -360,12 +397,12 @@ mod tests {
         let mut flagged = None;
         for i in 0..8u16 {
             let probe = Probe::syn(SCANNER, VICTIM, 20 + i, Outcome::Refused);
-            flagged = slow.observe(&probe, mins(5 * u64::from(i)));
+            flagged = slow.judge(&probe, mins(5 * u64::from(i)));
             // Between two probes, 1000 spoofed sources of one probe each.
             for j in 0..1000u32 {
                 let spoofed = IpAddr::V4(Ipv4Addr::from(0xc613_0000 + u32::from(i) * 1000 + j));
                 let probe = Probe::syn(spoofed, VICTIM, 80, Outcome::Refused);
-                slow.observe(&probe, mins(5 * u64::from(i)) + Duration::from_secs(1));
+                slow.judge(&probe, mins(5 * u64::from(i)) + Duration::from_secs(1));
             }
             assert!(slow.tracked() <= 64);
         }

@@ -17,6 +17,10 @@ pub trait Activity {
     }
 }
 
+/// Bytes of hash-table bookkeeping per entry, beside its key and value (an approximation
+/// for memory bounds).
+pub const ENTRY_OVERHEAD: usize = 8;
+
 /// A hash table of at most `capacity` entries. std's HashMap seeds SipHash randomly per
 /// process, so crafted keys cannot be chosen to collide.
 #[derive(Debug)]
@@ -34,6 +38,11 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
             capacity: capacity.max(1),
             evictions: 0,
         }
+    }
+
+    /// Entries it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Entries held.

@@ -22,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use crate::detect::verdict::{Detector, DetectorName, Verdict};
 use crate::{
     detect::table::{Activity, BoundedTable},
     event::{Outcome, Probe, ProbeType},
@@ -176,7 +177,7 @@ impl Trw {
     }
 
     /// Feeds one outcome; returns the verdict when it flags its source (once per test).
-    pub fn observe(&mut self, probe: &Probe, now: Duration) -> Option<TrwVerdict> {
+    pub fn judge(&mut self, probe: &Probe, now: Duration) -> Option<TrwVerdict> {
         let unit = match self.config.unit {
             TrwUnit::Host => (probe.dst, 0),
             TrwUnit::Service => (probe.dst, probe.dst_port),
@@ -245,6 +246,40 @@ impl Trw {
     }
 }
 
+impl Detector for Trw {
+    fn table(&self) -> &'static str {
+        "trw"
+    }
+
+    fn observe(&mut self, probe: &Probe, now: Duration) -> Option<Verdict> {
+        let TrwVerdict {
+            failed,
+            succeeded,
+            failed_hosts,
+            failed_ports,
+            score,
+            first_seen,
+            ..
+        } = self.judge(probe, now)?;
+        Some(Verdict::of_source(
+            DetectorName::Trw,
+            failed_hosts,
+            failed_ports,
+            score,
+            first_seen,
+            (u64::from(failed), u64::from(succeeded)),
+        ))
+    }
+
+    fn tracked(&self) -> usize {
+        Trw::tracked(self)
+    }
+
+    fn memory_bound(&self) -> usize {
+        self.sources.capacity() * BYTES_PER_SOURCE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -277,19 +312,19 @@ mod tests {
         assert_eq!(trw.failures_to_flag(), 4);
         for port in 1..=3 {
             assert_eq!(
-                trw.observe(&contact(1, port, false), s(1)),
+                trw.judge(&contact(1, port, false), s(1)),
                 None,
                 "port {port}"
             );
         }
         let verdict = trw
-            .observe(&contact(1, 4, false), s(1))
+            .judge(&contact(1, 4, false), s(1))
             .expect("the fourth failure flags");
         assert_eq!((verdict.failed, verdict.succeeded), (4, 0));
         assert!((verdict.score - 256.0).abs() < 1e-6, "{}", verdict.score);
         assert_eq!(verdict.failed_hosts.len(), 1);
         // Flagged once per test.
-        assert_eq!(trw.observe(&contact(1, 5, false), s(1)), None);
+        assert_eq!(trw.judge(&contact(1, 5, false), s(1)), None);
     }
 
     #[test]
@@ -298,7 +333,7 @@ mod tests {
         for port in 0..500u16 {
             let ok = port % 2 == 0;
             assert_eq!(
-                trw.observe(&contact(1, 1000 + port, ok), s(1)),
+                trw.judge(&contact(1, 1000 + port, ok), s(1)),
                 None,
                 "contact {port}"
             );
@@ -309,7 +344,7 @@ mod tests {
     fn repeated_contacts_count_once() {
         let mut trw = Trw::new(TrwConfig::default(), 16);
         for _ in 0..50 {
-            assert_eq!(trw.observe(&contact(1, 23, false), s(1)), None);
+            assert_eq!(trw.judge(&contact(1, 23, false), s(1)), None);
         }
         // Host unit: many ports of one host are one contact.
         let mut trw = Trw::new(
@@ -320,14 +355,14 @@ mod tests {
             16,
         );
         for port in 1..100 {
-            assert_eq!(trw.observe(&contact(1, port, false), s(1)), None);
+            assert_eq!(trw.judge(&contact(1, port, false), s(1)), None);
         }
         // Host 1 (all its ports) is one failed contact; hosts 2 and 3 two more.
         for host in 2..=3 {
-            assert_eq!(trw.observe(&contact(host, 80, false), s(1)), None);
+            assert_eq!(trw.judge(&contact(host, 80, false), s(1)), None);
         }
         let verdict = trw
-            .observe(&contact(4, 80, false), s(1))
+            .judge(&contact(4, 80, false), s(1))
             .expect("the fourth host");
         assert_eq!(verdict.failed_hosts.len(), 4);
     }
@@ -337,13 +372,13 @@ mod tests {
         let mut trw = Trw::new(TrwConfig::default(), 16);
         // Four successes: benign (Λ = 1/256 < η0), the test starts over.
         for port in 1..=4 {
-            assert_eq!(trw.observe(&contact(1, port, true), s(1)), None);
+            assert_eq!(trw.judge(&contact(1, port, true), s(1)), None);
         }
         // The source turns to scanning: caught after four failures, not damped for ever.
         for port in 10..13 {
-            assert_eq!(trw.observe(&contact(1, port, false), s(2)), None);
+            assert_eq!(trw.judge(&contact(1, port, false), s(2)), None);
         }
-        let verdict = trw.observe(&contact(1, 13, false), s(2)).unwrap();
+        let verdict = trw.judge(&contact(1, 13, false), s(2)).unwrap();
         assert_eq!((verdict.failed, verdict.succeeded), (4, 0));
     }
 
@@ -351,10 +386,10 @@ mod tests {
     fn an_idle_source_starts_over() {
         let mut trw = Trw::new(TrwConfig::default(), 16);
         for port in 1..=3 {
-            trw.observe(&contact(1, port, false), s(1));
+            trw.judge(&contact(1, port, false), s(1));
         }
         // After the idle horizon the three old failures no longer count.
-        assert_eq!(trw.observe(&contact(1, 4, false), s(1000)), None);
+        assert_eq!(trw.judge(&contact(1, 4, false), s(1000)), None);
     }
 
     #[test]
@@ -363,7 +398,7 @@ mod tests {
         for i in 0..10_000u32 {
             let mut p = contact(1, 80, false);
             p.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-            trw.observe(&p, s(1));
+            trw.judge(&p, s(1));
             assert!(trw.tracked() <= 100);
         }
     }

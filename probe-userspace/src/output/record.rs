@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     clock::{self, WallClock},
-    detect::{EngineConfig, ScanAlert, ScanKind},
+    detect::{DetectorName, EngineConfig, ScanAlert, ScanKind},
     event::{Probe, outcome_name, probe_type_name, proto_name},
     output::services::{self, Service},
 };
@@ -240,7 +240,7 @@ impl AlertRecord {
             ),
         };
         let mut window_s = thresholds.window_s;
-        if scan.detector == "slow" {
+        if scan.detector == DetectorName::Slow {
             threshold = thresholds.slow_failed as usize;
             window_s = thresholds.slow_horizon_s;
         }
@@ -286,7 +286,7 @@ impl AlertRecord {
             scan: ScanInfo {
                 phase: scan.phase.name(),
                 kind,
-                detector: scan.detector,
+                detector: scan.detector.name(),
                 technique,
                 ports: scan.ports.clone(),
                 hosts: scan.targets.len(),
@@ -465,7 +465,7 @@ mod tests {
         let now = clock::monotonic_now();
         ScanAlert {
             phase: Phase::Start,
-            detector: "threshold",
+            detector: DetectorName::Threshold,
             failed: 4,
             succeeded: 0,
             tcp_flags: 0x02,

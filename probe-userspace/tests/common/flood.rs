@@ -224,7 +224,7 @@ fn note(alerts: &[probe_userspace::detect::ScanAlert], report: &mut FloodReport)
                 .get_or_insert(report.scanner_probes);
             report
                 .scanner_alert
-                .get_or_insert((alert.kind.name(), alert.detector));
+                .get_or_insert((alert.kind.name(), alert.detector.name()));
         } else if alert.phase == probe_userspace::detect::Phase::Start {
             report
                 .other_alerts
