@@ -1,8 +1,19 @@
 //! Builds the eBPF object (probe-ebpf) with the pinned toolchain through aya-build and
 //! leaves it in OUT_DIR for `include_bytes_aligned!`. With `AYA_BUILD_SKIP=1` aya-build
 //! builds nothing; an empty stub then stands in, and the binary says so when run.
+//!
+//! aya-build echoes the inner cargo's progress ("Compiling ...", "Finished ...") as cargo
+//! warnings, about forty per build: a build that warns every time teaches people to ignore
+//! warnings. Its output is captured; progress is shown only when the inner build fails,
+//! and anything else it says (a compiler warning) always.
 
-use std::{env, fs, path::PathBuf};
+use std::{
+    env,
+    fs::{self, File},
+    io::{self, Write as _},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, anyhow};
 
@@ -30,17 +41,20 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "probe-ebpf",
-            root_dir,
-            features,
-            ..Default::default()
-        }],
-        aya_build::Toolchain::Custom(&toolchain),
-    )?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    quietly(&out_dir.join("aya-build.log"), || {
+        aya_build::build_ebpf(
+            [aya_build::Package {
+                name: "probe-ebpf",
+                root_dir,
+                features,
+                ..Default::default()
+            }],
+            aya_build::Toolchain::Custom(&toolchain),
+        )
+    })?;
 
-    let object = PathBuf::from(env::var("OUT_DIR")?).join("probe-ebpf");
+    let object = out_dir.join("probe-ebpf");
     if !object.exists() {
         fs::write(&object, [])
             .with_context(|| format!("cannot write stub {}", object.display()))?;
@@ -58,4 +72,56 @@ fn pinned_channel(toml: &str) -> Option<String> {
             .strip_prefix('=')?;
         Some(value.trim().trim_matches('"').to_owned())
     })
+}
+
+/// Runs `build` with this process's stdout (where cargo reads build-script directives)
+/// going to `log`, then passes the directives on: every `cargo::` line but the inner
+/// build's progress, which is passed on only when `build` failed.
+fn quietly(log: &Path, build: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    io::stdout().flush()?;
+    // SAFETY: dup of fd 1, which is open (cargo reads it).
+    let saved = unsafe { libc::dup(1) };
+    if saved < 0 {
+        return build();
+    }
+    // SAFETY: both descriptors are open; fd 1 is restored below before anything else
+    // writes to it.
+    if unsafe { libc::dup2(file.as_raw_fd(), 1) } < 0 {
+        // SAFETY: `saved` is the descriptor dup'ed above, no longer needed.
+        unsafe { libc::close(saved) };
+        return build();
+    }
+    let result = build();
+    let _ = io::stdout().flush();
+    // SAFETY: `saved` is the descriptor dup'ed above.
+    unsafe {
+        libc::dup2(saved, 1);
+        libc::close(saved);
+    }
+    let captured = fs::read_to_string(log).unwrap_or_default();
+    for line in captured.lines() {
+        let progress = line.strip_prefix("cargo::warning=").is_some_and(|text| {
+            let text = text.trim_start();
+            text.is_empty()
+                || [
+                    "Compiling ",
+                    "Finished ",
+                    "Fresh ",
+                    "Updating ",
+                    "Downloading ",
+                    "Downloaded ",
+                    "Locking ",
+                    "Blocking ",
+                    "Adding ",
+                    "Checking ",
+                ]
+                .iter()
+                .any(|p| text.starts_with(p))
+        });
+        if !progress || result.is_err() {
+            println!("{line}");
+        }
+    }
+    result
 }

@@ -6,9 +6,9 @@
 //! userspace, reports attempts left unanswered. The first outcome of each kind per
 //! (source, destination, port) goes to the ring buffer; repeats only bump a counter.
 //!
-//! Cost model (DESIGN.md, "Measured per-packet costs"): an inbound attempt writes one slot
-//! of a direct-mapped array and reads the coarse clock; the LRU hash and the ring buffer are
-//! touched only when an outcome is seen. Established traffic (ACK segments) costs a parse
+//! Cost model (docs/design.md, "The kernel/userspace split and its cost model"): an
+//! inbound attempt writes one slot of a direct-mapped array and reads the coarse clock; the
+//! LRU hash and the ring buffer are touched only when an outcome is seen. Established traffic (ACK segments) costs a parse
 //! and two counters.
 #![no_std]
 #![no_main]

@@ -1,5 +1,5 @@
 //! Network namespaces and veth pairs made by the lab, and the commands it runs in them.
-//! Only 198.18.0.0/15 and 2001:db8::/32 addresses are ever assigned (DESIGN.md, "Network
+//! Only 198.18.0.0/15 and 2001:db8::/32 addresses are ever assigned (docs/design.md, "Network
 //! safety"); a namespace is deleted, with every process still in it, when dropped.
 
 use std::{

@@ -1,5 +1,5 @@
 //! What the lab does to the detectors: real scanners, each bounded in probes and time
-//! (DESIGN.md, "Network safety"), and benign traffic that must not alarm anyone.
+//! (docs/design.md, "Network safety"), and benign traffic that must not alarm anyone.
 
 use anyhow::{Context as _, bail};
 

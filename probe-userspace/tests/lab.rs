@@ -1,5 +1,5 @@
 //! Lab tests: network namespaces made here and joined by veth pairs (198.18.0.0/15 and
-//! 2001:db8::/32 only, see DESIGN.md "Network safety"), real listeners, probe-detector
+//! 2001:db8::/32 only, see docs/design.md "Network safety"), real listeners, probe-detector
 //! attached for real, real nmap scans bounded in ports, retries and time. Everything is
 //! deleted when a test ends, also when it fails. Tests run one at a time (they share two
 //! cores with nmap's timing). Needs root, nmap, curl.

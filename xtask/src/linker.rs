@@ -1,6 +1,6 @@
 //! bpf-linker: rustc links BPF objects with it. Version 0.13.0 has no prebuilt download
 //! here, so it is built from crates.io against the libLLVM that ships inside the pinned
-//! rustup toolchain (DESIGN.md, "Building eBPF in Rust on these machines"). Its LLVM must
+//! rustup toolchain (docs/design.md, "Build route"). Its LLVM must
 //! be at least as new as the LLVM of the rustc that compiles probe-ebpf.
 
 use std::{

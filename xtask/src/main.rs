@@ -2,10 +2,14 @@
 //! toolchain; it installs what is missing (the pinned toolchain, bpf-linker, the Debian
 //! packages the tests use) and drives everything else with the pinned toolchain.
 
+mod bench;
 mod cmd;
 mod doctor;
+mod fuzz;
+mod lab;
 mod linker;
 mod packages;
+mod test;
 mod toolchain;
 
 use std::{
@@ -158,45 +162,28 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Bench { no_write } => {
             setup(&pin, false)?;
-            bench(&workspace, &pin, !no_write)?;
+            bench::bench(&workspace, &pin, !no_write)?;
         }
         Cmd::Flood { packets } => {
             setup(&pin, false)?;
-            flood(&workspace, &pin, packets)?;
+            bench::flood(&workspace, &pin, packets)?;
         }
         Cmd::Fuzz { cases } => {
             setup(&pin, false)?;
-            if !cmd::is_root() {
-                bail!("the fuzzer runs BPF programs: run `sudo -E cargo xtask fuzz`");
-            }
-            let cases = cases.to_string();
-            for target in [
-                &["--test", "fuzz"][..],
-                &["--test", "properties"],
-                &["--lib", "config::"],
-            ] {
-                let mut cargo = pinned_cargo(&workspace, &pin);
-                cargo
-                    .args(["test", "--release", "--package", "probe-userspace"])
-                    .args(target)
-                    .args(["--", "--nocapture"])
-                    .env("PROBE_FUZZ_CASES", &cases)
-                    .env("PROPTEST_CASES", &cases);
-                cmd::run(&mut cargo)?;
-            }
+            fuzz::run(&workspace, &pin, cases)?;
         }
         Cmd::Lab { quick } => {
-            lab(&workspace, &pin, quick)?;
+            lab::run(&workspace, &pin, quick)?;
         }
         Cmd::Test { no_lint, args } => {
-            test(&workspace, &pin, no_lint, &args)?;
+            test::run(&workspace, &pin, no_lint, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Installs what is missing; returns the pinned rustc's version.
-fn setup(pin: &Pin, test_deps: bool) -> anyhow::Result<RustcVersion> {
+pub(crate) fn setup(pin: &Pin, test_deps: bool) -> anyhow::Result<RustcVersion> {
     let started = Instant::now();
     let mut did = Vec::new();
     if pin
@@ -248,7 +235,7 @@ fn setup(pin: &Pin, test_deps: bool) -> anyhow::Result<RustcVersion> {
 }
 
 /// `cargo +PIN` with the environment the pinned build needs.
-fn pinned_cargo(workspace: &Path, pin: &Pin) -> Command {
+pub(crate) fn pinned_cargo(workspace: &Path, pin: &Pin) -> Command {
     let mut cargo = pin.cargo();
     cargo
         .current_dir(workspace)
@@ -276,153 +263,6 @@ fn build(workspace: &Path, pin: &Pin, release: bool) -> anyhow::Result<()> {
     cmd::run(&mut cargo)
 }
 
-fn test(workspace: &Path, pin: &Pin, no_lint: bool, args: &[String]) -> anyhow::Result<()> {
-    let started = Instant::now();
-    setup(pin, true)?;
-    let skip_root = env::var("PROBE_SKIP_ROOT_TESTS").is_ok_and(|v| v == "1");
-    if !cmd::is_root() && !skip_root {
-        bail!(
-            "the kernel and lab tests need root (BPF_PROG_TEST_RUN, network namespaces): \
-             run `sudo -E cargo xtask test`, or set PROBE_SKIP_ROOT_TESTS=1 to skip them explicitly"
-        );
-    }
-    if !no_lint {
-        cmd::run(pinned_cargo(workspace, pin).args(["fmt", "--all", "--", "--check"]))
-            .context("formatting differs: run `cargo +nightly-... fmt --all`")?;
-        cmd::run(pinned_cargo(workspace, pin).args([
-            "clippy",
-            "--workspace",
-            "--exclude",
-            "probe-ebpf",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
-        cmd::run(pinned_cargo(workspace, pin).args([
-            "clippy",
-            "--package",
-            "probe-ebpf",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
-    }
-    let mut cargo = pinned_cargo(workspace, pin);
-    cargo.args(["test", "--workspace", "--exclude", "probe-ebpf"]);
-    if !args.is_empty() {
-        cargo.arg("--").args(args);
-    }
-    cmd::run(&mut cargo)?;
-    eprintln!(
-        "xtask: all tests passed in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-fn bench(workspace: &Path, pin: &Pin, write: bool) -> anyhow::Result<()> {
-    if !cmd::is_root() {
-        bail!("the benchmark loads BPF programs: run `sudo -E cargo xtask bench`");
-    }
-    let binary = build_example(workspace, pin, "bench")?;
-    eprintln!("xtask: $ {}", binary.display());
-    let out = Command::new(&binary)
-        .output()
-        .with_context(|| format!("cannot run {}", binary.display()))?;
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        bail!("the benchmark failed ({})", out.status);
-    }
-    let report = String::from_utf8_lossy(&out.stdout);
-    print!("{report}");
-    if write {
-        let path = workspace.join("BENCHMARKS.md");
-        std::fs::write(&path, report.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("xtask: wrote {}", path.display());
-    }
-    Ok(())
-}
-
-fn flood(workspace: &Path, pin: &Pin, packets: u64) -> anyhow::Result<()> {
-    if !cmd::is_root() {
-        bail!("the flood loads BPF programs: run `sudo -E cargo xtask flood`");
-    }
-    let binary = build_example(workspace, pin, "flood")?;
-    cmd::run(Command::new(binary).arg(packets.to_string()))
-}
-
-/// Builds probe-userspace's example `name` in release mode; returns its path.
-fn build_example(workspace: &Path, pin: &Pin, name: &str) -> anyhow::Result<PathBuf> {
-    cmd::run(pinned_cargo(workspace, pin).args([
-        "build",
-        "--release",
-        "--package",
-        "probe-userspace",
-        "--example",
-        name,
-    ]))?;
-    Ok(target_dir(workspace).join("release/examples").join(name))
-}
-
-fn lab(workspace: &Path, pin: &Pin, quick: bool) -> anyhow::Result<()> {
-    if !cmd::is_root() {
-        bail!(
-            "the lab makes network namespaces and loads BPF programs: run `sudo -E cargo xtask lab`"
-        );
-    }
-    setup(pin, true)?;
-    let missing = packages::missing(packages::LAB_PACKAGES);
-    if !missing.is_empty() {
-        eprintln!(
-            "xtask: installing the lab's Debian packages: {}",
-            missing.join(" ")
-        );
-        packages::install(&missing)?;
-    }
-    cmd::run(pinned_cargo(workspace, pin).args([
-        "build",
-        "--release",
-        "--package",
-        "probe-userspace",
-        "--package",
-        "probe-lab",
-        "--bins",
-    ]))?;
-    let target = target_dir(workspace);
-    let (out, work, command) = if quick {
-        (
-            target.join("lab-quick"),
-            target.join("lab-quick/work"),
-            "cargo xtask lab --quick",
-        )
-    } else {
-        (
-            workspace.join("docs"),
-            target.join("lab"),
-            "cargo xtask lab",
-        )
-    };
-    let mut run = Command::new(target.join("release/probe-lab"));
-    run.arg("--detector")
-        .arg(target.join("release/probe-detector"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--work")
-        .arg(&work)
-        .args(["--command", command]);
-    if quick {
-        run.arg("--quick");
-    }
-    cmd::run(&mut run)
-}
-
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -430,7 +270,7 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn target_dir(workspace: &Path) -> PathBuf {
+pub(crate) fn target_dir(workspace: &Path) -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))

@@ -129,6 +129,8 @@ pub struct RustcVersion {
     pub llvm_major: u32,
     /// Full LLVM version, e.g. `23.1.3`.
     pub llvm: String,
+    /// The host triple, e.g. `x86_64-unknown-linux-gnu`.
+    pub host: String,
 }
 
 impl RustcVersion {
@@ -143,6 +145,7 @@ impl RustcVersion {
             release: field("release:")?,
             llvm_major: llvm.split('.').next()?.parse().ok()?,
             llvm,
+            host: field("host:")?,
         })
     }
 }
