@@ -1,0 +1,144 @@
+//! Egress (TC): this host's answers (and, on a gateway, those of the hosts behind it) settle
+//! the pending attempts they answer; our own outbound attempts are remembered, so their
+//! answers are not probes and their hosts may call back.
+
+use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, programs::TcContext};
+use probe_common::{
+    Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
+    IPPROTO_UDP as PROTO_UDP, Outcome,
+};
+
+use crate::{
+    maps::{checked, count},
+    ours::{is_home, note_contacted, put_ours},
+    parse::{
+        Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, icmp, locate, tcp,
+        tcp_flags, udp,
+    },
+    pending::{Flow, report_ack_probe, settle, settle_unreachable},
+};
+
+#[inline(always)]
+pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
+    count(Counter::EgressPackets);
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Some(h) = checked(locate(start, end))? else {
+        return Ok(());
+    };
+    if !h.transport {
+        return Ok(());
+    }
+    match h.proto {
+        PROTO_TCP => {
+            let flags = checked(tcp_flags(start, end, &h))? & (TCP_SYN | TCP_ACK | TCP_RST);
+            trace!(ctx, "out: tcp flags {:x}", flags);
+            if flags & TCP_RST != 0 {
+                count(Counter::RstsOut);
+            } else if flags != TCP_SYN && flags != TCP_SYN | TCP_ACK {
+                // Established traffic: the common case, done after one flags byte.
+                return Ok(());
+            }
+            egress_tcp(start, end, &h, flags, ifindex(ctx));
+        }
+        PROTO_UDP => egress_udp(start, end, &h),
+        PROTO_ICMP | PROTO_ICMPV6 => egress_icmp(start, end, &h),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// An outbound SYN (ours), SYN-ACK or RST (an answer to an inbound attempt).
+#[inline(never)]
+pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
+    let (Ok(tcp), Ok(ends)) = (
+        checked(tcp(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return;
+    };
+    let answer = Flow::from_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
+    if flags == TCP_SYN {
+        // Our own attempt: remember it, so its answers are not taken for backscatter, and
+        // its host, so that a callback from it is not taken for a probe.
+        put_ours(&answer, tcp.answer_id());
+        note_contacted(&answer.remote);
+    } else if flags == TCP_SYN | TCP_ACK {
+        settle(&answer, tcp.ack, Outcome::Accepted, 0, 0);
+    } else {
+        // An RST with ACK acknowledges the attempt; one without answers a segment that had
+        // ACK set and carries that segment's ack number as its seq.
+        let id = if flags & TCP_ACK != 0 {
+            tcp.ack
+        } else {
+            tcp.seq
+        };
+        if !settle(&answer, id, Outcome::Refused, 0, 0)
+            && flags & TCP_ACK == 0
+            && is_home(&ends.src)
+        {
+            // No pending attempt: an ACK-bearing segment matched no connection here.
+            // Recording every inbound ACK would tax established traffic, so these probes are
+            // known from our answer alone.
+            count(Counter::AckProbes);
+            report_ack_probe(&answer, ifindex);
+        }
+    }
+}
+
+/// An outbound UDP datagram: an answer to an inbound attempt, and one of ours.
+#[inline(never)]
+pub(crate) fn egress_udp(start: usize, end: usize, h: &Headers) {
+    let (Ok((src_port, dst_port)), Ok(ends)) = (
+        checked(udp(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return;
+    };
+    let flow = Flow::from_us(&ends, h.proto, src_port, dst_port);
+    settle(&flow, 0, Outcome::Accepted, 0, 0);
+    put_ours(&flow, 0);
+    note_contacted(&flow.remote);
+}
+
+/// An outbound ICMP/ICMPv6 message: echo replies and destination-unreachable errors
+/// answer inbound attempts.
+#[inline(never)]
+pub(crate) fn egress_icmp(start: usize, end: usize, h: &Headers) {
+    let Ok(Some(icmp)) = checked(icmp(start, end, h)) else {
+        return;
+    };
+    match icmp.kind {
+        IcmpKind::EchoReply => {
+            let Ok(ends) = checked(endpoints(start, end, h)) else {
+                return;
+            };
+            // The request was keyed with the echo identifier as the remote's "port".
+            let flow = Flow::from_us(&ends, h.proto, 0, icmp.id);
+            settle(&flow, u32::from(icmp.seq), Outcome::Accepted, 0, 0);
+        }
+        IcmpKind::Unreachable => settle_unreachable(start, end, &icmp, h.v6),
+        _ => {}
+    }
+}
+
+/// What an ICMP destination-unreachable code says about the attempt it quotes.
+#[inline(always)]
+pub(crate) fn unreachable_outcome(v6: bool, code: u8) -> Outcome {
+    match (v6, code) {
+        // Port unreachable: nothing listens, the port is closed.
+        (false, 3) | (true, 4) => Outcome::Refused,
+        // Communication administratively prohibited (host, net, filter), source policy,
+        // reject route: a firewall said no.
+        (false, 9 | 10 | 13) | (true, 1 | 5 | 6) => Outcome::Prohibited,
+        _ => Outcome::Unreachable,
+    }
+}
+
+/// The interface a TC program runs on.
+#[inline(always)]
+pub(crate) fn ifindex(ctx: &TcContext) -> u32 {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: a TC program's context is the kernel's `__sk_buff`, valid for the program's
+    // duration; `ifindex` is a readable field of it.
+    unsafe { (*skb).ifindex }
+}

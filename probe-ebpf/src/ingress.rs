@@ -1,0 +1,162 @@
+//! Ingress (XDP): blocked sources dropped (`--block`), inbound attempts to home addresses
+//! noted in the pending table, answers to our own attempts told from backscatter.
+//! Established traffic is done after one TCP flags byte.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_ns,
+    programs::XdpContext,
+};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr::read_volatile,
+};
+use probe_common::{
+    Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
+    IPPROTO_UDP as PROTO_UDP, ProbeType,
+};
+
+use crate::{
+    maps::{BLOCK_ON, BLOCKED, checked, count},
+    ours::{is_ours, take_ours},
+    parse::{
+        Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, icmp, locate, tcp,
+        tcp_flags, udp,
+    },
+    pending::{Attempt, Flow, attempt},
+};
+
+#[inline(always)]
+pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
+    count(Counter::IngressPackets);
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Some(h) = checked(locate(start, end))? else {
+        return Ok(XDP_PASS);
+    };
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    if unsafe { read_volatile(&BLOCK_ON) } != 0 && blocked(start, end, &h) {
+        count(Counter::Blocked);
+        return Ok(XDP_DROP);
+    }
+    if !h.transport {
+        return Ok(XDP_PASS);
+    }
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match h.proto {
+        PROTO_TCP => {
+            let flags = checked(tcp_flags(start, end, &h))?;
+            trace!(ctx, "in: tcp flags {:x}", flags);
+            // Established traffic (ACK without SYN or RST) is the common case: done here,
+            // after one flags byte.
+            if flags & (TCP_SYN | TCP_RST) != 0 || flags & TCP_ACK == 0 {
+                ingress_tcp(start, end, &h, flags, ifindex);
+            }
+        }
+        PROTO_UDP => ingress_udp(start, end, &h, ifindex),
+        PROTO_ICMP | PROTO_ICMPV6 => ingress_icmp(start, end, &h, ifindex),
+        _ => {}
+    }
+    Ok(XDP_PASS)
+}
+
+/// True when the frame's source is blocked and its block has not expired; counts the
+/// frame on the block. An expired block is removed here, by its source's first frame.
+#[inline(never)]
+pub(crate) fn blocked(start: usize, end: usize, h: &Headers) -> bool {
+    let Ok(ends) = checked(endpoints(start, end, h)) else {
+        return false;
+    };
+    let Some(block) = BLOCKED.get_ptr_mut(&ends.src) else {
+        return false;
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a pointer from a successful lookup; the entry stays valid during this run.
+    if now >= unsafe { (*block).until_ns } {
+        let _ = BLOCKED.remove(&ends.src);
+        return false;
+    }
+    // SAFETY: as above; the counter is 8-byte aligned (map values are), and other CPUs
+    // only add to it atomically.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*block).packets, 1) };
+    true
+}
+
+/// An inbound TCP segment that is not established traffic: an attempt (SYN, or a stealth
+/// segment without SYN, ACK or RST), or an answer to an attempt (ours, or backscatter).
+#[inline(never)]
+pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
+    let Ok(tcp) = checked(tcp(start, end, h)) else {
+        return;
+    };
+    // Classify before reading the addresses: inbound aborts (RST, or RST|ACK with a
+    // sequence number) answer no SYN and need nothing more.
+    let probe = match flags & (TCP_SYN | TCP_ACK | TCP_RST) {
+        TCP_SYN => Some(ProbeType::TcpSyn),
+        // No SYN, ACK or RST: only probes look like this (FIN, NULL, Xmas, ...).
+        0 => Some(ProbeType::TcpStealth),
+        // An answer to a connection attempt: ours, or backscatter.
+        f if f == TCP_SYN | TCP_ACK || (f == TCP_RST | TCP_ACK && tcp.seq == 0) => None,
+        _ => return,
+    };
+    let Ok(ends) = checked(endpoints(start, end, h)) else {
+        return;
+    };
+    match probe {
+        Some(probe) => attempt(&ends, &Attempt::tcp(probe, &tcp, ifindex)),
+        None => {
+            let flow = Flow::to_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
+            if !take_ours(&flow, tcp.ack) {
+                count(Counter::Backscatter);
+            }
+        }
+    }
+}
+
+/// An inbound UDP datagram: an attempt, unless it replies to one of ours.
+#[inline(never)]
+pub(crate) fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) {
+    let (Ok((src_port, dst_port)), Ok(ends)) = (
+        checked(udp(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return;
+    };
+    if is_ours(&Flow::to_us(&ends, h.proto, src_port, dst_port), 0) {
+        return;
+    }
+    let udp = Attempt {
+        probe: ProbeType::Udp,
+        proto: h.proto,
+        remote_port: src_port,
+        local_port: dst_port,
+        id: 0,
+        tcp_flags: 0,
+        ifindex,
+    };
+    attempt(&ends, &udp);
+}
+
+/// An inbound ICMP/ICMPv6 message: echo requests are attempts.
+#[inline(never)]
+pub(crate) fn ingress_icmp(start: usize, end: usize, h: &Headers, ifindex: u32) {
+    let Ok(Some(icmp)) = checked(icmp(start, end, h)) else {
+        return;
+    };
+    if icmp.kind != IcmpKind::EchoRequest {
+        return;
+    }
+    let Ok(ends) = checked(endpoints(start, end, h)) else {
+        return;
+    };
+    let echo = Attempt {
+        probe: ProbeType::IcmpEcho,
+        proto: h.proto,
+        remote_port: icmp.id,
+        local_port: 0,
+        id: u32::from(icmp.seq),
+        tcp_flags: 0,
+        ifindex,
+    };
+    attempt(&ends, &echo);
+}

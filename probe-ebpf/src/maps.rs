@@ -1,0 +1,155 @@
+//! The maps and load-time globals both programs share, with their sizes, and the small
+//! helpers that read them: the table masks and the per-CPU counters.
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use probe_common::{
+    ALLOW_ENTRIES, BLOCKED_ENTRIES, Block, Counter, EVENTS_BYTES,
+    EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES,
+    OutcomeKey, PENDING_ENTRIES, Pending, ProbeEvent,
+};
+
+use crate::parse::{Addr, Malformed};
+
+/// State changes for userspace; size set at load time (default [`EVENTS_BYTES`]).
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Blocked sources (`--block`), read only when `BLOCK_ON` is set; see [`BLOCKED_ENTRIES`].
+#[map]
+pub(crate) static BLOCKED: LruHashMap<Addr, Block> =
+    LruHashMap::with_max_entries(BLOCKED_ENTRIES, 0);
+
+/// One `u64` per [`Counter`] per CPU.
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Reported outcomes and their repeat counts; size set at load time (default
+/// [`OUTCOMES_ENTRIES`]).
+#[map]
+pub(crate) static OUTCOMES: LruHashMap<OutcomeKey, u64> =
+    LruHashMap::with_max_entries(OUTCOMES_ENTRIES, 0);
+
+/// Inbound attempts awaiting an answer, direct-mapped by flow hash; size set at load time
+/// (default [`PENDING_ENTRIES`], a power of two, mask in [`PENDING_MASK`]).
+#[map]
+pub(crate) static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Sources never to report (allow-listed scanners), by prefix; see [`ALLOW_ENTRIES`].
+#[map]
+pub(crate) static ALLOW_SOURCES: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(ALLOW_ENTRIES, 0);
+
+/// Local services never to report, any port, by prefix.
+#[map]
+pub(crate) static ALLOW_SERVICES: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(ALLOW_ENTRIES, 0);
+
+/// Local services never to report, one port: the key is the port (network order) then the
+/// address, so that a prefix covers the port and the leading address bits.
+#[map]
+pub(crate) static ALLOW_SERVICE_PORTS: LpmTrie<ServiceKey, u8> =
+    LpmTrie::with_max_entries(ALLOW_ENTRIES, 0);
+
+/// The data of an `ALLOW_SERVICE_PORTS` key: port first, so that a prefix can cover the
+/// port and then leading address bits. Copied whole, never built byte by byte (that would
+/// spill every byte to the stack).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ServiceKey {
+    /// Port, network byte order.
+    pub(crate) port: [u8; 2],
+    pub(crate) addr: [u8; 16],
+}
+
+/// Remote hosts our hosts contacted: tag << 32 | sweep epoch, direct-mapped by host hash
+/// (same size as `OURS`).
+#[map]
+pub(crate) static CONTACTED: Array<u64> = Array::with_max_entries(OURS_ENTRIES, 0);
+
+/// Written by each expiry sweep: live slots, epoch (indices in probe_common).
+#[map]
+pub(crate) static PENDING_STATS: Array<u64> = Array::with_max_entries(4, 0);
+
+/// Tags of our own outbound attempts (SYNs, UDP datagrams), direct-mapped by flow hash;
+/// size set at load time (default [`OURS_ENTRIES`], mask in [`OURS_MASK`]).
+#[map]
+pub(crate) static OURS: Array<u32> = Array::with_max_entries(OURS_ENTRIES, 0);
+
+// Load-time configuration (set by userspace with `EbpfLoader::set_global`). Read through
+// `read_volatile` so the compiler cannot fold in these defaults.
+#[unsafe(no_mangle)]
+pub(crate) static PENDING_MASK: u32 = PENDING_ENTRIES - 1;
+#[unsafe(no_mangle)]
+pub(crate) static OURS_MASK: u32 = OURS_ENTRIES - 1;
+#[unsafe(no_mangle)]
+pub(crate) static EXPIRE_AFTER: u64 = DEFAULT_EXPIRE_AFTER;
+#[unsafe(no_mangle)]
+pub(crate) static SWEEP_CHUNK: u32 = 2048;
+/// Sweeps during which a host we contacted may call back unreported (about 60 s).
+#[unsafe(no_mangle)]
+pub(crate) static CALLBACK_EPOCHS: u64 = 60;
+/// Key of the flow hash, random per load (set by userspace).
+#[unsafe(no_mangle)]
+pub(crate) static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+/// The expiry sweep epoch: advanced by each run of `probe_expire`, stamped on each pending
+/// attempt. Cheaper than a clock read per attempt, and exact in sweeps.
+#[unsafe(no_mangle)]
+pub(crate) static mut EPOCH: u64 = 0;
+#[unsafe(no_mangle)]
+pub(crate) static HOME_NET_COUNT: u32 = 0;
+/// Bytes one record takes in the ring: the event and the ring's 8-byte header.
+pub(crate) const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;
+/// Unread bytes in `EVENTS` from which a submit wakes the reader (a quarter of the ring).
+#[unsafe(no_mangle)]
+pub(crate) static WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+/// 1 when blocking is on (set at load from `--block`).
+#[unsafe(no_mangle)]
+pub(crate) static BLOCK_ON: u32 = 0;
+/// When a submit last woke the reader (bpf_ktime_get_ns).
+pub(crate) static mut LAST_WAKEUP_NS: u64 = 0;
+/// Least time between two wakeups that no backlog asked for (set at load from
+/// `--wakeup-ms`; `u64::MAX`: only a backlog wakes the reader).
+#[unsafe(no_mangle)]
+pub(crate) static WAKEUP_GAP_NS: u64 = 1_000_000;
+/// The home-net prefixes, each a [`probe_common::HomeNet`] (network then mask, 16 bytes
+/// each) seen as four native words, so that they are read into registers a word at a time
+/// rather than copied to the stack.
+#[unsafe(no_mangle)]
+pub(crate) static HOME_NETS: [[u64; 4]; MAX_HOME_NETS] = [[0; 4]; MAX_HOME_NETS];
+const _: () = assert!(core::mem::size_of::<[u64; 4]>() == core::mem::size_of::<HomeNet>());
+
+#[inline(always)]
+pub(crate) fn pending_mask() -> u32 {
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    unsafe { read_volatile(&PENDING_MASK) }
+}
+
+#[inline(always)]
+pub(crate) fn ours_mask() -> u32 {
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    unsafe { read_volatile(&OURS_MASK) }
+}
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub(crate) fn count(counter: Counter) {
+    if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU array slot from a successful lookup; only this CPU writes it and
+        // the program is not preempted by itself on this CPU.
+        unsafe { *value += 1 };
+    }
+}
+
+/// Passes a parse result on, counting frames we could not read.
+#[inline(always)]
+pub(crate) fn checked<T>(parsed: Result<T, Malformed>) -> Result<T, Malformed> {
+    if parsed.is_err() {
+        count(Counter::Malformed);
+    }
+    parsed
+}

@@ -1,0 +1,254 @@
+//! The pending table: an inbound attempt is written into one slot of a direct-mapped,
+//! tagged array (a blind write, no hash insert: a forged flood costs a fixed price per
+//! packet); an answer takes its slot and reports the outcome. [`Flow::slot`] is the keyed
+//! hash that places flows.
+
+use core::ptr::read_volatile;
+
+use probe_common::{Counter, IPPROTO_TCP as PROTO_TCP, Outcome, Pending, ProbeType};
+
+use crate::{
+    egress::unreachable_outcome,
+    maps::{EPOCH, HASH_SEED, PENDING, count, pending_mask},
+    ours::is_home,
+    parse::{self, Addr, Endpoints, Icmp, Quoted, TCP_ACK, parse_quoted},
+    report::report,
+};
+
+/// An inbound attempt's particulars beyond its packet.
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt {
+    pub(crate) probe: ProbeType,
+    /// IP protocol.
+    pub(crate) proto: u8,
+    /// The remote peer's port (echo identifier for ICMP).
+    pub(crate) remote_port: u16,
+    /// Our port (0 for ICMP).
+    pub(crate) local_port: u16,
+    /// The number its answer will carry ([`parse::Tcp::answer_id`], the echo sequence, 0
+    /// for UDP).
+    pub(crate) id: u32,
+    pub(crate) tcp_flags: u8,
+    pub(crate) ifindex: u32,
+}
+
+impl Attempt {
+    #[inline(always)]
+    pub(crate) fn tcp(probe: ProbeType, tcp: &parse::Tcp, ifindex: u32) -> Self {
+        Self {
+            probe,
+            proto: PROTO_TCP,
+            remote_port: tcp.src_port,
+            local_port: tcp.dst_port,
+            id: tcp.answer_id(),
+            tcp_flags: tcp.flags,
+            ifindex,
+        }
+    }
+}
+
+/// Records an inbound attempt to a home address in the pending table. A subprogram: one
+/// copy for every kind of attempt keeps the XDP frame small.
+#[inline(never)]
+pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
+    let Attempt {
+        probe,
+        proto,
+        remote_port,
+        local_port,
+        id,
+        tcp_flags,
+        ifindex,
+    } = *a;
+    if !is_home(&ends.dst) {
+        count(Counter::NotHome);
+        return;
+    }
+    count(match probe {
+        ProbeType::TcpSyn => Counter::Syns,
+        ProbeType::TcpStealth | ProbeType::TcpAck => Counter::StealthIn,
+        ProbeType::Udp => Counter::UdpIn,
+        ProbeType::IcmpEcho => Counter::EchoIn,
+    });
+    let (index, tag) = Flow::to_us(ends, proto, remote_port, local_port).slot(id, pending_mask());
+    let Some(slot) = PENDING.get_ptr_mut(index) else {
+        return;
+    };
+    // A blind write: reading the slot first (to skip retransmissions, or to count
+    // overwrites) would stall on a cache miss for every new flow, the cost that matters
+    // under a flood. A retransmission rewrites the same attempt with a newer epoch; a
+    // colliding flow overwrites the slot (the sweep reports the table's occupancy).
+    // SAFETY: the pointer comes from a successful array lookup and stays valid for the
+    // duration of the program; a concurrent writer on another CPU can at worst leave a torn
+    // slot, whose tag then matches nothing. EPOCH is read, never written, here.
+    unsafe {
+        *slot = Pending {
+            seen_epoch: read_volatile(&raw const EPOCH),
+            remote: ends.src.bytes(),
+            local: ends.dst.bytes(),
+            ifindex,
+            tag,
+            remote_port,
+            local_port,
+            proto,
+            probe: probe as u8,
+            tcp_flags,
+            ttl: ends.ttl,
+        };
+    }
+}
+
+/// Takes the pending attempt that `answer` answers, if there is one, and reports its
+/// outcome. Returns whether there was one. A subprogram: it runs only for answers.
+#[inline(never)]
+pub(crate) fn settle(
+    answer: &Flow,
+    id: u32,
+    outcome: Outcome,
+    icmp_type: u8,
+    icmp_code: u8,
+) -> bool {
+    let (index, tag) = answer.slot(id, pending_mask());
+    let Some(slot) = PENDING.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: the pointer comes from a successful array lookup and stays valid for the
+    // duration of the program. The slot is reported in place, not copied (the copy would
+    // not fit the 512-byte stack on the ICMP path); an attempt written into the same slot
+    // by another CPU in between would be reported in its stead, a race of nanoseconds
+    // between two colliding flows. Racing answers can both take the slot: the OUTCOMES
+    // insert turns the second into a repeat.
+    unsafe {
+        if (*slot).tag != tag {
+            return false;
+        }
+        (*slot).tag = 0;
+        report(&*slot, outcome, icmp_type, icmp_code);
+    }
+    true
+}
+
+/// Settles the attempt an outbound ICMP destination-unreachable quotes. Inlined into
+/// `egress_icmp`: one frame fewer on the deepest call chain (egress, ICMP, settle, report,
+/// allow-list), which must stay within 512 bytes of stack.
+#[inline(always)]
+pub(crate) fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool) {
+    // Read back through a pointer, the offset has lost the bounds the verifier knew; this
+    // check gives them back (no frame has 8 KiB of headers before a quote).
+    let offset = icmp.quote_offset;
+    if offset > 8192 {
+        return;
+    }
+    let Ok(quoted) = parse_quoted(start, end, offset, v6) else {
+        return;
+    };
+    let outcome = unreachable_outcome(v6, icmp.code);
+    settle(
+        &Flow::quoted(&quoted),
+        quoted.answer_id,
+        outcome,
+        icmp.raw_type,
+        icmp.code,
+    );
+}
+
+/// Reports an ACK-bearing probe known only from our bare RST answering it.
+#[inline(never)]
+pub(crate) fn report_ack_probe(answer: &Flow, ifindex: u32) {
+    let pending = answer.as_pending(ProbeType::TcpAck, TCP_ACK, ifindex);
+    report(&pending, Outcome::Refused, 0, 0);
+}
+
+/// A flow seen from the home side: `remote` made the attempt, `local` is ours.
+pub(crate) struct Flow {
+    pub(crate) remote: Addr,
+    pub(crate) local: Addr,
+    pub(crate) remote_port: u16,
+    pub(crate) local_port: u16,
+    pub(crate) proto: u8,
+}
+
+impl Flow {
+    /// The flow of a packet we send: `local` is its source.
+    #[inline(always)]
+    pub(crate) fn from_us(ends: &Endpoints, proto: u8, src_port: u16, dst_port: u16) -> Self {
+        Self {
+            remote: ends.dst,
+            local: ends.src,
+            remote_port: dst_port,
+            local_port: src_port,
+            proto,
+        }
+    }
+
+    /// The flow of a packet we receive: `remote` is its source.
+    #[inline(always)]
+    pub(crate) fn to_us(ends: &Endpoints, proto: u8, src_port: u16, dst_port: u16) -> Self {
+        Self {
+            remote: ends.src,
+            local: ends.dst,
+            remote_port: src_port,
+            local_port: dst_port,
+            proto,
+        }
+    }
+
+    /// The inbound attempt an ICMP error quotes (its source is the remote peer).
+    #[inline(always)]
+    pub(crate) fn quoted(q: &Quoted) -> Self {
+        Self {
+            remote: q.src,
+            local: q.dst,
+            remote_port: q.src_port,
+            local_port: q.dst_port,
+            proto: q.proto,
+        }
+    }
+
+    /// A pending record for an attempt known only from our answer to it.
+    #[inline(always)]
+    pub(crate) fn as_pending(&self, probe: ProbeType, tcp_flags: u8, ifindex: u32) -> Pending {
+        Pending {
+            seen_epoch: 0,
+            remote: self.remote.bytes(),
+            local: self.local.bytes(),
+            ifindex,
+            tag: 0,
+            remote_port: self.remote_port,
+            local_port: self.local_port,
+            proto: self.proto,
+            probe: probe as u8,
+            tcp_flags,
+            ttl: 0,
+        }
+    }
+
+    /// The slot index of this flow (masked by `mask`) and the tag that binds the slot to
+    /// this flow and to the id its answer carries. The tag is never 0 (0 marks an empty
+    /// slot).
+    ///
+    /// One multiply per word, keyed by a random per-load seed so that colliding flows cannot
+    /// be computed in advance, then one finaliser: 6 dependent multiplies on the per-SYN path.
+    #[inline(always)]
+    pub(crate) fn slot(&self, id: u32, mask: u32) -> (u32, u32) {
+        let [r0, r1] = self.remote.0;
+        let [l0, l1] = self.local.0;
+        let ports = (u64::from(self.proto) << 32)
+            | (u64::from(self.remote_port) << 16)
+            | u64::from(self.local_port);
+        // SAFETY: reading a plain global; volatile so the load-time value is used.
+        let mut h = unsafe { read_volatile(&HASH_SEED) };
+        for word in [r0, r1, l0, l1, ports] {
+            h = (h ^ word)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+        h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        h ^= h >> 32;
+        let index = (h as u32) & mask;
+        // Multiplying by an odd constant is a bijection: two ids of one flow never share a
+        // tag (but for the low bit, which marks the slot as used).
+        let tag = ((h >> 32) as u32 ^ id.wrapping_mul(0x9e37_79b1)) | 1;
+        (index, tag)
+    }
+}

@@ -1,0 +1,181 @@
+//! Reporting an outcome: allow-lists and callbacks exempt it; the first of its kind per
+//! (source, destination, port) becomes a ring-buffer event, repeats bump its count; the
+//! reader is woken only when a backlog builds or the wakeup gap has passed.
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_ktime_get_ns,
+    maps::lpm_trie::Key,
+};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr::read_volatile,
+};
+use probe_common::{Counter, Outcome, OutcomeKey, Pending, ProbeEvent};
+
+use crate::{
+    maps::{
+        ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS, CONTACTED, EPOCH,
+        EVENTS, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey, WAKEUP_BYTES, WAKEUP_GAP_NS,
+        count,
+    },
+    ours::host_slot,
+    parse::Addr,
+};
+
+/// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
+/// Not inlined: a BPF subprogram with its own stack frame keeps the callers within the
+/// 512-byte stack, and it runs only when an outcome is seen, not per packet.
+#[inline(never)]
+pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
+    // The allow-lists are checked here, once per outcome, rather than per attempt: an LPM
+    // lookup would cost the per-SYN path more than its whole budget.
+    match exemption(pending) {
+        Exemption::Allowed => {
+            count(Counter::Allowed);
+            return;
+        }
+        Exemption::Callback => {
+            count(Counter::Callbacks);
+            return;
+        }
+        Exemption::None => {}
+    }
+    let accepted = outcome == Outcome::Accepted;
+    count(if accepted {
+        Counter::Answered
+    } else {
+        Counter::Failed
+    });
+    // Successes are reported once per (source, destination host): enough for the
+    // sequential hypothesis test, which looks at first contacts.
+    let key = OutcomeKey {
+        src_addr: pending.remote,
+        dst_addr: pending.local,
+        dst_port: if accepted { 0 } else { pending.local_port },
+        proto: if accepted { 0 } else { pending.proto },
+        probe: if accepted { 0 } else { pending.probe },
+        outcome: outcome as u8,
+        _pad: [0; 11],
+    };
+    // Look up before inserting: a repeat costs a lookup and an atomic add, not an insert.
+    if let Some(repeats) = OUTCOMES.get_ptr_mut(&key) {
+        // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
+        // values are) and valid for the program's duration; other CPUs only add atomically.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats, 1) };
+        count(Counter::Repeats);
+        return;
+    }
+    // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event.
+    if OUTCOMES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ProbeEvent>(0) else {
+        count(Counter::RingbufDrops);
+        return;
+    };
+    entry.write(ProbeEvent {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        src_addr: pending.remote,
+        dst_addr: pending.local,
+        ifindex: pending.ifindex,
+        src_port: pending.remote_port,
+        dst_port: pending.local_port,
+        proto: pending.proto,
+        probe: pending.probe,
+        outcome: outcome as u8,
+        tcp_flags: pending.tcp_flags,
+        ttl: pending.ttl,
+        icmp_type,
+        icmp_code,
+        _pad: 0,
+    });
+    entry.submit(wakeup_flags());
+    count(Counter::EventsSent);
+}
+
+/// The flags of a ring-buffer submit made now. No wakeup per record: the default
+/// (adaptive) notification raises an irq_work, a self-IPI, whenever the reader has caught
+/// up, which is most of the time, and costs microseconds (a VM exit on a virtual machine).
+/// The reader is woken when a backlog builds (by the record that takes the unread data
+/// across the threshold, not by every record after it), and otherwise at most once per
+/// WAKEUP_GAP_NS (1 ms by default), so the first record after a quiet spell is read at once and a scan's
+/// records within about a millisecond, for at most a thousand wakeups a second. The
+/// reader's drain timer catches the rest. Not inlined: the egress call chain is close to
+/// the 512-byte stack limit, and this needs no stack of its own.
+#[inline(never)]
+pub(crate) fn wakeup_flags() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions. Read again rather than passed in: a
+    // value kept alive across the record's write costs the caller stack it does not have.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: reading plain globals; volatile so the load-time value and other CPUs'
+    // stores are seen. A race between CPUs costs at most one extra wakeup.
+    let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
+    // SAFETY: as above.
+    let last_wakeup = unsafe { read_volatile(&raw const LAST_WAKEUP_NS) };
+    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let crossing = unread >= threshold && unread < threshold + RECORD_BYTES;
+    // SAFETY: as above.
+    let gap = unsafe { read_volatile(&WAKEUP_GAP_NS) };
+    let due = now.wrapping_sub(last_wakeup) >= gap;
+    if due {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&raw mut LAST_WAKEUP_NS, now) };
+    }
+    u64::from(if crossing || due {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    })
+}
+
+/// Why an outcome is not reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exemption {
+    None,
+    /// Its source or local service is allow-listed.
+    Allowed,
+    /// Our hosts contacted its source shortly before: a callback.
+    Callback,
+}
+
+/// Whether an outcome is exempt from reporting. A subprogram: its keys stay out of
+/// `report`'s frame.
+#[inline(never)]
+pub(crate) fn exemption(pending: &Pending) -> Exemption {
+    if allowed(pending) {
+        return Exemption::Allowed;
+    }
+    let (index, tag) = host_slot(&Addr::from_bytes(pending.remote));
+    // SAFETY: array slot from a successful lookup, read once; EPOCH and the global are
+    // plain reads.
+    let recent = CONTACTED.get_ptr(index).is_some_and(|slot| unsafe {
+        let value = *slot;
+        (value >> 32) as u32 == tag
+            && (read_volatile(&raw const EPOCH) as u32).wrapping_sub(value as u32) as u64
+                <= read_volatile(&CALLBACK_EPOCHS)
+    });
+    // Callbacks (active FTP data, media, chat) land on our high, ephemeral ports; a host we
+    // contacted that probes our service ports is still a prober.
+    if recent && pending.local_port >= 1024 {
+        Exemption::Callback
+    } else {
+        Exemption::None
+    }
+}
+
+/// True when the attempt's source, or its local service, is allow-listed.
+#[inline(always)]
+pub(crate) fn allowed(pending: &Pending) -> bool {
+    if ALLOW_SOURCES.get(&Key::new(128, pending.remote)).is_some()
+        || ALLOW_SERVICES.get(&Key::new(128, pending.local)).is_some()
+    {
+        return true;
+    }
+    let data = ServiceKey {
+        port: pending.local_port.to_be_bytes(),
+        addr: pending.local,
+    };
+    ALLOW_SERVICE_PORTS.get(&Key::new(144, data)).is_some()
+}
