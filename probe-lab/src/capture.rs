@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use probe_userspace::net::pcap::{Capture, Flow};
 
-use crate::netns::Netns;
+use probe_netlab::netns::Netns;
 
 /// tcpdump writing one interface's packets to a file.
 pub struct Recorder {

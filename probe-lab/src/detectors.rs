@@ -15,7 +15,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{netns::Netns, syslog::Line, syslog::Syslog};
+use probe_netlab::Netns;
+
+use crate::syslog::{Line, Syslog};
 
 /// The detectors, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,7 +301,7 @@ impl PeerFiles {
             ("portsentry", vec!["-audp"]),
             ("psad", vec!["-c", conf.as_str()]),
         ] {
-            crate::netns::start_daemon(&mut syslog.exec(ns, program, &args))
+            probe_netlab::netns::start_daemon(&mut syslog.exec(ns, program, &args))
                 .with_context(|| format!("cannot start {program}"))?;
         }
         let started = Instant::now();

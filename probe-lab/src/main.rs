@@ -6,9 +6,7 @@
 mod capture;
 mod cost;
 mod detectors;
-mod listeners;
 mod matrix;
-mod netns;
 mod report;
 mod scenarios;
 mod syslog;

@@ -10,11 +10,11 @@ use std::{
 };
 
 use anyhow::Context as _;
+use probe_netlab::Netns;
 
 use crate::{
     capture::{Probes, Recorder},
     detectors::{Alert, Detector, Ours, PeerFiles, peer_alerts},
-    netns::Netns,
     scenarios::{Lab, Scenario},
     syslog::Syslog,
     topology::{LAN, Topology, VICTIM_IF, WAN_IF, is_lan, is_victim},

@@ -5,13 +5,11 @@ use anyhow::{Context as _, bail};
 
 use std::net::SocketAddrV4;
 
-use crate::{
-    listeners::connect_from,
-    netns::Netns,
-    topology::{
-        DECOYS, FTP_DATA_PORTS, GW_SCANNER, GatewayLab, HostLab, LAN_SWEPT, SCANNER, SCANNER_IF,
-        Topology, VICTIM, VICTIM_IF, VICTIM6, WAN_IF,
-    },
+use probe_netlab::{Netns, listeners::connect_from};
+
+use crate::topology::{
+    DECOYS, FTP_DATA_PORTS, GW_SCANNER, GatewayLab, HostLab, LAN_SWEPT, SCANNER, SCANNER_IF,
+    Topology, VICTIM, VICTIM_IF, VICTIM6, WAN_IF,
 };
 
 /// Both topologies, built once for the whole run.

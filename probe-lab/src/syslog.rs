@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::netns::Netns;
+use probe_netlab::netns::Netns;
 
 /// Lets iptables LOG lines from inside network namespaces reach the kernel log.
 const NF_LOG_ALL_NETNS: &str = "/proc/sys/net/netfilter/nf_log_all_netns";

@@ -7,10 +7,7 @@ use std::net::IpAddr;
 
 use anyhow::Context as _;
 
-use crate::{
-    listeners::Listeners,
-    netns::{Netns, veth},
-};
+use probe_netlab::{Listeners, Netns, veth};
 
 /// The host topology's addresses.
 pub const SCANNER: &str = "198.18.7.1";

@@ -4,140 +4,36 @@
 //! deleted when a test ends, also when it fails. Tests run one at a time (they share two
 //! cores with nmap's timing). Needs root, nmap, curl.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     fs::File,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpListener},
+    io::{BufRead as _, BufReader},
     os::fd::AsRawFd as _,
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        mpsc,
-    },
-    thread::{self, JoinHandle},
+    sync::{Arc, Mutex, MutexGuard, mpsc},
+    thread,
     time::{Duration, Instant},
 };
 
-use common::require_root;
+use probe_netlab::{Listeners, Netns, netns, require_root, require_tool, veth};
 use serde_json::Value;
 
 /// One lab test at a time.
 static LAB: Mutex<()> = Mutex::new(());
-static NEXT_NS: AtomicUsize = AtomicUsize::new(0);
 
 fn lab_lock() -> MutexGuard<'static, ()> {
     LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A network namespace made for one test; deleted (with its veth ends) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(role: &str) -> Self {
-        let name = format!(
-            "pd-{role}-{}-{}",
-            std::process::id(),
-            NEXT_NS.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NS args...`, asserting success.
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all);
-    }
-
-    /// `ip netns exec NS program args...`
-    fn exec(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]).args(args);
-        cmd
-    }
-
-    /// True when an XDP program is attached to `dev` (ours or not).
-    fn xdp_attached(&self, dev: &str) -> bool {
-        let link = run_ok(Command::new("ip").args(["-n", &self.name, "link", "show", dev]));
-        String::from_utf8_lossy(&link.stdout).contains("xdp")
-    }
-
-    /// Sets a sysctl inside the namespace.
-    fn sysctl(&self, setting: &str) {
-        run_ok(&mut self.exec("sysctl", &["-q", "-w", setting]));
-    }
-
-    /// Adds an address to an interface; IPv6 without duplicate address detection, so it is
-    /// usable at once.
-    fn addr(&self, dev: &str, cidr: &str) {
-        if cidr.contains(':') {
-            self.ip(&["addr", "add", cidr, "dev", dev, "nodad"]);
-        } else {
-            self.ip(&["addr", "add", cidr, "dev", dev]);
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes the veth end inside it, and with it the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
-/// A veth pair between two namespaces, made directly inside them (no name ever exists in
-/// the machine's own namespace), both ends up.
-fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
-    ip(&[
-        "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name", b_dev, "netns",
-        &b.name,
-    ]);
-    a.ip(&["link", "set", a_dev, "up"]);
-    b.ip(&["link", "set", b_dev, "up"]);
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+/// Runs a command, asserting success; its output.
 fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    netns::run(cmd).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
-fn require_tool(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{tool} is not installed: run `cargo xtask setup --test-deps` (Debian package {tool})"
-    );
+/// TCP listeners answering with a small HTTP response at `addrs` inside `ns`.
+fn tcp_listeners(ns: &Netns, addrs: &[&str]) -> Listeners {
+    let addrs: Vec<std::net::SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    Listeners::start(ns, &addrs, &[]).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
 /// Checks what every lab test needs; false when root tests are skipped on request.
@@ -148,70 +44,6 @@ fn lab_ready(test: &str) -> bool {
     require_tool("nmap");
     require_tool("curl");
     true
-}
-
-/// TCP listeners inside a namespace that answer every connection with a small HTTP response.
-struct Listeners {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Listeners {
-    fn start(ns: &Netns, addrs: &[&str]) -> Self {
-        let ns_file = File::open(format!("/run/netns/{}", ns.name)).expect("namespace file");
-        let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stop_flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
-            // SAFETY: setns on this thread only moves this thread into the namespace; the fd
-            // is a valid open namespace file for the duration of the call.
-            if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                ready_tx.send(Err(std::io::Error::last_os_error())).unwrap();
-                return;
-            }
-            let listeners: Vec<TcpListener> = match addrs.iter().map(TcpListener::bind).collect() {
-                Ok(listeners) => listeners,
-                Err(err) => {
-                    ready_tx.send(Err(err)).unwrap();
-                    return;
-                }
-            };
-            for l in &listeners {
-                l.set_nonblocking(true).unwrap();
-            }
-            ready_tx.send(Ok(())).unwrap();
-            while !stop_flag.load(Ordering::Relaxed) {
-                for l in &listeners {
-                    if let Ok((mut conn, _)) = l.accept() {
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-                        let mut buf = [0u8; 512];
-                        let _ = conn.read(&mut buf);
-                        let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n");
-                    }
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("listener thread answers")
-            .expect("listeners bound in the namespace");
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// probe-detector running in a namespace, with its stdout and stderr collected.
@@ -377,17 +209,25 @@ const VICTIM_IF: &str = "vic0";
 impl HostLab {
     fn new() -> Self {
         let lab = Self {
-            scanner: Netns::new("scan"),
-            victim: Netns::new("vict"),
+            scanner: Netns::new("scan").unwrap(),
+            victim: Netns::new("vict").unwrap(),
         };
-        veth(&lab.scanner, "scan0", &lab.victim, VICTIM_IF);
-        lab.scanner.addr("scan0", &format!("{SCANNER_IP}/24"));
-        lab.scanner.addr("scan0", &format!("{SCANNER_IP6}/64"));
-        lab.victim.addr(VICTIM_IF, &format!("{VICTIM_IP}/24"));
-        lab.victim.addr(VICTIM_IF, &format!("{VICTIM_IP6}/64"));
+        veth(&lab.scanner, "scan0", &lab.victim, VICTIM_IF).unwrap();
+        lab.scanner
+            .addr("scan0", &format!("{SCANNER_IP}/24"))
+            .unwrap();
+        lab.scanner
+            .addr("scan0", &format!("{SCANNER_IP6}/64"))
+            .unwrap();
+        lab.victim
+            .addr(VICTIM_IF, &format!("{VICTIM_IP}/24"))
+            .unwrap();
+        lab.victim
+            .addr(VICTIM_IF, &format!("{VICTIM_IP6}/64"))
+            .unwrap();
         // Closed UDP ports answer with ICMP port unreachable at once, not 1/s.
-        lab.victim.sysctl("net.ipv4.icmp_ratelimit=0");
-        lab.victim.sysctl("net.ipv6.icmp.ratelimit=0");
+        lab.victim.sysctl("net.ipv4.icmp_ratelimit=0").unwrap();
+        lab.victim.sysctl("net.ipv6.icmp.ratelimit=0").unwrap();
         lab
     }
 }
@@ -400,7 +240,7 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
     let _lab = lab_lock();
     let lab = HostLab::new();
     let open = [22, 53, 80];
-    let _listeners = Listeners::start(
+    let _listeners = tcp_listeners(
         &lab.victim,
         &open
             .map(|p| format!("{VICTIM_IP}:{p}"))
@@ -408,7 +248,7 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    let _scanner_listener = Listeners::start(&lab.scanner, &[&format!("{SCANNER_IP}:8080")]);
+    let _scanner_listener = tcp_listeners(&lab.scanner, &[&format!("{SCANNER_IP}:8080")]);
     let attack_list = std::env::temp_dir().join(format!("pd-attack-{}.csv", std::process::id()));
     let _ = std::fs::remove_file(&attack_list);
     let mut detector = Detector::start(
@@ -568,7 +408,7 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
         "no --status-interval line: {stderr:#?}"
     );
     assert!(
-        !lab.victim.xdp_attached(VICTIM_IF),
+        !lab.victim.xdp_attached(VICTIM_IF).unwrap(),
         "XDP still attached after exit"
     );
 
@@ -657,7 +497,7 @@ fn every_nmap_technique_is_seen_and_alerted() {
     }
     let _lab = lab_lock();
     let lab = HostLab::new();
-    let _listeners = Listeners::start(
+    let _listeners = tcp_listeners(
         &lab.victim,
         &[&format!("{VICTIM_IP}:22"), &format!("[{VICTIM_IP6}]:22")],
     );
@@ -752,20 +592,23 @@ fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
     // scanner (198.18.8.1) --- wan0 [router] lan0 (198.18.9.254) --- host (198.18.9.1)
     // 198.18.9.2..14 exist in nobody: the router's ARP fails and it answers with ICMP host
     // unreachable, or nothing.
-    let scanner = Netns::new("scan");
-    let router = Netns::new("rtr");
-    let host = Netns::new("host");
-    veth(&scanner, "scan0", &router, "wan0");
-    veth(&router, "lan0", &host, "eth0");
-    scanner.addr("scan0", "198.18.8.1/24");
-    router.addr("wan0", "198.18.8.254/24");
-    router.addr("lan0", "198.18.9.254/24");
-    host.addr("eth0", "198.18.9.1/24");
-    scanner.ip(&["route", "add", "198.18.9.0/24", "via", "198.18.8.254"]);
-    host.ip(&["route", "add", "default", "via", "198.18.9.254"]);
-    router.sysctl("net.ipv4.ip_forward=1");
-    router.sysctl("net.ipv4.icmp_ratelimit=0");
-    let _listeners = Listeners::start(&host, &["198.18.9.1:80"]);
+    let scanner = Netns::new("scan").unwrap();
+    let router = Netns::new("rtr").unwrap();
+    let host = Netns::new("host").unwrap();
+    veth(&scanner, "scan0", &router, "wan0").unwrap();
+    veth(&router, "lan0", &host, "eth0").unwrap();
+    scanner.addr("scan0", "198.18.8.1/24").unwrap();
+    router.addr("wan0", "198.18.8.254/24").unwrap();
+    router.addr("lan0", "198.18.9.254/24").unwrap();
+    host.addr("eth0", "198.18.9.1/24").unwrap();
+    scanner
+        .ip(&["route", "add", "198.18.9.0/24", "via", "198.18.8.254"])
+        .unwrap();
+    host.ip(&["route", "add", "default", "via", "198.18.9.254"])
+        .unwrap();
+    router.sysctl("net.ipv4.ip_forward=1").unwrap();
+    router.sysctl("net.ipv4.icmp_ratelimit=0").unwrap();
+    let _listeners = tcp_listeners(&host, &["198.18.9.1:80"]);
 
     let mut detector = Detector::start(
         &router,
@@ -987,9 +830,9 @@ fn an_nmap_decoy_scan_is_one_distributed_incident() {
     // the victim's answers to them are delivered and answered like a real host's would be.
     let decoys = ["198.18.7.101", "198.18.7.102"];
     for decoy in decoys {
-        lab.scanner.addr("scan0", &format!("{decoy}/24"));
+        lab.scanner.addr("scan0", &format!("{decoy}/24")).unwrap();
     }
-    let _listeners = Listeners::start(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let _listeners = tcp_listeners(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
     let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
     let decoy_arg = format!("{},{},ME", decoys[0], decoys[1]);
     let report = nmap(
@@ -1043,7 +886,7 @@ fn a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached() {
     }
     let _lab = lab_lock();
     let lab = HostLab::new();
-    let _taken = Listeners::start(&lab.victim, &["127.0.0.1:9464"]);
+    let _taken = tcp_listeners(&lab.victim, &["127.0.0.1:9464"]);
     let out = lab
         .victim
         .exec(
@@ -1064,7 +907,7 @@ fn a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached() {
         "{stderr}"
     );
     assert!(
-        !lab.victim.xdp_attached(VICTIM_IF),
+        !lab.victim.xdp_attached(VICTIM_IF).unwrap(),
         "nothing may be attached"
     );
 }
@@ -1141,7 +984,7 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
     }
     let _lab = lab_lock();
     let lab = HostLab::new();
-    let _listeners = Listeners::start(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let _listeners = tcp_listeners(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
     let scan = |extra: &[&str]| {
         let mut args = vec!["-sS", "-T4", "-p", "1-30"];
         args.extend_from_slice(extra);
@@ -1215,7 +1058,7 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
 
     // A decoy scan: its sources may be forged, so nobody is blocked.
     for decoy in ["198.18.7.101", "198.18.7.102"] {
-        lab.scanner.addr("scan0", &format!("{decoy}/24"));
+        lab.scanner.addr("scan0", &format!("{decoy}/24")).unwrap();
     }
     let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF, "--block"]);
     scan(&["-D", "198.18.7.101,198.18.7.102,ME"]);
@@ -1292,7 +1135,7 @@ fn the_block_command_lists_adds_and_removes_blocks_of_the_running_instance() {
     assert_eq!(err.lines().count(), 1, "{err}");
 
     let lab = HostLab::new();
-    let _listeners = Listeners::start(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let _listeners = tcp_listeners(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
     let mut detector = Detector::start(
         &lab.victim,
         &["--iface", VICTIM_IF, "--block", "--control-socket", &socket],
@@ -1404,7 +1247,7 @@ fn an_xdp_program_not_ours_is_reported_and_left_alone() {
     assert!(stderr.contains("--force cannot replace"), "{stderr}");
     // Still there, untouched.
     assert!(
-        lab.victim.xdp_attached(VICTIM_IF),
+        lab.victim.xdp_attached(VICTIM_IF).unwrap(),
         "the foreign program was removed"
     );
     done.send(()).unwrap();
@@ -1419,7 +1262,7 @@ fn a_crash_leaves_nothing_attached() {
     let _lab = lab_lock();
     let lab = HostLab::new();
     let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
-    let xdp_attached = || lab.victim.xdp_attached(VICTIM_IF);
+    let xdp_attached = || lab.victim.xdp_attached(VICTIM_IF).unwrap();
     assert!(xdp_attached());
     // SIGKILL: no handler runs. The programs hang on bpf_links (XDP, and TCX for TC egress)
     // that the kernel drops with the process's last file descriptor.
@@ -1518,7 +1361,10 @@ fn bad_input_is_one_line_with_its_exit_status_and_nothing_attached() {
             stderr.contains(names),
             "{what}: the line names the cause: {stderr}"
         );
-        assert!(!lab.victim.xdp_attached(VICTIM_IF), "{what}: attached");
+        assert!(
+            !lab.victim.xdp_attached(VICTIM_IF).unwrap(),
+            "{what}: attached"
+        );
     }
 }
 
@@ -1591,6 +1437,6 @@ fn detach_removes_our_leftovers_and_nothing_else() {
     let mut running = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
     let said = detach();
     assert!(said.contains("a probe-detector still runs there"), "{said}");
-    assert!(lab.victim.xdp_attached(VICTIM_IF));
+    assert!(lab.victim.xdp_attached(VICTIM_IF).unwrap());
     assert!(running.stop().success());
 }

@@ -5,21 +5,10 @@
 
 use std::{path::Path, process::Command};
 
+use probe_netlab::require_root;
 use serde_json::Value;
 
 const HOME: &str = "198.18.12.2";
-
-fn root_ready(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("PROBE_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("{test}: skipped (PROBE_SKIP_ROOT_TESTS, not root)");
-        return false;
-    }
-    panic!("{test} loads eBPF programs: run as root (or set PROBE_SKIP_ROOT_TESTS=1)");
-}
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -114,7 +103,7 @@ fn same_as_live(name: &str) -> Vec<Value> {
 
 #[test]
 fn a_replayed_syn_scan_gives_the_live_alerts() {
-    if !root_ready("a_replayed_syn_scan_gives_the_live_alerts") {
+    if !require_root("a_replayed_syn_scan_gives_the_live_alerts") {
         return;
     }
     let alerts = same_as_live("syn-scan");
@@ -125,7 +114,7 @@ fn a_replayed_syn_scan_gives_the_live_alerts() {
 
 #[test]
 fn a_replayed_decoy_scan_is_one_distributed_incident() {
-    if !root_ready("a_replayed_decoy_scan_is_one_distributed_incident") {
+    if !require_root("a_replayed_decoy_scan_is_one_distributed_incident") {
         return;
     }
     let alerts = same_as_live("decoy-scan");
@@ -136,7 +125,7 @@ fn a_replayed_decoy_scan_is_one_distributed_incident() {
 
 #[test]
 fn replayed_benign_traffic_raises_nothing() {
-    if !root_ready("replayed_benign_traffic_raises_nothing") {
+    if !require_root("replayed_benign_traffic_raises_nothing") {
         return;
     }
     assert!(same_as_live("benign").is_empty());
@@ -144,7 +133,7 @@ fn replayed_benign_traffic_raises_nothing() {
 
 #[test]
 fn replay_writes_the_attack_list_on_the_captures_clock() {
-    if !root_ready("replay_writes_the_attack_list_on_the_captures_clock") {
+    if !require_root("replay_writes_the_attack_list_on_the_captures_clock") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("pd-replay-attack-{}", std::process::id()));
@@ -173,7 +162,7 @@ fn replay_writes_the_attack_list_on_the_captures_clock() {
 
 #[test]
 fn replay_with_block_records_what_a_live_run_would_have_blocked() {
-    if !root_ready("replay_with_block_records_what_a_live_run_would_have_blocked") {
+    if !require_root("replay_with_block_records_what_a_live_run_would_have_blocked") {
         return;
     }
     let alerts = replay_with("syn-scan", &["--block"]);

@@ -1,5 +1,5 @@
-//! Shared by the kernel tests: crafted frames, and the rule that a test which cannot run
-//! fails with a reason unless skipping was asked for explicitly.
+//! Shared by the kernel tests: crafted frames, and (from probe-netlab) the rule that a
+//! test which cannot run fails with a reason unless skipping was asked for explicitly.
 
 #![allow(
     dead_code,
@@ -16,22 +16,8 @@ pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
 pub const URG: u8 = 0x20;
 
-/// Returns false (and says so) when the test must be skipped because `PROBE_SKIP_ROOT_TESTS=1`
-/// asks for it; panics with the reason when it cannot run and no skip was asked for.
-pub fn require_root(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("PROBE_SKIP_ROOT_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED {what}: needs root, and PROBE_SKIP_ROOT_TESTS=1 asks to skip it");
-        return false;
-    }
-    panic!(
-        "{what} needs root (BPF_PROG_TEST_RUN, network namespaces): run `cargo xtask test` as root, \
-         or set PROBE_SKIP_ROOT_TESTS=1 to skip these tests explicitly"
-    );
-}
+/// The one root check of every test (probe-netlab's).
+pub use probe_netlab::require_root;
 
 /// IPv6 extension headers: (type, body after the 2 leading bytes).
 pub type ExtHeaders = Vec<(u8, Vec<u8>)>;

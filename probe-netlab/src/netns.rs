@@ -67,6 +67,12 @@ impl Netns {
         }
     }
 
+    /// True when an XDP program is attached to `dev` (ours or not).
+    pub fn xdp_attached(&self, dev: &str) -> anyhow::Result<bool> {
+        let link = run(Command::new("ip").args(["-n", &self.name, "link", "show", dev]))?;
+        Ok(String::from_utf8_lossy(&link.stdout).contains("xdp"))
+    }
+
     /// The MAC address of `dev`.
     pub fn mac(&self, dev: &str) -> anyhow::Result<String> {
         let out = run(Command::new("ip").args(["-n", &self.name, "-j", "link", "show", dev]))?;

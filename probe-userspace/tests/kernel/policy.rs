@@ -1,0 +1,131 @@
+//! What is not reported: addresses outside the home nets, allow-listed sources and services, callbacks from hosts we contacted.
+
+use crate::harness::*;
+
+#[test]
+fn only_home_addresses_are_tracked() {
+    if !require_root("only_home_addresses_are_tracked") {
+        return;
+    }
+    let home: Cidr = "198.18.0.2/32".parse().unwrap();
+    let home6: Cidr = "2001:db8::/64".parse().unwrap();
+    let mut h = Harness::with(&KernelConfig {
+        home_nets: vec![home.to_home_net(), home6.to_home_net()],
+        ..KernelConfig::default()
+    });
+    let elsewhere = Frame::tcp(scanner(), 50_000, v4([198, 18, 0, 3]), 22, SYN, 1);
+    h.inbound_frame(&elsewhere);
+    h.outbound_frame(&elsewhere.refusal());
+    assert!(h.events().is_empty());
+    assert_eq!(h.counter(Counter::NotHome), 1);
+    for dst in [victim(), victim6()] {
+        let src = if dst.is_ipv4() { scanner() } else { scanner6() };
+        let probe = Frame::tcp(src, 50_001, dst, 22, SYN, 1);
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+        assert_eq!(h.one_event().dst, dst);
+    }
+    assert_eq!(h.counter(Counter::Syns), 2);
+}
+
+#[test]
+fn allow_listed_sources_and_services_are_not_reported_and_lists_change_in_place() {
+    if !require_root("allow_listed_sources_and_services_are_not_reported_and_lists_change_in_place")
+    {
+        return;
+    }
+    let mut h = Harness::new();
+    let mut lists = AllowLists::default();
+    lists
+        .add_text(
+            "source 198.18.0.1/32\nservice 198.18.0.2:443\nservice [2001:db8::/64]:22\n",
+            "test",
+        )
+        .unwrap();
+    allow::apply(&mut h.ebpf, &AllowLists::default(), &lists).unwrap();
+    let other = v4([198, 18, 0, 77]);
+    let refused = |h: &mut Harness, src: IpAddr, dst: IpAddr, port: u16| {
+        let probe = Frame::tcp(src, 51_500, dst, port, SYN, u32::from(port));
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+        h.events()
+    };
+    // The allow-listed source, on any port: nothing.
+    assert!(refused(&mut h, scanner(), victim(), 23).is_empty());
+    // Another source on the allow-listed service: nothing; on another port: reported.
+    assert!(refused(&mut h, other, victim(), 443).is_empty());
+    assert_eq!(refused(&mut h, other, victim(), 444).len(), 1);
+    // IPv6 service rule with a port.
+    assert!(refused(&mut h, scanner6(), victim6(), 22).is_empty());
+    assert_eq!(refused(&mut h, scanner6(), victim6(), 23).len(), 1);
+    assert_eq!(h.counter(Counter::Allowed), 3);
+    // Drop the source rule at run time: the source is reported again.
+    let mut fewer = lists.clone();
+    fewer.sources.clear();
+    allow::apply(&mut h.ebpf, &lists, &fewer).unwrap();
+    assert_eq!(refused(&mut h, scanner(), victim(), 24).len(), 1);
+    assert!(
+        refused(&mut h, other, victim(), 443).is_empty(),
+        "the service rule stays"
+    );
+}
+
+#[test]
+fn hosts_we_contacted_may_call_back_unreported() {
+    if !require_root("hosts_we_contacted_may_call_back_unreported") {
+        return;
+    }
+    let mut h = Harness::new();
+    // We contact the scanner (an FTP control connection, say)...
+    h.outbound_frame(&Frame::tcp(victim(), 43_210, scanner(), 21, SYN, 5));
+    // ...and it connects back to one of our closed ports: a callback, not a probe.
+    let callback = Frame::tcp(scanner(), 20, victim(), 40_001, SYN, 6);
+    h.inbound_frame(&callback);
+    h.outbound_frame(&callback.refusal());
+    assert!(h.events().is_empty());
+    assert_eq!(h.counter(Counter::Callbacks), 1);
+    // The same host probing a service port (below 1024) is reported: callbacks land on
+    // high ports.
+    let probe = Frame::tcp(scanner(), 20, victim(), 22, SYN, 9);
+    h.inbound_frame(&probe);
+    h.outbound_frame(&probe.refusal());
+    assert_eq!(h.one_event().dst_port, 22);
+    // Another host we never contacted is reported as usual.
+    let stranger = Frame::tcp(v4([198, 18, 0, 66]), 20, victim(), 40_001, SYN, 7);
+    h.inbound_frame(&stranger);
+    h.outbound_frame(&stranger.refusal());
+    assert_eq!(h.one_event().src, v4([198, 18, 0, 66]));
+    // Our UDP counts as a contact too.
+    h.outbound_frame(&Frame::udp(victim6(), 5_353, scanner6(), 53));
+    let back = Frame::tcp(scanner6(), 443, victim6(), 8_443, SYN, 8);
+    h.inbound_frame(&back);
+    h.outbound_frame(&back.refusal());
+    assert!(h.events().is_empty());
+    assert_eq!(h.counter(Counter::Callbacks), 2);
+}
+
+#[test]
+fn callbacks_expire_after_the_window() {
+    if !require_root("callbacks_expire_after_the_window") {
+        return;
+    }
+    // A 200 ms window with 100 ms sweeps: two sweeps.
+    let mut h = Harness::with(&KernelConfig {
+        timeout: Duration::from_millis(100),
+        callback_window: Duration::from_millis(200),
+        ..KernelConfig::default()
+    });
+    h.outbound_frame(&Frame::tcp(victim(), 43_210, scanner(), 21, SYN, 5));
+    for _ in 0..3 {
+        h.expire();
+    }
+    let late = Frame::tcp(scanner(), 20, victim(), 40_002, SYN, 6);
+    h.inbound_frame(&late);
+    h.outbound_frame(&late.refusal());
+    assert_eq!(
+        h.one_event().dst_port,
+        40_002,
+        "three sweeps later it is a probe again"
+    );
+    assert_eq!(h.counter(Counter::Callbacks), 0);
+}

@@ -1,0 +1,116 @@
+//! UDP and ICMP: refused and answered datagrams, replies to ours, ICMP unreachable codes, echo.
+
+use crate::harness::*;
+
+#[test]
+fn udp_outcomes() {
+    if !require_root("udp_outcomes") {
+        return;
+    }
+    let mut h = Harness::new();
+    // Closed: ICMP port unreachable quoting the datagram.
+    let probe = Frame::udp(scanner(), 53_000, victim(), 161);
+    h.inbound_frame(&probe);
+    h.outbound_frame(&probe.unreachable(3));
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.proto, e.dst_port),
+        (ProbeType::Udp, Outcome::Refused, IPPROTO_UDP, 161)
+    );
+    assert_eq!(e.icmp, Some((3, 3)));
+    // Open: any UDP reply.
+    let probe = Frame::udp(scanner(), 53_001, victim(), 53);
+    h.inbound_frame(&probe);
+    h.outbound_frame(&probe.udp_reply());
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.dst_port),
+        (ProbeType::Udp, Outcome::Accepted, 53)
+    );
+    assert_eq!(h.counter(Counter::UdpIn), 2);
+}
+
+#[test]
+fn replies_to_our_udp_are_not_attempts() {
+    if !require_root("replies_to_our_udp_are_not_attempts") {
+        return;
+    }
+    let mut h = Harness::new();
+    // Our DNS query and its answer.
+    let query = Frame::udp(victim(), 40_053, scanner(), 53);
+    h.outbound_frame(&query);
+    h.inbound_frame(&query.udp_reply());
+    assert_eq!(h.counter(Counter::UdpIn), 0);
+    // An unrelated inbound datagram still is one.
+    h.inbound_frame(&Frame::udp(scanner(), 40_053, victim(), 54));
+    assert_eq!(h.counter(Counter::UdpIn), 1);
+}
+
+#[test]
+fn icmp_unreachable_codes_map_to_outcomes() {
+    if !require_root("icmp_unreachable_codes_map_to_outcomes") {
+        return;
+    }
+    let mut h = Harness::new();
+    let cases = [
+        (scanner(), victim(), 13, Outcome::Prohibited), // communication administratively prohibited
+        (scanner(), victim(), 10, Outcome::Prohibited), // host administratively prohibited
+        (scanner(), victim(), 1, Outcome::Unreachable), // host unreachable (gateway: no such host)
+        (scanner(), victim(), 3, Outcome::Refused),     // port unreachable
+        (scanner6(), victim6(), 1, Outcome::Prohibited), // ICMPv6 administratively prohibited
+        (scanner6(), victim6(), 4, Outcome::Refused),   // ICMPv6 port unreachable
+        (scanner6(), victim6(), 3, Outcome::Unreachable), // ICMPv6 address unreachable
+    ];
+    for (i, (src, dst, code, outcome)) in cases.into_iter().enumerate() {
+        let port = 4000 + i as u16;
+        let probe = Frame::tcp(src, 48_000, dst, port, SYN, 9);
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.unreachable(code));
+        let e = h.one_event();
+        assert_eq!(
+            (e.outcome, e.dst_port, e.probe),
+            (outcome, port, ProbeType::TcpSyn),
+            "code {code}"
+        );
+        assert_eq!(e.icmp.map(|(_, c)| c), Some(code));
+    }
+    // An unreachable quoting an attempt we never saw matches nothing.
+    h.outbound_frame(&syn(48_999, 9, 1).unreachable(3));
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn echo_requests_answered_and_not() {
+    if !require_root("echo_requests_answered_and_not") {
+        return;
+    }
+    let mut h = Harness::with(&KernelConfig {
+        timeout: Duration::from_millis(100), // one sweep
+        ..KernelConfig::default()
+    });
+    for (src, dst, proto) in [
+        (scanner(), victim(), IPPROTO_ICMP),
+        (scanner6(), victim6(), IPPROTO_ICMPV6),
+    ] {
+        let ping = Frame::echo_request(src, dst, 0x1234, 1);
+        h.inbound_frame(&ping);
+        h.outbound_frame(&ping.echo_reply());
+        let e = h.one_event();
+        assert_eq!(
+            (e.probe, e.outcome, e.proto, e.src_port),
+            (ProbeType::IcmpEcho, Outcome::Accepted, proto, 0x1234)
+        );
+    }
+    // A ping sweep of a silent address: the request expires unanswered.
+    let silent = v4([198, 18, 0, 99]);
+    h.inbound_frame(&Frame::echo_request(scanner(), silent, 7, 1));
+    h.expire();
+    assert!(h.events().is_empty());
+    h.expire();
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.dst),
+        (ProbeType::IcmpEcho, Outcome::Unanswered, silent)
+    );
+    assert_eq!(h.counter(Counter::EchoIn), 3);
+}
