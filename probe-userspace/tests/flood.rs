@@ -7,8 +7,8 @@ mod common;
 #[path = "common/flood.rs"]
 mod flood;
 
-use common::require_root;
 use flood::{FloodConfig, flood};
+use probe_netlab::require_root;
 use probe_userspace::{
     detect::slow::SlowConfig,
     detect::{Engine, EngineConfig},

@@ -12,8 +12,8 @@ use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
 };
-use common::require_root;
 use probe_common::EVENTS_MAP;
+use probe_netlab::require_root;
 use probe_userspace::{
     event::Probe,
     kernel::{self, KernelConfig},

@@ -1,5 +1,5 @@
-//! Shared by the kernel tests: crafted frames, and (from probe-netlab) the rule that a
-//! test which cannot run fails with a reason unless skipping was asked for explicitly.
+//! Shared by the kernel tests: crafted frames. (The rule that a test which cannot run
+//! fails with a reason unless skipping was asked for is probe-netlab's `require_root`.)
 
 #![allow(
     dead_code,
@@ -15,9 +15,6 @@ pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
 pub const URG: u8 = 0x20;
-
-/// The one root check of every test (probe-netlab's).
-pub use probe_netlab::require_root;
 
 /// IPv6 extension headers: (type, body after the 2 leading bytes).
 pub type ExtHeaders = Vec<(u8, Vec<u8>)>;

@@ -8,7 +8,7 @@
 
 pub(crate) use std::{net::IpAddr, time::Duration};
 
-pub(crate) use crate::common::{ACK, FIN, Frame, PSH, RST, SYN, URG, require_root, v4, v6};
+pub(crate) use crate::common::{ACK, FIN, Frame, PSH, RST, SYN, URG, v4, v6};
 pub(crate) use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, RingBuf},
@@ -18,6 +18,7 @@ pub(crate) use probe_common::{
     Counter, EVENTS_MAP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, OUTCOMES_MAP,
     OutcomeKey,
 };
+pub(crate) use probe_netlab::require_root;
 pub(crate) use probe_userspace::{
     clock,
     event::{Outcome, Probe, ProbeType},
