@@ -234,6 +234,12 @@ impl Settings {
         }
     }
 
+    /// Opens the attack list when `--attack-list` is given: an unwritable path fails here,
+    /// before anything is loaded.
+    pub fn open_attack_list(&self) -> Result<Option<AttackList>, AttackListError> {
+        self.attack_list.as_ref().map(|a| a.open()).transpose()
+    }
+
     /// The engine's configuration with these home nets.
     pub fn engine_config(&self, home_nets: &[Cidr]) -> EngineConfig {
         EngineConfig {

@@ -85,11 +85,7 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
     }
     let home_nets = &settings.home_nets;
     let allow_lists = settings.allow.load()?;
-    let attack_list = settings
-        .attack_list
-        .as_ref()
-        .map(|a| a.open())
-        .transpose()?;
+    let attack_list = settings.open_attack_list()?;
     let bytes = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let capture =
         Capture::parse(&bytes).with_context(|| format!("cannot replay {}", file.display()))?;

@@ -25,11 +25,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     // A bad rule is an error of the command line (exit status 2).
     let allow_lists = settings.allow.load()?;
     // Open the attack list before anything is loaded: an unwritable path fails at once.
-    let attack_list = settings
-        .attack_list
-        .as_ref()
-        .map(|a| a.open())
-        .transpose()?;
+    let attack_list = settings.open_attack_list()?;
     kernel::check_privileges()?;
     // Listen before anything is loaded: a port in use fails at once, nothing attached.
     let metrics_listener = settings.metrics_addr.map(metrics::bind).transpose()?;

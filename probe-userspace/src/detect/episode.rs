@@ -1,9 +1,13 @@
 //! An episode of one key's activity for the threshold detectors: the distinct items
 //! (ports, or hosts) seen within the window, and whether the threshold was reached.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
-use crate::detect::table::{Activity, RecentSet};
+use crate::detect::{
+    alert::ScanKind,
+    table::{Activity, RecentSet},
+    verdict::{DetectorName, Verdict},
+};
 
 /// One detector's state for one key: an episode of activity.
 #[derive(Debug)]
@@ -54,6 +58,29 @@ impl<T: PartialEq + Copy + Ord> Episode<T> {
         }
         self.alerted = true;
         true
+    }
+
+    /// The threshold detector's verdict on this episode, which reached `threshold` items.
+    pub(crate) fn verdict(
+        &self,
+        kind: ScanKind,
+        target: Option<IpAddr>,
+        ports: Vec<u16>,
+        hosts: Vec<IpAddr>,
+        threshold: usize,
+    ) -> Verdict {
+        Verdict {
+            detector: DetectorName::Threshold,
+            kind,
+            target,
+            sources: Vec::new(),
+            ports,
+            hosts,
+            score: self.items.len() as f64 / threshold as f64,
+            first_seen: self.first_seen,
+            failed: self.probes - self.succeeded,
+            succeeded: self.succeeded,
+        }
     }
 }
 

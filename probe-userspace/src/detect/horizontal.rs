@@ -9,7 +9,7 @@ use crate::{
         alert::ScanKind,
         episode::Episode,
         table::{BoundedTable, ENTRY_OVERHEAD},
-        verdict::{Detector, DetectorName, Verdict},
+        verdict::{Detector, Verdict},
     },
     event::{Outcome, Probe, ProbeType},
 };
@@ -61,18 +61,13 @@ impl Detector for Horizontal {
         if !reached {
             return None;
         }
-        Some(Verdict {
-            detector: DetectorName::Threshold,
-            kind: ScanKind::Horizontal,
-            target: None,
-            sources: Vec::new(),
-            ports: episode.ports.sorted(),
-            hosts: episode.items.sorted(),
-            score: episode.items.len() as f64 / self.min_hosts as f64,
-            first_seen: episode.first_seen,
-            failed: episode.probes - episode.succeeded,
-            succeeded: episode.succeeded,
-        })
+        Some(episode.verdict(
+            ScanKind::Horizontal,
+            None,
+            episode.ports.sorted(),
+            episode.items.sorted(),
+            self.min_hosts,
+        ))
     }
 
     fn tracked(&self) -> usize {

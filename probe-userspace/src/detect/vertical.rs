@@ -8,7 +8,7 @@ use crate::{
         alert::ScanKind,
         episode::Episode,
         table::{BoundedTable, ENTRY_OVERHEAD},
-        verdict::{Detector, DetectorName, Verdict},
+        verdict::{Detector, Verdict},
     },
     event::{Outcome, Probe, ProbeType},
 };
@@ -58,18 +58,13 @@ impl Detector for Vertical {
         if !episode.note(probe.dst_port, now, window, self.min_ports) {
             return None;
         }
-        Some(Verdict {
-            detector: DetectorName::Threshold,
-            kind: ScanKind::Vertical,
-            target: Some(probe.dst),
-            sources: Vec::new(),
-            ports: episode.items.sorted(),
-            hosts: vec![probe.dst],
-            score: episode.items.len() as f64 / self.min_ports as f64,
-            first_seen: episode.first_seen,
-            failed: episode.probes - episode.succeeded,
-            succeeded: episode.succeeded,
-        })
+        Some(episode.verdict(
+            ScanKind::Vertical,
+            Some(probe.dst),
+            episode.items.sorted(),
+            vec![probe.dst],
+            self.min_ports,
+        ))
     }
 
     fn tracked(&self) -> usize {
@@ -94,6 +89,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+    use crate::detect::verdict::DetectorName;
 
     fn refused(port: u16) -> Probe {
         let ip = |last| IpAddr::V4(Ipv4Addr::new(198, 18, 0, last));
