@@ -161,15 +161,15 @@ impl Ours {
             .iter()
             .filter_map(|(time, line)| {
                 let record: Value = serde_json::from_str(line).ok()?;
-                (record["event_type"] == "alert" && record["scan"]["phase"] == "start").then(|| {
-                    Alert {
+                (record["event_type"] == "alert"
+                    && record["alert"]["context"]["scan"]["phase"] == "start")
+                    .then(|| Alert {
                         time: *time,
                         text: record["alert"]["signature"]
                             .as_str()
                             .unwrap_or_default()
                             .to_owned(),
-                    }
-                })
+                    })
             })
             .collect()
     }

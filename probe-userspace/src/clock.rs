@@ -1,5 +1,6 @@
 //! Time: turning the kernel's CLOCK_MONOTONIC stamps into wall-clock time, and formatting
-//! wall-clock time as RFC 3339 with microseconds (`2026-11-21T06:01:02.123456Z`).
+//! wall-clock time as RFC 3339 with microseconds (`2026-11-21T06:01:02.123456Z`) or as
+//! Suricata's EVE records do (`2026-11-21T06:01:02.123456+0000`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,17 @@ impl WallClock {
 
 /// Formats a wall-clock time as RFC 3339 in UTC with microseconds.
 pub fn rfc3339_micros(time: SystemTime) -> String {
+    format!("{}Z", utc_micros(time))
+}
+
+/// Formats a wall-clock time as Suricata's EVE records carry it: UTC with microseconds and
+/// a numeric offset (`2026-11-28T17:05:22.120650+0000`), the form its schema requires.
+pub fn eve_timestamp(time: SystemTime) -> String {
+    format!("{}+0000", utc_micros(time))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffff` in UTC.
+fn utc_micros(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
     let micros = since_epoch.subsec_micros();
@@ -64,7 +76,7 @@ pub fn rfc3339_micros(time: SystemTime) -> String {
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -109,6 +121,14 @@ mod tests {
         assert_eq!(
             rfc3339_micros(at(4_102_444_799, 999_999)),
             "2099-12-31T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
+    fn eve_timestamps_carry_an_offset() {
+        assert_eq!(
+            eve_timestamp(at(1_795_132_800, 120_650)),
+            "2026-11-20T00:00:00.120650+0000"
         );
     }
 

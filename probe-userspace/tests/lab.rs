@@ -15,6 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "common/eve.rs"]
+mod eve;
+
 use probe_netlab::{Listeners, Netns, netns, require_root, require_tool, veth};
 use serde_json::Value;
 
@@ -145,7 +148,25 @@ impl Detector {
         }
     }
 
-    /// Sends SIGTERM, waits for the exit status, and checks that everything was detached.
+    /// Checks every record written so far against Suricata's EVE schema, but the
+    /// `--probes` records (probe-detector's own type); how many were checked.
+    fn assert_eve(&self) -> usize {
+        let Some(eve) = eve::Eve::load("lab") else {
+            return 0;
+        };
+        let records: Vec<Value> = self
+            .records()
+            .into_iter()
+            .filter(|r| r["event_type"] != "probe")
+            .collect();
+        for record in &records {
+            eve.assert_valid(record);
+        }
+        records.len()
+    }
+
+    /// Sends SIGTERM, waits for the exit status, and checks that everything was detached
+    /// and that every record written validates as EVE.
     fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         // `ip netns exec` execs the program, so the child's pid is probe-detector's.
@@ -156,6 +177,7 @@ impl Detector {
             if let Some(status) = child.try_wait().unwrap() {
                 // Let the reader threads take the last lines.
                 thread::sleep(Duration::from_millis(100));
+                self.assert_eve();
                 return status;
             }
             if started.elapsed() > Duration::from_secs(10) {
@@ -415,17 +437,19 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
     let alerts = detector.alerts();
     let starts: Vec<&Value> = alerts
         .iter()
-        .filter(|a| a["scan"]["phase"] == "start")
+        .filter(|a| a["alert"]["context"]["scan"]["phase"] == "start")
         .collect();
     assert_eq!(starts.len(), 1, "one scan, one start: {alerts:#?}");
     let alert = starts[0];
     // At SIGTERM the open scan is summed up: every closed port probed.
     let end = alerts
         .iter()
-        .find(|a| a["scan"]["phase"] == "end")
+        .find(|a| a["alert"]["context"]["scan"]["phase"] == "end")
         .unwrap_or_else(|| panic!("no end summary: {alerts:#?}"));
     assert_eq!(
-        end["scan"]["ports"].as_array().map(Vec::len),
+        end["alert"]["context"]["scan"]["ports"]
+            .as_array()
+            .map(Vec::len),
         Some(97),
         "{end}"
     );
@@ -436,11 +460,11 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
     assert_eq!(
         (
             alert["alert"]["severity"].as_u64(),
-            alert["scan"]["technique"].as_str()
+            alert["alert"]["context"]["scan"]["technique"].as_str()
         ),
         (Some(2), Some("SYN"))
     );
-    let ports: Vec<u16> = alert["scan"]["ports"]
+    let ports: Vec<u16> = alert["alert"]["context"]["scan"]["ports"]
         .as_array()
         .unwrap()
         .iter()
@@ -449,7 +473,7 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
     let closed: BTreeSet<u16> = (1..=100).filter(|p| !open.contains(p)).collect();
     assert!(ports.len() >= 4, "at least TRW's four failures: {ports:?}");
     assert_eq!(
-        alert["scan"]["detector"], "trw",
+        alert["alert"]["context"]["scan"]["detector"], "trw",
         "the sequential test is first"
     );
     assert!(
@@ -529,7 +553,7 @@ fn every_nmap_technique_is_seen_and_alerted() {
         nmap_args.extend_from_slice(&["-T4", "-p", "1-30", target]);
         nmap(&lab.scanner, &nmap_args);
         let alerts = detector.wait_for_alert(Duration::from_secs(10), |a| {
-            a["scan"]["technique"] == technique
+            a["alert"]["context"]["scan"]["technique"] == technique
         });
         let status = detector.stop();
         assert!(
@@ -556,7 +580,7 @@ fn every_nmap_technique_is_seen_and_alerted() {
         };
         let alert = alerts
             .iter()
-            .find(|a| a["scan"]["technique"] == technique)
+            .find(|a| a["alert"]["context"]["scan"]["technique"] == technique)
             .unwrap_or_else(|| panic!("nmap {args:?}: no {technique} alert: {alerts:#?}"));
         assert_eq!(
             (alert["src_ip"].as_str(), alert["dest_ip"].as_str()),
@@ -564,11 +588,17 @@ fn every_nmap_technique_is_seen_and_alerted() {
             "nmap {args:?}"
         );
         // The first alert comes after at most five failed probes.
-        assert_eq!(alert["scan"]["phase"], "start", "nmap {args:?}");
-        let failed = alert["scan"]["failed"].as_u64().unwrap();
+        assert_eq!(
+            alert["alert"]["context"]["scan"]["phase"], "start",
+            "nmap {args:?}"
+        );
+        let failed = alert["alert"]["context"]["scan"]["failed"]
+            .as_u64()
+            .unwrap();
         eprintln!(
             "nmap {args:?}: first alert ({}) after {failed} failed of {} probes",
-            alert["scan"]["detector"], alert["scan"]["probes"]
+            alert["alert"]["context"]["scan"]["detector"],
+            alert["alert"]["context"]["scan"]["probes"]
         );
         assert!(
             failed <= 5,
@@ -632,13 +662,13 @@ fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
         run_ok(&mut scanner.exec("nmap", &all));
     }
     let alerts = detector.wait_for_alert(Duration::from_secs(10), |a| {
-        a["scan"]["kind"] == "horizontal"
+        a["alert"]["context"]["scan"]["kind"] == "horizontal"
     });
     let status = detector.stop();
     assert!(status.success(), "probe-detector exit {status}");
     let sweep = alerts
         .iter()
-        .find(|a| a["scan"]["kind"] == "horizontal")
+        .find(|a| a["alert"]["context"]["scan"]["kind"] == "horizontal")
         .unwrap_or_else(|| {
             panic!(
                 "no sweep alert: {alerts:#?}\nrecords: {:#?}",
@@ -648,7 +678,7 @@ fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
     eprintln!("sweep alert: {sweep}");
     assert_eq!(sweep["src_ip"], "198.18.8.1");
     assert_eq!(sweep["in_iface"], "wan0");
-    let hosts: Vec<&str> = sweep["dest_ips"]
+    let hosts: Vec<&str> = sweep["alert"]["context"]["dest_ips"]
         .as_array()
         .unwrap()
         .iter()
@@ -789,7 +819,7 @@ fn slow_scan(test: &str, timing: &str, limit: Duration) -> Option<(Value, f64)> 
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
         "nmap {timing}: first alert ({}) after {} failed probes, {elapsed:.1} s into the scan",
-        alert["scan"]["detector"], alert["scan"]["failed"]
+        alert["alert"]["context"]["scan"]["detector"], alert["alert"]["context"]["scan"]["failed"]
     );
     Some((alert, elapsed))
 }
@@ -798,7 +828,9 @@ fn slow_scan(test: &str, timing: &str, limit: Duration) -> Option<(Value, f64)> 
 fn a_slow_scan_is_detected() {
     // nmap -T2 waits 0.4 s between probes: 30 ports take 12 s or more.
     if let Some((alert, _)) = slow_scan("a_slow_scan_is_detected", "-T2", Duration::from_secs(30)) {
-        let failed = alert["scan"]["failed"].as_u64().unwrap();
+        let failed = alert["alert"]["context"]["scan"]["failed"]
+            .as_u64()
+            .unwrap();
         assert!(failed <= 5, "{alert}");
     }
 }
@@ -813,7 +845,9 @@ fn a_sneaky_t1_scan_is_detected() {
         "-T1",
         Duration::from_secs(180),
     ) {
-        let failed = alert["scan"]["failed"].as_u64().unwrap();
+        let failed = alert["alert"]["context"]["scan"]["failed"]
+            .as_u64()
+            .unwrap();
         assert!(failed <= 5, "{alert}");
         assert!(elapsed < 120.0, "{elapsed} s");
     }
@@ -841,41 +875,56 @@ fn an_nmap_decoy_scan_is_one_distributed_incident() {
     );
     assert!(report.contains("22/open/tcp"), "{report}");
     detector.wait_for_alert(Duration::from_secs(10), |a| {
-        a["scan"]["kind"] == "distributed"
+        a["alert"]["context"]["scan"]["kind"] == "distributed"
     });
     assert!(detector.stop().success());
     let alerts = detector.alerts();
     let starts: Vec<&Value> = alerts
         .iter()
-        .filter(|a| a["scan"]["phase"] == "start")
+        .filter(|a| a["alert"]["context"]["scan"]["phase"] == "start")
         .collect();
     assert_eq!(starts.len(), 1, "one scan, one incident: {alerts:#?}");
     let start = starts[0];
-    assert_eq!(start["scan"]["kind"], "distributed", "{start}");
-    assert_eq!(start["scan"]["detector"], "crowd");
+    assert_eq!(
+        start["alert"]["context"]["scan"]["kind"], "distributed",
+        "{start}"
+    );
+    assert_eq!(start["alert"]["context"]["scan"]["detector"], "crowd");
     assert_eq!(start["dest_ip"], VICTIM_IP);
     assert_eq!(start["alert"]["signature_id"], 1_900_003);
     let mut expected = vec![decoys[0], decoys[1], SCANNER_IP];
     expected.sort();
-    assert_eq!(start["src_ips"], serde_json::json!(expected), "{start}");
-    assert_eq!(start["scan"]["sources"], 3);
-    assert_eq!(start["spoof"]["suspected"], true);
-    assert_eq!(start["spoof"]["reasons"], serde_json::json!(["decoys"]));
+    assert_eq!(
+        start["alert"]["context"]["src_ips"],
+        serde_json::json!(expected),
+        "{start}"
+    );
+    assert_eq!(start["alert"]["context"]["scan"]["sources"], 3);
+    assert_eq!(start["alert"]["context"]["spoof"]["suspected"], true);
+    assert_eq!(
+        start["alert"]["context"]["spoof"]["reasons"],
+        serde_json::json!(["decoys"])
+    );
     // Its summary at exit covers every closed port, from every source.
     let end = alerts
         .iter()
-        .find(|a| a["scan"]["phase"] == "end")
+        .find(|a| a["alert"]["context"]["scan"]["phase"] == "end")
         .unwrap_or_else(|| panic!("no end summary: {alerts:#?}"));
-    assert_eq!(end["scan"]["kind"], "distributed");
+    assert_eq!(end["alert"]["context"]["scan"]["kind"], "distributed");
     assert_eq!(
-        end["scan"]["ports"].as_array().map(Vec::len),
+        end["alert"]["context"]["scan"]["ports"]
+            .as_array()
+            .map(Vec::len),
         Some(29),
         "{end}"
     );
-    assert_eq!(end["src_ips"], serde_json::json!(expected));
+    assert_eq!(
+        end["alert"]["context"]["src_ips"],
+        serde_json::json!(expected)
+    );
     eprintln!(
         "nmap -D (2 decoys): one distributed incident after {} failed probes from {} sources",
-        start["scan"]["failed"], start["scan"]["sources"]
+        start["alert"]["context"]["scan"]["failed"], start["alert"]["context"]["scan"]["sources"]
     );
 }
 
@@ -1008,12 +1057,13 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
     );
     let first = scan(&[]);
     assert!(first.contains("22/open/tcp"), "{first}");
-    let alerts =
-        detector.wait_for_alert(Duration::from_secs(10), |a| a["scan"]["phase"] == "start");
+    let alerts = detector.wait_for_alert(Duration::from_secs(10), |a| {
+        a["alert"]["context"]["scan"]["phase"] == "start"
+    });
     let blocked_at = Instant::now();
     let start = alerts
         .iter()
-        .find(|a| a["scan"]["phase"] == "start")
+        .find(|a| a["alert"]["context"]["scan"]["phase"] == "start")
         .expect("an alert");
     assert_eq!(start["alert"]["action"], "blocked", "{start}");
     let during = scan(&[]);
@@ -1063,11 +1113,11 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
     let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF, "--block"]);
     scan(&["-D", "198.18.7.101,198.18.7.102,ME"]);
     let alerts = detector.wait_for_alert(Duration::from_secs(10), |a| {
-        a["scan"]["kind"] == "distributed"
+        a["alert"]["context"]["scan"]["kind"] == "distributed"
     });
     let start = alerts
         .iter()
-        .find(|a| a["scan"]["phase"] == "start")
+        .find(|a| a["alert"]["context"]["scan"]["phase"] == "start")
         .expect("an alert");
     assert_eq!(start["alert"]["action"], "allowed", "{start}");
     let again = scan(&[]);

@@ -5,6 +5,9 @@
 
 use std::{path::Path, process::Command};
 
+#[path = "common/eve.rs"]
+mod eve;
+
 use probe_netlab::require_root;
 use serde_json::Value;
 
@@ -44,7 +47,15 @@ fn replay_with(name: &str, flags: &[&str]) -> Vec<Value> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "replay {name} failed: {stderr}");
     assert!(stderr.contains("replayed "), "{stderr}");
-    lines(&String::from_utf8_lossy(&out.stdout))
+    let records = lines(&String::from_utf8_lossy(&out.stdout));
+    // Every record a replay writes is a valid EVE record (real scans through the real
+    // programs: vertical, distributed, with and without --block).
+    if let Some(eve) = eve::Eve::load(name) {
+        for record in &records {
+            eve.assert_valid(record);
+        }
+    }
+    records
 }
 
 /// What must agree between a live run and a replay: everything but the clock-dependent
@@ -52,25 +63,25 @@ fn replay_with(name: &str, flags: &[&str]) -> Vec<Value> {
 /// the capture's.
 fn essence(alert: &Value) -> Value {
     serde_json::json!({
-        "phase": alert["scan"]["phase"],
-        "kind": alert["scan"]["kind"],
-        "detector": alert["scan"]["detector"],
-        "technique": alert["scan"]["technique"],
+        "phase": alert["alert"]["context"]["scan"]["phase"],
+        "kind": alert["alert"]["context"]["scan"]["kind"],
+        "detector": alert["alert"]["context"]["scan"]["detector"],
+        "technique": alert["alert"]["context"]["scan"]["technique"],
         "src_ip": alert["src_ip"],
-        "src_ips": alert["src_ips"],
+        "src_ips": alert["alert"]["context"]["src_ips"],
         "dest_ip": alert["dest_ip"],
-        "ports": alert["scan"]["ports"],
-        "probes": alert["scan"]["probes"],
-        "failed": alert["scan"]["failed"],
-        "succeeded": alert["scan"]["succeeded"],
+        "ports": alert["alert"]["context"]["scan"]["ports"],
+        "probes": alert["alert"]["context"]["scan"]["probes"],
+        "failed": alert["alert"]["context"]["scan"]["failed"],
+        "succeeded": alert["alert"]["context"]["scan"]["succeeded"],
         "signature_id": alert["alert"]["signature_id"],
-        "spoof_reasons": alert["spoof"]["reasons"],
+        "spoof_reasons": alert["alert"]["context"]["spoof"]["reasons"],
     })
 }
 
-/// Seconds since midnight of an RFC 3339 time (`2026-11-21T07:26:01.123456Z`).
+/// Seconds since midnight of an EVE time (`2026-11-21T07:26:01.123456+0000`).
 fn seconds_of_day(time: &str) -> f64 {
-    let clock = &time[11..time.len() - 1];
+    let clock = &time[11..26];
     clock
         .split(':')
         .map(|part| part.parse::<f64>().unwrap())
@@ -109,7 +120,13 @@ fn a_replayed_syn_scan_gives_the_live_alerts() {
     let alerts = same_as_live("syn-scan");
     // nmap -sS -T4 of 100 ports, 22 and 80 open: one incident, start and end.
     assert_eq!(alerts.len(), 2);
-    assert_eq!(alerts[1]["scan"]["ports"].as_array().unwrap().len(), 98);
+    assert_eq!(
+        alerts[1]["alert"]["context"]["scan"]["ports"]
+            .as_array()
+            .unwrap()
+            .len(),
+        98
+    );
 }
 
 #[test]
@@ -119,8 +136,14 @@ fn a_replayed_decoy_scan_is_one_distributed_incident() {
     }
     let alerts = same_as_live("decoy-scan");
     assert_eq!(alerts.len(), 2);
-    assert_eq!(alerts[0]["scan"]["kind"], "distributed");
-    assert_eq!(alerts[0]["src_ips"].as_array().unwrap().len(), 3);
+    assert_eq!(alerts[0]["alert"]["context"]["scan"]["kind"], "distributed");
+    assert_eq!(
+        alerts[0]["alert"]["context"]["src_ips"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -152,7 +175,10 @@ fn replay_writes_the_attack_list_on_the_captures_clock() {
     let ported: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[3]).collect();
     assert_eq!(ported.len(), 98, "{text}");
     assert_eq!(
-        alerts[1]["scan"]["ports"].as_array().unwrap().len(),
+        alerts[1]["alert"]["context"]["scan"]["ports"]
+            .as_array()
+            .unwrap()
+            .len(),
         ported.len()
     );
     // The capture's clock, not today's: the rows carry the scan's day.
@@ -166,10 +192,10 @@ fn replay_with_block_records_what_a_live_run_would_have_blocked() {
         return;
     }
     let alerts = replay_with("syn-scan", &["--block"]);
-    assert_eq!(alerts[0]["scan"]["phase"], "start");
+    assert_eq!(alerts[0]["alert"]["context"]["scan"]["phase"], "start");
     assert_eq!(alerts[0]["alert"]["action"], "blocked");
     // Decoys make the sources likely forged: a live run would not block them.
     let decoys = replay_with("decoy-scan", &["--block"]);
-    assert_eq!(decoys[0]["scan"]["kind"], "distributed");
+    assert_eq!(decoys[0]["alert"]["context"]["scan"]["kind"], "distributed");
     assert_eq!(decoys[0]["alert"]["action"], "allowed");
 }

@@ -229,6 +229,11 @@ pub struct Cli {
     )]
     pub alert_rate_limit: u32,
 
+    /// The sensor's name every record carries in `host` (EVE's sensor name), so records
+    /// from several sensors can be told apart. Default: this host's name.
+    #[arg(help_heading = "Output", global = true, long, value_name = "NAME")]
+    pub sensor_name: Option<String>,
+
     /// Append each probed port of a confirmed scanner to this CSV file (time, source,
     /// destination, port, protocol, outcome, service, count). Off when not given.
     #[arg(help_heading = "Output", global = true, long, value_name = "PATH")]

@@ -65,6 +65,8 @@ pub struct Settings {
     /// The engine's configuration, the sequential test's unit aside (see
     /// [`Settings::engine_config`]).
     engine: EngineConfig,
+    /// `--sensor-name`, or this host's name.
+    pub sensor_name: String,
     /// `--probes`, `--alert-rate-limit`.
     pub probes: bool,
     pub alert_rate_limit: u32,
@@ -190,6 +192,10 @@ impl Settings {
             kernel,
             trw: cli.trw,
             engine,
+            sensor_name: cli
+                .sensor_name
+                .clone()
+                .unwrap_or_else(crate::net::iface::host_name),
             probes: cli.probes,
             alert_rate_limit: cli.alert_rate_limit,
             attack_list: cli.attack_list.as_ref().map(|path| AttackListSettings {
@@ -257,6 +263,7 @@ impl Settings {
             probes: self.probes,
             alert_rate_limit: self.alert_rate_limit,
             fixed_iface: (clock == Clock::Unix).then(|| "replay".to_owned()),
+            host: self.sensor_name.clone(),
             clock,
         }
     }
@@ -301,6 +308,8 @@ mod tests {
         assert!(!kernel.block);
         assert_eq!(kernel.wakeup_gap, Some(Duration::from_millis(1)));
         assert!(s.block.is_none() && s.attack_list.is_none() && s.metrics_addr.is_none());
+        assert_eq!(s.sensor_name, crate::net::iface::host_name());
+        assert_eq!(settings(&["--sensor-name", "edge-1"]).sensor_name, "edge-1");
     }
 
     #[test]

@@ -203,6 +203,19 @@ fn default_v6(table: &str) -> Option<String> {
         .map(|(_, iface)| iface)
 }
 
+/// This host's name (`gethostname`); `localhost` when it has none.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid and writable for its length; gethostname writes at most
+    // that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 pub mod attack_list;
 pub mod evidence;
+pub mod probe_record;
 pub mod rate_limit;
 pub mod record;
 pub mod services;
@@ -24,8 +25,9 @@ use crate::{
     output::{
         attack_list::{AttackList, AttackListError, Row},
         evidence::Evidence,
+        probe_record::ProbeRecord,
         rate_limit::FloodLimit,
-        record::{AlertRecord, ProbeRecord, Thresholds, json_line},
+        record::{AlertRecord, Thresholds, json_line},
     },
     policy::block::{BlockPolicy, Blocker},
 };
@@ -69,6 +71,8 @@ pub struct PipelineConfig {
     pub alert_rate_limit: u32,
     /// The interface name every record carries, instead of looking the index up (replay).
     pub fixed_iface: Option<String>,
+    /// The sensor's name every record carries in `host` (`--sensor-name`).
+    pub host: String,
     /// Which clock the times given are on.
     pub clock: Clock,
 }
@@ -193,7 +197,12 @@ impl<W: Write> Pipeline<W> {
         );
         if self.config.probes {
             let iface = self.iface_name(probe.ifindex);
-            let record = ProbeRecord::from_probe_at(probe, iface, self.config.clock.wall());
+            let record = ProbeRecord::from_probe(
+                probe,
+                iface,
+                self.config.host.clone(),
+                self.config.clock.wall(),
+            );
             self.push_line(&json_line(&record));
         }
         if let Some((_, evidence)) = self.attack.as_mut() {
@@ -275,8 +284,13 @@ impl<W: Write> Pipeline<W> {
             .entry((scan.kind.name(), scan.phase.name()))
             .or_default() += 1;
         let iface = self.iface_name(scan.ifindex);
-        let mut record =
-            AlertRecord::from_scan_at(scan, iface, self.thresholds, self.config.clock.wall());
+        let mut record = AlertRecord::from_scan(
+            scan,
+            iface,
+            self.config.host.clone(),
+            self.thresholds,
+            self.config.clock.wall(),
+        );
         if blocked {
             record.alert.action = "blocked";
         }
@@ -322,19 +336,28 @@ impl<W: Write> Pipeline<W> {
         blocked
     }
 
-    /// One `alert_flood` record when the rate limit held alerts back since the last call.
+    /// When the rate limit held alerts back since the last call, one EVE `engine` record
+    /// (as Suricata logs its own warnings) that says how many.
     fn report_suppressed(&mut self, now: Duration) {
         let suppressed = self.limit.take_suppressed();
         if suppressed == 0 {
             return;
         }
         self.stats.alerts_suppressed += suppressed;
-        log::warn!("alert flood: {suppressed} alerts suppressed (--alert-rate-limit)");
+        let message = format!(
+            "alert flood: {suppressed} alerts suppressed (--alert-rate-limit {} a second)",
+            self.config.alert_rate_limit
+        );
+        log::warn!("{message}");
         self.push_line(&json_line(&serde_json::json!({
-            "timestamp": clock::rfc3339_micros(self.config.clock.wall().at(now)),
-            "event_type": "alert_flood",
-            "suppressed": suppressed,
-            "limit_per_s": self.config.alert_rate_limit,
+            "timestamp": clock::eve_timestamp(self.config.clock.wall().at(now)),
+            "event_type": "engine",
+            "host": self.config.host,
+            "log_level": "Warning",
+            "engine": {
+                "module": "probe-detector-alert-rate-limit",
+                "message": message,
+            },
         })));
     }
 
@@ -374,6 +397,7 @@ mod tests {
             probes: false,
             alert_rate_limit: limit,
             fixed_iface: Some("replay".into()),
+            host: "sensor-1".into(),
             clock: Clock::Unix,
         };
         Pipeline::new(
@@ -423,8 +447,9 @@ mod tests {
         p.flush(|_| None).unwrap();
         let written = records(&p);
         assert_eq!(written.len(), 1);
-        assert_eq!(written[0]["scan"]["phase"], "start");
+        assert_eq!(written[0]["alert"]["context"]["scan"]["phase"], "start");
         assert_eq!(written[0]["in_iface"], "replay");
+        assert_eq!(written[0]["host"], "sensor-1");
         assert!(
             written[0]["timestamp"]
                 .as_str()
@@ -447,8 +472,12 @@ mod tests {
         p.flush(|_| None).unwrap();
         let written = records(&p);
         let flood = written.last().unwrap();
-        assert_eq!(flood["event_type"], "alert_flood");
-        assert_eq!(flood["suppressed"], 3);
+        assert_eq!(flood["event_type"], "engine");
+        assert_eq!(flood["log_level"], "Warning");
+        assert_eq!(
+            flood["engine"]["message"],
+            "alert flood: 3 alerts suppressed (--alert-rate-limit 2 a second)"
+        );
         assert!(
             flood["timestamp"]
                 .as_str()

@@ -1,7 +1,8 @@
-//! The records written to stdout, one JSON object per line, shaped like Suricata's EVE
-//! events so jq recipes and SIEM pipelines written for EVE apply: alerts
-//! (`event_type: "alert"`), and with `--probes` each outcome the kernel reported
-//! (`event_type: "probe"`).
+//! The alert record: one JSON object per line that validates against Suricata's EVE schema
+//! (`event_type: "alert"`), so pipelines built for eve.json take it as it is. What EVE has
+//! no field for goes where its schema leaves room: the scan's summary and the evidence on
+//! forged sources in `alert.context`, the tags a SIEM filters on in `alert.metadata` (string
+//! arrays, as Suricata writes rule metadata). docs/alerts.md has every field.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 use crate::{
     clock::{self, WallClock},
     detect::{DetectorName, EngineConfig, ScanAlert, ScanKind},
-    event::{Probe, outcome_name, probe_type_name, proto_name},
+    event::proto_name,
     output::services::{self, Service},
 };
 
@@ -60,24 +61,16 @@ impl Thresholds {
 /// One alert line.
 #[derive(Debug, Serialize)]
 pub struct AlertRecord {
-    /// When the scan was recognised: RFC 3339, UTC, microseconds.
+    /// When the scan was recognised, as EVE writes it (UTC, microseconds, `+0000`).
     pub timestamp: String,
     /// Always `"alert"`.
     pub event_type: &'static str,
-    /// The scanning source: the first seen when `src_ips` lists several.
+    /// The scanning source: the first seen when `alert.context.src_ips` lists several.
     pub src_ip: String,
-    /// Every source of a distributed scan or of a group of sources, sorted (up to 256).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_ips: Option<Vec<String>>,
-    /// The network sources were grouped by (`--group-v4`, `--group-v6`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_net: Option<String>,
-    /// The scanned target (vertical and distributed scans).
+    /// The scanned target (vertical and distributed scans; a sweep has many, in
+    /// `alert.context.dest_ips`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest_ip: Option<String>,
-    /// The scanned targets (sweeps).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dest_ips: Option<Vec<String>>,
     /// The probed port, when the scan touched exactly one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest_port: Option<u16>,
@@ -85,15 +78,13 @@ pub struct AlertRecord {
     pub proto: String,
     /// Interface the probes arrived on (its index if the name is gone).
     pub in_iface: String,
-    /// What matched.
+    /// The sensor's name (`--sensor-name`, default the host name), as EVE's `host`.
+    pub host: String,
+    /// What matched, with the scan's summary.
     pub alert: AlertInfo,
-    /// The evidence.
-    pub scan: ScanInfo,
-    /// Whether the source addresses may be forged.
-    pub spoof: SpoofInfo,
 }
 
-/// The `spoof` object.
+/// The `alert.context.spoof` object.
 #[derive(Debug, Serialize)]
 pub struct SpoofInfo {
     /// True when every probe arrived with the same TTL (hop limit), as packets of one
@@ -112,7 +103,7 @@ pub struct SpoofInfo {
 /// The `alert` object, as in EVE.
 #[derive(Debug, Serialize)]
 pub struct AlertInfo {
-    /// `"allowed"`: we only observe.
+    /// `"allowed"`, or `"blocked"` when `--block` blocked the source.
     pub action: &'static str,
     /// Generator id, 1 as for rule-based alerts.
     pub gid: u32,
@@ -124,8 +115,47 @@ pub struct AlertInfo {
     pub signature: String,
     /// Classification, from Snort/Suricata's classification.config.
     pub category: &'static str,
-    /// 1 = high (stealth techniques) .. 3 = low.
+    /// 1 = high (stealth techniques, decoys) .. 3 = low.
     pub severity: u8,
+    /// Tags to filter on, each a list of strings as EVE's rule metadata.
+    pub metadata: AlertMetadata,
+    /// The scan: its summary, the evidence on forged sources, every source and target.
+    pub context: AlertContext,
+}
+
+/// The `alert.metadata` object: one-element string lists, as Suricata writes rule
+/// metadata, so Elastic, Kibana and EveBox index them as keywords.
+#[derive(Debug, Serialize)]
+pub struct AlertMetadata {
+    /// `probe-detector` and the scan's kind as a tag: `port-scan`, `host-sweep` or
+    /// `distributed-scan`.
+    pub tag: Vec<&'static str>,
+    /// `vertical`, `horizontal` or `distributed`.
+    pub scan_kind: [&'static str; 1],
+    /// `start`, `update` or `end`.
+    pub scan_phase: [&'static str; 1],
+    /// `trw`, `threshold`, `slow` or `crowd`.
+    pub detector: [&'static str; 1],
+    /// `SYN`, `FIN`, `NULL`, `Xmas`, `odd-flags`, `ACK`, `UDP` or `ping`.
+    pub technique: [&'static str; 1],
+}
+
+/// The `alert.context` object.
+#[derive(Debug, Serialize)]
+pub struct AlertContext {
+    /// What was seen.
+    pub scan: ScanInfo,
+    /// Whether the source addresses may be forged.
+    pub spoof: SpoofInfo,
+    /// Every source of a distributed scan or of a group of sources, sorted (up to 256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_ips: Option<Vec<String>>,
+    /// The network sources were grouped by (`--group-v4`, `--group-v6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_net: Option<String>,
+    /// The scanned targets (sweeps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_ips: Option<Vec<String>>,
 }
 
 /// The `scan` object: what was seen.
@@ -165,9 +195,10 @@ pub struct ScanInfo {
     /// The first detector's score: TRW's likelihood ratio (flags at 99 by default), or the
     /// threshold detector's count over its threshold.
     pub score: f64,
-    /// Time of the first counted outcome, RFC 3339.
+    /// Time of the first counted outcome, as `timestamp`.
     pub first_seen: String,
-    /// Time of the outcome that completed the scan, RFC 3339.
+    /// Time of the outcome that completed the scan (or, for `update` and `end`, the
+    /// latest), as `timestamp`.
     pub last_seen: String,
     /// What makes this kind of scan for the detector that recognised it: distinct ports
     /// (`--scan-ports`), hosts (`--sweep-hosts`), sources (`--crowd-sources`) or, for the
@@ -178,23 +209,20 @@ pub struct ScanInfo {
 }
 
 impl AlertRecord {
-    /// Builds the record of a scan alert. `iface` is the name of the interface the probes
-    /// arrived on.
-    pub fn from_scan(scan: &ScanAlert, iface: String, thresholds: Thresholds) -> Self {
-        Self::from_scan_at(scan, iface, thresholds, WallClock::now())
-    }
-
-    /// [`AlertRecord::from_scan`] with the scan's times converted by `clock` (a replay's
-    /// times are the capture's, since the Unix epoch: [`WallClock::unix`]).
-    pub fn from_scan_at(
+    /// Builds the record of a scan alert: `iface` is the name of the interface the probes
+    /// arrived on, `host` the sensor's name, `clock` converts the scan's times (the
+    /// kernel's monotonic clock: [`WallClock::now`]; a replay's times are the capture's,
+    /// since the Unix epoch: [`WallClock::unix`]).
+    pub fn from_scan(
         scan: &ScanAlert,
         iface: String,
+        host: String,
         thresholds: Thresholds,
         clock: WallClock,
     ) -> Self {
         let proto = proto_name(scan.proto);
         let span = human_span(scan.last_seen.saturating_sub(scan.first_seen));
-        let wall = |t| clock::rfc3339_micros(clock.at(t));
+        let wall = |t| clock::eve_timestamp(clock.at(t));
         let technique = scan.technique.name();
         let (signature_id, signature, kind, mut threshold) = match scan.kind {
             ScanKind::Vertical => (
@@ -255,20 +283,23 @@ impl AlertRecord {
             ScanKind::Vertical | ScanKind::Distributed => (targets.first().cloned(), None),
             ScanKind::Horizontal => (None, Some(targets)),
         };
+        let tag = match scan.kind {
+            ScanKind::Vertical => "port-scan",
+            ScanKind::Horizontal => "host-sweep",
+            ScanKind::Distributed => "distributed-scan",
+        };
         Self {
             timestamp: wall(scan.last_seen),
             event_type: "alert",
             src_ip: scan.src.to_string(),
-            src_ips: (scan.sources.len() > 1 || scan.src_net.is_some())
-                .then(|| scan.sources.iter().map(ToString::to_string).collect()),
-            src_net: scan.src_net.map(|(net, len)| format!("{net}/{len}")),
             dest_ip,
-            dest_ips,
             dest_port: match scan.ports.as_slice() {
                 [port] => Some(*port),
                 _ => None,
             },
+            proto,
             in_iface: iface,
+            host,
             alert: AlertInfo {
                 action: "allowed",
                 gid: 1,
@@ -281,34 +312,46 @@ impl AlertRecord {
                 } else {
                     SEVERITY_MEDIUM
                 },
-            },
-            proto,
-            scan: ScanInfo {
-                phase: scan.phase.name(),
-                kind,
-                detector: scan.detector.name(),
-                technique,
-                ports: scan.ports.clone(),
-                hosts: scan.targets.len(),
-                sources: scan.sources.len().max(1),
-                services: named(scan.proto, &scan.ports),
-                probes: scan.probes,
-                failed: scan.failed,
-                succeeded: scan.succeeded,
-                rate_pps: (rate_pps * 100.0).round() / 100.0,
-                tcp_flags: format!("{:#04x}", scan.tcp_flags),
-                score: (scan.score * 100.0).round() / 100.0,
-                first_seen: wall(scan.first_seen),
-                last_seen: wall(scan.last_seen),
-                threshold,
-                window_s,
-            },
-            spoof: SpoofInfo {
-                ttl_consistent: scan.spoof.ttl_consistent(),
-                ttl_min: scan.spoof.ttl_min,
-                ttl_max: scan.spoof.ttl_max,
-                suspected: scan.spoof.suspected(),
-                reasons: scan.spoof.reasons.clone(),
+                metadata: AlertMetadata {
+                    tag: vec!["probe-detector", tag],
+                    scan_kind: [kind],
+                    scan_phase: [scan.phase.name()],
+                    detector: [scan.detector.name()],
+                    technique: [technique],
+                },
+                context: AlertContext {
+                    scan: ScanInfo {
+                        phase: scan.phase.name(),
+                        kind,
+                        detector: scan.detector.name(),
+                        technique,
+                        ports: scan.ports.clone(),
+                        hosts: scan.targets.len(),
+                        sources: scan.sources.len().max(1),
+                        services: named(scan.proto, &scan.ports),
+                        probes: scan.probes,
+                        failed: scan.failed,
+                        succeeded: scan.succeeded,
+                        rate_pps: (rate_pps * 100.0).round() / 100.0,
+                        tcp_flags: format!("{:#04x}", scan.tcp_flags),
+                        score: (scan.score * 100.0).round() / 100.0,
+                        first_seen: wall(scan.first_seen),
+                        last_seen: wall(scan.last_seen),
+                        threshold,
+                        window_s,
+                    },
+                    spoof: SpoofInfo {
+                        ttl_consistent: scan.spoof.ttl_consistent(),
+                        ttl_min: scan.spoof.ttl_min,
+                        ttl_max: scan.spoof.ttl_max,
+                        suspected: scan.spoof.suspected(),
+                        reasons: scan.spoof.reasons.clone(),
+                    },
+                    src_ips: (scan.sources.len() > 1 || scan.src_net.is_some())
+                        .then(|| scan.sources.iter().map(ToString::to_string).collect()),
+                    src_net: scan.src_net.map(|(net, len)| format!("{net}/{len}")),
+                    dest_ips,
+                },
             },
         }
     }
@@ -330,88 +373,6 @@ fn named(proto: u8, ports: &[u16]) -> Vec<NamedPort> {
             services::lookup(proto, port).map(|service| NamedPort { port, service })
         })
         .collect()
-}
-
-/// One outcome the kernel reported (`--probes`).
-#[derive(Debug, Serialize)]
-pub struct ProbeRecord {
-    /// When the kernel saw the outcome: RFC 3339, UTC, microseconds.
-    pub timestamp: String,
-    /// Always `"probe"`.
-    pub event_type: &'static str,
-    pub src_ip: String,
-    pub src_port: u16,
-    pub dest_ip: String,
-    pub dest_port: u16,
-    pub proto: String,
-    pub in_iface: String,
-    pub probe: ProbeInfo,
-    /// The probed port's well-known service, with the seed's signature name
-    /// (`TCP_Probe_Ftp`) and risk.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<ServiceInfo>,
-}
-
-/// The `service` object of a probe record.
-#[derive(Debug, Serialize)]
-pub struct ServiceInfo {
-    pub name: &'static str,
-    pub risk: services::Risk,
-    pub signature: String,
-}
-
-/// The `probe` object.
-#[derive(Debug, Serialize)]
-pub struct ProbeInfo {
-    /// `tcp_syn`, `tcp_stealth`, `tcp_ack`, `udp` or `icmp_echo`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// `refused` (closed), `accepted` (open / alive), `unreachable`, `prohibited`
-    /// (filtered by an ICMP error) or `unanswered` (filtered, or open|filtered).
-    pub outcome: &'static str,
-    /// TCP flags of the probe, as hex (`0x02`).
-    pub tcp_flags: String,
-    /// TTL or hop limit of the probe as it arrived (0 when unknown).
-    pub ttl: u8,
-    /// ICMP type and code of the answer, when it was an ICMP error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub icmp_type: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub icmp_code: Option<u8>,
-}
-
-impl ProbeRecord {
-    /// Builds the record of one outcome.
-    pub fn from_probe(probe: &Probe, iface: String) -> Self {
-        Self::from_probe_at(probe, iface, WallClock::now())
-    }
-
-    /// [`ProbeRecord::from_probe`] with the probe's time converted by `clock`.
-    pub fn from_probe_at(probe: &Probe, iface: String, clock: WallClock) -> Self {
-        Self {
-            timestamp: clock::rfc3339_micros(clock.at(probe.timestamp)),
-            event_type: "probe",
-            src_ip: probe.src.to_string(),
-            src_port: probe.src_port,
-            dest_ip: probe.dst.to_string(),
-            dest_port: probe.dst_port,
-            proto: proto_name(probe.proto),
-            in_iface: iface,
-            service: services::lookup(probe.proto, probe.dst_port).map(|s| ServiceInfo {
-                name: s.name,
-                risk: s.risk,
-                signature: services::probe_signature(probe.proto, s),
-            }),
-            probe: ProbeInfo {
-                kind: probe_type_name(probe.probe),
-                outcome: outcome_name(probe.outcome),
-                tcp_flags: format!("{:#04x}", probe.tcp_flags),
-                ttl: probe.ttl,
-                icmp_type: probe.icmp.map(|(t, _)| t),
-                icmp_code: probe.icmp.map(|(_, c)| c),
-            },
-        }
-    }
 }
 
 /// A record as one line of JSON, without the newline.
@@ -442,10 +403,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{
-        detect::{Phase, Spoof, Technique},
-        event::{Outcome, ProbeType},
-    };
+    use crate::detect::{Phase, Spoof, Technique};
 
     const THRESHOLDS: Thresholds = Thresholds {
         ports: 3,
@@ -505,11 +463,28 @@ mod tests {
             vec![victim],
             vec![1, 7, 9],
         );
-        let v = render(&AlertRecord::from_scan(&s, "vic0".into(), THRESHOLDS));
+        let v = render(&AlertRecord::from_scan(
+            &s,
+            "vic0".into(),
+            "sensor".into(),
+            THRESHOLDS,
+            WallClock::now(),
+        ));
         assert_eq!(v["event_type"], "alert");
         assert_eq!(v["src_ip"], "198.18.0.1");
         assert_eq!(v["dest_ip"], "198.18.0.2");
-        assert!(v.get("dest_ips").is_none());
+        assert!(v["alert"]["context"].get("dest_ips").is_none());
+        assert_eq!(v["host"], "sensor");
+        assert_eq!(
+            v["alert"]["metadata"],
+            serde_json::json!({
+                "tag": ["probe-detector", "port-scan"],
+                "scan_kind": ["vertical"],
+                "scan_phase": ["start"],
+                "detector": ["threshold"],
+                "technique": ["SYN"],
+            })
+        );
         assert_eq!(v["proto"], "TCP");
         assert_eq!(v["in_iface"], "vic0");
         assert_eq!(v["alert"]["severity"], 2);
@@ -519,42 +494,59 @@ mod tests {
             v["alert"]["signature"],
             "PROBE-DETECTOR TCP SYN port scan: 3 ports of 198.18.0.2 probed by 198.18.0.1 in 1.5 s"
         );
-        assert_eq!(v["scan"]["ports"], serde_json::json!([1, 7, 9]));
-        // Port 7 is not in the table, 1 and 9 neither: no services listed.
-        assert!(v["scan"].get("services").is_none());
         assert_eq!(
-            (v["scan"]["probes"].as_u64(), v["scan"]["hosts"].as_u64()),
+            v["alert"]["context"]["scan"]["ports"],
+            serde_json::json!([1, 7, 9])
+        );
+        // Port 7 is not in the table, 1 and 9 neither: no services listed.
+        assert!(v["alert"]["context"]["scan"].get("services").is_none());
+        assert_eq!(
+            (
+                v["alert"]["context"]["scan"]["probes"].as_u64(),
+                v["alert"]["context"]["scan"]["hosts"].as_u64()
+            ),
             (Some(4), Some(1))
         );
         assert_eq!(
-            (v["scan"]["kind"].as_str(), v["scan"]["technique"].as_str()),
+            (
+                v["alert"]["context"]["scan"]["kind"].as_str(),
+                v["alert"]["context"]["scan"]["technique"].as_str()
+            ),
             (Some("vertical"), Some("SYN"))
         );
-        assert_eq!(v["scan"]["threshold"], 3);
+        assert_eq!(v["alert"]["context"]["scan"]["threshold"], 3);
         assert_eq!(
-            (v["scan"]["phase"].as_str(), v["scan"]["detector"].as_str()),
+            (
+                v["alert"]["context"]["scan"]["phase"].as_str(),
+                v["alert"]["context"]["scan"]["detector"].as_str()
+            ),
             (Some("start"), Some("threshold"))
         );
         assert_eq!(
             (
-                v["scan"]["failed"].as_u64(),
-                v["scan"]["succeeded"].as_u64()
+                v["alert"]["context"]["scan"]["failed"].as_u64(),
+                v["alert"]["context"]["scan"]["succeeded"].as_u64()
             ),
             (Some(4), Some(0))
         );
-        assert_eq!(v["scan"]["tcp_flags"], "0x02");
+        assert_eq!(v["alert"]["context"]["scan"]["tcp_flags"], "0x02");
         // 4 outcomes in 1.5 s.
-        assert_eq!(v["scan"]["rate_pps"], 2.67);
+        assert_eq!(v["alert"]["context"]["scan"]["rate_pps"], 2.67);
         assert!(
             v.get("dest_port").is_none(),
             "three ports: no single dest_port"
         );
         let ts = v["timestamp"].as_str().unwrap();
-        // 2026-11-21T06:01:02.123456Z
-        assert_eq!(ts.len(), 27, "{ts}");
-        assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
-        assert_eq!(v["scan"]["last_seen"], v["timestamp"]);
-        assert!(v["scan"]["first_seen"].as_str().unwrap() < ts);
+        // 2026-11-21T06:01:02.123456+0000, as EVE writes it.
+        assert_eq!(ts.len(), 31, "{ts}");
+        assert!(ts.ends_with("+0000") && ts.as_bytes()[19] == b'.', "{ts}");
+        assert_eq!(v["alert"]["context"]["scan"]["last_seen"], v["timestamp"]);
+        assert!(
+            v["alert"]["context"]["scan"]["first_seen"]
+                .as_str()
+                .unwrap()
+                < ts
+        );
     }
 
     #[test]
@@ -566,7 +558,13 @@ mod tests {
             vec![victim],
             vec![1, 2, 3],
         );
-        let v = render(&AlertRecord::from_scan(&s, "vic0".into(), THRESHOLDS));
+        let v = render(&AlertRecord::from_scan(
+            &s,
+            "vic0".into(),
+            "sensor".into(),
+            THRESHOLDS,
+            WallClock::now(),
+        ));
         assert_eq!(v["alert"]["severity"], 1);
         assert!(
             v["alert"]["signature"]
@@ -583,10 +581,16 @@ mod tests {
             IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)),
         ];
         let s = scan(ScanKind::Horizontal, Technique::Syn, hosts, vec![80]);
-        let v = render(&AlertRecord::from_scan(&s, "wan0".into(), THRESHOLDS));
+        let v = render(&AlertRecord::from_scan(
+            &s,
+            "wan0".into(),
+            "sensor".into(),
+            THRESHOLDS,
+            WallClock::now(),
+        ));
         assert!(v.get("dest_ip").is_none());
         assert_eq!(
-            v["dest_ips"],
+            v["alert"]["context"]["dest_ips"],
             serde_json::json!(["198.18.1.1", "198.18.1.2"])
         );
         assert_eq!(v["alert"]["signature_id"], SID_HORIZONTAL_SWEEP);
@@ -596,46 +600,13 @@ mod tests {
             "PROBE-DETECTOR host sweep: 2 hosts probed by 198.18.0.1 in 1.5 s (SYN, port 80)"
         );
         assert_eq!(
-            (v["scan"]["kind"].as_str(), v["scan"]["hosts"].as_u64()),
+            (
+                v["alert"]["context"]["scan"]["kind"].as_str(),
+                v["alert"]["context"]["scan"]["hosts"].as_u64()
+            ),
             (Some("horizontal"), Some(2))
         );
-        assert_eq!(v["scan"]["threshold"], 2);
-    }
-
-    #[test]
-    fn probes_render_their_outcome() {
-        let probe = Probe {
-            timestamp: clock::monotonic_now(),
-            src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
-            src_port: 5353,
-            dst_port: 161,
-            proto: 17,
-            probe: ProbeType::Udp,
-            outcome: Outcome::Refused,
-            tcp_flags: 0,
-            ttl: 63,
-            icmp: Some((3, 3)),
-            ifindex: 1,
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&json_line(&ProbeRecord::from_probe(&probe, "lo".into())))
-                .unwrap();
-        assert_eq!(v["event_type"], "probe");
-        assert_eq!(
-            (v["dest_port"].as_u64(), v["proto"].as_str()),
-            (Some(161), Some("UDP"))
-        );
-        assert_eq!(v["probe"]["type"], "udp");
-        assert_eq!(v["probe"]["outcome"], "refused");
-        assert_eq!(
-            (
-                v["probe"]["icmp_type"].as_u64(),
-                v["probe"]["icmp_code"].as_u64()
-            ),
-            (Some(3), Some(3))
-        );
-        assert_eq!(v["probe"]["ttl"], 63);
+        assert_eq!(v["alert"]["context"]["scan"]["threshold"], 2);
     }
 
     #[test]
@@ -646,8 +617,53 @@ mod tests {
         assert_eq!(human_span(Duration::from_secs(3600)), "60 min");
     }
 
+    /// The objects of an alert record, by path; their fields are documented one by one.
+    const OBJECTS: [&str; 6] = [
+        "",
+        "alert",
+        "alert.metadata",
+        "alert.context",
+        "alert.context.scan",
+        "alert.context.spoof",
+    ];
+
+    /// Fields present only in some alerts.
+    const OPTIONAL: [&str; 6] = [
+        "dest_ip",
+        "dest_port",
+        "alert.context.src_ips",
+        "alert.context.src_net",
+        "alert.context.dest_ips",
+        "alert.context.scan.services",
+    ];
+
+    /// The value at a dotted path ("" is the record).
+    fn at<'a>(v: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+        path.split('.')
+            .filter(|p| !p.is_empty())
+            .fold(v, |v, key| &v[key])
+    }
+
+    /// The dotted paths of the fields of the object at `path`.
+    fn fields(v: &serde_json::Value, path: &str) -> BTreeSet<String> {
+        at(v, path)
+            .as_object()
+            .map(|o| {
+                o.keys()
+                    .map(|k| {
+                        if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     #[test]
-    fn the_documented_examples_and_field_tables_match_the_schema() {
+    fn the_documented_examples_and_field_tables_match_the_records() {
         let docs = include_str!("../../../docs/alerts.md");
         let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
         let rendered = render(&AlertRecord::from_scan(
@@ -658,22 +674,10 @@ mod tests {
                 vec![21, 22],
             ),
             "vic0".into(),
+            "sensor".into(),
             THRESHOLDS,
+            WallClock::now(),
         ));
-        // Present only in some alerts.
-        let optional = [
-            "dest_ip",
-            "dest_ips",
-            "dest_port",
-            "src_ips",
-            "src_net",
-            "services",
-        ];
-        let keys = |v: &serde_json::Value| -> BTreeSet<String> {
-            v.as_object()
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default()
-        };
         let mut examples = 0;
         for line in docs.lines().filter(|l| l.starts_with("{\"timestamp\"")) {
             let example: serde_json::Value = serde_json::from_str(line)
@@ -682,19 +686,15 @@ mod tests {
                 continue;
             }
             examples += 1;
-            for object in ["", "alert", "scan", "spoof"] {
-                let (want, have) = if object.is_empty() {
-                    (keys(&rendered), keys(&example))
-                } else {
-                    (keys(&rendered[object]), keys(&example[object]))
-                };
+            for object in OBJECTS {
+                let (want, have) = (fields(&rendered, object), fields(&example, object));
                 let missing: Vec<_> = want
                     .difference(&have)
-                    .filter(|k| !optional.contains(&k.as_str()))
+                    .filter(|k| !OPTIONAL.contains(&k.as_str()))
                     .collect();
                 let unknown: Vec<_> = have
                     .difference(&want)
-                    .filter(|k| !optional.contains(&k.as_str()))
+                    .filter(|k| !OPTIONAL.contains(&k.as_str()))
                     .collect();
                 assert!(
                     missing.is_empty() && unknown.is_empty(),
@@ -704,30 +704,15 @@ mod tests {
         }
         assert!(examples >= 4, "{examples} alert examples");
         // Every field has a row in the field table.
-        let mut fields: Vec<String> = optional
-            .iter()
-            .filter(|f| **f != "services")
-            .map(ToString::to_string)
-            .collect();
-        fields.push("scan.services".into());
-        for object in ["", "alert", "scan", "spoof"] {
-            let value = if object.is_empty() {
-                &rendered
-            } else {
-                &rendered[object]
-            };
-            for key in keys(value) {
-                if object.is_empty() && ["alert", "scan", "spoof"].contains(&key.as_str()) {
-                    continue;
-                }
-                fields.push(if object.is_empty() {
-                    key
-                } else {
-                    format!("{object}.{key}")
-                });
-            }
+        let mut documented: Vec<String> = OPTIONAL.iter().map(ToString::to_string).collect();
+        for object in OBJECTS {
+            documented.extend(
+                fields(&rendered, object)
+                    .into_iter()
+                    .filter(|f| !OBJECTS.contains(&f.as_str())),
+            );
         }
-        for field in fields {
+        for field in documented {
             assert!(
                 docs.contains(&format!("| `{field}`")) || docs.contains(&format!(", `{field}`")),
                 "docs/alerts.md has no row for `{field}`"
