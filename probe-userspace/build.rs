@@ -59,7 +59,57 @@ fn main() -> anyhow::Result<()> {
         fs::write(&object, [])
             .with_context(|| format!("cannot write stub {}", object.display()))?;
     }
+    // What `--version`, the first log line and probe_detector_build_info name.
+    let bytes = fs::read(&object).with_context(|| format!("cannot read {}", object.display()))?;
+    let ebpf = if bytes.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{:016x}", fnv1a(&bytes))
+    };
+    println!("cargo::rustc-env=PROBE_EBPF_HASH={ebpf}");
+    println!(
+        "cargo::rustc-env=PROBE_GIT_COMMIT={}",
+        git_commit(workspace)
+    );
     Ok(())
+}
+
+/// FNV-1a, 64 bits: names an eBPF object (an identity, not a guard against tampering).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The checkout's commit (12 hex digits, `-dirty` when tracked files differ from it), or
+/// `unknown` outside a git checkout (a source tarball).
+fn git_commit(workspace: &Path) -> String {
+    let git = workspace.join(".git");
+    for watched in ["HEAD", "index", "packed-refs", "refs/heads"] {
+        if git.join(watched).exists() {
+            println!("cargo::rerun-if-changed={}", git.join(watched).display());
+        }
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(workspace)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let Some(commit) = run(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".to_owned();
+    };
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|changes| !changes.is_empty());
+    if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    }
 }
 
 /// The `channel = "..."` of a rust-toolchain.toml.

@@ -155,7 +155,7 @@ impl Ours {
             .and_then(|c| libc::pid_t::try_from(c.id()).ok())
     }
 
-    /// The scans it has recognised so far (`scan.phase == "start"` records).
+    /// The scans it has recognised so far (`alert.context.scan.phase == "start"` records).
     pub fn alerts(&self) -> Vec<Alert> {
         lock(&self.stdout)
             .iter()

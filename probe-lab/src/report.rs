@@ -277,7 +277,7 @@ const METHOD: &str = r#"
   five runs here). probe-detector's detections and the benign column were the same in every
   run; some peers' were not (psad on the -PS sweep, portsentry on the hping3 host sweep).
 - **probe-detector** runs with its defaults (`--iface`, plus `--home-net` on the gateway);
-  an alert is a record with `scan.phase: "start"`.
+  an alert is a record with `alert.context.scan.phase: "start"`.
 - **scanlogd** as packaged (thresholds compiled in). It reads IPv4 TCP addressed to the host
   it runs on: UDP, IPv6 and forwarded traffic are outside what it can see.
 - **psad** with the packaged psad.conf except: the lab's kernel log as its input, a 1 s

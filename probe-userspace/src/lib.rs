@@ -21,6 +21,24 @@
 //! - `net/`: CIDRs, interfaces and routes, this host's network, pcap files.
 //! - `clock`: kernel time to wall-clock time, RFC 3339.
 
+/// The commit this binary was built from (`-dirty` with uncommitted changes, `unknown`
+/// outside a git checkout).
+pub const GIT_COMMIT: &str = env!("PROBE_GIT_COMMIT");
+
+/// A hash (FNV-1a, 64 bits) of the eBPF object built into this binary; `none` without one.
+pub const EBPF_HASH: &str = env!("PROBE_EBPF_HASH");
+
+/// The version, the commit it was built from and the eBPF object's hash:
+/// `0.1.0 (commit 1a2b3c4d5e6f, eBPF object 0123456789abcdef)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PROBE_GIT_COMMIT"),
+    ", eBPF object ",
+    env!("PROBE_EBPF_HASH"),
+    ")"
+);
+
 pub mod cli;
 pub mod clock;
 pub mod cmd;

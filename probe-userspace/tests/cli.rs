@@ -190,3 +190,26 @@ fn replay_without_home_nets_or_of_a_non_capture_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn version_names_the_commit_and_the_ebpf_object() {
+    let out = run(&["--version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.trim_end();
+    let rest = line
+        .strip_prefix(&format!(
+            "probe-detector {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, object) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", eBPF object "))
+        .unwrap_or_else(|| panic!("{line}"));
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let commit = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(hex(commit, 12) || commit == "unknown", "{line}");
+    // The tests run a binary with its eBPF object built in.
+    assert!(hex(object, 16), "{line}");
+}

@@ -66,7 +66,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
 #[derive(Debug, Parser)]
 #[command(
     name = "probe-detector",
-    version,
+    version = crate::VERSION,
     about,
     // A flag given twice takes its last value: the command line after the config file.
     args_override_self = true,

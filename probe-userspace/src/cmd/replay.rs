@@ -90,6 +90,7 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
     let capture =
         Capture::parse(&bytes).with_context(|| format!("cannot replay {}", file.display()))?;
     kernel::check_privileges()?;
+    log::info!("probe-detector {}", crate::VERSION);
     let config = settings.kernel_config(home_nets);
     let mut ebpf = kernel::load(&config)?;
     allow::apply(&mut ebpf, &Default::default(), &allow_lists)

@@ -35,6 +35,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         .map(|_| ControlSocket::bind(&settings.control_socket))
         .transpose()?;
 
+    // Everything that can be wrong with the command line has been checked: from here on
+    // the log speaks, the version first.
+    log::info!("probe-detector {}", crate::VERSION);
+    if network.default_iface {
+        log::info!(
+            "no --iface given: watching {}, the interface of the default route",
+            network.ifaces.join(", ")
+        );
+    }
     if network.home_nets.is_empty() {
         log::warn!(
             "the attached interfaces have no addresses: every destination counts as ours (set --home-net)"

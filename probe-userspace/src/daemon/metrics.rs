@@ -79,6 +79,20 @@ pub fn render(snapshot: &Snapshot) -> String {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
+    family(
+        "probe_detector_build_info",
+        "gauge",
+        "Always 1; the labels name the version, the commit and the eBPF object's hash.",
+        &[(
+            format!(
+                "{{version=\"{}\",commit=\"{}\",ebpf_object=\"{}\"}}",
+                env!("CARGO_PKG_VERSION"),
+                crate::GIT_COMMIT,
+                crate::EBPF_HASH
+            ),
+            "1".to_owned(),
+        )],
+    );
     for (counter, value) in &snapshot.kernel {
         family(
             &format!("probe_detector_kernel_{}_total", counter.name()),
@@ -239,6 +253,13 @@ mod tests {
         );
         assert!(text.contains("probe_detector_engine_entries{table=\"sources\"} 3\n"));
         assert!(text.contains("probe_detector_blocks_active 2\n"));
+        let build = format!(
+            "probe_detector_build_info{{version=\"{}\",commit=\"{}\",ebpf_object=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            crate::GIT_COMMIT,
+            crate::EBPF_HASH
+        );
+        assert!(text.contains(&build), "{text}");
     }
 
     #[test]

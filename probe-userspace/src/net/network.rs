@@ -21,6 +21,8 @@ pub struct Network {
     pub home_nets: Vec<Cidr>,
     /// True when the home nets came from `--home-net`.
     pub home_nets_given: bool,
+    /// True when no interface was given and the default route's was taken.
+    pub default_iface: bool,
     /// The addresses of the watched interfaces.
     pub own: Vec<IpAddr>,
     /// The gateways of the main routing table.
@@ -28,13 +30,11 @@ pub struct Network {
 }
 
 impl Network {
-    /// Finds the network: the interfaces (`given`, or the one of the default route, said
-    /// on stderr), each checked to exist, their addresses, the home nets and the gateways.
+    /// Finds the network: the interfaces (`given`, or the one of the default route), each
+    /// checked to exist, their addresses, the home nets and the gateways.
     pub fn discover(given_ifaces: &[String], given_home_nets: &[Cidr]) -> anyhow::Result<Self> {
         let ifaces = if given_ifaces.is_empty() {
-            let name = iface::default_route_interface()?;
-            log::info!("no --iface given: watching {name}, the interface of the default route");
-            vec![name]
+            vec![iface::default_route_interface()?]
         } else {
             given_ifaces.to_vec()
         };
@@ -55,6 +55,7 @@ impl Network {
             own.iter().copied().map(Cidr::host).collect()
         };
         Ok(Self {
+            default_iface: given_ifaces.is_empty(),
             ifaces,
             home_nets,
             home_nets_given,
