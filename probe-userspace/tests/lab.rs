@@ -1490,3 +1490,185 @@ fn detach_removes_our_leftovers_and_nothing_else() {
     assert!(lab.victim.xdp_attached(VICTIM_IF).unwrap());
     assert!(running.stop().success());
 }
+
+/// The PromQL queries of docs/metrics.md (the lines of its `promql` blocks but comments).
+fn documented_queries() -> Vec<String> {
+    let docs = include_str!("../../docs/metrics.md");
+    let mut queries = Vec::new();
+    let mut inside = false;
+    for line in docs.lines() {
+        match line.trim() {
+            "```promql" => inside = true,
+            "```" => inside = false,
+            query if inside && !query.is_empty() && !query.starts_with('#') => {
+                queries.push(query.to_owned());
+            }
+            _ => {}
+        }
+    }
+    queries
+}
+
+/// Asks the Prometheus server at 127.0.0.1:9090 in `ns` for `query`; the parsed answer.
+fn prom_query(ns: &Netns, query: &str) -> Value {
+    let out = run_ok(&mut ns.exec(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            "--get",
+            "--data-urlencode",
+            &format!("query={query}"),
+            "http://127.0.0.1:9090/api/v1/query",
+        ],
+    ));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("Prometheus answered no JSON ({e}) to {query}"))
+}
+
+/// The value of the first sample of an instant-query answer.
+fn first_value(answer: &Value) -> Option<f64> {
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_prometheus_server_scrapes_the_counters_and_answers_the_documented_queries() {
+    let test = "a_prometheus_server_scrapes_the_counters_and_answers_the_documented_queries";
+    if !lab_ready(test) {
+        return;
+    }
+    require_tool("prometheus");
+    require_tool("promtool");
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let _listeners = tcp_listeners(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    // With --block, so that the blocking metrics the documented queries use exist.
+    let dir = std::env::temp_dir().join(format!("pd-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let socket = dir.join("control.sock");
+    let mut detector = Detector::start(
+        &lab.victim,
+        &[
+            "--iface",
+            VICTIM_IF,
+            "--metrics-addr",
+            "9466",
+            "--block",
+            "--control-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    // Prometheus's own linter accepts the exposition.
+    let check = lab.victim.exec(
+        "sh",
+        &[
+            "-c",
+            "curl -sS --max-time 5 http://127.0.0.1:9466/metrics | promtool check metrics",
+        ],
+    );
+    let checked = run_ok(&mut { check });
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(!said.contains("error"), "promtool: {said}");
+
+    // A real Prometheus server, in the victim's namespace, scraping every second.
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: probe-detector\n    static_configs:\n      - targets: ['127.0.0.1:9466']\n",
+    )
+    .unwrap();
+    let mut server = lab
+        .victim
+        .exec(
+            "prometheus",
+            &[
+                &format!("--config.file={}", config.display()),
+                &format!("--storage.tsdb.path={}", dir.join("data").display()),
+                "--web.listen-address=127.0.0.1:9090",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let ready = Instant::now();
+    while !lab
+        .victim
+        .exec(
+            "curl",
+            &["-sf", "--max-time", "1", "http://127.0.0.1:9090/-/ready"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            ready.elapsed() < Duration::from_secs(30),
+            "prometheus not ready in 30 s"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+
+    // A scan for the counters to count.
+    nmap(&lab.scanner, &["-sS", "-T4", "-p", "1-100", VICTIM_IP]);
+    detector.wait_for_alert(Duration::from_secs(10), |a| {
+        a["alert"]["context"]["scan"]["phase"] == "start"
+    });
+    // Two scrapes after the scan: the server holds what the endpoint counted.
+    let scraped = Instant::now();
+    let alerts = loop {
+        let answer = prom_query(
+            &lab.victim,
+            "max_over_time(probe_detector_alerts_total{kind=\"vertical\",phase=\"start\"}[1m])",
+        );
+        let scrapes = first_value(&prom_query(
+            &lab.victim,
+            "count_over_time(up{job=\"probe-detector\"}[1m])",
+        ));
+        if first_value(&answer).is_some_and(|v| v >= 1.0) && scrapes.is_some_and(|n| n >= 2.0) {
+            break answer;
+        }
+        assert!(
+            scraped.elapsed() < Duration::from_secs(20),
+            "no scan counted by Prometheus in 20 s: {answer}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(first_value(&alerts), Some(1.0), "{alerts}");
+    let failed = first_value(&prom_query(
+        &lab.victim,
+        "probe_detector_kernel_failed_total",
+    ));
+    // The scanner is blocked at its alert: its later probes are dropped, not failed.
+    assert!(failed.is_some_and(|n| n >= 4.0), "{failed:?}");
+    let top = prom_query(&lab.victim, "probe_detector_top_source_probes{rank=\"1\"}");
+    assert_eq!(
+        top["data"]["result"][0]["metric"]["src"], SCANNER_IP,
+        "{top}"
+    );
+    // Every documented query is valid PromQL over metrics that exist.
+    let queries = documented_queries();
+    assert!(queries.len() >= 7, "{queries:?}");
+    for query in &queries {
+        let answer = prom_query(&lab.victim, query);
+        assert_eq!(answer["status"], "success", "{query}: {answer}");
+        let metric = query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|w| w.starts_with("probe_detector_"))
+            .unwrap_or_else(|| panic!("{query} names no probe_detector metric"));
+        let present = prom_query(&lab.victim, &format!("count({metric})"));
+        assert!(
+            first_value(&present).is_some_and(|n| n >= 1.0),
+            "{metric} (from {query}) is not in Prometheus: {present}"
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(detector.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

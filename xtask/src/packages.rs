@@ -26,6 +26,10 @@ pub const TEST_PACKAGES: &[Package] = &[
         name: "iproute2",
         why: "network namespaces and veth pairs for the lab test",
     },
+    Package {
+        name: "prometheus",
+        why: "promtool checks the metrics; the server scrapes probe-detector in a lab test",
+    },
 ];
 
 /// Packages `cargo xtask lab` needs, beyond the test packages.

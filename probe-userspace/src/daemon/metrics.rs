@@ -67,7 +67,12 @@ pub struct Snapshot {
     pub start_time_s: f64,
     /// With `--block`: blocks made so far, and blocks in force now.
     pub blocks: Option<(u64, usize)>,
+    /// The busiest sources of open scans and their probes, at most [`TOP_SOURCES`].
+    pub top_sources: Vec<(String, u64)>,
 }
+
+/// Sources the `probe_detector_top_source_probes` family lists at most.
+pub const TOP_SOURCES: usize = 10;
 
 /// The exposition text of `snapshot`.
 pub fn render(snapshot: &Snapshot) -> String {
@@ -172,6 +177,24 @@ pub fn render(snapshot: &Snapshot) -> String {
         "When probe-detector started, in seconds since the Unix epoch.",
         &[(String::new(), format!("{:.3}", snapshot.start_time_s))],
     );
+    let top: Vec<(String, String)> = snapshot
+        .top_sources
+        .iter()
+        .take(TOP_SOURCES)
+        .enumerate()
+        .map(|(rank, (src, probes))| {
+            (
+                format!("{{rank=\"{}\",src=\"{src}\"}}", rank + 1),
+                probes.to_string(),
+            )
+        })
+        .collect();
+    family(
+        "probe_detector_top_source_probes",
+        "gauge",
+        "Outcomes counted for the busiest sources of open scans, at most 10 (rank 1 the busiest): a bounded view, never one series per source.",
+        &top,
+    );
     out
 }
 
@@ -222,6 +245,7 @@ mod tests {
             decode_errors: 0,
             start_time_s: 1_795_246_726.5,
             blocks: Some((3, 2)),
+            top_sources: vec![("198.18.7.1".into(), 97), ("198.18.5.0/24".into(), 12)],
         }
     }
 
@@ -253,6 +277,14 @@ mod tests {
         );
         assert!(text.contains("probe_detector_engine_entries{table=\"sources\"} 3\n"));
         assert!(text.contains("probe_detector_blocks_active 2\n"));
+        assert!(
+            text.contains("probe_detector_top_source_probes{rank=\"1\",src=\"198.18.7.1\"} 97\n")
+        );
+        assert!(
+            text.contains(
+                "probe_detector_top_source_probes{rank=\"2\",src=\"198.18.5.0/24\"} 12\n"
+            )
+        );
         let build = format!(
             "probe_detector_build_info{{version=\"{}\",commit=\"{}\",ebpf_object=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION"),

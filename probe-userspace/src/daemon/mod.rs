@@ -25,7 +25,6 @@ use crate::{
         control::{ControlSocket, Pending},
         metrics::Snapshot,
     },
-    detect::Engine,
     kernel::{self, KernelConfig},
     output::Pipeline,
     policy::{
@@ -234,7 +233,7 @@ impl Daemon<'_> {
             kernel: kernel::counters(self.ebpf).unwrap_or_default(),
             tables: engine.tables(),
             evictions: engine.evictions(),
-            memory_bound_bytes: Engine::memory_bound(engine.config()) as u64,
+            memory_bound_bytes: engine.bound() as u64,
             alerts: stats.alerts_written.clone(),
             alerts_suppressed: stats.alerts_suppressed,
             decode_errors: stats.decode_errors,
@@ -242,6 +241,7 @@ impl Daemon<'_> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             blocks,
+            top_sources: engine.top_sources(metrics::TOP_SOURCES),
         }
     }
 }

@@ -179,6 +179,27 @@ impl Engine {
         self.incidents.len()
     }
 
+    /// The sources of open incidents with the most outcomes counted, busiest first, at
+    /// most `n`: each incident's first source (its network when sources are grouped), its
+    /// incidents' probes summed. Bounded by `n` whatever the number of sources, so a
+    /// metric built on it cannot grow with a forged flood.
+    pub fn top_sources(&self, n: usize) -> Vec<(String, u64)> {
+        let mut by_source: std::collections::HashMap<String, u64> =
+            std::collections::HashMap::new();
+        for incident in self.incidents.values() {
+            let label = match (incident.src_net, incident.sources.first()) {
+                (Some((net, len)), _) => format!("{net}/{len}"),
+                (None, Some(src)) => src.to_string(),
+                (None, None) => continue,
+            };
+            *by_source.entry(label).or_default() += incident.probes;
+        }
+        let mut top: Vec<(String, u64)> = by_source.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(n);
+        top
+    }
+
     /// The source as the per-source detectors count it: its group's network address when
     /// grouping is on, with the prefix length.
     fn group(&self, src: IpAddr) -> (IpAddr, Option<u8>) {
@@ -832,6 +853,22 @@ mod tests {
         });
         eprintln!("with --max-tracked 1024: {} MiB", small >> 20);
         assert!(small < bound / 3, "{small}");
+    }
+
+    #[test]
+    fn top_sources_are_bounded_and_busiest_first() {
+        let mut engine = Engine::new(config(3, 60, 1024));
+        for src in 1..=20u32 {
+            // Source i probes 3 + i ports: every one opens an incident.
+            for port in 0..(3 + src) {
+                engine.observe(&probe(host(100 + src), VICTIM, port as u16 + 1), secs(1.0));
+            }
+        }
+        let top = engine.top_sources(5);
+        assert_eq!(top.len(), 5);
+        assert_eq!(top[0].0, host(120).to_string());
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "{top:?}");
+        assert!(engine.top_sources(100).len() <= 20);
     }
 
     #[test]
