@@ -13,12 +13,14 @@ use std::{
 use anyhow::{Context as _, bail};
 use probe_common::{EXPIRE_PROGRAM, TC_PROGRAM, XDP_PROGRAM};
 
-use probe_netlab::netns::{Netns, run, start_daemon};
+use probe_netlab::{
+    netns::{Netns, run, start_daemon},
+    syslog::Syslog,
+};
 
 use crate::{
     detectors::{Detector, Ours, PeerFiles, peer_alerts},
     scenarios::Lab,
-    syslog::Syslog,
     topology::{SCANNER, SCANNER_IF, VICTIM, VICTIM_IF},
 };
 

@@ -15,9 +15,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use probe_netlab::Netns;
-
-use crate::syslog::{Line, Syslog};
+use probe_netlab::{
+    Netns,
+    syslog::{Line, Syslog},
+};
 
 /// The detectors, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

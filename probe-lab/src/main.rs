@@ -9,7 +9,6 @@ mod detectors;
 mod matrix;
 mod report;
 mod scenarios;
-mod syslog;
 mod topology;
 
 use std::{
@@ -23,11 +22,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
+use probe_netlab::syslog::Syslog;
+
 use crate::{
     detectors::{Detector, PeerFiles},
     matrix::Context,
     scenarios::{Lab, SCENARIOS},
-    syslog::Syslog,
 };
 
 /// Real scanners against probe-detector and its peers, in network namespaces made and

@@ -10,13 +10,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use probe_netlab::Netns;
+use probe_netlab::{Netns, syslog::Syslog};
 
 use crate::{
     capture::{Probes, Recorder},
     detectors::{Alert, Detector, Ours, PeerFiles, peer_alerts},
     scenarios::{Lab, Scenario},
-    syslog::Syslog,
     topology::{LAN, Topology, VICTIM_IF, WAN_IF, is_lan, is_victim},
 };
 

@@ -18,7 +18,7 @@ use std::{
 #[path = "common/eve.rs"]
 mod eve;
 
-use probe_netlab::{Listeners, Netns, netns, require_root, require_tool, veth};
+use probe_netlab::{Listeners, Netns, netns, require_root, require_tool, syslog::Syslog, veth};
 use serde_json::Value;
 
 /// One lab test at a time.
@@ -59,8 +59,13 @@ struct Detector {
 impl Detector {
     /// Starts probe-detector and waits until it watches.
     fn start(ns: &Netns, args: &[&str]) -> Self {
-        let mut child = ns
-            .exec(env!("CARGO_BIN_EXE_probe-detector"), args)
+        Self::spawn(ns.exec(env!("CARGO_BIN_EXE_probe-detector"), args))
+    }
+
+    /// Starts probe-detector through `command` (which must exec it, so that its pid is
+    /// probe-detector's) and waits until it watches.
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1670,5 +1675,130 @@ fn a_prometheus_server_scrapes_the_counters_and_answers_the_documented_queries()
     let _ = server.kill();
     let _ = server.wait();
     assert!(detector.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn records_reach_syslog_in_both_formats_and_a_rotated_file_loses_none() {
+    let test = "records_reach_syslog_in_both_formats_and_a_rotated_file_loses_none";
+    if !lab_ready(test) {
+        return;
+    }
+    require_tool("rsyslogd");
+    require_tool("logrotate");
+    let _lab = lab_lock();
+    let dir = std::env::temp_dir().join(format!("pd-outputs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let syslog = Syslog::start(&dir.join("syslog")).unwrap();
+    let lab = HostLab::new();
+    let _listeners = tcp_listeners(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let file = dir.join("eve.json");
+    // stdout, a file, /dev/log (RFC 3164: the private rsyslogd is bound over /dev/log in
+    // probe-detector's mount namespace only) and a socket given (RFC 5424).
+    let outputs = [
+        "--output".to_owned(),
+        "stdout".to_owned(),
+        "--output".to_owned(),
+        format!("file:{}", file.display()),
+        "--output".to_owned(),
+        "syslog".to_owned(),
+        "--output".to_owned(),
+        format!("syslog:{}", syslog.socket_5424().display()),
+    ];
+    let mut args = vec!["--iface", VICTIM_IF, "--probes"];
+    args.extend(outputs.iter().map(String::as_str));
+    let mut detector =
+        Detector::spawn(syslog.exec(&lab.victim, env!("CARGO_BIN_EXE_probe-detector"), &args));
+    let pid = detector.child.as_ref().unwrap().id();
+    let starts = |d: &Detector| {
+        d.alerts()
+            .iter()
+            .filter(|a| a["alert"]["context"]["scan"]["phase"] == "start")
+            .count()
+    };
+    nmap(&lab.scanner, &["-sS", "-T4", "-p", "1-60", VICTIM_IP]);
+    detector.wait_for_alert(Duration::from_secs(10), |_| starts(&detector) >= 1);
+    // logrotate, with its own configuration: move the file, signal, write on in a new one.
+    let config = dir.join("logrotate.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "{} {{\n  rotate 3\n  missingok\n  postrotate\n    kill -HUP {pid}\n  endscript\n}}\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("logrotate")
+            .arg("-f")
+            .arg("-s")
+            .arg(dir.join("logrotate.state"))
+            .arg(&config),
+    );
+    assert!(dir.join("eve.json.1").exists(), "logrotate moved the file");
+    detector.wait_for_log("SIGHUP: outputs reopened", Duration::from_secs(10));
+    // Another incident after the rotation: the IPv6 address is another target.
+    nmap(
+        &lab.scanner,
+        &["-6", "-sS", "-T4", "-p", "1-60", VICTIM_IP6],
+    );
+    detector.wait_for_alert(Duration::from_secs(10), |_| starts(&detector) >= 2);
+    assert!(detector.stop().success());
+
+    let written: Vec<String> = detector.stdout.lock().unwrap().clone();
+    assert!(
+        starts(&detector) >= 2 && written.len() > 100,
+        "{} records",
+        written.len()
+    );
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    // The file output: every record, once, across the rotation.
+    let mut in_files: Vec<String> = Vec::new();
+    for name in ["eve.json.1", "eve.json"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        in_files.extend(text.lines().map(str::to_owned));
+    }
+    assert!(
+        !std::fs::read_to_string(&file).unwrap().is_empty(),
+        "records after the rotation went to the new file"
+    );
+    assert_eq!(
+        sorted(in_files),
+        sorted(written.clone()),
+        "file output vs stdout"
+    );
+    // Syslog: every record twice (RFC 3164 and RFC 5424), as JSON messages.
+    let settle = Instant::now();
+    let messages = loop {
+        let messages: Vec<String> = syslog
+            .lines_since(0)
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.program == "probe-detector")
+            .map(|l| l.message)
+            .collect();
+        if messages.len() >= 2 * written.len() || settle.elapsed() > Duration::from_secs(5) {
+            break messages;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let parsed = |lines: &[String]| -> Vec<Value> {
+        let mut v: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        v.sort_by_key(|r| r.to_string());
+        v
+    };
+    let doubled: Vec<String> = written.iter().chain(&written).cloned().collect();
+    assert_eq!(
+        parsed(&messages),
+        parsed(&doubled),
+        "syslog messages vs stdout"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

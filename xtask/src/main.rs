@@ -38,7 +38,7 @@ enum Cmd {
     /// Install what is missing: the pinned toolchain and bpf-linker (and, with
     /// --test-deps, the Debian packages the tests use). Fast when all is present.
     Setup {
-        /// Also install the Debian packages the tests need (nmap, curl, iproute2, prometheus).
+        /// Also install the Debian packages the tests need (nmap, curl, iproute2, rsyslog, logrotate, prometheus).
         #[arg(long)]
         test_deps: bool,
     },

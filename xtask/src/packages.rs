@@ -27,6 +27,14 @@ pub const TEST_PACKAGES: &[Package] = &[
         why: "network namespaces and veth pairs for the lab test",
     },
     Package {
+        name: "rsyslog",
+        why: "a real syslog daemon takes the syslog outputs in a lab test",
+    },
+    Package {
+        name: "logrotate",
+        why: "rotates the file output in a lab test",
+    },
+    Package {
         name: "prometheus",
         why: "promtool checks the metrics; the server scrapes probe-detector in a lab test",
     },
@@ -65,10 +73,6 @@ pub const LAB_PACKAGES: &[Package] = &[
     Package {
         name: "portsentry",
         why: "a peer detector",
-    },
-    Package {
-        name: "rsyslog",
-        why: "the peers' alerts arrive by syslog",
     },
     Package {
         name: "iptables",

@@ -20,6 +20,7 @@ use crate::{
     daemon::metrics,
     kernel::XdpModeArg,
     net::cidr::Cidr,
+    output::sink::{OutputSpec, parse_facility},
     policy::allow::Service,
 };
 
@@ -228,6 +229,32 @@ pub struct Cli {
         value_name = "N"
     )]
     pub alert_rate_limit: u32,
+
+    /// Where records go (repeatable): `stdout` (the default), `file:PATH` (appended, mode
+    /// 0640, reopened on SIGHUP for logrotate), `syslog` (RFC 3164 to /dev/log),
+    /// `syslog:/PATH/TO/SOCKET` or `syslog:HOST:PORT` (RFC 5424, Unix datagram or UDP); one
+    /// JSON record per line or message.
+    #[arg(
+        help_heading = "Output",
+        global = true,
+        long = "output",
+        value_name = "OUTPUT"
+    )]
+    pub outputs: Vec<OutputSpec>,
+
+    /// The syslog facility of `--output syslog...` messages.
+    #[arg(help_heading = "Output", global = true, long, default_value = "local5", value_name = "FACILITY", value_parser = parse_facility)]
+    pub syslog_facility: u8,
+
+    /// The tag (RFC 3164) or APP-NAME (RFC 5424) of `--output syslog...` messages.
+    #[arg(
+        help_heading = "Output",
+        global = true,
+        long,
+        default_value = "probe-detector",
+        value_name = "TAG"
+    )]
+    pub syslog_tag: String,
 
     /// The sensor's name every record carries in `host` (EVE's sensor name), so records
     /// from several sensors can be told apart. Default: this host's name.

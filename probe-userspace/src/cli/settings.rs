@@ -22,6 +22,7 @@ use crate::{
     output::{
         Clock, PipelineConfig,
         attack_list::{AttackList, AttackListError},
+        sink::{OutputSpec, SinkError, Sinks, SyslogOptions},
     },
     policy::{
         allow::{AllowError, AllowLists, Service},
@@ -67,6 +68,10 @@ pub struct Settings {
     engine: EngineConfig,
     /// `--sensor-name`, or this host's name.
     pub sensor_name: String,
+    /// `--output`, stdout when none is given.
+    pub outputs: Vec<OutputSpec>,
+    /// `--syslog-facility`, `--syslog-tag`.
+    pub syslog: SyslogOptions,
     /// `--probes`, `--alert-rate-limit`.
     pub probes: bool,
     pub alert_rate_limit: u32,
@@ -196,6 +201,15 @@ impl Settings {
                 .sensor_name
                 .clone()
                 .unwrap_or_else(crate::net::iface::host_name),
+            outputs: if cli.outputs.is_empty() {
+                vec![OutputSpec::Stdout]
+            } else {
+                cli.outputs.clone()
+            },
+            syslog: SyslogOptions {
+                facility: cli.syslog_facility,
+                tag: cli.syslog_tag.clone(),
+            },
             probes: cli.probes,
             alert_rate_limit: cli.alert_rate_limit,
             attack_list: cli.attack_list.as_ref().map(|path| AttackListSettings {
@@ -238,6 +252,12 @@ impl Settings {
             }
             TrwMode::Auto => Some(TrwUnit::Host),
         }
+    }
+
+    /// Opens every `--output`: a file that cannot be written or a syslog socket nobody
+    /// listens on fails here, before anything is loaded.
+    pub fn open_outputs(&self) -> Result<Sinks, SinkError> {
+        Sinks::open(&self.outputs, self.syslog.clone(), &self.sensor_name)
     }
 
     /// Opens the attack list when `--attack-list` is given: an unwritable path fails here,
@@ -310,6 +330,20 @@ mod tests {
         assert!(s.block.is_none() && s.attack_list.is_none() && s.metrics_addr.is_none());
         assert_eq!(s.sensor_name, crate::net::iface::host_name());
         assert_eq!(settings(&["--sensor-name", "edge-1"]).sensor_name, "edge-1");
+        assert_eq!(s.outputs, vec![OutputSpec::Stdout]);
+        assert_eq!(
+            s.syslog,
+            SyslogOptions {
+                facility: 21,
+                tag: "probe-detector".into()
+            }
+        );
+        let many = settings(&["--output", "file:/tmp/eve.json", "--output", "syslog"]);
+        assert_eq!(
+            many.outputs.len(),
+            2,
+            "stdout only when no --output is given"
+        );
     }
 
     #[test]

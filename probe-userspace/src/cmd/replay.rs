@@ -13,12 +13,7 @@
 //! clock: the same rate limit and attack list; with `--block`, the blocks a live run would
 //! have made are recorded in `alert.action`, never applied.
 
-use std::{
-    fs,
-    io::{self, Write},
-    path::Path,
-    time::Duration,
-};
+use std::{fs, io::Write, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
@@ -86,6 +81,7 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
     let home_nets = &settings.home_nets;
     let allow_lists = settings.allow.load()?;
     let attack_list = settings.open_attack_list()?;
+    let outputs = settings.open_outputs()?;
     let bytes = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let capture =
         Capture::parse(&bytes).with_context(|| format!("cannot replay {}", file.display()))?;
@@ -120,7 +116,7 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
         settings.pipeline_config(Clock::Unix),
         attack_list,
         blocking,
-        io::stdout(),
+        outputs,
     );
     let stats = replay(&mut ebpf, &config, home_nets, &capture, &mut pipeline)
         .with_context(|| format!("cannot replay {}", file.display()))?;

@@ -2,8 +2,6 @@
 //! leaves nothing behind (interfaces, allow-lists, attack list, privileges, listening
 //! sockets, then load and attach), the daemon's event loop, and the detach at exit.
 
-use std::io;
-
 use anyhow::{Context as _, bail};
 
 use crate::{
@@ -26,6 +24,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let allow_lists = settings.allow.load()?;
     // Open the attack list before anything is loaded: an unwritable path fails at once.
     let attack_list = settings.open_attack_list()?;
+    let outputs = settings.open_outputs()?;
     kernel::check_privileges()?;
     // Listen before anything is loaded: a port in use fails at once, nothing attached.
     let metrics_listener = settings.metrics_addr.map(metrics::bind).transpose()?;
@@ -115,7 +114,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         settings.pipeline_config(Clock::Monotonic),
         attack_list,
         blocking,
-        io::stdout(),
+        outputs,
     );
     let daemon = Daemon {
         ebpf: &mut ebpf,

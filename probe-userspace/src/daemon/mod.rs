@@ -8,7 +8,7 @@ pub mod control;
 pub mod metrics;
 pub mod status;
 
-use std::{io, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -26,7 +26,7 @@ use crate::{
         metrics::Snapshot,
     },
     kernel::{self, KernelConfig},
-    output::Pipeline,
+    output::{Pipeline, sink::Sinks},
     policy::{
         allow::{self, AllowLists},
         block::Response as BlockResponse,
@@ -55,7 +55,7 @@ pub struct Daemon<'a> {
     /// The configuration it was loaded with.
     pub kernel: &'a KernelConfig,
     /// The pipeline records go through.
-    pub pipeline: Pipeline<io::Stdout>,
+    pub pipeline: Pipeline<Sinks>,
     /// Where the allow-lists come from (re-read on SIGHUP), and the lists in force.
     pub allow: &'a AllowSettings,
     pub allow_lists: AllowLists,
@@ -166,7 +166,14 @@ impl Daemon<'_> {
                 _ = when(status.as_mut().map(|s| s.tick())) => {
                     log::info!("{}", status::status_line(&self.snapshot(started)));
                 }
-                _ = sighup.recv() => self.reload_allow_lists(),
+                _ = sighup.recv() => {
+                    self.reload_allow_lists();
+                    // logrotate moved the files: write on in new ones.
+                    match self.pipeline.out_mut().reopen() {
+                        Ok(()) => log::info!("SIGHUP: outputs reopened"),
+                        Err(err) => log::error!("SIGHUP: {err}"),
+                    }
+                }
                 _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
                 _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             }
@@ -248,7 +255,7 @@ impl Daemon<'_> {
 
 /// Feeds every record waiting in `ring` to `pipeline` and writes what it made.
 fn drain_into(
-    pipeline: &mut Pipeline<io::Stdout>,
+    pipeline: &mut Pipeline<Sinks>,
     ring: &mut RingBuf<MapData>,
     ebpf: &aya::Ebpf,
 ) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ pub mod probe_record;
 pub mod rate_limit;
 pub mod record;
 pub mod services;
+pub mod sink;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -163,6 +164,11 @@ impl<W: Write> Pipeline<W> {
     /// Where the records go.
     pub fn out(&self) -> &W {
         &self.out
+    }
+
+    /// Where the records go, to reopen it.
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     /// Decodes one ring-buffer record and observes it at its own time; an undecodable

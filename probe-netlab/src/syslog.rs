@@ -1,6 +1,8 @@
-//! The lab's own syslog: a private rsyslogd on a socket in the lab's work directory, bound
-//! over /dev/log only inside the mount namespaces of the peers it starts, with kernel
-//! messages (the iptables LOG lines psad reads) taken from /dev/kmsg without consuming them.
+//! A private syslog for the lab and the lab tests: an rsyslogd on a socket in a work
+//! directory, bound over /dev/log only inside the mount namespaces of the programs it
+//! starts (RFC 3164, as local daemons take it), with a second socket that takes any format
+//! (RFC 5424), and kernel messages (the iptables LOG lines psad reads) from /dev/kmsg
+//! without consuming them. The machine's own /dev/log is never touched.
 
 use std::{
     fs,
@@ -13,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use probe_netlab::netns::Netns;
+use crate::netns::Netns;
 
 /// Lets iptables LOG lines from inside network namespaces reach the kernel log.
 const NF_LOG_ALL_NETNS: &str = "/proc/sys/net/netfilter/nf_log_all_netns";
@@ -22,6 +24,7 @@ const NF_LOG_ALL_NETNS: &str = "/proc/sys/net/netfilter/nf_log_all_netns";
 pub struct Syslog {
     child: Child,
     socket: PathBuf,
+    socket5424: PathBuf,
     log: PathBuf,
     kern: PathBuf,
     /// /dev/log did not exist: an empty file stands there as the bind-mount target.
@@ -46,6 +49,8 @@ impl Syslog {
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir)?;
         let socket = dir.join("log.sock");
+        let socket5424 = dir.join("log5424.sock");
+        let _ = fs::remove_file(&socket5424);
         let log = dir.join("syslog.log");
         let kern = dir.join("kern.log");
         let _ = fs::remove_file(&socket);
@@ -56,13 +61,15 @@ impl Syslog {
                 r#"global(workDirectory="{dir}")
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{socket}" RateLimit.Interval="0")
+input(type="imuxsock" Socket="{socket5424}" RateLimit.Interval="0" UseSpecialParser="off" ParseHostname="on")
 module(load="imkmsg")
-template(name="precise" type="string" string="%timegenerated:::date-rfc3339% %syslogtag%%msg%\n")
+template(name="precise" type="string" string="%timegenerated:::date-rfc3339% %programname% %msg%\n")
 kern.* action(type="omfile" file="{kern}" template="RSYSLOG_TraditionalFileFormat")
 *.* action(type="omfile" file="{log}" template="precise")
 "#,
                 dir = dir.display(),
                 socket = socket.display(),
+                socket5424 = socket5424.display(),
                 kern = kern.display(),
                 log = log.display(),
             ),
@@ -87,19 +94,26 @@ kern.* action(type="omfile" file="{kern}" template="RSYSLOG_TraditionalFileForma
         let syslog = Self {
             child,
             socket,
+            socket5424,
             log,
             kern,
             placeholder,
             old_nf_log,
         };
         let started = Instant::now();
-        while !syslog.socket.exists() {
+        while !syslog.socket.exists() || !syslog.socket5424.exists() {
             if started.elapsed() > Duration::from_secs(10) {
                 bail!("rsyslogd made no socket in 10 s");
             }
             thread::sleep(Duration::from_millis(20));
         }
         Ok(syslog)
+    }
+
+    /// The socket that takes messages in any format (RFC 5424 included), not bound over
+    /// /dev/log.
+    pub fn socket_5424(&self) -> &Path {
+        &self.socket5424
     }
 
     /// The file of kernel messages, in the traditional syslog format psad reads.
@@ -153,14 +167,14 @@ impl Drop for Syslog {
     }
 }
 
-/// `2026-11-21T07:38:46.982011+00:00 psad: scan detected ...`
+/// `2026-11-21T07:38:46.982011+00:00 psad scan detected ...`: the time rsyslogd received
+/// it, the program's name (RFC 3164 tag or RFC 5424 APP-NAME, without a pid), the message.
 fn parse_line(line: &str) -> Option<Line> {
     let (stamp, rest) = line.split_once(' ')?;
-    let (tag, message) = rest.split_once(':')?;
-    let program = tag.split('[').next()?.to_owned();
+    let (program, message) = rest.split_once(' ').unwrap_or((rest, ""));
     Some(Line {
         time: parse_rfc3339(stamp)?,
-        program,
+        program: program.to_owned(),
         message: message.trim_start().to_owned(),
     })
 }
@@ -206,7 +220,7 @@ mod tests {
     #[test]
     fn syslog_lines_are_parsed_with_their_precise_time() {
         let line = parse_line(
-            "2026-11-21T07:38:46.982011+00:00 portsentry[22757]: attackalert: TCP SYN/Normal scan",
+            "2026-11-21T07:38:46.982011+00:00 portsentry  attackalert: TCP SYN/Normal scan",
         )
         .unwrap();
         assert_eq!(line.program, "portsentry");
@@ -221,6 +235,6 @@ mod tests {
             Some(SystemTime::UNIX_EPOCH)
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
-        assert!(parse_line("no stamp").is_none());
+        assert!(parse_line("nostamp").is_none());
     }
 }
