@@ -213,3 +213,24 @@ fn version_names_the_commit_and_the_ebpf_object() {
     // The tests run a binary with its eBPF object built in.
     assert!(hex(object, 16), "{line}");
 }
+
+#[test]
+fn the_man_page_and_completions_come_from_the_flags() {
+    let man = run(&["--generate", "man"]);
+    assert!(man.status.success(), "{}", stderr(&man));
+    let page = stdout(&man);
+    assert!(page.contains(".TH probe-detector 8"), "{page}");
+    // Every flag of --help is in the page, documented.
+    assert!(page.contains("\\-\\-scan\\-ports") && page.contains("\\-\\-syslog\\-facility"));
+    for (kind, marker) in [
+        ("complete-bash", "--scan-ports"),
+        ("complete-zsh", "#compdef probe-detector"),
+        ("complete-fish", "complete -c probe-detector"),
+    ] {
+        let out = run(&["--generate", kind]);
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+        assert!(stdout(&out).contains(marker), "{kind}");
+    }
+    // Not a setting: --print-config leaves it out.
+    assert!(!stdout(&run(&["--print-config"])).contains("generate"));
+}

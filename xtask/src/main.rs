@@ -8,6 +8,7 @@ mod doctor;
 mod fuzz;
 mod lab;
 mod linker;
+mod package;
 mod packages;
 mod test;
 mod toolchain;
@@ -94,6 +95,10 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Build a Debian package (binary, systemd unit, default configuration, man page,
+    /// completions, docs) in target/package/, check it with lintian (no errors) and by
+    /// running the binary unpacked into a scratch root. Installs dpkg-dev and lintian.
+    Package,
     /// Run every test: formatting, clippy, unit, kernel (BPF_PROG_TEST_RUN) and lab
     /// (network namespaces, nmap) tests. Needs root.
     Test {
@@ -171,6 +176,9 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Fuzz { cases } => {
             setup(&pin, false)?;
             fuzz::run(&workspace, &pin, cases)?;
+        }
+        Cmd::Package => {
+            package::run(&workspace, &pin)?;
         }
         Cmd::Lab { quick } => {
             lab::run(&workspace, &pin, quick)?;
@@ -254,7 +262,7 @@ pub(crate) fn pinned_cargo(workspace: &Path, pin: &Pin) -> Command {
     cargo
 }
 
-fn build(workspace: &Path, pin: &Pin, release: bool) -> anyhow::Result<()> {
+pub(crate) fn build(workspace: &Path, pin: &Pin, release: bool) -> anyhow::Result<()> {
     let mut cargo = pinned_cargo(workspace, pin);
     cargo.args(["build", "--package", "probe-userspace", "--bins"]);
     if release {

@@ -17,7 +17,7 @@ use std::{
 use clap::{Arg, ArgAction, ArgMatches, Command, parser::ValueSource};
 
 /// Flags that are not settings: never read from a file, never printed.
-const NOT_SETTINGS: [&str; 4] = ["config", "print-config", "help", "version"];
+const NOT_SETTINGS: [&str; 5] = ["config", "print-config", "generate", "help", "version"];
 
 /// Why a configuration file cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, process::ExitCode, time
 use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
 use crate::{
-    cli::exit::{EXIT_OK, EXIT_USAGE},
+    cli::exit::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE},
     cli::values::{
         TrwMode, parse_crowd_sources, parse_power_of_two, parse_seconds, parse_slow_failed,
     },
@@ -55,6 +55,15 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
         }
     };
     let cli = Cli::from_arg_matches(&matches).map_err(clap_exit)?;
+    if let Some(kind) = cli.generate {
+        let mut out = std::io::stdout().lock();
+        let written = generate(kind, cmd, &mut out);
+        return Err(ExitCode::from(if written.is_ok() {
+            EXIT_OK
+        } else {
+            EXIT_FAILURE
+        }));
+    }
     if cli.print_config {
         print!("{}", config::render(&cmd, &matches, file.as_deref()));
         return Err(ExitCode::from(EXIT_OK));
@@ -75,8 +84,8 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
         probe-detector attaches an XDP program (ingress) and a TC program (egress) to each \
         interface. A connection attempt that this host (or, on a gateway, a host behind it) \
         refuses counts as a failed probe; a source that fails on many ports of one target \
-        within a short window is a port scan, reported as one JSON object per line on stdout, \
-        shaped like a Suricata EVE alert. Logs go to stderr.\n\n\
+        within a short window is a port scan, reported as one JSON object per line (stdout, or --output), \
+        a Suricata EVE alert record. Logs go to stderr.\n\n\
         Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) and Linux >= 5.8 with BTF; \
         SIGINT and SIGTERM detach everything and exit 0.",
     after_help = "Examples:\n  \
@@ -339,6 +348,10 @@ pub struct Cli {
     #[arg(help_heading = "Service", long, global = true)]
     pub print_config: bool,
 
+    /// Write the man page or a shell's completions to stdout, and exit (for packagers).
+    #[arg(long, hide = true, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1), IP:PORT or
     /// [IPv6]:PORT. Off when not given. docs/metrics.md lists every metric.
     #[arg(help_heading = "Service", global = true, long, value_name = "ADDR", value_parser = metrics::parse_addr)]
@@ -410,4 +423,43 @@ pub enum BlockAction {
         /// The source address.
         addr: std::net::IpAddr,
     },
+}
+
+/// What `--generate` writes: generated from these very flags, so never out of step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The man page (roff), section 8.
+    Man,
+    /// bash completions.
+    CompleteBash,
+    /// zsh completions.
+    CompleteZsh,
+    /// fish completions.
+    CompleteFish,
+}
+
+/// Writes the man page or completions of `cmd`.
+pub fn generate(
+    kind: Generate,
+    cmd: clap::Command,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    use clap_complete::{Shell, generate as complete};
+    let mut cmd = cmd;
+    let name = "probe-detector";
+    match kind {
+        Generate::Man => clap_mangen::Man::new(cmd).section("8").render(out),
+        Generate::CompleteBash => {
+            complete(Shell::Bash, &mut cmd, name, out);
+            Ok(())
+        }
+        Generate::CompleteZsh => {
+            complete(Shell::Zsh, &mut cmd, name, out);
+            Ok(())
+        }
+        Generate::CompleteFish => {
+            complete(Shell::Fish, &mut cmd, name, out);
+            Ok(())
+        }
+    }
 }
