@@ -454,6 +454,17 @@ mod tests {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// The rendered record of `scan`, seen on `iface` by sensor `sensor`.
+    fn rendered(scan: &ScanAlert, iface: &str) -> serde_json::Value {
+        render(&AlertRecord::from_scan(
+            scan,
+            iface.into(),
+            "sensor".into(),
+            THRESHOLDS,
+            WallClock::now(),
+        ))
+    }
+
     #[test]
     fn a_vertical_scan_renders_the_documented_fields() {
         let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
@@ -463,13 +474,7 @@ mod tests {
             vec![victim],
             vec![1, 7, 9],
         );
-        let v = render(&AlertRecord::from_scan(
-            &s,
-            "vic0".into(),
-            "sensor".into(),
-            THRESHOLDS,
-            WallClock::now(),
-        ));
+        let v = rendered(&s, "vic0");
         assert_eq!(v["event_type"], "alert");
         assert_eq!(v["src_ip"], "198.18.0.1");
         assert_eq!(v["dest_ip"], "198.18.0.2");
@@ -558,13 +563,7 @@ mod tests {
             vec![victim],
             vec![1, 2, 3],
         );
-        let v = render(&AlertRecord::from_scan(
-            &s,
-            "vic0".into(),
-            "sensor".into(),
-            THRESHOLDS,
-            WallClock::now(),
-        ));
+        let v = rendered(&s, "vic0");
         assert_eq!(v["alert"]["severity"], 1);
         assert!(
             v["alert"]["signature"]
@@ -581,13 +580,7 @@ mod tests {
             IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)),
         ];
         let s = scan(ScanKind::Horizontal, Technique::Syn, hosts, vec![80]);
-        let v = render(&AlertRecord::from_scan(
-            &s,
-            "wan0".into(),
-            "sensor".into(),
-            THRESHOLDS,
-            WallClock::now(),
-        ));
+        let v = rendered(&s, "wan0");
         assert!(v.get("dest_ip").is_none());
         assert_eq!(
             v["alert"]["context"]["dest_ips"],
