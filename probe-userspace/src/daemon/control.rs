@@ -29,6 +29,9 @@ pub enum ControlError {
         "another probe-detector already listens on {0}: give this one another --control-socket"
     )]
     InUse(PathBuf),
+    /// Something that is not a socket is at the path: it is left alone.
+    #[error("{0} exists and is not a socket: it is left alone; give --control-socket another path")]
+    NotASocket(PathBuf),
     /// Making, reaching or reading the socket failed.
     #[error("control socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -114,7 +117,12 @@ impl ControlSocket {
                 .create(dir)
                 .map_err(io_err)?;
         }
-        if path.exists() {
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt as _;
+            // Only a socket is ours to replace: any other file there stays, and we stop.
+            if !meta.file_type().is_socket() {
+                return Err(ControlError::NotASocket(path.to_owned()));
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(ControlError::InUse(path.to_owned()));
             }
@@ -202,6 +210,13 @@ mod tests {
         ));
         drop(socket);
         assert!(!path.exists(), "removed at exit");
+        // A file that is not a socket is never removed.
+        fs::write(&path, b"precious").unwrap();
+        assert!(matches!(
+            ControlSocket::bind(&path),
+            Err(ControlError::NotASocket(_))
+        ));
+        assert_eq!(fs::read(&path).unwrap(), b"precious");
         let _ = fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -145,8 +145,16 @@ impl AttackList {
 }
 
 /// Opens `path` for appending, writing the header if the file is new or empty.
+/// Opens (creating with mode 0640) the list for appending, refusing to follow a symbolic
+/// link at `path` (someone who can write its directory could aim it at any file).
 fn open_with_header(path: &Path) -> io::Result<(BufWriter<File>, u64)> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     let mut size = file.metadata()?.len();
     let mut out = BufWriter::new(file);
     if size == 0 {
@@ -181,6 +189,25 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn the_list_is_private_and_never_follows_a_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = dir("private");
+        let path = d.join("attack-list.csv");
+        AttackList::open(&path, 1 << 20, 2).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        // A link planted at the path is refused, and what it points at is untouched.
+        let target = d.join("passwd");
+        fs::write(&target, b"root:x:0:0\n").unwrap();
+        let link = d.join("linked.csv");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = AttackList::open(&link, 1 << 20, 2).err().expect("refused");
+        assert!(err.to_string().contains("linked.csv"), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"root:x:0:0\n");
+        fs::remove_dir_all(d).unwrap();
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Blocker {
         let verdicts = self.policy.judge(scan);
         for (addr, why) in &verdicts {
             if why.is_none() {
-                self.insert(*addr, now + self.policy.ttl)?;
+                self.insert(*addr, now.saturating_add(self.policy.ttl))?;
             }
         }
         Ok(verdicts)
@@ -208,7 +208,9 @@ impl Blocker {
         if let Some(why) = self.policy.spared(addr) {
             return Err(BlockError::Spared { addr, why });
         }
-        self.insert(addr, now + ttl.unwrap_or(self.policy.ttl))
+        // Any TTL a client sends saturates (u64::MAX seconds is "until the map is cleared"),
+        // never overflows.
+        self.insert(addr, now.saturating_add(ttl.unwrap_or(self.policy.ttl)))
     }
 
     fn insert(&mut self, addr: IpAddr, until: Duration) -> Result<(), BlockError> {

@@ -59,3 +59,34 @@ fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
     off.inbound_frame(&probe);
     assert_eq!(off.counter(Counter::Blocked), 0);
 }
+
+#[test]
+fn a_ttl_beyond_any_clock_saturates_instead_of_killing_the_daemon() {
+    if !require_root("a_ttl_beyond_any_clock_saturates_instead_of_killing_the_daemon") {
+        return;
+    }
+    let policy = BlockPolicy {
+        ttl: Duration::from_secs(3600),
+        block_spoofed: false,
+        never: Vec::new(),
+    };
+    let mut h = Harness::with(&KernelConfig {
+        block: true,
+        ..KernelConfig::default()
+    });
+    let mut blocker = Blocker::new(&mut h.ebpf, policy).unwrap();
+    let now = clock::monotonic_now();
+    // What `probe-detector block add ADDR --ttl 18446744073709551615` sends.
+    let response = blocker.handle(
+        &probe_userspace::policy::block::Request::Add {
+            addr: scanner(),
+            ttl_s: Some(u64::MAX),
+        },
+        now,
+    );
+    assert!(response.error.is_none(), "{response:?}");
+    let listed = blocker.list(now);
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].expires_in_s > 100 * 365 * 86_400, "{listed:?}");
+    assert_eq!(h.xdp_verdict(&syn(40_000, 23, 1).bytes()), 1, "dropped");
+}
