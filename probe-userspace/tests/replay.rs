@@ -199,3 +199,95 @@ fn replay_with_block_records_what_a_live_run_would_have_blocked() {
     assert_eq!(decoys[0]["alert"]["context"]["scan"]["kind"], "distributed");
     assert_eq!(decoys[0]["alert"]["action"], "allowed");
 }
+
+/// The records of a little-endian pcap file: (record header, data), after its header.
+fn pcap_records(bytes: &[u8]) -> Vec<([u8; 16], Vec<u8>)> {
+    assert_eq!(
+        &bytes[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian pcap"
+    );
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let header: [u8; 16] = bytes[at..at + 16].try_into().unwrap();
+        let caplen = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
+        records.push((header, bytes[at + 16..at + 16 + caplen].to_vec()));
+        at += 16 + caplen;
+    }
+    records
+}
+
+/// A pcap file of the fixture's header and `records`, in the temporary directory.
+fn write_pcap(name: &str, header: &[u8], records: &[([u8; 16], Vec<u8>)]) -> std::path::PathBuf {
+    let mut out = header[..24].to_vec();
+    for (h, data) in records {
+        let mut h = *h;
+        let len = (data.len() as u32).to_le_bytes();
+        h[8..12].copy_from_slice(&len);
+        h[12..16].copy_from_slice(&len);
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+    }
+    let path = std::env::temp_dir().join(format!("pd-{name}-{}.pcap", std::process::id()));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// `probe-detector replay PATH --home-net HOME`: (alerts, stderr), in bounded time.
+fn replay_path(path: &Path) -> (Vec<Value>, String) {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_probe-detector"))
+        .arg("replay")
+        .arg(path)
+        .args(["--home-net", HOME])
+        .output()
+        .expect("run probe-detector");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "replay failed: {stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "replay took {:?}",
+        started.elapsed()
+    );
+    (lines(&String::from_utf8_lossy(&out.stdout)), stderr)
+}
+
+#[test]
+fn a_hostile_time_jump_or_an_oversized_frame_does_not_stop_a_replay() {
+    if !require_root("a_hostile_time_jump_or_an_oversized_frame_does_not_stop_a_replay") {
+        return;
+    }
+    let bytes = std::fs::read(fixture("syn-scan.pcap")).unwrap();
+    let records = pcap_records(&bytes);
+    let live = replay("syn-scan");
+    // The last packet stamped 2^32 - 1 s after the epoch: decades after the others.
+    let mut jumped = records.clone();
+    let last = jumped.len() - 1;
+    jumped[last].0[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let path = write_pcap("jump", &bytes, &jumped);
+    let (alerts, stderr) = replay_path(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(stderr.contains("time jumped forward 1 times"), "{stderr}");
+    assert_eq!(
+        alerts.iter().map(essence).collect::<Vec<_>>()[..1],
+        live.iter().map(essence).collect::<Vec<_>>()[..1],
+        "the scan is still recognised"
+    );
+    // The first inbound frame again, 9 000 bytes longer (merged by segmentation offload).
+    let mut oversized = records.clone();
+    let mut big = records[0].clone();
+    big.1.extend(std::iter::repeat_n(0u8, 9000));
+    oversized.insert(1, big);
+    let path = write_pcap("oversized", &bytes, &oversized);
+    let (alerts, stderr) = replay_path(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        stderr.contains("1 frames longer than 3000 bytes"),
+        "{stderr}"
+    );
+    assert_eq!(
+        alerts.iter().map(essence).collect::<Vec<_>>(),
+        live.iter().map(essence).collect::<Vec<_>>()
+    );
+}

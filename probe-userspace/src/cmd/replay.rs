@@ -67,7 +67,15 @@ pub struct ReplayStats {
     /// Events the programs reported, and those that could not be decoded.
     pub events: u64,
     pub undecodable: u64,
+    /// Frames longer than [`MAX_TEST_RUN_FRAME`], run through the programs cut to it.
+    pub cut: u64,
+    /// Gaps in the capture's time long enough that the clock was moved on at once.
+    pub time_jumps: u64,
 }
+
+/// The longest frame run through the programs as it is: BPF_PROG_TEST_RUN takes at most
+/// about a page less the XDP head and tail room.
+pub const MAX_TEST_RUN_FRAME: usize = 3000;
 
 /// `probe-detector replay FILE.pcap`: the capture through the programs and the pipeline,
 /// records on stdout.
@@ -132,6 +140,18 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
     if stats.undecodable > 0 {
         log::warn!("{} events could not be decoded", stats.undecodable);
     }
+    if stats.cut > 0 {
+        log::info!(
+            "{} frames longer than {MAX_TEST_RUN_FRAME} bytes (merged by segmentation offload) went through the programs cut to their first {MAX_TEST_RUN_FRAME} bytes: the headers they read",
+            stats.cut
+        );
+    }
+    if stats.time_jumps > 0 {
+        log::warn!(
+            "the capture's time jumped forward {} times by more than the pending timeout: pending attempts expired and the clock moved on at once",
+            stats.time_jumps
+        );
+    }
     Ok(())
 }
 
@@ -159,13 +179,31 @@ pub fn replay<W: Write>(
             next_sweep = Some(now + interval);
             next_tick = Some(now + second);
         }
-        // Time passes first: sweeps and ticks due before this packet.
+        // Time passes first: sweeps and ticks due before this packet. After a long silence
+        // (or a hostile time stamp 2^32 s ahead) enough sweeps to expire every pending
+        // attempt and one tick do what billions of them would.
+        let sweeps_to_expire = config.expire_after_sweeps() + 1;
+        if let Some(due) = next_sweep
+            && now.saturating_sub(due) > interval * sweeps_to_expire as u32
+        {
+            for step in 0..sweeps_to_expire {
+                let at = due + interval * step as u32;
+                sweep(ebpf, &mut ring, |ring| feed(ring, pipeline, &mut stats, at))?;
+            }
+            flush(pipeline, ebpf)?;
+            next_sweep = Some(now + interval);
+            stats.time_jumps += 1;
+        }
         while let Some(due) = next_sweep.filter(|&t| t <= now) {
             sweep(ebpf, &mut ring, |ring| {
                 feed(ring, pipeline, &mut stats, due)
             })?;
             flush(pipeline, ebpf)?;
             next_sweep = Some(due + interval);
+        }
+        if next_tick.is_some_and(|t| now.saturating_sub(t) > second * 10) {
+            pipeline.tick(now);
+            next_tick = Some(now + second);
         }
         while let Some(due) = next_tick.filter(|&t| t <= now) {
             pipeline.tick(due);
@@ -179,7 +217,16 @@ pub fn replay<W: Write>(
         } else {
             stats.inbound += 1;
         }
-        kernel::test_run(ebpf, packet.data, !outbound)?;
+        // Frames merged by segmentation offload can exceed what BPF_PROG_TEST_RUN takes;
+        // the programs read headers only (lengths come from the IP header), so the first
+        // bytes are the same packet to them.
+        let frame = if packet.data.len() > MAX_TEST_RUN_FRAME {
+            stats.cut += 1;
+            &packet.data[..MAX_TEST_RUN_FRAME]
+        } else {
+            packet.data
+        };
+        kernel::test_run(ebpf, frame, !outbound)?;
         feed(&mut ring, pipeline, &mut stats, now);
         flush(pipeline, ebpf)?;
     }
