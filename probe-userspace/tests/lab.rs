@@ -7,7 +7,7 @@
 use std::{
     collections::BTreeSet,
     fs::File,
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _},
     os::fd::AsRawFd as _,
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex, MutexGuard, mpsc},
@@ -1801,4 +1801,98 @@ fn records_reach_syslog_in_both_formats_and_a_rotated_file_loses_none() {
         "syslog messages vs stdout"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_cleanly() {
+    let test = "a_reader_that_goes_away_ends_the_run_cleanly";
+    if !lab_ready(test) {
+        return;
+    }
+    require_tool("bash");
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    // `probe-detector --probes | head -n 1`, as an operator tries it first; the shell
+    // reports probe-detector's own exit status.
+    let mut pipeline = lab
+        .victim
+        .exec(
+            "bash",
+            &[
+                "-c",
+                r#""$0" "$@" | head -n 1; echo "probe-detector exited ${PIPESTATUS[0]}" >&2"#,
+                env!("CARGO_BIN_EXE_probe-detector"),
+                "--iface",
+                VICTIM_IF,
+                "--probes",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the pipeline");
+    let stderr = pipeline.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let said = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
+    let started = Instant::now();
+    while !said("watching for port scans") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:#?}",
+            log.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    nmap(&lab.scanner, &["-sS", "-T4", "-p", "1-50", VICTIM_IP]);
+    let ended = Instant::now();
+    let status = loop {
+        if let Some(status) = pipeline.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(20),
+            "probe-detector did not stop after head left: {:#?}",
+            log.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    thread::sleep(Duration::from_millis(100));
+    let mut first = String::new();
+    pipeline
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut first)
+        .unwrap();
+    assert!(status.success());
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l == "probe-detector exited 0"),
+        "exit status 0 when the reader goes away: {log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("stdout's reader went away: stopping"))
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("error")),
+        "quiet: no error line: {log:#?}"
+    );
+    // The open scan's summary went to the log.
+    assert!(
+        log.iter()
+            .any(|l| l.contains("not written (no reader left)") && l.contains("\"end\"")),
+        "{log:#?}"
+    );
+    assert_eq!(first.lines().count(), 1, "head printed one record: {first}");
+    assert!(
+        !lab.victim.xdp_attached(VICTIM_IF).unwrap(),
+        "everything detached"
+    );
 }

@@ -94,7 +94,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
         probe-detector --config /etc/probe-detector.toml --probes\n  \
         probe-detector --iface eth0 --scan-ports 20 --scan-window 300 | jq -c 'select(.event_type == \"alert\")'\n\n\
         SIGHUP re-reads --allow-file.\n\n\
-        Exit status: 0 stopped by SIGINT/SIGTERM, 1 load/attach/runtime failure, 2 bad arguments \
+        Exit status: 0 stopped by SIGINT/SIGTERM (or stdout's reader went away), 1 load/attach/runtime failure, 2 bad arguments \
         (or allow-list rules), 3 missing privileges, 4 unknown interface or no default route."
 )]
 pub struct Cli {

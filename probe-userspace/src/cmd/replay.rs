@@ -126,8 +126,15 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
         blocking,
         outputs,
     );
-    let stats = replay(&mut ebpf, &config, home_nets, &capture, &mut pipeline)
-        .with_context(|| format!("cannot replay {}", file.display()))?;
+    let stats = match replay(&mut ebpf, &config, home_nets, &capture, &mut pipeline) {
+        // `replay ... | head`: what was wanted has been read; stop quietly, as command-line
+        // tools do.
+        Err(ReplayError::Output(OutputError::ReaderGone)) => {
+            log::info!("stdout's reader went away: replay stopped");
+            return Ok(());
+        }
+        other => other.with_context(|| format!("cannot replay {}", file.display()))?,
+    };
     let written: u64 = pipeline.stats().alerts_written.values().sum();
     log::info!(
         "replayed {}: {} packets ({} inbound through XDP, {} outbound through TC), {} events, {written} alerts",

@@ -122,6 +122,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         pipeline,
         allow: &settings.allow,
         allow_lists,
+        reader_gone: false,
     };
     let outlets = Outlets {
         metrics: metrics_listener,

@@ -26,7 +26,7 @@ use crate::{
         metrics::Snapshot,
     },
     kernel::{self, KernelConfig},
-    output::{Pipeline, sink::Sinks},
+    output::{OutputError, Pipeline, sink::Sinks},
     policy::{
         allow::{self, AllowLists},
         block::Response as BlockResponse,
@@ -59,6 +59,8 @@ pub struct Daemon<'a> {
     /// Where the allow-lists come from (re-read on SIGHUP), and the lists in force.
     pub allow: &'a AllowSettings,
     pub allow_lists: AllowLists,
+    /// Set when stdout, the only output, lost its reader (`| head`): the run ends cleanly.
+    pub reader_gone: bool,
 }
 
 impl Daemon<'_> {
@@ -100,6 +102,13 @@ impl Daemon<'_> {
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|err| err.into_parts().1)
             .context("cannot poll the EVENTS ring buffer")?;
+        // `probe-detector | head`: when stdout is the only output and a pipe, its reader
+        // leaving is seen at once (EPOLLERR), not at the next record, which may be far off.
+        let stdout_gone = if self.pipeline.out().only_stdout() {
+            watch_stdout()
+        } else {
+            None
+        };
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -137,7 +146,7 @@ impl Daemon<'_> {
                         }
                     })
                     .context("the expiry program failed")?;
-                    drained?;
+                    self.output_result(drained)?;
                 }
                 _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
                 accepted = when(metrics_listener.as_ref().map(|l| l.accept())) => match accepted {
@@ -174,15 +183,27 @@ impl Daemon<'_> {
                         Err(err) => log::error!("SIGHUP: {err}"),
                     }
                 }
+                _ = when(stdout_gone.as_ref().map(|fd| fd.ready(Interest::ERROR))) => {
+                    self.reader_gone = true;
+                }
                 _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
                 _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             }
+            if self.reader_gone {
+                log::info!("stdout's reader went away: stopping");
+                break;
+            }
         }
         // Whatever arrived before the signal still gets its say, and every open scan its
-        // summary.
+        // summary: on the outputs, or in the log when no output is left.
         self.drain(ring.get_mut())?;
         self.pipeline.finish(clock::monotonic_now());
         self.flush()?;
+        if self.reader_gone {
+            for record in self.pipeline.take_unwritten().lines() {
+                log::info!("not written (no reader left): {record}");
+            }
+        }
         let decode_errors = self.pipeline.stats().decode_errors;
         if decode_errors > 0 {
             log::warn!("{decode_errors} ring-buffer records could not be decoded");
@@ -192,15 +213,27 @@ impl Daemon<'_> {
 
     /// Handles every record waiting in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
-        drain_into(&mut self.pipeline, ring, self.ebpf)
+        let drained = drain_into(&mut self.pipeline, ring, self.ebpf);
+        self.output_result(drained)
     }
 
     /// Writes what the pipeline holds.
     fn flush(&mut self) -> anyhow::Result<()> {
         let ebpf = &*self.ebpf;
-        self.pipeline
-            .flush(|p| kernel::outcome_count(ebpf, p))
-            .map_err(Into::into)
+        let flushed = self.pipeline.flush(|p| kernel::outcome_count(ebpf, p));
+        self.output_result(flushed)
+    }
+
+    /// An output's failure: the reader of the only output gone ends the run cleanly (the
+    /// loop stops at its next turn); anything else is an error.
+    fn output_result(&mut self, result: Result<(), OutputError>) -> anyhow::Result<()> {
+        match result {
+            Err(OutputError::ReaderGone) => {
+                self.reader_gone = true;
+                Ok(())
+            }
+            other => other.map_err(Into::into),
+        }
     }
 
     /// SIGHUP: re-reads the allow-lists; a bad file leaves them as they were (nothing is
@@ -258,13 +291,11 @@ fn drain_into(
     pipeline: &mut Pipeline<Sinks>,
     ring: &mut RingBuf<MapData>,
     ebpf: &aya::Ebpf,
-) -> anyhow::Result<()> {
+) -> Result<(), OutputError> {
     while let Some(record) = ring.next() {
         pipeline.record(&record);
     }
-    pipeline
-        .flush(|p| kernel::outcome_count(ebpf, p))
-        .map_err(Into::into)
+    pipeline.flush(|p| kernel::outcome_count(ebpf, p))
 }
 
 /// Logs the kernel counters, and how full the kernel's tables are.
@@ -304,6 +335,22 @@ pub fn log_counters(ebpf: &aya::Ebpf, config: &KernelConfig, level: log::Level) 
         .map(|(c, v)| format!("{}={v}", c.name()))
         .collect();
     log::log!(level, "kernel counters: {}", listed.join(" "));
+}
+
+/// A watch on stdout for its reader going away, when stdout is something epoll can watch
+/// (a pipe; not a regular file).
+fn watch_stdout() -> Option<AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: dup has no memory preconditions; fd 1 is open (or dup fails).
+    let fd = unsafe { libc::dup(1) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the AsyncFd owns the descriptor and neither closes nor replaces it while
+    // registered, so the registered fd stays the same open file.
+    unsafe { AsyncFd::register_with_interest(owned, Interest::ERROR) }.ok()
 }
 
 /// What `future` gives; never, when there is none: a `select!` branch that is off.

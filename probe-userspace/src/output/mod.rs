@@ -94,6 +94,10 @@ pub struct PipelineStats {
 /// Why the pipeline could not write.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    /// The only output was stdout, and its reader went away (`| head`): the run is over,
+    /// cleanly.
+    #[error("stdout's reader went away")]
+    ReaderGone,
     /// The record stream (stdout) refused a write.
     #[error("cannot write to stdout: {0}")]
     Write(#[source] std::io::Error),
@@ -164,6 +168,11 @@ impl<W: Write> Pipeline<W> {
     /// Where the records go.
     pub fn out(&self) -> &W {
         &self.out
+    }
+
+    /// The records rendered and not written, taken (for the log, when no output is left).
+    pub fn take_unwritten(&mut self) -> String {
+        std::mem::take(&mut self.lines)
     }
 
     /// Where the records go, to reopen it.
@@ -272,8 +281,20 @@ impl<W: Write> Pipeline<W> {
             .out
             .write_all(self.lines.as_bytes())
             .and_then(|()| self.out.flush());
-        self.lines.clear();
-        result.map_err(OutputError::Write)
+        match result {
+            Ok(()) => {
+                self.lines.clear();
+                Ok(())
+            }
+            // Kept: what could not be written goes to the log instead.
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                Err(OutputError::ReaderGone)
+            }
+            Err(err) => {
+                self.lines.clear();
+                Err(OutputError::Write(err))
+            }
+        }
     }
 
     /// Renders one alert, unless the rate limit holds it back; blocks (or records the

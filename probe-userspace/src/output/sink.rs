@@ -269,6 +269,11 @@ impl Sinks {
         })
     }
 
+    /// True when stdout is the only output (its reader going away ends the run).
+    pub fn only_stdout(&self) -> bool {
+        matches!(self.sinks.as_slice(), [(_, Sink::Stdout(_))])
+    }
+
     /// SIGHUP: reopens the files (logrotate moved them) and reconnects the syslog sockets.
     pub fn reopen(&mut self) -> Result<(), SinkError> {
         for (name, sink) in &mut self.sinks {
@@ -287,13 +292,19 @@ impl Sinks {
         Ok(())
     }
 
-    /// Writes whole records (each ending in a newline) to every output.
+    /// Writes whole records (each ending in a newline) to every output. When stdout's
+    /// reader goes away (`| head`), stdout is dropped from the outputs; when it was the only
+    /// one, the error says so ([`io::ErrorKind::BrokenPipe`]): the run is over.
     fn write_records(&mut self, records: &[u8]) -> io::Result<()> {
         let now = SystemTime::now();
+        let mut reader_gone = false;
         for (name, sink) in &mut self.sinks {
             let named = |err: io::Error| io::Error::new(err.kind(), format!("{name}: {err}"));
             match sink {
-                Sink::Stdout(out) => out.lock().write_all(records).map_err(named)?,
+                Sink::Stdout(out) => match out.lock().write_all(records) {
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => reader_gone = true,
+                    other => other.map_err(named)?,
+                },
                 Sink::File { file, .. } => file.write_all(records).map_err(named)?,
                 Sink::Syslog { target, socket } => {
                     for record in records.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
@@ -320,6 +331,17 @@ impl Sinks {
                 }
             }
         }
+        if reader_gone {
+            self.sinks
+                .retain(|(_, sink)| !matches!(sink, Sink::Stdout(_)));
+            if self.sinks.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "stdout's reader went away",
+                ));
+            }
+            log::warn!("stdout's reader went away: records go on to the other outputs");
+        }
         Ok(())
     }
 }
@@ -339,7 +361,11 @@ impl Write for Sinks {
     fn flush(&mut self) -> io::Result<()> {
         for (_, sink) in &mut self.sinks {
             match sink {
-                Sink::Stdout(out) => out.flush()?,
+                // A reader gone is found, and handled, by the next write.
+                Sink::Stdout(out) => match out.flush() {
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
+                    other => other?,
+                },
                 Sink::File { file, .. } => file.flush()?,
                 Sink::Syslog { .. } => {}
             }
