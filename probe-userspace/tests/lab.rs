@@ -1896,3 +1896,51 @@ fn a_reader_that_goes_away_ends_the_run_cleanly() {
         "everything detached"
     );
 }
+
+#[test]
+fn idle_metrics_connections_are_capped_and_a_scrape_still_answers() {
+    let test = "idle_metrics_connections_are_capped_and_a_scrape_still_answers";
+    if !lab_ready(test) {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let mut detector = Detector::start(
+        &lab.victim,
+        &["--iface", VICTIM_IF, "--metrics-addr", "9467"],
+    );
+    let pid = detector.child.as_ref().unwrap().id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    // 40 connections that never send a request, held open from inside the namespace.
+    let held = lab
+        .victim
+        .within(|| {
+            let conns: Vec<std::net::TcpStream> = (0..40)
+                .filter_map(|_| std::net::TcpStream::connect("127.0.0.1:9467").ok())
+                .collect();
+            thread::sleep(Duration::from_millis(500));
+            Ok(conns.len())
+        })
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let during = fds();
+    assert_eq!(held.join().unwrap().unwrap(), 40, "connections accepted");
+    // At most MAX_CONNECTIONS (8) are kept; the rest were closed at once.
+    assert!(
+        during <= before + 8,
+        "{before} descriptors before, {during} while held"
+    );
+    // Once they are gone (or timed out), a scrape is answered.
+    thread::sleep(Duration::from_millis(2500));
+    let scrape = run_ok(&mut lab.victim.exec(
+        "curl",
+        &["-sS", "--max-time", "5", "http://127.0.0.1:9467/metrics"],
+    ));
+    assert!(String::from_utf8_lossy(&scrape.stdout).contains("probe_detector_build_info"));
+    assert!(detector.stop().success());
+}

@@ -29,8 +29,21 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsError> {
         .map_err(|source| MetricsError { addr, source })
 }
 
-/// Answers one scrape: reads the request line (2 s at most), writes the response.
-pub async fn serve(mut stream: tokio::net::TcpStream, body: String) {
+/// Scrapes served at once; a connection beyond them is closed at once.
+pub const MAX_CONNECTIONS: usize = 8;
+
+/// A scrape's request for the body, answered by the event loop with a fresh snapshot.
+pub type BodyRequest = tokio::sync::oneshot::Sender<String>;
+
+/// Answers one scrape: reads the request line (2 s and 8 KiB at most); only a
+/// `GET /metrics` asks the loop (`body`) for a snapshot, taken then, so a connection that
+/// never sends a request costs no snapshot; writes the response (2 s at most). `_permit`
+/// holds one of [`MAX_CONNECTIONS`] slots until the connection is done.
+pub async fn serve(
+    mut stream: tokio::net::TcpStream,
+    body: tokio::sync::mpsc::Sender<BodyRequest>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let mut request = String::new();
     let mut reader = tokio::io::BufReader::new(&mut stream).take(8192);
@@ -38,12 +51,31 @@ pub async fn serve(mut stream: tokio::net::TcpStream, body: String) {
     if !matches!(read, Ok(Ok(n)) if n > 0) {
         return;
     }
-    let response = respond(&request, &body);
+    let text = if wants_metrics(&request) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if body.send(reply).await.is_err() {
+            return;
+        }
+        match answer.await {
+            Ok(text) => text,
+            Err(_) => return,
+        }
+    } else {
+        String::new()
+    };
+    let response = respond(&request, &text);
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
         stream.write_all(response.as_bytes()),
     )
     .await;
+}
+
+/// True for the request line of a scrape (`GET /metrics`, any query).
+fn wants_metrics(request_line: &str) -> bool {
+    let mut parts = request_line.split_whitespace();
+    parts.next() == Some("GET")
+        && parts.next().and_then(|p| p.split('?').next()) == Some("/metrics")
 }
 
 /// Everything one scrape reports.
@@ -214,6 +246,7 @@ pub fn respond(request_line: &str, body: &str) -> String {
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path.split('?').next()) {
+        // (`wants_metrics` says the same.)
         ("GET", Some("/metrics")) => ("200 OK", "text/plain; version=0.0.4", body),
         ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n"),
         _ => (
@@ -292,6 +325,15 @@ mod tests {
             crate::EBPF_HASH
         );
         assert!(text.contains(&build), "{text}");
+    }
+
+    #[test]
+    fn only_a_scrape_asks_for_a_snapshot() {
+        assert!(wants_metrics("GET /metrics HTTP/1.1\r\n"));
+        assert!(wants_metrics("GET /metrics?x=1 HTTP/1.0\r\n"));
+        assert!(!wants_metrics("GET / HTTP/1.1\r\n"));
+        assert!(!wants_metrics("POST /metrics HTTP/1.1\r\n"));
+        assert!(!wants_metrics(""));
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod control;
 pub mod metrics;
 pub mod status;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -77,6 +77,9 @@ impl Daemon<'_> {
             .transpose()
             .context("cannot serve the control socket")?;
         let (requests_tx, mut requests) = tokio::sync::mpsc::channel::<Pending>(8);
+        let (bodies_tx, mut bodies) =
+            tokio::sync::mpsc::channel::<metrics::BodyRequest>(metrics::MAX_CONNECTIONS);
+        let scrape_slots = Arc::new(tokio::sync::Semaphore::new(metrics::MAX_CONNECTIONS));
         let started = std::time::SystemTime::now();
         let metrics_listener = metrics_listener
             .map(tokio::net::TcpListener::from_std)
@@ -150,12 +153,22 @@ impl Daemon<'_> {
                 }
                 _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
                 accepted = when(metrics_listener.as_ref().map(|l| l.accept())) => match accepted {
-                    Ok((stream, _)) => {
-                        let body = metrics::render(&self.snapshot(started));
-                        tokio::spawn(metrics::serve(stream, body));
+                    // Beyond MAX_CONNECTIONS at once, a connection is closed at once.
+                    Ok((stream, _)) => match Arc::clone(&scrape_slots).try_acquire_owned() {
+                        Ok(permit) => {
+                            tokio::spawn(metrics::serve(stream, bodies_tx.clone(), permit));
+                        }
+                        Err(_) => drop(stream),
+                    },
+                    Err(err) => {
+                        // Out of descriptors (or similar): wait rather than spin on it.
+                        log::warn!("metrics endpoint: {err}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Err(err) => log::warn!("metrics endpoint: {err}"),
                 },
+                Some(reply) = bodies.recv() => {
+                    let _ = reply.send(metrics::render(&self.snapshot(started)));
+                }
                 accepted = when(control_listener.as_ref().map(|l| l.accept())) => match accepted {
                     Ok((stream, _)) => {
                         tokio::spawn(control::serve_control(stream, requests_tx.clone()));
