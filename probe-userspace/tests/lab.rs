@@ -967,8 +967,8 @@ fn a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached() {
 }
 
 #[test]
-fn the_service_units_capabilities_suffice_without_root() {
-    if !lab_ready("the_service_units_capabilities_suffice_without_root") {
+fn the_service_units_settings_suffice_without_root_with_block() {
+    if !lab_ready("the_service_units_settings_suffice_without_root_with_block") {
         return;
     }
     let _lab = lab_lock();
@@ -983,24 +983,46 @@ fn the_service_units_capabilities_suffice_without_root() {
         .collect();
     assert_eq!(caps.len(), 3, "{caps:?}");
     let caps = format!("-all,{}", caps.join(","));
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("the unit sets {key}"))
+            .trim()
+            .to_owned()
+    };
     let lab = HostLab::new();
-    // As nobody, with exactly those capabilities (inherited, ambient and bounding).
+    // The unit's RuntimeDirectory, as systemd makes it: owned by the service's user, with
+    // the unit's mode; the control socket of --block goes there.
+    let runtime = std::env::temp_dir()
+        .join(format!("pd-unit-{}", std::process::id()))
+        .join(setting("RuntimeDirectory="));
+    std::fs::create_dir_all(&runtime).unwrap();
+    run_ok(Command::new("chown").arg("nobody:nogroup").arg(&runtime));
+    run_ok(
+        Command::new("chmod")
+            .arg(setting("RuntimeDirectoryMode="))
+            .arg(&runtime),
+    );
+    let socket = runtime.join("control.sock");
+    // As nobody, with exactly those capabilities (inherited, ambient and bounding), the
+    // unit's umask, and --block.
+    let script = format!(
+        "umask {} && exec setpriv --reuid nobody --regid nogroup --clear-groups --inh-caps={caps} --ambient-caps={caps} --bounding-set={caps} \"$0\" \"$@\"",
+        setting("UMask=")
+    );
     let child = lab
         .victim
         .exec(
-            "setpriv",
+            "sh",
             &[
-                "--reuid",
-                "nobody",
-                "--regid",
-                "nogroup",
-                "--clear-groups",
-                &format!("--inh-caps={caps}"),
-                &format!("--ambient-caps={caps}"),
-                &format!("--bounding-set={caps}"),
+                "-c",
+                &script,
                 env!("CARGO_BIN_EXE_probe-detector"),
                 "--iface",
                 VICTIM_IF,
+                "--block",
+                "--control-socket",
+                socket.to_str().unwrap(),
             ],
         )
         .stdout(Stdio::piped())
@@ -1010,15 +1032,27 @@ fn the_service_units_capabilities_suffice_without_root() {
     thread::sleep(Duration::from_secs(2));
     nmap(&lab.scanner, &["-sS", "-p", "1-30", VICTIM_IP]);
     thread::sleep(Duration::from_millis(500));
-    // setpriv execs probe-detector: the child's pid is probe-detector's.
+    // The control socket answers, and the scanner is on the block list.
+    let listed = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_probe-detector"))
+            .args(["block", "list", "--control-socket"])
+            .arg(&socket),
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    // sh execs setpriv, which execs probe-detector: the child's pid is probe-detector's.
     // SAFETY: kill with the pid of our own child and a valid signal number.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(runtime.parent().unwrap());
     assert!(out.status.success(), "exit {}: {stderr}", out.status);
     assert!(
         stderr.contains(&format!("detached from {VICTIM_IF}")),
         "{stderr}"
+    );
+    assert!(
+        listed.contains(SCANNER_IP),
+        "block list: {listed}\n{stderr}"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -69,6 +69,8 @@ pub fn run(workspace: &Path, pin: &Pin) -> anyhow::Result<PathBuf> {
         unit.as_bytes(),
         0o644,
     )?;
+    let rotate = fs::read(workspace.join("packaging/probe-detector.logrotate"))?;
+    write(&root.join("etc/logrotate.d/probe-detector"), &rotate, 0o644)?;
     let config = output(Command::new(&installed).arg("--print-config"))?;
     write(
         &root.join("etc/probe-detector/probe-detector.toml"),
@@ -135,7 +137,7 @@ pub fn run(workspace: &Path, pin: &Pin) -> anyhow::Result<PathBuf> {
     write(&debian.join("control"), control.as_bytes(), 0o644)?;
     write(
         &debian.join("conffiles"),
-        b"/etc/probe-detector/probe-detector.toml\n",
+        b"/etc/logrotate.d/probe-detector\n/etc/probe-detector/probe-detector.toml\n",
         0o644,
     )?;
     let sums = output(
