@@ -138,9 +138,10 @@ impl Engine {
         tables
     }
 
-    /// Entries forgotten to make room so far (threshold and slow-scan detectors).
+    /// Entries forgotten to make room so far (incidents, threshold and slow-scan
+    /// detectors).
     pub fn evictions(&self) -> u64 {
-        self.detectors.iter().map(|d| d.evictions()).sum()
+        self.incidents.evictions() + self.detectors.iter().map(|d| d.evictions()).sum::<u64>()
     }
 
     /// The most memory the engine's state can take with `config`, in bytes (every table
@@ -325,8 +326,9 @@ impl Engine {
         ended.iter().map(|i| i.alert(Phase::End)).collect()
     }
 
-    /// Opens the incident of a verdict, unless it is open already; returns its `start`.
-    fn open(&mut self, verdict: Verdict, probe: &Probe, now: Duration) -> Option<ScanAlert> {
+    /// Opens the incident of a verdict, unless it is open already; returns its `start`,
+    /// after the `end` of any incident forgotten to make room for it.
+    fn open(&mut self, verdict: Verdict, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
         let (src, prefix) = self.group(probe.src);
         let key = match verdict.kind {
             ScanKind::Distributed => crowd_key(probe.dst, probe.proto),
@@ -345,32 +347,39 @@ impl Engine {
         };
         let prefix = prefix.filter(|_| verdict.kind != ScanKind::Distributed);
         if self.incidents.contains(&key) {
-            return None;
+            return Vec::new();
         }
         let idle = self.config.idle_timeout;
-        let incident = self.incidents.entry(key, now, idle, || Incident {
+        let mut evicted = Vec::new();
+        let incident = self.incidents.entry_evicting(
             key,
-            detector: verdict.detector,
-            score: verdict.score,
-            technique: Technique::of(probe),
-            proto: probe.proto,
-            ifindex: probe.ifindex,
-            first_seen: verdict.first_seen.min(now),
-            last_seen: now,
-            ports: Vec::new(),
-            hosts: Vec::new(),
-            sources: Vec::new(),
-            src_net: prefix.map(|len| (src, len)),
-            // The evidence the detector gathered before the incident existed, this probe
-            // included.
-            probes: verdict.failed + verdict.succeeded,
-            failed: verdict.failed,
-            succeeded: verdict.succeeded,
-            tcp_flags: probe.tcp_flags,
-            ttl: TtlRange::default(),
-            last_alert: now,
-            changed: false,
-        });
+            now,
+            idle,
+            || Incident {
+                key,
+                detector: verdict.detector,
+                score: verdict.score,
+                technique: Technique::of(probe),
+                proto: probe.proto,
+                ifindex: probe.ifindex,
+                first_seen: verdict.first_seen.min(now),
+                last_seen: now,
+                ports: Vec::new(),
+                hosts: Vec::new(),
+                sources: Vec::new(),
+                src_net: prefix.map(|len| (src, len)),
+                // The evidence the detector gathered before the incident existed, this probe
+                // included.
+                probes: verdict.failed + verdict.succeeded,
+                failed: verdict.failed,
+                succeeded: verdict.succeeded,
+                tcp_flags: probe.tcp_flags,
+                ttl: TtlRange::default(),
+                last_alert: now,
+                changed: false,
+            },
+            &mut evicted,
+        );
         for port in verdict.ports {
             push_new(&mut incident.ports, port, MAX_REPORTED);
         }
@@ -395,7 +404,10 @@ impl Engine {
                 }
             }
         }
-        Some(incident.alert(Phase::Start))
+        let start = incident.alert(Phase::Start);
+        let mut alerts: Vec<ScanAlert> = evicted.iter().map(|i| i.alert(Phase::End)).collect();
+        alerts.push(start);
+        alerts
     }
 
     /// Opens a distributed scan's incident, or grows it with new sources; returns its
@@ -853,6 +865,35 @@ mod tests {
         });
         eprintln!("with --max-tracked 1024: {} MiB", small >> 20);
         assert!(small < bound / 3, "{small}");
+    }
+
+    #[test]
+    fn an_incident_forgotten_for_room_still_ends_with_its_summary() {
+        // Room for 8 incidents: 20 scanners, each opening one.
+        let mut engine = Engine::new(config(3, 60, 8));
+        let mut starts = 0;
+        let mut ends = Vec::new();
+        for src in 1..=20u32 {
+            for port in 1..=3u16 {
+                for alert in engine.observe(&probe(host(100 + src), VICTIM, port), secs(1.0)) {
+                    match alert.phase {
+                        Phase::Start => starts += 1,
+                        Phase::End => ends.push(alert),
+                        Phase::Update => {}
+                    }
+                }
+            }
+        }
+        assert_eq!(starts, 20);
+        assert!(engine.incidents() <= 8);
+        let finished = engine.finish();
+        assert_eq!(
+            ends.len() + finished.len(),
+            20,
+            "every incident gets one end"
+        );
+        assert!(ends.iter().all(|e| e.ports == vec![1, 2, 3]), "{ends:?}");
+        assert!(engine.evictions() >= 12);
     }
 
     #[test]

@@ -73,7 +73,23 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
         new: impl FnOnce() -> V,
     ) -> &mut V {
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
-            self.make_room(now, idle);
+            drop(self.make_room(now, idle));
+        }
+        self.entries.entry(key).or_insert_with(new)
+    }
+
+    /// [`BoundedTable::entry`], handing the entries it removed to make room to `evicted`
+    /// (so that an incident forgotten for room still gets its summary).
+    pub fn entry_evicting(
+        &mut self,
+        key: K,
+        now: Duration,
+        idle: Duration,
+        new: impl FnOnce() -> V,
+        evicted: &mut Vec<V>,
+    ) -> &mut V {
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            evicted.extend(self.make_room(now, idle));
         }
         self.entries.entry(key).or_insert_with(new)
     }
@@ -119,11 +135,14 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
         keys.iter().filter_map(|k| self.entries.remove(k)).collect()
     }
 
-    fn make_room(&mut self, now: Duration, idle: Duration) {
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, v| now.saturating_sub(v.last_seen()) <= idle);
-        if self.entries.len() == before {
+    /// Removes the idle entries, or else the eighth worth least; returns them.
+    fn make_room(&mut self, now: Duration, idle: Duration) -> Vec<V> {
+        let mut removed: Vec<V> = self
+            .entries
+            .extract_if(|_, v| now.saturating_sub(v.last_seen()) > idle)
+            .map(|(_, v)| v)
+            .collect();
+        if removed.is_empty() {
             let mut ranks: Vec<((u32, Duration), K)> = self
                 .entries
                 .iter()
@@ -131,11 +150,14 @@ impl<K: Hash + Eq + Copy, V: Activity> BoundedTable<K, V> {
                 .collect();
             let victims = (ranks.len() / 8).max(1);
             ranks.select_nth_unstable_by_key(victims - 1, |(rank, _)| *rank);
-            for (_, key) in &ranks[..victims] {
-                self.entries.remove(key);
-            }
+            removed.extend(
+                ranks[..victims]
+                    .iter()
+                    .filter_map(|(_, key)| self.entries.remove(key)),
+            );
         }
-        self.evictions += (before - self.entries.len()) as u64;
+        self.evictions += removed.len() as u64;
+        removed
     }
 }
 
