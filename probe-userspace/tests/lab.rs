@@ -1978,3 +1978,173 @@ fn idle_metrics_connections_are_capped_and_a_scrape_still_answers() {
     assert!(String::from_utf8_lossy(&scrape.stdout).contains("probe_detector_build_info"));
     assert!(detector.stop().success());
 }
+
+/// `BPF_PROG_TEST_RUN` on a program loaded by another process (by its fd): its verdict.
+fn test_run_fd(prog_fd: std::os::fd::BorrowedFd<'_>, frame: &[u8]) -> i64 {
+    use std::os::fd::AsRawFd as _;
+    /// The `test` member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRunAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let attr = TestRunAttr {
+        prog_fd: prog_fd.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_TEST_RUN, alive for the call;
+    // `data_in` points at `frame`, readable for `data_size_in` bytes; no output buffer.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &raw const attr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    }
+}
+
+/// A bare RST from `src:port` (a home address) to `dst`, as Ethernet: the egress program
+/// takes it for our answer to an ACK probe of `port`, and reports one event per new
+/// (dst, port).
+fn bare_rst(src: [u8; 4], dst: [u8; 4], port: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20];
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let tcp = &mut f[34..54];
+    tcp[0..2].copy_from_slice(&port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&40_000u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x04;
+    f
+}
+
+#[test]
+fn an_event_flood_leaves_the_loop_answering_signals_and_scrapes() {
+    let test = "an_event_flood_leaves_the_loop_answering_signals_and_scrapes";
+    if !lab_ready(test) {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let mut detector = Detector::start(
+        &lab.victim,
+        &[
+            "--iface",
+            VICTIM_IF,
+            "--metrics-addr",
+            "9468",
+            "--status-interval",
+            "1",
+        ],
+    );
+    // The running daemon's own egress program: the newest `probe_egress` loaded.
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some("probe_egress"))
+        .max_by_key(|p| p.id())
+        .expect("the daemon's egress program");
+    let prog = info.fd().expect("its fd");
+    let victim: std::net::Ipv4Addr = VICTIM_IP.parse().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Two threads of bare RSTs to ever new (address, port): one event each.
+    let workers: Vec<_> = (0..2u8)
+        .map(|t| {
+            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+            let fd = std::os::fd::AsFd::as_fd(&prog)
+                .try_clone_to_owned()
+                .unwrap();
+            thread::spawn(move || {
+                use std::os::fd::AsFd as _;
+                let mut n: u32 = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let dst = [198, 19, t, (n >> 16) as u8];
+                    let frame = bare_rst(victim.octets(), dst, (n % 65_535 + 1) as u16);
+                    assert_eq!(test_run_fd(fd.as_fd(), &frame), 0, "test run");
+                    n = n.wrapping_add(1);
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let flood_started = Instant::now();
+    // Scrapes during the flood: each answered within 5 s.
+    let mut scrapes = 0;
+    let mut last = String::new();
+    while flood_started.elapsed() < Duration::from_secs(10) {
+        let scrape = run_ok(&mut lab.victim.exec(
+            "curl",
+            &["-sS", "--max-time", "5", "http://127.0.0.1:9468/metrics"],
+        ));
+        last = String::from_utf8_lossy(&scrape.stdout).into_owned();
+        assert!(last.contains("probe_detector_build_info"));
+        scrapes += 1;
+        thread::sleep(Duration::from_millis(500));
+    }
+    let counter = |name: &str| -> u64 {
+        last.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+            .unwrap_or(0)
+    };
+    // Events the kernel made: those read, and those the full ring refused.
+    let events = counter("probe_detector_kernel_events_sent_total")
+        + counter("probe_detector_kernel_ringbuf_drops_total");
+    // SIGTERM during the flood: answered (stopped and detached) within a second.
+    let pid = detector.child.as_ref().unwrap().id();
+    let rate = sent.load(std::sync::atomic::Ordering::Relaxed) as f64
+        / flood_started.elapsed().as_secs_f64();
+    // SAFETY: kill with the pid of our own child and a valid signal number.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let child = detector.child.as_mut().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "SIGTERM not answered within 1 s under a flood of {rate:.0} events/s"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let answered = signalled.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    eprintln!(
+        "{test}: {rate:.0} test runs/s, {:.0} events/s (sent or refused by the full ring) for 10 s; {scrapes} scrapes answered; SIGTERM answered in {answered:?}",
+        events as f64 / 10.0
+    );
+    assert!(events > 100_000, "a flood: {events} events");
+    assert!(status.success());
+    assert!(scrapes >= 10, "{scrapes} scrapes");
+    detector.child = None;
+}

@@ -35,6 +35,11 @@ use crate::{
 
 /// How often the ring buffer is read when the kernel has not woken us.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+/// Ring-buffer records handled per turn of the loop at most: under an event flood the
+/// loop still reaches the timers, signals, control socket and metrics between batches.
+const DRAIN_BATCH: usize = 4096;
+/// Time one drain may take before it gives the loop back (it finishes its record).
+const DRAIN_TIME: Duration = Duration::from_millis(5);
 /// How often the kernel counters are logged at debug level.
 const STATS_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -129,29 +134,38 @@ impl Daemon<'_> {
         stats.tick().await;
         loop {
             tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
-                    self.drain(guard.get_inner_mut())?;
-                    guard.clear_ready();
+                // In this order: a flood of events (the last branch) cannot keep signals,
+                // the control socket, scrapes or timers waiting; each drain is bounded.
+                biased;
+                _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
+                _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+                _ = when(stdout_gone.as_ref().map(|fd| fd.ready(Interest::ERROR))) => {
+                    self.reader_gone = true;
                 }
-                _ = drain.tick() => self.drain(ring.get_mut())?,
-                _ = lifecycle.tick() => {
-                    self.pipeline.tick(clock::monotonic_now());
-                    self.flush()?;
+                _ = sighup.recv() => {
+                    self.reload_allow_lists();
+                    // logrotate moved the files: write on in new ones.
+                    match self.pipeline.out_mut().reopen() {
+                        Ok(()) => log::info!("SIGHUP: outputs reopened"),
+                        Err(err) => log::error!("SIGHUP: {err}"),
+                    }
                 }
-                _ = expiry.tick() => {
-                    // Drain between chunks: a sweep may report more than the ring holds.
-                    let mut drained = Ok(());
-                    let pipeline = &mut self.pipeline;
-                    kernel::expire_with(self.ebpf, |ebpf| {
-                        if drained.is_ok() {
-                            drained = drain_into(pipeline, ring.get_mut(), ebpf);
-                        }
-                    })
-                    .context("the expiry program failed")?;
-                    self.output_result(drained)?;
+                Some((request, reply)) = requests.recv() => {
+                    let response = match self.pipeline.blocker() {
+                        Some(blocker) => blocker.handle(&request, clock::monotonic_now()),
+                        None => BlockResponse {
+                            error: Some("blocking is off".into()),
+                            ..BlockResponse::default()
+                        },
+                    };
+                    let _ = reply.send(response);
                 }
-                _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
+                accepted = when(control_listener.as_ref().map(|l| l.accept())) => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(control::serve_control(stream, requests_tx.clone()));
+                    }
+                    Err(err) => log::warn!("control socket: {err}"),
+                },
                 accepted = when(metrics_listener.as_ref().map(|l| l.accept())) => match accepted {
                     // Beyond MAX_CONNECTIONS at once, a connection is closed at once.
                     Ok((stream, _)) => match Arc::clone(&scrape_slots).try_acquire_owned() {
@@ -169,38 +183,44 @@ impl Daemon<'_> {
                 Some(reply) = bodies.recv() => {
                     let _ = reply.send(metrics::render(&self.snapshot(started)));
                 }
-                accepted = when(control_listener.as_ref().map(|l| l.accept())) => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::spawn(control::serve_control(stream, requests_tx.clone()));
-                    }
-                    Err(err) => log::warn!("control socket: {err}"),
-                },
-                Some((request, reply)) = requests.recv() => {
-                    let response = match self.pipeline.blocker() {
-                        Some(blocker) => blocker.handle(&request, clock::monotonic_now()),
-                        None => BlockResponse {
-                            error: Some("blocking is off".into()),
-                            ..BlockResponse::default()
-                        },
-                    };
-                    let _ = reply.send(response);
-                }
                 _ = when(status.as_mut().map(|s| s.tick())) => {
                     log::info!("{}", status::status_line(&self.snapshot(started)));
                 }
-                _ = sighup.recv() => {
-                    self.reload_allow_lists();
-                    // logrotate moved the files: write on in new ones.
-                    match self.pipeline.out_mut().reopen() {
-                        Ok(()) => log::info!("SIGHUP: outputs reopened"),
-                        Err(err) => log::error!("SIGHUP: {err}"),
+                _ = lifecycle.tick() => {
+                    self.pipeline.tick(clock::monotonic_now());
+                    self.flush()?;
+                }
+                _ = expiry.tick() => {
+                    // Drain between chunks: a sweep may report more than the ring holds.
+                    let mut drained = Ok(());
+                    let pipeline = &mut self.pipeline;
+                    kernel::expire_with(self.ebpf, |ebpf| {
+                        if drained.is_ok() {
+                            // A chunk reports at most half a ring; a batch takes that, and
+                            // a flood of other events cannot hold the sweep here.
+                            drained = drain_into(pipeline, ring.get_mut(), ebpf, DRAIN_BATCH)
+                                .map(drop);
+                        }
+                    })
+                    .context("the expiry program failed")?;
+                    self.output_result(drained)?;
+                }
+                _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
+                _ = drain.tick() => {
+                    self.drain(ring.get_mut(), DRAIN_BATCH)?;
+                }
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
+                    // A full batch may leave records: stay ready, so the loop comes back
+                    // after the other branches had their turn.
+                    if self.drain(guard.get_inner_mut(), DRAIN_BATCH)? {
+                        // Let the tasks of this thread (scrapes, control clients) run too.
+                        drop(guard);
+                        tokio::task::yield_now().await;
+                    } else {
+                        guard.clear_ready();
                     }
                 }
-                _ = when(stdout_gone.as_ref().map(|fd| fd.ready(Interest::ERROR))) => {
-                    self.reader_gone = true;
-                }
-                _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
-                _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             }
             if self.reader_gone {
                 log::info!("stdout's reader went away: stopping");
@@ -209,7 +229,9 @@ impl Daemon<'_> {
         }
         // Whatever arrived before the signal still gets its say, and every open scan its
         // summary: on the outputs, or in the log when no output is left.
-        self.drain(ring.get_mut())?;
+        // At most what the ring holds: a flood still going on cannot hold the exit.
+        let ring_records = (self.kernel.ringbuf_bytes / 64) as usize;
+        self.drain(ring.get_mut(), ring_records.max(DRAIN_BATCH))?;
         self.pipeline.finish(clock::monotonic_now());
         self.flush()?;
         if self.reader_gone {
@@ -224,10 +246,13 @@ impl Daemon<'_> {
         Ok(())
     }
 
-    /// Handles every record waiting in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
-        let drained = drain_into(&mut self.pipeline, ring, self.ebpf);
-        self.output_result(drained)
+    /// Handles at most `limit` records waiting in the ring buffer; true when that many
+    /// were handled (more may wait).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
+        match drain_into(&mut self.pipeline, ring, self.ebpf, limit) {
+            Ok(full) => Ok(full),
+            Err(err) => self.output_result(Err(err)).map(|()| false),
+        }
     }
 
     /// Writes what the pipeline holds.
@@ -299,16 +324,31 @@ impl Daemon<'_> {
     }
 }
 
-/// Feeds every record waiting in `ring` to `pipeline` and writes what it made.
+/// Feeds at most `limit` records waiting in `ring` to `pipeline` and writes what it made;
+/// true when the limit was reached (more may wait).
 fn drain_into(
     pipeline: &mut Pipeline<Sinks>,
     ring: &mut RingBuf<MapData>,
     ebpf: &aya::Ebpf,
-) -> Result<(), OutputError> {
-    while let Some(record) = ring.next() {
+    limit: usize,
+) -> Result<bool, OutputError> {
+    let started = std::time::Instant::now();
+    let mut handled = 0;
+    let mut full = false;
+    while handled < limit {
+        // Time-bounded too: a slow batch (a debug build, a busy machine) gives the loop back.
+        if handled % 16 == 15 && started.elapsed() >= DRAIN_TIME {
+            full = true;
+            break;
+        }
+        let Some(record) = ring.next() else {
+            break;
+        };
         pipeline.record(&record);
+        handled += 1;
     }
-    pipeline.flush(|p| kernel::outcome_count(ebpf, p))
+    pipeline.flush(|p| kernel::outcome_count(ebpf, p))?;
+    Ok(full || handled == limit)
 }
 
 /// Logs the kernel counters, and how full the kernel's tables are.
