@@ -101,6 +101,8 @@ pub struct Snapshot {
     pub blocks: Option<(u64, usize)>,
     /// The busiest sources of open scans and their probes, at most [`TOP_SOURCES`].
     pub top_sources: Vec<(String, u64)>,
+    /// Attack-list rows that could not be written.
+    pub attack_list_lost: u64,
 }
 
 /// Sources the `probe_detector_top_source_probes` family lists at most.
@@ -209,6 +211,12 @@ pub fn render(snapshot: &Snapshot) -> String {
         "When probe-detector started, in seconds since the Unix epoch.",
         &[(String::new(), format!("{:.3}", snapshot.start_time_s))],
     );
+    family(
+        "probe_detector_attack_list_lost_total",
+        "counter",
+        "Attack-list rows that could not be written (disk full, file gone); the run goes on.",
+        &[(String::new(), snapshot.attack_list_lost.to_string())],
+    );
     let top: Vec<(String, String)> = snapshot
         .top_sources
         .iter()
@@ -279,6 +287,7 @@ mod tests {
             start_time_s: 1_795_246_726.5,
             blocks: Some((3, 2)),
             top_sources: vec![("198.18.7.1".into(), 97), ("198.18.5.0/24".into(), 12)],
+            attack_list_lost: 0,
         }
     }
 

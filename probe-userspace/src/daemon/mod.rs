@@ -320,6 +320,7 @@ impl Daemon<'_> {
                 .map_or(0.0, |d| d.as_secs_f64()),
             blocks,
             top_sources: engine.top_sources(metrics::TOP_SOURCES),
+            attack_list_lost: stats.attack_list_lost,
         }
     }
 }

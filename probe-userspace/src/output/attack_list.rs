@@ -111,6 +111,19 @@ impl AttackList {
         self.out.flush().map_err(|source| self.error(source))
     }
 
+    /// After a failed write (disk full, file gone): reopens the list, dropping what was
+    /// buffered and not written, so the next rows start on a clean line of a file that
+    /// exists again. Errors are the same as [`AttackList::open`]'s.
+    pub fn reopen(&mut self) -> Result<(), AttackListError> {
+        let (out, size) = open_with_header(&self.path).map_err(|source| self.error(source))?;
+        // The old writer's buffer is dropped, not written: into_parts takes it without a
+        // flush.
+        let old = std::mem::replace(&mut self.out, out);
+        drop(old.into_parts());
+        self.size = size;
+        Ok(())
+    }
+
     fn error(&self, source: io::Error) -> AttackListError {
         AttackListError {
             path: self.path.display().to_string(),

@@ -24,7 +24,7 @@ use crate::{
     event::{Probe, outcome_name, proto_name},
     net::iface,
     output::{
-        attack_list::{AttackList, AttackListError, Row},
+        attack_list::{AttackList, Row},
         evidence::Evidence,
         probe_record::ProbeRecord,
         rate_limit::FloodLimit,
@@ -89,6 +89,10 @@ pub struct PipelineStats {
     pub decode_errors: u64,
     /// Events decoded and observed.
     pub events: u64,
+    /// Attack-list rows that could not be written (disk full, file gone).
+    pub attack_list_lost: u64,
+    /// Failed attack-list writes since the last one that worked.
+    pub attack_list_failures: u64,
 }
 
 /// Why the pipeline could not write.
@@ -101,9 +105,6 @@ pub enum OutputError {
     /// The record stream (stdout) refused a write.
     #[error("cannot write to stdout: {0}")]
     Write(#[source] std::io::Error),
-    /// The attack list refused a row.
-    #[error(transparent)]
-    AttackList(#[from] AttackListError),
 }
 
 /// See the module documentation. `W` is where records go (stdout, or a buffer in tests).
@@ -272,7 +273,28 @@ impl<W: Write> Pipeline<W> {
                     count: count(&p).unwrap_or(1),
                 })
                 .collect();
-            list.append(&rows)?;
+            // Never fatal: the rows are counted as lost, the list reopened, and the next
+            // rows tried again (disk full, file removed).
+            if let Err(err) = list.append(&rows) {
+                self.stats.attack_list_lost += rows.len() as u64;
+                if self.stats.attack_list_failures == 0 {
+                    log::error!(
+                        "{err}: {} rows lost; trying again with the next rows",
+                        rows.len()
+                    );
+                }
+                self.stats.attack_list_failures += 1;
+                if let Err(err) = list.reopen() {
+                    log::debug!("{err}");
+                }
+            } else if self.stats.attack_list_failures > 0 {
+                log::warn!(
+                    "attack list written again after {} failed writes ({} rows lost)",
+                    self.stats.attack_list_failures,
+                    self.stats.attack_list_lost
+                );
+                self.stats.attack_list_failures = 0;
+            }
         }
         if self.lines.is_empty() {
             return Ok(());

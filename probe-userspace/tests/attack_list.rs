@@ -1,0 +1,106 @@
+//! The attack list on a disk that fills up: rows that cannot be written are counted and
+//! the run goes on; once there is room again, rows are written again. Mounts a 64 KiB
+//! tmpfs on a directory of its own (root), unmounted at the end.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    process::Command,
+    time::Duration,
+};
+
+use probe_netlab::require_root;
+use probe_userspace::{
+    detect::{Engine, EngineConfig},
+    event::{Outcome, Probe, ProbeType},
+    output::{Blocking, Clock, Pipeline, PipelineConfig, attack_list::AttackList},
+};
+
+fn refused(src: u8, port: u16, at: Duration) -> Probe {
+    Probe {
+        timestamp: at,
+        src: IpAddr::V4(Ipv4Addr::new(198, 18, 3, src)),
+        dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+        src_port: 40_000,
+        dst_port: port,
+        proto: 6,
+        probe: ProbeType::TcpSyn,
+        outcome: Outcome::Refused,
+        tcp_flags: 0x02,
+        ttl: 64,
+        icmp: None,
+        ifindex: 1,
+    }
+}
+
+/// Unmounts and removes the directory when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_loses_rows_counted_never_the_run() {
+    if !require_root("a_full_disk_loses_rows_counted_never_the_run") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pd-full-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount a tmpfs");
+    let tmpfs = Tmpfs(dir.clone());
+    let list = AttackList::open(&dir.join("attack-list.csv"), 1 << 30, 1).unwrap();
+    let config = PipelineConfig {
+        probes: false,
+        alert_rate_limit: 0,
+        fixed_iface: Some("test".into()),
+        host: "sensor".into(),
+        clock: Clock::Unix,
+    };
+    let mut pipeline = Pipeline::new(
+        Engine::new(EngineConfig::default()),
+        config,
+        Some(list),
+        Blocking::Off,
+        Vec::new(),
+    );
+    let scan = |pipeline: &mut Pipeline<Vec<u8>>, src: u8, from: u16, at: u64| {
+        for port in from..from + 200 {
+            let probe = refused(src, port, Duration::from_secs(at));
+            pipeline.observe(&probe, probe.timestamp);
+        }
+        pipeline.flush(|_| Some(1))
+    };
+    // Fill the disk.
+    std::fs::write(dir.join("filler"), vec![0u8; 60 * 1024]).ok();
+    assert!(
+        scan(&mut pipeline, 1, 1, 1).is_ok(),
+        "a full disk is not fatal"
+    );
+    assert!(
+        pipeline.stats().attack_list_lost > 0,
+        "{:?}",
+        pipeline.stats()
+    );
+    // Room again: the next scanner's rows are written.
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    assert!(scan(&mut pipeline, 2, 1, 2).is_ok());
+    let text = std::fs::read_to_string(dir.join("attack-list.csv")).unwrap();
+    assert!(
+        text.lines().filter(|l| l.contains(",198.18.3.2,")).count() >= 190,
+        "rows after the disk had room again"
+    );
+    assert!(
+        text.lines().all(|l| l.split(',').count() == 8),
+        "whole lines only"
+    );
+    assert_eq!(pipeline.stats().attack_list_failures, 0, "written again");
+    drop(tmpfs);
+}
