@@ -21,6 +21,13 @@ pub fn monotonic_now() -> Duration {
     Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
 }
 
+/// Wall-clock seconds since the Unix epoch now.
+pub fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The offset between CLOCK_REALTIME and CLOCK_MONOTONIC at one moment: converts the
 /// kernel's monotonic stamps to wall-clock time. Take a new one per alert, so a stepped
 /// wall clock is followed, and convert all of one alert's times with the same one, so they

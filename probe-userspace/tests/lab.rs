@@ -2148,3 +2148,50 @@ fn an_event_flood_leaves_the_loop_answering_signals_and_scrapes() {
     assert!(scrapes >= 10, "{scrapes} scrapes");
     detector.child = None;
 }
+
+#[test]
+fn blocks_survive_a_restart_through_the_state_file() {
+    let test = "blocks_survive_a_restart_through_the_state_file";
+    if !lab_ready(test) {
+        return;
+    }
+    let _lab = lab_lock();
+    let lab = HostLab::new();
+    let dir = std::env::temp_dir().join(format!("pd-block-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (state, socket) = (dir.join("blocks.json"), dir.join("control.sock"));
+    let args = [
+        "--iface",
+        VICTIM_IF,
+        "--block",
+        "--block-state",
+        state.to_str().unwrap(),
+        "--control-socket",
+        socket.to_str().unwrap(),
+    ];
+    let block = |action: &[&str]| {
+        let out = run_ok(
+            Command::new(env!("CARGO_BIN_EXE_probe-detector"))
+                .arg("block")
+                .args(action)
+                .arg("--control-socket")
+                .arg(&socket),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut first = Detector::start(&lab.victim, &args);
+    block(&["add", SCANNER_IP, "--ttl", "600"]);
+    assert!(first.stop().success());
+    assert!(state.exists(), "the blocks were saved at exit");
+    let mut second = Detector::start(&lab.victim, &args);
+    let listed = block(&["list"]);
+    assert!(second.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(SCANNER_IP))
+        .unwrap_or_else(|| panic!("the block is back after the restart: {listed}"));
+    let left: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!((590..=600).contains(&left), "{line}");
+}

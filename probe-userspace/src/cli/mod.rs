@@ -304,6 +304,11 @@ pub struct Cli {
     #[arg(help_heading = "Blocking", global = true, long)]
     pub block_spoofed: bool,
 
+    /// With --block: keep the blocks in this file across restarts (written at exit and
+    /// every minute, read at start; blocks the never-block rules now spare are dropped).
+    #[arg(help_heading = "Blocking", global = true, long, value_name = "PATH")]
+    pub block_state: Option<PathBuf>,
+
     /// The control socket of `probe-detector block` (root only), made when --block is on.
     #[arg(
         help_heading = "Blocking",

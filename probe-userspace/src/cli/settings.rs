@@ -83,6 +83,8 @@ pub struct Settings {
     pub block: Option<BlockSettings>,
     /// `--control-socket`.
     pub control_socket: PathBuf,
+    /// `--block-state`.
+    pub block_state: Option<PathBuf>,
     /// `--metrics-addr`.
     pub metrics_addr: Option<SocketAddr>,
     /// `--status-interval`.
@@ -227,6 +229,7 @@ impl Settings {
                 block_spoofed: cli.block_spoofed,
             }),
             control_socket: cli.control_socket.clone(),
+            block_state: cli.block_state.clone(),
             metrics_addr: cli.metrics_addr,
             status_interval: cli.status_interval,
         }

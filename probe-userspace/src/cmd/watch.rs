@@ -84,7 +84,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
                     ", likely spoofed sources"
                 }
             );
-            Blocking::Live(Blocker::new(&mut ebpf, policy).context("cannot set up blocking")?)
+            let mut blocker = Blocker::new(&mut ebpf, policy).context("cannot set up blocking")?;
+            if let Some(path) = &settings.block_state {
+                restore_blocks(&mut blocker, path);
+            }
+            Blocking::Live(blocker)
         }
     };
     if let Some(control) = &control {
@@ -123,6 +127,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         allow: &settings.allow,
         allow_lists,
         reader_gone: false,
+        block_state: settings.block_state.clone(),
     };
     let outlets = Outlets {
         metrics: metrics_listener,
@@ -133,6 +138,35 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     detach_all(&mut ebpf, attachments);
     daemon::log_counters(&ebpf, &config, log::Level::Info);
     result
+}
+
+/// Puts back the blocks of the state file that have time left and that the never-block
+/// rules still allow; says what it did.
+fn restore_blocks(blocker: &mut Blocker, path: &std::path::Path) {
+    let saved = match crate::policy::block::load_state(path) {
+        Ok(saved) => saved,
+        Err(err) => {
+            log::warn!(
+                "block state {}: {err}: starting with no blocks",
+                path.display()
+            );
+            return;
+        }
+    };
+    let now_unix = crate::clock::unix_now_s();
+    let now = crate::clock::monotonic_now();
+    let mut restored = 0;
+    for block in saved {
+        let left = block.until_unix_s.saturating_sub(now_unix);
+        if left == 0 {
+            continue;
+        }
+        match blocker.add(block.addr, Some(std::time::Duration::from_secs(left)), now) {
+            Ok(()) => restored += 1,
+            Err(err) => log::info!("block state: not restoring {}: {err}", block.addr),
+        }
+    }
+    log::info!("block state {}: {restored} blocks restored", path.display());
 }
 
 /// Attaches both programs to every interface; on a failure, detaches what was attached.

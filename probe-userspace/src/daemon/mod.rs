@@ -66,6 +66,8 @@ pub struct Daemon<'a> {
     pub allow_lists: AllowLists,
     /// Set when stdout, the only output, lost its reader (`| head`): the run ends cleanly.
     pub reader_gone: bool,
+    /// `--block-state`: where the blocks are kept across restarts.
+    pub block_state: Option<std::path::PathBuf>,
 }
 
 impl Daemon<'_> {
@@ -132,6 +134,7 @@ impl Daemon<'_> {
         let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.tick().await;
+        let mut state_saved = std::time::Instant::now();
         loop {
             tokio::select! {
                 // In this order: a flood of events (the last branch) cannot keep signals,
@@ -189,6 +192,10 @@ impl Daemon<'_> {
                 _ = lifecycle.tick() => {
                     self.pipeline.tick(clock::monotonic_now());
                     self.flush()?;
+                    if state_saved.elapsed() >= Duration::from_secs(60) {
+                        self.save_blocks();
+                        state_saved = std::time::Instant::now();
+                    }
                 }
                 _ = expiry.tick() => {
                     // Drain between chunks: a sweep may report more than the ring holds.
@@ -234,6 +241,7 @@ impl Daemon<'_> {
         self.drain(ring.get_mut(), ring_records.max(DRAIN_BATCH))?;
         self.pipeline.finish(clock::monotonic_now());
         self.flush()?;
+        self.save_blocks();
         if self.reader_gone {
             for record in self.pipeline.take_unwritten().lines() {
                 log::info!("not written (no reader left): {record}");
@@ -271,6 +279,20 @@ impl Daemon<'_> {
                 Ok(())
             }
             other => other.map_err(Into::into),
+        }
+    }
+
+    /// With `--block-state`: writes the blocks in force, for the next start.
+    fn save_blocks(&mut self) {
+        let Some(path) = self.block_state.clone() else {
+            return;
+        };
+        let Some(blocker) = self.pipeline.blocker() else {
+            return;
+        };
+        let list = blocker.list(clock::monotonic_now());
+        if let Err(err) = crate::policy::block::save_state(&path, &list, clock::unix_now_s()) {
+            log::error!("cannot save the blocks to {}: {err}", path.display());
         }
     }
 
