@@ -39,6 +39,16 @@ fn tcp_listeners(ns: &Netns, addrs: &[&str]) -> Listeners {
     Listeners::start(ns, &addrs, &[]).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
+/// The prelude of a test on the host topology: the checks, the lock (one lab test at a
+/// time), the lab; `None` when root tests are skipped on request.
+fn host_lab(test: &str) -> Option<(MutexGuard<'static, ()>, HostLab)> {
+    if !lab_ready(test) {
+        return None;
+    }
+    let lock = lab_lock();
+    Some((lock, HostLab::new()))
+}
+
 /// Checks what every lab test needs; false when root tests are skipped on request.
 fn lab_ready(test: &str) -> bool {
     if !require_root(test) {
@@ -261,11 +271,10 @@ impl HostLab {
 
 #[test]
 fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
-    if !lab_ready("nmap_syn_scan_raises_one_alert_and_benign_traffic_none") {
+    let Some((_lock, lab)) = host_lab("nmap_syn_scan_raises_one_alert_and_benign_traffic_none")
+    else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let open = [22, 53, 80];
     let _listeners = tcp_listeners(
         &lab.victim,
@@ -521,11 +530,9 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
 
 #[test]
 fn every_nmap_technique_is_seen_and_alerted() {
-    if !lab_ready("every_nmap_technique_is_seen_and_alerted") {
+    let Some((_lock, lab)) = host_lab("every_nmap_technique_is_seen_and_alerted") else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let _listeners = tcp_listeners(
         &lab.victim,
         &[&format!("{VICTIM_IP}:22"), &format!("[{VICTIM_IP6}]:22")],
@@ -717,11 +724,9 @@ fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
 
 #[test]
 fn allow_file_rules_apply_and_reload_on_sighup() {
-    if !lab_ready("allow_file_rules_apply_and_reload_on_sighup") {
+    let Some((_lock, lab)) = host_lab("allow_file_rules_apply_and_reload_on_sighup") else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let dir = std::env::temp_dir().join(format!("pd-allow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("allow.conf");
@@ -860,11 +865,9 @@ fn a_sneaky_t1_scan_is_detected() {
 
 #[test]
 fn an_nmap_decoy_scan_is_one_distributed_incident() {
-    if !lab_ready("an_nmap_decoy_scan_is_one_distributed_incident") {
+    let Some((_lock, lab)) = host_lab("an_nmap_decoy_scan_is_one_distributed_incident") else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     // The decoys exist only in the scanner's namespace (extra addresses on its veth), so
     // the victim's answers to them are delivered and answered like a real host's would be.
     let decoys = ["198.18.7.101", "198.18.7.102"];
@@ -935,11 +938,11 @@ fn an_nmap_decoy_scan_is_one_distributed_incident() {
 
 #[test]
 fn a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached() {
-    if !lab_ready("a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached") {
+    let Some((_lock, lab)) =
+        host_lab("a_metrics_port_in_use_is_one_line_exit_5_and_nothing_attached")
+    else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let _taken = tcp_listeners(&lab.victim, &["127.0.0.1:9464"]);
     let out = lab
         .victim
@@ -1274,11 +1277,9 @@ fn the_block_command_lists_adds_and_removes_blocks_of_the_running_instance() {
 
 #[test]
 fn an_xdp_program_not_ours_is_reported_and_left_alone() {
-    if !lab_ready("an_xdp_program_not_ours_is_reported_and_left_alone") {
+    let Some((_lock, lab)) = host_lab("an_xdp_program_not_ours_is_reported_and_left_alone") else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     // Somebody else's XDP program on the victim's interface: a do-nothing program, loaded
     // and attached by this test (inside the victim's namespace) and held until `done`.
     let ns_file = File::open(format!("/run/netns/{}", lab.victim.name)).unwrap();
@@ -1345,11 +1346,9 @@ fn an_xdp_program_not_ours_is_reported_and_left_alone() {
 
 #[test]
 fn a_crash_leaves_nothing_attached() {
-    if !lab_ready("a_crash_leaves_nothing_attached") {
+    let Some((_lock, lab)) = host_lab("a_crash_leaves_nothing_attached") else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
     let xdp_attached = || lab.victim.xdp_attached(VICTIM_IF).unwrap();
     assert!(xdp_attached());
@@ -1380,11 +1379,11 @@ fn a_crash_leaves_nothing_attached() {
 
 #[test]
 fn bad_input_is_one_line_with_its_exit_status_and_nothing_attached() {
-    if !lab_ready("bad_input_is_one_line_with_its_exit_status_and_nothing_attached") {
+    let Some((_lock, lab)) =
+        host_lab("bad_input_is_one_line_with_its_exit_status_and_nothing_attached")
+    else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let detector = env!("CARGO_BIN_EXE_probe-detector");
     let cases: [(&str, Vec<&str>, i32, &str); 4] = [
         (
@@ -1459,11 +1458,9 @@ fn bad_input_is_one_line_with_its_exit_status_and_nothing_attached() {
 
 #[test]
 fn detach_removes_our_leftovers_and_nothing_else() {
-    if !lab_ready("detach_removes_our_leftovers_and_nothing_else") {
+    let Some((_lock, lab)) = host_lab("detach_removes_our_leftovers_and_nothing_else") else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let detach = || {
         let out = lab
             .victim
@@ -1934,11 +1931,9 @@ fn a_reader_that_goes_away_ends_the_run_cleanly() {
 #[test]
 fn idle_metrics_connections_are_capped_and_a_scrape_still_answers() {
     let test = "idle_metrics_connections_are_capped_and_a_scrape_still_answers";
-    if !lab_ready(test) {
+    let Some((_lock, lab)) = host_lab(test) else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let mut detector = Detector::start(
         &lab.victim,
         &["--iface", VICTIM_IF, "--metrics-addr", "9467"],
@@ -2048,11 +2043,9 @@ fn bare_rst(src: [u8; 4], dst: [u8; 4], port: u16) -> Vec<u8> {
 #[test]
 fn an_event_flood_leaves_the_loop_answering_signals_and_scrapes() {
     let test = "an_event_flood_leaves_the_loop_answering_signals_and_scrapes";
-    if !lab_ready(test) {
+    let Some((_lock, lab)) = host_lab(test) else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let mut detector = Detector::start(
         &lab.victim,
         &[
@@ -2152,11 +2145,9 @@ fn an_event_flood_leaves_the_loop_answering_signals_and_scrapes() {
 #[test]
 fn blocks_survive_a_restart_through_the_state_file() {
     let test = "blocks_survive_a_restart_through_the_state_file";
-    if !lab_ready(test) {
+    let Some((_lock, lab)) = host_lab(test) else {
         return;
-    }
-    let _lab = lab_lock();
-    let lab = HostLab::new();
+    };
     let dir = std::env::temp_dir().join(format!("pd-block-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
