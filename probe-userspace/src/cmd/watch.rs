@@ -101,20 +101,20 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
     let trw_unit = settings.trw_unit(&network.home_nets);
     log::info!("sequential hypothesis test: {}", describe_trw(trw_unit));
-    let engine = settings.engine_config(&network.home_nets);
+    let engine = Engine::new(settings.engine_config(&network.home_nets));
     log::info!(
         "engine state: at most about {} MiB (--max-tracked {})",
-        Engine::memory_bound(&engine) >> 20,
-        engine.max_tracked
+        engine.bound() >> 20,
+        engine.config().max_tracked
     );
     log::info!(
         "watching for port scans ({} failed ports of one host) and sweeps ({} hosts) within {:.1} s; alerts go to stdout",
-        engine.min_ports,
-        engine.min_hosts,
-        engine.window.as_secs_f64()
+        engine.config().min_ports,
+        engine.config().min_hosts,
+        engine.config().window.as_secs_f64()
     );
     let pipeline = Pipeline::new(
-        Engine::new(engine),
+        engine,
         settings.pipeline_config(Clock::Monotonic),
         attack_list,
         blocking,

@@ -251,17 +251,17 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 /// The HTTP response to a request whose first line is `request_line`: the metrics for
 /// `GET /metrics`, 404 for other paths, 405 for other methods.
 pub fn respond(request_line: &str, body: &str) -> String {
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path.split('?').next()) {
-        // (`wants_metrics` says the same.)
-        ("GET", Some("/metrics")) => ("200 OK", "text/plain; version=0.0.4", body),
-        ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n"),
-        _ => (
+    let method = request_line.split_whitespace().next().unwrap_or("");
+    let (status, content_type, body) = if wants_metrics(request_line) {
+        ("200 OK", "text/plain; version=0.0.4", body)
+    } else if method == "GET" {
+        ("404 Not Found", "text/plain", "see /metrics\n")
+    } else {
+        (
             "405 Method Not Allowed",
             "text/plain",
             "GET /metrics only\n",
-        ),
+        )
     };
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -352,31 +352,26 @@ impl<W: Write> Pipeline<W> {
         if scan.phase != Phase::Start {
             return false;
         }
-        let verdicts = match &mut self.blocking {
+        let (verdicts, ttl, verb) = match &mut self.blocking {
             Blocking::Off => return false,
-            Blocking::Recorded(policy) => policy.judge(scan),
+            Blocking::Recorded(policy) => (policy.judge(scan), policy.ttl, "would block"),
             Blocking::Live(blocker) => match blocker.on_scan(scan, now) {
-                Ok(verdicts) => verdicts,
+                Ok(verdicts) => (verdicts, blocker.policy().ttl, "blocked"),
                 Err(err) => {
                     log::error!("cannot block the sources of a scan: {err}");
                     return false;
                 }
             },
         };
-        let (ttl, live) = match &self.blocking {
-            Blocking::Live(blocker) => (blocker.policy().ttl.as_secs(), true),
-            Blocking::Recorded(policy) => (policy.ttl.as_secs(), false),
-            Blocking::Off => (0, false),
-        };
         let mut blocked = false;
         for (addr, why) in verdicts {
             match why {
-                None if live => {
-                    log::info!("blocked {addr} for {ttl} s ({} scan)", scan.kind.name());
-                    blocked = true;
-                }
                 None => {
-                    log::info!("would block {addr} for {ttl} s ({} scan)", scan.kind.name());
+                    log::info!(
+                        "{verb} {addr} for {} s ({} scan)",
+                        ttl.as_secs(),
+                        scan.kind.name()
+                    );
                     blocked = true;
                 }
                 Some(why) => log::info!("not blocking {addr}: {why}"),
