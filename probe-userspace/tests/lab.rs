@@ -1842,8 +1842,10 @@ fn a_reader_that_goes_away_ends_the_run_cleanly() {
     require_tool("bash");
     let _lab = lab_lock();
     let lab = HostLab::new();
-    // `probe-detector --probes | head -n 1`, as an operator tries it first; the shell
-    // reports probe-detector's own exit status.
+    // `probe-detector | head -n 1`, as an operator tries it first; the shell reports
+    // probe-detector's own exit status. The one line head reads is the scan's `start`
+    // record, so an incident is open when the reader leaves (with `--probes` the first
+    // line may come before any incident, and then there is no summary to keep).
     let mut pipeline = lab
         .victim
         .exec(
@@ -1854,7 +1856,6 @@ fn a_reader_that_goes_away_ends_the_run_cleanly() {
                 env!("CARGO_BIN_EXE_probe-detector"),
                 "--iface",
                 VICTIM_IF,
-                "--probes",
             ],
         )
         .stdout(Stdio::piped())
@@ -1921,6 +1922,10 @@ fn a_reader_that_goes_away_ends_the_run_cleanly() {
         "{log:#?}"
     );
     assert_eq!(first.lines().count(), 1, "head printed one record: {first}");
+    assert!(
+        first.contains("\"event_type\":\"alert\"") && first.contains("\"start\""),
+        "the record head printed is the scan's start: {first}"
+    );
     assert!(
         !lab.victim.xdp_attached(VICTIM_IF).unwrap(),
         "everything detached"
