@@ -79,12 +79,16 @@ pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 /// Global (`u64`): least nanoseconds between two wakeups of the reader that no backlog
 /// asked for (`u64::MAX`: wake only on a backlog).
 pub const WAKEUP_GAP_GLOBAL: &str = "WAKEUP_GAP_NS";
-/// Global (`[HomeNet; MAX_HOME_NETS]`): the prefixes that are "ours".
-pub const HOME_NETS_GLOBAL: &str = "HOME_NETS";
-/// Global (`u32`): how many entries of `HOME_NETS` are in use; 0 = every address is ours.
-pub const HOME_NET_COUNT_GLOBAL: &str = "HOME_NET_COUNT";
+/// Array of one [`HomeNets`]: the prefixes that are "ours", rewritten by userspace while
+/// running as addresses and routes change.
+pub const HOME_NETS_MAP: &str = "HOME_NETS";
+/// LPM trie of the home nets (key as for `ALLOW_SOURCES`, value `u8`), read instead of
+/// the list in `HOME_NETS` when there are more than [`MAX_HOME_NETS`] of them.
+pub const HOME_TRIE_MAP: &str = "HOME_TRIE";
+/// Home-net prefixes the trie holds at most.
+pub const HOME_TRIE_ENTRIES: u32 = 4096;
 
-/// Default `PENDING` slots: 65 536 × 56 B = 3.5 MiB.
+/// Default `PENDING` slots: 65 536 × 64 B = 4 MiB.
 pub const PENDING_ENTRIES: u32 = 65_536;
 /// Default `OURS` slots: 16 384 × 4 B = 64 KiB.
 pub const OURS_ENTRIES: u32 = 16_384;
@@ -92,14 +96,15 @@ pub const OURS_ENTRIES: u32 = 16_384;
 /// ≈ 7 MiB.
 pub const OUTCOMES_ENTRIES: u32 = 65_536;
 /// Default size of the `EVENTS` ring buffer in bytes (a power-of-two multiple of the page
-/// size): 256 KiB holds about 4 600 records between two reads.
+/// size): 256 KiB holds about 3 600 records (72 B with the ring's header) between two
+/// reads.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Default pending timeout: an attempt unanswered after 3 s is reported as unanswered.
 pub const TIMEOUT_NS: u64 = 3_000_000_000;
 /// Default sweeps before an attempt counts as unanswered (3 s at one sweep a second).
 pub const EXPIRE_AFTER: u64 = 3;
-/// Most home-net prefixes the kernel checks (a linear scan: cheaper than an LPM trie for a
-/// handful of prefixes on the per-packet path).
+/// Home-net prefixes checked by a linear scan (cheaper than an LPM trie for a handful of
+/// prefixes on the per-packet path); beyond them, `HOME_TRIE` is read.
 pub const MAX_HOME_NETS: usize = 16;
 
 const _: () = assert!(PENDING_ENTRIES.is_power_of_two() && OURS_ENTRIES.is_power_of_two());
@@ -160,11 +165,14 @@ pub enum Counter {
     Callbacks = 18,
     /// Inbound frames dropped because their source is blocked (`--block`).
     Blocked = 19,
+    /// Automatic blocks lifted because the blocked host answered a connection this host
+    /// started (it became a peer).
+    BlocksLifted = 20,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -185,6 +193,7 @@ impl Counter {
         Counter::Allowed,
         Counter::Callbacks,
         Counter::Blocked,
+        Counter::BlocksLifted,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -212,6 +221,7 @@ impl Counter {
             Counter::Allowed => "allowed",
             Counter::Callbacks => "callbacks",
             Counter::Blocked => "blocked",
+            Counter::BlocksLifted => "blocks_lifted",
         }
     }
 
@@ -242,6 +252,9 @@ impl Counter {
             Counter::Allowed => "Outcomes not reported because the source or service is allowed.",
             Counter::Callbacks => "Outcomes not reported: callbacks from hosts we contacted.",
             Counter::Blocked => "Inbound frames dropped because their source is blocked (--block).",
+            Counter::BlocksLifted => {
+                "Automatic blocks lifted: the blocked host answered a connection we started."
+            }
         }
     }
 }
@@ -344,9 +357,16 @@ pub struct ProbeEvent {
     pub icmp_code: u8,
     /// Explicit padding; always zero.
     pub _pad: u8,
+    /// The link-layer address the attempt came from: the Ethernet source of the probe (the
+    /// destination of our answer for ACK probes). A neighbour's own address, or the
+    /// router's when the probe crossed one: what tells a neighbour's real probes from
+    /// forged ones (`--block`).
+    pub src_mac: [u8; 6],
+    /// Explicit padding; always zero.
+    pub _pad2: [u8; 2],
 }
 
-const _: () = assert!(size_of::<ProbeEvent>() == 56);
+const _: () = assert!(size_of::<ProbeEvent>() == 64);
 
 /// Key of the `OUTCOMES` LRU hash: what has been reported already.
 #[repr(C)]
@@ -400,9 +420,13 @@ pub struct Pending {
     pub tcp_flags: u8,
     /// TTL or hop limit as it arrived.
     pub ttl: u8,
+    /// Ethernet source of the attempt.
+    pub mac: [u8; 6],
+    /// Explicit padding.
+    pub _pad: [u8; 2],
 }
 
-const _: () = assert!(size_of::<Pending>() == 56);
+const _: () = assert!(size_of::<Pending>() == 64);
 
 /// LRU hash of blocked sources (`--block`): address (16 bytes, IPv4-mapped) to [`Block`].
 pub const BLOCKED_MAP: &str = "BLOCKED";
@@ -411,6 +435,64 @@ pub const BLOCKED_MAP: &str = "BLOCKED";
 pub const BLOCKED_ENTRIES: u32 = 16_384;
 /// Global (`u32`): 1 when blocking is on (`--block`); 0 leaves `BLOCKED` unread.
 pub const BLOCK_ON_GLOBAL: &str = "BLOCK_ON";
+/// Hash (not LRU) of blocks made by hand (`probe-detector block add`): address to
+/// [`Block`]. Automatic blocks never evict these; when full, `block add` says so.
+pub const BLOCKED_MANUAL_MAP: &str = "BLOCKED_MANUAL";
+/// Manual blocks at once, at most.
+pub const BLOCKED_MANUAL_ENTRIES: u32 = 4096;
+/// Array of `u32` settings userspace changes while running; indices below.
+pub const RUNTIME_MAP: &str = "RUNTIME";
+/// Slots of `RUNTIME`.
+pub const RUNTIME_ENTRIES: u32 = 4;
+/// Index in `RUNTIME`: manual blocks in force (0 leaves `BLOCKED_MANUAL` unread).
+pub const RUNTIME_MANUAL_BLOCKS: u32 = 0;
+/// LPM trie of sources never blocked (key as for `ALLOW_SOURCES`, value [`Protection`]):
+/// our addresses, the home nets, gateways, resolvers, on-link neighbours, allow-listed
+/// sources. Kept current by userspace.
+pub const PROTECTED_MAP: &str = "PROTECTED";
+/// Protected prefixes at most (allocated as used).
+pub const PROTECTED_ENTRIES: u32 = 16_384;
+/// LRU hash of peers: remote hosts that answered a connection this host started (a SYN-ACK
+/// acknowledging our SYN's sequence number, or a UDP reply to our datagram's ports),
+/// address to the `bpf_ktime_get_ns` time of the latest such answer. Never blocked while
+/// recent: forged probes "from" a server we talk to cannot cut us off from it.
+pub const PEERS_MAP: &str = "PEERS";
+/// Peers remembered at most (about 100 B each: 1.6 MiB).
+pub const PEERS_ENTRIES: u32 = 16_384;
+/// A peer's time is rewritten at most this often (a lookup per answer, a write per
+/// minute).
+pub const PEER_REFRESH_NS: u64 = 60_000_000_000;
+
+/// Why a prefix of `PROTECTED` is never blocked: bits of [`Protection::reasons`].
+pub mod protect {
+    /// In an allow-listed source network.
+    pub const ALLOWED: u32 = 1;
+    /// One of our own addresses.
+    pub const OURS: u32 = 1 << 1;
+    /// In a home net.
+    pub const HOME: u32 = 1 << 2;
+    /// A gateway of this host's routes.
+    pub const GATEWAY: u32 = 1 << 3;
+    /// A DNS resolver of this host.
+    pub const RESOLVER: u32 = 1 << 4;
+    /// An on-link neighbour (see [`super::Protection::mac`]).
+    pub const NEIGHBOUR: u32 = 1 << 5;
+}
+
+/// A protected prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Protection {
+    /// [`protect`] bits.
+    pub reasons: u32,
+    /// For a neighbour, its link-layer address: it is spared only when a scan's frames
+    /// came from another link-layer address (forged: through a router, or from another
+    /// host of the link); its own frames are its own scan.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 6],
+}
+
+const _: () = assert!(size_of::<Protection>() == 16);
 
 /// One blocked source.
 #[repr(C)]
@@ -437,6 +519,30 @@ pub struct HomeNet {
 
 const _: () = assert!(size_of::<HomeNet>() == 32);
 
+/// The value of `HOME_NETS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HomeNets {
+    /// The prefixes, when there are at most [`MAX_HOME_NETS`].
+    pub nets: [HomeNet; MAX_HOME_NETS],
+    /// Entries of `nets` in use; 0 (and `many` 0): every address is ours.
+    pub count: u32,
+    /// 1: more prefixes than `nets` holds, all of them in `HOME_TRIE`.
+    pub many: u32,
+}
+
+const _: () = assert!(size_of::<HomeNets>() == 520);
+
+impl Default for HomeNets {
+    fn default() -> Self {
+        Self {
+            nets: [HomeNet::default(); MAX_HOME_NETS],
+            count: 0,
+            many: 0,
+        }
+    }
+}
+
 /// Builds the 16-byte IPv4-mapped form (`::ffff:a.b.c.d`) of an IPv4 address given in
 /// network byte order.
 #[inline(always)]
@@ -448,7 +554,7 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> [u8; 16] {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Block, HomeNet, OutcomeKey, Pending, ProbeEvent};
+    use super::{Block, HomeNet, HomeNets, OutcomeKey, Pending, ProbeEvent, Protection};
 
     // SAFETY: `#[repr(C)]`, integers and byte arrays with explicit padding fields (no
     // implicit padding, as the size assertion proves): every bit pattern is a valid value
@@ -462,6 +568,10 @@ mod user {
     unsafe impl aya::Pod for HomeNet {}
     // SAFETY: see above.
     unsafe impl aya::Pod for Block {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for HomeNets {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for Protection {}
 }
 
 #[cfg(test)]

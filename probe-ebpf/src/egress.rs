@@ -12,8 +12,8 @@ use crate::{
     maps::{checked, count},
     ours::{is_home, note_contacted, put_ours},
     parse::{
-        Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, icmp, locate, tcp,
-        tcp_flags, udp,
+        Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, ether_addr, icmp,
+        locate, tcp, tcp_flags, udp,
     },
     pending::{Flow, report_ack_probe, settle, settle_unreachable},
 };
@@ -80,7 +80,8 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
             // Recording every inbound ACK would tax established traffic, so these probes are
             // known from our answer alone.
             count(Counter::AckProbes);
-            report_ack_probe(&answer, ifindex);
+            // Our answer goes to the link-layer address the probe came from.
+            report_ack_probe(&answer, ifindex, ether_addr(start, end, true));
         }
     }
 }

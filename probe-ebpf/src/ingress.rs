@@ -1,4 +1,5 @@
-//! Ingress (XDP): blocked sources dropped (`--block`), inbound attempts to home addresses
+//! Ingress (XDP): blocked sources dropped (`--block`; answers to our own attempts lift an
+//! automatic block), inbound attempts to home addresses
 //! noted in the pending table, answers to our own attempts told from backscatter.
 //! Established traffic is done after one TCP flags byte.
 
@@ -12,16 +13,16 @@ use core::{
     ptr::read_volatile,
 };
 use probe_common::{
-    Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, ProbeType,
+    Block, Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6,
+    IPPROTO_TCP as PROTO_TCP, IPPROTO_UDP as PROTO_UDP, ProbeType, RUNTIME_MANUAL_BLOCKS,
 };
 
 use crate::{
-    maps::{BLOCK_ON, BLOCKED, checked, count},
-    ours::{is_ours, take_ours},
+    maps::{BLOCK_ON, BLOCKED, BLOCKED_MANUAL, RUNTIME, checked, count},
+    ours::{is_ours, note_peer, take_ours},
     parse::{
-        Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, icmp, locate, tcp,
-        tcp_flags, udp,
+        Addr, Endpoints, Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
+        ether_addr, icmp, locate, tcp, tcp_flags, udp,
     },
     pending::{Attempt, Flow, attempt},
 };
@@ -60,26 +61,82 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
 }
 
 /// True when the frame's source is blocked and its block has not expired; counts the
-/// frame on the block. An expired block is removed here, by its source's first frame.
+/// frame on the block. An expired automatic block is removed here, by its source's first
+/// frame (manual blocks are userspace's to remove).
+///
+/// An automatically blocked source that answers a connection this host started (a
+/// SYN-ACK acknowledging our SYN, a UDP reply to our datagram's ports) is one we talk to:
+/// its block is lifted and it becomes a peer. A manual block stays: the operator said so.
 #[inline(never)]
 pub(crate) fn blocked(start: usize, end: usize, h: &Headers) -> bool {
     let Ok(ends) = checked(endpoints(start, end, h)) else {
         return false;
     };
-    let Some(block) = BLOCKED.get_ptr_mut(&ends.src) else {
-        return false;
+    let (block, manual) = match BLOCKED.get_ptr_mut(&ends.src) {
+        Some(block) => (block, false),
+        None => match manual_block(&ends.src) {
+            Some(block) => (block, true),
+            None => return false,
+        },
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a pointer from a successful lookup; the entry stays valid during this run.
     if now >= unsafe { (*block).until_ns } {
+        if !manual {
+            let _ = BLOCKED.remove(&ends.src);
+        }
+        return false;
+    }
+    if !manual && answers_ours(start, end, h, &ends) {
         let _ = BLOCKED.remove(&ends.src);
+        note_peer(&ends.src);
+        count(Counter::BlocksLifted);
         return false;
     }
     // SAFETY: as above; the counter is 8-byte aligned (map values are), and other CPUs
     // only add to it atomically.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*block).packets, 1) };
     true
+}
+
+/// The manual block of `src`, when manual blocks are in force (one array read otherwise).
+#[inline(always)]
+fn manual_block(src: &Addr) -> Option<*mut Block> {
+    // SAFETY: a pointer from a successful lookup of an array slot, read once.
+    let manual = RUNTIME
+        .get_ptr(RUNTIME_MANUAL_BLOCKS)
+        .is_some_and(|n| unsafe { *n } != 0);
+    if !manual {
+        return None;
+    }
+    BLOCKED_MANUAL.get_ptr_mut(src)
+}
+
+/// True when the frame answers one of our own recent attempts: a SYN-ACK acknowledging
+/// our SYN, or a UDP datagram from the port we sent to, to the port we sent from. Read
+/// only for blocked sources.
+#[inline(always)]
+fn answers_ours(start: usize, end: usize, h: &Headers, ends: &Endpoints) -> bool {
+    if !h.transport {
+        return false;
+    }
+    match h.proto {
+        PROTO_TCP => {
+            let Ok(tcp) = tcp(start, end, h) else {
+                return false;
+            };
+            tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK
+                && is_ours(
+                    &Flow::to_us(ends, h.proto, tcp.src_port, tcp.dst_port),
+                    tcp.ack,
+                )
+        }
+        PROTO_UDP => udp(start, end, h).is_ok_and(|(src_port, dst_port)| {
+            is_ours(&Flow::to_us(ends, h.proto, src_port, dst_port), 0)
+        }),
+        _ => false,
+    }
 }
 
 /// An inbound TCP segment that is not established traffic: an attempt (SYN, or a stealth
@@ -103,11 +160,17 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
         return;
     };
     match probe {
-        Some(probe) => attempt(&ends, &Attempt::tcp(probe, &tcp, ifindex)),
+        Some(probe) => attempt(
+            &ends,
+            &Attempt::tcp(probe, &tcp, ifindex, ether_addr(start, end, false)),
+        ),
         None => {
             let flow = Flow::to_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
             if !take_ours(&flow, tcp.ack) {
                 count(Counter::Backscatter);
+            } else if flags & TCP_RST == 0 {
+                // A SYN-ACK to our SYN: a host we talk to.
+                note_peer(&ends.src);
             }
         }
     }
@@ -123,6 +186,7 @@ pub(crate) fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) {
         return;
     };
     if is_ours(&Flow::to_us(&ends, h.proto, src_port, dst_port), 0) {
+        note_peer(&ends.src);
         return;
     }
     let udp = Attempt {
@@ -133,6 +197,7 @@ pub(crate) fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) {
         id: 0,
         tcp_flags: 0,
         ifindex,
+        mac: ether_addr(start, end, false),
     };
     attempt(&ends, &udp);
 }
@@ -157,6 +222,7 @@ pub(crate) fn ingress_icmp(start: usize, end: usize, h: &Headers, ifindex: u32) 
         id: u32::from(icmp.seq),
         tcp_flags: 0,
         ifindex,
+        mac: ether_addr(start, end, false),
     };
     attempt(&ends, &echo);
 }

@@ -5,12 +5,13 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    ALLOW_ENTRIES, BLOCKED_ENTRIES, Block, Counter, EVENTS_BYTES,
-    EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OUTCOMES_ENTRIES,
-    OutcomeKey, PENDING_ENTRIES, Pending, ProbeEvent,
+    ALLOW_ENTRIES, BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, Block, Counter, EVENTS_BYTES,
+    EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HOME_TRIE_ENTRIES, HomeNets, OURS_ENTRIES,
+    OUTCOMES_ENTRIES, OutcomeKey, PEERS_ENTRIES, PENDING_ENTRIES, PROTECTED_ENTRIES, Pending,
+    ProbeEvent, Protection, RUNTIME_ENTRIES,
 };
 
 use crate::parse::{Addr, Malformed};
@@ -23,6 +24,40 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub(crate) static BLOCKED: LruHashMap<Addr, Block> =
     LruHashMap::with_max_entries(BLOCKED_ENTRIES, 0);
+
+/// Blocks made by hand, never evicted by automatic ones; read only when `RUNTIME` says
+/// some are in force. See [`BLOCKED_MANUAL_ENTRIES`].
+#[map]
+pub(crate) static BLOCKED_MANUAL: HashMap<Addr, Block> =
+    HashMap::with_max_entries(BLOCKED_MANUAL_ENTRIES, 0);
+
+/// Settings userspace changes while running (indices in probe_common).
+#[map]
+pub(crate) static RUNTIME: Array<u32> = Array::with_max_entries(RUNTIME_ENTRIES, 0);
+
+/// The home nets (one [`HomeNets`]), rewritten by userspace as addresses change.
+#[map]
+pub(crate) static HOME_NETS: Array<HomeNets> = Array::with_max_entries(1, 0);
+
+/// All the home nets, when there are more than the list in `HOME_NETS` holds.
+#[map]
+pub(crate) static HOME_TRIE: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(HOME_TRIE_ENTRIES, 0);
+
+/// Sources never blocked, by prefix, kept current by userspace (read by userspace when it
+/// decides a block). See [`PROTECTED_ENTRIES`].
+#[map]
+pub(crate) static PROTECTED: LpmTrie<[u8; 16], Protection> =
+    LpmTrie::with_max_entries(PROTECTED_ENTRIES, 0);
+
+/// Peers: hosts that answered a connection we started, with when (see
+/// [`probe_common::PEERS_MAP`]).
+#[map]
+pub(crate) static PEERS: LruHashMap<Addr, u64> = LruHashMap::with_max_entries(PEERS_ENTRIES, 0);
+
+/// A per-CPU [`Pending`] to build a record in where the stack has no room for one.
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 /// One `u64` per [`Counter`] per CPU.
 #[map]
@@ -100,8 +135,6 @@ pub(crate) static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
 /// attempt. Cheaper than a clock read per attempt, and exact in sweeps.
 #[unsafe(no_mangle)]
 pub(crate) static mut EPOCH: u64 = 0;
-#[unsafe(no_mangle)]
-pub(crate) static HOME_NET_COUNT: u32 = 0;
 /// Bytes one record takes in the ring: the event and the ring's 8-byte header.
 pub(crate) const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;
 /// Unread bytes in `EVENTS` from which a submit wakes the reader (a quarter of the ring).
@@ -116,12 +149,6 @@ pub(crate) static mut LAST_WAKEUP_NS: u64 = 0;
 /// `--wakeup-ms`; `u64::MAX`: only a backlog wakes the reader).
 #[unsafe(no_mangle)]
 pub(crate) static WAKEUP_GAP_NS: u64 = 1_000_000;
-/// The home-net prefixes, each a [`probe_common::HomeNet`] (network then mask, 16 bytes
-/// each) seen as four native words, so that they are read into registers a word at a time
-/// rather than copied to the stack.
-#[unsafe(no_mangle)]
-pub(crate) static HOME_NETS: [[u64; 4]; MAX_HOME_NETS] = [[0; 4]; MAX_HOME_NETS];
-const _: () = assert!(core::mem::size_of::<[u64; 4]>() == core::mem::size_of::<HomeNet>());
 
 #[inline(always)]
 pub(crate) fn pending_mask() -> u32 {

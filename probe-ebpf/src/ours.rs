@@ -1,10 +1,13 @@
 //! What is ours: our own recent outbound attempts (`OURS`), the hosts we contacted
-//! (`CONTACTED`, for callbacks), and the home nets.
+//! (`CONTACTED`, for callbacks), the peers that answered us (`PEERS`), and the home nets.
 
 use core::ptr::read_volatile;
 
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use probe_common::{MAX_HOME_NETS, PEER_REFRESH_NS};
+
 use crate::{
-    maps::{CONTACTED, EPOCH, HOME_NET_COUNT, HOME_NETS, OURS, ours_mask},
+    maps::{CONTACTED, EPOCH, HOME_NETS, HOME_TRIE, OURS, PEERS, ours_mask},
     parse::Addr,
     pending::Flow,
 };
@@ -81,22 +84,36 @@ pub(crate) fn take_ours(flow: &Flow, id: u32) -> bool {
 
 /// True when `addr` is in a home net (every address is, when none are configured). A
 /// subprogram: its copies of the prefixes stay out of the callers' frames.
+///
+/// Userspace rewrites the prefixes while running; a frame that races a rewrite may see a
+/// mix of the old and the new list (one attempt counted under either), never a fault.
 #[inline(never)]
 pub(crate) fn is_home(addr: &Addr) -> bool {
-    // SAFETY: reading plain globals; volatile so the load-time values are used.
-    let count = unsafe { read_volatile(&HOME_NET_COUNT) } as usize;
+    let Some(home) = HOME_NETS.get_ptr(0) else {
+        return true;
+    };
+    // SAFETY: a pointer from a successful lookup of an array slot, valid for this run.
+    let (count, many) = unsafe { ((*home).count as usize, (*home).many) };
+    if many != 0 {
+        return HOME_TRIE.get(&Key::new(128, addr.bytes())).is_some();
+    }
     if count == 0 {
         return true;
     }
     let [a0, a1] = addr.0;
-    for net in HOME_NETS.iter().take(count) {
-        // SAFETY: as above; each element is an aligned u64.
+    for i in 0..MAX_HOME_NETS {
+        if i >= count {
+            break;
+        }
+        // SAFETY: as above; `i` is within `nets`, and each prefix (32 bytes at an 8-byte
+        // aligned offset of the value) is read as four aligned words, into registers.
         let [n0, n1, m0, m1] = unsafe {
+            let words = (&raw const (*home).nets[i]).cast::<u64>();
             [
-                read_volatile(&net[0]),
-                read_volatile(&net[1]),
-                read_volatile(&net[2]),
-                read_volatile(&net[3]),
+                read_volatile(words),
+                read_volatile(words.add(1)),
+                read_volatile(words.add(2)),
+                read_volatile(words.add(3)),
             ]
         };
         if a0 & m0 == n0 && a1 & m1 == n1 {
@@ -104,4 +121,24 @@ pub(crate) fn is_home(addr: &Addr) -> bool {
         }
     }
     false
+}
+
+/// Notes that `remote` answered a connection we started: a peer, never blocked while
+/// recent. A lookup per answer; the time is rewritten at most once per
+/// [`PEER_REFRESH_NS`].
+#[inline(always)]
+pub(crate) fn note_peer(remote: &Addr) {
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if let Some(seen) = PEERS.get_ptr_mut(remote) {
+        // SAFETY: a pointer from a successful lookup; a racing write leaves one of two
+        // times, both recent.
+        unsafe {
+            if now.saturating_sub(*seen) >= PEER_REFRESH_NS {
+                *seen = now;
+            }
+        }
+        return;
+    }
+    let _ = PEERS.insert(remote, &now, 0);
 }

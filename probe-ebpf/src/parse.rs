@@ -227,6 +227,17 @@ pub struct Headers {
     pub transport: bool,
 }
 
+/// The Ethernet source (`dst` false) or destination (`dst` true) address of a frame; zero
+/// when the frame is too short to have one.
+#[inline(always)]
+pub fn ether_addr(start: usize, end: usize, dst: bool) -> [u8; 6] {
+    match Checked::<EthHdr>::at(start, end, 0) {
+        Ok(eth) if dst => field!(eth, EthHdr, dst),
+        Ok(eth) => field!(eth, EthHdr, src),
+        Err(_) => [0; 6],
+    }
+}
+
 /// Where the network header starts: after Ethernet and up to two VLAN tags (802.1ad outer,
 /// 802.1Q inner, or one of either), unrolled so there is no loop for the verifier to bound.
 #[inline(always)]

@@ -9,7 +9,7 @@ use probe_common::{Counter, IPPROTO_TCP as PROTO_TCP, Outcome, Pending, ProbeTyp
 
 use crate::{
     egress::unreachable_outcome,
-    maps::{EPOCH, HASH_SEED, PENDING, count, pending_mask},
+    maps::{EPOCH, HASH_SEED, PENDING, SCRATCH, count, pending_mask},
     ours::is_home,
     parse::{self, Addr, Endpoints, Icmp, Quoted, TCP_ACK, parse_quoted},
     report::report,
@@ -30,11 +30,13 @@ pub(crate) struct Attempt {
     pub(crate) id: u32,
     pub(crate) tcp_flags: u8,
     pub(crate) ifindex: u32,
+    /// The Ethernet source of the attempt.
+    pub(crate) mac: [u8; 6],
 }
 
 impl Attempt {
     #[inline(always)]
-    pub(crate) fn tcp(probe: ProbeType, tcp: &parse::Tcp, ifindex: u32) -> Self {
+    pub(crate) fn tcp(probe: ProbeType, tcp: &parse::Tcp, ifindex: u32, mac: [u8; 6]) -> Self {
         Self {
             probe,
             proto: PROTO_TCP,
@@ -43,6 +45,7 @@ impl Attempt {
             id: tcp.answer_id(),
             tcp_flags: tcp.flags,
             ifindex,
+            mac,
         }
     }
 }
@@ -59,6 +62,7 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
         id,
         tcp_flags,
         ifindex,
+        mac,
     } = *a;
     if !is_home(&ends.dst) {
         count(Counter::NotHome);
@@ -94,6 +98,8 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
             probe: probe as u8,
             tcp_flags,
             ttl: ends.ttl,
+            mac,
+            _pad: [0; 2],
         };
     }
 }
@@ -154,9 +160,18 @@ pub(crate) fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool
 
 /// Reports an ACK-bearing probe known only from our bare RST answering it.
 #[inline(never)]
-pub(crate) fn report_ack_probe(answer: &Flow, ifindex: u32) {
-    let pending = answer.as_pending(ProbeType::TcpAck, TCP_ACK, ifindex);
-    report(&pending, Outcome::Refused, 0, 0);
+pub(crate) fn report_ack_probe(answer: &Flow, ifindex: u32, mac: [u8; 6]) {
+    // Built in a per-CPU scratch slot, not on the stack: this is the deepest call chain
+    // (egress, TCP, ACK probe, report, allow-list), which must stay within 512 bytes.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot from a successful lookup; only this program on this CPU uses
+    // it, and it is not preempted by itself.
+    unsafe {
+        *scratch = answer.as_pending(ProbeType::TcpAck, TCP_ACK, ifindex, mac);
+        report(&*scratch, Outcome::Refused, 0, 0);
+    }
 }
 
 /// A flow seen from the home side: `remote` made the attempt, `local` is ours.
@@ -207,7 +222,13 @@ impl Flow {
 
     /// A pending record for an attempt known only from our answer to it.
     #[inline(always)]
-    pub(crate) fn as_pending(&self, probe: ProbeType, tcp_flags: u8, ifindex: u32) -> Pending {
+    pub(crate) fn as_pending(
+        &self,
+        probe: ProbeType,
+        tcp_flags: u8,
+        ifindex: u32,
+        mac: [u8; 6],
+    ) -> Pending {
         Pending {
             seen_epoch: 0,
             remote: self.remote.bytes(),
@@ -220,6 +241,8 @@ impl Flow {
             probe: probe as u8,
             tcp_flags,
             ttl: 0,
+            mac,
+            _pad: [0; 2],
         }
     }
 

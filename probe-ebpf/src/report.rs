@@ -74,23 +74,29 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         count(Counter::RingbufDrops);
         return;
     };
-    entry.write(ProbeEvent {
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        src_addr: pending.remote,
-        dst_addr: pending.local,
-        ifindex: pending.ifindex,
-        src_port: pending.remote_port,
-        dst_port: pending.local_port,
-        proto: pending.proto,
-        probe: pending.probe,
-        outcome: outcome as u8,
-        tcp_flags: pending.tcp_flags,
-        ttl: pending.ttl,
-        icmp_type,
-        icmp_code,
-        _pad: 0,
-    });
+    // Written field by field into the ring's memory: a whole event built first would take
+    // 64 bytes of a stack the deepest call chain (egress, ACK probe, report) cannot spare.
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to the reserved, writable record of size_of::<ProbeEvent>()
+    // bytes; every field is written before the submit, padding included.
+    unsafe {
+        (&raw mut (*event).timestamp_ns).write(bpf_ktime_get_ns());
+        (&raw mut (*event).src_addr).write(pending.remote);
+        (&raw mut (*event).dst_addr).write(pending.local);
+        (&raw mut (*event).ifindex).write(pending.ifindex);
+        (&raw mut (*event).src_port).write(pending.remote_port);
+        (&raw mut (*event).dst_port).write(pending.local_port);
+        (&raw mut (*event).proto).write(pending.proto);
+        (&raw mut (*event).probe).write(pending.probe);
+        (&raw mut (*event).outcome).write(outcome as u8);
+        (&raw mut (*event).tcp_flags).write(pending.tcp_flags);
+        (&raw mut (*event).ttl).write(pending.ttl);
+        (&raw mut (*event).icmp_type).write(icmp_type);
+        (&raw mut (*event).icmp_code).write(icmp_code);
+        (&raw mut (*event)._pad).write(0);
+        (&raw mut (*event).src_mac).write(pending.mac);
+        (&raw mut (*event)._pad2).write([0; 2]);
+    }
     entry.submit(wakeup_flags());
     count(Counter::EventsSent);
 }

@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     // Home nets as a deployment has them (the attached interface's addresses).
     let home_nets = ["198.18.0.2", "2001:db8::2"]
         .iter()
-        .map(|a| a.parse::<Cidr>().map(Cidr::to_home_net))
+        .map(|a| a.parse::<Cidr>())
         .collect::<Result<Vec<_>, _>>()?;
     let config = KernelConfig {
         home_nets,

@@ -37,6 +37,8 @@ pub struct Probe {
     pub icmp: Option<(u8, u8)>,
     /// Interface the attempt arrived on.
     pub ifindex: u32,
+    /// The link-layer address the attempt came from (see [`ProbeEvent::src_mac`]).
+    pub src_mac: [u8; 6],
 }
 
 /// A ring-buffer record that cannot be decoded.
@@ -82,6 +84,7 @@ impl Probe {
             icmp: (event.icmp_type != 0 || event.icmp_code != 0)
                 .then_some((event.icmp_type, event.icmp_code)),
             ifindex: event.ifindex,
+            src_mac: event.src_mac,
         })
     }
 
@@ -109,6 +112,7 @@ impl Probe {
             ttl: 64,
             icmp: None,
             ifindex: 7,
+            src_mac: [2, 0, 0, 0, 0, 1],
         }
     }
 }
@@ -188,6 +192,8 @@ mod tests {
             icmp_type: 0,
             icmp_code: 0,
             _pad: 0,
+            src_mac: [2, 0, 0, 0, 0, 9],
+            _pad2: [0; 2],
         }
     }
 
@@ -208,6 +214,7 @@ mod tests {
         assert_eq!((probe.ttl, probe.icmp), (64, None));
         assert!(probe.failed());
         assert_eq!(probe.ifindex, 3);
+        assert_eq!(probe.src_mac, [2, 0, 0, 0, 0, 9]);
     }
 
     #[test]
@@ -217,14 +224,14 @@ mod tests {
             Probe::decode(&bytes[..40]),
             Err(DecodeError::Length {
                 got: 40,
-                expected: 56
+                expected: 64
             })
         );
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(
             Probe::decode(&longer),
-            Err(DecodeError::Length { got: 57, .. })
+            Err(DecodeError::Length { got: 65, .. })
         ));
         let mut bad = sample();
         bad.probe = 99;

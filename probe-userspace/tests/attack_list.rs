@@ -29,6 +29,7 @@ fn refused(src: u8, port: u16, at: Duration) -> Probe {
         ttl: 64,
         icmp: None,
         ifindex: 1,
+        src_mac: [0; 6],
     }
 }
 

@@ -1119,7 +1119,7 @@ fn block_drops_a_confirmed_scanner_until_its_ttl_and_never_a_spoofed_or_allowed_
     ));
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
     assert!(
-        metrics.contains("probe_detector_blocks_active 1\n"),
+        metrics.contains("probe_detector_blocks_active{kind=\"automatic\"} 1\n"),
         "{metrics}"
     );
     let dropped: u64 = metrics

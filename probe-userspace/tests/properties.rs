@@ -48,6 +48,7 @@ fn probe(src: u32, host: u8, port: u16, outcome: Outcome, kind: ProbeType, at: D
         ttl: 64,
         icmp: None,
         ifindex: 1,
+        src_mac: [0; 6],
     }
 }
 

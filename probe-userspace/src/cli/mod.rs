@@ -201,7 +201,7 @@ pub struct Cli {
     #[arg(help_heading = "Kernel", global = true, long)]
     pub force: bool,
 
-    /// Slots of the kernel's pending-attempt table (a power of two; 56 B each). More slots,
+    /// Slots of the kernel's pending-attempt table (a power of two; 64 B each). More slots,
     /// fewer attempts lost to hash collisions under floods.
     #[arg(help_heading = "Kernel", global = true, long, default_value_t = probe_common::PENDING_ENTRIES, value_name = "N", value_parser = parse_power_of_two)]
     pub pending_slots: u32,
@@ -289,11 +289,24 @@ pub struct Cli {
     )]
     pub attack_list_keep: usize,
 
-    /// Drop the packets of confirmed scanners in XDP for --block-ttl seconds. Never blocked:
-    /// allow-listed sources, the watched interfaces' own addresses, this host's gateways,
-    /// loopback, and sources likely spoofed (unless --block-spoofed). Off by default.
+    /// Drop the packets of confirmed scanners in XDP for --block-ttl seconds. Never blocked
+    /// (kept current while running): allow-listed sources, our addresses, the home nets,
+    /// gateways, DNS resolvers, on-link neighbours known before the scan, peers that
+    /// answered connections this host started (6 h), loopback, and sources likely spoofed
+    /// (unless --block-spoofed). Answers to our own connections lift a block. Off by
+    /// default; see docs/blocking.md for what forged packets can still make it do.
     #[arg(help_heading = "Blocking", global = true, long)]
     pub block: bool,
+
+    /// New automatic blocks a second, at most (bursts of ten times as many after a quiet
+    /// spell): a flood of forged scans blocks no more. Blocks by hand are not counted.
+    #[arg(help_heading = "Blocking", global = true, long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub block_rate: u32,
+
+    /// Automatic blocks in force within one /24 (IPv4) or /48 (IPv6), at most: forging a
+    /// network's addresses cannot cut it off whole.
+    #[arg(help_heading = "Blocking", global = true, long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub block_prefix_cap: u32,
 
     /// How long a block lasts, in seconds.
     #[arg(help_heading = "Blocking", global = true, long, default_value = "3600", value_name = "SECONDS", value_parser = parse_seconds)]

@@ -27,6 +27,7 @@ use crate::{
     policy::{
         allow::{AllowError, AllowLists, Service},
         block::Request as BlockRequest,
+        budget::BudgetConfig,
     },
 };
 
@@ -141,6 +142,21 @@ pub struct BlockSettings {
     pub ttl: Duration,
     /// `--block-spoofed`.
     pub block_spoofed: bool,
+    /// `--block-rate`.
+    pub rate: u32,
+    /// `--block-prefix-cap`.
+    pub prefix_cap: u32,
+}
+
+impl BlockSettings {
+    /// The automatic-block budget: `rate` a second, bursts of ten times that.
+    pub fn budget(&self) -> BudgetConfig {
+        BudgetConfig {
+            rate: f64::from(self.rate),
+            burst: f64::from(self.rate) * 10.0,
+            prefix_cap: self.prefix_cap as usize,
+        }
+    }
 }
 
 impl Settings {
@@ -227,6 +243,8 @@ impl Settings {
             block: cli.block.then_some(BlockSettings {
                 ttl: cli.block_ttl,
                 block_spoofed: cli.block_spoofed,
+                rate: cli.block_rate,
+                prefix_cap: cli.block_prefix_cap,
             }),
             control_socket: cli.control_socket.clone(),
             block_state: cli.block_state.clone(),
@@ -238,7 +256,7 @@ impl Settings {
     /// The kernel's configuration with these home nets.
     pub fn kernel_config(&self, home_nets: &[Cidr]) -> KernelConfig {
         KernelConfig {
-            home_nets: home_nets.iter().map(|c| c.to_home_net()).collect(),
+            home_nets: home_nets.to_vec(),
             ..self.kernel.clone()
         }
     }
@@ -393,7 +411,9 @@ mod tests {
             s.block,
             Some(BlockSettings {
                 ttl: Duration::from_secs(90),
-                block_spoofed: false
+                block_spoofed: false,
+                rate: 5,
+                prefix_cap: 16,
             })
         );
         assert_eq!(s.attack_list.map(|a| a.max_bytes), Some(2 << 20));

@@ -38,6 +38,7 @@ use crate::{
     policy::{
         allow,
         block::{BlockPolicy, Spared},
+        budget::Budget,
     },
 };
 
@@ -102,17 +103,21 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
     let blocking = match settings.block {
         None => Blocking::Off,
         // What a live run on the capture's host would spare: its allow-listed sources and
-        // its own addresses (the home nets given); its gateways are not known here.
-        Some(block) => Blocking::Recorded(BlockPolicy {
-            ttl: block.ttl,
-            block_spoofed: block.block_spoofed,
-            never: allow_lists
-                .sources
-                .iter()
-                .map(|c| (*c, Spared::AllowListed))
-                .chain(home_nets.iter().map(|c| (*c, Spared::Ours)))
-                .collect(),
-        }),
+        // its home nets (given); its gateways, resolvers, neighbours and peers are not
+        // known here. The budget runs on the capture's clock.
+        Some(block) => Blocking::Recorded(
+            BlockPolicy {
+                ttl: block.ttl,
+                block_spoofed: block.block_spoofed,
+                never: allow_lists
+                    .sources
+                    .iter()
+                    .map(|c| (*c, Spared::AllowListed))
+                    .chain(home_nets.iter().map(|c| (*c, Spared::HomeNet)))
+                    .collect(),
+            },
+            Budget::new(block.budget()),
+        ),
     };
     log::info!(
         "sequential hypothesis test: {}",

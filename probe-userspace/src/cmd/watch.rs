@@ -75,20 +75,26 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
                 never: network.never_block(&allowed),
             };
             log::info!(
-                "blocking: confirmed scanners dropped for {} s; never blocked: {} allow-listed networks, our addresses, gateways, loopback{}",
+                "blocking: confirmed scanners dropped for {} s, at most {} new a second and {} per /24 or /48; never blocked: {} allow-listed networks, our addresses, home nets, {} gateways, {} resolvers, {} neighbours (against forged frames), peers we connected to, loopback{}",
                 policy.ttl.as_secs(),
+                block.rate,
+                block.prefix_cap,
                 allowed.len(),
+                network.gateways.len(),
+                network.resolvers.len(),
+                network.neighbours.len(),
                 if policy.block_spoofed {
                     ""
                 } else {
                     ", likely spoofed sources"
                 }
             );
-            let mut blocker = Blocker::new(&mut ebpf, policy).context("cannot set up blocking")?;
+            let mut blocker = Blocker::new(&mut ebpf, policy, block.budget())
+                .context("cannot set up blocking")?;
             if let Some(path) = &settings.block_state {
                 restore_blocks(&mut blocker, path);
             }
-            Blocking::Live(blocker)
+            Blocking::Live(Box::new(blocker))
         }
     };
     if let Some(control) = &control {
@@ -128,6 +134,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         allow_lists,
         reader_gone: false,
         block_state: settings.block_state.clone(),
+        network,
     };
     let outlets = Outlets {
         metrics: metrics_listener,
@@ -161,7 +168,7 @@ fn restore_blocks(blocker: &mut Blocker, path: &std::path::Path) {
         if left == 0 {
             continue;
         }
-        match blocker.add(block.addr, Some(std::time::Duration::from_secs(left)), now) {
+        match blocker.restore(&block, std::time::Duration::from_secs(left), now) {
             Ok(()) => restored += 1,
             Err(err) => log::info!("block state: not restoring {}: {err}", block.addr),
         }

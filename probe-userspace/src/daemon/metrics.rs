@@ -11,6 +11,8 @@ use std::{
 
 use probe_common::Counter;
 
+use crate::policy::block::BlockStats;
+
 /// The metrics endpoint cannot listen.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {addr} (--metrics-addr): {source}")]
@@ -97,8 +99,8 @@ pub struct Snapshot {
     pub decode_errors: u64,
     /// When probe-detector started, in seconds since the Unix epoch.
     pub start_time_s: f64,
-    /// With `--block`: blocks made so far, and blocks in force now.
-    pub blocks: Option<(u64, usize)>,
+    /// With `--block`: what the blocker did.
+    pub blocks: Option<BlockStats>,
     /// The busiest sources of open scans and their probes, at most [`TOP_SOURCES`].
     pub top_sources: Vec<(String, u64)>,
     /// Attack-list rows that could not be written.
@@ -191,18 +193,45 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Ring-buffer records that could not be decoded.",
         &[(String::new(), snapshot.decode_errors.to_string())],
     );
-    if let Some((made, active)) = snapshot.blocks {
+    if let Some(blocks) = snapshot.blocks {
         family(
             "probe_detector_blocks_total",
             "counter",
             "Sources blocked so far (--block), by scans and by hand.",
-            &[(String::new(), made.to_string())],
+            &[(String::new(), blocks.made.to_string())],
         );
         family(
             "probe_detector_blocks_active",
             "gauge",
-            "Sources blocked now (--block).",
-            &[(String::new(), active.to_string())],
+            "Sources blocked now (--block), by kind: automatic or manual.",
+            &[
+                ("{kind=\"automatic\"}".into(), blocks.automatic.to_string()),
+                ("{kind=\"manual\"}".into(), blocks.manual.to_string()),
+            ],
+        );
+        family(
+            "probe_detector_blocks_evicted_total",
+            "counter",
+            "Automatic blocks ended early to make room for newer ones (the table was full).",
+            &[(String::new(), blocks.evicted.to_string())],
+        );
+        family(
+            "probe_detector_blocks_lifted_total",
+            "counter",
+            "Blocks lifted because their source became protected or its scan proved spoofed.",
+            &[(String::new(), blocks.lifted.to_string())],
+        );
+        family(
+            "probe_detector_blocks_refused_total",
+            "counter",
+            "Automatic blocks not made, by reason: over --block-rate, over --block-prefix-cap.",
+            &[
+                ("{reason=\"rate\"}".into(), blocks.refused_rate.to_string()),
+                (
+                    "{reason=\"prefix_cap\"}".into(),
+                    blocks.refused_prefix.to_string(),
+                ),
+            ],
         );
     }
     family(
@@ -285,7 +314,15 @@ mod tests {
             alerts_suppressed: 0,
             decode_errors: 0,
             start_time_s: 1_795_246_726.5,
-            blocks: Some((3, 2)),
+            blocks: Some(BlockStats {
+                made: 3,
+                automatic: 2,
+                manual: 1,
+                evicted: 4,
+                lifted: 5,
+                refused_rate: 6,
+                refused_prefix: 7,
+            }),
             top_sources: vec![("198.18.7.1".into(), 97), ("198.18.5.0/24".into(), 12)],
             attack_list_lost: 0,
         }
@@ -318,7 +355,10 @@ mod tests {
             text.contains("probe_detector_alerts_total{kind=\"vertical\",phase=\"start\"} 2\n")
         );
         assert!(text.contains("probe_detector_engine_entries{table=\"sources\"} 3\n"));
-        assert!(text.contains("probe_detector_blocks_active 2\n"));
+        assert!(text.contains("probe_detector_blocks_active{kind=\"automatic\"} 2\n"));
+        assert!(text.contains("probe_detector_blocks_active{kind=\"manual\"} 1\n"));
+        assert!(text.contains("probe_detector_blocks_evicted_total 4\n"));
+        assert!(text.contains("probe_detector_blocks_refused_total{reason=\"prefix_cap\"} 7\n"));
         assert!(
             text.contains("probe_detector_top_source_probes{rank=\"1\",src=\"198.18.7.1\"} 97\n")
         );

@@ -26,6 +26,7 @@ use crate::{
         metrics::Snapshot,
     },
     kernel::{self, KernelConfig},
+    net::{netlink, network::Network},
     output::{OutputError, Pipeline, sink::Sinks},
     policy::{
         allow::{self, AllowLists},
@@ -40,6 +41,11 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 const DRAIN_BATCH: usize = 4096;
 /// Time one drain may take before it gives the loop back (it finishes its record).
 const DRAIN_TIME: Duration = Duration::from_millis(5);
+/// How often the network is looked at again without a netlink notification.
+const LOOK_INTERVAL: Duration = Duration::from_secs(30);
+/// How long after a netlink notification the network is looked at again (a change comes
+/// as a burst of messages: address, routes, neighbours).
+const LOOK_SETTLE: Duration = Duration::from_millis(200);
 /// How often the kernel counters are logged at debug level.
 const STATS_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -68,6 +74,8 @@ pub struct Daemon<'a> {
     pub reader_gone: bool,
     /// `--block-state`: where the blocks are kept across restarts.
     pub block_state: Option<std::path::PathBuf>,
+    /// This host on the network, looked at again when netlink says it changed.
+    pub network: Network,
 }
 
 impl Daemon<'_> {
@@ -134,6 +142,25 @@ impl Daemon<'_> {
         let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.tick().await;
+        // Addresses, routes and neighbours: netlink says when they change, and they are
+        // looked at again shortly after (changes come in bursts) and every LOOK_INTERVAL
+        // anyway (resolv.conf has no notification).
+        // SAFETY (of the registration): the Monitor owns its fd and neither closes nor
+        // replaces it while the AsyncFd owns the Monitor.
+        let monitor = match netlink::Monitor::open().and_then(|m| {
+            // SAFETY: as said above: the registered fd stays the same open file.
+            unsafe { AsyncFd::register_with_interest(m, Interest::READABLE) }
+                .map_err(|err| err.into_parts().1)
+        }) {
+            Ok(monitor) => Some(monitor),
+            Err(err) => {
+                log::warn!("cannot follow address and route changes (netlink): {err}");
+                None
+            }
+        };
+        let mut look = tokio::time::interval(LOOK_INTERVAL);
+        look.tick().await;
+        let mut look_soon: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut state_saved = std::time::Instant::now();
         loop {
             tokio::select! {
@@ -186,11 +213,28 @@ impl Daemon<'_> {
                 Some(reply) = bodies.recv() => {
                     let _ = reply.send(metrics::render(&self.snapshot(started)));
                 }
+                guard = when(monitor.as_ref().map(|m| m.readable())) => {
+                    if let Ok(mut guard) = guard {
+                        if guard.get_inner().drain() && look_soon.is_none() {
+                            look_soon = Some(Box::pin(tokio::time::sleep(LOOK_SETTLE)));
+                        }
+                        guard.clear_ready();
+                    }
+                }
+                _ = when(look_soon.as_mut()) => {
+                    look_soon = None;
+                    self.look_again();
+                }
+                _ = look.tick() => self.look_again(),
                 _ = when(status.as_mut().map(|s| s.tick())) => {
                     log::info!("{}", status::status_line(&self.snapshot(started)));
                 }
                 _ = lifecycle.tick() => {
-                    self.pipeline.tick(clock::monotonic_now());
+                    let now = clock::monotonic_now();
+                    if let Some(blocker) = self.pipeline.blocker() {
+                        blocker.sweep(now);
+                    }
+                    self.pipeline.tick(now);
                     self.flush()?;
                     if state_saved.elapsed() >= Duration::from_secs(60) {
                         self.save_blocks();
@@ -237,7 +281,7 @@ impl Daemon<'_> {
         // Whatever arrived before the signal still gets its say, and every open scan its
         // summary: on the outputs, or in the log when no output is left.
         // At most what the ring holds: a flood still going on cannot hold the exit.
-        let ring_records = (self.kernel.ringbuf_bytes / 64) as usize;
+        let ring_records = (self.kernel.ringbuf_bytes / kernel::RING_RECORD_BYTES) as usize;
         self.drain(ring.get_mut(), ring_records.max(DRAIN_BATCH))?;
         self.pipeline.finish(clock::monotonic_now());
         self.flush()?;
@@ -311,7 +355,10 @@ impl Daemon<'_> {
             return;
         }
         if let Some(blocker) = self.pipeline.blocker() {
-            blocker.set_allowed(&new.sources);
+            match blocker.set_allowed(&new.sources) {
+                Ok(lifted) => log_lifted(&lifted),
+                Err(err) => log::error!("SIGHUP: cannot update the never-block list: {err}"),
+            }
         }
         log::info!(
             "SIGHUP: allow-lists reloaded: {} sources, {} services",
@@ -321,12 +368,41 @@ impl Daemon<'_> {
         self.allow_lists = new;
     }
 
+    /// Reads the network again; what changed goes to the log, the kernel's home nets and
+    /// the never-block list (lifting the blocks of sources protected now).
+    fn look_again(&mut self) {
+        let old = self.network.clone();
+        if let Err(err) = self.network.look_again() {
+            log::warn!("cannot read the network again: {err:#}");
+            return;
+        }
+        if let Some(changes) = self.network.changes_from(&old) {
+            log::info!("network changed: {changes}");
+        }
+        if self.network.home_nets != old.home_nets {
+            match kernel::set_home_nets(self.ebpf, &self.network.home_nets) {
+                Ok(()) => log::info!("home nets: {}", self.network.describe_home_nets()),
+                Err(err) => log::error!("cannot update the home nets: {err}"),
+            }
+        }
+        let allowed: Vec<_> = self.allow_lists.sources.iter().copied().collect();
+        let never = self.network.never_block(&allowed);
+        if let Some(blocker) = self.pipeline.blocker()
+            && never != blocker.policy().never
+        {
+            match blocker.set_never(never) {
+                Ok(lifted) => log_lifted(&lifted),
+                Err(err) => log::error!("cannot update the never-block list: {err}"),
+            }
+        }
+    }
+
     /// What a scrape or a status line reports now.
     fn snapshot(&mut self, started: std::time::SystemTime) -> Snapshot {
-        let blocks = self
-            .pipeline
-            .blocker()
-            .map(|b| (b.made(), b.list(clock::monotonic_now()).len()));
+        let blocks = self.pipeline.blocker().map(|b| {
+            b.sweep(clock::monotonic_now());
+            b.stats()
+        });
         let engine = self.pipeline.engine();
         let stats = self.pipeline.stats();
         Snapshot {
@@ -344,6 +420,13 @@ impl Daemon<'_> {
             top_sources: engine.top_sources(metrics::TOP_SOURCES),
             attack_list_lost: stats.attack_list_lost,
         }
+    }
+}
+
+/// Says which blocks were lifted and why.
+fn log_lifted(lifted: &[(std::net::IpAddr, crate::policy::block::Spared)]) {
+    for (addr, why) in lifted {
+        log::info!("lifted the block of {addr}: {why}");
     }
 }
 

@@ -7,18 +7,22 @@ use std::{io, time::Duration};
 use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
 use probe_common::{
     BLOCK_ON_GLOBAL, CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, EVENTS_BYTES, EVENTS_MAP,
-    EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, HOME_NET_COUNT_GLOBAL, HOME_NETS_GLOBAL,
-    HomeNet, MAX_HOME_NETS, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
-    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, SWEEP_CHUNK_GLOBAL,
-    TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, XDP_PROGRAM,
+    EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, OURS_ENTRIES, OURS_MAP,
+    OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP,
+    PENDING_MASK_GLOBAL, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL,
+    WAKEUP_GAP_GLOBAL, XDP_PROGRAM,
 };
 
 use super::run::{expire_program, tc_program, xdp_program};
+use crate::net::cidr::Cidr;
+
+/// Bytes one event takes in the ring: the record and the ring's 8-byte header.
+pub const RING_RECORD_BYTES: u32 = size_of::<probe_common::ProbeEvent>() as u32 + 8;
 
 /// Sizes and settings fixed when the object is loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelConfig {
-    /// Slots of the pending-attempt table (a power of two), 56 B each.
+    /// Slots of the pending-attempt table (a power of two), 64 B each.
     pub pending_slots: u32,
     /// Slots of the table of our own outbound attempts (a power of two), 4 B each.
     pub ours_slots: u32,
@@ -32,8 +36,9 @@ pub struct KernelConfig {
     /// How long a host our hosts contacted may call back without being reported (active
     /// FTP data, chat, media); measured in sweeps too.
     pub callback_window: Duration,
-    /// The prefixes that are "ours" (at most [`MAX_HOME_NETS`]); empty = every address.
-    pub home_nets: Vec<HomeNet>,
+    /// The prefixes that are "ours" at start (rewritten while running, see
+    /// [`super::set_home_nets`]); empty = every address.
+    pub home_nets: Vec<Cidr>,
     /// Least time between two wakeups of the reader by a new event; `None`: events wake it
     /// only when a quarter of the ring is unread (the drain timer finds the others).
     pub wakeup_gap: Option<Duration>,
@@ -76,13 +81,13 @@ impl KernelConfig {
     /// buffer holds (64 bytes each with its header), so a chunk whose every slot expires
     /// still fits.
     pub fn sweep_chunk(&self) -> u32 {
-        (self.ringbuf_bytes / 64 / 2).clamp(64, self.pending_slots)
+        (self.ringbuf_bytes / RING_RECORD_BYTES / 2).clamp(64, self.pending_slots)
     }
 
     /// Kernel memory the maps of this configuration take, roughly, in bytes (the per-CPU
     /// counters aside).
     pub fn map_bytes(&self) -> u64 {
-        u64::from(self.pending_slots) * 56
+        u64::from(self.pending_slots) * 64
             // OURS (4 B a slot) and CONTACTED (8 B a slot) have the same slot count.
             + u64::from(self.ours_slots) * (4 + 8)
             + u64::from(self.outcomes_entries) * 112
@@ -162,12 +167,6 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     if object.is_empty() {
         return Err(LoadError::NoObject);
     }
-    if config.home_nets.len() > MAX_HOME_NETS {
-        return Err(LoadError::Config(format!(
-            "{} home nets given, at most {MAX_HOME_NETS} are supported",
-            config.home_nets.len()
-        )));
-    }
     for (what, slots) in [
         ("pending", config.pending_slots),
         ("ours", config.ours_slots),
@@ -185,8 +184,6 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
             config.ringbuf_bytes
         )));
     }
-    let mut home_nets = [HomeNet::default(); MAX_HOME_NETS];
-    home_nets[..config.home_nets.len()].copy_from_slice(&config.home_nets);
     let pending_mask = config.pending_slots - 1;
     let ours_mask = config.ours_slots - 1;
     let expire_after = config.expire_after_sweeps();
@@ -194,7 +191,6 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     let sweep_chunk = config.sweep_chunk();
     let callback_epochs =
         (config.callback_window.as_nanos() / config.sweep_interval().as_nanos().max(1)) as u64;
-    let home_net_count = config.home_nets.len() as u32;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let block_on = u32::from(config.block);
     let wakeup_gap = config.wakeup_gap.map_or(u64::MAX, |gap| {
@@ -212,8 +208,6 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(HASH_SEED_GLOBAL, &hash_seed, true)
         .override_global(SWEEP_CHUNK_GLOBAL, &sweep_chunk, true)
         .override_global(CALLBACK_EPOCHS_GLOBAL, &callback_epochs, true)
-        .override_global(HOME_NET_COUNT_GLOBAL, &home_net_count, true)
-        .override_global(HOME_NETS_GLOBAL, &home_nets[..], true)
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
         .override_global(WAKEUP_GAP_GLOBAL, &wakeup_gap, true)
         .override_global(BLOCK_ON_GLOBAL, &block_on, true)
@@ -234,6 +228,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     expire_program(&mut ebpf)?
         .load()
         .map_err(|source| program_error(EXPIRE_PROGRAM, source))?;
+    super::set_home_nets(&mut ebpf, &config.home_nets)?;
     Ok(ebpf)
 }
 

@@ -1,12 +1,83 @@
-//! Reading the kernel's maps: the per-CPU counters, the pending table's occupancy and the
-//! outcome table's repeat counts.
+//! Reading the kernel's maps (the per-CPU counters, the pending table's occupancy and the
+//! outcome table's repeat counts) and writing the home nets, which change while running.
 
-use aya::{Ebpf, maps::PerCpuArray};
+use std::collections::BTreeSet;
+
+use aya::{
+    Ebpf,
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+};
 use probe_common::{
-    COUNTERS_MAP, Counter, OUTCOMES_MAP, PENDING_MAP, PENDING_STATS_LIVE, PENDING_STATS_MAP,
+    COUNTERS_MAP, Counter, HOME_NETS_MAP, HOME_TRIE_ENTRIES, HOME_TRIE_MAP, HomeNets,
+    MAX_HOME_NETS, OUTCOMES_MAP, PENDING_MAP, PENDING_STATS_LIVE, PENDING_STATS_MAP,
 };
 
 use super::load::LoadError;
+use crate::net::cidr::Cidr;
+
+/// Writes the home nets (empty: every address is ours). Up to [`MAX_HOME_NETS`] go in the
+/// list the kernel scans; more go in its trie, filled before the list says to read it and
+/// emptied after it says not to, so that a frame never sees a half-written set.
+pub fn set_home_nets(ebpf: &mut Ebpf, nets: &[Cidr]) -> Result<(), LoadError> {
+    let nets: BTreeSet<Cidr> = nets.iter().copied().collect();
+    if nets.len() > HOME_TRIE_ENTRIES as usize {
+        return Err(LoadError::Config(format!(
+            "{} home nets, at most {HOME_TRIE_ENTRIES} are supported",
+            nets.len()
+        )));
+    }
+    let many = nets.len() > MAX_HOME_NETS;
+    let mut trie: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(
+        ebpf.map_mut(HOME_TRIE_MAP)
+            .ok_or(LoadError::Missing("HOME_TRIE map"))?,
+    )
+    .map_err(|_| LoadError::Missing("HOME_TRIE trie"))?;
+    let key = |c: &Cidr| {
+        let (addr, len) = c.mapped();
+        Key::new(len, addr)
+    };
+    let map_error = |err: aya::maps::MapError| LoadError::Config(format!("home nets: {err}"));
+    if many {
+        for net in &nets {
+            trie.insert(&key(net), &1, 0).map_err(map_error)?;
+        }
+    }
+    let stale: Vec<Key<[u8; 16]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| {
+            !many
+                || !nets
+                    .iter()
+                    .any(|n| key(n).data() == k.data() && key(n).prefix_len() == k.prefix_len())
+        })
+        .collect();
+    let mut value = HomeNets {
+        many: u32::from(many),
+        ..HomeNets::default()
+    };
+    if !many {
+        for (slot, net) in value.nets.iter_mut().zip(&nets) {
+            *slot = net.to_home_net();
+        }
+        value.count = nets.len() as u32;
+    }
+    let mut home: Array<_, HomeNets> = Array::try_from(
+        ebpf.map_mut(HOME_NETS_MAP)
+            .ok_or(LoadError::Missing("HOME_NETS map"))?,
+    )
+    .map_err(|_| LoadError::Missing("HOME_NETS array"))?;
+    home.set(0, &value, 0).map_err(map_error)?;
+    let mut trie: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(
+        ebpf.map_mut(HOME_TRIE_MAP)
+            .ok_or(LoadError::Missing("HOME_TRIE map"))?,
+    )
+    .map_err(|_| LoadError::Missing("HOME_TRIE trie"))?;
+    for k in stale {
+        let _ = trie.remove(&k);
+    }
+    Ok(())
+}
 
 /// One value of the `PENDING_STATS` array (an index from probe_common).
 pub fn pending_stat(ebpf: &Ebpf, index: u32) -> Result<u64, LoadError> {

@@ -39,6 +39,15 @@ impl Cidr {
         Self { addr, len }
     }
 
+    /// The prefix of length `len` (at most the family's width) that holds `addr`.
+    pub fn covering(addr: IpAddr, len: u8) -> Self {
+        let len = len.min(if addr.is_ipv4() { 32 } else { 128 });
+        Self {
+            addr: network(addr, len),
+            len,
+        }
+    }
+
     /// The longest prefix of its family: 32 or 128 (a single address).
     pub fn max_len(&self) -> u8 {
         if self.addr.is_ipv4() { 32 } else { 128 }

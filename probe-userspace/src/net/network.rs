@@ -1,14 +1,14 @@
-//! This host on the network: the interfaces watched, the home nets, our own addresses and
-//! the gateways. Found at start from the settings and the system; the part of the
-//! configuration that is meant to change while running (addresses and routes come and go),
-//! so it lives apart from the settings and is passed to whoever needs it.
+//! This host on the network: the interfaces watched, the home nets, our own addresses, the
+//! gateways, the resolvers and the neighbours. Found at start from the settings and the
+//! system, and looked at again while running (addresses, routes and neighbours come and
+//! go), so it lives apart from the settings and is passed to whoever needs it.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::Context as _;
 
 use crate::{
-    net::{cidr::Cidr, iface},
+    net::{cidr::Cidr, iface, netlink, resolvers},
     policy::block::Spared,
 };
 
@@ -27,41 +27,59 @@ pub struct Network {
     pub own: Vec<IpAddr>,
     /// The gateways of the main routing table.
     pub gateways: Vec<IpAddr>,
+    /// This host's DNS resolvers.
+    pub resolvers: Vec<IpAddr>,
+    /// On-link neighbours (ARP, NDP), each with its link-layer address.
+    pub neighbours: BTreeMap<IpAddr, [u8; 6]>,
 }
 
 impl Network {
     /// Finds the network: the interfaces (`given`, or the one of the default route), each
-    /// checked to exist, their addresses, the home nets and the gateways.
+    /// checked to exist, their addresses, the home nets, the gateways, the resolvers and
+    /// the neighbours.
     pub fn discover(given_ifaces: &[String], given_home_nets: &[Cidr]) -> anyhow::Result<Self> {
         let ifaces = if given_ifaces.is_empty() {
             vec![iface::default_route_interface()?]
         } else {
             given_ifaces.to_vec()
         };
-        for name in &ifaces {
+        let mut network = Self {
+            default_iface: given_ifaces.is_empty(),
+            ifaces,
+            home_nets_given: !given_home_nets.is_empty(),
+            home_nets: given_home_nets.to_vec(),
+            ..Self::default()
+        };
+        network.look_again()?;
+        Ok(network)
+    }
+
+    /// Reads the system again (addresses, routes or neighbours changed): the same
+    /// interfaces and given home nets.
+    pub fn look_again(&mut self) -> anyhow::Result<()> {
+        for name in &self.ifaces {
             iface::index_of(name)?;
         }
         let mut own = Vec::new();
-        for name in &ifaces {
+        for name in &self.ifaces {
             own.extend(
                 iface::addresses(name)
                     .with_context(|| format!("cannot list the addresses of {name}"))?,
             );
         }
-        let home_nets_given = !given_home_nets.is_empty();
-        let home_nets = if home_nets_given {
-            given_home_nets.to_vec()
-        } else {
-            own.iter().copied().map(Cidr::host).collect()
-        };
-        Ok(Self {
-            default_iface: given_ifaces.is_empty(),
-            ifaces,
-            home_nets,
-            home_nets_given,
-            own,
-            gateways: iface::gateways(),
-        })
+        own.sort();
+        own.dedup();
+        if !self.home_nets_given {
+            self.home_nets = own.iter().copied().map(Cidr::host).collect();
+        }
+        self.own = own;
+        self.gateways = iface::gateways();
+        self.resolvers = resolvers::resolvers();
+        // An unreadable table leaves the neighbours as they were.
+        if let Ok(found) = netlink::neighbours() {
+            self.neighbours = found.into_iter().map(|n| (n.addr, n.mac)).collect();
+        }
+        Ok(())
     }
 
     /// The home nets, as the start-up log says them.
@@ -74,15 +92,63 @@ impl Network {
     }
 
     /// Who is never blocked besides loopback and what the policy spares by itself: the
-    /// allow-listed sources, our own addresses and the gateways.
+    /// allow-listed sources, our own addresses, the home nets, the gateways, the resolvers
+    /// and the neighbours.
     pub fn never_block(&self, allowed: &[Cidr]) -> Vec<(Cidr, Spared)> {
         let allowed = allowed.iter().map(|c| (*c, Spared::AllowListed));
         let own = self.own.iter().map(|a| (Cidr::host(*a), Spared::Ours));
+        let home = self.home_nets.iter().map(|c| (*c, Spared::HomeNet));
         let gateways = self
             .gateways
             .iter()
             .map(|g| (Cidr::host(*g), Spared::Gateway));
-        allowed.chain(own).chain(gateways).collect()
+        let resolvers = self
+            .resolvers
+            .iter()
+            .map(|r| (Cidr::host(*r), Spared::Resolver));
+        let neighbours = self
+            .neighbours
+            .iter()
+            .map(|(a, mac)| (Cidr::host(*a), Spared::Neighbour { mac: *mac }));
+        allowed
+            .chain(own)
+            .chain(home)
+            .chain(gateways)
+            .chain(resolvers)
+            .chain(neighbours)
+            .collect()
+    }
+
+    /// What changed from `old`, for the log; `None` when nothing that matters did.
+    pub fn changes_from(&self, old: &Network) -> Option<String> {
+        let mut said = Vec::new();
+        let mut diff = |what: &str, new: Vec<String>, old: Vec<String>| {
+            let added: Vec<&String> = new.iter().filter(|n| !old.contains(n)).collect();
+            let gone: Vec<&String> = old.iter().filter(|o| !new.contains(o)).collect();
+            if !added.is_empty() || !gone.is_empty() {
+                let list =
+                    |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+                let mut s = format!("{what}:");
+                if !added.is_empty() {
+                    s.push_str(&format!(" +{}", list(&added)));
+                }
+                if !gone.is_empty() {
+                    s.push_str(&format!(" -{}", list(&gone)));
+                }
+                said.push(s);
+            }
+        };
+        let strings = |v: &[IpAddr]| v.iter().map(IpAddr::to_string).collect::<Vec<_>>();
+        let nets = |v: &[Cidr]| v.iter().map(Cidr::to_string).collect::<Vec<_>>();
+        diff("home nets", nets(&self.home_nets), nets(&old.home_nets));
+        diff("our addresses", strings(&self.own), strings(&old.own));
+        diff("gateways", strings(&self.gateways), strings(&old.gateways));
+        diff(
+            "resolvers",
+            strings(&self.resolvers),
+            strings(&old.resolvers),
+        );
+        (!said.is_empty()).then(|| said.join("; "))
     }
 }
 
@@ -106,6 +172,30 @@ mod tests {
                 ("198.18.0.1/32".parse().unwrap(), Spared::Gateway),
             ]
         );
+        let mut more = network.clone();
+        more.home_nets = vec!["198.18.0.0/24".parse().unwrap()];
+        more.resolvers = vec!["198.18.0.53".parse().unwrap()];
+        more.neighbours = [("198.18.0.7".parse().unwrap(), [2, 0, 0, 0, 0, 7])].into();
+        let never = more.never_block(&[]);
+        assert_eq!(
+            never[1..],
+            [
+                ("198.18.0.0/24".parse().unwrap(), Spared::HomeNet),
+                ("198.18.0.1/32".parse().unwrap(), Spared::Gateway),
+                ("198.18.0.53/32".parse().unwrap(), Spared::Resolver),
+                (
+                    "198.18.0.7/32".parse().unwrap(),
+                    Spared::Neighbour {
+                        mac: [2, 0, 0, 0, 0, 7]
+                    }
+                ),
+            ]
+        );
+        assert_eq!(
+            more.changes_from(&network).as_deref(),
+            Some("home nets: +198.18.0.0/24; resolvers: +198.18.0.53")
+        );
+        assert_eq!(network.changes_from(&network), None);
     }
 
     #[test]

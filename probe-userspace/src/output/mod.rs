@@ -30,7 +30,11 @@ use crate::{
         rate_limit::FloodLimit,
         record::{AlertRecord, Thresholds, json_line},
     },
-    policy::block::{BlockPolicy, Blocker},
+    policy::{
+        block::{BlockPolicy, Blocker, Spared},
+        budget::{Budget, Refusal},
+        macs::Macs,
+    },
 };
 
 /// Which clock the times handed to a [`Pipeline`] are on.
@@ -57,10 +61,11 @@ pub enum Blocking {
     /// Nothing (`--block` off).
     Off,
     /// Blocked in the kernel through the block list (a live run with `--block`).
-    Live(Blocker),
-    /// Judged by the policy and recorded in `alert.action`, never applied (a replay with
-    /// `--block`: what a live run would have done).
-    Recorded(BlockPolicy),
+    Live(Box<Blocker>),
+    /// Judged by the policy and the budget and recorded in `alert.action`, never applied (a
+    /// replay with `--block`: what a live run would have done, peers aside: a capture does
+    /// not say whom this host talked to before it).
+    Recorded(BlockPolicy, Budget),
 }
 
 /// The pipeline's settings that are not objects of their own.
@@ -115,6 +120,8 @@ pub struct Pipeline<W: Write> {
     limit: FloodLimit,
     attack: Option<(AttackList, Evidence)>,
     blocking: Blocking,
+    /// The link-layer address each recent source came from (with `--block`).
+    macs: Macs,
     iface_names: HashMap<u32, String>,
     stats: PipelineStats,
     out: W,
@@ -140,6 +147,7 @@ impl<W: Write> Pipeline<W> {
             engine,
             config,
             blocking,
+            macs: Macs::default(),
             iface_names: HashMap::new(),
             stats: PipelineStats::default(),
             out,
@@ -223,6 +231,9 @@ impl<W: Write> Pipeline<W> {
         }
         if let Some((_, evidence)) = self.attack.as_mut() {
             self.rows.extend(evidence.note(probe, now));
+        }
+        if !matches!(self.blocking, Blocking::Off) {
+            self.macs.note(probe.src, probe.src_mac);
         }
         for scan in self.engine.observe(probe, now) {
             if let Some((_, evidence)) = self.attack.as_mut() {
@@ -350,12 +361,32 @@ impl<W: Write> Pipeline<W> {
     /// scan; true when one was, or would have been, blocked.
     fn block(&mut self, scan: &ScanAlert, now: Duration) -> bool {
         if scan.phase != Phase::Start {
+            // Decoys that show after the start: the blocks were likely aimed by forgery.
+            if let Blocking::Live(blocker) = &mut self.blocking {
+                for addr in blocker.on_spoofed(scan) {
+                    log::info!("lifted the block of {addr}: its scan is likely spoofed (decoys)");
+                }
+            }
             return false;
         }
+        let macs = &self.macs;
+        let mac_of = |ip| macs.get(ip);
         let (verdicts, ttl, verb) = match &mut self.blocking {
             Blocking::Off => return false,
-            Blocking::Recorded(policy) => (policy.judge(scan), policy.ttl, "would block"),
-            Blocking::Live(blocker) => match blocker.on_scan(scan, now) {
+            Blocking::Recorded(policy, budget) => {
+                let mut verdicts = policy.judge(scan, mac_of);
+                for (addr, why) in &mut verdicts {
+                    if why.is_none() {
+                        *why = match budget.take(*addr, now) {
+                            Ok(()) => None,
+                            Err(Refusal::Rate) => Some(Spared::BlockRate),
+                            Err(Refusal::PrefixCap) => Some(Spared::PrefixCap),
+                        };
+                    }
+                }
+                (verdicts, policy.ttl, "would block")
+            }
+            Blocking::Live(blocker) => match blocker.on_scan(scan, now, mac_of) {
                 Ok(verdicts) => (verdicts, blocker.policy().ttl, "blocked"),
                 Err(err) => {
                     log::error!("cannot block the sources of a scan: {err}");
@@ -574,9 +605,15 @@ mod tests {
             block_spoofed: false,
             never: vec![(Cidr::host(ip(101)), Spared::AllowListed)],
         };
-        let mut p = pipeline(0, None, Blocking::Recorded(policy));
+        let budget = Budget::new(crate::policy::budget::BudgetConfig {
+            rate: 1.0,
+            burst: 1.0,
+            prefix_cap: 16,
+        });
+        let mut p = pipeline(0, None, Blocking::Recorded(policy, budget));
         assert!(p.blocker().is_none(), "nothing is applied");
-        scan(&mut p, 100, 2, 0);
+        // Three scanners within 3 ms: one block's budget.
+        scan(&mut p, 100, 3, 0);
         let written = records(&p);
         let action_of = |src: &str| {
             written
@@ -586,5 +623,10 @@ mod tests {
         };
         assert_eq!(action_of("198.18.0.100"), Some("blocked".into()));
         assert_eq!(action_of("198.18.0.101"), Some("allowed".into()));
+        assert_eq!(
+            action_of("198.18.0.102"),
+            Some("allowed".into()),
+            "over --block-rate"
+        );
     }
 }

@@ -118,6 +118,7 @@ mod tests {
             ttl: 63,
             icmp: Some((3, 3)),
             ifindex: 1,
+            src_mac: [0; 6],
         };
         let v: serde_json::Value = serde_json::from_str(&json_line(&ProbeRecord::from_probe(
             &probe,

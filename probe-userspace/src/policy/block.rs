@@ -1,11 +1,18 @@
-//! Blocking confirmed scanners in XDP (`--block`, off by default): who may never be blocked
-//! (allow-listed sources, our own addresses, the gateways, loopback, sources likely spoofed),
-//! and the kernel's `BLOCKED` map, which this module owns once probe-detector runs: blocks
-//! added when a scan is recognised or by `probe-detector block add`, removed by hand or
-//! when their time is up (the XDP program removes an expired block at its source's next
-//! frame; listing skips and removes the others).
+//! Blocking confirmed scanners in XDP (`--block`, off by default): who may never be
+//! blocked, how many automatic blocks may be made, and the kernel's block lists, which this
+//! module owns once probe-detector runs.
+//!
+//! The threat is forged sources: whoever can forge a packet can make a "scan" from any
+//! address. So the never-block set (our addresses, home nets, gateways, resolvers,
+//! neighbours known before the scan, allow-listed sources, and peers that answered
+//! connections this host started) is kept in the kernel's `PROTECTED` trie and `PEERS`
+//! map and kept current; automatic blocks are rationed ([`crate::policy::budget`]), kept
+//! apart from the blocks made by hand (`BLOCKED` and `BLOCKED_MANUAL`), evicted by us (the
+//! soonest to end first, counted) before the kernel's LRU would, and lifted when their
+//! source becomes protected or its scan is later found to be forged. See docs/blocking.md.
 
 use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
     fmt,
     net::{IpAddr, Ipv6Addr},
     path::Path,
@@ -14,38 +21,113 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, lpm_trie::Key},
 };
-use probe_common::{BLOCKED_MAP, Block};
+use probe_common::{
+    BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, BLOCKED_MANUAL_MAP, BLOCKED_MAP, Block, PEERS_MAP,
+    PROTECTED_ENTRIES, PROTECTED_MAP, Protection, RUNTIME_MANUAL_BLOCKS, RUNTIME_MAP, protect,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::{detect::ScanAlert, net::cidr::Cidr};
+use crate::{
+    detect::ScanAlert,
+    net::cidr::Cidr,
+    policy::budget::{Budget, BudgetConfig, Refusal},
+};
 
-/// Why an address is never blocked.
+/// How long a peer (a host that answered a connection this host started) stays protected
+/// after its latest answer.
+pub const PEER_MEMORY: Duration = Duration::from_secs(6 * 3600);
+
+/// Why an address is not blocked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spared {
     /// In an allow-listed source network.
     AllowListed,
-    /// One of the watched interfaces' own addresses or networks.
+    /// One of the watched interfaces' own addresses.
     Ours,
+    /// In a home net.
+    HomeNet,
     /// A gateway of this host's routes.
     Gateway,
+    /// A DNS resolver of this host.
+    Resolver,
+    /// An on-link neighbour with link-layer address `mac`, and the scan's frames came from
+    /// another one: forged, through a router or by another host of the link. (A
+    /// neighbour's own frames are its own scan: it is blocked like any scanner.)
+    Neighbour { mac: [u8; 6] },
+    /// A host that answered a connection this host started, within [`PEER_MEMORY`].
+    Peer,
     /// Loopback, unspecified, multicast or broadcast: not a host that sends probes.
     NotAHost,
     /// The scan's sources may be forged (decoys, martians) and `--block-spoofed` is off:
     /// blocking them would block innocent addresses.
     LikelySpoofed,
+    /// `--block-rate` new automatic blocks a second were made already.
+    BlockRate,
+    /// Its /24 or /48 holds `--block-prefix-cap` automatic blocks already.
+    PrefixCap,
 }
 
 impl fmt::Display for Spared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Spared::AllowListed => "allow-listed",
-            Spared::Ours => "one of our own addresses or networks",
+            Spared::Ours => "one of our own addresses",
+            Spared::HomeNet => "in a home net",
             Spared::Gateway => "a gateway of this host",
+            Spared::Resolver => "a DNS resolver of this host",
+            Spared::Neighbour { .. } => {
+                "an on-link neighbour, and the scan's frames did not come from its link-layer address (forged)"
+            }
+            Spared::Peer => "a peer: it answered a connection this host started",
             Spared::NotAHost => "loopback, unspecified, multicast or broadcast",
             Spared::LikelySpoofed => "likely spoofed (--block-spoofed is off)",
+            Spared::BlockRate => "over the budget of new automatic blocks (--block-rate)",
+            Spared::PrefixCap => "its network holds --block-prefix-cap automatic blocks already",
         })
+    }
+}
+
+/// Who asks for a block: it decides which reasons apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asker {
+    /// A scan whose frames came from this link-layer address (`None`: not known).
+    Scan { mac: Option<[u8; 6]> },
+    /// The operator (`block add`, or a block by hand restored at start).
+    Operator,
+    /// A review of a block in force after the never-block list changed: a neighbour lifts
+    /// none (the block was made on its own frames).
+    Review,
+}
+
+impl Spared {
+    /// The reason bit of a protected prefix, for the kernel's trie (`None`: not a prefix
+    /// reason).
+    fn bit(self) -> Option<u32> {
+        Some(match self {
+            Spared::AllowListed => protect::ALLOWED,
+            Spared::Ours => protect::OURS,
+            Spared::HomeNet => protect::HOME,
+            Spared::Gateway => protect::GATEWAY,
+            Spared::Resolver => protect::RESOLVER,
+            Spared::Neighbour { .. } => protect::NEIGHBOUR,
+            _ => return None,
+        })
+    }
+
+    /// Whether this reason also refuses a block made by hand: the operator may block a
+    /// neighbour, a home host or a peer, never our own addresses, gateways, resolvers or
+    /// allow-listed sources.
+    fn binds_operator(self) -> bool {
+        matches!(
+            self,
+            Spared::AllowListed
+                | Spared::Ours
+                | Spared::Gateway
+                | Spared::Resolver
+                | Spared::NotAHost
+        )
     }
 }
 
@@ -61,37 +143,89 @@ pub struct BlockPolicy {
 }
 
 impl BlockPolicy {
-    /// Why `addr` must not be blocked, if it must not.
-    pub fn spared(&self, addr: IpAddr) -> Option<Spared> {
+    /// Why `addr` must not be blocked at `asker`'s request, if it must not, by the
+    /// policy's own list.
+    pub fn spared(&self, addr: IpAddr, asker: Asker) -> Option<Spared> {
         let addr = canonical(addr);
-        let not_a_host = match addr {
-            IpAddr::V4(a) => {
-                a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_broadcast()
-            }
-            IpAddr::V6(a) => a.is_loopback() || a.is_unspecified() || a.is_multicast(),
-        };
-        if not_a_host {
+        if not_a_host(addr) {
             return Some(Spared::NotAHost);
         }
         self.never
             .iter()
-            .find(|(net, _)| net.contains(addr))
+            .filter(|(net, _)| net.contains(addr))
             .map(|(_, why)| *why)
+            .find(|why| applies(*why, asker))
     }
 
-    /// Each source of a newly recognised scan, with why it is spared (`None`: block it).
-    pub fn judge(&self, scan: &ScanAlert) -> Vec<(IpAddr, Option<Spared>)> {
+    /// Each source of a newly recognised scan, with why it is spared (`None`: block it),
+    /// by the policy's list and the scan's spoofing hints; `mac_of` says the link-layer
+    /// address a source's frames came from. The budget is the caller's.
+    pub fn judge(
+        &self,
+        scan: &ScanAlert,
+        mac_of: impl Fn(IpAddr) -> Option<[u8; 6]>,
+    ) -> Vec<(IpAddr, Option<Spared>)> {
         let spoofed = scan.spoof.suspected() && !self.block_spoofed;
         scan.sources
             .iter()
             .map(|&src| {
                 let why = self
-                    .spared(src)
+                    .spared(src, Asker::Scan { mac: mac_of(src) })
                     .or(spoofed.then_some(Spared::LikelySpoofed));
                 (src, why)
             })
             .collect()
     }
+
+    /// The never-block list in the kernel's form: one entry per prefix, each carrying the
+    /// reasons of every listed prefix that covers it too (the trie answers with the longest
+    /// match only).
+    pub fn protections(&self) -> BTreeMap<Cidr, Protection> {
+        let mut out: BTreeMap<Cidr, Protection> = BTreeMap::new();
+        for (net, why) in &self.never {
+            let Some(bit) = why.bit() else { continue };
+            let entry = out.entry(*net).or_default();
+            entry.reasons |= bit;
+            if let Spared::Neighbour { mac } = why {
+                entry.mac = *mac;
+            }
+        }
+        let nets: Vec<(Cidr, Protection)> = out.iter().map(|(c, p)| (*c, *p)).collect();
+        for (net, protection) in out.iter_mut() {
+            for (outer, theirs) in &nets {
+                if outer != net && outer.len < net.len && outer.contains(net.addr) {
+                    protection.reasons |= theirs.reasons & !protect::NEIGHBOUR;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether a reason spares a source at `asker`'s request.
+fn applies(why: Spared, asker: Asker) -> bool {
+    match asker {
+        Asker::Operator => why.binds_operator(),
+        Asker::Review => !matches!(why, Spared::Neighbour { .. }),
+        Asker::Scan { mac } => match why {
+            Spared::Neighbour { mac: theirs } => mac != Some(theirs),
+            _ => true,
+        },
+    }
+}
+
+/// Loopback, unspecified, multicast or broadcast.
+fn not_a_host(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_broadcast()
+        }
+        IpAddr::V6(a) => a.is_loopback() || a.is_unspecified() || a.is_multicast(),
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Why a block cannot be made, removed or listed.
@@ -103,6 +237,11 @@ pub enum BlockError {
     /// The address is one that is never blocked.
     #[error("{addr} is never blocked: {why}")]
     Spared { addr: IpAddr, why: Spared },
+    /// The list of blocks made by hand is full.
+    #[error(
+        "the list of blocks made by hand is full ({BLOCKED_MANUAL_ENTRIES}): remove some first"
+    )]
+    Full,
     /// The kernel refused.
     #[error("the kernel's block list: {0}")]
     Map(#[from] MapError),
@@ -117,6 +256,9 @@ pub struct Blocked {
     pub expires_in_s: u64,
     /// Frames dropped so far.
     pub packets: u64,
+    /// Made by hand (`block add`), not by a scan.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 /// A block as the state file keeps it across a restart (`--block-state`).
@@ -127,6 +269,9 @@ pub struct SavedBlock {
     /// When the block ends, in seconds since the Unix epoch (wall-clock time survives a
     /// reboot; the kernel's monotonic clock does not).
     pub until_unix_s: u64,
+    /// Made by hand (restored as such).
+    #[serde(default)]
+    pub manual: bool,
 }
 
 /// Writes the blocks in force (`list`, at wall-clock time `now_unix_s`) to `path`: a
@@ -138,6 +283,7 @@ pub fn save_state(path: &Path, list: &[Blocked], now_unix_s: u64) -> std::io::Re
         .map(|b| SavedBlock {
             addr: b.addr,
             until_unix_s: now_unix_s.saturating_add(b.expires_in_s),
+            manual: b.manual,
         })
         .collect();
     let mut tmp = path.as_os_str().to_owned();
@@ -189,27 +335,87 @@ pub struct Response {
     pub blocked: Vec<Blocked>,
 }
 
-/// The kernel's block list, and the policy that fills it.
+/// What the blocker did, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockStats {
+    /// Blocks made (by scans and by hand).
+    pub made: u64,
+    /// Automatic blocks in force and blocks made by hand in force.
+    pub automatic: u64,
+    pub manual: u64,
+    /// Automatic blocks ended early to make room for newer ones (the table was full).
+    pub evicted: u64,
+    /// Blocks lifted because their source became protected, was found likely spoofed, or
+    /// answered a connection this host started.
+    pub lifted: u64,
+    /// Automatic blocks not made: over `--block-rate`, over `--block-prefix-cap`.
+    pub refused_rate: u64,
+    pub refused_prefix: u64,
+}
+
+/// The kernel's block lists and protected sources, and the policy that fills them.
 pub struct Blocker {
-    map: HashMap<MapData, [u8; 16], Block>,
+    automatic_map: HashMap<MapData, [u8; 16], Block>,
+    manual_map: HashMap<MapData, [u8; 16], Block>,
+    runtime: Array<MapData, u32>,
+    protected: LpmTrie<MapData, [u8; 16], Protection>,
+    peers: HashMap<MapData, [u8; 16], u64>,
     policy: BlockPolicy,
-    made: u64,
+    budget: Budget,
+    /// What `PROTECTED` holds.
+    in_trie: BTreeMap<Cidr, Protection>,
+    /// Automatic blocks in force, and until when (monotonic).
+    automatic: StdHashMap<IpAddr, Duration>,
+    /// Blocks made by hand in force, and until when.
+    manual: StdHashMap<IpAddr, Duration>,
+    /// Automatic blocks in force at most: below the kernel's LRU size, so that we evict
+    /// (and count) before the kernel would.
+    capacity: usize,
+    stats: BlockStats,
 }
 
 impl Blocker {
-    /// Takes the `BLOCKED` map out of `ebpf` (loaded with blocking on).
-    pub fn new(ebpf: &mut Ebpf, policy: BlockPolicy) -> Result<Self, BlockError> {
-        let map = ebpf.take_map(BLOCKED_MAP).ok_or(BlockError::NoMap)?;
-        Ok(Self {
-            map: HashMap::try_from(map)?,
-            policy,
-            made: 0,
-        })
+    /// Takes the block lists, the protected trie and the peers out of `ebpf` (loaded with
+    /// blocking on) and writes the policy's never-block list to the trie.
+    pub fn new(
+        ebpf: &mut Ebpf,
+        policy: BlockPolicy,
+        budget: BudgetConfig,
+    ) -> Result<Self, BlockError> {
+        let mut take = |name| ebpf.take_map(name).ok_or(BlockError::NoMap);
+        let automatic_map = HashMap::try_from(take(BLOCKED_MAP)?)?;
+        let manual_map = HashMap::try_from(take(BLOCKED_MANUAL_MAP)?)?;
+        let runtime = Array::try_from(take(RUNTIME_MAP)?)?;
+        let protected = LpmTrie::try_from(take(PROTECTED_MAP)?)?;
+        let peers = HashMap::try_from(take(PEERS_MAP)?)?;
+        let mut blocker = Self {
+            automatic_map,
+            manual_map,
+            runtime,
+            protected,
+            peers,
+            policy: BlockPolicy {
+                never: Vec::new(),
+                ..policy.clone()
+            },
+            budget: Budget::new(budget),
+            in_trie: BTreeMap::new(),
+            automatic: StdHashMap::new(),
+            manual: StdHashMap::new(),
+            capacity: BLOCKED_ENTRIES as usize - 1,
+            stats: BlockStats::default(),
+        };
+        blocker.set_never(policy.never)?;
+        Ok(blocker)
     }
 
-    /// Blocks made so far (by scans and by hand).
-    pub fn made(&self) -> u64 {
-        self.made
+    /// What the blocker did so far.
+    pub fn stats(&self) -> BlockStats {
+        BlockStats {
+            automatic: self.automatic.len() as u64,
+            manual: self.manual.len() as u64,
+            ..self.stats
+        }
     }
 
     /// The policy in force.
@@ -217,71 +423,305 @@ impl Blocker {
         &self.policy
     }
 
-    /// Replaces the allow-listed networks of the policy (after the allow-lists changed).
-    pub fn set_allowed<'a>(&mut self, sources: impl IntoIterator<Item = &'a Cidr>) {
-        self.policy
+    /// The budget's settings.
+    pub fn budget(&self) -> BudgetConfig {
+        self.budget.config()
+    }
+
+    /// Replaces the never-block list (the network or the allow-lists changed): rewrites
+    /// the kernel's trie and lifts the blocks of sources it now protects (by hand too, when
+    /// the reason binds the operator); returns each lifted source with why.
+    pub fn set_never(
+        &mut self,
+        never: Vec<(Cidr, Spared)>,
+    ) -> Result<Vec<(IpAddr, Spared)>, BlockError> {
+        self.policy.never = never;
+        let new = self.policy.protections();
+        if new.len() > PROTECTED_ENTRIES as usize {
+            log::warn!(
+                "{} protected prefixes, the kernel holds {PROTECTED_ENTRIES}: the rest are checked here only",
+                new.len()
+            );
+        }
+        for net in self.in_trie.keys().filter(|n| !new.contains_key(n)) {
+            let _ = self.protected.remove(&trie_key(*net));
+        }
+        for (net, protection) in new.iter().take(PROTECTED_ENTRIES as usize) {
+            if self.in_trie.get(net) != Some(protection) {
+                self.protected.insert(&trie_key(*net), protection, 0)?;
+            }
+        }
+        self.in_trie = new;
+        let mut lifted = Vec::new();
+        let blocked: Vec<(IpAddr, bool)> = self
+            .automatic
+            .keys()
+            .map(|a| (*a, false))
+            .chain(self.manual.keys().map(|a| (*a, true)))
+            .collect();
+        for (addr, manual) in blocked {
+            let asker = if manual {
+                Asker::Operator
+            } else {
+                Asker::Review
+            };
+            if let Some(why) = self.policy.spared(addr, asker) {
+                self.remove(addr)?;
+                self.stats.lifted += 1;
+                lifted.push((addr, why));
+            }
+        }
+        Ok(lifted)
+    }
+
+    /// Replaces the allow-listed networks of the never-block list (after the allow-lists
+    /// changed); returns the sources whose blocks were lifted.
+    pub fn set_allowed<'a>(
+        &mut self,
+        sources: impl IntoIterator<Item = &'a Cidr>,
+    ) -> Result<Vec<(IpAddr, Spared)>, BlockError> {
+        let mut never: Vec<(Cidr, Spared)> = self
+            .policy
             .never
-            .retain(|(_, why)| *why != Spared::AllowListed);
-        self.policy
-            .never
-            .extend(sources.into_iter().map(|c| (*c, Spared::AllowListed)));
+            .iter()
+            .filter(|(_, why)| *why != Spared::AllowListed)
+            .copied()
+            .collect();
+        never.extend(sources.into_iter().map(|c| (*c, Spared::AllowListed)));
+        self.set_never(never)
+    }
+
+    /// Why `addr` must not be blocked at `asker`'s request, read from the kernel's
+    /// protected trie and peers as the kernel holds them.
+    pub fn protection(&self, addr: IpAddr, asker: Asker, now: Duration) -> Option<Spared> {
+        let addr = canonical(addr);
+        if not_a_host(addr) {
+            return Some(Spared::NotAHost);
+        }
+        let key = key(addr);
+        if let Ok(found) = self.protected.get(&Key::new(128, key), 0) {
+            let reasons = [
+                (protect::ALLOWED, Spared::AllowListed),
+                (protect::OURS, Spared::Ours),
+                (protect::GATEWAY, Spared::Gateway),
+                (protect::RESOLVER, Spared::Resolver),
+                (protect::HOME, Spared::HomeNet),
+                (protect::NEIGHBOUR, Spared::Neighbour { mac: found.mac }),
+            ];
+            if let Some(why) = reasons
+                .into_iter()
+                .filter(|(bit, _)| found.reasons & bit != 0)
+                .map(|(_, why)| why)
+                .find(|why| applies(*why, asker))
+            {
+                return Some(why);
+            }
+        }
+        // Beyond the trie's size, the rest of the list is checked here.
+        if self.in_trie.len() > PROTECTED_ENTRIES as usize
+            && let Some(why) = self.policy.spared(addr, asker)
+        {
+            return Some(why);
+        }
+        if matches!(asker, Asker::Scan { .. })
+            && let Ok(seen_ns) = self.peers.get(&key, 0)
+            && now.saturating_sub(Duration::from_nanos(seen_ns)) < PEER_MEMORY
+        {
+            return Some(Spared::Peer);
+        }
+        None
     }
 
     /// Blocks the sources of a newly recognised scan that may be blocked, for the policy's
-    /// time from `now` (CLOCK_MONOTONIC); returns each source with why it was spared.
+    /// time from `now` (CLOCK_MONOTONIC), within the budget; returns each source with why
+    /// it was spared.
     pub fn on_scan(
         &mut self,
         scan: &ScanAlert,
         now: Duration,
+        mac_of: impl Fn(IpAddr) -> Option<[u8; 6]>,
     ) -> Result<Vec<(IpAddr, Option<Spared>)>, BlockError> {
-        let verdicts = self.policy.judge(scan);
-        for (addr, why) in &verdicts {
-            if why.is_none() {
-                self.insert(*addr, now.saturating_add(self.policy.ttl))?;
+        let spoofed = scan.spoof.suspected() && !self.policy.block_spoofed;
+        let mut verdicts = Vec::with_capacity(scan.sources.len());
+        for &src in &scan.sources {
+            let src = canonical(src);
+            let mut why = self
+                .protection(src, Asker::Scan { mac: mac_of(src) }, now)
+                .or(spoofed.then_some(Spared::LikelySpoofed));
+            if why.is_none()
+                && !self.automatic.contains_key(&src)
+                && !self.manual.contains_key(&src)
+            {
+                match self.budget.take(src, now) {
+                    Ok(()) => self.insert_automatic(src, now.saturating_add(self.policy.ttl))?,
+                    Err(Refusal::Rate) => {
+                        self.stats.refused_rate += 1;
+                        why = Some(Spared::BlockRate);
+                    }
+                    Err(Refusal::PrefixCap) => {
+                        self.stats.refused_prefix += 1;
+                        why = Some(Spared::PrefixCap);
+                    }
+                }
             }
+            verdicts.push((src, why));
         }
         Ok(verdicts)
     }
 
-    /// Blocks `addr` by hand for `ttl` (the policy's when `None`), unless it is spared.
+    /// A scan found likely spoofed after its start (its decoys showed later): lifts the
+    /// automatic blocks of its sources, unless `--block-spoofed`; returns them.
+    pub fn on_spoofed(&mut self, scan: &ScanAlert) -> Vec<IpAddr> {
+        if self.policy.block_spoofed || !scan.spoof.suspected() {
+            return Vec::new();
+        }
+        let mut lifted = Vec::new();
+        for src in &scan.sources {
+            let src = canonical(*src);
+            if self.automatic.contains_key(&src) && self.remove(src).unwrap_or(false) {
+                self.stats.lifted += 1;
+                lifted.push(src);
+            }
+        }
+        lifted
+    }
+
+    /// Blocks `addr` by hand for `ttl` (the policy's when `None`), unless a reason that
+    /// binds the operator spares it. Not counted against the budget; never evicted by
+    /// automatic blocks.
     pub fn add(
         &mut self,
         addr: IpAddr,
         ttl: Option<Duration>,
         now: Duration,
     ) -> Result<(), BlockError> {
-        if let Some(why) = self.policy.spared(addr) {
+        let addr = canonical(addr);
+        if let Some(why) = self.protection(addr, Asker::Operator, now) {
             return Err(BlockError::Spared { addr, why });
+        }
+        if !self.manual.contains_key(&addr) && self.manual.len() >= BLOCKED_MANUAL_ENTRIES as usize
+        {
+            return Err(BlockError::Full);
         }
         // Any TTL a client sends saturates (u64::MAX seconds is "until the map is cleared"),
         // never overflows.
-        self.insert(addr, now.saturating_add(ttl.unwrap_or(self.policy.ttl)))
-    }
-
-    fn insert(&mut self, addr: IpAddr, until: Duration) -> Result<(), BlockError> {
+        let until = now.saturating_add(ttl.unwrap_or(self.policy.ttl));
         let key = key(addr);
-        // A block made again keeps its count of dropped frames.
-        let packets = self.map.get(&key, 0).map_or(0, |b| b.packets);
+        let packets = self.manual_map.get(&key, 0).map_or(0, |b| b.packets)
+            + self.automatic_map.get(&key, 0).map_or(0, |b| b.packets);
         let block = Block {
-            until_ns: u64::try_from(until.as_nanos()).unwrap_or(u64::MAX),
+            until_ns: duration_ns(until),
             packets,
         };
-        self.map.insert(&key, &block, 0)?;
-        self.made += 1;
+        self.manual_map.insert(&key, &block, 0)?;
+        self.manual.insert(addr, until);
+        if self.automatic.remove(&addr).is_some() {
+            let _ = self.automatic_map.remove(&key);
+            self.budget.release(addr);
+        }
+        self.write_manual_count()?;
+        self.stats.made += 1;
         Ok(())
     }
 
-    /// Lifts the block of `addr`; false when it had none.
+    /// Puts back a block of the state file with `left` to run: one made by hand as by
+    /// hand; an automatic one unless its source is protected now (neighbours aside), not
+    /// rationed again by the rate but counted in its prefix.
+    pub fn restore(
+        &mut self,
+        saved: &SavedBlock,
+        left: Duration,
+        now: Duration,
+    ) -> Result<(), BlockError> {
+        if saved.manual {
+            return self.add(saved.addr, Some(left), now);
+        }
+        let addr = canonical(saved.addr);
+        if let Some(why) = self.protection(addr, Asker::Review, now) {
+            return Err(BlockError::Spared { addr, why });
+        }
+        if self.automatic.contains_key(&addr) || self.manual.contains_key(&addr) {
+            return Ok(());
+        }
+        self.budget.note(addr);
+        self.insert_automatic(addr, now.saturating_add(left))
+    }
+
+    fn insert_automatic(&mut self, addr: IpAddr, until: Duration) -> Result<(), BlockError> {
+        if self.automatic.len() >= self.capacity
+            && let Some((&soonest, _)) = self.automatic.iter().min_by_key(|(_, until)| **until)
+        {
+            self.automatic.remove(&soonest);
+            let _ = self.automatic_map.remove(&key(soonest));
+            self.budget.release(soonest);
+            self.stats.evicted += 1;
+        }
+        let key = key(addr);
+        // A block made again keeps its count of dropped frames.
+        let packets = self.automatic_map.get(&key, 0).map_or(0, |b| b.packets);
+        let block = Block {
+            until_ns: duration_ns(until),
+            packets,
+        };
+        self.automatic_map.insert(&key, &block, 0)?;
+        self.automatic.insert(addr, until);
+        self.stats.made += 1;
+        Ok(())
+    }
+
+    fn write_manual_count(&mut self) -> Result<(), BlockError> {
+        let count = u32::try_from(self.manual.len()).unwrap_or(u32::MAX);
+        self.runtime.set(RUNTIME_MANUAL_BLOCKS, &count, 0)?;
+        Ok(())
+    }
+
+    /// Lifts the block of `addr` (by hand or automatic); false when it had none.
     pub fn remove(&mut self, addr: IpAddr) -> Result<bool, BlockError> {
-        match self.map.remove(&key(addr)) {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(err))
-                if err.io_error.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(false)
+        let addr = canonical(addr);
+        let key = key(addr);
+        let mut lifted = false;
+        if self.automatic.remove(&addr).is_some() {
+            self.budget.release(addr);
+            lifted = true;
+        }
+        lifted |= remove_key(&mut self.automatic_map, &key)?;
+        if self.manual.remove(&addr).is_some() {
+            lifted = true;
+            self.write_manual_count()?;
+        }
+        lifted |= remove_key(&mut self.manual_map, &key)?;
+        Ok(lifted)
+    }
+
+    /// Forgets the blocks whose time is up (removing the kernel's entries of those made by
+    /// hand; the kernel removes automatic ones itself), and the automatic blocks the kernel
+    /// lifted because their source answered a connection this host started.
+    pub fn sweep(&mut self, now: Duration) {
+        let ended: Vec<IpAddr> = self
+            .automatic
+            .iter()
+            .filter(|(addr, until)| {
+                **until <= now || self.automatic_map.get(&key(**addr), 0).is_err()
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in ended {
+            self.automatic.remove(&addr);
+            self.budget.release(addr);
+            let _ = self.automatic_map.remove(&key(addr));
+        }
+        let ended: Vec<IpAddr> = self
+            .manual
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        if !ended.is_empty() {
+            for addr in ended {
+                self.manual.remove(&addr);
+                let _ = self.manual_map.remove(&key(addr));
             }
-            Err(err) => Err(err.into()),
+            let _ = self.write_manual_count();
         }
     }
 
@@ -323,32 +763,48 @@ impl Blocker {
         }
     }
 
-    /// The blocks in force at `now`, soonest to expire first; expired ones are removed.
+    /// The blocks in force at `now`, soonest to expire first.
     pub fn list(&mut self, now: Duration) -> Vec<Blocked> {
-        let now_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        let mut expired = Vec::new();
-        let mut list: Vec<Blocked> = self
-            .map
-            .iter()
-            .filter_map(Result::ok)
-            .filter_map(|(k, block)| {
-                if block.until_ns <= now_ns {
-                    expired.push(k);
-                    return None;
-                }
-                Some(Blocked {
+        self.sweep(now);
+        let now_ns = duration_ns(now);
+        let listed = |map: &HashMap<MapData, [u8; 16], Block>, manual: bool| -> Vec<Blocked> {
+            map.iter()
+                .filter_map(Result::ok)
+                .filter(|(_, block)| block.until_ns > now_ns)
+                .map(|(k, block)| Blocked {
                     addr: canonical(IpAddr::V6(Ipv6Addr::from(k))),
                     expires_in_s: (block.until_ns - now_ns).div_ceil(1_000_000_000),
                     packets: block.packets,
+                    manual,
                 })
-            })
-            .collect();
-        for k in expired {
-            let _ = self.map.remove(&k);
-        }
+                .collect()
+        };
+        let mut list = listed(&self.automatic_map, false);
+        list.extend(listed(&self.manual_map, true));
         list.sort_by_key(|b| (b.expires_in_s, b.addr));
         list
     }
+}
+
+/// Removes `key` from a map; false when it was not there.
+fn remove_key(
+    map: &mut HashMap<MapData, [u8; 16], Block>,
+    key: &[u8; 16],
+) -> Result<bool, BlockError> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(err)) if err.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(false)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The trie key of a prefix.
+fn trie_key(net: Cidr) -> Key<[u8; 16]> {
+    let (addr, len) = net.mapped();
+    Key::new(len, addr)
 }
 
 /// The map key of an address: IPv4 as `::ffff:a.b.c.d`, as the kernel stores it.
@@ -378,6 +834,14 @@ mod tests {
                 ("198.18.50.0/24".parse().unwrap(), Spared::AllowListed),
                 ("198.18.7.2/32".parse().unwrap(), Spared::Ours),
                 ("198.18.7.254/32".parse().unwrap(), Spared::Gateway),
+                ("198.18.7.53/32".parse().unwrap(), Spared::Resolver),
+                (
+                    "198.18.8.9/32".parse().unwrap(),
+                    Spared::Neighbour {
+                        mac: [2, 0, 0, 0, 0, 9],
+                    },
+                ),
+                ("198.18.7.0/24".parse().unwrap(), Spared::HomeNet),
             ],
         }
     }
@@ -396,6 +860,7 @@ mod tests {
             addr: "198.18.0.1".parse().unwrap(),
             expires_in_s: 600,
             packets: 12,
+            manual: true,
         }];
         save_state(&path, &list, 1_000).unwrap();
         save_state(&path, &list, 2_000).unwrap();
@@ -403,7 +868,8 @@ mod tests {
             load_state(&path).unwrap(),
             vec![SavedBlock {
                 addr: "198.18.0.1".parse().unwrap(),
-                until_unix_s: 2_600
+                until_unix_s: 2_600,
+                manual: true,
             }]
         );
         use std::os::unix::fs::PermissionsExt as _;
@@ -418,10 +884,34 @@ mod tests {
     fn never_block_rules_hold() {
         let p = policy(false);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(p.spared(ip("198.18.50.9")), Some(Spared::AllowListed));
-        assert_eq!(p.spared(ip("198.18.7.2")), Some(Spared::Ours));
-        assert_eq!(p.spared(ip("::ffff:198.18.7.2")), Some(Spared::Ours));
-        assert_eq!(p.spared(ip("198.18.7.254")), Some(Spared::Gateway));
+        let scan = Asker::Scan { mac: None };
+        assert_eq!(p.spared(ip("198.18.50.9"), scan), Some(Spared::AllowListed));
+        assert_eq!(p.spared(ip("198.18.7.2"), scan), Some(Spared::Ours));
+        assert_eq!(p.spared(ip("::ffff:198.18.7.2"), scan), Some(Spared::Ours));
+        assert_eq!(p.spared(ip("198.18.7.254"), scan), Some(Spared::Gateway));
+        assert_eq!(p.spared(ip("198.18.7.53"), scan), Some(Spared::Resolver));
+        assert_eq!(
+            p.spared(ip("198.18.7.53"), Asker::Operator),
+            Some(Spared::Resolver)
+        );
+        // A neighbour is spared unless the scan's frames came from its own link-layer
+        // address; by hand, a neighbour or a home host may be blocked.
+        let its_own = Asker::Scan {
+            mac: Some([2, 0, 0, 0, 0, 9]),
+        };
+        let router = Asker::Scan {
+            mac: Some([2, 0, 0, 0, 0, 1]),
+        };
+        let neighbour = Spared::Neighbour {
+            mac: [2, 0, 0, 0, 0, 9],
+        };
+        assert_eq!(p.spared(ip("198.18.8.9"), router), Some(neighbour));
+        assert_eq!(p.spared(ip("198.18.8.9"), scan), Some(neighbour));
+        assert_eq!(p.spared(ip("198.18.8.9"), its_own), None, "its own scan");
+        assert_eq!(p.spared(ip("198.18.7.10"), scan), Some(Spared::HomeNet));
+        assert_eq!(p.spared(ip("198.18.8.9"), Asker::Operator), None);
+        assert_eq!(p.spared(ip("198.18.7.10"), Asker::Operator), None);
+        assert_eq!(p.spared(ip("198.18.8.9"), Asker::Review), None);
         for not_a_host in [
             "127.0.0.1",
             "::1",
@@ -431,13 +921,28 @@ mod tests {
             "ff02::1",
         ] {
             assert_eq!(
-                p.spared(ip(not_a_host)),
+                p.spared(ip(not_a_host), scan),
                 Some(Spared::NotAHost),
                 "{not_a_host}"
             );
         }
-        assert_eq!(p.spared(ip("198.18.7.1")), None);
-        assert_eq!(p.spared(ip("2001:db8::1")), None);
+        assert_eq!(p.spared(ip("198.18.8.1"), scan), None);
+        assert_eq!(p.spared(ip("2001:db8::1"), scan), None);
+    }
+
+    #[test]
+    fn the_kernels_trie_gets_each_prefix_with_the_reasons_of_those_covering_it() {
+        let p = policy(false);
+        let trie = p.protections();
+        let get = |s: &str| trie[&s.parse::<Cidr>().unwrap()];
+        assert_eq!(get("198.18.50.0/24").reasons, protect::ALLOWED);
+        // 198.18.7.2 is ours and inside the home net 198.18.7.0/24.
+        assert_eq!(get("198.18.7.2/32").reasons, protect::OURS | protect::HOME);
+        // A neighbour: its link-layer address goes with it.
+        let n = get("198.18.8.9/32");
+        assert_eq!(n.reasons, protect::NEIGHBOUR);
+        assert_eq!(n.mac, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(get("198.18.7.0/24").reasons, protect::HOME);
     }
 
     #[test]

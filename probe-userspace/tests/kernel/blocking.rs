@@ -1,6 +1,39 @@
 //! Blocking (`--block`): a blocked source is dropped until its block expires or is lifted.
 
 use crate::harness::*;
+use probe_userspace::{
+    detect::{DetectorName, Phase, ScanAlert, ScanKind, Spoof, Technique},
+    policy::{block::Asker, budget::BudgetConfig},
+};
+
+/// A vertical SYN scan of the victim from `sources`, begun 2 s before `now`.
+fn scan_from(sources: &[IpAddr], now: Duration) -> ScanAlert {
+    ScanAlert {
+        phase: Phase::Start,
+        detector: DetectorName::Threshold,
+        kind: ScanKind::Vertical,
+        src: sources[0],
+        sources: sources.to_vec(),
+        src_net: None,
+        targets: vec![victim()],
+        proto: 6,
+        technique: Technique::Syn,
+        ifindex: 1,
+        ports: (1..=10).collect(),
+        probes: 10,
+        failed: 10,
+        succeeded: 0,
+        tcp_flags: SYN,
+        score: 1.0,
+        first_seen: now.saturating_sub(Duration::from_secs(2)),
+        last_seen: now,
+        spoof: Spoof {
+            ttl_min: 64,
+            ttl_max: 64,
+            reasons: Vec::new(),
+        },
+    }
+}
 
 #[test]
 fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
@@ -17,7 +50,7 @@ fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
         block: true,
         ..KernelConfig::default()
     });
-    let mut blocker = Blocker::new(&mut h.ebpf, policy.clone()).unwrap();
+    let mut blocker = Blocker::new(&mut h.ebpf, policy.clone(), BudgetConfig::default()).unwrap();
     let probe = syn(40_000, 23, 1);
     let now = clock::monotonic_now;
     blocker
@@ -54,7 +87,7 @@ fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
 
     // With blocking off the map is never read, whatever it holds.
     let mut off = Harness::new();
-    let mut blocker = Blocker::new(&mut off.ebpf, policy).unwrap();
+    let mut blocker = Blocker::new(&mut off.ebpf, policy, BudgetConfig::default()).unwrap();
     blocker.add(scanner(), None, now()).unwrap();
     off.inbound_frame(&probe);
     assert_eq!(off.counter(Counter::Blocked), 0);
@@ -74,7 +107,7 @@ fn a_ttl_beyond_any_clock_saturates_instead_of_killing_the_daemon() {
         block: true,
         ..KernelConfig::default()
     });
-    let mut blocker = Blocker::new(&mut h.ebpf, policy).unwrap();
+    let mut blocker = Blocker::new(&mut h.ebpf, policy, BudgetConfig::default()).unwrap();
     let now = clock::monotonic_now();
     // What `probe-detector block add ADDR --ttl 18446744073709551615` sends.
     let response = blocker.handle(
@@ -89,4 +122,141 @@ fn a_ttl_beyond_any_clock_saturates_instead_of_killing_the_daemon() {
     assert_eq!(listed.len(), 1);
     assert!(listed[0].expires_in_s > 100 * 365 * 86_400, "{listed:?}");
     assert_eq!(h.xdp_verdict(&syn(40_000, 23, 1).bytes()), 1, "dropped");
+}
+
+#[test]
+fn forged_sources_cannot_aim_blocks_at_whom_we_need_and_our_own_connections_lift_them() {
+    if !require_root(
+        "forged_sources_cannot_aim_blocks_at_whom_we_need_and_our_own_connections_lift_them",
+    ) {
+        return;
+    }
+    const XDP_DROP: u32 = 1;
+    let resolver = v4([198, 18, 0, 53]);
+    let neighbour = v4([198, 18, 0, 60]);
+    let now = clock::monotonic_now();
+    let policy = BlockPolicy {
+        ttl: Duration::from_secs(3600),
+        block_spoofed: false,
+        never: vec![
+            (Cidr::host(victim()), Spared::Ours),
+            (Cidr::host(resolver), Spared::Resolver),
+            (
+                Cidr::host(neighbour),
+                Spared::Neighbour {
+                    mac: [2, 0, 0, 0, 0, 0x60],
+                },
+            ),
+        ],
+    };
+    let mut h = Harness::with(&KernelConfig {
+        block: true,
+        ..KernelConfig::default()
+    });
+    let budget = BudgetConfig {
+        rate: 1.0,
+        burst: 3.0,
+        prefix_cap: 2,
+    };
+    let mut blocker = Blocker::new(&mut h.ebpf, policy, budget).unwrap();
+    // Every scan's frames came through the router's link-layer address.
+    let router = [2, 0, 0, 0, 0, 1];
+    let verdict = |blocker: &mut Blocker, src: IpAddr| {
+        blocker
+            .on_scan(&scan_from(&[src], now), now, |_| Some(router))
+            .unwrap()[0]
+            .1
+    };
+    // The resolver, and a neighbour whose address came in frames not its own: never, read
+    // from the kernel's protected trie.
+    assert_eq!(verdict(&mut blocker, resolver), Some(Spared::Resolver));
+    assert!(matches!(
+        verdict(&mut blocker, neighbour),
+        Some(Spared::Neighbour { .. })
+    ));
+    // A peer: a host that answered a connection we started (SYN, then its SYN-ACK).
+    let peer = v4([198, 18, 1, 80]);
+    let ours = Frame::tcp(victim(), 41_000, peer, 443, SYN, 7_000);
+    h.outbound_frame(&ours);
+    assert_eq!(h.xdp_verdict(&ours.acceptance().bytes()), XDP_PASS);
+    assert_eq!(verdict(&mut blocker, peer), Some(Spared::Peer));
+    // A forged SYN-ACK (wrong acknowledgement) makes no peer.
+    let stranger = v4([198, 18, 1, 81]);
+    let theirs = Frame::tcp(victim(), 41_001, stranger, 443, SYN, 9_000);
+    h.outbound_frame(&theirs);
+    h.inbound_frame(&theirs.acceptance().with_ack(1));
+    // The real scanner is blocked, the budget rations the rest.
+    assert_eq!(verdict(&mut blocker, scanner()), None);
+    assert_eq!(h.xdp_verdict(&syn(40_000, 23, 1).bytes()), XDP_DROP);
+    assert_eq!(verdict(&mut blocker, stranger), None, "the burst's second");
+    assert_eq!(
+        verdict(&mut blocker, v4([198, 18, 1, 82])),
+        None,
+        "the third"
+    );
+    assert_eq!(
+        verdict(&mut blocker, v4([198, 18, 1, 83])),
+        Some(Spared::PrefixCap),
+        "two in 198.18.1.0/24 already"
+    );
+    assert_eq!(
+        verdict(&mut blocker, v4([198, 18, 3, 1])),
+        Some(Spared::BlockRate)
+    );
+    let stats = blocker.stats();
+    assert_eq!(
+        (stats.automatic, stats.refused_rate, stats.refused_prefix),
+        (3, 1, 1)
+    );
+
+    // A blocked host that answers a connection we start is one we talk to: its block is
+    // lifted in the kernel, and it is a peer from then on.
+    let call = Frame::tcp(victim(), 41_002, stranger, 22, SYN, 12_000);
+    h.outbound_frame(&call);
+    assert_eq!(
+        h.xdp_verdict(&call.acceptance().with_ack(5).bytes()),
+        XDP_DROP,
+        "forged answer"
+    );
+    assert_eq!(h.xdp_verdict(&call.acceptance().bytes()), XDP_PASS);
+    assert_eq!(h.counter(Counter::BlocksLifted), 1);
+    blocker.sweep(clock::monotonic_now());
+    assert_eq!(blocker.stats().automatic, 2);
+    assert_eq!(
+        blocker.protection(stranger, Asker::Scan { mac: None }, clock::monotonic_now()),
+        Some(Spared::Peer)
+    );
+
+    // A block by hand stays even then: the operator said so. It lives in its own map,
+    // which automatic blocks never evict.
+    let manual = v4([198, 18, 4, 4]);
+    blocker.add(manual, None, now).unwrap();
+    let call = Frame::tcp(victim(), 41_003, manual, 22, SYN, 13_000);
+    h.outbound_frame(&call);
+    assert_eq!(h.xdp_verdict(&call.acceptance().bytes()), XDP_DROP);
+    let listed = blocker.list(clock::monotonic_now());
+    assert_eq!(listed.iter().filter(|b| b.manual).count(), 1);
+    assert_eq!(listed.iter().filter(|b| !b.manual).count(), 2);
+
+    // The neighbour's own frames are its own scan: not spared as a neighbour (the budget,
+    // spent at this fixed `now`, is what refuses it here).
+    let own = blocker
+        .on_scan(&scan_from(&[neighbour], now), now, |_| {
+            Some([2, 0, 0, 0, 0, 0x60])
+        })
+        .unwrap();
+    assert_eq!(own[0].1, Some(Spared::BlockRate));
+
+    // The never-block list changes (a new resolver): its block is lifted at once.
+    let mut never = blocker.policy().never.clone();
+    never.push((Cidr::host(scanner()), Spared::Resolver));
+    let lifted = blocker.set_never(never).unwrap();
+    assert_eq!(lifted, vec![(scanner(), Spared::Resolver)]);
+    assert_eq!(h.xdp_verdict(&syn(40_001, 24, 2).bytes()), XDP_PASS);
+    // A scan found spoofed later (decoys) lifts its automatic blocks.
+    let mut later = scan_from(&[v4([198, 18, 1, 82])], now);
+    later.phase = Phase::Update;
+    later.spoof.reasons.push("decoys");
+    assert_eq!(blocker.on_spoofed(&later), vec![v4([198, 18, 1, 82])]);
+    assert_eq!(blocker.stats().automatic, 0);
 }

@@ -10,7 +10,7 @@ fn only_home_addresses_are_tracked() {
     let home: Cidr = "198.18.0.2/32".parse().unwrap();
     let home6: Cidr = "2001:db8::/64".parse().unwrap();
     let mut h = Harness::with(&KernelConfig {
-        home_nets: vec![home.to_home_net(), home6.to_home_net()],
+        home_nets: vec![home, home6],
         ..KernelConfig::default()
     });
     let elsewhere = Frame::tcp(scanner(), 50_000, v4([198, 18, 0, 3]), 22, SYN, 1);
@@ -26,6 +26,45 @@ fn only_home_addresses_are_tracked() {
         assert_eq!(h.one_event().dst, dst);
     }
     assert_eq!(h.counter(Counter::Syns), 2);
+}
+
+#[test]
+fn home_nets_change_while_running_beyond_the_fast_list() {
+    if !require_root("home_nets_change_while_running_beyond_the_fast_list") {
+        return;
+    }
+    let home: Cidr = "198.18.0.2/32".parse().unwrap();
+    let mut h = Harness::with(&KernelConfig {
+        home_nets: vec![home],
+        ..KernelConfig::default()
+    });
+    let new_addr = v4([198, 18, 0, 99]);
+    let seen = |h: &mut Harness, port: u16| {
+        let before = h.counter(Counter::Syns);
+        h.inbound_frame(&Frame::tcp(scanner(), 50_000, new_addr, port, SYN, 1));
+        h.counter(Counter::Syns) > before
+    };
+    assert!(!seen(&mut h, 1), "not ours yet");
+    // An address added while running.
+    kernel::set_home_nets(&mut h.ebpf, &[home, Cidr::host(new_addr)]).unwrap();
+    assert!(seen(&mut h, 2));
+    // More prefixes than the fast list holds: the trie answers.
+    let mut many: Vec<Cidr> = (0..40u8).map(|i| Cidr::host(v4([198, 19, 0, i]))).collect();
+    many.push(Cidr::host(new_addr));
+    kernel::set_home_nets(&mut h.ebpf, &many).unwrap();
+    assert!(seen(&mut h, 3));
+    let before = h.counter(Counter::NotHome);
+    h.inbound_frame(&syn(50_001, 22, 1));
+    assert_eq!(
+        h.counter(Counter::NotHome),
+        before + 1,
+        "198.18.0.2 is not in the set"
+    );
+    // And back to a short list: the trie is emptied.
+    kernel::set_home_nets(&mut h.ebpf, &[home]).unwrap();
+    assert!(!seen(&mut h, 4));
+    h.inbound_frame(&syn(50_002, 22, 1));
+    assert_eq!(h.counter(Counter::NotHome), before + 2);
 }
 
 #[test]
