@@ -2190,3 +2190,273 @@ fn blocks_survive_a_restart_through_the_state_file() {
     let left: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!((590..=600).contains(&left), "{line}");
 }
+
+/// Removes a directory when dropped.
+struct RemoveDir(String);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `probe-detector block ARGS --control-socket SOCKET`: its stdout.
+fn block_command(socket: &str, args: &[&str]) -> String {
+    let mut all = vec!["block"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--control-socket", socket]);
+    let out = run_ok(Command::new(env!("CARGO_BIN_EXE_probe-detector")).args(&all));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A completed TCP handshake from `ns` to `addr` (bash's /dev/tcp), then closed.
+fn connect(ns: &Netns, host: &str, port: u16) {
+    run_ok(&mut ns.exec(
+        "bash",
+        &["-c", &format!("exec 3<>/dev/tcp/{host}/{port}; exec 3>&-")],
+    ));
+}
+
+#[test]
+fn forged_probes_never_block_a_resolver_a_neighbour_or_a_peer_and_the_scanner_is_blocked() {
+    let test =
+        "forged_probes_never_block_a_resolver_a_neighbour_or_a_peer_and_the_scanner_is_blocked";
+    let Some((_lock, lab)) = host_lab(test) else {
+        return;
+    };
+    require_tool("bash");
+    const RESOLVER: &str = "198.18.7.53";
+    const NEIGHBOUR: &str = "198.18.7.60";
+    const PEER: &str = "198.18.7.80";
+    // The victim's resolver, in the resolv.conf `ip netns exec` shows it.
+    let etc = format!("/etc/netns/{}", lab.victim.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    let _etc = RemoveDir(etc.clone());
+    std::fs::write(
+        format!("{etc}/resolv.conf"),
+        format!("nameserver {RESOLVER}\n"),
+    )
+    .unwrap();
+    // A neighbour the victim knows, with its own link-layer address.
+    lab.victim
+        .ip(&[
+            "neigh",
+            "replace",
+            NEIGHBOUR,
+            "lladdr",
+            "02:00:00:00:00:60",
+            "dev",
+            VICTIM_IF,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    // A server on the scanner's side that the victim talks to.
+    lab.scanner.addr("scan0", &format!("{PEER}/24")).unwrap();
+    let _server = tcp_listeners(&lab.scanner, &[&format!("{PEER}:8080")]);
+    let _listeners = tcp_listeners(&lab.victim, &[&format!("{VICTIM_IP}:22")]);
+    let socket = std::env::temp_dir().join(format!("pd-forged-{}.sock", std::process::id()));
+    let socket = socket.to_str().unwrap().to_owned();
+    let mut detector = Detector::start(
+        &lab.victim,
+        &["--iface", VICTIM_IF, "--block", "--control-socket", &socket],
+    );
+    connect(&lab.victim, PEER, 8080);
+
+    // Forged scans "from" each of them: the scanner's frames with their addresses (given
+    // to its interface, which nmap -S needs to find a route; the victim's static entry for
+    // the neighbour keeps the neighbour's own link-layer address).
+    for forged in [RESOLVER, NEIGHBOUR] {
+        lab.scanner.addr("scan0", &format!("{forged}/32")).unwrap();
+    }
+    for forged in [RESOLVER, NEIGHBOUR, PEER] {
+        nmap(
+            &lab.scanner,
+            &[
+                "-sS", "-T4", "-p", "1-30", "-S", forged, "-e", "scan0", VICTIM_IP,
+            ],
+        );
+    }
+    // The real scanner completes a connection to the open port first, then scans (other
+    // ports: the same ports from several sources within a minute make a decoy scan).
+    connect(&lab.scanner, VICTIM_IP, 22);
+    nmap(&lab.scanner, &["-sS", "-T4", "-p", "100-130", VICTIM_IP]);
+    let start_of = |alerts: &[Value], src: &str| {
+        alerts
+            .iter()
+            .find(|a| a["src_ip"] == src && a["alert"]["context"]["scan"]["phase"] == "start")
+            .cloned()
+    };
+    // The resolver's attempts go unanswered (nobody there to take our RSTs): they count
+    // when they time out.
+    let alerts = detector.wait_for_alert(Duration::from_secs(20), |a| {
+        a["src_ip"] == RESOLVER && a["alert"]["context"]["scan"]["phase"] == "start"
+    });
+    for (src, why) in [
+        (RESOLVER, "a DNS resolver of this host"),
+        (NEIGHBOUR, "an on-link neighbour"),
+        (PEER, "a peer"),
+    ] {
+        let start = start_of(&alerts, src)
+            .unwrap_or_else(|| panic!("no alert for {src}: {:#?}", detector.records()));
+        assert_eq!(start["alert"]["action"], "allowed", "{src}: {start}");
+        let log = detector.stderr.lock().unwrap().join("\n");
+        assert!(
+            log.contains(&format!("not blocking {src}: {why}")),
+            "{src}: {log}"
+        );
+    }
+    let scanner = start_of(&alerts, SCANNER_IP).expect("the scanner's alert");
+    assert_eq!(scanner["alert"]["action"], "blocked", "{scanner}");
+    let during = nmap(&lab.scanner, &["-sS", "-T4", "-p", "22", VICTIM_IP]);
+    assert!(
+        during.contains("filtered"),
+        "the scanner is cut off: {during}"
+    );
+    let listed = block_command(&socket, &["list"]);
+    assert!(listed.starts_with(SCANNER_IP), "{listed}");
+    assert_eq!(listed.lines().count(), 1, "nobody else: {listed}");
+    // The victim still reaches its peer, whose address was forged above.
+    connect(&lab.victim, PEER, 8080);
+    assert!(detector.stop().success());
+}
+
+#[test]
+fn a_flood_of_forged_scanners_is_rationed_and_evicts_no_manual_block() {
+    let test = "a_flood_of_forged_scanners_is_rationed_and_evicts_no_manual_block";
+    let Some((_lock, lab)) = host_lab(test) else {
+        return;
+    };
+    const MANUAL: &str = "198.18.7.99";
+    // The victim answers the forged sources (198.18.64.0 and up) through a router on the
+    // scanner's side, so its RSTs leave (and are seen) at once.
+    lab.scanner.addr("scan0", "198.18.7.254/24").unwrap();
+    lab.victim
+        .ip(&["route", "add", "198.18.0.0/15", "via", "198.18.7.254"])
+        .unwrap();
+    let socket = std::env::temp_dir().join(format!("pd-flood-{}.sock", std::process::id()));
+    let socket = socket.to_str().unwrap().to_owned();
+    let mut detector = Detector::start(
+        &lab.victim,
+        &[
+            "--iface",
+            VICTIM_IF,
+            "--block",
+            "--control-socket",
+            &socket,
+            "--metrics-addr",
+            "9469",
+        ],
+    );
+    assert_eq!(
+        block_command(&socket, &["add", MANUAL]),
+        format!("blocked {MANUAL} for 3600 s\n")
+    );
+    let mac = |ns: &Netns, dev: &str| -> [u8; 6] {
+        let text = ns.mac(dev).unwrap();
+        let bytes: Vec<u8> = text
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        bytes.try_into().unwrap()
+    };
+    let macs = (mac(&lab.scanner, "scan0"), mac(&lab.victim, VICTIM_IF));
+    // 100 000 forged sources, each failing on four closed ports: 400 000 frames.
+    let base = u32::from(std::net::Ipv4Addr::new(198, 18, 64, 0));
+    let mut frames = Vec::with_capacity(400_000);
+    for i in 0..100_000u32 {
+        let src = (base + i).to_be_bytes();
+        for port in 1001..=1004 {
+            frames.push(probe_netlab::inject::tcp_syn(
+                macs,
+                src,
+                [198, 18, 7, 2],
+                40_000,
+                port,
+            ));
+        }
+    }
+    let started = Instant::now();
+    let sent = probe_netlab::inject::inject(&lab.scanner, "scan0", frames).unwrap();
+    let flood_s = started.elapsed().as_secs_f64();
+    eprintln!("sent {sent} forged frames in {flood_s:.1} s");
+    assert!(sent >= 390_000, "{sent} sent");
+    // Let the detector catch up, then look.
+    thread::sleep(Duration::from_secs(5));
+    let elapsed = started.elapsed().as_secs_f64();
+    let listed = block_command(&socket, &["list"]);
+    let manual: Vec<&str> = listed.lines().filter(|l| l.ends_with("by hand")).collect();
+    assert_eq!(manual.len(), 1, "{listed}");
+    assert!(manual[0].starts_with(MANUAL), "{listed}");
+    let automatic = listed.lines().filter(|l| l.ends_with("automatic")).count();
+    // The budget: bursts of 50, then 5 a second.
+    assert!(
+        automatic as f64 <= 50.0 + 5.0 * elapsed + 1.0,
+        "{automatic} automatic blocks in {elapsed:.1} s"
+    );
+    let metrics = run_ok(&mut lab.victim.exec(
+        "curl",
+        &["-sS", "--max-time", "5", "http://127.0.0.1:9469/metrics"],
+    ));
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {metrics}"))
+    };
+    let refused = value("probe_detector_blocks_refused_total{reason=\"rate\"}")
+        + value("probe_detector_blocks_refused_total{reason=\"prefix_cap\"}");
+    assert!(refused > 100.0, "{refused} refused: {metrics}");
+    assert_eq!(value("probe_detector_blocks_evicted_total"), 0.0);
+    // The manual block still drops its source's frames.
+    let dropped = value("probe_detector_kernel_blocked_total");
+    let from_manual = (0..5)
+        .map(|i| {
+            probe_netlab::inject::tcp_syn(macs, [198, 18, 7, 99], [198, 18, 7, 2], 40_100 + i, 22)
+        })
+        .collect();
+    probe_netlab::inject::inject(&lab.scanner, "scan0", from_manual).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let metrics = run_ok(&mut lab.victim.exec(
+        "curl",
+        &["-sS", "--max-time", "5", "http://127.0.0.1:9469/metrics"],
+    ));
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let now_dropped: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("probe_detector_kernel_blocked_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert!(
+        now_dropped >= dropped + 5.0,
+        "{dropped} then {now_dropped} frames dropped"
+    );
+    assert!(detector.stop().success());
+}
+
+#[test]
+fn an_address_added_while_running_is_watched() {
+    let Some((_lock, lab)) = host_lab("an_address_added_while_running_is_watched") else {
+        return;
+    };
+    const ADDED: &str = "198.18.7.3";
+    let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
+    lab.victim.addr(VICTIM_IF, &format!("{ADDED}/24")).unwrap();
+    detector.wait_for_log(
+        &format!("home nets: {VICTIM_IP}/32, {ADDED}/32"),
+        Duration::from_secs(5),
+    );
+    nmap(&lab.scanner, &["-sS", "-T4", "-p", "1-30", ADDED]);
+    let alerts = detector.wait_for_alert(Duration::from_secs(10), |a| a["dest_ip"] == ADDED);
+    assert!(alerts.iter().any(|a| a["dest_ip"] == ADDED));
+    assert!(detector.stop().success());
+    let log = detector.stderr.lock().unwrap().join("\n");
+    assert!(
+        log.contains(&format!("network changed: home nets: +{ADDED}/32")),
+        "{log}"
+    );
+}

@@ -20,8 +20,11 @@ pub fn run(socket: &Path, request: &Request) -> anyhow::Result<()> {
         for b in &response.blocked {
             writeln!(
                 out,
-                "{:<39} {:>7} s left {:>12} frames dropped",
-                b.addr, b.expires_in_s, b.packets
+                "{:<39} {:>7} s left {:>12} frames dropped  {}",
+                b.addr,
+                b.expires_in_s,
+                b.packets,
+                if b.manual { "by hand" } else { "automatic" }
             )?;
         }
     }

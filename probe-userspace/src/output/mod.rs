@@ -122,6 +122,8 @@ pub struct Pipeline<W: Write> {
     blocking: Blocking,
     /// The link-layer address each recent source came from (with `--block`).
     macs: Macs,
+    /// The "not blocking" lines, at most a few a minute: a forged flood makes thousands.
+    spared_log: LogLimit,
     iface_names: HashMap<u32, String>,
     stats: PipelineStats,
     out: W,
@@ -148,6 +150,7 @@ impl<W: Write> Pipeline<W> {
             config,
             blocking,
             macs: Macs::default(),
+            spared_log: LogLimit::default(),
             iface_names: HashMap::new(),
             stats: PipelineStats::default(),
             out,
@@ -405,7 +408,9 @@ impl<W: Write> Pipeline<W> {
                     );
                     blocked = true;
                 }
-                Some(why) => log::info!("not blocking {addr}: {why}"),
+                Some(why) => self
+                    .spared_log
+                    .log(now, &format!("not blocking {addr}: {why}")),
             }
         }
         blocked
@@ -450,6 +455,41 @@ impl<W: Write> Pipeline<W> {
             .entry(ifindex)
             .or_insert_with(|| iface::name_of(ifindex).unwrap_or_else(|| ifindex.to_string()))
             .clone()
+    }
+}
+
+/// Lines logged at most [`LogLimit::PER_MINUTE`] a minute; the rest are counted and said in
+/// one line when the next minute begins.
+#[derive(Default)]
+struct LogLimit {
+    window: Duration,
+    logged: u32,
+    held: u64,
+}
+
+impl LogLimit {
+    const PER_MINUTE: u32 = 20;
+
+    fn log(&mut self, now: Duration, line: &str) {
+        if now.saturating_sub(self.window) >= Duration::from_secs(60) {
+            if self.held > 0 {
+                log::info!(
+                    "{} more sources not blocked in the last minute (not logged one by one; see probe_detector_blocks_refused_total)",
+                    self.held
+                );
+            }
+            *self = Self {
+                window: now,
+                ..Self::default()
+            };
+        }
+        if self.logged < Self::PER_MINUTE {
+            self.logged += 1;
+            log::info!("{line}");
+        } else {
+            self.held += 1;
+            log::debug!("{line}");
+        }
     }
 }
 
