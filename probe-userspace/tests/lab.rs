@@ -2460,3 +2460,102 @@ fn an_address_added_while_running_is_watched() {
         "{log}"
     );
 }
+
+#[test]
+fn a_stopped_reader_of_stdout_holds_up_nothing_and_is_told_what_it_missed() {
+    let test = "a_stopped_reader_of_stdout_holds_up_nothing_and_is_told_what_it_missed";
+    let Some((_lock, lab)) = host_lab(test) else {
+        return;
+    };
+    // `probe-detector --probes | jq` with jq stopped (Ctrl-Z): stdout is a pipe nobody reads.
+    let mut child = lab
+        .victim
+        .exec(
+            env!("CARGO_BIN_EXE_probe-detector"),
+            &[
+                "--iface",
+                VICTIM_IF,
+                "--probes",
+                "--stdout-queue-mib",
+                "1",
+                "--metrics-addr",
+                "9470",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let started = Instant::now();
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("watching for port scans"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        thread::sleep(Duration::from_millis(50));
+    }
+    // About 8 000 probe records (some 2 MB) against a pipe of 64 KiB and a queue of 1 MiB.
+    nmap(&lab.scanner, &["-sS", "-T4", "-p", "1-8000", VICTIM_IP]);
+    thread::sleep(Duration::from_secs(1));
+    let scrape = || {
+        let out = run_ok(&mut lab.victim.exec(
+            "curl",
+            &["-sS", "--max-time", "5", "http://127.0.0.1:9470/metrics"],
+        ));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let value = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {metrics}"))
+    };
+    // Detection went on, and the scrape was answered, while nobody read stdout.
+    let metrics = scrape();
+    assert!(
+        value(
+            &metrics,
+            "probe_detector_alerts_total{kind=\"vertical\",phase=\"start\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    let dropped = value(&metrics, "probe_detector_stdout_dropped_total");
+    assert!(dropped > 0.0, "{metrics}");
+    // The reader comes back: what was queued arrives whole, then the record that says what
+    // was dropped.
+    let mut out = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        text
+    });
+    thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill with our child's pid and a valid signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let text = reader.join().unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let report = records
+        .iter()
+        .find(|r| r["event_type"] == "engine")
+        .unwrap_or_else(|| panic!("no engine record among {} records", records.len()));
+    let message = report["engine"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{dropped} records dropped")),
+        "{message} ({dropped} counted)"
+    );
+    assert!(records.iter().any(|r| r["event_type"] == "alert"));
+}

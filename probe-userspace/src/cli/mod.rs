@@ -289,6 +289,19 @@ pub struct Cli {
     )]
     pub attack_list_keep: usize,
 
+    /// When stdout is a pipe, records its reader has not taken wait in a queue of this many
+    /// MiB; beyond it they are dropped, counted, and said in one engine record once the
+    /// reader catches up. Detection never waits for the reader.
+    #[arg(
+        help_heading = "Output",
+        global = true,
+        long,
+        default_value_t = 16,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub stdout_queue_mib: u16,
+
     /// Drop the packets of confirmed scanners in XDP for --block-ttl seconds. Never blocked
     /// (kept current while running): allow-listed sources, our addresses, the home nets,
     /// gateways, DNS resolvers, on-link neighbours known before the scan, peers that

@@ -73,6 +73,8 @@ pub struct Settings {
     pub outputs: Vec<OutputSpec>,
     /// `--syslog-facility`, `--syslog-tag`.
     pub syslog: SyslogOptions,
+    /// `--stdout-queue-mib`.
+    pub stdout_queue_mib: usize,
     /// `--probes`, `--alert-rate-limit`.
     pub probes: bool,
     pub alert_rate_limit: u32,
@@ -228,6 +230,7 @@ impl Settings {
                 facility: cli.syslog_facility,
                 tag: cli.syslog_tag.clone(),
             },
+            stdout_queue_mib: usize::from(cli.stdout_queue_mib),
             probes: cli.probes,
             alert_rate_limit: cli.alert_rate_limit,
             attack_list: cli.attack_list.as_ref().map(|path| AttackListSettings {
@@ -278,7 +281,12 @@ impl Settings {
     /// Opens every `--output`: a file that cannot be written or a syslog socket nobody
     /// listens on fails here, before anything is loaded.
     pub fn open_outputs(&self) -> Result<Sinks, SinkError> {
-        Sinks::open(&self.outputs, self.syslog.clone(), &self.sensor_name)
+        Sinks::open(
+            &self.outputs,
+            self.syslog.clone(),
+            &self.sensor_name,
+            self.stdout_queue_mib << 20,
+        )
     }
 
     /// Opens the attack list when `--attack-list` is given: an unwritable path fails here,

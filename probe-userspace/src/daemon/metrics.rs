@@ -105,6 +105,8 @@ pub struct Snapshot {
     pub top_sources: Vec<(String, u64)>,
     /// Attack-list rows that could not be written.
     pub attack_list_lost: u64,
+    /// Records stdout dropped because its reader did not keep up.
+    pub stdout_dropped: u64,
 }
 
 /// Sources the `probe_detector_top_source_probes` family lists at most.
@@ -246,6 +248,12 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Attack-list rows that could not be written (disk full, file gone); the run goes on.",
         &[(String::new(), snapshot.attack_list_lost.to_string())],
     );
+    family(
+        "probe_detector_stdout_dropped_total",
+        "counter",
+        "Records dropped because stdout's reader did not keep up (--stdout-queue-mib).",
+        &[(String::new(), snapshot.stdout_dropped.to_string())],
+    );
     let top: Vec<(String, String)> = snapshot
         .top_sources
         .iter()
@@ -325,6 +333,7 @@ mod tests {
             }),
             top_sources: vec![("198.18.7.1".into(), 97), ("198.18.5.0/24".into(), 12)],
             attack_list_lost: 0,
+            stdout_dropped: 0,
         }
     }
 

@@ -287,7 +287,9 @@ impl Daemon<'_> {
         self.flush()?;
         self.save_blocks();
         if self.reader_gone {
-            for record in self.pipeline.take_unwritten().lines() {
+            let queued = self.pipeline.out_mut().take_unwritten();
+            let queued = String::from_utf8_lossy(&queued).into_owned();
+            for record in queued.lines().chain(self.pipeline.take_unwritten().lines()) {
                 log::info!("not written (no reader left): {record}");
             }
         }
@@ -419,6 +421,7 @@ impl Daemon<'_> {
             blocks,
             top_sources: engine.top_sources(metrics::TOP_SOURCES),
             attack_list_lost: stats.attack_list_lost,
+            stdout_dropped: self.pipeline.out().stdout_dropped(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod rate_limit;
 pub mod record;
 pub mod services;
 pub mod sink;
+pub mod stdout;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -310,9 +311,7 @@ impl<W: Write> Pipeline<W> {
                 self.stats.attack_list_failures = 0;
             }
         }
-        if self.lines.is_empty() {
-            return Ok(());
-        }
+        // Flushed even with nothing new: what waits for a slow reader goes on.
         let result = self
             .out
             .write_all(self.lines.as_bytes())

@@ -15,7 +15,7 @@ use std::{
     time::SystemTime,
 };
 
-use crate::clock;
+use crate::{clock, output::stdout::Stdout};
 
 /// The syslog socket of local daemons.
 const DEV_LOG: &str = "/dev/log";
@@ -211,7 +211,7 @@ impl SyslogSocket {
 
 /// One open output.
 enum Sink {
-    Stdout(io::Stdout),
+    Stdout(Stdout),
     File {
         path: PathBuf,
         file: File,
@@ -230,6 +230,8 @@ pub struct Sinks {
     pid: u32,
     /// A record not yet ended by its newline.
     partial: Vec<u8>,
+    /// What stdout, the only output, could not write when its reader went away.
+    unwritten: Vec<u8>,
 }
 
 impl Sinks {
@@ -239,6 +241,7 @@ impl Sinks {
         specs: &[OutputSpec],
         syslog: SyslogOptions,
         host: &str,
+        stdout_queue: usize,
     ) -> Result<Self, SinkError> {
         let mut sinks = Vec::new();
         for spec in specs {
@@ -248,7 +251,7 @@ impl Sinks {
                 source,
             };
             let sink = match spec {
-                OutputSpec::Stdout => Sink::Stdout(io::stdout()),
+                OutputSpec::Stdout => Sink::Stdout(Stdout::open(stdout_queue, host)),
                 OutputSpec::File(path) => Sink::File {
                     path: path.clone(),
                     file: open_file(path).map_err(error)?,
@@ -266,7 +269,24 @@ impl Sinks {
             host: host.to_owned(),
             pid: std::process::id(),
             partial: Vec::new(),
+            unwritten: Vec::new(),
         })
+    }
+
+    /// Records stdout dropped because its reader did not keep up.
+    pub fn stdout_dropped(&self) -> u64 {
+        self.sinks
+            .iter()
+            .map(|(_, sink)| match sink {
+                Sink::Stdout(out) => out.dropped(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// What could not be written when stdout, the only output, lost its reader.
+    pub fn take_unwritten(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.unwritten)
     }
 
     /// True when stdout is the only output (its reader going away ends the run).
@@ -301,8 +321,13 @@ impl Sinks {
         for (name, sink) in &mut self.sinks {
             let named = |err: io::Error| io::Error::new(err.kind(), format!("{name}: {err}"));
             match sink {
-                Sink::Stdout(out) => match out.lock().write_all(records) {
-                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => reader_gone = true,
+                Sink::Stdout(out) => match out.write_records(records) {
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                        // Kept for the log, when stdout was the only output.
+                        self.unwritten.extend(out.take_unwritten());
+                        self.unwritten.extend_from_slice(records);
+                        reader_gone = true;
+                    }
                     other => other.map_err(named)?,
                 },
                 Sink::File { file, .. } => file.write_all(records).map_err(named)?,
@@ -334,6 +359,9 @@ impl Sinks {
         if reader_gone {
             self.sinks
                 .retain(|(_, sink)| !matches!(sink, Sink::Stdout(_)));
+            if !self.sinks.is_empty() {
+                self.unwritten.clear();
+            }
             if self.sinks.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
@@ -361,8 +389,9 @@ impl Write for Sinks {
     fn flush(&mut self) -> io::Result<()> {
         for (_, sink) in &mut self.sinks {
             match sink {
-                // A reader gone is found, and handled, by the next write.
-                Sink::Stdout(out) => match out.flush() {
+                // What waits for a slow reader; a reader gone is found, and handled, by
+                // the next write.
+                Sink::Stdout(out) => match out.drain() {
                     Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
                     other => other?,
                 },
@@ -460,7 +489,8 @@ mod tests {
             facility: 21,
             tag: "probe-detector".into(),
         };
-        let mut sinks = Sinks::open(&[OutputSpec::File(path.clone())], options, "h").unwrap();
+        let mut sinks =
+            Sinks::open(&[OutputSpec::File(path.clone())], options, "h", 1 << 20).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         // Records arrive in pieces; only whole lines are written.
@@ -487,7 +517,7 @@ mod tests {
             tag: "t".into(),
         };
         let spec = OutputSpec::Syslog(SyslogTarget::Unix("/nonexistent/pd.sock".into()));
-        let err = Sinks::open(&[spec], options, "h").err().unwrap();
+        let err = Sinks::open(&[spec], options, "h", 1 << 20).err().unwrap();
         assert!(
             err.to_string()
                 .starts_with("output syslog:/nonexistent/pd.sock: "),
