@@ -1,8 +1,10 @@
-//! The attack list on a disk that fills up: rows that cannot be written are counted and
-//! the run goes on; once there is room again, rows are written again. Mounts a 64 KiB
+//! The attack list and the file output on a disk that fills up: rows and records that cannot
+//! be written are counted and the run goes on; once there is room again, they are written
+//! again. Mounts a 64 KiB
 //! tmpfs on a directory of its own (root), unmounted at the end.
 
 use std::{
+    io::Write as _,
     net::{IpAddr, Ipv4Addr},
     process::Command,
     time::Duration,
@@ -12,7 +14,11 @@ use probe_netlab::require_root;
 use probe_userspace::{
     detect::{Engine, EngineConfig},
     event::{Outcome, Probe, ProbeType},
-    output::{Blocking, Clock, Pipeline, PipelineConfig, attack_list::AttackList},
+    output::{
+        Blocking, Clock, Pipeline, PipelineConfig,
+        attack_list::AttackList,
+        sink::{OutputSpec, Sinks, SyslogOptions},
+    },
 };
 
 fn refused(src: u8, port: u16, at: Duration) -> Probe {
@@ -103,5 +109,59 @@ fn a_full_disk_loses_rows_counted_never_the_run() {
         "whole lines only"
     );
     assert_eq!(pipeline.stats().attack_list_failures, 0, "written again");
+    // Closed before the unmount, or the tmpfs stays mounted ("target is busy").
+    drop(pipeline);
+    drop(tmpfs);
+}
+
+#[test]
+fn a_full_disk_under_the_file_output_loses_records_counted_never_the_run() {
+    if !require_root("a_full_disk_under_the_file_output_loses_records_counted_never_the_run") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pd-full-eve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount a tmpfs");
+    let tmpfs = Tmpfs(dir.clone());
+    let path = dir.join("eve.json");
+    let output = OutputSpec::File(path.clone());
+    let mut sinks = Sinks::open(
+        std::slice::from_ref(&output),
+        SyslogOptions {
+            facility: 21,
+            tag: "probe-detector".into(),
+        },
+        "sensor",
+        1 << 20,
+    )
+    .unwrap();
+    let record = |n: usize| format!("{{\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(100));
+    std::fs::write(dir.join("filler"), vec![0u8; 60 * 1024]).ok();
+    for n in 0..200 {
+        sinks
+            .write_all(record(n).as_bytes())
+            .expect("a full disk is not fatal");
+    }
+    let lost = sinks.lost().get(&output.to_string()).copied().unwrap_or(0);
+    assert!(lost > 0, "counted: {:?}", sinks.lost());
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    sinks.write_all(record(1000).as_bytes()).unwrap();
+    sinks.flush().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.ends_with(&record(1000)),
+        "written again once there is room"
+    );
+    assert_eq!(
+        sinks.lost().get(&output.to_string()).copied(),
+        Some(lost),
+        "nothing more lost"
+    );
+    drop(sinks);
     drop(tmpfs);
 }

@@ -107,6 +107,8 @@ pub struct Snapshot {
     pub attack_list_lost: u64,
     /// Records stdout dropped because its reader did not keep up.
     pub stdout_dropped: u64,
+    /// Records lost to write errors, by output (only outputs that lost some).
+    pub output_lost: Vec<(String, u64)>,
 }
 
 /// Sources the `probe_detector_top_source_probes` family lists at most.
@@ -254,6 +256,22 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Records dropped because stdout's reader did not keep up (--stdout-queue-mib).",
         &[(String::new(), snapshot.stdout_dropped.to_string())],
     );
+    let lost: Vec<(String, String)> = snapshot
+        .output_lost
+        .iter()
+        .map(|(output, n)| {
+            (
+                format!("{{output=\"{}\"}}", label_value(output)),
+                n.to_string(),
+            )
+        })
+        .collect();
+    family(
+        "probe_detector_output_lost_total",
+        "counter",
+        "Records an output lost to write errors (disk full, syslog daemon gone); the run goes on.",
+        &lost,
+    );
     let top: Vec<(String, String)> = snapshot
         .top_sources
         .iter()
@@ -306,6 +324,13 @@ pub fn respond(request_line: &str, body: &str) -> String {
     )
 }
 
+/// A label value in the exposition format: backslash, double quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +359,7 @@ mod tests {
             top_sources: vec![("198.18.7.1".into(), 97), ("198.18.5.0/24".into(), 12)],
             attack_list_lost: 0,
             stdout_dropped: 0,
+            output_lost: vec![("file:/var/log/a \"b\".json".into(), 3)],
         }
     }
 
@@ -367,6 +393,9 @@ mod tests {
         assert!(text.contains("probe_detector_blocks_active{kind=\"automatic\"} 2\n"));
         assert!(text.contains("probe_detector_blocks_active{kind=\"manual\"} 1\n"));
         assert!(text.contains("probe_detector_blocks_evicted_total 4\n"));
+        assert!(text.contains(
+            "probe_detector_output_lost_total{output=\"file:/var/log/a \\\"b\\\".json\"} 3\n"
+        ));
         assert!(text.contains("probe_detector_blocks_refused_total{reason=\"prefix_cap\"} 7\n"));
         assert!(
             text.contains("probe_detector_top_source_probes{rank=\"1\",src=\"198.18.7.1\"} 97\n")

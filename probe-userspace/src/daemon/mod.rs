@@ -422,6 +422,13 @@ impl Daemon<'_> {
             top_sources: engine.top_sources(metrics::TOP_SOURCES),
             attack_list_lost: stats.attack_list_lost,
             stdout_dropped: self.pipeline.out().stdout_dropped(),
+            output_lost: self
+                .pipeline
+                .out()
+                .lost()
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
         }
     }
 }

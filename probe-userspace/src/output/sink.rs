@@ -232,6 +232,10 @@ pub struct Sinks {
     partial: Vec<u8>,
     /// What stdout, the only output, could not write when its reader went away.
     unwritten: Vec<u8>,
+    /// Records each output lost to write errors (disk full, syslog daemon gone), by output
+    /// name; and the outputs failing now (said once per streak).
+    lost: std::collections::BTreeMap<String, u64>,
+    failing: std::collections::BTreeSet<String>,
 }
 
 impl Sinks {
@@ -270,7 +274,14 @@ impl Sinks {
             pid: std::process::id(),
             partial: Vec::new(),
             unwritten: Vec::new(),
+            lost: std::collections::BTreeMap::new(),
+            failing: std::collections::BTreeSet::new(),
         })
+    }
+
+    /// Records lost to write errors, by output (only outputs that lost some).
+    pub fn lost(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.lost
     }
 
     /// Records stdout dropped because its reader did not keep up.
@@ -315,43 +326,66 @@ impl Sinks {
     /// Writes whole records (each ending in a newline) to every output. When stdout's
     /// reader goes away (`| head`), stdout is dropped from the outputs; when it was the only
     /// one, the error says so ([`io::ErrorKind::BrokenPipe`]): the run is over.
+    ///
+    /// A file or syslog output that fails (disk full, the daemon gone) never stops the run:
+    /// the records it could not take are counted as lost ([`Sinks::lost`]), the failure is
+    /// logged once, and the output is reopened and tried again with the next records.
     fn write_records(&mut self, records: &[u8]) -> io::Result<()> {
         let now = SystemTime::now();
         let mut reader_gone = false;
+        let count = records.iter().filter(|&&b| b == b'\n').count() as u64;
         for (name, sink) in &mut self.sinks {
             let named = |err: io::Error| io::Error::new(err.kind(), format!("{name}: {err}"));
-            match sink {
+            let written = match sink {
                 Sink::Stdout(out) => match out.write_records(records) {
                     Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
                         // Kept for the log, when stdout was the only output.
                         self.unwritten.extend(out.take_unwritten());
                         self.unwritten.extend_from_slice(records);
                         reader_gone = true;
+                        Ok(())
                     }
-                    other => other.map_err(named)?,
+                    other => other.map_err(named),
                 },
-                Sink::File { file, .. } => file.write_all(records).map_err(named)?,
+                Sink::File { file, path } => file.write_all(records).map_err(|err| {
+                    // Written on in a new file if this one was removed or can be again.
+                    if let Ok(new) = open_file(path) {
+                        *file = new;
+                    }
+                    named(err)
+                }),
                 Sink::Syslog { target, socket } => {
-                    for record in records.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
-                        let msg = String::from_utf8_lossy(record);
-                        let message = match target {
-                            SyslogTarget::DevLog => {
-                                rfc3164(self.syslog.facility, &self.syslog.tag, self.pid, now, &msg)
-                            }
-                            _ => rfc5424(
-                                self.syslog.facility,
-                                &self.host,
-                                &self.syslog.tag,
-                                self.pid,
-                                now,
-                                &msg,
-                            ),
-                        };
-                        if socket.send(message.as_bytes()).is_err() {
-                            // The daemon restarted: connect again once, then give up.
-                            *socket = SyslogSocket::connect(target).map_err(named)?;
-                            socket.send(message.as_bytes()).map_err(named)?;
+                    let format = |msg: &str| match target {
+                        SyslogTarget::DevLog => {
+                            rfc3164(self.syslog.facility, &self.syslog.tag, self.pid, now, msg)
                         }
+                        _ => rfc5424(
+                            self.syslog.facility,
+                            &self.host,
+                            &self.syslog.tag,
+                            self.pid,
+                            now,
+                            msg,
+                        ),
+                    };
+                    send_syslog(target, socket, records, format).map_err(named)
+                }
+            };
+            match written {
+                Ok(()) => {
+                    if self.failing.remove(name.as_str()) {
+                        log::warn!(
+                            "output {name} written again ({} records lost so far)",
+                            self.lost.get(name.as_str()).copied().unwrap_or(0)
+                        );
+                    }
+                }
+                Err(err) => {
+                    *self.lost.entry(name.clone()).or_default() += count;
+                    if self.failing.insert(name.clone()) {
+                        log::error!(
+                            "output {err}: {count} records lost; trying again with the next records"
+                        );
                     }
                 }
             }
@@ -401,6 +435,24 @@ impl Write for Sinks {
         }
         Ok(())
     }
+}
+
+/// Sends each record as one syslog message (`format` makes it); a failed send connects
+/// again once (the daemon restarted) and then gives up.
+fn send_syslog(
+    target: &SyslogTarget,
+    socket: &mut SyslogSocket,
+    records: &[u8],
+    format: impl Fn(&str) -> String,
+) -> io::Result<()> {
+    for record in records.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
+        let message = format(&String::from_utf8_lossy(record));
+        if socket.send(message.as_bytes()).is_err() {
+            *socket = SyslogSocket::connect(target)?;
+            socket.send(message.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens a record file for appending, created with mode 0640.
