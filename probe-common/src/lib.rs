@@ -355,8 +355,9 @@ pub struct ProbeEvent {
     pub icmp_type: u8,
     /// ICMP code of the answer when it was an ICMP error, else 0.
     pub icmp_code: u8,
-    /// Explicit padding; always zero.
-    pub _pad: u8,
+    /// 4 or 6: the IP version of the probe (an IPv6 probe from an IPv4-mapped source is not
+    /// the IPv4 host's); 0 when unknown.
+    pub ip_version: u8,
     /// The link-layer address the attempt came from: the Ethernet source of the probe (the
     /// destination of our answer for ACK probes). A neighbour's own address, or the
     /// router's when the probe crossed one: what tells a neighbour's real probes from
@@ -384,8 +385,11 @@ pub struct OutcomeKey {
     pub probe: u8,
     /// [`Outcome`].
     pub outcome: u8,
+    /// 4 or 6: an IPv6 probe from an IPv4-mapped source is not the IPv4 host's (its
+    /// outcomes must not make the host's own count as repeats).
+    pub ip_version: u8,
     /// Explicit padding; always zero (it is part of the hashed key).
-    pub _pad: [u8; 11],
+    pub _pad: [u8; 10],
 }
 
 const _: () = assert!(size_of::<OutcomeKey>() == 48);
@@ -422,8 +426,10 @@ pub struct Pending {
     pub ttl: u8,
     /// Ethernet source of the attempt.
     pub mac: [u8; 6],
+    /// 4 or 6: the attempt's IP version.
+    pub ip_version: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 
 const _: () = assert!(size_of::<Pending>() == 64);

@@ -81,7 +81,7 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
             // known from our answer alone.
             count(Counter::AckProbes);
             // Our answer goes to the link-layer address the probe came from.
-            report_ack_probe(&answer, ifindex, ether_addr(start, end, true));
+            report_ack_probe(&answer, ifindex, ether_addr(start, end, true), ends.version);
         }
     }
 }

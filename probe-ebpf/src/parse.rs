@@ -367,6 +367,9 @@ pub struct Endpoints {
     pub src: Addr,
     pub dst: Addr,
     pub ttl: u8,
+    /// 4 or 6: the IP version of the packet (an IPv6 packet may carry an IPv4-mapped
+    /// source, which no real host sends: it must not pass for the IPv4 host).
+    pub version: u8,
 }
 
 /// Reads the addresses and TTL of the located IP header.
@@ -378,6 +381,7 @@ pub fn endpoints(start: usize, end: usize, h: &Headers) -> Result<Endpoints, Mal
             src: Addr::from_bytes(field!(ip, Ipv6Hdr, src)),
             dst: Addr::from_bytes(field!(ip, Ipv6Hdr, dst)),
             ttl: field!(ip, Ipv6Hdr, hop_limit),
+            version: 6,
         })
     } else {
         let ip = Checked::<Ipv4Hdr>::at(start, end, h.l3)?;
@@ -385,6 +389,7 @@ pub fn endpoints(start: usize, end: usize, h: &Headers) -> Result<Endpoints, Mal
             src: Addr::v4(field!(ip, Ipv4Hdr, src)),
             dst: Addr::v4(field!(ip, Ipv4Hdr, dst)),
             ttl: field!(ip, Ipv4Hdr, ttl),
+            version: 4,
         })
     }
 }

@@ -99,7 +99,8 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
             tcp_flags,
             ttl: ends.ttl,
             mac,
-            _pad: [0; 2],
+            ip_version: ends.version,
+            _pad: 0,
         };
     }
 }
@@ -160,7 +161,7 @@ pub(crate) fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool
 
 /// Reports an ACK-bearing probe known only from our bare RST answering it.
 #[inline(never)]
-pub(crate) fn report_ack_probe(answer: &Flow, ifindex: u32, mac: [u8; 6]) {
+pub(crate) fn report_ack_probe(answer: &Flow, ifindex: u32, mac: [u8; 6], ip_version: u8) {
     // Built in a per-CPU scratch slot, not on the stack: this is the deepest call chain
     // (egress, TCP, ACK probe, report, allow-list), which must stay within 512 bytes.
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -169,7 +170,7 @@ pub(crate) fn report_ack_probe(answer: &Flow, ifindex: u32, mac: [u8; 6]) {
     // SAFETY: a per-CPU slot from a successful lookup; only this program on this CPU uses
     // it, and it is not preempted by itself.
     unsafe {
-        *scratch = answer.as_pending(ProbeType::TcpAck, TCP_ACK, ifindex, mac);
+        *scratch = answer.as_pending(ProbeType::TcpAck, TCP_ACK, ifindex, mac, ip_version);
         report(&*scratch, Outcome::Refused, 0, 0);
     }
 }
@@ -228,6 +229,7 @@ impl Flow {
         tcp_flags: u8,
         ifindex: u32,
         mac: [u8; 6],
+        ip_version: u8,
     ) -> Pending {
         Pending {
             seen_epoch: 0,
@@ -242,7 +244,8 @@ impl Flow {
             tcp_flags,
             ttl: 0,
             mac,
-            _pad: [0; 2],
+            ip_version,
+            _pad: 0,
         }
     }
 

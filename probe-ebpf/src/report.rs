@@ -56,7 +56,8 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         proto: if accepted { 0 } else { pending.proto },
         probe: if accepted { 0 } else { pending.probe },
         outcome: outcome as u8,
-        _pad: [0; 11],
+        ip_version: pending.ip_version,
+        _pad: [0; 10],
     };
     // Look up before inserting: a repeat costs a lookup and an atomic add, not an insert.
     if let Some(repeats) = OUTCOMES.get_ptr_mut(&key) {
@@ -93,7 +94,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         (&raw mut (*event).ttl).write(pending.ttl);
         (&raw mut (*event).icmp_type).write(icmp_type);
         (&raw mut (*event).icmp_code).write(icmp_code);
-        (&raw mut (*event)._pad).write(0);
+        (&raw mut (*event).ip_version).write(pending.ip_version);
         (&raw mut (*event).src_mac).write(pending.mac);
         (&raw mut (*event)._pad2).write([0; 2]);
     }

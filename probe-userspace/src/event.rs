@@ -72,7 +72,7 @@ impl Probe {
         let outcome = Outcome::from_u8(event.outcome).ok_or(DecodeError::Outcome(event.outcome))?;
         Ok(Self {
             timestamp: Duration::from_nanos(event.timestamp_ns),
-            src: ip_from_mapped(event.src_addr),
+            src: source(event.src_addr, event.ip_version),
             dst: ip_from_mapped(event.dst_addr),
             src_port: event.src_port,
             dst_port: event.dst_port,
@@ -146,6 +146,17 @@ pub fn ip_from_mapped(bytes: [u8; 16]) -> IpAddr {
     Ipv6Addr::from(bytes).to_canonical()
 }
 
+/// A probe's source: like [`ip_from_mapped`], except that an IPv6 probe's IPv4-mapped
+/// source stays IPv6 (`::ffff:a.b.c.d`, a martian no host sends from), so that a forger
+/// cannot make it pass for the IPv4 host a.b.c.d, and get that host blocked.
+fn source(bytes: [u8; 16], ip_version: u8) -> IpAddr {
+    if ip_version == 6 {
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    } else {
+        ip_from_mapped(bytes)
+    }
+}
+
 /// Name of an IP protocol number as EVE writes it (`TCP`, `UDP`, or the number).
 pub fn proto_name(proto: u8) -> String {
     match proto {
@@ -191,7 +202,7 @@ mod tests {
             ttl: 64,
             icmp_type: 0,
             icmp_code: 0,
-            _pad: 0,
+            ip_version: 4,
             src_mac: [2, 0, 0, 0, 0, 9],
             _pad2: [0; 2],
         }
@@ -242,6 +253,21 @@ mod tests {
         let mut bad = sample();
         bad.outcome = 0;
         assert_eq!(Probe::decode(&record(&bad)), Err(DecodeError::Outcome(0)));
+    }
+
+    #[test]
+    fn an_ipv6_probe_from_a_mapped_address_stays_ipv6() {
+        let mut event = sample();
+        event.ip_version = 6;
+        let probe = Probe::decode(&record(&event)).unwrap();
+        assert_eq!(probe.src, "::ffff:198.18.0.1".parse::<IpAddr>().unwrap());
+        assert!(crate::detect::is_martian(probe.src));
+        // The same address in an IPv4 probe is the IPv4 host.
+        event.ip_version = 4;
+        assert_eq!(
+            Probe::decode(&record(&event)).unwrap().src,
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))
+        );
     }
 
     #[test]

@@ -1948,6 +1948,13 @@ fn idle_metrics_connections_are_capped_and_a_scrape_still_answers() {
             .unwrap()
             .count()
     };
+    // Counted once the loop runs (its first scrape answered): by then it holds every
+    // descriptor of its own (the netlink socket is opened as the loop starts).
+    run_ok(&mut lab.victim.exec(
+        "curl",
+        &["-sS", "--max-time", "5", "http://127.0.0.1:9467/metrics"],
+    ));
+    thread::sleep(Duration::from_millis(200));
     let before = fds();
     // 40 connections that never send a request, held open from inside the namespace.
     let held = lab

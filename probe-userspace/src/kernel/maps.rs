@@ -105,7 +105,8 @@ pub fn outcome_count(ebpf: &Ebpf, probe: &crate::event::Probe) -> Option<u64> {
         proto: probe.proto,
         probe: probe.probe as u8,
         outcome: probe.outcome as u8,
-        _pad: [0; 11],
+        ip_version: if probe.src.is_ipv6() { 6 } else { 4 },
+        _pad: [0; 10],
     };
     table.get(&key, 0).ok()
 }

@@ -169,8 +169,8 @@ impl BlockPolicy {
         scan.sources
             .iter()
             .map(|&src| {
-                let why = self
-                    .spared(src, Asker::Scan { mac: mac_of(src) })
+                let why = mapped_source(src)
+                    .or_else(|| self.spared(src, Asker::Scan { mac: mac_of(src) }))
                     .or(spoofed.then_some(Spared::LikelySpoofed));
                 (src, why)
             })
@@ -211,6 +211,15 @@ fn applies(why: Spared, asker: Asker) -> bool {
             Spared::Neighbour { mac: theirs } => mac != Some(theirs),
             _ => true,
         },
+    }
+}
+
+/// An IPv6 scan's IPv4-mapped source (`::ffff:a.b.c.d`) is no host: blocking it would
+/// block the IPv4 host a.b.c.d, whom anyone can name this way.
+fn mapped_source(src: IpAddr) -> Option<Spared> {
+    match src {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some(Spared::NotAHost),
+        _ => None,
     }
 }
 
@@ -544,6 +553,10 @@ impl Blocker {
         let spoofed = scan.spoof.suspected() && !self.policy.block_spoofed;
         let mut verdicts = Vec::with_capacity(scan.sources.len());
         for &src in &scan.sources {
+            if let Some(why) = mapped_source(src) {
+                verdicts.push((src, Some(why)));
+                continue;
+            }
             let src = canonical(src);
             let mut why = self
                 .protection(src, Asker::Scan { mac: mac_of(src) }, now)
@@ -878,6 +891,14 @@ mod tests {
         std::fs::write(&path, "not json").unwrap();
         assert!(load_state(&path).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_ipv6_scans_mapped_source_is_no_host_even_with_block_spoofed() {
+        let mapped: IpAddr = "::ffff:198.18.8.1".parse().unwrap();
+        assert_eq!(mapped_source(mapped), Some(Spared::NotAHost));
+        assert_eq!(mapped_source("198.18.8.1".parse().unwrap()), None);
+        assert_eq!(mapped_source("2001:db8::1".parse().unwrap()), None);
     }
 
     #[test]

@@ -152,7 +152,8 @@ impl Harness {
             proto: IPPROTO_TCP,
             probe: probe as u8,
             outcome: outcome as u8,
-            _pad: [0; 11],
+            ip_version: if src.is_ipv6() { 6 } else { 4 },
+            _pad: [0; 10],
         };
         map.get(&key, 0).ok()
     }

@@ -20,6 +20,27 @@ fn ipv6_syn_refused_is_one_event() {
 }
 
 #[test]
+fn an_ipv6_probe_from_an_ipv4_mapped_source_does_not_pass_for_the_ipv4_host() {
+    if !require_root("an_ipv6_probe_from_an_ipv4_mapped_source_does_not_pass_for_the_ipv4_host") {
+        return;
+    }
+    let mut h = Harness::new();
+    let mapped = v6("::ffff:198.18.0.1");
+    // To the victim's IPv4 address, mapped too: the same 16 bytes as the IPv4 probe below.
+    let probe = Frame::tcp(mapped, 51_000, v6("::ffff:198.18.0.2"), 23, SYN, 10);
+    h.inbound_frame(&probe);
+    h.outbound_frame(&probe.refusal());
+    let e = h.one_event();
+    assert_eq!(e.src, mapped, "not {}", scanner());
+    assert!(probe_userspace::detect::is_martian(e.src));
+    // The IPv4 host's own probe of the same port is the IPv4 host's, not a repeat.
+    let own = Frame::tcp(scanner(), 51_000, victim(), 23, SYN, 10);
+    h.inbound_frame(&own);
+    h.outbound_frame(&own.refusal());
+    assert_eq!(h.one_event().src, scanner());
+}
+
+#[test]
 fn encapsulations_are_parsed() {
     if !require_root("encapsulations_are_parsed") {
         return;
