@@ -362,13 +362,14 @@ impl<W: Write> Pipeline<W> {
     /// With `--block`, blocks (live) or judges (replay) the sources of a newly recognised
     /// scan; true when one was, or would have been, blocked.
     fn block(&mut self, scan: &ScanAlert, now: Duration) -> bool {
-        if scan.phase != Phase::Start {
-            // Decoys that show after the start: the blocks were likely aimed by forgery.
-            if let Blocking::Live(blocker) = &mut self.blocking {
-                for addr in blocker.on_spoofed(scan) {
-                    log::info!("lifted the block of {addr}: its scan is likely spoofed (decoys)");
-                }
+        // Decoys that show after a block (in this scan's update, or in a distributed scan
+        // its sources join later): the blocks were likely aimed by forgery.
+        if let Blocking::Live(blocker) = &mut self.blocking {
+            for addr in blocker.on_spoofed(scan) {
+                log::info!("lifted the block of {addr}: its scan is likely spoofed (decoys)");
             }
+        }
+        if scan.phase != Phase::Start {
             return false;
         }
         let macs = &self.macs;

@@ -582,7 +582,8 @@ impl Blocker {
         Ok(verdicts)
     }
 
-    /// A scan found likely spoofed after its start (its decoys showed later): lifts the
+    /// A scan found likely spoofed (its decoys showed after its start, or its sources, each
+    /// blocked for a scan of its own first, turn out to be one decoy scan): lifts the
     /// automatic blocks of its sources, unless `--block-spoofed`; returns them.
     pub fn on_spoofed(&mut self, scan: &ScanAlert) -> Vec<IpAddr> {
         if self.policy.block_spoofed || !scan.spoof.suspected() {
