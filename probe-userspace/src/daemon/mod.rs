@@ -286,12 +286,18 @@ impl Daemon<'_> {
         self.pipeline.finish(clock::monotonic_now());
         self.flush()?;
         self.save_blocks();
-        if self.reader_gone {
-            let queued = self.pipeline.out_mut().take_unwritten();
-            let queued = String::from_utf8_lossy(&queued).into_owned();
-            for record in queued.lines().chain(self.pipeline.take_unwritten().lines()) {
-                log::info!("not written (no reader left): {record}");
-            }
+        // A slow reader gets what is queued for it, whole; a stopped one does not hold the
+        // exit for long.
+        self.pipeline.out_mut().finish(Duration::from_secs(5));
+        let queued = self.pipeline.out_mut().take_unwritten();
+        let queued = String::from_utf8_lossy(&queued).into_owned();
+        let why = if self.reader_gone {
+            "no reader left"
+        } else {
+            "stdout's reader did not take it in time"
+        };
+        for record in queued.lines().chain(self.pipeline.take_unwritten().lines()) {
+            log::info!("not written ({why}): {record}");
         }
         let decode_errors = self.pipeline.stats().decode_errors;
         if decode_errors > 0 {

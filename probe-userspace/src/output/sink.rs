@@ -295,9 +295,24 @@ impl Sinks {
             .sum()
     }
 
-    /// What could not be written when stdout, the only output, lost its reader.
+    /// What could not be written: stdout, the only output, lost its reader, or did not
+    /// take its queue in time at exit.
     pub fn take_unwritten(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.unwritten)
+    }
+
+    /// At exit: gives stdout's reader up to `timeout` to take what is queued; what it does
+    /// not take, when stdout is the only output, is kept for the log.
+    pub fn finish(&mut self, timeout: std::time::Duration) {
+        let only = self.only_stdout();
+        for (_, sink) in &mut self.sinks {
+            if let Sink::Stdout(out) = sink
+                && !matches!(out.finish(timeout), Ok(true))
+                && only
+            {
+                self.unwritten.extend(out.take_unwritten());
+            }
+        }
     }
 
     /// True when stdout is the only output (its reader going away ends the run).

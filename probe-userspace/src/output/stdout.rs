@@ -76,6 +76,30 @@ impl Stdout {
         self.drain()
     }
 
+    /// At exit: waits up to `timeout` for the reader to take what is queued (a reader that
+    /// is merely slow gets every record whole); true when nothing is left.
+    pub fn finish(&mut self, timeout: std::time::Duration) -> io::Result<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.drain()?;
+            if self.queue.is_empty() && self.dropping == 0 {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Some(pipe) = self.pipe.as_ref().filter(|_| !left.is_zero()) else {
+                return Ok(false);
+            };
+            let mut poll = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(pipe),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+            // SAFETY: one valid pollfd, for the duration of the call.
+            unsafe { libc::poll(&raw mut poll, 1, ms) };
+        }
+    }
+
     /// Writes what waits, as far as the reader takes it; once the queue is empty after a
     /// drop, queues the record that says how many were dropped.
     pub fn drain(&mut self) -> io::Result<()> {
@@ -194,6 +218,37 @@ mod tests {
         }
         // The first records are the ones kept: nothing reordered.
         assert!(lines[0].starts_with("{\"n\":0,"));
+    }
+
+    #[test]
+    fn at_exit_a_slow_reader_gets_every_record_whole_and_a_stopped_one_holds_nothing_long() {
+        let (mut reader, writer) = pipe();
+        let mut out = Stdout::with_pipe(Some(writer), 4 << 20, "sensor");
+        for i in 0..2000 {
+            out.write_records(record(i).as_bytes()).unwrap();
+        }
+        assert!(!out.queue.is_empty(), "more than the pipe holds");
+        // Stopped: given up after the timeout, the rest kept.
+        let started = std::time::Instant::now();
+        assert!(!out.finish(std::time::Duration::from_millis(100)).unwrap());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Slow but reading: every record arrives whole.
+        let slow = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let mut buf = vec![0; 4096];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => return text,
+                    Ok(n) => text.extend_from_slice(&buf[..n]),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+        });
+        assert!(out.finish(std::time::Duration::from_secs(10)).unwrap());
+        drop(out);
+        let text = String::from_utf8(slow.join().unwrap()).unwrap();
+        assert_eq!(text.lines().count(), 2000);
+        assert!(text.ends_with(&record(1999)));
     }
 
     #[test]
