@@ -260,3 +260,58 @@ fn forged_sources_cannot_aim_blocks_at_whom_we_need_and_our_own_connections_lift
     assert_eq!(blocker.on_spoofed(&later), vec![v4([198, 18, 1, 82])]);
     assert_eq!(blocker.stats().automatic, 0);
 }
+
+#[test]
+fn a_full_automatic_table_evicts_the_soonest_to_end_counted_and_never_a_manual_block() {
+    if !require_root(
+        "a_full_automatic_table_evicts_the_soonest_to_end_counted_and_never_a_manual_block",
+    ) {
+        return;
+    }
+    const XDP_DROP: u32 = 1;
+    let mut h = Harness::with(&KernelConfig {
+        block: true,
+        ..KernelConfig::default()
+    });
+    let policy = BlockPolicy {
+        ttl: Duration::from_secs(3600),
+        block_spoofed: false,
+        never: Vec::new(),
+    };
+    // No budget to speak of: the table's own bound is what is tested.
+    let budget = BudgetConfig {
+        rate: 1e9,
+        burst: 1e9,
+        prefix_cap: usize::MAX,
+    };
+    let mut blocker = Blocker::new(&mut h.ebpf, policy, budget).unwrap();
+    let now = clock::monotonic_now();
+    blocker
+        .add(scanner(), Some(Duration::from_secs(60)), now)
+        .unwrap();
+    let capacity = probe_common::BLOCKED_ENTRIES - 1;
+    // The first source's scan ends soonest: blocked a second before the others.
+    let base = u32::from(std::net::Ipv4Addr::new(198, 19, 0, 0));
+    for i in 0..capacity + 10 {
+        let src = IpAddr::V4((base + i).into());
+        let at = if i == 0 {
+            now
+        } else {
+            now + Duration::from_secs(1)
+        };
+        let verdicts = blocker
+            .on_scan(&scan_from(&[src], at), at, |_| None)
+            .unwrap();
+        assert_eq!(verdicts[0].1, None, "{src}");
+    }
+    let stats = blocker.stats();
+    assert_eq!(stats.automatic, u64::from(capacity));
+    assert_eq!(stats.evicted, 10);
+    // The soonest to end went first.
+    let first = v4([198, 19, 0, 0]);
+    let list = blocker.list(now + Duration::from_secs(1));
+    assert!(list.iter().all(|b| b.addr != first));
+    // The manual block was never a candidate.
+    assert_eq!(list.iter().filter(|b| b.manual).count(), 1);
+    assert_eq!(h.xdp_verdict(&syn(40_000, 23, 1).bytes()), XDP_DROP);
+}
