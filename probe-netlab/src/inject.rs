@@ -17,6 +17,17 @@ pub fn tcp_syn(
     src_port: u16,
     dst_port: u16,
 ) -> Vec<u8> {
+    tcp_frame(macs, (src, src_port), (dst, dst_port), 0x02)
+}
+
+/// A TCP segment with `flags` and no payload as an Ethernet frame (source and destination
+/// link-layer addresses in `macs`), with valid IPv4 and TCP checksums.
+pub fn tcp_frame(
+    macs: ([u8; 6], [u8; 6]),
+    (src, src_port): ([u8; 4], u16),
+    (dst, dst_port): ([u8; 4], u16),
+    flags: u8,
+) -> Vec<u8> {
     let (src_mac, dst_mac) = macs;
     let mut f = vec![0u8; 14 + 20 + 20];
     f[0..6].copy_from_slice(&dst_mac);
@@ -38,7 +49,7 @@ pub fn tcp_syn(
     tcp[2..4].copy_from_slice(&dst_port.to_be_bytes());
     tcp[4..8].copy_from_slice(&u32::from(src_port).wrapping_mul(7919).to_be_bytes());
     tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
+    tcp[13] = flags;
     tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes());
     let mut pseudo = 0u32;
     for pair in src.chunks(2).chain(dst.chunks(2)) {

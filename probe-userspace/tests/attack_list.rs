@@ -39,8 +39,31 @@ fn refused(src: u8, port: u16, at: Duration) -> Probe {
     }
 }
 
-/// Unmounts and removes the directory when dropped.
+/// A 64 KiB tmpfs mounted on a directory of its own; unmounted and removed when dropped.
 struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs");
+        Self(dir)
+    }
+
+    /// Fills it, but for a few KiB; the filler is removed by [`Tmpfs::free`].
+    fn fill(&self) {
+        std::fs::write(self.0.join("filler"), vec![0u8; 60 * 1024]).ok();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
@@ -54,15 +77,8 @@ fn a_full_disk_loses_rows_counted_never_the_run() {
     if !require_root("a_full_disk_loses_rows_counted_never_the_run") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("pd-full-disk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount a tmpfs");
-    let tmpfs = Tmpfs(dir.clone());
+    let tmpfs = Tmpfs::mount("pd-full-disk");
+    let dir = tmpfs.0.clone();
     let list = AttackList::open(&dir.join("attack-list.csv"), 1 << 30, 1).unwrap();
     let config = PipelineConfig {
         probes: false,
@@ -85,8 +101,7 @@ fn a_full_disk_loses_rows_counted_never_the_run() {
         }
         pipeline.flush(|_| Some(1))
     };
-    // Fill the disk.
-    std::fs::write(dir.join("filler"), vec![0u8; 60 * 1024]).ok();
+    tmpfs.fill();
     assert!(
         scan(&mut pipeline, 1, 1, 1).is_ok(),
         "a full disk is not fatal"
@@ -97,7 +112,7 @@ fn a_full_disk_loses_rows_counted_never_the_run() {
         pipeline.stats()
     );
     // Room again: the next scanner's rows are written.
-    std::fs::remove_file(dir.join("filler")).unwrap();
+    tmpfs.free();
     assert!(scan(&mut pipeline, 2, 1, 2).is_ok());
     let text = std::fs::read_to_string(dir.join("attack-list.csv")).unwrap();
     assert!(
@@ -119,16 +134,8 @@ fn a_full_disk_under_the_file_output_loses_records_counted_never_the_run() {
     if !require_root("a_full_disk_under_the_file_output_loses_records_counted_never_the_run") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("pd-full-eve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount a tmpfs");
-    let tmpfs = Tmpfs(dir.clone());
-    let path = dir.join("eve.json");
+    let tmpfs = Tmpfs::mount("pd-full-eve");
+    let path = tmpfs.0.join("eve.json");
     let output = OutputSpec::File(path.clone());
     let mut sinks = Sinks::open(
         std::slice::from_ref(&output),
@@ -141,7 +148,7 @@ fn a_full_disk_under_the_file_output_loses_records_counted_never_the_run() {
     )
     .unwrap();
     let record = |n: usize| format!("{{\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(100));
-    std::fs::write(dir.join("filler"), vec![0u8; 60 * 1024]).ok();
+    tmpfs.fill();
     for n in 0..200 {
         sinks
             .write_all(record(n).as_bytes())
@@ -149,7 +156,7 @@ fn a_full_disk_under_the_file_output_loses_records_counted_never_the_run() {
     }
     let lost = sinks.lost().get(&output.to_string()).copied().unwrap_or(0);
     assert!(lost > 0, "counted: {:?}", sinks.lost());
-    std::fs::remove_file(dir.join("filler")).unwrap();
+    tmpfs.free();
     sinks.write_all(record(1000).as_bytes()).unwrap();
     sinks.flush().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();

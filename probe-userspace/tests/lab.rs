@@ -59,6 +59,22 @@ fn lab_ready(test: &str) -> bool {
     true
 }
 
+/// The lines of `pipe`, collected on a thread as they come (echoed to our stderr when
+/// `echo`).
+fn collect_lines(pipe: impl std::io::Read + Send + 'static, echo: bool) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[probe-detector] {line}");
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
 /// probe-detector running in a namespace, with its stdout and stderr collected.
 struct Detector {
     child: Option<Child>,
@@ -80,21 +96,8 @@ impl Detector {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start probe-detector");
-        let collect = |pipe: Box<dyn std::io::Read + Send>, echo: bool| {
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sink = Arc::clone(&lines);
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if echo {
-                        eprintln!("[probe-detector] {line}");
-                    }
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            lines
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()), false);
-        let stderr = collect(Box::new(child.stderr.take().unwrap()), true);
+        let stdout = collect_lines(child.stdout.take().unwrap(), false);
+        let stderr = collect_lines(child.stderr.take().unwrap(), true);
         let mut detector = Self {
             child: Some(child),
             stdout,
@@ -1862,14 +1865,7 @@ fn a_reader_that_goes_away_ends_the_run_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the pipeline");
-    let stderr = pipeline.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let log = collect_lines(pipeline.stderr.take().unwrap(), false);
     let said = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
     let started = Instant::now();
     while !said("watching for port scans") {
@@ -2033,22 +2029,7 @@ fn test_run_fd(prog_fd: std::os::fd::BorrowedFd<'_>, frame: &[u8]) -> i64 {
 /// takes it for our answer to an ACK probe of `port`, and reports one event per new
 /// (dst, port).
 fn bare_rst(src: [u8; 4], dst: [u8; 4], port: u16) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20];
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&dst);
-    let tcp = &mut f[34..54];
-    tcp[0..2].copy_from_slice(&port.to_be_bytes());
-    tcp[2..4].copy_from_slice(&40_000u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x04;
-    f
+    probe_netlab::inject::tcp_frame(([0; 6], [0; 6]), (src, port), (dst, 40_000), 0x04)
 }
 
 #[test]
@@ -2493,14 +2474,7 @@ fn a_stopped_reader_of_stdout_holds_up_nothing_and_is_told_what_it_missed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let log = collect_lines(child.stderr.take().unwrap(), false);
     let started = Instant::now();
     while !log
         .lock()
