@@ -2538,5 +2538,8 @@ fn a_stopped_reader_of_stdout_holds_up_nothing_and_is_told_what_it_missed() {
         message.contains(&format!("{dropped} records dropped")),
         "{message} ({dropped} counted)"
     );
+    if let Some(eve) = eve::Eve::load(test) {
+        eve.assert_valid(report);
+    }
     assert!(records.iter().any(|r| r["event_type"] == "alert"));
 }
