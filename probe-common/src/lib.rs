@@ -168,11 +168,14 @@ pub enum Counter {
     /// Automatic blocks lifted because the blocked host answered a connection this host
     /// started (it became a peer).
     BlocksLifted = 20,
+    /// Inbound IPv6 packets whose extension-header chain is longer than the programs walk
+    /// (not parsed further; dropped like any other frame from a blocked source).
+    LongChains = 21,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -194,6 +197,7 @@ impl Counter {
         Counter::Callbacks,
         Counter::Blocked,
         Counter::BlocksLifted,
+        Counter::LongChains,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -222,6 +226,7 @@ impl Counter {
             Counter::Callbacks => "callbacks",
             Counter::Blocked => "blocked",
             Counter::BlocksLifted => "blocks_lifted",
+            Counter::LongChains => "long_chains",
         }
     }
 
@@ -254,6 +259,9 @@ impl Counter {
             Counter::Blocked => "Inbound frames dropped because their source is blocked (--block).",
             Counter::BlocksLifted => {
                 "Automatic blocks lifted: the blocked host answered a connection we started."
+            }
+            Counter::LongChains => {
+                "Inbound IPv6 packets with an extension-header chain longer than the walk."
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Egress (TC): this host's answers (and, on a gateway, those of the hosts behind it) settle
 //! the pending attempts they answer; our own outbound attempts are remembered, so their
-//! answers are not probes and their hosts may call back.
+//! answers are not probes and their hosts may call back (only those we started: never a
+//! host we merely answered).
 
 use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, programs::TcContext};
 use probe_common::{
@@ -96,9 +97,13 @@ pub(crate) fn egress_udp(start: usize, end: usize, h: &Headers) {
         return;
     };
     let flow = Flow::from_us(&ends, h.proto, src_port, dst_port);
-    settle(&flow, 0, Outcome::Accepted, 0, 0);
+    let reply = settle(&flow, 0, Outcome::Accepted, 0, 0);
     put_ours(&flow, 0);
-    note_contacted(&flow.remote);
+    // Only a datagram this host started contacts its host: a reply to one of theirs (a
+    // DNS or NTP answer) must not let its host probe our high ports unreported.
+    if !reply {
+        note_contacted(&flow.remote);
+    }
 }
 
 /// An outbound ICMP/ICMPv6 message: echo replies and destination-unreachable errors

@@ -21,8 +21,8 @@ use crate::{
     maps::{BLOCK_ON, BLOCKED, BLOCKED_MANUAL, RUNTIME, checked, count},
     ours::{is_ours, note_peer, take_ours},
     parse::{
-        Addr, Endpoints, Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
-        ether_addr, icmp, locate, tcp, tcp_flags, udp,
+        Addr, Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, ether_addr, icmp,
+        locate, source, tcp, tcp_flags, udp,
     },
     pending::{Attempt, Flow, attempt},
 };
@@ -31,13 +31,21 @@ use crate::{
 pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
     count(Counter::IngressPackets);
     let (start, end) = (ctx.data(), ctx.data_end());
+    // The block decision first, on the fixed IP header's source alone: no option,
+    // extension header or transport header from a blocked source is ever parsed.
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    if unsafe { read_volatile(&BLOCK_ON) } != 0
+        && let Some(src) = source(start, end)
+        && blocked(start, end, &src)
+    {
+        count(Counter::Blocked);
+        return Ok(XDP_DROP);
+    }
     let Some(h) = checked(locate(start, end))? else {
         return Ok(XDP_PASS);
     };
-    // SAFETY: reading a plain global; volatile so the load-time value is used.
-    if unsafe { read_volatile(&BLOCK_ON) } != 0 && blocked(start, end, &h) {
-        count(Counter::Blocked);
-        return Ok(XDP_DROP);
+    if h.long_chain {
+        count(Counter::LongChains);
     }
     if !h.transport {
         return Ok(XDP_PASS);
@@ -68,13 +76,10 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
 /// SYN-ACK acknowledging our SYN, a UDP reply to our datagram's ports) is one we talk to:
 /// its block is lifted and it becomes a peer. A manual block stays: the operator said so.
 #[inline(never)]
-pub(crate) fn blocked(start: usize, end: usize, h: &Headers) -> bool {
-    let Ok(ends) = checked(endpoints(start, end, h)) else {
-        return false;
-    };
-    let (block, manual) = match BLOCKED.get_ptr_mut(&ends.src) {
+pub(crate) fn blocked(start: usize, end: usize, src: &Addr) -> bool {
+    let (block, manual) = match BLOCKED.get_ptr_mut(src) {
         Some(block) => (block, false),
-        None => match manual_block(&ends.src) {
+        None => match manual_block(src) {
             Some(block) => (block, true),
             None => return false,
         },
@@ -84,13 +89,13 @@ pub(crate) fn blocked(start: usize, end: usize, h: &Headers) -> bool {
     // SAFETY: a pointer from a successful lookup; the entry stays valid during this run.
     if now >= unsafe { (*block).until_ns } {
         if !manual {
-            let _ = BLOCKED.remove(&ends.src);
+            let _ = BLOCKED.remove(src);
         }
         return false;
     }
-    if !manual && answers_ours(start, end, h, &ends) {
-        let _ = BLOCKED.remove(&ends.src);
-        note_peer(&ends.src);
+    if !manual && answers_ours(start, end) {
+        let _ = BLOCKED.remove(src);
+        note_peer(src);
         count(Counter::BlocksLifted);
         return false;
     }
@@ -117,23 +122,29 @@ fn manual_block(src: &Addr) -> Option<*mut Block> {
 /// our SYN, or a UDP datagram from the port we sent to, to the port we sent from. Read
 /// only for blocked sources.
 #[inline(always)]
-fn answers_ours(start: usize, end: usize, h: &Headers, ends: &Endpoints) -> bool {
+fn answers_ours(start: usize, end: usize) -> bool {
+    let Ok(Some(h)) = locate(start, end) else {
+        return false;
+    };
+    let Ok(ends) = endpoints(start, end, &h) else {
+        return false;
+    };
     if !h.transport {
         return false;
     }
     match h.proto {
         PROTO_TCP => {
-            let Ok(tcp) = tcp(start, end, h) else {
+            let Ok(tcp) = tcp(start, end, &h) else {
                 return false;
             };
             tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK
                 && is_ours(
-                    &Flow::to_us(ends, h.proto, tcp.src_port, tcp.dst_port),
+                    &Flow::to_us(&ends, h.proto, tcp.src_port, tcp.dst_port),
                     tcp.ack,
                 )
         }
-        PROTO_UDP => udp(start, end, h).is_ok_and(|(src_port, dst_port)| {
-            is_ours(&Flow::to_us(ends, h.proto, src_port, dst_port), 0)
+        PROTO_UDP => udp(start, end, &h).is_ok_and(|(src_port, dst_port)| {
+            is_ours(&Flow::to_us(&ends, h.proto, src_port, dst_port), 0)
         }),
         _ => false,
     }

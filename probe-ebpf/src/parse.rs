@@ -30,9 +30,9 @@ const EXT_ROUTING: u8 = 43;
 const EXT_FRAGMENT: u8 = 44;
 const EXT_AH: u8 = 51;
 const EXT_DEST_OPTS: u8 = 60;
-/// Extension headers walked at most; a longer chain is reported as malformed, so a probe
-/// cannot hide behind it unseen.
-const MAX_EXT_HEADERS: usize = 6;
+/// Extension headers walked at most; a longer chain ends the walk (`long_chain`): counted,
+/// dropped from a blocked source, never a way around the block.
+pub const MAX_EXT_HEADERS: usize = 6;
 
 /// TCP flag bits, as in the 14th byte of the TCP header.
 pub const TCP_FIN: u8 = 0x01;
@@ -223,8 +223,12 @@ pub struct Headers {
     /// Transport protocol (after IPv6 extension headers).
     pub proto: u8,
     pub v6: bool,
-    /// False for a later fragment: there is no transport header to read.
+    /// False for a later fragment, or past an extension-header chain longer than the walk:
+    /// there is no transport header to read.
     pub transport: bool,
+    /// True when the IPv6 extension-header chain is longer than [`MAX_EXT_HEADERS`] (Linux
+    /// accepts such chains; they are counted, and dropped from a blocked source).
+    pub long_chain: bool,
 }
 
 /// The Ethernet source (`dst` false) or destination (`dst` true) address of a frame; zero
@@ -301,6 +305,7 @@ fn locate_v4(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> 
         proto,
         v6: false,
         transport: !later,
+        long_chain: false,
     })
 }
 
@@ -316,9 +321,11 @@ fn locate_v6(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> 
     let mut remaining = u32::from(u16::from_be_bytes(field!(ip, Ipv6Hdr, payload_len)));
     let mut later = false;
     let mut walked = 0;
+    let mut long_chain = false;
     while is_extension(next) {
         if walked == MAX_EXT_HEADERS {
-            return Err(Malformed);
+            long_chain = true;
+            break;
         }
         walked += 1;
         let ext = Checked::<ExtHdr>::at(start, end, offset)?;
@@ -349,8 +356,27 @@ fn locate_v6(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> 
         l4_len: remaining,
         proto: next,
         v6: true,
-        transport: !later,
+        transport: !later && !long_chain,
+        long_chain,
     })
+}
+
+/// The source address of the frame's IP header, from the fixed header alone (no option or
+/// extension header is read): what the block decision needs, before anything else.
+#[inline(always)]
+pub fn source(start: usize, end: usize) -> Option<Addr> {
+    let (ether_type, l3) = network_start(start, end).ok()?;
+    match ether_type {
+        ETH_P_IPV4 => {
+            let ip = Checked::<Ipv4Hdr>::at(start, end, l3).ok()?;
+            Some(Addr::v4(field!(ip, Ipv4Hdr, src)))
+        }
+        ETH_P_IPV6 => {
+            let ip = Checked::<Ipv6Hdr>::at(start, end, l3).ok()?;
+            Some(Addr::from_bytes(field!(ip, Ipv6Hdr, src)))
+        }
+        _ => None,
+    }
 }
 
 #[inline(always)]
@@ -827,11 +853,16 @@ mod tests {
         let h = located(&f).expect("IP");
         assert_eq!((h.l4, h.proto, h.l4_len), (14 + 40 + 32, PROTO_TCP, 20));
         assert!(h.v6 && h.transport);
-        // Six headers are walked; a seventh is reported as malformed (bounded walk).
-        for n in [6, 7] {
+        // Six headers are walked; a longer chain ends the walk: not malformed (Linux
+        // accepts it), no transport, marked, and its source still readable for the block.
+        for n in [6, 7, 12] {
             let chain: Vec<(u8, Vec<u8>)> = (0..n).map(|_| (EXT_DEST_OPTS, opts8())).collect();
             let f = frame(&[&ethernet(&[], ETH_P_IPV6), &ipv6(&chain, PROTO_TCP, &syn)]);
-            assert_eq!(malformed(&f), n == 7, "{n} extension headers");
+            assert!(!malformed(&f), "{n} extension headers");
+            let h = located(&f).expect("IP");
+            assert_eq!((h.long_chain, h.transport), (n > 6, n <= 6), "{n}");
+            let (start, end) = span(&f);
+            assert!(source(start, end).is_some());
         }
     }
 

@@ -315,3 +315,34 @@ fn a_full_automatic_table_evicts_the_soonest_to_end_counted_and_never_a_manual_b
     assert_eq!(list.iter().filter(|b| b.manual).count(), 1);
     assert_eq!(h.xdp_verdict(&syn(40_000, 23, 1).bytes()), XDP_DROP);
 }
+
+#[test]
+fn a_blocked_ipv6_source_behind_a_long_extension_header_chain_is_dropped() {
+    if !require_root("a_blocked_ipv6_source_behind_a_long_extension_header_chain_is_dropped") {
+        return;
+    }
+    const XDP_DROP: u32 = 1;
+    let mut h = Harness::with(&KernelConfig {
+        block: true,
+        ..KernelConfig::default()
+    });
+    let policy = BlockPolicy {
+        ttl: Duration::from_secs(3600),
+        block_spoofed: false,
+        never: Vec::new(),
+    };
+    let mut blocker = Blocker::new(&mut h.ebpf, policy, BudgetConfig::default()).unwrap();
+    let now = clock::monotonic_now();
+    blocker.add(scanner6(), None, now).unwrap();
+    // Twelve destination-options headers: more than the programs walk, which Linux accepts.
+    let mut probe = Frame::tcp(scanner6(), 40_000, victim6(), 22, SYN, 1);
+    probe.ext_headers = (0..12).map(|_| (60, vec![0; 6])).collect();
+    assert_eq!(h.xdp_verdict(&probe.bytes()), XDP_DROP);
+    assert_eq!(h.counter(Counter::Blocked), 1);
+    // From a source not blocked: passed, and counted as a long chain.
+    let mut other = Frame::tcp(v6("2001:db8::77"), 40_000, victim6(), 22, SYN, 1);
+    other.ext_headers = (0..12).map(|_| (60, vec![0; 6])).collect();
+    assert_eq!(h.xdp_verdict(&other.bytes()), XDP_PASS);
+    assert_eq!(h.counter(Counter::LongChains), 1);
+    assert_eq!(h.counter(Counter::Malformed), 0);
+}

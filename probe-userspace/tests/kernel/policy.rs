@@ -144,6 +144,32 @@ fn hosts_we_contacted_may_call_back_unreported() {
 }
 
 #[test]
+fn a_host_we_only_answered_gets_no_callback_exemption() {
+    if !require_root("a_host_we_only_answered_gets_no_callback_exemption") {
+        return;
+    }
+    let mut h = Harness::new();
+    // It asks our DNS server; we answer.
+    let query = Frame::udp(scanner(), 40_000, victim(), 53);
+    h.inbound_frame(&query);
+    h.outbound_frame(&query.udp_reply());
+    let _ = h.events();
+    // Then it probes our high ports: probes, not callbacks.
+    let probe = Frame::tcp(scanner(), 40_001, victim(), 2000, SYN, 7);
+    h.inbound_frame(&probe);
+    h.outbound_frame(&probe.refusal());
+    assert_eq!(h.one_event().dst_port, 2000);
+    assert_eq!(h.counter(Counter::Callbacks), 0);
+    // A datagram we start does contact its host: its call back is a callback.
+    h.outbound_frame(&Frame::udp(victim(), 41_000, scanner(), 5060));
+    let call = Frame::tcp(scanner(), 40_002, victim(), 2001, SYN, 8);
+    h.inbound_frame(&call);
+    h.outbound_frame(&call.refusal());
+    assert!(h.events().is_empty());
+    assert_eq!(h.counter(Counter::Callbacks), 1);
+}
+
+#[test]
 fn callbacks_expire_after_the_window() {
     if !require_root("callbacks_expire_after_the_window") {
         return;
