@@ -2543,3 +2543,52 @@ fn a_stopped_reader_of_stdout_holds_up_nothing_and_is_told_what_it_missed() {
     }
     assert!(records.iter().any(|r| r["event_type"] == "alert"));
 }
+
+#[test]
+fn traceroute_mtr_and_tracepath_raise_no_alert_and_a_low_ttl_scan_still_does() {
+    let test = "traceroute_mtr_and_tracepath_raise_no_alert_and_a_low_ttl_scan_still_does";
+    let Some((_lock, lab)) = host_lab(test) else {
+        return;
+    };
+    for tool in ["traceroute", "mtr", "tracepath"] {
+        require_tool(tool);
+    }
+    let mut detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF]);
+    // What every operator runs, each in its UDP form (the one that fails on closed ports),
+    // IPv4 and IPv6; each bounded in probes and time.
+    let runs: [(&str, Vec<&str>); 6] = [
+        ("traceroute", vec!["-n", "-w", "1", VICTIM_IP]),
+        ("traceroute", vec!["-6", "-n", "-w", "1", VICTIM_IP6]),
+        (
+            "traceroute",
+            vec!["-n", "-w", "1", "-q", "1", "-m", "10", VICTIM_IP],
+        ),
+        (
+            "mtr",
+            vec!["-u", "-n", "-r", "-c", "5", "-i", "0.2", VICTIM_IP],
+        ),
+        ("tracepath", vec!["-n", "-m", "10", VICTIM_IP]),
+        ("tracepath", vec!["-n", "-m", "10", VICTIM_IP6]),
+    ];
+    for (tool, args) in &runs {
+        // Their exit status says whether the path was complete: not ours to judge.
+        let _ = lab.scanner.exec(tool, args).output().unwrap();
+    }
+    thread::sleep(Duration::from_secs(5));
+    assert!(
+        detector.alerts().is_empty(),
+        "the traceroute family is not a port scan: {:#?}",
+        detector.alerts()
+    );
+    // A UDP scan with a constant low TTL (an evasion, not a traceroute) is still alerted.
+    nmap(
+        &lab.scanner,
+        &["-sU", "-T4", "--ttl", "3", "-p", "1000-1030", VICTIM_IP],
+    );
+    detector.wait_for_alert(Duration::from_secs(15), |a| {
+        a["src_ip"] == SCANNER_IP && a["alert"]["context"]["scan"]["phase"] == "start"
+    });
+    assert!(detector.stop().success());
+    let log = detector.stderr.lock().unwrap().join("\n");
+    assert!(log.contains("traceroute from"), "{log}");
+}

@@ -35,6 +35,18 @@ pub const TEST_PACKAGES: &[Package] = &[
         why: "rotates the file output in a lab test",
     },
     Package {
+        name: "traceroute",
+        why: "a lab test checks that traceroute raises no alert",
+    },
+    Package {
+        name: "mtr-tiny",
+        why: "a lab test checks that mtr raises no alert",
+    },
+    Package {
+        name: "iputils-tracepath",
+        why: "a lab test checks that tracepath raises no alert",
+    },
+    Package {
         name: "prometheus",
         why: "promtool checks the metrics; the server scrapes probe-detector in a lab test",
     },

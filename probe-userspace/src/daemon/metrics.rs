@@ -109,6 +109,8 @@ pub struct Snapshot {
     pub stdout_dropped: u64,
     /// Records lost to write errors, by output (only outputs that lost some).
     pub output_lost: Vec<(String, u64)>,
+    /// Probes withheld as traceroutes', and traceroutes found.
+    pub traceroutes: (u64, u64),
 }
 
 /// Sources the `probe_detector_top_source_probes` family lists at most.
@@ -251,6 +253,18 @@ pub fn render(snapshot: &Snapshot) -> String {
         &[(String::new(), snapshot.attack_list_lost.to_string())],
     );
     family(
+        "probe_detector_traceroutes_total",
+        "counter",
+        "Traceroutes recognised (UDP probes arriving with a low TTL stepping with the port).",
+        &[(String::new(), snapshot.traceroutes.1.to_string())],
+    );
+    family(
+        "probe_detector_traceroute_probes_total",
+        "counter",
+        "Failed UDP probes of traceroutes, not counted as port-scan evidence.",
+        &[(String::new(), snapshot.traceroutes.0.to_string())],
+    );
+    family(
         "probe_detector_stdout_dropped_total",
         "counter",
         "Records dropped because stdout's reader did not keep up (--stdout-queue-mib).",
@@ -360,6 +374,7 @@ mod tests {
             attack_list_lost: 0,
             stdout_dropped: 0,
             output_lost: vec![("file:/var/log/a \"b\".json".into(), 3)],
+            traceroutes: (16, 1),
         }
     }
 

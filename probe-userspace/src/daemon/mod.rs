@@ -428,6 +428,7 @@ impl Daemon<'_> {
             top_sources: engine.top_sources(metrics::TOP_SOURCES),
             attack_list_lost: stats.attack_list_lost,
             stdout_dropped: self.pipeline.out().stdout_dropped(),
+            traceroutes: engine.traceroutes(),
             output_lost: self
                 .pipeline
                 .out()

@@ -14,6 +14,7 @@ use crate::{
         },
         slow::{Slow, SlowConfig},
         table::{BoundedTable, ENTRY_OVERHEAD, RecentSet},
+        traceroute::Traces,
         trw::{Trw, TrwConfig},
         verdict::{Detector, DetectorName, Verdict},
         vertical::Vertical,
@@ -82,6 +83,8 @@ pub struct Engine {
     /// verdicts on its target fold into a distributed scan.
     detectors: Vec<Box<dyn Detector + Send>>,
     incidents: BoundedTable<IncidentKey, Incident>,
+    /// Traceroutes, whose probes the detectors do not see.
+    traces: Traces,
 }
 
 impl Engine {
@@ -112,8 +115,14 @@ impl Engine {
             sightings: BoundedTable::new(tracked),
             detectors,
             incidents: BoundedTable::new(tracked.min(MAX_INCIDENTS)),
+            traces: Traces::new(config.window),
             config,
         }
+    }
+
+    /// Probes withheld as traceroutes' so far, and traceroutes found.
+    pub fn traceroutes(&self) -> (u64, u64) {
+        self.traces.stats()
     }
 
     /// Entries tracked, all tables together.
@@ -133,6 +142,7 @@ impl Engine {
         let mut tables = vec![
             ("sources", self.sightings.len()),
             ("incidents", self.incidents.len()),
+            ("traceroutes", self.traces.tracked()),
         ];
         tables.extend(self.detectors.iter().map(|d| (d.table(), d.tracked())));
         tables
@@ -172,7 +182,7 @@ impl Engine {
                 + MAX_REPORTED * size_of::<u16>()
                 + (MAX_HOSTS + MAX_SOURCES) * size_of::<IpAddr>());
         let detectors: usize = self.detectors.iter().map(|d| d.memory_bound()).sum();
-        sightings + incidents + detectors
+        sightings + incidents + detectors + self.traces.memory_bound()
     }
 
     /// Open incidents.
@@ -250,6 +260,16 @@ impl Engine {
     /// completes, `update` for scans it grows when one is due (and `end` for a source's
     /// own incident that a distributed scan absorbs).
     pub fn observe(&mut self, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
+        // A traceroute's probes are held back, then withheld; a scan's are let through,
+        // the held ones with them.
+        let mut alerts = Vec::new();
+        for probe in self.traces.observe(probe, now) {
+            alerts.extend(self.observe_one(&probe, now));
+        }
+        alerts
+    }
+
+    fn observe_one(&mut self, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
         let mut alerts = Vec::new();
         let (src, prefix) = self.group(probe.src);
         self.sight(src, prefix.is_some(), probe, now);

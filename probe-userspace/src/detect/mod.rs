@@ -22,11 +22,15 @@
 //! entries per detector (the crowd detector: its own cap of targets) and at most
 //! [`MAX_INCIDENTS`] incidents, the entries with the least evidence and then the least
 //! recently active forgotten first, and bounded lists per entry, so memory stays flat
-//! under floods of spoofed sources: [`Engine::memory_bound`] says how high at worst.//!
+//! under floods of spoofed sources: [`Engine::memory_bound`] says how high at worst.
+//!
+//! Before the detectors, the probes of traceroutes ([`traceroute`]: UDP, a low arrival TTL
+//! stepping with the port) are held back and withheld, so tracing a path is no port scan.
+//!
 //! Files: [`engine`] runs the detectors and holds the incidents; [`incident`] is the
 //! lifecycle; [`verdict`] the one detector interface; one file per detector
-//! ([`vertical`], [`horizontal`], [`trw`], [`slow`], [`crowd`]); [`table`] the bounded
-//! tables they keep.
+//! ([`vertical`], [`horizontal`], [`trw`], [`slow`], [`crowd`]); [`traceroute`] the filter
+//! before them; [`table`] the bounded tables they keep.
 
 pub mod alert;
 pub mod crowd;
@@ -36,6 +40,7 @@ pub mod horizontal;
 pub mod incident;
 pub mod slow;
 pub mod table;
+pub mod traceroute;
 pub mod trw;
 pub mod verdict;
 pub mod vertical;

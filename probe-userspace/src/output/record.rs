@@ -224,11 +224,17 @@ impl AlertRecord {
         let span = human_span(scan.last_seen.saturating_sub(scan.first_seen));
         let wall = |t| clock::eve_timestamp(clock.at(t));
         let technique = scan.technique.name();
+        // "TCP SYN port scan", but "UDP port scan", not "UDP UDP".
+        let what = if technique == proto {
+            proto.clone()
+        } else {
+            format!("{proto} {technique}")
+        };
         let (signature_id, signature, kind, mut threshold) = match scan.kind {
             ScanKind::Vertical => (
                 SID_VERTICAL_SCAN,
                 format!(
-                    "PROBE-DETECTOR {proto} {technique} port scan: {} ports of {} probed by {} in {span}",
+                    "PROBE-DETECTOR {what} port scan: {} ports of {} probed by {} in {span}",
                     scan.ports.len(),
                     scan.targets
                         .first()
@@ -256,7 +262,7 @@ impl AlertRecord {
             ScanKind::Distributed => (
                 SID_DISTRIBUTED_SCAN,
                 format!(
-                    "PROBE-DETECTOR {proto} {technique} distributed port scan: {} ports of {} probed by {} sources in {span} (decoys likely)",
+                    "PROBE-DETECTOR {what} distributed port scan: {} ports of {} probed by {} sources in {span} (decoys likely)",
                     scan.ports.len(),
                     scan.targets
                         .first()
@@ -570,6 +576,23 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("TCP Xmas port scan")
+        );
+    }
+
+    #[test]
+    fn a_udp_scan_says_udp_once() {
+        let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let mut s = scan(
+            ScanKind::Vertical,
+            Technique::Udp,
+            vec![victim],
+            vec![53, 161, 500],
+        );
+        s.proto = 17;
+        let v = rendered(&s, "vic0");
+        assert_eq!(
+            v["alert"]["signature"],
+            "PROBE-DETECTOR UDP port scan: 3 ports of 198.18.0.2 probed by 198.18.0.1 in 1.5 s"
         );
     }
 
