@@ -13,6 +13,10 @@
 //! with the ports, release every held probe to the detectors and let the pair's later
 //! probes through at once. Probes with an ordinary TTL are never held: real UDP scans are
 //! seen as fast as before.
+//!
+//! The price: a scanner that knows its hop count and shapes its UDP probes' TTLs like a
+//! traceroute's is taken for one (its TCP probes, and any probe with an ordinary TTL, are
+//! not); the log line and the metrics say every traceroute taken.
 
 use std::{mem::size_of, net::IpAddr, time::Duration};
 
