@@ -6,6 +6,25 @@ use probe_userspace::{
     policy::{block::Asker, budget::BudgetConfig},
 };
 
+/// XDP's verdict on a frame it drops.
+const XDP_DROP: u32 = 1;
+
+/// The object loaded with blocking on, and a blocker with an hour's TTL, nothing never
+/// blocked, and `budget`.
+fn blocking(budget: BudgetConfig) -> (Harness, Blocker) {
+    let mut h = Harness::with(&KernelConfig {
+        block: true,
+        ..KernelConfig::default()
+    });
+    let policy = BlockPolicy {
+        ttl: Duration::from_secs(3600),
+        block_spoofed: false,
+        never: Vec::new(),
+    };
+    let blocker = Blocker::new(&mut h.ebpf, policy, budget).unwrap();
+    (h, blocker)
+}
+
 /// A vertical SYN scan of the victim from `sources`, begun 2 s before `now`.
 fn scan_from(sources: &[IpAddr], now: Duration) -> ScanAlert {
     ScanAlert {
@@ -40,7 +59,6 @@ fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
     if !require_root("a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted") {
         return;
     }
-    const XDP_DROP: u32 = 1;
     let policy = BlockPolicy {
         ttl: Duration::from_secs(3600),
         block_spoofed: false,
@@ -98,16 +116,7 @@ fn a_ttl_beyond_any_clock_saturates_instead_of_killing_the_daemon() {
     if !require_root("a_ttl_beyond_any_clock_saturates_instead_of_killing_the_daemon") {
         return;
     }
-    let policy = BlockPolicy {
-        ttl: Duration::from_secs(3600),
-        block_spoofed: false,
-        never: Vec::new(),
-    };
-    let mut h = Harness::with(&KernelConfig {
-        block: true,
-        ..KernelConfig::default()
-    });
-    let mut blocker = Blocker::new(&mut h.ebpf, policy, BudgetConfig::default()).unwrap();
+    let (mut h, mut blocker) = blocking(BudgetConfig::default());
     let now = clock::monotonic_now();
     // What `probe-detector block add ADDR --ttl 18446744073709551615` sends.
     let response = blocker.handle(
@@ -131,7 +140,6 @@ fn forged_sources_cannot_aim_blocks_at_whom_we_need_and_our_own_connections_lift
     ) {
         return;
     }
-    const XDP_DROP: u32 = 1;
     let resolver = v4([198, 18, 0, 53]);
     let neighbour = v4([198, 18, 0, 60]);
     let now = clock::monotonic_now();
@@ -268,23 +276,12 @@ fn a_full_automatic_table_evicts_the_soonest_to_end_counted_and_never_a_manual_b
     ) {
         return;
     }
-    const XDP_DROP: u32 = 1;
-    let mut h = Harness::with(&KernelConfig {
-        block: true,
-        ..KernelConfig::default()
-    });
-    let policy = BlockPolicy {
-        ttl: Duration::from_secs(3600),
-        block_spoofed: false,
-        never: Vec::new(),
-    };
     // No budget to speak of: the table's own bound is what is tested.
-    let budget = BudgetConfig {
+    let (mut h, mut blocker) = blocking(BudgetConfig {
         rate: 1e9,
         burst: 1e9,
         prefix_cap: usize::MAX,
-    };
-    let mut blocker = Blocker::new(&mut h.ebpf, policy, budget).unwrap();
+    });
     let now = clock::monotonic_now();
     blocker
         .add(scanner(), Some(Duration::from_secs(60)), now)
@@ -321,17 +318,7 @@ fn a_blocked_ipv6_source_behind_a_long_extension_header_chain_is_dropped() {
     if !require_root("a_blocked_ipv6_source_behind_a_long_extension_header_chain_is_dropped") {
         return;
     }
-    const XDP_DROP: u32 = 1;
-    let mut h = Harness::with(&KernelConfig {
-        block: true,
-        ..KernelConfig::default()
-    });
-    let policy = BlockPolicy {
-        ttl: Duration::from_secs(3600),
-        block_spoofed: false,
-        never: Vec::new(),
-    };
-    let mut blocker = Blocker::new(&mut h.ebpf, policy, BudgetConfig::default()).unwrap();
+    let (mut h, mut blocker) = blocking(BudgetConfig::default());
     let now = clock::monotonic_now();
     blocker.add(scanner6(), None, now).unwrap();
     // Twelve destination-options headers: more than the programs walk, which Linux accepts.
