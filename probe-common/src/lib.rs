@@ -171,11 +171,17 @@ pub enum Counter {
     /// Inbound IPv6 packets whose extension-header chain is longer than the programs walk
     /// (not parsed further; dropped like any other frame from a blocked source).
     LongChains = 21,
+    /// Inbound first fragments of TCP attempts to a home address whose flags were cut off
+    /// (nmap `-f`), recorded by their ports and sequence number.
+    Fragments = 22,
+    /// Our answers (an RST|ACK, an ICMP error) to attempts the ingress program never
+    /// recorded: each is reported as the refused attempt it proves.
+    Unseen = 23,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 24] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -198,6 +204,8 @@ impl Counter {
         Counter::Blocked,
         Counter::BlocksLifted,
         Counter::LongChains,
+        Counter::Fragments,
+        Counter::Unseen,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -227,6 +235,8 @@ impl Counter {
             Counter::Blocked => "blocked",
             Counter::BlocksLifted => "blocks_lifted",
             Counter::LongChains => "long_chains",
+            Counter::Fragments => "fragments",
+            Counter::Unseen => "unseen",
         }
     }
 
@@ -263,6 +273,8 @@ impl Counter {
             Counter::LongChains => {
                 "Inbound IPv6 packets with an extension-header chain longer than the walk."
             }
+            Counter::Fragments => "Inbound first fragments of TCP attempts, flags cut off.",
+            Counter::Unseen => "Our answers to attempts never recorded, reported as such.",
         }
     }
 }
@@ -282,6 +294,13 @@ pub enum ProbeType {
     Udp = 4,
     /// An ICMP or ICMPv6 echo request (ping).
     IcmpEcho = 5,
+    /// A TCP attempt cut in fragments (nmap `-f`, `--mtu`): its first fragment carried the
+    /// ports and sequence number, not the flags.
+    TcpFragment = 6,
+    /// A TCP segment without ACK (a SYN or a stealth probe) that the ingress program never
+    /// recorded (its flags beyond a fragment it could not read, or its slot taken), known
+    /// only from our RST|ACK answering it.
+    TcpUnseen = 7,
 }
 
 impl ProbeType {
@@ -293,6 +312,8 @@ impl ProbeType {
             3 => Some(Self::TcpAck),
             4 => Some(Self::Udp),
             5 => Some(Self::IcmpEcho),
+            6 => Some(Self::TcpFragment),
+            7 => Some(Self::TcpUnseen),
             _ => None,
         }
     }
@@ -607,6 +628,8 @@ mod tests {
             ProbeType::TcpAck,
             ProbeType::Udp,
             ProbeType::IcmpEcho,
+            ProbeType::TcpFragment,
+            ProbeType::TcpUnseen,
         ] {
             assert_eq!(ProbeType::from_u8(p as u8), Some(p));
         }

@@ -6,7 +6,7 @@
 use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, programs::TcContext};
 use probe_common::{
     Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, Outcome,
+    IPPROTO_UDP as PROTO_UDP, Outcome, ProbeType,
 };
 
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
         Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, ether_addr, icmp,
         locate, tcp, tcp_flags, udp,
     },
-    pending::{Flow, report_ack_probe, settle, settle_unreachable},
+    pending::{Flow, Unrecorded, report_answered, settle, settle_unreachable},
 };
 
 #[inline(always)]
@@ -39,23 +39,29 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
                 // Established traffic: the common case, done after one flags byte.
                 return Ok(());
             }
-            egress_tcp(start, end, &h, flags, ifindex(ctx));
+            // Counted here, so the subprogram's value is used (an unused one is optimised
+            // away, and R0 may then hold a stack pointer at its exit, which the verifier
+            // refuses).
+            if egress_tcp(start, end, &h, flags, ifindex(ctx)) {
+                count(Counter::Unseen);
+            }
         }
         PROTO_UDP => egress_udp(start, end, &h),
-        PROTO_ICMP | PROTO_ICMPV6 => egress_icmp(start, end, &h),
+        PROTO_ICMP | PROTO_ICMPV6 => egress_icmp(start, end, &h, ifindex(ctx)),
         _ => {}
     }
     Ok(())
 }
 
-/// An outbound SYN (ours), SYN-ACK or RST (an answer to an inbound attempt).
+/// An outbound SYN (ours), SYN-ACK or RST (an answer to an inbound attempt); true when
+/// an RST|ACK proved an attempt nobody recorded (reported here, counted by the caller).
 #[inline(never)]
-pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
+pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) -> bool {
     let (Ok(tcp), Ok(ends)) = (
         checked(tcp(start, end, h)),
         checked(endpoints(start, end, h)),
     ) else {
-        return;
+        return false;
     };
     let answer = Flow::from_us(&ends, h.proto, tcp.src_port, tcp.dst_port);
     if flags == TCP_SYN {
@@ -63,8 +69,10 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
         // its host, so that a callback from it is not taken for a probe.
         put_ours(&answer, tcp.answer_id());
         note_contacted(&answer.remote);
+        false
     } else if flags == TCP_SYN | TCP_ACK {
         settle(&answer, tcp.ack, Outcome::Accepted, 0, 0);
+        false
     } else {
         // An RST with ACK acknowledges the attempt; one without answers a segment that had
         // ACK set and carries that segment's ack number as its seq.
@@ -73,17 +81,35 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
         } else {
             tcp.seq
         };
-        if !settle(&answer, id, Outcome::Refused, 0, 0)
-            && flags & TCP_ACK == 0
-            && is_home(&ends.src)
-        {
-            // No pending attempt: an ACK-bearing segment matched no connection here.
-            // Recording every inbound ACK would tax established traffic, so these probes are
-            // known from our answer alone.
-            count(Counter::AckProbes);
-            // Our answer goes to the link-layer address the probe came from.
-            report_ack_probe(&answer, ifindex, ether_addr(start, end, true), ends.version);
+        if settle(&answer, id, Outcome::Refused, 0, 0) || !is_home(&ends.src) {
+            return false;
         }
+        let probe = if flags & TCP_ACK == 0 {
+            // No pending attempt: an ACK-bearing segment matched no connection here.
+            // Recording every inbound ACK would tax established traffic, so these probes
+            // are known from our answer alone.
+            count(Counter::AckProbes);
+            ProbeType::TcpAck
+        } else if tcp.seq == 0 {
+            // An RST|ACK with sequence 0 answers a segment without ACK (a SYN, a stealth
+            // probe) that the ingress side never recorded: fragments it could not read, or
+            // a slot another flow took. One answer, one attempt: never counted twice.
+            ProbeType::TcpUnseen
+        } else {
+            return false;
+        };
+        let what = Unrecorded {
+            probe,
+            outcome: Outcome::Refused,
+            icmp_type: 0,
+            icmp_code: 0,
+            ifindex,
+            // Our answer goes to the link-layer address the probe came from.
+            mac: ether_addr(start, end, true),
+            ip_version: ends.version,
+        };
+        report_answered(&answer, &what);
+        true
     }
 }
 
@@ -109,7 +135,7 @@ pub(crate) fn egress_udp(start: usize, end: usize, h: &Headers) {
 /// An outbound ICMP/ICMPv6 message: echo replies and destination-unreachable errors
 /// answer inbound attempts.
 #[inline(never)]
-pub(crate) fn egress_icmp(start: usize, end: usize, h: &Headers) {
+pub(crate) fn egress_icmp(start: usize, end: usize, h: &Headers, ifindex: u32) {
     let Ok(Some(icmp)) = checked(icmp(start, end, h)) else {
         return;
     };
@@ -122,7 +148,7 @@ pub(crate) fn egress_icmp(start: usize, end: usize, h: &Headers) {
             let flow = Flow::from_us(&ends, h.proto, 0, icmp.id);
             settle(&flow, u32::from(icmp.seq), Outcome::Accepted, 0, 0);
         }
-        IcmpKind::Unreachable => settle_unreachable(start, end, &icmp, h.v6),
+        IcmpKind::Unreachable => settle_unreachable(start, end, &icmp, h.v6, ifindex),
         _ => {}
     }
 }

@@ -21,8 +21,8 @@ use crate::{
     maps::{BLOCK_ON, BLOCKED, BLOCKED_MANUAL, RUNTIME, checked, count},
     ours::{is_ours, note_peer, take_ours},
     parse::{
-        Addr, Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, ether_addr, icmp,
-        locate, source, tcp, tcp_flags, udp,
+        Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
+        ether_addr, icmp, locate, source, tcp, tcp_flags, tcp_head, udp,
     },
     pending::{Attempt, Flow, attempt},
 };
@@ -44,7 +44,7 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
     let Some(h) = checked(locate(start, end))? else {
         return Ok(XDP_PASS);
     };
-    if h.long_chain {
+    if h.shape == Shape::LongChain {
         count(Counter::LongChains);
     }
     if !h.transport {
@@ -53,7 +53,19 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
     let ifindex = ctx.ingress_ifindex() as u32;
     match h.proto {
         PROTO_TCP => {
-            let flags = checked(tcp_flags(start, end, &h))?;
+            let flags = match tcp_flags(start, end, &h) {
+                Ok(flags) => flags,
+                // A first fragment cut before the flags (nmap -f): the kernel reassembles
+                // and answers it, so it is recorded from what it holds.
+                Err(_) if h.shape == Shape::FirstFragment => {
+                    ingress_fragment(start, end, &h, ifindex);
+                    return Ok(XDP_PASS);
+                }
+                Err(err) => {
+                    count(Counter::Malformed);
+                    return Err(err);
+                }
+            };
             trace!(ctx, "in: tcp flags {:x}", flags);
             // Established traffic (ACK without SYN or RST) is the common case: done here,
             // after one flags byte.
@@ -185,6 +197,30 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
             }
         }
     }
+}
+
+/// The first fragment of a TCP segment, cut before its flags: an attempt by its ports,
+/// whose answer (our RST|ACK to the reassembled segment, were it a SYN or a FIN)
+/// acknowledges its sequence number plus one.
+#[inline(never)]
+pub(crate) fn ingress_fragment(start: usize, end: usize, h: &Headers, ifindex: u32) {
+    let (Ok(head), Ok(ends)) = (
+        checked(tcp_head(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return;
+    };
+    let fragment = Attempt {
+        probe: ProbeType::TcpFragment,
+        proto: PROTO_TCP,
+        remote_port: head.src_port,
+        local_port: head.dst_port,
+        id: head.seq.wrapping_add(1),
+        tcp_flags: 0,
+        ifindex,
+        mac: ether_addr(start, end, false),
+    };
+    attempt(&ends, &fragment);
 }
 
 /// An inbound UDP datagram: an attempt, unless it replies to one of ours.

@@ -30,7 +30,7 @@ const EXT_ROUTING: u8 = 43;
 const EXT_FRAGMENT: u8 = 44;
 const EXT_AH: u8 = 51;
 const EXT_DEST_OPTS: u8 = 60;
-/// Extension headers walked at most; a longer chain ends the walk (`long_chain`): counted,
+/// Extension headers walked at most; a longer chain ends the walk ([`Shape::LongChain`]): counted,
 /// dropped from a blocked source, never a way around the block.
 pub const MAX_EXT_HEADERS: usize = 6;
 
@@ -92,6 +92,15 @@ struct ExtHdr {
     len: u8,
     /// For the fragment header: offset (13 bits), reserved, M flag.
     frag_off: [u8; 2],
+}
+
+/// The first eight bytes of a TCP header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TcpHeadHdr {
+    src_port: [u8; 2],
+    dst_port: [u8; 2],
+    seq: [u8; 4],
 }
 
 #[repr(C)]
@@ -226,9 +235,9 @@ pub struct Headers {
     /// False for a later fragment, or past an extension-header chain longer than the walk:
     /// there is no transport header to read.
     pub transport: bool,
-    /// True when the IPv6 extension-header chain is longer than [`MAX_EXT_HEADERS`] (Linux
-    /// accepts such chains; they are counted, and dropped from a blocked source).
-    pub long_chain: bool,
+    /// What else the walk found: a first fragment, a chain too long (one byte with the
+    /// others, so the struct stays three words: it is copied on the deepest call chains).
+    pub shape: Shape,
 }
 
 /// The Ethernet source (`dst` false) or destination (`dst` true) address of a frame; zero
@@ -275,9 +284,13 @@ pub fn locate(start: usize, end: usize) -> Result<Option<Headers>, Malformed> {
 }
 
 /// The IPv4 header at `l3`: checks version and lengths and that the options announced by
-/// IHL are present; returns (header length, total length, protocol, later fragment).
+/// IHL are present; returns (header length, total length, protocol, fragment).
 #[inline(always)]
-fn ipv4_lengths(start: usize, end: usize, l3: usize) -> Result<(usize, u32, u8, bool), Malformed> {
+fn ipv4_lengths(
+    start: usize,
+    end: usize,
+    l3: usize,
+) -> Result<(usize, u32, u8, Fragment), Malformed> {
     let ip = Checked::<Ipv4Hdr>::at(start, end, l3)?;
     let version_ihl: u8 = field!(ip, Ipv4Hdr, version_ihl);
     if version_ihl >> 4 != 4 {
@@ -290,22 +303,59 @@ fn ipv4_lengths(start: usize, end: usize, l3: usize) -> Result<(usize, u32, u8, 
         return Err(Malformed);
     }
     ptr_at::<u8>(start, end, l3 + ihl - 1)?;
-    // Fragment offset (13 low bits) non-zero: a later fragment, with no transport header.
-    let later = u16::from_be_bytes(field!(ip, Ipv4Hdr, frag_off)) & 0x1fff != 0;
-    Ok((ihl, total_len, field!(ip, Ipv4Hdr, proto), later))
+    // Fragment offset (13 low bits) non-zero: a later fragment, with no transport header;
+    // offset zero with more fragments (0x2000) to come: the first one.
+    let frag_off = u16::from_be_bytes(field!(ip, Ipv4Hdr, frag_off));
+    let fragment = if frag_off & 0x1fff != 0 {
+        Fragment::Later
+    } else if frag_off & 0x2000 != 0 {
+        Fragment::First
+    } else {
+        Fragment::Whole
+    };
+    Ok((ihl, total_len, field!(ip, Ipv4Hdr, proto), fragment))
+}
+
+/// What the header walk found beside the headers.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Nothing of note.
+    Plain,
+    /// The first fragment of a fragmented packet: its transport header may be cut short
+    /// (nmap `-f`), see [`tcp_head`].
+    FirstFragment,
+    /// An IPv6 extension-header chain longer than [`MAX_EXT_HEADERS`] (Linux accepts such
+    /// chains; they are counted, and dropped from a blocked source).
+    LongChain,
+}
+
+/// Which part of a fragmented packet a frame is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not fragmented.
+    Whole,
+    /// The first fragment: the transport header begins here, perhaps cut short.
+    First,
+    /// A later fragment: no transport header.
+    Later,
 }
 
 #[inline(always)]
 fn locate_v4(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> {
-    let (ihl, total_len, proto, later) = ipv4_lengths(start, end, l3)?;
+    let (ihl, total_len, proto, fragment) = ipv4_lengths(start, end, l3)?;
     Ok(Headers {
         l3,
         l4: l3 + ihl,
         l4_len: total_len - ihl as u32,
         proto,
         v6: false,
-        transport: !later,
-        long_chain: false,
+        transport: fragment != Fragment::Later,
+        shape: if fragment == Fragment::First {
+            Shape::FirstFragment
+        } else {
+            Shape::Plain
+        },
     })
 }
 
@@ -320,6 +370,7 @@ fn locate_v6(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> 
     let mut offset = l3 + size_of::<Ipv6Hdr>();
     let mut remaining = u32::from(u16::from_be_bytes(field!(ip, Ipv6Hdr, payload_len)));
     let mut later = false;
+    let mut first_fragment = false;
     let mut walked = 0;
     let mut long_chain = false;
     while is_extension(next) {
@@ -332,7 +383,10 @@ fn locate_v6(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> 
         let ext_len: u8 = field!(ext, ExtHdr, len);
         let len = match next {
             EXT_FRAGMENT => {
-                later = u16::from_be_bytes(field!(ext, ExtHdr, frag_off)) >> 3 != 0;
+                let frag_off = u16::from_be_bytes(field!(ext, ExtHdr, frag_off));
+                later = frag_off >> 3 != 0;
+                // Offset zero, more fragments (M, the low bit) to come.
+                first_fragment = !later && frag_off & 1 != 0;
                 8
             }
             EXT_AH => (usize::from(ext_len) + 2) * 4,
@@ -357,7 +411,13 @@ fn locate_v6(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> 
         proto: next,
         v6: true,
         transport: !later && !long_chain,
-        long_chain,
+        shape: if long_chain {
+            Shape::LongChain
+        } else if first_fragment {
+            Shape::FirstFragment
+        } else {
+            Shape::Plain
+        },
     })
 }
 
@@ -462,6 +522,29 @@ fn tcp_check(start: usize, end: usize, l4: usize, l4_len: u32) -> Result<(u8, us
     // Options too: a SYN's options must be there for its answer to be matched.
     ptr_at::<u8>(start, end, l4 + doff - 1)?;
     Ok((field!(tcp, TcpHdr, flags), doff))
+}
+
+/// The first eight bytes of a TCP header: what a first fragment cut short still carries.
+#[derive(Clone, Copy)]
+pub struct TcpHead {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+}
+
+/// The ports and sequence number of the located TCP segment, when a first fragment holds
+/// them but not the whole header (whose flags are then unknown).
+#[inline(always)]
+pub fn tcp_head(start: usize, end: usize, h: &Headers) -> Result<TcpHead, Malformed> {
+    if h.l4_len < 8 {
+        return Err(Malformed);
+    }
+    let head = Checked::<TcpHeadHdr>::at(start, end, h.l4)?;
+    Ok(TcpHead {
+        src_port: u16::from_be_bytes(field!(head, TcpHeadHdr, src_port)),
+        dst_port: u16::from_be_bytes(field!(head, TcpHeadHdr, dst_port)),
+        seq: u32::from_be_bytes(field!(head, TcpHeadHdr, seq)),
+    })
 }
 
 /// The flags of the located TCP segment, after checking its header.
@@ -860,7 +943,11 @@ mod tests {
             let f = frame(&[&ethernet(&[], ETH_P_IPV6), &ipv6(&chain, PROTO_TCP, &syn)]);
             assert!(!malformed(&f), "{n} extension headers");
             let h = located(&f).expect("IP");
-            assert_eq!((h.long_chain, h.transport), (n > 6, n <= 6), "{n}");
+            assert_eq!(
+                (h.shape == Shape::LongChain, h.transport),
+                (n > 6, n <= 6),
+                "{n}"
+            );
             let (start, end) = span(&f);
             assert!(source(start, end).is_some());
         }

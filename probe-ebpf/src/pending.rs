@@ -5,13 +5,15 @@
 
 use core::ptr::read_volatile;
 
-use probe_common::{Counter, IPPROTO_TCP as PROTO_TCP, Outcome, Pending, ProbeType};
+use probe_common::{
+    Counter, IPPROTO_TCP as PROTO_TCP, IPPROTO_UDP as PROTO_UDP, Outcome, Pending, ProbeType,
+};
 
 use crate::{
     egress::unreachable_outcome,
     maps::{EPOCH, HASH_SEED, PENDING, SCRATCH, count, pending_mask},
     ours::is_home,
-    parse::{self, Addr, Endpoints, Icmp, Quoted, TCP_ACK, parse_quoted},
+    parse::{self, Addr, Endpoints, Icmp, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
 };
 
@@ -71,6 +73,8 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
     count(match probe {
         ProbeType::TcpSyn => Counter::Syns,
         ProbeType::TcpStealth | ProbeType::TcpAck => Counter::StealthIn,
+        ProbeType::TcpFragment => Counter::Fragments,
+        ProbeType::TcpUnseen => Counter::Unseen,
         ProbeType::Udp => Counter::UdpIn,
         ProbeType::IcmpEcho => Counter::EchoIn,
     });
@@ -139,7 +143,7 @@ pub(crate) fn settle(
 /// `egress_icmp`: one frame fewer on the deepest call chain (egress, ICMP, settle, report,
 /// allow-list), which must stay within 512 bytes of stack.
 #[inline(always)]
-pub(crate) fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool) {
+pub(crate) fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool, ifindex: u32) {
     // Read back through a pointer, the offset has lost the bounds the verifier knew; this
     // check gives them back (no frame has 8 KiB of headers before a quote).
     let offset = icmp.quote_offset;
@@ -150,28 +154,75 @@ pub(crate) fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool
         return;
     };
     let outcome = unreachable_outcome(v6, icmp.code);
-    settle(
-        &Flow::quoted(&quoted),
-        quoted.answer_id,
+    let flow = Flow::quoted(&quoted);
+    if settle(&flow, quoted.answer_id, outcome, icmp.raw_type, icmp.code) || !is_home(&flow.local) {
+        return;
+    }
+    // An attempt the ingress side never recorded (fragments it could not read, a slot
+    // taken by another flow): our error message proves it.
+    let probe = match quoted.proto {
+        PROTO_TCP => ProbeType::TcpUnseen,
+        PROTO_UDP => ProbeType::Udp,
+        _ => return,
+    };
+    count(Counter::Unseen);
+    let what = Unrecorded {
+        probe,
         outcome,
-        icmp.raw_type,
-        icmp.code,
-    );
+        icmp_type: icmp.raw_type,
+        icmp_code: icmp.code,
+        ifindex,
+        mac: ether_addr(start, end, true),
+        ip_version: if v6 { 6 } else { 4 },
+    };
+    report_answered(&flow, &what);
 }
 
-/// Reports an ACK-bearing probe known only from our bare RST answering it.
-#[inline(never)]
-pub(crate) fn report_ack_probe(answer: &Flow, ifindex: u32, mac: [u8; 6], ip_version: u8) {
-    // Built in a per-CPU scratch slot, not on the stack: this is the deepest call chain
-    // (egress, TCP, ACK probe, report, allow-list), which must stay within 512 bytes.
+/// An attempt known only from our answer to it: what the answer proves.
+pub(crate) struct Unrecorded {
+    /// An ACK-bearing probe (our bare RST), an attempt without ACK (our RST|ACK), or the
+    /// quoted protocol's attempt (an ICMP error).
+    pub(crate) probe: ProbeType,
+    pub(crate) outcome: Outcome,
+    pub(crate) icmp_type: u8,
+    pub(crate) icmp_code: u8,
+    pub(crate) ifindex: u32,
+    /// Where our answer went: the link-layer address the attempt came from.
+    pub(crate) mac: [u8; 6],
+    pub(crate) ip_version: u8,
+}
+
+/// Reports an attempt known only from our answer to it. Inlined, with the record built
+/// in a per-CPU scratch slot field by field: the callers are on the deepest call chains
+/// (egress, TCP or ICMP, report, allow-list), which must stay within 512 bytes of stack.
+#[inline(always)]
+pub(crate) fn report_answered(answer: &Flow, what: &Unrecorded) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
+    let flags = if what.probe == ProbeType::TcpAck {
+        TCP_ACK
+    } else {
+        0
+    };
     // SAFETY: a per-CPU slot from a successful lookup; only this program on this CPU uses
-    // it, and it is not preempted by itself.
+    // it, and it is not preempted by itself. Every field is written before it is read.
     unsafe {
-        *scratch = answer.as_pending(ProbeType::TcpAck, TCP_ACK, ifindex, mac, ip_version);
-        report(&*scratch, Outcome::Refused, 0, 0);
+        (&raw mut (*scratch).seen_epoch).write(0);
+        (&raw mut (*scratch).remote).write(answer.remote.bytes());
+        (&raw mut (*scratch).local).write(answer.local.bytes());
+        (&raw mut (*scratch).ifindex).write(what.ifindex);
+        (&raw mut (*scratch).tag).write(0);
+        (&raw mut (*scratch).remote_port).write(answer.remote_port);
+        (&raw mut (*scratch).local_port).write(answer.local_port);
+        (&raw mut (*scratch).proto).write(answer.proto);
+        (&raw mut (*scratch).probe).write(what.probe as u8);
+        (&raw mut (*scratch).tcp_flags).write(flags);
+        (&raw mut (*scratch).ttl).write(0);
+        (&raw mut (*scratch).mac).write(what.mac);
+        (&raw mut (*scratch).ip_version).write(what.ip_version);
+        (&raw mut (*scratch)._pad).write(0);
+        report(&*scratch, what.outcome, what.icmp_type, what.icmp_code);
     }
 }
 
@@ -218,34 +269,6 @@ impl Flow {
             remote_port: q.src_port,
             local_port: q.dst_port,
             proto: q.proto,
-        }
-    }
-
-    /// A pending record for an attempt known only from our answer to it.
-    #[inline(always)]
-    pub(crate) fn as_pending(
-        &self,
-        probe: ProbeType,
-        tcp_flags: u8,
-        ifindex: u32,
-        mac: [u8; 6],
-        ip_version: u8,
-    ) -> Pending {
-        Pending {
-            seen_epoch: 0,
-            remote: self.remote.bytes(),
-            local: self.local.bytes(),
-            ifindex,
-            tag: 0,
-            remote_port: self.remote_port,
-            local_port: self.local_port,
-            proto: self.proto,
-            probe: probe as u8,
-            tcp_flags,
-            ttl: 0,
-            mac,
-            ip_version,
-            _pad: 0,
         }
     }
 

@@ -118,7 +118,7 @@ impl Probe {
 }
 
 /// The name of a probe type in records (`tcp_syn`, `tcp_stealth`, `tcp_ack`, `udp`,
-/// `icmp_echo`).
+/// `icmp_echo`, `tcp_fragment`, `tcp_unseen`).
 pub fn probe_type_name(probe: ProbeType) -> &'static str {
     match probe {
         ProbeType::TcpSyn => "tcp_syn",
@@ -126,6 +126,8 @@ pub fn probe_type_name(probe: ProbeType) -> &'static str {
         ProbeType::TcpAck => "tcp_ack",
         ProbeType::Udp => "udp",
         ProbeType::IcmpEcho => "icmp_echo",
+        ProbeType::TcpFragment => "tcp_fragment",
+        ProbeType::TcpUnseen => "tcp_unseen",
     }
 }
 

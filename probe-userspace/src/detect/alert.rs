@@ -50,6 +50,11 @@ pub enum Technique {
     Udp,
     /// ICMP / ICMPv6 echo.
     Ping,
+    /// TCP cut in fragments (nmap `-f`, `--mtu`): an evasion.
+    Fragmented,
+    /// TCP attempts without ACK the ingress side never saw whole, known from our RST|ACK
+    /// or ICMP answers (fragments it could not read, or other hiding).
+    Unseen,
 }
 
 impl Technique {
@@ -69,6 +74,8 @@ impl Technique {
             ProbeType::TcpAck => Technique::Ack,
             ProbeType::Udp => Technique::Udp,
             ProbeType::IcmpEcho => Technique::Ping,
+            ProbeType::TcpFragment => Technique::Fragmented,
+            ProbeType::TcpUnseen => Technique::Unseen,
         }
     }
 
@@ -83,11 +90,14 @@ impl Technique {
             Technique::Ack => "ACK",
             Technique::Udp => "UDP",
             Technique::Ping => "ping",
+            Technique::Fragmented => "fragmented",
+            Technique::Unseen => "unseen",
         }
     }
 
-    /// True for segments no ordinary stack sends to start a connection: these scans hide
-    /// from connection logs and firewalls that only watch SYNs.
+    /// True for segments no ordinary stack sends to start a connection, and for probes
+    /// made to slip past inspection (fragments): these scans hide from connection logs and
+    /// firewalls that only watch whole SYNs.
     pub fn is_stealth(self) -> bool {
         matches!(
             self,
@@ -96,6 +106,8 @@ impl Technique {
                 | Technique::Xmas
                 | Technique::OddFlags
                 | Technique::Ack
+                | Technique::Fragmented
+                | Technique::Unseen
         )
     }
 }

@@ -664,6 +664,8 @@ mod tests {
         assert_eq!(with(ProbeType::TcpAck, 0x10), Technique::Ack);
         assert_eq!(with(ProbeType::Udp, 0), Technique::Udp);
         assert_eq!(with(ProbeType::IcmpEcho, 0), Technique::Ping);
+        assert_eq!(with(ProbeType::TcpFragment, 0), Technique::Fragmented);
+        assert_eq!(with(ProbeType::TcpUnseen, 0), Technique::Unseen);
         assert!(Technique::Xmas.is_stealth() && Technique::Ack.is_stealth());
         assert!(!Technique::Syn.is_stealth() && !Technique::Udp.is_stealth());
     }

@@ -106,6 +106,65 @@ fn encapsulations_are_parsed() {
     assert_eq!(h.counter(Counter::Malformed), 0);
 }
 
+/// `probe` as nmap -f sends it: its first fragment, eight bytes of TCP header (ports and
+/// sequence number, no flags), more fragments to come.
+fn first_fragment(probe: &Frame) -> Vec<u8> {
+    let full = probe.bytes();
+    if probe.src.is_ipv4() {
+        let mut f = full[..14 + 20 + 8].to_vec();
+        f[16..18].copy_from_slice(&28u16.to_be_bytes());
+        f[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+        f
+    } else {
+        // A fragment header (offset 0, M set) before the first eight bytes of TCP.
+        let mut fragmented = probe.clone();
+        fragmented.ext_headers = vec![(44, vec![0x00, 0x01, 0, 0, 0, 9])];
+        let full = fragmented.bytes();
+        let mut f = full[..14 + 40 + 8 + 8].to_vec();
+        f[18..20].copy_from_slice(&16u16.to_be_bytes());
+        f
+    }
+}
+
+#[test]
+fn a_fragmented_syn_scan_is_seen_by_its_first_fragment_and_our_answer() {
+    if !require_root("a_fragmented_syn_scan_is_seen_by_its_first_fragment_and_our_answer") {
+        return;
+    }
+    let mut h = Harness::new();
+    for probe in [
+        syn(53_100, 22, 1000),
+        Frame::tcp(scanner6(), 53_101, victim6(), 22, SYN, 2000),
+    ] {
+        h.inbound(&first_fragment(&probe));
+        // The kernel reassembles the SYN and refuses it.
+        h.outbound_frame(&probe.refusal());
+        let e = h.one_event();
+        assert_eq!(
+            (e.probe, e.outcome, e.dst_port, e.src),
+            (ProbeType::TcpFragment, Outcome::Refused, 22, probe.src)
+        );
+    }
+    assert_eq!(h.counter(Counter::Fragments), 2);
+    assert_eq!(h.counter(Counter::Malformed), 0);
+    // An answer to an attempt nobody recorded (an unseen SYN) is one refused attempt, once.
+    let unseen = syn(53_102, 23, 3000);
+    h.outbound_frame(&unseen.refusal());
+    h.outbound_frame(&unseen.refusal());
+    let e = h.one_event();
+    assert_eq!((e.probe, e.dst_port), (ProbeType::TcpUnseen, 23));
+    assert!(h.events().is_empty(), "the repeat is counted, not reported");
+    // A port unreachable for a datagram nobody recorded: the UDP attempt it proves.
+    let datagram = Frame::udp(scanner(), 53_103, victim(), 161);
+    h.outbound_frame(&datagram.unreachable(3));
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.dst_port),
+        (ProbeType::Udp, Outcome::Refused, 161)
+    );
+    assert_eq!(h.counter(Counter::Unseen), 3);
+}
+
 #[test]
 fn later_fragments_are_ignored() {
     if !require_root("later_fragments_are_ignored") {
@@ -121,14 +180,20 @@ fn later_fragments_are_ignored() {
         h.inbound_frame(f);
         h.outbound_frame(&f.refusal());
     }
-    assert!(h.events().is_empty());
+    // Nothing recorded at ingress; each answer is reported once, as the unseen attempt it
+    // proves (the reassembled packet it answers).
+    let events = h.events();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.probe == ProbeType::TcpUnseen));
     assert_eq!(h.counter(Counter::Syns), 0);
+    assert_eq!(h.counter(Counter::Fragments), 0);
     assert_eq!(h.counter(Counter::Malformed), 0);
 }
 
 /// Cuts `frame` at every length from 14 (BPF_PROG_TEST_RUN needs an Ethernet header) to
 /// the end of its headers, runs each through XDP, and checks that nothing was recorded:
-/// the full answer then matches nothing. Returns how many cuts were made.
+/// the full answer then matches no recorded attempt, and is reported only as the one
+/// unseen attempt it proves. Returns how many cuts were made.
 fn assert_truncations_record_nothing(h: &mut Harness, probe: &Frame) -> usize {
     let full = probe.bytes();
     let cuts = 14..full.len();
@@ -137,9 +202,10 @@ fn assert_truncations_record_nothing(h: &mut Harness, probe: &Frame) -> usize {
         h.inbound(&full[..len]);
     }
     h.outbound_frame(&probe.refusal());
+    let events = h.events();
     assert!(
-        h.events().is_empty(),
-        "a truncated attempt must not be recorded: {probe:?}"
+        events.len() == 1 && events[0].probe == ProbeType::TcpUnseen,
+        "a truncated attempt must not be recorded: {probe:?} {events:?}"
     );
     count
 }
@@ -218,13 +284,17 @@ fn truncated_udp_and_icmp_headers_are_malformed_and_record_nothing() {
             cuts += 1;
         }
         h.outbound_frame(&answer);
+        // Not recorded: an echo reply settles nothing; a port unreachable is reported
+        // only as the unseen attempt it proves.
+        let events = h.events();
         assert!(
-            h.events().is_empty(),
-            "a truncated attempt must not be recorded: {probe:?}"
+            events.iter().all(|e| e.probe == ProbeType::Udp) && events.len() <= 1,
+            "a truncated attempt must not be recorded: {probe:?} {events:?}"
         );
     }
     assert_eq!(h.counter(Counter::Malformed), cuts);
     assert_eq!(h.counter(Counter::UdpIn) + h.counter(Counter::EchoIn), 0);
+    assert_eq!(h.counter(Counter::Unseen), 2, "the two UDP answers");
 }
 
 #[test]
@@ -282,8 +352,13 @@ fn impossible_header_lengths_are_malformed() {
     for case in &cases {
         h.inbound(case);
     }
+    // None was recorded: our answer is reported only as the one unseen attempt it proves.
     h.outbound_frame(&syn(56_000, 53, 1).refusal());
-    assert!(h.events().is_empty());
+    let events = h.events();
+    assert!(
+        events.len() == 1 && events[0].probe == ProbeType::TcpUnseen,
+        "{events:?}"
+    );
     assert_eq!(h.counter(Counter::Malformed), cases.len() as u64);
     assert_eq!(h.counter(Counter::Syns), 0);
     // Seven IPv6 extension headers, more than the bounded walk takes, are not malformed

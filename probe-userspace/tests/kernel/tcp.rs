@@ -88,35 +88,50 @@ fn successes_are_reported_once_per_host_pair() {
     h.outbound_frame(&other.acceptance());
     assert!(h.events().is_empty());
     assert_eq!(h.counter(Counter::Answered), 2);
-    // A reset of the accepted connection later is not a refused probe.
+    // A reset of the accepted flow later settles nothing: it proves a new attempt of the
+    // flow (its socket gone), reported once as the unseen attempt it answers, never as a
+    // refusal of the accepted one.
     h.outbound_frame(&probe.refusal());
+    let events = h.events();
     assert!(
-        h.events().is_empty(),
-        "an accepted attempt cannot be refused afterwards"
+        events.len() == 1 && events[0].probe == ProbeType::TcpUnseen,
+        "an accepted attempt cannot be refused afterwards: {events:?}"
     );
-    assert_eq!(h.counter(Counter::Failed), 0);
+    assert_eq!(h.counter(Counter::Failed), 1, "the unseen attempt only");
 }
 
 #[test]
-fn rst_that_answers_no_recorded_attempt_is_no_event() {
-    if !require_root("rst_that_answers_no_recorded_attempt_is_no_event") {
+fn rst_that_answers_no_recorded_attempt_settles_nothing_and_is_reported_once_as_unseen() {
+    if !require_root(
+        "rst_that_answers_no_recorded_attempt_settles_nothing_and_is_reported_once_as_unseen",
+    ) {
         return;
     }
     let mut h = Harness::new();
-    // No SYN seen at all.
+    // No SYN seen at all: our RST|ACK proves one (a fragment, a slot taken): one event.
     h.outbound_frame(&syn(42_000, 25, 5).refusal());
-    // A SYN seen, but the RST acknowledges another sequence number.
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.dst_port),
+        (ProbeType::TcpUnseen, Outcome::Refused, 25)
+    );
+    // A SYN seen, but the RST acknowledges another sequence number: the SYN stays pending.
     let probe = syn(42_001, 25, 5);
     h.inbound_frame(&probe);
     h.outbound_frame(&probe.refusal().with_ack(12_345));
-    // The RST of another flow (other source port).
+    // The RST of another flow (other source port) to the same port: a repeat of the first.
     h.outbound_frame(&syn(42_002, 25, 5).refusal());
-    assert!(h.events().is_empty());
+    assert!(
+        h.events().is_empty(),
+        "repeats of the unseen outcome are counted"
+    );
     assert_eq!(h.counter(Counter::RstsOut), 3);
-    assert_eq!(h.counter(Counter::Failed), 0);
-    // The right answer still matches afterwards.
+    assert_eq!(h.counter(Counter::Unseen), 3);
+    // A bare RST without ACK answers an ACK-bearing segment: an ACK probe, not unseen.
+    // The right answer still matches the recorded SYN afterwards.
     h.outbound_frame(&probe.refusal());
-    assert_eq!(h.one_event().dst_port, 25);
+    let e = h.one_event();
+    assert_eq!((e.probe, e.dst_port), (ProbeType::TcpSyn, 25));
 }
 
 #[test]

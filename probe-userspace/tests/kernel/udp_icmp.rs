@@ -74,9 +74,14 @@ fn icmp_unreachable_codes_map_to_outcomes() {
         );
         assert_eq!(e.icmp.map(|(_, c)| c), Some(code));
     }
-    // An unreachable quoting an attempt we never saw matches nothing.
+    // An unreachable quoting an attempt we never saw settles nothing: it is reported as the
+    // unseen attempt it proves, with the outcome its code says.
     h.outbound_frame(&syn(48_999, 9, 1).unreachable(3));
-    assert!(h.events().is_empty());
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.dst_port),
+        (ProbeType::TcpUnseen, Outcome::Refused, 9)
+    );
 }
 
 #[test]
