@@ -114,6 +114,10 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+/// The protocol field of a protocol-scan event (nmap `-sO`), whose `dst_port` carries the
+/// IP protocol number probed.
+pub const IPPROTO_IP: u8 = 0;
 
 /// Kernel-side counters, one slot each in the per-CPU `COUNTERS` array.
 ///
@@ -301,6 +305,13 @@ pub enum ProbeType {
     /// recorded (its flags beyond a fragment it could not read, or its slot taken), known
     /// only from our RST|ACK answering it.
     TcpUnseen = 7,
+    /// A packet of an IP protocol nothing here speaks (nmap `-sO`), known from our ICMP
+    /// protocol unreachable (ICMPv6: parameter problem, unrecognised next header); the
+    /// protocol number is the event's `dst_port`.
+    IpProtocol = 8,
+    /// An SCTP packet (INIT, COOKIE ECHO: nmap `-sY`, `-sZ`) to a port nothing listens on,
+    /// known from our ABORT or ICMP answer.
+    Sctp = 9,
 }
 
 impl ProbeType {
@@ -314,6 +325,8 @@ impl ProbeType {
             5 => Some(Self::IcmpEcho),
             6 => Some(Self::TcpFragment),
             7 => Some(Self::TcpUnseen),
+            8 => Some(Self::IpProtocol),
+            9 => Some(Self::Sctp),
             _ => None,
         }
     }
@@ -630,6 +643,8 @@ mod tests {
             ProbeType::IcmpEcho,
             ProbeType::TcpFragment,
             ProbeType::TcpUnseen,
+            ProbeType::IpProtocol,
+            ProbeType::Sctp,
         ] {
             assert_eq!(ProbeType::from_u8(p as u8), Some(p));
         }

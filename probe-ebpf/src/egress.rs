@@ -5,8 +5,9 @@
 
 use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, programs::TcContext};
 use probe_common::{
-    Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, Outcome, ProbeType,
+    Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6,
+    IPPROTO_SCTP as PROTO_SCTP, IPPROTO_TCP as PROTO_TCP, IPPROTO_UDP as PROTO_UDP, Outcome,
+    ProbeType,
 };
 
 use crate::{
@@ -14,7 +15,7 @@ use crate::{
     ours::{is_home, note_contacted, put_ours},
     parse::{
         Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, ether_addr, icmp,
-        locate, tcp, tcp_flags, udp,
+        locate, sctp, tcp, tcp_flags, udp,
     },
     pending::{Flow, Unrecorded, report_answered, settle, settle_unreachable},
 };
@@ -48,6 +49,7 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
         }
         PROTO_UDP => egress_udp(start, end, &h),
         PROTO_ICMP | PROTO_ICMPV6 => egress_icmp(start, end, &h, ifindex(ctx)),
+        PROTO_SCTP if egress_sctp(start, end, &h, ifindex(ctx)) => count(Counter::Unseen),
         _ => {}
     }
     Ok(())
@@ -113,6 +115,34 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
     }
 }
 
+/// An outbound SCTP packet: an ABORT as its first chunk answers an INIT or COOKIE ECHO to
+/// a port nothing listens on (nmap -sY, -sZ), an attempt the ingress side does not record;
+/// true when it was reported (counted by the caller, so the value is used).
+#[inline(never)]
+pub(crate) fn egress_sctp(start: usize, end: usize, h: &Headers, ifindex: u32) -> bool {
+    const ABORT: u8 = 6;
+    let (Ok((src_port, dst_port, chunk)), Ok(ends)) = (
+        checked(sctp(start, end, h)),
+        checked(endpoints(start, end, h)),
+    ) else {
+        return false;
+    };
+    if chunk != ABORT || !is_home(&ends.src) {
+        return false;
+    }
+    let what = Unrecorded {
+        probe: ProbeType::Sctp,
+        outcome: Outcome::Refused,
+        icmp_type: 0,
+        icmp_code: 0,
+        ifindex,
+        mac: ether_addr(start, end, true),
+        ip_version: ends.version,
+    };
+    report_answered(&Flow::from_us(&ends, h.proto, src_port, dst_port), &what);
+    true
+}
+
 /// An outbound UDP datagram: an answer to an inbound attempt, and one of ours.
 #[inline(never)]
 pub(crate) fn egress_udp(start: usize, end: usize, h: &Headers) {
@@ -148,7 +178,9 @@ pub(crate) fn egress_icmp(start: usize, end: usize, h: &Headers, ifindex: u32) {
             let flow = Flow::from_us(&ends, h.proto, 0, icmp.id);
             settle(&flow, u32::from(icmp.seq), Outcome::Accepted, 0, 0);
         }
-        IcmpKind::Unreachable => settle_unreachable(start, end, &icmp, h.v6, ifindex),
+        IcmpKind::Unreachable | IcmpKind::UnknownNextHeader => {
+            settle_unreachable(start, end, &icmp, h.v6, ifindex);
+        }
         _ => {}
     }
 }

@@ -23,6 +23,7 @@ const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const PROTO_ICMPV6: u8 = 58;
+const PROTO_SCTP: u8 = 132;
 
 // IPv6 extension headers we step over; anything else is the upper layer.
 const EXT_HOP_BY_HOP: u8 = 0;
@@ -573,6 +574,22 @@ fn read_tcp(start: usize, end: usize, l4: usize, l4_len: u32) -> Result<Tcp, Mal
     })
 }
 
+/// The first chunk type of the located SCTP packet (after its 12-byte common header), with
+/// its ports.
+#[inline(always)]
+pub fn sctp(start: usize, end: usize, h: &Headers) -> Result<(u16, u16, u8), Malformed> {
+    let common = Checked::<UdpHdr>::at(start, end, h.l4)?;
+    if h.l4_len < 13 {
+        return Err(Malformed);
+    }
+    let chunk = Checked::<u8>::at(start, end, h.l4 + 12)?;
+    Ok((
+        u16::from_be_bytes(field!(common, UdpHdr, src_port)),
+        u16::from_be_bytes(field!(common, UdpHdr, dst_port)),
+        chunk.get::<u8>(0),
+    ))
+}
+
 /// The located UDP datagram's (source port, destination port).
 #[inline(always)]
 pub fn udp(start: usize, end: usize, h: &Headers) -> Result<(u16, u16), Malformed> {
@@ -590,6 +607,9 @@ pub enum IcmpKind {
     EchoReply,
     /// Destination unreachable (ICMP type 3, ICMPv6 type 1).
     Unreachable,
+    /// ICMPv6 parameter problem, unrecognised next header (type 4 code 1): IPv6's protocol
+    /// unreachable.
+    UnknownNextHeader,
     Other,
 }
 
@@ -620,16 +640,18 @@ pub fn icmp(start: usize, end: usize, h: &Headers) -> Result<Option<Icmp>, Malfo
     }
     let icmp = Checked::<IcmpHdr>::at(start, end, h.l4)?;
     let raw_type: u8 = field!(icmp, IcmpHdr, kind);
+    let code: u8 = field!(icmp, IcmpHdr, code);
     let kind = match (h.v6, raw_type) {
         (false, 8) | (true, 128) => IcmpKind::EchoRequest,
         (false, 0) | (true, 129) => IcmpKind::EchoReply,
         (false, 3) | (true, 1) => IcmpKind::Unreachable,
+        (true, 4) if code == 1 => IcmpKind::UnknownNextHeader,
         _ => IcmpKind::Other,
     };
     Ok(Some(Icmp {
         kind,
         raw_type,
-        code: field!(icmp, IcmpHdr, code),
+        code,
         id: u16::from_be_bytes(field!(icmp, IcmpHdr, id)),
         seq: u16::from_be_bytes(field!(icmp, IcmpHdr, seq)),
         quote_offset: h.l4 + size_of::<IcmpHdr>(),
@@ -648,7 +670,8 @@ pub struct Quoted {
     pub answer_id: u32,
 }
 
-/// The TCP or UDP packet quoted by an ICMP error at `offset`. Only the quoted IP header and
+/// The TCP, UDP or SCTP packet (or another protocol's, without ports) quoted by an ICMP
+/// error at `offset`. Only the quoted IP header and
 /// the transport header directly after it are read (a quoted IPv6 packet with extension
 /// headers is not matched). A quote that cannot be read is not an error of the outer packet
 /// (senders may cut quotes short); it only means the message cannot be matched. A
@@ -685,7 +708,8 @@ pub fn parse_quoted(
             let tcp = read_tcp(start, end, l4, l4_len)?;
             (tcp.src_port, tcp.dst_port, tcp.answer_id())
         }
-        PROTO_UDP => {
+        // SCTP's common header begins with the ports, as UDP's does.
+        PROTO_UDP | PROTO_SCTP => {
             let udp = Checked::<UdpHdr>::at(start, end, l4)?;
             (
                 u16::from_be_bytes(field!(udp, UdpHdr, src_port)),
@@ -693,7 +717,8 @@ pub fn parse_quoted(
                 0,
             )
         }
-        _ => return Err(Malformed),
+        // Another protocol: no ports (a protocol scan's probe).
+        _ => (0, 0, 0),
     };
     Ok(Quoted {
         src,

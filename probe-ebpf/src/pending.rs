@@ -6,14 +6,15 @@
 use core::ptr::read_volatile;
 
 use probe_common::{
-    Counter, IPPROTO_TCP as PROTO_TCP, IPPROTO_UDP as PROTO_UDP, Outcome, Pending, ProbeType,
+    Counter, IPPROTO_IP, IPPROTO_SCTP as PROTO_SCTP, IPPROTO_TCP as PROTO_TCP,
+    IPPROTO_UDP as PROTO_UDP, Outcome, Pending, ProbeType,
 };
 
 use crate::{
     egress::unreachable_outcome,
     maps::{EPOCH, HASH_SEED, PENDING, SCRATCH, count, pending_mask},
     ours::is_home,
-    parse::{self, Addr, Endpoints, Icmp, Quoted, TCP_ACK, ether_addr, parse_quoted},
+    parse::{self, Addr, Endpoints, Icmp, IcmpKind, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
 };
 
@@ -74,7 +75,7 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
         ProbeType::TcpSyn => Counter::Syns,
         ProbeType::TcpStealth | ProbeType::TcpAck => Counter::StealthIn,
         ProbeType::TcpFragment => Counter::Fragments,
-        ProbeType::TcpUnseen => Counter::Unseen,
+        ProbeType::TcpUnseen | ProbeType::IpProtocol | ProbeType::Sctp => Counter::Unseen,
         ProbeType::Udp => Counter::UdpIn,
         ProbeType::IcmpEcho => Counter::EchoIn,
     });
@@ -153,16 +154,30 @@ pub(crate) fn settle_unreachable(start: usize, end: usize, icmp: &Icmp, v6: bool
     let Ok(quoted) = parse_quoted(start, end, offset, v6) else {
         return;
     };
-    let outcome = unreachable_outcome(v6, icmp.code);
-    let flow = Flow::quoted(&quoted);
+    // A protocol nothing speaks here answers like a closed port.
+    let protocol_closed = icmp.kind == IcmpKind::UnknownNextHeader || (!v6 && icmp.code == 2);
+    let outcome = if protocol_closed {
+        Outcome::Refused
+    } else {
+        unreachable_outcome(v6, icmp.code)
+    };
+    let mut flow = Flow::quoted(&quoted);
     if settle(&flow, quoted.answer_id, outcome, icmp.raw_type, icmp.code) || !is_home(&flow.local) {
         return;
     }
     // An attempt the ingress side never recorded (fragments it could not read, a slot
-    // taken by another flow): our error message proves it.
+    // taken by another flow, a protocol it does not record): our error message proves it.
     let probe = match quoted.proto {
         PROTO_TCP => ProbeType::TcpUnseen,
         PROTO_UDP => ProbeType::Udp,
+        PROTO_SCTP => ProbeType::Sctp,
+        // A protocol scan (nmap -sO): the protocol probed is the "port".
+        proto if protocol_closed => {
+            flow.local_port = u16::from(proto);
+            flow.remote_port = 0;
+            flow.proto = IPPROTO_IP;
+            ProbeType::IpProtocol
+        }
         _ => return,
     };
     count(Counter::Unseen);

@@ -118,7 +118,7 @@ impl Probe {
 }
 
 /// The name of a probe type in records (`tcp_syn`, `tcp_stealth`, `tcp_ack`, `udp`,
-/// `icmp_echo`, `tcp_fragment`, `tcp_unseen`).
+/// `icmp_echo`, `tcp_fragment`, `tcp_unseen`, `ip_protocol`, `sctp`).
 pub fn probe_type_name(probe: ProbeType) -> &'static str {
     match probe {
         ProbeType::TcpSyn => "tcp_syn",
@@ -128,6 +128,8 @@ pub fn probe_type_name(probe: ProbeType) -> &'static str {
         ProbeType::IcmpEcho => "icmp_echo",
         ProbeType::TcpFragment => "tcp_fragment",
         ProbeType::TcpUnseen => "tcp_unseen",
+        ProbeType::IpProtocol => "ip_protocol",
+        ProbeType::Sctp => "sctp",
     }
 }
 
@@ -166,6 +168,9 @@ pub fn proto_name(proto: u8) -> String {
         probe_common::IPPROTO_UDP => "UDP".to_owned(),
         probe_common::IPPROTO_ICMP => "ICMP".to_owned(),
         probe_common::IPPROTO_ICMPV6 => "IPv6-ICMP".to_owned(),
+        probe_common::IPPROTO_SCTP => "SCTP".to_owned(),
+        // A protocol scan's probes, whose "port" is the protocol number.
+        probe_common::IPPROTO_IP => "IP".to_owned(),
         other => other.to_string(),
     }
 }

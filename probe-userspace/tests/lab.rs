@@ -540,7 +540,7 @@ fn every_nmap_technique_is_seen_and_alerted() {
         &[&format!("{VICTIM_IP}:22"), &format!("[{VICTIM_IP6}]:22")],
     );
     // (nmap arguments, target, probe type and outcome the kernel must report, technique).
-    let cases: [(&[&str], &str, &str, &str, &str); 9] = [
+    let cases: [(&[&str], &str, &str, &str, &str); 12] = [
         (&["-sS"], VICTIM_IP, "tcp_syn", "refused", "SYN"),
         // Tiny fragments: the first carries the ports, not the flags; the kernel
         // reassembles and refuses the SYN. (nmap fragments IPv4 only; the IPv6 first
@@ -559,6 +559,17 @@ fn every_nmap_technique_is_seen_and_alerted() {
         (&["-sA"], VICTIM_IP, "tcp_ack", "refused", "ACK"),
         (&["-sU"], VICTIM_IP, "udp", "refused", "UDP"),
         (&["-6", "-sS"], VICTIM_IP6, "tcp_syn", "refused", "SYN"),
+        // IP protocols 1-30 (the "ports" are protocol numbers): ICMP protocol unreachable.
+        (&["-sO"], VICTIM_IP, "ip_protocol", "refused", "protocol"),
+        (
+            &["-6", "-sO"],
+            VICTIM_IP6,
+            "ip_protocol",
+            "refused",
+            "protocol",
+        ),
+        // SCTP INIT: this kernel has no SCTP and answers protocol unreachable.
+        (&["-sY"], VICTIM_IP, "sctp", "refused", "SCTP"),
     ];
     for (args, target, probe_type, outcome, technique) in cases {
         let mut detector = Detector::start(

@@ -55,6 +55,10 @@ pub enum Technique {
     /// TCP attempts without ACK the ingress side never saw whole, known from our RST|ACK
     /// or ICMP answers (fragments it could not read, or other hiding).
     Unseen,
+    /// IP protocols probed (nmap `-sO`): the "ports" are protocol numbers.
+    Protocol,
+    /// SCTP INIT or COOKIE ECHO (nmap `-sY`, `-sZ`).
+    Sctp,
 }
 
 impl Technique {
@@ -76,6 +80,8 @@ impl Technique {
             ProbeType::IcmpEcho => Technique::Ping,
             ProbeType::TcpFragment => Technique::Fragmented,
             ProbeType::TcpUnseen => Technique::Unseen,
+            ProbeType::IpProtocol => Technique::Protocol,
+            ProbeType::Sctp => Technique::Sctp,
         }
     }
 
@@ -92,6 +98,8 @@ impl Technique {
             Technique::Ping => "ping",
             Technique::Fragmented => "fragmented",
             Technique::Unseen => "unseen",
+            Technique::Protocol => "protocol",
+            Technique::Sctp => "SCTP",
         }
     }
 

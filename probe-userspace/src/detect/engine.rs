@@ -666,6 +666,8 @@ mod tests {
         assert_eq!(with(ProbeType::IcmpEcho, 0), Technique::Ping);
         assert_eq!(with(ProbeType::TcpFragment, 0), Technique::Fragmented);
         assert_eq!(with(ProbeType::TcpUnseen, 0), Technique::Unseen);
+        assert_eq!(with(ProbeType::IpProtocol, 0), Technique::Protocol);
+        assert_eq!(with(ProbeType::Sctp, 0), Technique::Sctp);
         assert!(Technique::Xmas.is_stealth() && Technique::Ack.is_stealth());
         assert!(!Technique::Syn.is_stealth() && !Technique::Udp.is_stealth());
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     clock::{self, WallClock},
-    detect::{DetectorName, EngineConfig, ScanAlert, ScanKind},
+    detect::{DetectorName, EngineConfig, ScanAlert, ScanKind, Technique},
     event::proto_name,
     output::services::{self, Service},
 };
@@ -224,17 +224,20 @@ impl AlertRecord {
         let span = human_span(scan.last_seen.saturating_sub(scan.first_seen));
         let wall = |t| clock::eve_timestamp(clock.at(t));
         let technique = scan.technique.name();
-        // "TCP SYN port scan", but "UDP port scan", not "UDP UDP".
-        let what = if technique == proto {
-            proto.clone()
+        // "TCP SYN port scan", but "UDP port scan", not "UDP UDP"; an "IP protocol scan"
+        // probes protocols, not ports.
+        let (what, scan_noun, items) = if scan.technique == Technique::Protocol {
+            ("IP".to_owned(), "protocol scan", "protocols")
+        } else if technique == proto {
+            (proto.clone(), "port scan", "ports")
         } else {
-            format!("{proto} {technique}")
+            (format!("{proto} {technique}"), "port scan", "ports")
         };
         let (signature_id, signature, kind, mut threshold) = match scan.kind {
             ScanKind::Vertical => (
                 SID_VERTICAL_SCAN,
                 format!(
-                    "PROBE-DETECTOR {what} port scan: {} ports of {} probed by {} in {span}",
+                    "PROBE-DETECTOR {what} {scan_noun}: {} {items} of {} probed by {} in {span}",
                     scan.ports.len(),
                     scan.targets
                         .first()
@@ -262,7 +265,7 @@ impl AlertRecord {
             ScanKind::Distributed => (
                 SID_DISTRIBUTED_SCAN,
                 format!(
-                    "PROBE-DETECTOR {what} distributed port scan: {} ports of {} probed by {} sources in {span} (decoys likely)",
+                    "PROBE-DETECTOR {what} distributed {scan_noun}: {} {items} of {} probed by {} sources in {span} (decoys likely)",
                     scan.ports.len(),
                     scan.targets
                         .first()
@@ -594,6 +597,24 @@ mod tests {
             v["alert"]["signature"],
             "PROBE-DETECTOR UDP port scan: 3 ports of 198.18.0.2 probed by 198.18.0.1 in 1.5 s"
         );
+    }
+
+    #[test]
+    fn a_protocol_scan_counts_protocols() {
+        let victim = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let mut s = scan(
+            ScanKind::Vertical,
+            Technique::Protocol,
+            vec![victim],
+            vec![2, 47, 50, 51],
+        );
+        s.proto = 0;
+        let v = rendered(&s, "vic0");
+        assert_eq!(
+            v["alert"]["signature"],
+            "PROBE-DETECTOR IP protocol scan: 4 protocols of 198.18.0.2 probed by 198.18.0.1 in 1.5 s"
+        );
+        assert_eq!(v["proto"], "IP");
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum Transport {
         code: u8,
         rest: [u8; 4],
     },
+    /// Another IP protocol: its bytes are the frame's payload.
+    Raw {
+        proto: u8,
+    },
 }
 
 /// An IPv4 or IPv6 packet in an Ethernet frame, with optional VLAN tags, IPv4 options or
@@ -107,6 +111,13 @@ impl Frame {
                 options: Vec::new(),
             },
         )
+    }
+
+    /// A packet of IP protocol `proto` carrying `payload` as it is.
+    pub fn raw(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Self {
+        let mut f = Self::new(src, dst, Transport::Raw { proto });
+        f.payload = payload.to_vec();
+        f
     }
 
     pub fn udp(src: IpAddr, src_port: u16, dst: IpAddr, dst_port: u16) -> Self {
@@ -334,6 +345,7 @@ impl Frame {
             Transport::Udp { .. } => 17,
             Transport::Icmp { .. } if self.src.is_ipv4() => 1,
             Transport::Icmp { .. } => 58,
+            Transport::Raw { proto } => proto,
         }
     }
 
@@ -369,6 +381,7 @@ impl Frame {
                 t.extend_from_slice(&[*kind, *code, 0, 0]);
                 t.extend_from_slice(rest);
             }
+            Transport::Raw { .. } => {}
         }
         t.extend_from_slice(&self.payload);
         t

@@ -8,7 +8,7 @@
 
 pub(crate) use std::{net::IpAddr, time::Duration};
 
-pub(crate) use crate::common::{ACK, FIN, Frame, PSH, RST, SYN, URG, v4, v6};
+pub(crate) use crate::common::{ACK, FIN, Frame, PSH, RST, SYN, Transport, URG, v4, v6};
 pub(crate) use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, RingBuf},

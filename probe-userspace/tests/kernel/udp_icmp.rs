@@ -119,3 +119,67 @@ fn echo_requests_answered_and_not() {
     );
     assert_eq!(h.counter(Counter::EchoIn), 3);
 }
+
+#[test]
+fn protocol_and_sctp_scans_are_known_from_our_answers() {
+    if !require_root("protocol_and_sctp_scans_are_known_from_our_answers") {
+        return;
+    }
+    let mut h = Harness::new();
+    // nmap -sO: a packet of a protocol nothing speaks here; ICMP protocol unreachable.
+    let gre = Frame::raw(scanner(), victim(), 47, &[0; 8]);
+    h.inbound_frame(&gre);
+    h.outbound_frame(&gre.unreachable(2));
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.proto, e.dst_port),
+        (ProbeType::IpProtocol, Outcome::Refused, 0, 47)
+    );
+    // Over IPv6: ICMPv6 parameter problem, unrecognised next header (type 4, code 1).
+    let esp6 = Frame::raw(scanner6(), victim6(), 50, &[0; 8]);
+    let mut problem = Frame::raw(victim6(), scanner6(), 58, &[]);
+    problem.transport = Transport::Icmp {
+        kind: 4,
+        code: 1,
+        rest: [0, 0, 0, 6],
+    };
+    problem.payload = esp6.ip_packet();
+    h.outbound_frame(&problem);
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.src, e.dst_port),
+        (ProbeType::IpProtocol, Outcome::Refused, scanner6(), 50)
+    );
+    // nmap -sY on a host without SCTP: protocol unreachable quoting the INIT, whose ports
+    // it carries.
+    let mut init = 40_000u16.to_be_bytes().to_vec();
+    init.extend(80u16.to_be_bytes());
+    init.extend([0; 8]);
+    init.extend([1, 0, 0, 20]);
+    let sctp = Frame::raw(scanner(), victim(), 132, &init);
+    h.outbound_frame(&sctp.unreachable(2));
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.proto, e.src_port, e.dst_port),
+        (ProbeType::Sctp, 132, 40_000, 80)
+    );
+    // A host with SCTP answers an INIT to a closed port with an ABORT.
+    let mut abort = 81u16.to_be_bytes().to_vec();
+    abort.extend(40_000u16.to_be_bytes());
+    abort.extend([0; 8]);
+    abort.extend([6, 0, 0, 4]);
+    h.outbound_frame(&Frame::raw(victim(), scanner(), 132, &abort));
+    let e = h.one_event();
+    assert_eq!(
+        (e.probe, e.outcome, e.dst_port, e.src),
+        (ProbeType::Sctp, Outcome::Refused, 81, scanner())
+    );
+    // Other SCTP chunks leaving (our own traffic) are not answers.
+    let mut data = 81u16.to_be_bytes().to_vec();
+    data.extend(40_001u16.to_be_bytes());
+    data.extend([0; 8]);
+    data.extend([0, 0, 0, 4]);
+    h.outbound_frame(&Frame::raw(victim(), scanner(), 132, &data));
+    assert!(h.events().is_empty());
+    assert_eq!(h.counter(Counter::Unseen), 4);
+}
