@@ -71,6 +71,9 @@ const TOOLS: &[&str] = &[
     "trafgen",
     "tcpdump",
     "curl",
+    "traceroute",
+    "mtr",
+    "tracepath",
     "iptables",
     "ip6tables",
     "rsyslogd",
@@ -258,6 +261,9 @@ fn versions() -> Vec<(String, String)> {
         "iptables",
         "tcpdump",
         "curl",
+        "traceroute",
+        "mtr-tiny",
+        "iputils-tracepath",
     ];
     for package in packages {
         let version = Command::new("dpkg-query")

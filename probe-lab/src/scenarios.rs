@@ -187,6 +187,30 @@ pub const SCENARIOS: &[Scenario] = &[
         run: |lab| nmap_victim(lab, &["-6", "-sS", "-T4", "-p", "1-1000", VICTIM6]),
     },
     Scenario {
+        name: "nmap -f (fragments)",
+        what: "nmap -sS -f -T4 -p 1-1000 (SYN scan in 8-byte fragments)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sS", "-f", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sO",
+        what: "nmap -sO -T4 -p 1-100 (IP protocol scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sO", "-T4", "-p", "1-100", VICTIM]),
+    },
+    Scenario {
+        name: "nmap -sY",
+        what: "nmap -sY -T4 -p 1-1000 (SCTP INIT scan)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| nmap_victim(lab, &["-sY", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
         name: "nmap -T2",
         what: "nmap -sS -T2 -p 1-25 (polite: 0.4 s between probes)",
         topology: Topology::Host,
@@ -408,6 +432,51 @@ pub const SCENARIOS: &[Scenario] = &[
                 &lab.host.scanner,
                 &[7],
                 &["--parallel", "--parallel-max", "64", &ok, &refused],
+            )
+        },
+    },
+    Scenario {
+        name: "traceroute",
+        what: "traceroute -n -w 1 (UDP probes, TTL 1 and up, ports 33434 and up)",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            bounded(
+                &lab.host.scanner,
+                &[1],
+                "traceroute",
+                &["-n", "-w", "1", VICTIM],
+            )
+        },
+    },
+    Scenario {
+        name: "mtr -u",
+        what: "mtr -u -n -r -c 3 (UDP mode, three rounds)",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            bounded(
+                &lab.host.scanner,
+                &[1],
+                "mtr",
+                &["-u", "-n", "-r", "-c", "3", "-i", "0.2", VICTIM],
+            )
+        },
+    },
+    Scenario {
+        name: "tracepath",
+        what: "tracepath -n -m 10 (UDP, path MTU discovery)",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            bounded(
+                &lab.host.scanner,
+                &[1],
+                "tracepath",
+                &["-n", "-m", "10", VICTIM],
             )
         },
     },

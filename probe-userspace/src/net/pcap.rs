@@ -165,6 +165,10 @@ impl Flow {
         let ip = offset + 2;
         let (src, dst, proto, transport) = match ethertype {
             0x0800 => {
+                // A later fragment has no transport header: no flow to read.
+                if be16(ip + 6)? & 0x1fff != 0 {
+                    return None;
+                }
                 let src: [u8; 4] = frame.get(ip + 12..ip + 16)?.try_into().ok()?;
                 let dst: [u8; 4] = frame.get(ip + 16..ip + 20)?.try_into().ok()?;
                 let ihl = usize::from(frame[ip] & 0x0f) * 4;
@@ -184,7 +188,8 @@ impl Flow {
         };
         let (port, tcp_flags) = match proto {
             6 => (be16(transport + 2), frame.get(transport + 13).copied()),
-            17 => (be16(transport + 2), None),
+            // UDP and SCTP: the destination port after the source port.
+            17 | 132 => (be16(transport + 2), None),
             1 | 58 => (frame.get(transport).map(|&t| u16::from(t)), None),
             _ => (None, None),
         };
