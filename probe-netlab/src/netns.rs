@@ -142,10 +142,25 @@ impl Drop for Netns {
             // SAFETY: kill with a pid read from the namespace and a valid signal number.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        // Deleting the namespace deletes the veth ends in it, and with them the pairs.
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
+        // Deleting the namespace deletes the veth ends in it, and with them the pairs. The
+        // delete fails (the name stays) while another process's mount namespace still
+        // holds a copy of the name's bind mount (an `ip netns exec` of another namespace
+        // exiting just then): try again until the name is gone, and say so if it is not.
+        let path = format!("/run/netns/{}", self.name);
+        for _ in 0..50 {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.name])
+                .stderr(Stdio::null())
+                .status();
+            if !std::path::Path::new(&path).exists() {
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!(
+            "probe-netlab: cannot delete network namespace {}: `ip netns delete {}` by hand",
+            self.name, self.name
+        );
     }
 }
 

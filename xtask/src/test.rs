@@ -44,12 +44,25 @@ pub fn run(workspace: &Path, pin: &Pin, no_lint: bool, args: &[String]) -> anyho
             "warnings",
         ]))?;
     }
+    let before = lab_namespaces();
     let mut cargo = pinned_cargo(workspace, pin);
     cargo.args(["test", "--workspace", "--exclude", "probe-ebpf"]);
     if !args.is_empty() {
         cargo.arg("--").args(args);
     }
     cmd::run(&mut cargo)?;
+    // Tests delete what they make, also when they fail: a namespace of this run left
+    // behind is a failure of its own.
+    let left: Vec<String> = lab_namespaces()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    if !left.is_empty() {
+        bail!(
+            "the tests left network namespaces behind: {} (delete with `ip netns delete NAME`)",
+            left.join(" ")
+        );
+    }
     // The eBPF crate's parser, as a library on the host (the programs build for BPF only).
     cmd::run(pinned_cargo(workspace, pin).args([
         "test",
@@ -64,4 +77,16 @@ pub fn run(workspace: &Path, pin: &Pin, no_lint: bool, args: &[String]) -> anyho
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The lab's network namespaces (`pdlab-...`) that exist now.
+fn lab_namespaces() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("pdlab-"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
