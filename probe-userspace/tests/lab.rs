@@ -622,7 +622,10 @@ fn every_nmap_technique_is_seen_and_alerted() {
             (Some(scanner), Some(target)),
             "nmap {args:?}"
         );
-        // The first alert comes after at most five failed probes.
+        // The first alert comes after at most five failed probes; a protocol scan's at
+        // most at the threshold (8 here): its ICMP and TCP probes are answered (a ping
+        // echoed), and a success met early delays the sequential test, as it should.
+        let most = if technique == "protocol" { 8 } else { 5 };
         assert_eq!(
             alert["alert"]["context"]["scan"]["phase"], "start",
             "nmap {args:?}"
@@ -636,7 +639,7 @@ fn every_nmap_technique_is_seen_and_alerted() {
             alert["alert"]["context"]["scan"]["probes"]
         );
         assert!(
-            failed <= 5,
+            failed <= most,
             "nmap {args:?}: first alert after {failed} failed probes: {alert}"
         );
         let stealth = matches!(technique, "FIN" | "NULL" | "Xmas" | "ACK" | "fragmented");
