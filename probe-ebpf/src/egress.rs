@@ -100,16 +100,9 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
         } else {
             return false;
         };
-        let what = Unrecorded {
-            probe,
-            outcome: Outcome::Refused,
-            icmp_type: 0,
-            icmp_code: 0,
-            ifindex,
-            // Our answer goes to the link-layer address the probe came from.
-            mac: ether_addr(start, end, true),
-            ip_version: ends.version,
-        };
+        // Our answer goes to the link-layer address the probe came from.
+        let mac = ether_addr(start, end, true);
+        let what = Unrecorded::refused(probe, ifindex, mac, ends.version);
         report_answered(&answer, &what);
         true
     }
@@ -130,15 +123,8 @@ pub(crate) fn egress_sctp(start: usize, end: usize, h: &Headers, ifindex: u32) -
     if chunk != ABORT || !is_home(&ends.src) {
         return false;
     }
-    let what = Unrecorded {
-        probe: ProbeType::Sctp,
-        outcome: Outcome::Refused,
-        icmp_type: 0,
-        icmp_code: 0,
-        ifindex,
-        mac: ether_addr(start, end, true),
-        ip_version: ends.version,
-    };
+    let mac = ether_addr(start, end, true);
+    let what = Unrecorded::refused(ProbeType::Sctp, ifindex, mac, ends.version);
     report_answered(&Flow::from_us(&ends, h.proto, src_port, dst_port), &what);
     true
 }

@@ -207,6 +207,22 @@ pub(crate) struct Unrecorded {
     pub(crate) ip_version: u8,
 }
 
+impl Unrecorded {
+    /// An attempt refused by a TCP or SCTP answer of ours (no ICMP type or code).
+    #[inline(always)]
+    pub(crate) fn refused(probe: ProbeType, ifindex: u32, mac: [u8; 6], ip_version: u8) -> Self {
+        Self {
+            probe,
+            outcome: Outcome::Refused,
+            icmp_type: 0,
+            icmp_code: 0,
+            ifindex,
+            mac,
+            ip_version,
+        }
+    }
+}
+
 /// Reports an attempt known only from our answer to it. Inlined, with the record built
 /// in a per-CPU scratch slot field by field: the callers are on the deepest call chains
 /// (egress, TCP or ICMP, report, allow-list), which must stay within 512 bytes of stack.

@@ -304,8 +304,9 @@ pub struct Cli {
 
     /// Drop the packets of confirmed scanners in XDP for --block-ttl seconds. Never blocked
     /// (kept current while running): allow-listed sources, our addresses, the home nets,
-    /// gateways, DNS resolvers, on-link neighbours known before the scan, peers that
-    /// answered connections this host started (6 h), loopback, and sources likely spoofed
+    /// gateways, DNS resolvers, on-link neighbours whose address came in frames not their
+    /// own, peers that answered connections this host started (6 h), loopback, and sources
+    /// likely spoofed
     /// (unless --block-spoofed). Answers to our own connections lift a block. Off by
     /// default; see docs/blocking.md for what forged packets can still make it do.
     #[arg(help_heading = "Blocking", global = true, long)]

@@ -37,8 +37,8 @@ use crate::{
     output::{Blocking, Clock, OutputError, Pipeline},
     policy::{
         allow,
-        block::{BlockPolicy, Spared},
         budget::Budget,
+        protect::{BlockPolicy, Spared},
     },
 };
 

@@ -13,7 +13,8 @@ use crate::{
     output::{Blocking, Clock, Pipeline},
     policy::{
         allow::{self, AllowLists},
-        block::{BlockPolicy, Blocker},
+        block::Blocker,
+        protect::BlockPolicy,
     },
 };
 

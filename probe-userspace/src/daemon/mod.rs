@@ -231,12 +231,19 @@ impl Daemon<'_> {
                 }
                 _ = lifecycle.tick() => {
                     let now = clock::monotonic_now();
+                    // Once a minute, also the blocks the kernel lifted itself; and the
+                    // state file.
+                    let minute = state_saved.elapsed() >= Duration::from_secs(60);
                     if let Some(blocker) = self.pipeline.blocker() {
-                        blocker.sweep(now);
+                        if minute {
+                            blocker.sweep(now);
+                        } else {
+                            blocker.expire(now);
+                        }
                     }
                     self.pipeline.tick(now);
                     self.flush()?;
-                    if state_saved.elapsed() >= Duration::from_secs(60) {
+                    if minute {
                         self.save_blocks();
                         state_saved = std::time::Instant::now();
                     }
@@ -407,10 +414,7 @@ impl Daemon<'_> {
 
     /// What a scrape or a status line reports now.
     fn snapshot(&mut self, started: std::time::SystemTime) -> Snapshot {
-        let blocks = self.pipeline.blocker().map(|b| {
-            b.sweep(clock::monotonic_now());
-            b.stats()
-        });
+        let blocks = self.pipeline.blocker().map(|b| b.stats());
         let engine = self.pipeline.engine();
         let stats = self.pipeline.stats();
         Snapshot {
@@ -441,7 +445,7 @@ impl Daemon<'_> {
 }
 
 /// Says which blocks were lifted and why.
-fn log_lifted(lifted: &[(std::net::IpAddr, crate::policy::block::Spared)]) {
+fn log_lifted(lifted: &[(std::net::IpAddr, crate::policy::protect::Spared)]) {
     for (addr, why) in lifted {
         log::info!("lifted the block of {addr}: {why}");
     }

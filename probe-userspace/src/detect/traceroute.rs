@@ -55,8 +55,16 @@ struct Trace {
     last_seen: Duration,
     seen: Seen,
     held: Vec<Probe>,
-    /// Probes withheld as a traceroute's.
-    withheld: u64,
+}
+
+impl Trace {
+    fn new(now: Duration) -> Self {
+        Self {
+            last_seen: now,
+            seen: Seen::Undecided,
+            held: Vec::new(),
+        }
+    }
 }
 
 impl Activity for Trace {
@@ -95,25 +103,14 @@ impl Traces {
             return vec![probe.clone()];
         }
         let window = self.window;
-        let trace = self.pairs.entry(key, now, window, || Trace {
-            last_seen: now,
-            seen: Seen::Undecided,
-            held: Vec::new(),
-            withheld: 0,
-        });
+        let trace = self.pairs.entry(key, now, window, || Trace::new(now));
         if now.saturating_sub(trace.last_seen) > window {
-            *trace = Trace {
-                last_seen: now,
-                seen: Seen::Undecided,
-                held: Vec::new(),
-                withheld: 0,
-            };
+            *trace = Trace::new(now);
         }
         trace.last_seen = now;
         match trace.seen {
             Seen::Scan => return vec![probe.clone()],
             Seen::Traceroute => {
-                trace.withheld += 1;
                 self.withheld += 1;
                 return Vec::new();
             }
@@ -123,8 +120,7 @@ impl Traces {
             Seen::Undecided if trace.held.len() < HOLD => Vec::new(),
             Seen::Traceroute => {
                 trace.seen = Seen::Traceroute;
-                trace.withheld = trace.held.len() as u64;
-                self.withheld += trace.withheld;
+                self.withheld += trace.held.len() as u64;
                 self.found += 1;
                 trace.held.clear();
                 log::info!(

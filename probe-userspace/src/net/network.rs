@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::{
     net::{cidr::Cidr, iface, netlink, resolvers},
-    policy::block::Spared,
+    policy::protect::Spared,
 };
 
 /// See the module documentation.

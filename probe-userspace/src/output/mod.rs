@@ -32,9 +32,10 @@ use crate::{
         record::{AlertRecord, Thresholds, json_line},
     },
     policy::{
-        block::{BlockPolicy, Blocker, Spared},
+        block::Blocker,
         budget::{Budget, Refusal},
         macs::Macs,
+        protect::{BlockPolicy, Spared},
     },
 };
 
@@ -500,7 +501,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::{detect::EngineConfig, event::Outcome, net::cidr::Cidr, policy::block::Spared};
+    use crate::{detect::EngineConfig, event::Outcome, net::cidr::Cidr, policy::protect::Spared};
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))

@@ -3,7 +3,7 @@
 use crate::harness::*;
 use probe_userspace::{
     detect::{DetectorName, Phase, ScanAlert, ScanKind, Spoof, Technique},
-    policy::{block::Asker, budget::BudgetConfig},
+    policy::{budget::BudgetConfig, protect::Asker},
 };
 
 /// XDP's verdict on a frame it drops.

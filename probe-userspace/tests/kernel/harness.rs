@@ -25,7 +25,8 @@ pub(crate) use probe_userspace::{
     kernel::{self, KernelConfig},
     net::cidr::Cidr,
     policy::allow::{self, AllowLists},
-    policy::block::{BlockError, BlockPolicy, Blocker, Spared},
+    policy::block::{BlockError, Blocker},
+    policy::protect::{BlockPolicy, Spared},
 };
 
 pub(crate) const XDP_PASS: u32 = 2;
