@@ -16,6 +16,7 @@ use crate::{
     cli::exit::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE},
     cli::values::{
         TrwMode, parse_crowd_sources, parse_power_of_two, parse_seconds, parse_slow_failed,
+        parse_spread_ports,
     },
     daemon::metrics,
     kernel::XdpModeArg,
@@ -147,14 +148,30 @@ pub struct Cli {
     #[arg(help_heading = "Detection", global = true, long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=8))]
     pub crowd_ports: u16,
 
+    /// Distinct ports of one host, each failed by a source that failed on no more than
+    /// two of its ports, within --spread-window, that make a spread scan: a scan split
+    /// over many sources (or a forged-source flood), reported as one distributed incident
+    /// whose sources are never blocked. Clients retrying one or two closed ports never
+    /// count. 0 turns it off.
+    #[arg(help_heading = "Detection", global = true, long, default_value_t = 10, value_name = "N", value_parser = parse_spread_ports)]
+    pub spread_ports: u16,
+
+    /// Seconds over which a spread scan's ports count (short: the background scanning of
+    /// an Internet-facing address, a few probes a minute from unrelated sources, must
+    /// not add up).
+    #[arg(help_heading = "Detection", global = true, long, default_value = "10", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub spread_window: Duration,
+
     /// Count the IPv4 sources of one prefix of this length as one source (24: a /24 is one
     /// scanner); its incident lists every address. 32: every address on its own.
     #[arg(help_heading = "Detection", global = true, long, default_value_t = 32, value_name = "LEN", value_parser = clap::value_parser!(u8).range(8..=32))]
     pub group_v4: u8,
 
-    /// Count the IPv6 sources of one prefix of this length as one source (64 is common).
-    /// 128: every address on its own.
-    #[arg(help_heading = "Detection", global = true, long, default_value_t = 128, value_name = "LEN", value_parser = clap::value_parser!(u8).range(16..=128))]
+    /// Count the IPv6 sources of one prefix of this length as one source. 64 (an end
+    /// site's smallest network, within which SLAAC and privacy addresses rotate): a
+    /// scanner taking a new address of its /64 per probe is one source. 128: every
+    /// address on its own.
+    #[arg(help_heading = "Detection", global = true, long, default_value_t = 64, value_name = "LEN", value_parser = clap::value_parser!(u8).range(16..=128))]
     pub group_v6: u8,
 
     /// Seconds an attempt may wait for an answer before it counts as unanswered

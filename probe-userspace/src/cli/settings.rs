@@ -199,11 +199,13 @@ impl Settings {
                 horizon: cli.slow_horizon,
                 max_sources: max_tracked,
             }),
-            crowd: (cli.crowd_sources > 0).then_some(CrowdConfig {
+            crowd: (cli.crowd_sources > 0 || cli.spread_ports > 0).then_some(CrowdConfig {
                 min_sources: usize::from(cli.crowd_sources),
                 min_common: usize::from(cli.crowd_ports),
                 window: cli.scan_window,
                 max_targets: max_tracked.min(4096),
+                spread_ports: usize::from(cli.spread_ports),
+                spread_window: cli.spread_window,
             }),
             group_v4: cli.group_v4,
             group_v6: cli.group_v6,
@@ -400,6 +402,8 @@ mod tests {
             "0",
             "--crowd-sources",
             "0",
+            "--spread-ports",
+            "0",
             "--wakeup-ms",
             "0",
             "--block",
@@ -412,6 +416,13 @@ mod tests {
         ]);
         let engine = s.engine_config(&[]);
         assert!(engine.slow.is_none() && engine.crowd.is_none());
+        // Decoy crowds off, spread scans still looked for.
+        let decoys_off = settings(&["--crowd-sources", "0"]);
+        let crowd = decoys_off
+            .engine_config(&[])
+            .crowd
+            .expect("spread scans on");
+        assert_eq!((crowd.min_sources, crowd.spread_ports), (0, 10));
         let kernel = s.kernel_config(&[]);
         assert!(kernel.block);
         assert_eq!(kernel.wakeup_gap, None);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::detect::{crowd, slow};
+use crate::detect::{crowd, slow, spread};
 
 /// Parses a positive number of seconds, fractions allowed.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -40,6 +40,20 @@ pub fn parse_crowd_sources(text: &str) -> Result<u16, String> {
         return Err(format!(
             "{n} is out of range: 0 (off) or 2..={}",
             crowd::MAX_MEMBERS
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses `--spread-ports`: 0 (off) or 4..=64 (the ports a target's spread state holds).
+pub fn parse_spread_ports(text: &str) -> Result<u16, String> {
+    let n: u16 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if (1..4).contains(&n) || usize::from(n) > spread::PORT_SLOTS {
+        return Err(format!(
+            "{n} is out of range: 0 (off) or 4..={}",
+            spread::PORT_SLOTS
         ));
     }
     Ok(n)

@@ -196,8 +196,10 @@ pub struct Spoof {
     pub ttl_max: u8,
     /// Why the sources may be forged: `decoys` (a distributed scan: nmap's decoys send
     /// the same probes from addresses the scanner does not own, and nothing in the
-    /// packets tells which source is real), `martian` (a source no packet can come from:
-    /// 0/8, 127/8, multicast, 240/4, ::, ::1, ff00::/8, IPv4-mapped).
+    /// packets tells which source is real), `spread` (a distributed scan of many sources
+    /// with one or two probes each, as a forged-source flood makes), `martian` (a source
+    /// no packet can come from: 0/8, 127/8, multicast, 240/4, ::, ::1, ff00::/8,
+    /// IPv4-mapped).
     pub reasons: Vec<&'static str>,
 }
 
@@ -211,7 +213,15 @@ impl Spoof {
     pub fn suspected(&self) -> bool {
         !self.reasons.is_empty()
     }
+
+    /// True for a spread scan (reason `spread`): never a reason to block its sources.
+    pub fn spread(&self) -> bool {
+        self.reasons.contains(&SPREAD)
+    }
 }
+
+/// The reason of a spread scan's sources.
+pub const SPREAD: &str = "spread";
 
 /// True for addresses no packet from the network can legitimately come from.
 pub fn is_martian(ip: IpAddr) -> bool {

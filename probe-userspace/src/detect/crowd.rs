@@ -1,5 +1,6 @@
 //! Distributed and decoy scan detection: several sources failing on the same ports of one
-//! target within a window.
+//! target within a window, or many sources each failing on one or two of its ports
+//! ([`crate::detect::spread`]).
 //!
 //! nmap's decoy scan (`-D`) sends every probe once from the scanner and once from each
 //! decoy address, so the target sees several sources probe the same ports in the same
@@ -11,7 +12,8 @@
 //! clients of a server that went down) fail on one or two ports, not three of the same.
 //!
 //! Memory: at most `max_targets` targets, [`MAX_MEMBERS`] sources each, [`MEMBER_PORTS`]
-//! ports per source; about [`BYTES_PER_TARGET`] bytes per target when full.
+//! ports per source, and the spread scan's slots; about [`BYTES_PER_TARGET`] bytes per
+//! target when full.
 
 use std::{mem::size_of, net::IpAddr, time::Duration};
 
@@ -20,7 +22,10 @@ use crate::detect::{
     verdict::{Detector, DetectorName, Verdict},
 };
 use crate::{
-    detect::table::{Activity, BoundedTable, RecentSet},
+    detect::{
+        spread::{self, Spread, SpreadVerdict, Units},
+        table::{Activity, BoundedTable, RecentSet},
+    },
     event::{Probe, ProbeType},
 };
 
@@ -30,13 +35,16 @@ pub const MAX_MEMBERS: usize = 32;
 pub const MEMBER_PORTS: usize = 8;
 /// Memory of one target with every slot used, bytes (approximate: vectors' headers and
 /// hash-table overhead included).
-pub const BYTES_PER_TARGET: usize =
-    MAX_MEMBERS * (size_of::<Member>() + MEMBER_PORTS * size_of::<(u16, Duration)>()) + 64;
+pub const BYTES_PER_TARGET: usize = MAX_MEMBERS
+    * (size_of::<Member>() + MEMBER_PORTS * size_of::<(u16, Duration)>())
+    + 64
+    + spread::BYTES_PER_TARGET;
 
 /// The detector's parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CrowdConfig {
-    /// Sources (the scanner and its decoys) that make a distributed scan.
+    /// Sources (the scanner and its decoys) that make a distributed scan (0: decoy
+    /// crowds not looked for).
     pub min_sources: usize,
     /// Failed ports each of them must share with the others.
     pub min_common: usize,
@@ -44,16 +52,24 @@ pub struct CrowdConfig {
     pub window: Duration,
     /// Targets (our hosts) tracked at once; the least recently probed go first.
     pub max_targets: usize,
+    /// Distinct ports of one target, each failed by a source with one or two failed
+    /// ports there, that make a spread scan (0: not looked for).
+    pub spread_ports: usize,
+    /// How far back the spread scan's ports count.
+    pub spread_window: Duration,
 }
 
 impl Default for CrowdConfig {
-    /// Three sources sharing three failed ports within a minute.
+    /// Three sources sharing three failed ports within a minute; ten ports, each of a
+    /// source of one or two, within ten seconds.
     fn default() -> Self {
         Self {
             min_sources: 3,
             min_common: 3,
             window: Duration::from_secs(60),
             max_targets: 4096,
+            spread_ports: 10,
+            spread_window: Duration::from_secs(10),
         }
     }
 }
@@ -87,6 +103,7 @@ struct Member {
 struct Crowd {
     members: Vec<Member>,
     last_seen: Duration,
+    spread: Spread,
 }
 
 impl Activity for Crowd {
@@ -120,15 +137,18 @@ fn common(a: &[u16], b: &[u16]) -> usize {
 #[derive(Debug)]
 pub struct Crowds {
     config: CrowdConfig,
+    /// What one source is to the spread scan (its address, or its prefix).
+    units: Units,
     targets: BoundedTable<(IpAddr, u8), Crowd>,
 }
 
 impl Crowds {
-    /// A detector with `config`.
-    pub fn new(config: CrowdConfig) -> Self {
+    /// A detector with `config`, counting sources by `units` in spread scans.
+    pub fn new(config: CrowdConfig, units: Units) -> Self {
         Self {
             targets: BoundedTable::new(config.max_targets),
             config,
+            units,
         }
     }
 
@@ -140,14 +160,49 @@ impl Crowds {
     /// Feeds one outcome; returns the crowd its source belongs to when it is a distributed
     /// scan (each time, as the crowd grows; the engine opens one incident).
     pub fn judge(&mut self, probe: &Probe, now: Duration) -> Option<CrowdVerdict> {
+        self.judge_both(probe, now).0
+    }
+
+    /// Feeds one outcome to both: the decoy crowd's verdict, and the spread scan's.
+    fn judge_both(
+        &mut self,
+        probe: &Probe,
+        now: Duration,
+    ) -> (Option<CrowdVerdict>, Option<SpreadVerdict>) {
         if !probe.failed() || probe.probe == ProbeType::IcmpEcho {
-            return None;
+            return (None, None);
         }
         let window = self.config.window;
         let crowd = self
             .targets
             .entry((probe.dst, probe.proto), now, window, Crowd::default);
         crowd.last_seen = crowd.last_seen.max(now);
+        let spread = (self.config.spread_ports > 0)
+            .then(|| {
+                crowd.spread.observe(
+                    probe.src,
+                    self.units.of(probe.src),
+                    probe.dst_port,
+                    now,
+                    self.config.spread_window,
+                    self.config.spread_ports,
+                )
+            })
+            .flatten();
+        (Self::decoys(crowd, &self.config, probe, now), spread)
+    }
+
+    /// The decoy crowd's part of [`Crowds::judge_both`].
+    fn decoys(
+        crowd: &mut Crowd,
+        config: &CrowdConfig,
+        probe: &Probe,
+        now: Duration,
+    ) -> Option<CrowdVerdict> {
+        if config.min_sources == 0 {
+            return None;
+        }
+        let window = config.window;
         crowd
             .members
             .retain(|m| now.saturating_sub(m.last_seen) <= window);
@@ -171,7 +226,7 @@ impl Crowds {
         let before = member.ports.len();
         member.ports.note(probe.dst_port, now, window, MEMBER_PORTS);
         let grew = member.ports.len() != before;
-        if !grew || member.ports.len() < self.config.min_common {
+        if !grew || member.ports.len() < config.min_common {
             return None;
         }
         let mine = member.ports.sorted();
@@ -180,7 +235,7 @@ impl Crowds {
         let (mut failed, mut first_seen) = (member.failed, member.first_seen);
         for (i, other) in crowd.members.iter().enumerate() {
             let theirs = other.ports.sorted();
-            if i == index || common(&mine, &theirs) < self.config.min_common {
+            if i == index || common(&mine, &theirs) < config.min_common {
                 continue;
             }
             sources.push(other.src);
@@ -188,7 +243,7 @@ impl Crowds {
             failed += other.failed;
             first_seen = first_seen.min(other.first_seen);
         }
-        if sources.len() < self.config.min_sources {
+        if sources.len() < config.min_sources {
             return None;
         }
         sources.sort_unstable();
@@ -215,25 +270,52 @@ impl Detector for Crowds {
     }
 
     fn observe(&mut self, probe: &Probe, now: Duration) -> Option<Verdict> {
-        let CrowdVerdict {
-            target,
-            sources,
-            ports,
-            failed,
-            first_seen,
-        } = self.judge(probe, now)?;
-        Some(Verdict {
-            detector: DetectorName::Crowd,
-            kind: ScanKind::Distributed,
-            target: Some(target),
-            score: sources.len() as f64 / self.config.min_sources as f64,
-            sources,
-            ports,
-            hosts: vec![target],
-            first_seen,
-            failed,
-            succeeded: 0,
-        })
+        match self.judge_both(probe, now) {
+            (
+                Some(CrowdVerdict {
+                    target,
+                    sources,
+                    ports,
+                    failed,
+                    first_seen,
+                }),
+                _,
+            ) => Some(Verdict {
+                detector: DetectorName::Crowd,
+                kind: ScanKind::Distributed,
+                target: Some(target),
+                score: sources.len() as f64 / self.config.min_sources as f64,
+                sources,
+                ports,
+                hosts: vec![probe.dst],
+                first_seen,
+                failed,
+                succeeded: 0,
+                spread: false,
+            }),
+            (
+                None,
+                Some(SpreadVerdict {
+                    sources,
+                    ports,
+                    first_seen,
+                }),
+            ) => Some(Verdict {
+                detector: DetectorName::Crowd,
+                kind: ScanKind::Distributed,
+                target: Some(probe.dst),
+                score: ports.len() as f64 / self.config.spread_ports as f64,
+                // One failure per port at least (the window's, as counted).
+                failed: ports.len() as u64,
+                sources,
+                ports,
+                hosts: vec![probe.dst],
+                first_seen,
+                succeeded: 0,
+                spread: true,
+            }),
+            (None, None) => None,
+        }
     }
 
     fn tracked(&self) -> usize {
@@ -253,6 +335,7 @@ mod tests {
     use crate::event::Outcome;
 
     const VICTIM: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2));
+    const UNITS: Units = Units { v4: 32, v6: 64 };
 
     fn source(i: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(198, 18, 7, i))
@@ -264,7 +347,7 @@ mod tests {
 
     #[test]
     fn decoys_probing_the_same_ports_are_one_crowd() {
-        let mut crowds = Crowds::new(CrowdConfig::default());
+        let mut crowds = Crowds::new(CrowdConfig::default(), UNITS);
         let mut verdicts = Vec::new();
         // nmap -D d1,d2,ME: each port from each source in turn.
         let mut t = 0;
@@ -290,7 +373,7 @@ mod tests {
 
     #[test]
     fn clients_of_a_server_that_went_down_are_not_a_crowd() {
-        let mut crowds = Crowds::new(CrowdConfig::default());
+        let mut crowds = Crowds::new(CrowdConfig::default(), UNITS);
         // Fifty clients, each failing on 443 and 80 a few times.
         for c in 0..50u8 {
             for port in [443u16, 80, 443, 80] {
@@ -302,7 +385,7 @@ mod tests {
 
     #[test]
     fn sources_with_disjoint_ports_or_outside_the_window_are_not_a_crowd() {
-        let mut crowds = Crowds::new(CrowdConfig::default());
+        let mut crowds = Crowds::new(CrowdConfig::default(), UNITS);
         // Three sources, each on its own ports.
         for s in 0..3u8 {
             for p in 0..5u16 {
@@ -312,7 +395,7 @@ mod tests {
             }
         }
         // The same ports, but each source two minutes after the previous one.
-        let mut crowds = Crowds::new(CrowdConfig::default());
+        let mut crowds = Crowds::new(CrowdConfig::default(), UNITS);
         for s in 0..3u8 {
             for port in [1u16, 2, 3, 4] {
                 let probe = Probe::syn(source(s), VICTIM, port, Outcome::Refused);
@@ -324,10 +407,13 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_per_target() {
-        let mut crowds = Crowds::new(CrowdConfig {
-            max_targets: 8,
-            ..CrowdConfig::default()
-        });
+        let mut crowds = Crowds::new(
+            CrowdConfig {
+                max_targets: 8,
+                ..CrowdConfig::default()
+            },
+            UNITS,
+        );
         for i in 0..10_000u32 {
             let src = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i));
             let dst = IpAddr::V4(Ipv4Addr::from(0xc613_0000 + i % 32));

@@ -13,6 +13,7 @@ use crate::{
             MAX_SOURCES, Sighting, TtlRange, crowd_key, push_new,
         },
         slow::{Slow, SlowConfig},
+        spread::Units,
         table::{BoundedTable, ENTRY_OVERHEAD, RecentSet},
         traceroute::Traces,
         trw::{Trw, TrwConfig},
@@ -52,11 +53,22 @@ pub struct EngineConfig {
     pub group_v6: u8,
 }
 
+impl EngineConfig {
+    /// What one source is: its address, or its prefix when grouped.
+    pub fn units(&self) -> Units {
+        Units {
+            v4: self.group_v4.min(32),
+            v6: self.group_v6.min(128),
+        }
+    }
+}
+
 impl Default for EngineConfig {
     /// 10 ports or 16 hosts within 60 s; TRW with its paper's defaults; slow scans of 8
     /// failed contacts within an hour; 3 sources sharing 3 failed ports within 60 s;
     /// updates at most every 60 s; incidents end after 60 s idle; 65 536 entries per table;
-    /// no grouping.
+    /// an IPv4 source is its address, an IPv6 source its /64 (an end site's smallest
+    /// network: SLAAC and privacy addresses rotate within it).
     fn default() -> Self {
         Self {
             min_ports: 10,
@@ -69,7 +81,7 @@ impl Default for EngineConfig {
             slow: Some(SlowConfig::default()),
             crowd: Some(CrowdConfig::default()),
             group_v4: 32,
-            group_v6: 128,
+            group_v6: 64,
         }
     }
 }
@@ -93,7 +105,7 @@ impl Engine {
         let tracked = config.max_tracked;
         let mut detectors: Vec<Box<dyn Detector + Send>> = Vec::new();
         if let Some(crowd) = config.crowd {
-            detectors.push(Box::new(Crowds::new(crowd)));
+            detectors.push(Box::new(Crowds::new(crowd, config.units())));
         }
         if let Some(trw) = config.trw {
             detectors.push(Box::new(Trw::new(trw, tracked)));
@@ -232,6 +244,25 @@ impl Engine {
             .is_some_and(|i| i.sources.contains(&probe.src))
     }
 
+    /// Whether a per-source verdict on `probe`'s target folds into the distributed scan
+    /// its source is a member of: always for decoys; for a spread scan only the
+    /// sequential test's (a handful of failures, as a flood's forged sources make), so
+    /// a member that goes on to a scan of its own (the thresholds, the slow-scan
+    /// detector) leaves the crowd and opens its own incident.
+    fn folds(&mut self, verdict: &Verdict, probe: &Probe) -> bool {
+        let Some(crowd) = self.incidents.get_mut(&crowd_key(probe.dst, probe.proto)) else {
+            return false;
+        };
+        if !crowd.sources.contains(&probe.src) {
+            return false;
+        }
+        if !crowd.spread || verdict.detector == DetectorName::Trw {
+            return true;
+        }
+        crowd.sources.retain(|&s| s != probe.src);
+        false
+    }
+
     /// Notes the TTL (and, when grouped, the address) of a probe from `src`.
     fn sight(&mut self, src: IpAddr, grouped: bool, probe: &Probe, now: Duration) {
         // As long as the slowest detector that may open an incident remembers evidence.
@@ -306,16 +337,16 @@ impl Engine {
             match verdict.kind {
                 ScanKind::Distributed => alerts.extend(self.open_crowd(verdict, probe, now)),
                 // Its crowd's incident holds this source's scan of this target.
-                // (Asked again: a distributed verdict of this very probe may have just
+                // (Asked here: a distributed verdict of this very probe may have just
                 // opened it.)
-                ScanKind::Vertical if self.in_crowd(probe) => {}
+                ScanKind::Vertical if self.folds(&verdict, probe) => {}
                 // The slow-scan detector speaks for scans the others missed: a source with
-                // an open incident is known already (rare: once per source and horizon).
+                // an open incident is known already (rare: once per source and horizon);
+                // a spread scan's member is not (anyone can name it among a flood's).
                 _ if verdict.detector == DetectorName::Slow
-                    && self
-                        .incidents
-                        .values()
-                        .any(|i| i.key.src == src || i.sources.contains(&probe.src)) => {}
+                    && self.incidents.values().any(|i| {
+                        i.key.src == src || !i.spread && i.sources.contains(&probe.src)
+                    }) => {}
                 _ => alerts.extend(self.open(verdict, probe, now)),
             }
         }
@@ -397,6 +428,7 @@ impl Engine {
                 ttl: TtlRange::default(),
                 last_alert: now,
                 changed: false,
+                spread: verdict.spread,
             },
             &mut evicted,
         );
@@ -448,7 +480,14 @@ impl Engine {
             return incident.due_update(now, interval).into_iter().collect();
         }
         let mut alerts = Vec::new();
-        for &source in &verdict.sources {
+        // A spread scan's members have no scan of their own on the target: a source that
+        // has one failed on too many ports to be a member.
+        let members = if verdict.spread {
+            &[][..]
+        } else {
+            &verdict.sources[..]
+        };
+        for &source in members {
             let own = IncidentKey {
                 src: self.group(source).0,
                 kind: ScanKind::Vertical,
@@ -1100,5 +1139,107 @@ mod tests {
         let spoof = &alerts[1].spoof;
         assert!(spoof.ttl_consistent() && !spoof.suspected());
         assert!(is_martian("ff02::1".parse().unwrap()) && !is_martian(SCANNER));
+    }
+
+    fn v6(low: u128) -> IpAddr {
+        IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | low))
+    }
+
+    #[test]
+    fn many_sources_one_port_each_are_one_spread_scan_never_to_block() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut alerts = Vec::new();
+        // Twenty sources of one /24, twenty distinct closed ports, two seconds.
+        for i in 0..20u32 {
+            let at = secs(0.1 * f64::from(i));
+            alerts.extend(engine.observe(&probe(host(i), VICTIM, 1000 + i as u16), at));
+        }
+        let starts: Vec<_> = alerts.iter().filter(|a| a.phase == Phase::Start).collect();
+        assert_eq!(starts.len(), 1, "{alerts:#?}");
+        let start = starts[0];
+        assert_eq!(
+            (start.kind, start.detector),
+            (ScanKind::Distributed, DetectorName::Crowd)
+        );
+        // At the tenth port, the ten sources so far listed.
+        assert_eq!(start.ports, (1000..1010).collect::<Vec<_>>());
+        assert_eq!(start.sources, (0..10).map(host).collect::<Vec<_>>());
+        assert!(start.spoof.spread() && start.spoof.suspected());
+        assert_eq!(start.spoof.reasons, vec!["spread"]);
+        let end = engine.finish();
+        assert_eq!(end.len(), 1);
+        assert_eq!(end[0].sources.len(), 20);
+        assert_eq!(end[0].ports.len(), 20);
+        assert_eq!(end[0].probes, 20);
+    }
+
+    #[test]
+    fn many_sources_on_the_same_ports_are_no_scan() {
+        let mut engine = Engine::new(EngineConfig::default());
+        // A service restarts: 2 000 clients retry 443 and 80 over 20 s; a load balancer's
+        // health checks keep failing on 8080; peers of a closed peer-to-peer port retry it.
+        for i in 0..2000u32 {
+            let at = secs(0.01 * f64::from(i));
+            for port in [443, 80, 443] {
+                assert_eq!(engine.observe(&probe(host(i), VICTIM, port), at), vec![]);
+            }
+            let checker = IpAddr::V4(Ipv4Addr::new(198, 18, 9, (i % 4) as u8));
+            assert_eq!(engine.observe(&probe(checker, VICTIM, 8080), at), vec![]);
+            let mut peer = probe(v6(u128::from(i) << 64 | 1), VICTIM, 51413);
+            peer.proto = 17;
+            peer.probe = ProbeType::Udp;
+            assert_eq!(engine.observe(&peer, at), vec![]);
+        }
+        assert_eq!(engine.finish(), vec![]);
+    }
+
+    #[test]
+    fn a_64_taking_a_new_address_per_probe_is_one_scanner() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut alerts = Vec::new();
+        let victim = v6(2);
+        for i in 0..12u16 {
+            let src = v6((7 << 64) | (u128::from(i) * 7919 + 1));
+            alerts.extend(engine.observe(&probe(src, victim, 2000 + i), secs(0.01 * f64::from(i))));
+        }
+        let start = alerts.first().expect("a scan");
+        assert_eq!(
+            (start.kind, start.detector),
+            (ScanKind::Vertical, DetectorName::Trw)
+        );
+        assert_eq!(start.src_net, Some((v6(7 << 64), 64)));
+        assert_eq!(start.sources.len(), 4, "the addresses seen until then");
+        assert!(!start.spoof.suspected());
+    }
+
+    #[test]
+    fn a_spread_member_that_scans_on_opens_its_own_incident() {
+        let mut engine = Engine::new(EngineConfig {
+            trw: None,
+            ..EngineConfig::default()
+        });
+        let mut alerts = Vec::new();
+        // A flood of one probe per source; the scanner's first probe among them.
+        alerts.extend(engine.observe(&probe(SCANNER, VICTIM, 1), secs(0.0)));
+        for i in 0..50u32 {
+            alerts.extend(engine.observe(&probe(host(i), VICTIM, 5000 + i as u16), secs(0.01)));
+        }
+        let crowd = alerts
+            .iter()
+            .find(|a| a.kind == ScanKind::Distributed)
+            .unwrap();
+        assert!(crowd.sources.contains(&SCANNER));
+        // It goes on to ten ports: its own scan, not the flood's (its sequential test
+        // would fold into the crowd: the flood's forged sources fail a few times too).
+        for port in 2..=10 {
+            alerts.extend(engine.observe(&probe(SCANNER, VICTIM, port), secs(0.1)));
+        }
+        let own = alerts
+            .iter()
+            .find(|a| a.kind == ScanKind::Vertical)
+            .expect("its own incident");
+        // The slow-scan detector's eight failed contacts come before the threshold's ten.
+        assert_eq!((own.src, own.detector), (SCANNER, DetectorName::Slow));
+        assert!(!own.spoof.suspected());
     }
 }

@@ -80,6 +80,7 @@ impl<T: PartialEq + Copy + Ord> Episode<T> {
             first_seen: self.first_seen,
             failed: self.probes - self.succeeded,
             succeeded: self.succeeded,
+            spread: false,
         }
     }
 }

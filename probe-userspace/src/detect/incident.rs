@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use crate::{
     detect::{
-        alert::{Phase, ScanAlert, ScanKind, Spoof, Technique, is_martian},
+        alert::{Phase, SPREAD, ScanAlert, ScanKind, Spoof, Technique, is_martian},
         table::{Activity, RecentSet},
         verdict::DetectorName,
     },
@@ -102,6 +102,8 @@ pub(crate) struct Incident {
     pub(crate) ttl: TtlRange,
     pub(crate) last_alert: Duration,
     pub(crate) changed: bool,
+    /// A spread scan (sources of one or two probes each), not decoys.
+    pub(crate) spread: bool,
 }
 
 impl Activity for Incident {
@@ -156,7 +158,9 @@ impl Incident {
         let mut sources = self.sources.clone();
         sources.sort_unstable();
         let mut reasons = Vec::new();
-        if self.key.kind == ScanKind::Distributed {
+        if self.spread {
+            reasons.push(SPREAD);
+        } else if self.key.kind == ScanKind::Distributed {
             reasons.push("decoys");
         }
         if self.sources.iter().any(|&s| is_martian(s)) {

@@ -7,9 +7,11 @@
 //! source after a few failed first contacts, usually long before either threshold; the
 //! slow-scan detector ([`crate::detect::slow`]) counts each source's failed contacts over an hour;
 //! and the crowd detector ([`crate::detect::crowd`]) recognises several sources failing on the same
-//! ports of one target (nmap's decoys, distributed scans) as one incident listing them.
-//! Optionally, the sources of one /24 (IPv4) or /64 (IPv6) count as one source
-//! (`group_v4`, `group_v6`), and their incident lists every address.
+//! ports of one target (nmap's decoys, distributed scans) as one incident listing them,
+//! and many sources failing on one or two ports each that together cover many ports of
+//! one target ([`crate::detect::spread`]: split scans, forged floods).
+//! A source is its address (IPv4) or its /64 (IPv6) by default (`group_v4`, `group_v6`;
+//! see [`EngineConfig`]), and the incident of a grouped source lists every address.
 //!
 //! Lifecycle: the first detector to recognise a scan opens an incident, keyed by (source,
 //! kind, target), and its alert has phase `start`; while the scan goes on, at most one
@@ -29,7 +31,8 @@
 //!
 //! Files: [`engine`] runs the detectors and holds the incidents; [`incident`] is the
 //! lifecycle; [`verdict`] the one detector interface; one file per detector
-//! ([`vertical`], [`horizontal`], [`trw`], [`slow`], [`crowd`]); [`traceroute`] the filter
+//! ([`vertical`], [`horizontal`], [`trw`], [`slow`], [`crowd`] with [`spread`]);
+//! [`traceroute`] the filter
 //! before them; [`table`] the bounded tables they keep.
 
 pub mod alert;
@@ -39,6 +42,7 @@ mod episode;
 pub mod horizontal;
 pub mod incident;
 pub mod slow;
+pub mod spread;
 pub mod table;
 pub mod traceroute;
 pub mod trw;

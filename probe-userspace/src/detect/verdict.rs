@@ -52,6 +52,9 @@ pub struct Verdict {
     /// Outcomes counted as evidence, failed and succeeded.
     pub failed: u64,
     pub succeeded: u64,
+    /// A distributed scan of sources with one or two probes each (anyone can forge
+    /// those): never a reason to block them.
+    pub spread: bool,
 }
 
 impl Verdict {
@@ -81,6 +84,7 @@ impl Verdict {
             first_seen,
             failed,
             succeeded,
+            spread: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     clock::{self, WallClock},
-    detect::{DetectorName, EngineConfig, ScanAlert, ScanKind, Technique},
+    detect::{DetectorName, EngineConfig, MAX_SOURCES, ScanAlert, ScanKind, Technique},
     event::proto_name,
     output::services::{self, Service},
 };
@@ -265,12 +265,22 @@ impl AlertRecord {
             ScanKind::Distributed => (
                 SID_DISTRIBUTED_SCAN,
                 format!(
-                    "PROBE-DETECTOR {what} distributed {scan_noun}: {} {items} of {} probed by {} sources in {span} (decoys likely)",
+                    "PROBE-DETECTOR {what} distributed {scan_noun}: {} {items} of {} probed by {}{} sources in {span} ({})",
                     scan.ports.len(),
                     scan.targets
                         .first()
                         .map_or_else(String::new, ToString::to_string),
                     scan.sources.len(),
+                    if scan.sources.len() >= MAX_SOURCES {
+                        "+"
+                    } else {
+                        ""
+                    },
+                    if scan.spoof.spread() {
+                        "one or two probes per source: a split scan or a forged flood"
+                    } else {
+                        "decoys likely"
+                    },
                 ),
                 scan.kind.name(),
                 thresholds.sources,

@@ -35,7 +35,9 @@ use crate::{
     net::cidr::Cidr,
     policy::{
         budget::{Budget, BudgetConfig, Refusal},
-        protect::{Asker, BlockPolicy, Spared, applies, canonical, mapped_source, not_a_host},
+        protect::{
+            Asker, BlockPolicy, Spared, applies, canonical, mapped_source, not_a_host, unverified,
+        },
     },
 };
 
@@ -360,7 +362,7 @@ impl Blocker {
         now: Duration,
         mac_of: impl Fn(IpAddr) -> Option<[u8; 6]>,
     ) -> Result<Vec<(IpAddr, Option<Spared>)>, BlockError> {
-        let spoofed = scan.spoof.suspected() && !self.policy.block_spoofed;
+        let unsure = unverified(scan, self.policy.block_spoofed);
         let mut verdicts = Vec::with_capacity(scan.sources.len());
         for &src in &scan.sources {
             if let Some(why) = mapped_source(src) {
@@ -370,7 +372,7 @@ impl Blocker {
             let src = canonical(src);
             let mut why = self
                 .protection(src, Asker::Scan { mac: mac_of(src) }, now)
-                .or(spoofed.then_some(Spared::LikelySpoofed));
+                .or(unsure);
             if why.is_none()
                 && !self.automatic.contains_key(&src)
                 && !self.manual.contains_key(&src)
@@ -396,7 +398,9 @@ impl Blocker {
     /// blocked for a scan of its own first, turn out to be one decoy scan): lifts the
     /// automatic blocks of its sources, unless `--block-spoofed`; returns them.
     pub fn on_spoofed(&mut self, scan: &ScanAlert) -> Vec<IpAddr> {
-        if self.policy.block_spoofed || !scan.spoof.suspected() {
+        // A spread scan says nothing of its sources' other scans: a forger would name a
+        // blocked scanner among its flood's sources to free it.
+        if self.policy.block_spoofed || !scan.spoof.suspected() || scan.spoof.spread() {
             return Vec::new();
         }
         let mut lifted = Vec::new();

@@ -34,6 +34,10 @@ pub enum Spared {
     /// The scan's sources may be forged (decoys, martians) and `--block-spoofed` is off:
     /// blocking them would block innocent addresses.
     LikelySpoofed,
+    /// One of many sources of a spread scan, each with one or two probes: anyone can
+    /// forge those, and blocking them stops nothing (they send no more). Never blocked,
+    /// even with `--block-spoofed`.
+    Spread,
     /// `--block-rate` new automatic blocks a second were made already.
     BlockRate,
     /// Its /24 or /48 holds `--block-prefix-cap` automatic blocks already.
@@ -54,6 +58,9 @@ impl fmt::Display for Spared {
             Spared::Peer => "a peer: it answered a connection this host started",
             Spared::NotAHost => "loopback, unspecified, multicast or broadcast",
             Spared::LikelySpoofed => "likely spoofed (--block-spoofed is off)",
+            Spared::Spread => {
+                "one of many sources of one or two probes each (a spread scan, forgeable)"
+            }
             Spared::BlockRate => "over the budget of new automatic blocks (--block-rate)",
             Spared::PrefixCap => "its network holds --block-prefix-cap automatic blocks already",
         })
@@ -136,13 +143,13 @@ impl BlockPolicy {
         scan: &ScanAlert,
         mac_of: impl Fn(IpAddr) -> Option<[u8; 6]>,
     ) -> Vec<(IpAddr, Option<Spared>)> {
-        let spoofed = scan.spoof.suspected() && !self.block_spoofed;
+        let unsure = unverified(scan, self.block_spoofed);
         scan.sources
             .iter()
             .map(|&src| {
                 let why = mapped_source(src)
                     .or_else(|| self.spared(src, Asker::Scan { mac: mac_of(src) }))
-                    .or(spoofed.then_some(Spared::LikelySpoofed));
+                    .or(unsure);
                 (src, why)
             })
             .collect()
@@ -182,6 +189,18 @@ pub(crate) fn applies(why: Spared, asker: Asker) -> bool {
             Spared::Neighbour { mac: theirs } => mac != Some(theirs),
             _ => true,
         },
+    }
+}
+
+/// Why a scan's sources are spared whoever they are: a spread scan's never blocked; the
+/// sources of a scan that may be forged unless `block_spoofed`.
+pub(crate) fn unverified(scan: &ScanAlert, block_spoofed: bool) -> Option<Spared> {
+    if scan.spoof.spread() {
+        Some(Spared::Spread)
+    } else if scan.spoof.suspected() && !block_spoofed {
+        Some(Spared::LikelySpoofed)
+    } else {
+        None
     }
 }
 
@@ -307,5 +326,54 @@ mod tests {
         assert_eq!(n.reasons, protect::NEIGHBOUR);
         assert_eq!(n.mac, [2, 0, 0, 0, 0, 9]);
         assert_eq!(get("198.18.7.0/24").reasons, protect::HOME);
+    }
+
+    /// The `start` of the scan these probes make, as the engine reports it.
+    fn scan_of(probes: &[(IpAddr, u16)]) -> ScanAlert {
+        use crate::{
+            detect::{Engine, EngineConfig, Phase},
+            event::{Outcome, Probe},
+        };
+        let mut engine = Engine::new(EngineConfig::default());
+        let victim: IpAddr = "198.18.7.2".parse().unwrap();
+        probes
+            .iter()
+            .flat_map(|&(src, port)| {
+                engine.observe(
+                    &Probe::syn(src, victim, port, Outcome::Refused),
+                    Duration::from_millis(u64::from(port)),
+                )
+            })
+            .find(|a| a.phase == Phase::Start)
+            .expect("a scan")
+    }
+
+    #[test]
+    fn a_spread_scans_sources_are_never_blocked_a_decoy_scans_with_block_spoofed() {
+        let host = |i: u8| IpAddr::from([198, 18, 60, i]);
+        let spread = scan_of(
+            &(0..12)
+                .map(|i| (host(i), 100 + u16::from(i)))
+                .collect::<Vec<_>>(),
+        );
+        let decoys = scan_of(
+            &(1..=5u16)
+                .flat_map(|port| (1..=3).map(move |i| (host(i), port)))
+                .collect::<Vec<_>>(),
+        );
+        assert!(spread.spoof.spread() && !decoys.spoof.spread());
+        for block_spoofed in [false, true] {
+            let judged = policy(block_spoofed).judge(&spread, |_| None);
+            assert!(judged.iter().all(|(_, why)| *why == Some(Spared::Spread)));
+            assert_eq!(judged.len(), 10);
+        }
+        let judged = policy(false).judge(&decoys, |_| None);
+        assert!(
+            judged
+                .iter()
+                .all(|(_, why)| *why == Some(Spared::LikelySpoofed))
+        );
+        let judged = policy(true).judge(&decoys, |_| None);
+        assert!(judged.iter().all(|(_, why)| why.is_none()), "{judged:?}");
     }
 }

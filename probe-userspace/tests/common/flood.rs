@@ -21,7 +21,7 @@ use aya::{
 use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
     clock,
-    detect::Engine,
+    detect::{Engine, ScanKind},
     event::Probe,
     kernel::{self, LoadError},
 };
@@ -32,6 +32,16 @@ use crate::common::{Frame, SYN, v4};
 pub const SCANNER: [u8; 4] = [198, 19, 255, 1];
 /// The flooded host.
 pub const VICTIM: [u8; 4] = [198, 18, 0, 1];
+
+/// The flooded host's IPv4 address (the flood's IPv4 half and the scanner probe it).
+pub fn victim_v4() -> IpAddr {
+    v4(VICTIM)
+}
+
+/// The flooded host's IPv6 address (the flood's IPv6 half probes it).
+pub fn victim_v6() -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))
+}
 
 /// How big a flood.
 pub struct FloodConfig {
@@ -73,8 +83,8 @@ pub struct FloodReport {
     pub scanner_alert: Option<(&'static str, &'static str)>,
     /// Scanner probes sent in all.
     pub scanner_probes: u64,
-    /// Scans recognised among the spoofed sources: (kind, spoofing suspected).
-    pub other_alerts: Vec<(&'static str, bool)>,
+    /// Scans recognised among the spoofed sources: (kind, spoofing reasons, target).
+    pub other_alerts: Vec<(&'static str, Vec<&'static str>, IpAddr)>,
     /// Entries per engine table at the end.
     pub tables: Vec<(&'static str, usize)>,
     /// Bytes of kernel memory charged to the maps (memlock, /proc/self/fdinfo).
@@ -105,7 +115,7 @@ pub fn flood(
         .ok_or(LoadError::Missing("EVENTS ring buffer"))?;
     let mut ring = RingBuf::try_from(map).map_err(|_| LoadError::Missing("EVENTS ring buffer"))?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let (victim, scanner) = (v4(VICTIM), v4(SCANNER));
+    let (victim, scanner) = (victim_v4(), v4(SCANNER));
     let mut report = FloodReport {
         samples: Vec::new(),
         scanner_alerted_after: None,
@@ -149,10 +159,7 @@ pub fn flood(
             } else {
                 let low = u128::from(rng.next()) << 32 | u128::from(r >> 32);
                 let src = Ipv6Addr::from(0x2001_0db8_u128 << 96 | low);
-                (
-                    IpAddr::V6(src),
-                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
-                )
+                (IpAddr::V6(src), victim_v6())
             };
             Frame::tcp(
                 src,
@@ -218,7 +225,9 @@ fn drain(
 fn note(alerts: &[probe_userspace::detect::ScanAlert], report: &mut FloodReport) {
     let scanner = v4(SCANNER);
     for alert in alerts {
-        if alert.sources.contains(&scanner) {
+        // Its own scan: the flood's spread scan may list it too (its first probes were
+        // one or two among the flood's).
+        if alert.sources.contains(&scanner) && alert.kind != ScanKind::Distributed {
             report
                 .scanner_alerted_after
                 .get_or_insert(report.scanner_probes);
@@ -226,9 +235,11 @@ fn note(alerts: &[probe_userspace::detect::ScanAlert], report: &mut FloodReport)
                 .scanner_alert
                 .get_or_insert((alert.kind.name(), alert.detector.name()));
         } else if alert.phase == probe_userspace::detect::Phase::Start {
-            report
-                .other_alerts
-                .push((alert.kind.name(), alert.spoof.suspected()));
+            report.other_alerts.push((
+                alert.kind.name(),
+                alert.spoof.reasons.clone(),
+                alert.targets.first().copied().unwrap_or(alert.src),
+            ));
         }
     }
 }
