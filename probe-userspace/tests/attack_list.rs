@@ -83,6 +83,7 @@ fn a_full_disk_loses_rows_counted_never_the_run() {
     let config = PipelineConfig {
         probes: false,
         alert_rate_limit: 0,
+        alert_rate_per_source: 0,
         fixed_iface: Some("test".into()),
         host: "sensor".into(),
         clock: Clock::Unix,

@@ -245,8 +245,10 @@ pub struct Cli {
     #[arg(help_heading = "Output", long, global = true)]
     pub probes: bool,
 
-    /// At most this many alerts a second; beyond, alerts are counted and one record a
-    /// second (event_type "alert_flood") says how many were suppressed. 0: no limit.
+    /// At most this many alerts a second in all, updates and ends at most three quarters
+    /// of them (a scan's start always finds room); beyond, alerts are counted (they still
+    /// block with --block) and one EVE engine record a second says how many were
+    /// suppressed and whose. 0: no limit.
     #[arg(
         help_heading = "Output",
         global = true,
@@ -255,6 +257,18 @@ pub struct Cli {
         value_name = "N"
     )]
     pub alert_rate_limit: u32,
+
+    /// At most this many alerts a second for one source (an address, an IPv6 /64), four
+    /// times as many for the sources of one network (a /24, a /48): scanners of a few
+    /// networks, forged or not, cannot crowd out another's start. 0: no limit.
+    #[arg(
+        help_heading = "Output",
+        global = true,
+        long,
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub alert_rate_per_source: u32,
 
     /// Where records go (repeatable): `stdout` (the default), `file:PATH` (appended, mode
     /// 0640, reopened on SIGHUP for logrotate), `syslog` (RFC 3164 to /dev/log),

@@ -75,9 +75,10 @@ pub struct Settings {
     pub syslog: SyslogOptions,
     /// `--stdout-queue-mib`.
     pub stdout_queue_mib: usize,
-    /// `--probes`, `--alert-rate-limit`.
+    /// `--probes`, `--alert-rate-limit`, `--alert-rate-per-source`.
     pub probes: bool,
     pub alert_rate_limit: u32,
+    pub alert_rate_per_source: u32,
     /// `--attack-list` and its rotation.
     pub attack_list: Option<AttackListSettings>,
     /// `--allow-source`, `--allow-service`, `--allow-file`.
@@ -235,6 +236,7 @@ impl Settings {
             stdout_queue_mib: usize::from(cli.stdout_queue_mib),
             probes: cli.probes,
             alert_rate_limit: cli.alert_rate_limit,
+            alert_rate_per_source: cli.alert_rate_per_source,
             attack_list: cli.attack_list.as_ref().map(|path| AttackListSettings {
                 path: path.clone(),
                 max_bytes: cli.attack_list_mib << 20,
@@ -313,6 +315,7 @@ impl Settings {
         PipelineConfig {
             probes: self.probes,
             alert_rate_limit: self.alert_rate_limit,
+            alert_rate_per_source: self.alert_rate_per_source,
             fixed_iface: (clock == Clock::Unix).then(|| "replay".to_owned()),
             host: self.sensor_name.clone(),
             clock,

@@ -77,6 +77,8 @@ pub struct PipelineConfig {
     pub probes: bool,
     /// `--alert-rate-limit` (0: none).
     pub alert_rate_limit: u32,
+    /// `--alert-rate-per-source` (0: none).
+    pub alert_rate_per_source: u32,
     /// The interface name every record carries, instead of looking the index up (replay).
     pub fixed_iface: Option<String>,
     /// The sensor's name every record carries in `host` (`--sensor-name`).
@@ -146,7 +148,7 @@ impl<W: Write> Pipeline<W> {
         let evidence = Evidence::new(engine.config().max_tracked, engine.config().window);
         Self {
             thresholds: Thresholds::of(engine.config()),
-            limit: FloodLimit::new(config.alert_rate_limit),
+            limit: FloodLimit::new(config.alert_rate_limit, config.alert_rate_per_source),
             attack: attack_list.map(|list| (list, evidence)),
             engine,
             config,
@@ -338,7 +340,7 @@ impl<W: Write> Pipeline<W> {
     fn alert(&mut self, scan: &ScanAlert, now: Duration) {
         // Blocking does not wait for the rate limit: a held-back alert still blocks.
         let blocked = self.block(scan, now);
-        if !self.limit.admit(now) {
+        if !self.limit.admit(scan.src, scan.phase == Phase::Start, now) {
             return;
         }
         *self
@@ -418,28 +420,25 @@ impl<W: Write> Pipeline<W> {
     }
 
     /// When the rate limit held alerts back since the last call, one EVE `engine` record
-    /// (as Suricata logs its own warnings) that says how many.
+    /// (as Suricata logs its own warnings) that says how many, and whose.
     fn report_suppressed(&mut self, now: Duration) {
         let suppressed = self.limit.take_suppressed();
-        if suppressed == 0 {
+        if suppressed.total == 0 {
             return;
         }
-        self.stats.alerts_suppressed += suppressed;
-        let message = format!(
-            "alert flood: {suppressed} alerts suppressed (--alert-rate-limit {} a second)",
-            self.config.alert_rate_limit
+        self.stats.alerts_suppressed += suppressed.total;
+        let message = suppressed.describe(
+            self.config.alert_rate_limit,
+            self.config.alert_rate_per_source,
         );
         log::warn!("{message}");
-        self.push_line(&json_line(&serde_json::json!({
-            "timestamp": clock::eve_timestamp(self.config.clock.wall().at(now)),
-            "event_type": "engine",
-            "host": self.config.host,
-            "log_level": "Warning",
-            "engine": {
-                "module": "probe-detector-alert-rate-limit",
-                "message": message,
-            },
-        })));
+        let timestamp = clock::eve_timestamp(self.config.clock.wall().at(now));
+        self.lines.push_str(&rate_limit::engine_record(
+            timestamp,
+            &self.config.host,
+            "probe-detector-alert-rate-limit",
+            &message,
+        ));
     }
 
     fn push_line(&mut self, line: &str) {
@@ -512,6 +511,7 @@ mod tests {
         let config = PipelineConfig {
             probes: false,
             alert_rate_limit: limit,
+            alert_rate_per_source: 0,
             fixed_iface: Some("replay".into()),
             host: "sensor-1".into(),
             clock: Clock::Unix,
@@ -592,7 +592,7 @@ mod tests {
         assert_eq!(flood["log_level"], "Warning");
         assert_eq!(
             flood["engine"]["message"],
-            "alert flood: 3 alerts suppressed (--alert-rate-limit 2 a second)"
+            "alert flood: 3 alerts suppressed (--alert-rate-limit 2 a second): 198.18.0.0/24 3"
         );
         assert!(
             flood["timestamp"]
@@ -610,6 +610,78 @@ mod tests {
         }
         p.flush(|_| None).unwrap();
         assert_eq!(records(&p).len(), written.len() + 1);
+    }
+
+    #[test]
+    fn a_forged_alert_flood_at_ten_times_the_budget_does_not_delay_a_real_scanners_start() {
+        // The defaults: 100 alerts a second, 5 per network.
+        let config = PipelineConfig {
+            probes: false,
+            alert_rate_limit: 100,
+            alert_rate_per_source: 5,
+            fixed_iface: Some("replay".into()),
+            host: "sensor-1".into(),
+            clock: Clock::Unix,
+        };
+        let mut p = Pipeline::new(
+            Engine::new(EngineConfig::default()),
+            config,
+            None,
+            Blocking::Off,
+            Vec::new(),
+        );
+        let victim = ip(2);
+        let real = IpAddr::V4(Ipv4Addr::new(198, 19, 9, 1));
+        let mut real_fourth = None;
+        // Within one second: 1 000 forged sources of four /24s, each failing on four
+        // ports of its own (a scan start each: ten times the global budget), and a real
+        // scanner's first four probes among them, the last near the end.
+        for i in 0..1000u32 {
+            let ms = u64::from(i);
+            let forged = IpAddr::V4(Ipv4Addr::new(
+                198,
+                18,
+                10 + (i / 250) as u8,
+                (i % 250) as u8,
+            ));
+            for k in 0..4u32 {
+                let port = (10_000 + i * 4 + k) as u16;
+                let mut probe = Probe::syn(forged, victim, port, Outcome::Refused);
+                probe.timestamp = at(1000 + ms);
+                p.observe(&probe, probe.timestamp);
+            }
+            if i % 250 == 249 {
+                let n = i / 250;
+                let mut probe = Probe::syn(real, ip(3), 20 + n as u16, Outcome::Refused);
+                probe.timestamp = at(1000 + ms);
+                p.observe(&probe, probe.timestamp);
+                real_fourth = Some(probe.timestamp);
+            }
+        }
+        p.tick(at(2000));
+        p.flush(|_| None).unwrap();
+        let written = records(&p);
+        let starts: Vec<_> = written
+            .iter()
+            .filter(|r| r["event_type"] == "alert")
+            .collect();
+        // Twenty per forged network, and the real scanner's, stamped with its fourth probe.
+        assert_eq!(starts.len(), 81, "{starts:#?}");
+        let own = starts
+            .iter()
+            .find(|r| r["src_ip"] == real.to_string())
+            .expect("the real scanner's start is written");
+        let stamp = Clock::Unix.wall().at(real_fourth.unwrap());
+        assert_eq!(own["timestamp"], clock::eve_timestamp(stamp));
+        // One record says how many were held back, and whose.
+        let flood = written.last().unwrap();
+        let message = flood["engine"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("alert flood: 920 alerts suppressed")
+                && message.contains("198.18.10.0/24 230")
+                && message.contains("198.18.13.0/24 230"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::{
     time::SystemTime,
 };
 
-use crate::clock;
+use crate::{clock, output::rate_limit::engine_record};
 
 /// See the module documentation.
 pub struct Stdout {
@@ -135,17 +135,9 @@ fn dropped_record(count: u64, cap: usize, host: &str) -> (String, String) {
         "stdout: {count} records dropped: its reader did not keep up (queue of {} MiB, --stdout-queue-mib)",
         cap >> 20
     );
-    let record = serde_json::json!({
-        "timestamp": clock::eve_timestamp(SystemTime::now()),
-        "event_type": "engine",
-        "host": host,
-        "log_level": "Warning",
-        "engine": {
-            "module": "probe-detector-stdout",
-            "message": message,
-        },
-    });
-    (format!("{record}\n"), message)
+    let timestamp = clock::eve_timestamp(SystemTime::now());
+    let record = engine_record(timestamp, host, "probe-detector-stdout", &message);
+    (record, message)
 }
 
 /// stdout's pipe opened anew, non-blocking, when stdout is a pipe; `None` otherwise (a
