@@ -23,13 +23,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts tcpdump on `dev` in `ns` (headers only) and waits until it listens.
+    /// Starts tcpdump on `dev` in `ns` (headers only: 256 bytes take a TCP header behind
+    /// twelve IPv6 extension headers) and waits until it listens.
     pub fn start(ns: &Netns, dev: &str, path: &Path) -> anyhow::Result<Self> {
         let file = path.display().to_string();
         let mut child = ns
             .exec(
                 "tcpdump",
-                &["-i", dev, "-n", "-s", "128", "-U", "-w", &file],
+                &["-i", dev, "-n", "-s", "256", "-U", "-w", &file],
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -115,6 +116,11 @@ impl Probes {
                 continue;
             };
             if !watched(flow.dst) || watched(flow.src) {
+                continue;
+            }
+            // Neighbour discovery (ICMPv6 133 to 137) finds the link-layer address of an
+            // address; it probes nothing.
+            if flow.proto == 58 && flow.port.is_some_and(|t| (133..=137).contains(&t)) {
                 continue;
             }
             probes.packets += 1;

@@ -74,6 +74,7 @@ const TOOLS: &[&str] = &[
     "traceroute",
     "mtr",
     "tracepath",
+    "scamper",
     "iptables",
     "ip6tables",
     "rsyslogd",

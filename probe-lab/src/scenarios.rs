@@ -3,13 +3,17 @@
 
 use anyhow::{Context as _, bail};
 
-use std::net::SocketAddrV4;
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    time::Duration,
+};
 
-use probe_netlab::{Netns, listeners::connect_from};
+use probe_netlab::{Listeners, Netns, inject, listeners::connect_from};
 
 use crate::topology::{
-    DECOYS, FTP_DATA_PORTS, GW_SCANNER, GatewayLab, HostLab, LAN_SWEPT, SCANNER, SCANNER_IF,
-    Topology, VICTIM, VICTIM_IF, VICTIM6, WAN_IF,
+    CROWD, DECOYS, FTP_DATA_PORTS, GW_SCANNER, GatewayLab, HostLab, LAN_HOST1, LAN_SWEPT,
+    ROTATING_ADDRS, ROTATING64, SCANNER, SCANNER_IF, SCANNER6, Topology, VICTIM, VICTIM_IF,
+    VICTIM6, WAN_IF,
 };
 
 /// Both topologies, built once for the whole run.
@@ -19,6 +23,7 @@ pub struct Lab {
     /// Scanner, router and LAN.
     pub gateway: GatewayLab,
     victim_mac: String,
+    scanner_mac: String,
     wan_mac: String,
 }
 
@@ -28,11 +33,13 @@ impl Lab {
         let host = HostLab::new().context("building the host topology")?;
         let gateway = GatewayLab::new().context("building the gateway topology")?;
         let victim_mac = host.victim.mac(VICTIM_IF)?;
+        let scanner_mac = host.scanner.mac(SCANNER_IF)?;
         let wan_mac = gateway.router.mac(WAN_IF)?;
         Ok(Self {
             host,
             gateway,
             victim_mac,
+            scanner_mac,
             wan_mac,
         })
     }
@@ -105,6 +112,12 @@ fn hping3(ns: &Netns, args: &[&str]) -> anyhow::Result<()> {
     bounded(ns, &[1], "hping3", args)
 }
 
+/// A path tracer from `ns` (traceroute and mtr exit 1 when the last hop did not answer
+/// every probe: not a failure here).
+fn trace(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    bounded(ns, &[1], program, args)
+}
+
 /// curl from `ns`; `ok_codes` for the refusals a scenario expects (7: could not connect).
 fn curl(ns: &Netns, ok_codes: &[i32], args: &[&str]) -> anyhow::Result<()> {
     let mut all = vec![
@@ -118,6 +131,56 @@ fn curl(ns: &Netns, ok_codes: &[i32], args: &[&str]) -> anyhow::Result<()> {
     ];
     all.extend_from_slice(args);
     bounded(ns, ok_codes, "curl", &all)
+}
+
+/// A link-layer address in `ip link`'s form as bytes.
+fn mac(text: &str) -> anyhow::Result<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{text:?} is no link-layer address"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{text:?} is no link-layer address"))
+}
+
+/// Crafted frames from the scanner to the victim, one every `gap` (what no scanner tool
+/// sends: many sources, new addresses per probe, long header chains).
+fn craft(lab: &Lab, frames: Vec<Vec<u8>>, gap: Duration) -> anyhow::Result<()> {
+    for frame in frames {
+        inject::inject(&lab.host.scanner, SCANNER_IF, vec![frame])?;
+        std::thread::sleep(gap);
+    }
+    Ok(())
+}
+
+/// The scanner's and the victim's link-layer addresses, for crafted frames.
+fn macs(lab: &Lab) -> anyhow::Result<([u8; 6], [u8; 6])> {
+    Ok((mac(&lab.scanner_mac)?, mac(&lab.victim_mac)?))
+}
+
+/// The victim's IPv6 address as bytes.
+fn victim6() -> anyhow::Result<[u8; 16]> {
+    Ok(VICTIM6.parse::<Ipv6Addr>()?.octets())
+}
+
+/// The scanner's extra addresses, each a client or a scanner of its own.
+fn crowd() -> impl Iterator<Item = Ipv4Addr> {
+    CROWD.map(|last| Ipv4Addr::new(198, 18, 7, last))
+}
+
+/// Connects from `src` to the victim's `port` (any local port); a refusal is what the
+/// scenario expects when `refused`.
+fn client(lab: &Lab, src: Ipv4Addr, port: u16, refused: bool) -> anyhow::Result<()> {
+    let local = SocketAddrV4::new(src, 0);
+    let remote = SocketAddrV4::new(VICTIM.parse()?, port);
+    match connect_from(&lab.host.scanner, local, remote) {
+        Ok(()) if !refused => Ok(()),
+        Err(err) if refused && format!("{err:#}").contains("refused") => Ok(()),
+        Ok(()) => bail!("{local} -> {remote} was accepted; the scenario needs it closed"),
+        Err(err) => Err(err),
+    }
 }
 
 /// Every scenario, in report order.
@@ -209,6 +272,62 @@ pub const SCENARIOS: &[Scenario] = &[
         benign: false,
         quick: false,
         run: |lab| nmap_victim(lab, &["-sY", "-T4", "-p", "1-1000", VICTIM]),
+    },
+    Scenario {
+        name: "20 sources, 1 port each",
+        what: "20 addresses of the scanner's /24 send one SYN each to its own closed port, 100 ms apart (crafted)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            let macs = macs(lab)?;
+            let victim = VICTIM.parse::<Ipv4Addr>()?.octets();
+            let frames = crowd()
+                .take(20)
+                .zip(2000u16..)
+                .map(|(src, port)| inject::tcp_syn(macs, src.octets(), victim, 40_000, port))
+                .collect();
+            craft(lab, frames, Duration::from_millis(100))
+        },
+    },
+    Scenario {
+        name: "/64 rotation",
+        what: "30 SYNs to closed ports, each from a new address of one /64, 20 ms apart (crafted)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            let macs = macs(lab)?;
+            let victim = victim6()?;
+            let mut frames = Vec::new();
+            for i in 1..=ROTATING_ADDRS {
+                let src = format!("{ROTATING64}::{i:x}").parse::<Ipv6Addr>()?.octets();
+                let port = 3000 + i;
+                frames.push(inject::tcp6_frame(
+                    macs,
+                    (src, 40_000),
+                    (victim, port),
+                    0x02,
+                    0,
+                ));
+            }
+            craft(lab, frames, Duration::from_millis(20))
+        },
+    },
+    Scenario {
+        name: "IPv6 12-header chain",
+        what: "30 SYNs to closed ports behind 12 destination options headers each, 20 ms apart (crafted)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            let macs = macs(lab)?;
+            let (src, victim) = (SCANNER6.parse::<Ipv6Addr>()?.octets(), victim6()?);
+            let frames = (4000u16..4030)
+                .map(|port| inject::tcp6_frame(macs, (src, 40_000), (victim, port), 0x02, 12))
+                .collect();
+            craft(lab, frames, Duration::from_millis(20))
+        },
     },
     Scenario {
         name: "nmap -T2",
@@ -441,14 +560,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
-        run: |lab| {
-            bounded(
-                &lab.host.scanner,
-                &[1],
-                "traceroute",
-                &["-n", "-w", "1", VICTIM],
-            )
-        },
+        run: |lab| trace(&lab.host.scanner, "traceroute", &["-n", "-w", "1", VICTIM]),
     },
     Scenario {
         name: "mtr -u",
@@ -457,9 +569,8 @@ pub const SCENARIOS: &[Scenario] = &[
         benign: true,
         quick: false,
         run: |lab| {
-            bounded(
+            trace(
                 &lab.host.scanner,
-                &[1],
                 "mtr",
                 &["-u", "-n", "-r", "-c", "3", "-i", "0.2", VICTIM],
             )
@@ -471,13 +582,137 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        run: |lab| trace(&lab.host.scanner, "tracepath", &["-n", "-m", "10", VICTIM]),
+    },
+    Scenario {
+        name: "traceroute -I",
+        what: "traceroute -n -I -w 1 (ICMP echo probes, TTL 1 and up)",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            trace(
+                &lab.host.scanner,
+                "traceroute",
+                &["-n", "-I", "-w", "1", VICTIM],
+            )
+        },
+    },
+    Scenario {
+        name: "traceroute -T",
+        what: "traceroute -n -T -p 8080 -w 1 (TCP SYN probes to a closed port, TTL 1 and up)",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            trace(
+                &lab.host.scanner,
+                "traceroute",
+                &["-n", "-T", "-p", "8080", "-w", "1", VICTIM],
+            )
+        },
+    },
+    Scenario {
+        name: "traceroute via router",
+        what: "traceroute -n -w 1 to a LAN host through the router (UDP, 16 probes at once)",
+        topology: Topology::Gateway,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            trace(
+                &lab.gateway.scanner,
+                "traceroute",
+                &["-n", "-w", "1", LAN_HOST1],
+            )
+        },
+    },
+    Scenario {
+        name: "mtr -u via router",
+        what: "mtr -u -n -r -c 3 to a LAN host through the router",
+        topology: Topology::Gateway,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            trace(
+                &lab.gateway.scanner,
+                "mtr",
+                &["-u", "-n", "-r", "-c", "3", "-i", "0.2", LAN_HOST1],
+            )
+        },
+    },
+    Scenario {
+        name: "scamper Paris",
+        what: "scamper trace -P udp-paris -q 3 to a LAN host through the router (Paris traceroute: one flow)",
+        topology: Topology::Gateway,
+        benign: true,
+        quick: false,
         run: |lab| {
             bounded(
-                &lab.host.scanner,
-                &[1],
-                "tracepath",
-                &["-n", "-m", "10", VICTIM],
+                &lab.gateway.scanner,
+                &[],
+                "scamper",
+                &["-c", "trace -P udp-paris -q 3 -m 10", "-i", LAN_HOST1],
             )
+        },
+    },
+    Scenario {
+        name: "service restart",
+        what: "40 clients find a service down (port 8443 refused, twice each, within a second), then it is back and each connects",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            for _ in 0..2 {
+                for src in crowd() {
+                    client(lab, src, 8443, true)?;
+                }
+            }
+            let addr = SocketAddr::new(VICTIM.parse()?, 8443);
+            let _service = Listeners::start(&lab.host.victim, &[addr], &[])?;
+            for src in crowd() {
+                client(lab, src, 8443, false)?;
+            }
+            Ok(())
+        },
+    },
+    Scenario {
+        name: "p2p churn",
+        what: "40 peers send 3 UDP datagrams each to a peer-to-peer port that closed (51413)",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            let victim: Ipv4Addr = VICTIM.parse()?;
+            lab.host
+                .scanner
+                .within(move || {
+                    for src in crowd() {
+                        let socket = UdpSocket::bind(SocketAddrV4::new(src, 0))?;
+                        for _ in 0..3 {
+                            socket.send_to(b"d1:ad2:id20:", SocketAddrV4::new(victim, 51413))?;
+                        }
+                    }
+                    anyhow::Ok(())
+                })?
+                .join()
+                .map_err(|_| anyhow::anyhow!("the sending thread panicked"))?
+        },
+    },
+    Scenario {
+        name: "health checks",
+        what: "2 load-balancer checkers try a closed port (8080) and an open one (80) every 100 ms for 3 s",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        run: |lab| {
+            for _ in 0..30 {
+                for src in crowd().take(2) {
+                    client(lab, src, 8080, true)?;
+                    client(lab, src, 80, false)?;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
         },
     },
     Scenario {

@@ -17,6 +17,13 @@ pub const VICTIM6: &str = "2001:db8:7::2";
 /// Addresses nmap's decoys use: they exist only on the scanner's veth, so the victim's
 /// answers to them are delivered like a real host's.
 pub const DECOYS: [&str; 2] = ["198.18.7.101", "198.18.7.102"];
+/// Last bytes of the scanner's extra addresses in 198.18.7.0/24 (as /32s, so the kernel
+/// never picks one as a source): many-source scans and crowds of clients send from them.
+pub const CROWD: std::ops::RangeInclusive<u8> = 150..=189;
+/// A /64 of the scanner's, apart from the victim's (which it would otherwise share), and
+/// how many of its addresses are configured (`ROTATING64::1` and up).
+pub const ROTATING64: &str = "2001:db8:7:1";
+pub const ROTATING_ADDRS: u16 = 30;
 /// The victim's interface, where the detectors watch.
 pub const VICTIM_IF: &str = "vic0";
 /// The scanner's interface.
@@ -66,8 +73,23 @@ impl HostLab {
         for decoy in DECOYS {
             scanner.addr(SCANNER_IF, &format!("{decoy}/24"))?;
         }
+        for last in CROWD {
+            scanner.addr(SCANNER_IF, &format!("198.18.7.{last}/32"))?;
+        }
+        for i in 1..=ROTATING_ADDRS {
+            scanner.addr(SCANNER_IF, &format!("{ROTATING64}::{i:x}/64"))?;
+        }
         victim.addr(VICTIM_IF, &format!("{VICTIM}/24"))?;
         victim.addr(VICTIM_IF, &format!("{VICTIM6}/64"))?;
+        // The scanner's other /64 is on the link too.
+        victim.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{ROTATING64}::/64"),
+            "dev",
+            VICTIM_IF,
+        ])?;
         // Closed UDP ports answer at once, not one ICMP error a second.
         victim.sysctl("net.ipv4.icmp_ratelimit=0")?;
         victim.sysctl("net.ipv6.icmp.ratelimit=0")?;

@@ -1,6 +1,7 @@
 //! Crafted frames sent onto a lab veth from inside a namespace (an AF_PACKET socket): what a
-//! forger sends, at a rate no scanner tool reaches, with source addresses that must stay in
-//! 198.18.0.0/15 (checked here: this is the one place a test picks its own sources).
+//! forger sends, at a rate no scanner tool reaches, or what no tool crafts (long IPv6
+//! extension-header chains), with source addresses that must stay in 198.18.0.0/15 or
+//! 2001:db8::/32 (checked here: this is the one place a test picks its own sources).
 
 use std::{ffi::CString, os::fd::FromRawFd as _, os::fd::OwnedFd};
 
@@ -44,7 +45,18 @@ pub fn tcp_frame(
         let sum = checksum(0, ip);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
     }
-    let tcp = &mut f[34..54];
+    tcp_header(&mut f[34..54], (&src, src_port), (&dst, dst_port), flags);
+    f
+}
+
+/// Fills a 20-byte TCP header (no options) with its checksum over the pseudo-header of
+/// the addresses (IPv4 or IPv6: the sum is the same form).
+fn tcp_header(
+    tcp: &mut [u8],
+    (src, src_port): (&[u8], u16),
+    (dst, dst_port): (&[u8], u16),
+    flags: u8,
+) {
     tcp[0..2].copy_from_slice(&src_port.to_be_bytes());
     tcp[2..4].copy_from_slice(&dst_port.to_be_bytes());
     tcp[4..8].copy_from_slice(&u32::from(src_port).wrapping_mul(7919).to_be_bytes());
@@ -58,7 +70,58 @@ pub fn tcp_frame(
     pseudo += 6 + 20;
     let sum = checksum(pseudo, tcp);
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// A TCP segment with `flags` over IPv6 as an Ethernet frame, after `dest_opts`
+/// destination options headers (8 bytes each, padding only; Linux accepts any number),
+/// with a valid TCP checksum.
+pub fn tcp6_frame(
+    macs: ([u8; 6], [u8; 6]),
+    (src, src_port): ([u8; 16], u16),
+    (dst, dst_port): ([u8; 16], u16),
+    flags: u8,
+    dest_opts: usize,
+) -> Vec<u8> {
+    let (src_mac, dst_mac) = macs;
+    let chain = 8 * dest_opts;
+    let mut f = vec![0u8; 14 + 40 + chain + 20];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    {
+        let ip = &mut f[14..54];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&((chain + 20) as u16).to_be_bytes());
+        ip[6] = if dest_opts > 0 { 60 } else { 6 };
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&src);
+        ip[24..40].copy_from_slice(&dst);
+    }
+    for i in 0..dest_opts {
+        let header = &mut f[54 + 8 * i..62 + 8 * i];
+        header[0] = if i + 1 == dest_opts { 6 } else { 60 };
+        header[1] = 0;
+        // PadN of four bytes fills the header's six bytes of options with its own two.
+        header[2] = 1;
+        header[3] = 4;
+    }
+    tcp_header(
+        &mut f[54 + chain..],
+        (&src, src_port),
+        (&dst, dst_port),
+        flags,
+    );
     f
+}
+
+/// True when a frame's source address is the lab's own: IPv4 in 198.18.0.0/15, IPv6 in
+/// 2001:db8::/32.
+fn lab_source(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.len() >= 34 && frame[26] == 198 && (frame[27] & 0xfe) == 18,
+        Some([0x86, 0xdd]) => frame.get(22..26) == Some(&[0x20, 0x01, 0x0d, 0xb8][..]),
+        _ => false,
+    }
 }
 
 /// The Internet checksum of `data`, starting from the partial sum `start`.
@@ -75,12 +138,12 @@ fn checksum(start: u32, data: &[u8]) -> u16 {
 }
 
 /// Sends `frames` out of `dev` inside `ns`; returns how many were sent. Refuses frames
-/// whose IPv4 source is outside 198.18.0.0/15.
+/// that are not IP from 198.18.0.0/15 or 2001:db8::/32.
 pub fn inject(ns: &Netns, dev: &str, frames: Vec<Vec<u8>>) -> anyhow::Result<usize> {
     for frame in &frames {
         ensure!(
-            frame.len() >= 34 && frame[26] == 198 && (frame[27] & 0xfe) == 18,
-            "a lab frame's IPv4 source must be in 198.18.0.0/15"
+            lab_source(frame),
+            "a lab frame's source must be in 198.18.0.0/15 or 2001:db8::/32"
         );
     }
     let dev = CString::new(dev)?;
@@ -146,5 +209,32 @@ mod tests {
             pseudo += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
         }
         assert_eq!(checksum(pseudo + 6 + 20, &f[34..54]), 0, "TCP");
+        assert!(lab_source(&f));
+        let outside = tcp_syn(([2; 6], [4; 6]), [10, 0, 0, 1], [198, 18, 7, 2], 1, 22);
+        assert!(!lab_source(&outside));
+    }
+
+    #[test]
+    fn ipv6_chains_carry_a_valid_segment() {
+        let src: [u8; 16] = "2001:db8:7::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let dst: [u8; 16] = "2001:db8:7::2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let f = tcp6_frame(([2; 6], [4; 6]), (src, 40_000), (dst, 22), 0x02, 12);
+        assert_eq!(f.len(), 14 + 40 + 96 + 20);
+        assert_eq!((f[20], f[54], f[54 + 88]), (60, 60, 6));
+        let mut pseudo = 0u32;
+        for pair in f[22..54].chunks(2) {
+            pseudo += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+        }
+        assert_eq!(checksum(pseudo + 6 + 20, &f[150..170]), 0, "TCP");
+        assert!(lab_source(&f));
+        let mut doc = f.clone();
+        doc[23] = 0x0e;
+        assert!(!lab_source(&doc));
     }
 }

@@ -94,6 +94,10 @@ pub const LAB_PACKAGES: &[Package] = &[
         name: "bpftool",
         why: "probe-detector's BPF run time for the cost table",
     },
+    Package {
+        name: "scamper",
+        why: "Paris traceroute, benign traffic",
+    },
 ];
 
 /// True when dpkg reports the package installed.

@@ -473,6 +473,7 @@ impl Engine {
             for &source in &verdict.sources {
                 incident.changed |= incident.add_source(source);
             }
+            // A spread scan's later verdicts list nobody: the probe's source is the member.
             if joined {
                 // Not counted above: it was not a member yet.
                 incident.count(probe, now);

@@ -75,7 +75,8 @@ struct UnitSlot {
     count: u8,
 }
 
-/// What a spread scan looks like now.
+/// What a spread scan looks like now: in full the first time, then (while it lasts) only
+/// that this failure is one of its own (empty lists: the caller knows the rest).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpreadVerdict {
     /// The source addresses, sorted.
@@ -91,6 +92,9 @@ pub struct SpreadVerdict {
 pub struct Spread {
     ports: Vec<PortSlot>,
     units: Vec<UnitSlot>,
+    /// The scan was reported in full; later failures are only its members' (a flood's
+    /// every probe must not rebuild the lists).
+    reported: bool,
 }
 
 impl Spread {
@@ -164,8 +168,17 @@ impl Spread {
             }
         }
         if self.ports.len() < min_ports {
+            self.reported = false;
             return None;
         }
+        if self.reported {
+            return Some(SpreadVerdict {
+                sources: Vec::new(),
+                ports: Vec::new(),
+                first_seen: now,
+            });
+        }
+        self.reported = true;
         let mut sources: Vec<IpAddr> = self.ports.iter().map(|p| p.src).collect();
         sources.sort_unstable();
         sources.dedup();
@@ -222,11 +235,15 @@ mod tests {
             );
             if i < 9 {
                 assert_eq!(verdict, None, "port {i}");
-            } else {
+            } else if i == 9 {
                 let v = verdict.expect("ten ports from ten sources");
-                assert_eq!(v.ports.len(), usize::from(i) + 1);
-                assert_eq!(v.sources.len(), usize::from(i) + 1);
+                assert_eq!(v.ports, (1000..1010).collect::<Vec<_>>());
+                assert_eq!(v.sources.len(), 10);
                 assert_eq!(v.first_seen, ms(0));
+            } else {
+                // Reported: each later member's failure says only that it is one.
+                let v = verdict.expect("still a spread scan");
+                assert!(v.ports.is_empty() && v.sources.is_empty());
             }
         }
     }

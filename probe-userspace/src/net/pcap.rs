@@ -140,7 +140,8 @@ pub struct Flow {
     pub src: IpAddr,
     /// Destination address.
     pub dst: IpAddr,
-    /// IP protocol number (IPv6: the fixed header's next header; extensions not walked).
+    /// IP protocol number (IPv6: after the extension headers, however many; 44 for a later
+    /// fragment).
     pub proto: u8,
     /// TCP or UDP destination port, or the ICMP type; `None` if the header is cut short.
     pub port: Option<u16>,
@@ -182,7 +183,8 @@ impl Flow {
             0x86dd => {
                 let src: [u8; 16] = frame.get(ip + 8..ip + 24)?.try_into().ok()?;
                 let dst: [u8; 16] = frame.get(ip + 24..ip + 40)?.try_into().ok()?;
-                (IpAddr::from(src), IpAddr::from(dst), frame[ip + 6], ip + 40)
+                let (proto, transport) = walk_ipv6(frame, frame[ip + 6], ip + 40);
+                (IpAddr::from(src), IpAddr::from(dst), proto, transport)
             }
             _ => return None,
         };
@@ -200,6 +202,35 @@ impl Flow {
             port,
             tcp_flags: tcp_flags.filter(|_| port.is_some()),
         })
+    }
+}
+
+/// Steps over IPv6 extension headers (hop-by-hop, routing, destination options, the first
+/// fragment's header, AH), as many as the frame holds; returns the protocol and where its
+/// header begins (a later fragment, or a chain cut short: the header's own number).
+fn walk_ipv6(frame: &[u8], mut next: u8, mut at: usize) -> (u8, usize) {
+    loop {
+        let len = match next {
+            0 | 43 | 60 => frame.get(at + 1).map(|&l| (usize::from(l) + 1) * 8),
+            51 => frame.get(at + 1).map(|&l| (usize::from(l) + 2) * 4),
+            44 => {
+                let offset = frame
+                    .get(at + 2..at + 4)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]) >> 3);
+                match offset {
+                    Some(0) => Some(8),
+                    _ => None,
+                }
+            }
+            _ => return (next, at),
+        };
+        match (len, frame.get(at)) {
+            (Some(len), Some(&following)) => {
+                next = following;
+                at += len;
+            }
+            _ => return (next, at),
+        }
     }
 }
 
@@ -240,6 +271,23 @@ mod tests {
             assert_eq!(Flow::of(&v6[..len]), None);
         }
         assert_eq!(Flow::of(&[0; 14]), None);
+        // Twelve destination options headers before TCP: walked, however many.
+        let mut chain = v6[..54].to_vec();
+        chain[20] = 60;
+        for i in 0..12 {
+            chain.extend_from_slice(&[if i == 11 { 6 } else { 60 }, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        chain.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02]);
+        let flow = Flow::of(&chain).unwrap();
+        assert_eq!(
+            (flow.proto, flow.port, flow.tcp_flags),
+            (6, Some(80), Some(2))
+        );
+        // Cut inside the chain: the header it stopped at, no port, no panic.
+        for len in 54..chain.len() - 4 {
+            let _ = Flow::of(&chain[..len]);
+        }
+        assert_eq!(Flow::of(&chain[..60]).unwrap().proto, 60);
     }
 
     /// A little-endian microsecond capture of `records` (time in µs, bytes).
