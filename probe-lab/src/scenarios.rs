@@ -258,6 +258,25 @@ pub const SCENARIOS: &[Scenario] = &[
         run: |lab| nmap_victim(lab, &["-sS", "-f", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
+        name: "IPv6 fragmented SYNs",
+        what: "100 SYNs to closed ports over IPv6, each in two fragments (8 bytes of TCP, then the rest), 5 ms apart (crafted: nmap -f has no IPv6)",
+        topology: Topology::Host,
+        benign: false,
+        quick: false,
+        run: |lab| {
+            let macs = macs(lab)?;
+            let (src, victim) = (SCANNER6.parse::<Ipv6Addr>()?.octets(), victim6()?);
+            for port in 5000u16..5100 {
+                let id = u32::from(port);
+                let fragments =
+                    inject::tcp6_fragments(macs, (src, 40_000), (victim, port), 0x02, id);
+                inject::inject(&lab.host.scanner, SCANNER_IF, fragments.to_vec())?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        },
+    },
+    Scenario {
         name: "nmap -sO",
         what: "nmap -sO -T4 -p 1-100 (IP protocol scan)",
         topology: Topology::Host,

@@ -114,6 +114,32 @@ pub fn tcp6_frame(
     f
 }
 
+/// A TCP segment over IPv6 in two fragments, as `nmap -f` would send it if it could over
+/// IPv6: the first carries eight bytes of the TCP header (ports and sequence number, no
+/// flags), the second the rest; the receiving stack reassembles and answers the segment.
+pub fn tcp6_fragments(
+    macs: ([u8; 6], [u8; 6]),
+    src: ([u8; 16], u16),
+    dst: ([u8; 16], u16),
+    flags: u8,
+    id: u32,
+) -> [Vec<u8>; 2] {
+    let whole = tcp6_frame(macs, src, dst, flags, 0);
+    let (head, tcp) = whole.split_at(54);
+    let fragment = |offset: usize, more: bool, data: &[u8]| {
+        let mut f = head.to_vec();
+        f[18..20].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        f[20] = 44;
+        let offset_flags = ((offset / 8) as u16) << 3 | u16::from(more);
+        f.extend_from_slice(&[6, 0]);
+        f.extend_from_slice(&offset_flags.to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    };
+    [fragment(0, true, &tcp[..8]), fragment(8, false, &tcp[8..])]
+}
+
 /// True when a frame's source address is the lab's own: IPv4 in 198.18.0.0/15, IPv6 in
 /// 2001:db8::/32.
 fn lab_source(frame: &[u8]) -> bool {
@@ -236,5 +262,17 @@ mod tests {
         let mut doc = f.clone();
         doc[23] = 0x0e;
         assert!(!lab_source(&doc));
+        // In two fragments: 8 bytes, then 12, with one identification.
+        let [first, second] = tcp6_fragments(([2; 6], [4; 6]), (src, 40_000), (dst, 22), 2, 7);
+        assert_eq!(
+            (first.len(), second.len()),
+            (14 + 40 + 8 + 8, 14 + 40 + 8 + 12)
+        );
+        assert_eq!((first[20], first[54], first[57], second[57]), (44, 6, 1, 8));
+        assert_eq!(
+            &first[62..70],
+            &tcp6_frame(([2; 6], [4; 6]), (src, 40_000), (dst, 22), 2, 0)[54..62]
+        );
+        assert!(lab_source(&first) && lab_source(&second));
     }
 }

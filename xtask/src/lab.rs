@@ -7,7 +7,7 @@ use anyhow::bail;
 
 use crate::{cmd, packages, pinned_cargo, setup, target_dir, toolchain::Pin};
 
-pub fn run(workspace: &Path, pin: &Pin, quick: bool) -> anyhow::Result<()> {
+pub fn run(workspace: &Path, pin: &Pin, quick: bool, only: Option<&str>) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!(
             "the lab makes network namespaces and loads BPF programs: run `sudo -E cargo xtask lab`"
@@ -53,6 +53,9 @@ pub fn run(workspace: &Path, pin: &Pin, quick: bool) -> anyhow::Result<()> {
         .arg("--work")
         .arg(&work)
         .args(["--command", command]);
+    if let Some(text) = only {
+        run.args(["--only", text]);
+    }
     if quick {
         run.arg("--quick");
     }

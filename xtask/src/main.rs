@@ -94,6 +94,10 @@ enum Cmd {
         /// target/lab-quick/ instead of docs/.
         #[arg(long)]
         quick: bool,
+        /// Only the scenarios whose name contains TEXT, without the cost table or the
+        /// report (to look at one scenario again).
+        #[arg(long, value_name = "TEXT", conflicts_with = "quick")]
+        only: Option<String>,
     },
     /// Build a Debian package (binary, systemd unit, default configuration, man page,
     /// completions, docs) in target/package/, check it with lintian (no errors) and by
@@ -180,8 +184,8 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Package => {
             package::run(&workspace, &pin)?;
         }
-        Cmd::Lab { quick } => {
-            lab::run(&workspace, &pin, quick)?;
+        Cmd::Lab { quick, only } => {
+            lab::run(&workspace, &pin, quick, only.as_deref())?;
         }
         Cmd::Test { no_lint, args } => {
             test::run(&workspace, &pin, no_lint, &args)?;

@@ -36,6 +36,9 @@ pub const TRACE_TTLS: usize = 3;
 /// Low-TTL probes with one TTL after which the pair is not a traceroute (traceroute sends
 /// three probes per TTL).
 pub const CONSTANT_AFTER: usize = 4;
+/// Probes a traceroute sends per TTL at most (traceroute's `-q` takes up to 10), each on
+/// the next port.
+pub const PROBES_PER_TTL: u16 = 10;
 /// (source, target) pairs tracked at most.
 pub const MAX_PAIRS: usize = 4096;
 
@@ -172,11 +175,16 @@ fn judge(held: &[Probe]) -> Seen {
             Seen::Undecided
         };
     }
-    // In step: as the port grows, the TTL grows by at most one, or starts over low (mtr's
-    // next round); two probes on one port (a retry) are fine.
+    // In step: as the port grows, the TTL never falls, grows by at most one a port and by
+    // at least one every PROBES_PER_TTL ports (the probes between may be missing: their
+    // answers came later, or never), or starts over low (mtr's next round); two probes on
+    // one port (a retry) are fine.
     let lockstep = steps.windows(2).all(|w| {
         let ((port_a, ttl_a), (port_b, ttl_b)) = (w[0], w[1]);
-        port_a == port_b || ttl_b == ttl_a || ttl_b == ttl_a + 1 || ttl_b <= 2
+        let (gap, rise) = (port_b - port_a, u16::from(ttl_b.saturating_sub(ttl_a)));
+        port_a == port_b
+            || ttl_b >= ttl_a && rise <= gap && gap <= PROBES_PER_TTL * (rise + 1)
+            || ttl_b <= 2
     });
     if !lockstep {
         return Seen::Scan;
@@ -273,5 +281,44 @@ mod tests {
         syn.probe = ProbeType::TcpSyn;
         assert_eq!(traces.observe(&syn, Duration::from_secs(1)).len(), 1);
         assert_eq!(traces.tracked(), 0);
+    }
+
+    #[test]
+    fn a_traceroute_whose_answers_come_in_any_order_is_withheld() {
+        // Through a router to a host that rate-limits its ICMP errors: six probes answered
+        // at once (TTLs 2 and 3), the rest unanswered, reported when they time out in the
+        // order of the pending table's hash (random per load); every order of them.
+        let answered = [
+            (33437, 2),
+            (33438, 2),
+            (33439, 2),
+            (33440, 3),
+            (33441, 3),
+            (33442, 3),
+        ];
+        let timed_out = [
+            (33434, 1),
+            (33435, 1),
+            (33436, 1),
+            (33443, 4),
+            (33444, 4),
+            (33445, 4),
+            (33446, 5),
+            (33447, 5),
+            (33448, 5),
+            (33449, 6),
+        ];
+        for rotation in 0..timed_out.len() {
+            for reversed in [false, true] {
+                let mut late = timed_out.to_vec();
+                late.rotate_left(rotation);
+                if reversed {
+                    late.reverse();
+                }
+                let mut traces = Traces::new(Duration::from_secs(60));
+                let probes: Vec<(u16, u8)> = answered.iter().copied().chain(late).collect();
+                assert_eq!(run(&mut traces, &probes), 0, "{probes:?}");
+            }
+        }
     }
 }

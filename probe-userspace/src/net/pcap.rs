@@ -140,8 +140,7 @@ pub struct Flow {
     pub src: IpAddr,
     /// Destination address.
     pub dst: IpAddr,
-    /// IP protocol number (IPv6: after the extension headers, however many; 44 for a later
-    /// fragment).
+    /// IP protocol number (IPv6: after the extension headers, however many).
     pub proto: u8,
     /// TCP or UDP destination port, or the ICMP type; `None` if the header is cut short.
     pub port: Option<u16>,
@@ -184,6 +183,10 @@ impl Flow {
                 let src: [u8; 16] = frame.get(ip + 8..ip + 24)?.try_into().ok()?;
                 let dst: [u8; 16] = frame.get(ip + 24..ip + 40)?.try_into().ok()?;
                 let (proto, transport) = walk_ipv6(frame, frame[ip + 6], ip + 40);
+                // A later fragment has no transport header, as over IPv4.
+                if proto == 44 && frame.get(transport..transport + 8).is_some() {
+                    return None;
+                }
                 (IpAddr::from(src), IpAddr::from(dst), proto, transport)
             }
             _ => return None,
@@ -207,7 +210,8 @@ impl Flow {
 
 /// Steps over IPv6 extension headers (hop-by-hop, routing, destination options, the first
 /// fragment's header, AH), as many as the frame holds; returns the protocol and where its
-/// header begins (a later fragment, or a chain cut short: the header's own number).
+/// header begins (a later fragment, or a chain cut short: the header's own number and
+/// place).
 fn walk_ipv6(frame: &[u8], mut next: u8, mut at: usize) -> (u8, usize) {
     loop {
         let len = match next {
@@ -288,6 +292,15 @@ mod tests {
             let _ = Flow::of(&chain[..len]);
         }
         assert_eq!(Flow::of(&chain[..60]).unwrap().proto, 60);
+        // A first fragment's ports are read; a later fragment is no flow.
+        let mut first = v6[..54].to_vec();
+        first[20] = 44;
+        first.extend_from_slice(&[6, 0, 0, 1, 0, 0, 0, 9]);
+        first.extend_from_slice(&[0x30, 0x39, 0, 81, 0, 0, 0, 0]);
+        assert_eq!(Flow::of(&first).unwrap().port, Some(81));
+        let mut later = first.clone();
+        later[56..58].copy_from_slice(&[0, 8]);
+        assert_eq!(Flow::of(&later), None);
     }
 
     /// A little-endian microsecond capture of `records` (time in µs, bytes).
