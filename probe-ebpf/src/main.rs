@@ -44,6 +44,7 @@ mod ours;
 mod parse;
 mod pending;
 mod report;
+mod suspects;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action::XDP_PASS},

@@ -1,6 +1,7 @@
 //! Reporting an outcome: allow-lists and callbacks exempt it; the first of its kind per
-//! (source, destination, port) becomes a ring-buffer event, repeats bump its count; the
-//! reader is woken only when a backlog builds or the wakeup gap has passed.
+//! (source, destination, port) moves the source's sequential test ([`crate::suspects`])
+//! and becomes a ring-buffer event, repeats bump its count; the reader is woken only when
+//! a backlog builds, the wakeup gap has passed, or the event carries the test's verdict.
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -21,6 +22,7 @@ use crate::{
     },
     ours::host_slot,
     parse::Addr,
+    suspects::step,
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -71,6 +73,11 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     if OUTCOMES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
         return;
     }
+    // A first outcome: the source's sequential test moves, and may decide here.
+    let verdict = step(pending, !accepted);
+    if verdict {
+        count(Counter::Verdicts);
+    }
     let Some(mut entry) = EVENTS.reserve::<ProbeEvent>(0) else {
         count(Counter::RingbufDrops);
         return;
@@ -96,9 +103,15 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         (&raw mut (*event).icmp_code).write(icmp_code);
         (&raw mut (*event).ip_version).write(pending.ip_version);
         (&raw mut (*event).src_mac).write(pending.mac);
-        (&raw mut (*event)._pad2).write([0; 2]);
+        (&raw mut (*event).verdict).write(u8::from(verdict));
+        (&raw mut (*event)._pad2).write(0);
     }
-    entry.submit(wakeup_flags());
+    // The verdict wakes the reader at once: its alert must not wait for the wakeup gap.
+    entry.submit(if verdict {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        wakeup_flags()
+    });
     count(Counter::EventsSent);
 }
 

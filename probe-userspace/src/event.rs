@@ -39,6 +39,9 @@ pub struct Probe {
     pub ifindex: u32,
     /// The link-layer address the attempt came from (see [`ProbeEvent::src_mac`]).
     pub src_mac: [u8; 6],
+    /// This outcome took its source's sequential test in the kernel to its verdict (see
+    /// [`ProbeEvent::verdict`]).
+    pub kernel_verdict: bool,
 }
 
 /// A ring-buffer record that cannot be decoded.
@@ -85,6 +88,7 @@ impl Probe {
                 .then_some((event.icmp_type, event.icmp_code)),
             ifindex: event.ifindex,
             src_mac: event.src_mac,
+            kernel_verdict: event.verdict != 0,
         })
     }
 
@@ -113,6 +117,7 @@ impl Probe {
             icmp: None,
             ifindex: 7,
             src_mac: [2, 0, 0, 0, 0, 1],
+            kernel_verdict: false,
         }
     }
 }
@@ -211,7 +216,8 @@ mod tests {
             icmp_code: 0,
             ip_version: 4,
             src_mac: [2, 0, 0, 0, 0, 9],
-            _pad2: [0; 2],
+            verdict: 0,
+            _pad2: 0,
         }
     }
 

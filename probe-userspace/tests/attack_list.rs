@@ -36,6 +36,7 @@ fn refused(src: u8, port: u16, at: Duration) -> Probe {
         icmp: None,
         ifindex: 1,
         src_mac: [0; 6],
+        kernel_verdict: false,
     }
 }
 

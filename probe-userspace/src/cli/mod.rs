@@ -223,6 +223,11 @@ pub struct Cli {
     #[arg(help_heading = "Kernel", global = true, long, default_value_t = probe_common::PENDING_ENTRIES, value_name = "N", value_parser = parse_power_of_two)]
     pub pending_slots: u32,
 
+    /// Sets of the kernel's sequential test per source (a power of two; four sources of
+    /// 8 B each a set): the default holds 1 048 576 sources in 8 MiB.
+    #[arg(help_heading = "Kernel", global = true, long, default_value_t = probe_common::SUSPECT_SETS, value_name = "N", value_parser = parse_power_of_two)]
+    pub suspect_sets: u32,
+
     /// Entries of the kernel's reported-outcome table (LRU; about 112 B each).
     #[arg(help_heading = "Kernel", global = true, long, default_value_t = probe_common::OUTCOMES_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..))]
     pub outcome_entries: u32,

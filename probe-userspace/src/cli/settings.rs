@@ -178,6 +178,7 @@ impl Settings {
         let kernel = KernelConfig {
             pending_slots: cli.pending_slots,
             outcomes_entries: cli.outcome_entries,
+            suspect_sets: cli.suspect_sets,
             ringbuf_bytes: cli.ringbuf_bytes,
             timeout: cli.pending_timeout,
             callback_window: cli.callback_window,

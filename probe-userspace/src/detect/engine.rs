@@ -16,7 +16,7 @@ use crate::{
         spread::Units,
         table::{BoundedTable, ENTRY_OVERHEAD, RecentSet},
         traceroute::Traces,
-        trw::{Trw, TrwConfig},
+        trw::{Trw, TrwConfig, TrwUnit},
         verdict::{Detector, DetectorName, Verdict},
         vertical::Vertical,
     },
@@ -333,7 +333,11 @@ impl Engine {
                 alerts.extend(incident.due_update(now, interval));
             }
         }
-        for verdict in self.detect(probe, now) {
+        let mut verdicts = self.detect(probe, now);
+        if let Some(verdict) = self.kernel_verdict(probe, &verdicts, now) {
+            verdicts.push(verdict);
+        }
+        for verdict in verdicts {
             match verdict.kind {
                 ScanKind::Distributed => alerts.extend(self.open_crowd(verdict, probe, now)),
                 // Its crowd's incident holds this source's scan of this target.
@@ -351,6 +355,57 @@ impl Engine {
             }
         }
         alerts
+    }
+
+    /// The kernel's sequential test decided on this outcome (see [`Probe::kernel_verdict`])
+    /// while ours did not (its state for the source was evicted by a flood, or counted a
+    /// little differently): the verdict the engine takes as the scan's start, unless the
+    /// source's scan is open already. Only when our test counts services as the kernel does
+    /// (`--trw auto` on a host, `--trw service`).
+    fn kernel_verdict(
+        &self,
+        probe: &Probe,
+        verdicts: &[Verdict],
+        now: Duration,
+    ) -> Option<Verdict> {
+        let trw = self.config.trw?;
+        if !probe.kernel_verdict || trw.unit != TrwUnit::Service || !probe.failed() {
+            return None;
+        }
+        if verdicts
+            .iter()
+            .any(|v| v.kind != ScanKind::Distributed && v.sources.is_empty())
+        {
+            return None;
+        }
+        let (src, _) = self.group(probe.src);
+        let open = |kind, target| IncidentKey {
+            src,
+            kind,
+            target,
+            proto: if kind == ScanKind::Vertical {
+                probe.proto
+            } else {
+                0
+            },
+        };
+        if self.in_crowd(probe)
+            || self
+                .incidents
+                .contains(&open(ScanKind::Vertical, Some(probe.dst)))
+            || self.incidents.contains(&open(ScanKind::Horizontal, None))
+        {
+            return None;
+        }
+        // Four first failures more than first successes: 4^4 over the likelihood ratio.
+        Some(Verdict::of_source(
+            DetectorName::Trw,
+            vec![probe.dst],
+            vec![probe.dst_port],
+            256.0,
+            now,
+            (u64::from(probe_common::WALK_SCAN as u8), 0),
+        ))
     }
 
     /// The alerts that time alone makes due at `now`: `end` for the incidents idle for
@@ -1242,5 +1297,36 @@ mod tests {
         // The slow-scan detector's eight failed contacts come before the threshold's ten.
         assert_eq!((own.src, own.detector), (SCANNER, DetectorName::Slow));
         assert!(!own.spoof.suspected());
+    }
+
+    #[test]
+    fn the_kernels_verdict_opens_the_scan_when_ours_has_no_state_and_never_twice() {
+        let mut engine = Engine::new(EngineConfig::default());
+        // Our test forgot the source (a flood evicted it): its one outcome here carries
+        // the kernel's verdict.
+        let mut decided = probe(SCANNER, VICTIM, 4);
+        decided.kernel_verdict = true;
+        let alerts = engine.observe(&decided, secs(1.0));
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(
+            (alerts[0].phase, alerts[0].detector, alerts[0].kind),
+            (Phase::Start, DetectorName::Trw, ScanKind::Vertical)
+        );
+        assert_eq!(alerts[0].ports, vec![4]);
+        // Both tests deciding on one outcome: one start.
+        let other = host(7);
+        let mut alerts = Vec::new();
+        for port in 1..=4 {
+            let mut p = probe(other, VICTIM, port);
+            p.kernel_verdict = port == 4;
+            alerts.extend(engine.observe(&p, secs(2.0)));
+        }
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        // With --trw off, the kernel's verdict opens nothing.
+        let mut engine = Engine::new(EngineConfig {
+            trw: None,
+            ..EngineConfig::default()
+        });
+        assert_eq!(engine.observe(&decided, secs(1.0)), vec![]);
     }
 }

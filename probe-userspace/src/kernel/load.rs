@@ -9,8 +9,9 @@ use probe_common::{
     BLOCK_ON_GLOBAL, CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, EVENTS_BYTES, EVENTS_MAP,
     EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, OURS_ENTRIES, OURS_MAP,
     OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP,
-    PENDING_MASK_GLOBAL, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL,
-    WAKEUP_GAP_GLOBAL, XDP_PROGRAM,
+    PENDING_MASK_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP,
+    SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL,
+    WALK_IDLE_GLOBAL, XDP_PROGRAM,
 };
 
 use super::run::{expire_program, tc_program, xdp_program};
@@ -45,6 +46,9 @@ pub struct KernelConfig {
     /// Drop the frames of sources in the `BLOCKED` map (`--block`); off, the map is never
     /// read.
     pub block: bool,
+    /// Sets of the kernel's per-source sequential test (`SUSPECTS`, a power of two), four
+    /// sources of 8 B each.
+    pub suspect_sets: u32,
 }
 
 impl Default for KernelConfig {
@@ -59,6 +63,7 @@ impl Default for KernelConfig {
             home_nets: Vec::new(),
             wakeup_gap: Some(Duration::from_millis(1)),
             block: false,
+            suspect_sets: SUSPECT_SETS,
         }
     }
 }
@@ -92,6 +97,14 @@ impl KernelConfig {
             + u64::from(self.ours_slots) * (4 + 8)
             + u64::from(self.outcomes_entries) * 112
             + u64::from(self.ringbuf_bytes)
+            + u64::from(self.suspect_sets) * 8 * SUSPECT_WAYS as u64
+    }
+
+    /// Sweeps after which an idle source's walk in the kernel starts over: the userspace
+    /// test's 10 minutes.
+    pub fn walk_idle_sweeps(&self) -> u16 {
+        let interval = self.sweep_interval().as_nanos().max(1);
+        (Duration::from_secs(600).as_nanos() / interval).min(u128::from(u16::MAX)) as u16
     }
 }
 
@@ -170,6 +183,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     for (what, slots) in [
         ("pending", config.pending_slots),
         ("ours", config.ours_slots),
+        ("suspect", config.suspect_sets),
     ] {
         if !slots.is_power_of_two() {
             return Err(LoadError::Config(format!(
@@ -185,6 +199,8 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         )));
     }
     let pending_mask = config.pending_slots - 1;
+    let suspect_mask = config.suspect_sets - 1;
+    let walk_idle = config.walk_idle_sweeps();
     let ours_mask = config.ours_slots - 1;
     let expire_after = config.expire_after_sweeps();
     let hash_seed = random_seed()?;
@@ -202,6 +218,9 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .map_max_entries(CONTACTED_MAP, config.ours_slots)
         .map_max_entries(OUTCOMES_MAP, config.outcomes_entries)
         .map_max_entries(EVENTS_MAP, config.ringbuf_bytes)
+        .map_max_entries(SUSPECTS_MAP, config.suspect_sets)
+        .override_global(SUSPECT_MASK_GLOBAL, &suspect_mask, true)
+        .override_global(WALK_IDLE_GLOBAL, &walk_idle, true)
         .override_global(PENDING_MASK_GLOBAL, &pending_mask, true)
         .override_global(OURS_MASK_GLOBAL, &ours_mask, true)
         .override_global(EXPIRE_AFTER_GLOBAL, &expire_after, true)

@@ -119,6 +119,7 @@ mod tests {
             icmp: Some((3, 3)),
             ifindex: 1,
             src_mac: [0; 6],
+            kernel_verdict: false,
         };
         let v: serde_json::Value = serde_json::from_str(&json_line(&ProbeRecord::from_probe(
             &probe,

@@ -24,3 +24,5 @@ mod parsing;
 mod ring;
 // Blocking in XDP.
 mod blocking;
+// The sequential hypothesis test in the kernel.
+mod walk;

@@ -1,0 +1,157 @@
+//! The sequential hypothesis test in the kernel: each source's walk (first failures minus
+//! first successes) in a set-associative cache of packed cells (`SUSPECTS`), moved where an
+//! outcome is first reported, so the probe that decides a scan is judged in the program run
+//! that sees its answer.
+//!
+//! A source is its unit: an IPv4 address, or the /64 of an IPv6 address. Its set comes
+//! from a hash keyed per load (`HASH_SEED`), so colliding sources cannot be computed in
+//! advance; its 32-bit tag tells it from the other sources of its set. A new source takes
+//! the cell with the lowest walk (an empty or idle cell first, then the oldest of the
+//! lowest): a forged source of one probe reaches a walk of 1 and can only ever replace
+//! another such, never a source that got closer to the verdict. A source unknown to the
+//! cache whose outcome is a success takes an empty or idle cell only: clients take no
+//! suspect's room.
+//!
+//! Ages are counted in expiry sweeps (`EPOCH`, advanced by `probe_expire`), a clock replay
+//! drives as the live daemon does. Cells are read and written without locks: two CPUs
+//! moving one source's walk at the same instant may lose one step (approximate, as the
+//! cache is).
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{macros::map, maps::Array};
+use probe_common::{
+    Pending, SUSPECT_SETS, SUSPECT_WAYS, WALK_BENIGN, WALK_IDLE_EPOCHS, WALK_SCAN, suspect,
+};
+
+use crate::{maps::EPOCH, parse::Addr, pending::Flow};
+
+/// The per-source walks; size set at load time (default [`SUSPECT_SETS`] sets).
+#[map]
+pub(crate) static SUSPECTS: Array<[u64; SUSPECT_WAYS]> = Array::with_max_entries(SUSPECT_SETS, 0);
+
+/// Sets − 1 (set at load).
+#[unsafe(no_mangle)]
+pub(crate) static SUSPECT_MASK: u32 = SUSPECT_SETS - 1;
+
+/// Sweeps after which an idle source's walk starts over: 10 minutes of sweeps (set at
+/// load from the sweep interval).
+#[unsafe(no_mangle)]
+pub(crate) static WALK_IDLE: u16 = WALK_IDLE_EPOCHS;
+
+/// Mixed into the tag so that `SUSPECTS` tags differ from `CONTACTED`'s for one host.
+const SUSPECT_ID: u32 = 0x5c0f_f1e5;
+
+/// Moves the walk of the source of `pending` one step, up for a first failure and down for
+/// a first success; true when this step takes it to the verdict ([`WALK_SCAN`]), which
+/// happens once until the source idles. First outcomes are `report`'s: a failure once per
+/// host, port and kind of probe, a success once per host. Not inlined: its locals stay
+/// out of `report`'s frame.
+#[inline(never)]
+pub(crate) fn step(pending: &Pending, failed: bool) -> bool {
+    let remote = Addr::from_bytes(pending.remote);
+    let unit = if pending.ip_version == 6 {
+        Addr([remote.0[0], 0])
+    } else {
+        remote
+    };
+    let flow = Flow {
+        remote: unit,
+        local: Addr([0, 0]),
+        remote_port: 0,
+        local_port: 0,
+        proto: 0,
+    };
+    // SAFETY: reading plain globals; volatile so the load-time value and the sweep's
+    // latest epoch are used.
+    let (mask, epoch, idle_after) = unsafe {
+        (
+            read_volatile(&SUSPECT_MASK),
+            read_volatile(&raw const EPOCH) as u16,
+            read_volatile(&WALK_IDLE),
+        )
+    };
+    let (index, tag) = flow.slot(SUSPECT_ID, mask);
+    let Some(set) = SUSPECTS.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
+    // may write it meanwhile (a lost step at worst, see the module documentation).
+    let set = unsafe { &mut *set };
+    let mut found = SUSPECT_WAYS;
+    let mut victim = 0;
+    let mut victim_rank = u32::MAX;
+    for (way, &cell) in set.iter().enumerate() {
+        if suspect::tag(cell) == tag {
+            found = way;
+            break;
+        }
+        let rank = rank(cell, epoch, idle_after);
+        if rank < victim_rank {
+            victim_rank = rank;
+            victim = way;
+        }
+    }
+    let (way, mut cell) = match set.get(found) {
+        Some(&cell) => (found, cell),
+        // A success of a source the cache does not know takes free room only.
+        None if !failed && victim_rank != 0 => return false,
+        None => (victim, 0),
+    };
+    if cell == 0 || idle(cell, epoch, idle_after) {
+        cell = suspect::pack(tag, 0, 0, false, epoch);
+    }
+    let (mut walk, mut failures, decided) = (
+        suspect::walk(cell),
+        suspect::failures(cell),
+        suspect::decided(cell),
+    );
+    let mut verdict = false;
+    if failed {
+        failures = failures.saturating_add(1).min(127);
+        if !decided {
+            walk += 1;
+            verdict = walk >= WALK_SCAN;
+        }
+    } else if !decided {
+        walk -= 1;
+        if walk <= WALK_BENIGN {
+            // Taken for benign: the test starts over.
+            walk = 0;
+        }
+    }
+    let updated = suspect::pack(tag, walk, failures, decided || verdict, epoch);
+    if let Some(slot) = set.get_mut(way) {
+        *slot = updated;
+    }
+    verdict
+}
+
+/// Sweeps since the cell last changed.
+#[inline(always)]
+fn age(cell: u64, epoch: u16) -> u16 {
+    epoch.wrapping_sub(suspect::epoch(cell))
+}
+
+/// True when the cell's source has been quiet for the userspace test's idle time.
+#[inline(always)]
+fn idle(cell: u64, epoch: u16, idle_after: u16) -> bool {
+    age(cell, epoch) > idle_after
+}
+
+/// How much a cell is worth keeping: 0 for an empty or idle one, else its walk first (a
+/// decided source above all), then how recently it changed.
+#[inline(always)]
+fn rank(cell: u64, epoch: u16, idle_after: u16) -> u32 {
+    if cell == 0 || idle(cell, epoch, idle_after) {
+        return 0;
+    }
+    let walk = if suspect::decided(cell) {
+        WALK_SCAN + 1
+    } else {
+        suspect::walk(cell)
+    };
+    // Walks run from WALK_BENIGN (-4) to WALK_SCAN + 1 (5): shifted to 1..=10.
+    let level = (walk - WALK_BENIGN + 1) as u32;
+    (level << 16) | u32::from(u16::MAX - age(cell, epoch))
+}

@@ -1,0 +1,215 @@
+//! The sequential hypothesis test in the kernel (`SUSPECTS`): the walk's arithmetic, the
+//! verdict on the event that crosses the line (and only that one), aging on the sweep's
+//! clock, IPv6 sources by their /64, and a suspect kept through floods of forged sources.
+
+use probe_userspace::detect::trw::{Trw, TrwConfig};
+
+use crate::harness::*;
+
+/// A SYN from `src` to `dst:port`, refused by our RST (or accepted by our SYN-ACK); the
+/// event it makes, if any.
+fn contact(h: &mut Harness, src: IpAddr, dst: IpAddr, port: u16, ok: bool) -> Option<Probe> {
+    let probe = Frame::tcp(src, 40_000 + port % 1000, dst, port, SYN, u32::from(port));
+    h.inbound_frame(&probe);
+    h.outbound_frame(&if ok {
+        probe.acceptance()
+    } else {
+        probe.refusal()
+    });
+    let mut events = h.events();
+    assert!(events.len() <= 1, "{events:?}");
+    events.pop()
+}
+
+/// The verdict flags of the events `contacts` make, in order.
+fn verdicts(h: &mut Harness, src: IpAddr, contacts: &[(u16, bool)]) -> Vec<bool> {
+    contacts
+        .iter()
+        .map(|&(port, ok)| {
+            contact(h, src, victim(), port, ok)
+                .expect("a first outcome is an event")
+                .kernel_verdict
+        })
+        .collect()
+}
+
+#[test]
+fn four_first_failures_are_the_verdict_carried_by_the_fourth_event_once() {
+    if !require_root("four_first_failures_are_the_verdict_carried_by_the_fourth_event_once") {
+        return;
+    }
+    let mut h = Harness::new();
+    let seen = verdicts(
+        &mut h,
+        scanner(),
+        &[(1, false), (2, false), (3, false), (4, false)],
+    );
+    assert_eq!(seen, [false, false, false, true]);
+    assert_eq!(h.counter(Counter::Verdicts), 1);
+    // Decided: later failures are counted, no second verdict.
+    assert_eq!(
+        verdicts(&mut h, scanner(), &[(5, false), (6, false)]),
+        [false, false]
+    );
+    // A repeat of a failure is no first failure (no event, no step).
+    assert_eq!(contact(&mut h, scanner(), victim(), 1, false), None);
+    assert_eq!(h.counter(Counter::Verdicts), 1);
+}
+
+#[test]
+fn each_first_success_cancels_a_failure_and_the_benign_bound_starts_over() {
+    if !require_root("each_first_success_cancels_a_failure_and_the_benign_bound_starts_over") {
+        return;
+    }
+    let mut h = Harness::new();
+    // Failure, failure, success (one host: one first success), failure, failure: +3.
+    let seen = verdicts(
+        &mut h,
+        scanner(),
+        &[(1, false), (2, false), (22, true), (3, false), (4, false)],
+    );
+    assert_eq!(seen, [false; 5]);
+    assert_eq!(verdicts(&mut h, scanner(), &[(5, false)]), [true]);
+    // A client: four successes (four hosts) reach the benign bound and start over at 0,
+    // so three failures are no verdict, the fourth is.
+    let client = v4([198, 18, 0, 50]);
+    for host in 10..14u8 {
+        let event = contact(&mut h, client, v4([198, 18, 0, host]), 443, true).unwrap();
+        assert!(!event.kernel_verdict);
+    }
+    assert_eq!(
+        verdicts(
+            &mut h,
+            client,
+            &[(1, false), (2, false), (3, false), (4, false)]
+        ),
+        [false, false, false, true]
+    );
+}
+
+#[test]
+fn an_ipv6_source_is_its_64_and_an_idle_source_starts_over() {
+    if !require_root("an_ipv6_source_is_its_64_and_an_idle_source_starts_over") {
+        return;
+    }
+    // Sweeps of 100 ms (timeout 300 ms): 10 idle minutes are 6 000 sweeps.
+    let config = KernelConfig {
+        timeout: std::time::Duration::from_millis(300),
+        ..KernelConfig::default()
+    };
+    assert_eq!(config.walk_idle_sweeps(), 6000);
+    let mut h = Harness::with(&config);
+    // Four addresses of one /64, one failure each: one source, decided at the fourth.
+    let seen: Vec<bool> = (1..=4u16)
+        .map(|i| {
+            let src = v6(&format!("2001:db8:0:7::{i:x}"));
+            contact(&mut h, src, victim6(), 100 + i, false)
+                .unwrap()
+                .kernel_verdict
+        })
+        .collect();
+    assert_eq!(seen, [false, false, false, true]);
+    // Another source: three failures, then 6 001 sweeps of quiet, then three more: no
+    // verdict (it started over); a fourth: the verdict.
+    let other = v4([198, 18, 0, 77]);
+    assert_eq!(
+        verdicts(&mut h, other, &[(1, false), (2, false), (3, false)]),
+        [false; 3]
+    );
+    for _ in 0..6001 {
+        h.expire();
+    }
+    assert_eq!(
+        verdicts(&mut h, other, &[(4, false), (5, false), (6, false)]),
+        [false; 3]
+    );
+    assert_eq!(verdicts(&mut h, other, &[(7, false)]), [true]);
+}
+
+#[test]
+fn forged_sources_of_one_probe_never_take_a_suspects_place() {
+    if !require_root("forged_sources_of_one_probe_never_take_a_suspects_place") {
+        return;
+    }
+    // A small cache (16 sets of 4: 64 sources) against 20 000 forged sources.
+    let mut h = Harness::with(&KernelConfig {
+        suspect_sets: 16,
+        ..KernelConfig::default()
+    });
+    let suspect = v4([198, 19, 255, 1]);
+    assert_eq!(
+        verdicts(&mut h, suspect, &[(1, false), (2, false), (3, false)]),
+        [false; 3]
+    );
+    for i in 0..20_000u32 {
+        let forged = IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0000 + i));
+        let _ = contact(&mut h, forged, victim(), 80, false);
+    }
+    // Its walk is still at 3: the next failure decides.
+    assert_eq!(verdicts(&mut h, suspect, &[(4, false)]), [true]);
+    // Forged sources that each fail twice do not take it either (they reach 2).
+    let second = v4([198, 19, 255, 2]);
+    assert_eq!(
+        verdicts(&mut h, second, &[(1, false), (2, false), (3, false)]),
+        [false; 3]
+    );
+    for i in 0..5_000u32 {
+        let forged = IpAddr::V4(std::net::Ipv4Addr::from(0xc612_8000 + i));
+        let _ = contact(&mut h, forged, victim(), 80, false);
+        let _ = contact(&mut h, forged, victim(), 81, false);
+    }
+    assert_eq!(verdicts(&mut h, second, &[(4, false)]), [true]);
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn the_kernel_walk_and_the_userspace_test_agree_on_random_sequences() {
+    if !require_root("the_kernel_walk_and_the_userspace_test_agree_on_random_sequences") {
+        return;
+    }
+    let mut h = Harness::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut decided = 0;
+    for source in 0..300u32 {
+        let src = IpAddr::V4(std::net::Ipv4Addr::from(0xc612_4000 + source));
+        let mut trw = Trw::new(TrwConfig::default(), 16);
+        // Up to 12 first contacts, each with a host of its own (a success counts once per
+        // host in both), failing with probability 1/2 to 7/8.
+        let bias = 1 + rng.next() % 4;
+        let mut kernel_at = None;
+        let mut user_at = None;
+        for i in 0..12u16 {
+            let ok = rng.next().is_multiple_of(2 * bias);
+            let dst = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, i as u8));
+            let event = contact(&mut h, src, dst, 1000 + i, ok).expect("a first outcome");
+            if event.kernel_verdict && kernel_at.is_none() {
+                kernel_at = Some(i);
+            }
+            if trw
+                .judge(&event, std::time::Duration::from_millis(u64::from(i)))
+                .is_some()
+                && user_at.is_none()
+            {
+                user_at = Some(i);
+            }
+        }
+        assert_eq!(
+            kernel_at, user_at,
+            "source {source}: kernel and userspace disagree"
+        );
+        decided += usize::from(kernel_at.is_some());
+    }
+    // Both outcomes occur among the sequences.
+    assert!((50..250).contains(&decided), "{decided} of 300 decided");
+}
