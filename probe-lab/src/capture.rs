@@ -24,13 +24,25 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts tcpdump on `dev` in `ns` (headers only: 256 bytes take a TCP header behind
-    /// twelve IPv6 extension headers) and waits until it listens.
+    /// twelve IPv6 extension headers; in immediate mode, so a scan over within the capture
+    /// buffer's timeout is not lost when tcpdump is stopped right after it) and waits until
+    /// it listens.
     pub fn start(ns: &Netns, dev: &str, path: &Path) -> anyhow::Result<Self> {
         let file = path.display().to_string();
         let mut child = ns
             .exec(
                 "tcpdump",
-                &["-i", dev, "-n", "-s", "256", "-U", "-w", &file],
+                &[
+                    "-i",
+                    dev,
+                    "-n",
+                    "-s",
+                    "256",
+                    "--immediate-mode",
+                    "-U",
+                    "-w",
+                    &file,
+                ],
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
