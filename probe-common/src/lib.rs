@@ -183,11 +183,21 @@ pub enum Counter {
     Unseen = 23,
     /// Sources the kernel's sequential test decided were scanning (`SUSPECTS`).
     Verdicts = 24,
+    /// With `--block`: sources the kernel blocked on its verdict.
+    KernelBlocks = 25,
+    /// With `--block`: verdicts on sources the never-block policy spares (a protected
+    /// prefix, a neighbour's address in another host's frames, a recent peer).
+    BlocksSpared = 26,
+    /// With `--block`: verdicts not turned into blocks because the budget of new blocks
+    /// was spent.
+    BlocksOverBudget = 27,
+    /// With `--block`: our answers (RST, SYN-ACK, ICMP) to blocked sources, dropped.
+    AnswersDropped = 28,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 25] = [
+    pub const ALL: [Counter; 29] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -213,6 +223,10 @@ impl Counter {
         Counter::Fragments,
         Counter::Unseen,
         Counter::Verdicts,
+        Counter::KernelBlocks,
+        Counter::BlocksSpared,
+        Counter::BlocksOverBudget,
+        Counter::AnswersDropped,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -245,6 +259,10 @@ impl Counter {
             Counter::Fragments => "fragments",
             Counter::Unseen => "unseen",
             Counter::Verdicts => "verdicts",
+            Counter::KernelBlocks => "blocks_made",
+            Counter::BlocksSpared => "blocks_spared",
+            Counter::BlocksOverBudget => "blocks_over_budget",
+            Counter::AnswersDropped => "answers_dropped",
         }
     }
 
@@ -285,6 +303,16 @@ impl Counter {
             Counter::Unseen => "Our answers to attempts never recorded, reported as such.",
             Counter::Verdicts => {
                 "Sources the kernel's sequential test decided were scanning (four first failures more than first successes)."
+            }
+            Counter::KernelBlocks => "With --block: sources the kernel blocked on its verdict.",
+            Counter::BlocksSpared => {
+                "With --block: verdicts on sources the never-block policy spares (protected prefix, forged neighbour, peer)."
+            }
+            Counter::BlocksOverBudget => {
+                "With --block: verdicts not turned into blocks because the budget of new blocks was spent."
+            }
+            Counter::AnswersDropped => {
+                "With --block: our answers (RST, SYN-ACK, ICMP) to blocked sources, dropped."
             }
         }
     }
@@ -414,7 +442,8 @@ pub struct ProbeEvent {
     pub src_mac: [u8; 6],
     /// 1 when this outcome took its source's walk in `SUSPECTS` to [`WALK_SCAN`]: the
     /// kernel's verdict that the source scans (the record is submitted with a forced
-    /// wakeup). 0 otherwise.
+    /// wakeup); 2 when, on it, the kernel also blocked the source (`--block`). 0
+    /// otherwise.
     pub verdict: u8,
     /// Explicit padding; always zero.
     pub _pad2: u8,
@@ -586,6 +615,13 @@ pub const PROTECTED_ENTRIES: u32 = 16_384;
 pub const PEERS_MAP: &str = "PEERS";
 /// Peers remembered at most (about 100 B each: 1.6 MiB).
 pub const PEERS_ENTRIES: u32 = 16_384;
+/// How long a peer stays one (never blocked): 6 hours, as userspace's `PEER_MEMORY`.
+pub const PEER_MEMORY_NS: u64 = 6 * 3600 * 1_000_000_000;
+/// Globals (`u64`) of the kernel's blocks on its verdict: how long one lasts (ns), and the
+/// budget's rate and burst (thousandths of a block a second, and of a block).
+pub const BLOCK_TTL_GLOBAL: &str = "BLOCK_TTL_NS";
+pub const BLOCK_RATE_GLOBAL: &str = "BLOCK_RATE_MILLI";
+pub const BLOCK_BURST_GLOBAL: &str = "BLOCK_BURST_MILLI";
 /// A peer's time is rewritten at most this often (a lookup per answer, a write per
 /// minute).
 pub const PEER_REFRESH_NS: u64 = 60_000_000_000;

@@ -11,6 +11,7 @@ use probe_common::{
 };
 
 use crate::{
+    autoblock::answers_blocked,
     maps::{checked, count},
     ours::{is_home, note_contacted, put_ours},
     parse::{
@@ -20,15 +21,17 @@ use crate::{
     pending::{Flow, Unrecorded, report_answered, settle, settle_unreachable},
 };
 
+/// Looks at one outbound packet; true when it must be dropped: one of our answers to a
+/// blocked source (`--block`).
 #[inline(always)]
-pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
+pub(crate) fn try_egress(ctx: &TcContext) -> Result<bool, Malformed> {
     count(Counter::EgressPackets);
     let (start, end) = (ctx.data(), ctx.data_end());
     let Some(h) = checked(locate(start, end))? else {
-        return Ok(());
+        return Ok(false);
     };
     if !h.transport {
-        return Ok(());
+        return Ok(false);
     }
     match h.proto {
         PROTO_TCP => {
@@ -38,7 +41,12 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
                 count(Counter::RstsOut);
             } else if flags != TCP_SYN && flags != TCP_SYN | TCP_ACK {
                 // Established traffic: the common case, done after one flags byte.
-                return Ok(());
+                return Ok(false);
+            }
+            // An answer (RST, SYN-ACK) to a blocked source tells it nothing.
+            if flags != TCP_SYN && answers_blocked(start, end, &h) {
+                count(Counter::AnswersDropped);
+                return Ok(true);
             }
             // Counted here, so the subprogram's value is used (an unused one is optimised
             // away, and R0 may then hold a stack pointer at its exit, which the verifier
@@ -48,11 +56,17 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<(), Malformed> {
             }
         }
         PROTO_UDP => egress_udp(start, end, &h),
-        PROTO_ICMP | PROTO_ICMPV6 => egress_icmp(start, end, &h, ifindex(ctx)),
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            if answers_blocked(start, end, &h) {
+                count(Counter::AnswersDropped);
+                return Ok(true);
+            }
+            egress_icmp(start, end, &h, ifindex(ctx));
+        }
         PROTO_SCTP if egress_sctp(start, end, &h, ifindex(ctx)) => count(Counter::Unseen),
         _ => {}
     }
-    Ok(())
+    Ok(false)
 }
 
 /// An outbound SYN (ours), SYN-ACK or RST (an answer to an inbound attempt); true when

@@ -119,7 +119,7 @@ pub(crate) fn blocked(start: usize, end: usize, src: &Addr) -> bool {
 
 /// The manual block of `src`, when manual blocks are in force (one array read otherwise).
 #[inline(always)]
-fn manual_block(src: &Addr) -> Option<*mut Block> {
+pub(crate) fn manual_block(src: &Addr) -> Option<*mut Block> {
     // SAFETY: a pointer from a successful lookup of an array slot, read once.
     let manual = RUNTIME
         .get_ptr(RUNTIME_MANUAL_BLOCKS)

@@ -35,6 +35,7 @@ macro_rules! trace {
     };
 }
 
+mod autoblock;
 mod bench;
 mod egress;
 mod expire;
@@ -47,7 +48,7 @@ mod report;
 mod suspects;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action::XDP_PASS},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -63,10 +64,13 @@ fn probe_ingress(ctx: XdpContext) -> u32 {
 /// Entry point of the TC program on each attached interface (egress).
 #[classifier]
 fn probe_egress(ctx: TcContext) -> i32 {
-    // Fail open: this program only observes. Whatever happens, the packet goes on.
-    let _ = egress::try_egress(&ctx);
-    // `as _`: the bindings type TC_ACT_OK as u32 or i32 depending on the target.
-    TC_ACT_OK as _
+    // Fail open: this program observes, and drops only our answers to a source blocked on
+    // purpose (`--block`). Whatever else happens, the packet goes on.
+    match egress::try_egress(&ctx) {
+        // `as _`: the bindings type TC_ACT_* as u32 or i32 depending on the target.
+        Ok(true) => TC_ACT_SHOT as _,
+        _ => TC_ACT_OK as _,
+    }
 }
 
 /// The expiry program: never attached; userspace runs it through `BPF_PROG_TEST_RUN`, one

@@ -59,6 +59,11 @@ pub(crate) static PEERS: LruHashMap<Addr, u64> = LruHashMap::with_max_entries(PE
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
+/// A per-CPU [`OutcomeKey`] for `report` to build its key in: the deepest call chain
+/// (egress, settle, report, a block on the verdict) has no stack to spare for it.
+#[map]
+pub(crate) static KEY_SCRATCH: PerCpuArray<OutcomeKey> = PerCpuArray::with_max_entries(1, 0);
+
 /// One `u64` per [`Counter`] per CPU.
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

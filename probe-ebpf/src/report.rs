@@ -15,10 +15,11 @@ use core::{
 use probe_common::{Counter, Outcome, OutcomeKey, Pending, ProbeEvent};
 
 use crate::{
+    autoblock::block_scanner,
     maps::{
         ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS, CONTACTED, EPOCH,
-        EVENTS, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey, WAKEUP_BYTES, WAKEUP_GAP_NS,
-        count,
+        EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey, WAKEUP_BYTES,
+        WAKEUP_GAP_NS, count,
     },
     ours::host_slot,
     parse::Addr,
@@ -50,19 +51,27 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         Counter::Failed
     });
     // Successes are reported once per (source, destination host): enough for the
-    // sequential hypothesis test, which looks at first contacts.
-    let key = OutcomeKey {
-        src_addr: pending.remote,
-        dst_addr: pending.local,
-        dst_port: if accepted { 0 } else { pending.local_port },
-        proto: if accepted { 0 } else { pending.proto },
-        probe: if accepted { 0 } else { pending.probe },
-        outcome: outcome as u8,
-        ip_version: pending.ip_version,
-        _pad: [0; 10],
+    // sequential hypothesis test, which looks at first contacts. Built in a per-CPU slot,
+    // field by field: 48 bytes this frame cannot spare.
+    let Some(slot) = KEY_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU array slot from a successful lookup, valid and ours alone for this
+    // run (the program is not preempted by itself on this CPU); every field is written,
+    // padding included, before the key is read.
+    let key: &OutcomeKey = unsafe {
+        (&raw mut (*slot).src_addr).write(pending.remote);
+        (&raw mut (*slot).dst_addr).write(pending.local);
+        (&raw mut (*slot).dst_port).write(if accepted { 0 } else { pending.local_port });
+        (&raw mut (*slot).proto).write(if accepted { 0 } else { pending.proto });
+        (&raw mut (*slot).probe).write(if accepted { 0 } else { pending.probe });
+        (&raw mut (*slot).outcome).write(outcome as u8);
+        (&raw mut (*slot).ip_version).write(pending.ip_version);
+        (&raw mut (*slot)._pad).write([0; 10]);
+        &*slot
     };
     // Look up before inserting: a repeat costs a lookup and an atomic add, not an insert.
-    if let Some(repeats) = OUTCOMES.get_ptr_mut(&key) {
+    if let Some(repeats) = OUTCOMES.get_ptr_mut(key) {
         // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
         // values are) and valid for the program's duration; other CPUs only add atomically.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats, 1) };
@@ -70,14 +79,18 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         return;
     }
     // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event.
-    if OUTCOMES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
+    if OUTCOMES.insert(key, &1, u64::from(BPF_NOEXIST)).is_err() {
         return;
     }
     // A first outcome: the source's sequential test moves, and may decide here.
     let verdict = step(pending, !accepted);
-    if verdict {
+    // 1: the verdict; 2: the verdict, and the source blocked here (`--block`).
+    let verdict_byte = if verdict {
         count(Counter::Verdicts);
-    }
+        if block_scanner(pending) { 2u8 } else { 1 }
+    } else {
+        0
+    };
     let Some(mut entry) = EVENTS.reserve::<ProbeEvent>(0) else {
         count(Counter::RingbufDrops);
         return;
@@ -103,7 +116,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         (&raw mut (*event).icmp_code).write(icmp_code);
         (&raw mut (*event).ip_version).write(pending.ip_version);
         (&raw mut (*event).src_mac).write(pending.mac);
-        (&raw mut (*event).verdict).write(u8::from(verdict));
+        (&raw mut (*event).verdict).write(verdict_byte);
         (&raw mut (*event)._pad2).write(0);
     }
     // The verdict wakes the reader at once: its alert must not wait for the wakeup gap.

@@ -42,6 +42,8 @@ pub struct Probe {
     /// This outcome took its source's sequential test in the kernel to its verdict (see
     /// [`ProbeEvent::verdict`]).
     pub kernel_verdict: bool,
+    /// And the kernel blocked the source on it (`--block`).
+    pub kernel_blocked: bool,
 }
 
 /// A ring-buffer record that cannot be decoded.
@@ -89,6 +91,7 @@ impl Probe {
             ifindex: event.ifindex,
             src_mac: event.src_mac,
             kernel_verdict: event.verdict != 0,
+            kernel_blocked: event.verdict == 2,
         })
     }
 
@@ -118,6 +121,7 @@ impl Probe {
             ifindex: 7,
             src_mac: [2, 0, 0, 0, 0, 1],
             kernel_verdict: false,
+            kernel_blocked: false,
         }
     }
 }

@@ -37,6 +37,7 @@ fn refused(src: u8, port: u16, at: Duration) -> Probe {
         ifindex: 1,
         src_mac: [0; 6],
         kernel_verdict: false,
+        kernel_blocked: false,
     }
 }
 

@@ -50,6 +50,7 @@ fn probe(src: u32, host: u8, port: u16, outcome: Outcome, kind: ProbeType, at: D
         ifindex: 1,
         src_mac: [0; 6],
         kernel_verdict: false,
+        kernel_blocked: false,
     }
 }
 

@@ -185,6 +185,8 @@ impl Settings {
             home_nets: Vec::new(),
             wakeup_gap: (cli.wakeup_ms > 0).then(|| Duration::from_millis(cli.wakeup_ms)),
             block: cli.block,
+            block_ttl: cli.block_ttl,
+            block_rate: cli.block_rate,
             ..KernelConfig::default()
         };
         let max_tracked = cli.max_tracked as usize;

@@ -244,6 +244,16 @@ impl Engine {
             .is_some_and(|i| i.sources.contains(&probe.src))
     }
 
+    /// Why the probe's source may be forged, when it is a member of an open distributed
+    /// scan of the probe's target: `Some(true)` for a spread scan's member (never blocked),
+    /// `Some(false)` for a decoy scan's; `None` otherwise.
+    pub fn crowd_suspicion(&self, probe: &Probe) -> Option<bool> {
+        self.incidents
+            .get(&crowd_key(probe.dst, probe.proto))
+            .filter(|i| i.sources.contains(&probe.src))
+            .map(|i| i.spread)
+    }
+
     /// Whether a per-source verdict on `probe`'s target folds into the distributed scan
     /// its source is a member of: always for decoys; for a spread scan only the
     /// sequential test's (a handful of failures, as a flood's forged sources make), so

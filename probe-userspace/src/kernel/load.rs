@@ -6,12 +6,12 @@ use std::{io, time::Duration};
 
 use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
 use probe_common::{
-    BLOCK_ON_GLOBAL, CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, EVENTS_BYTES, EVENTS_MAP,
-    EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM, HASH_SEED_GLOBAL, OURS_ENTRIES, OURS_MAP,
-    OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP,
-    PENDING_MASK_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP,
-    SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL,
-    WALK_IDLE_GLOBAL, XDP_PROGRAM,
+    BLOCK_BURST_GLOBAL, BLOCK_ON_GLOBAL, BLOCK_RATE_GLOBAL, BLOCK_TTL_GLOBAL,
+    CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL,
+    EXPIRE_PROGRAM, HASH_SEED_GLOBAL, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
+    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, SUSPECT_MASK_GLOBAL,
+    SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS,
+    WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, WALK_IDLE_GLOBAL, XDP_PROGRAM,
 };
 
 use super::run::{expire_program, tc_program, xdp_program};
@@ -43,9 +43,14 @@ pub struct KernelConfig {
     /// Least time between two wakeups of the reader by a new event; `None`: events wake it
     /// only when a quarter of the ring is unread (the drain timer finds the others).
     pub wakeup_gap: Option<Duration>,
-    /// Drop the frames of sources in the `BLOCKED` map (`--block`); off, the map is never
-    /// read.
+    /// Drop the frames of sources in the `BLOCKED` map (`--block`), and block a source on
+    /// the kernel's verdict; off, the map is never read.
     pub block: bool,
+    /// How long a block made on the kernel's verdict lasts (`--block-ttl`).
+    pub block_ttl: Duration,
+    /// New blocks a second the kernel may make on its verdicts, bursts of ten times that
+    /// (`--block-rate`).
+    pub block_rate: u32,
     /// Sets of the kernel's per-source sequential test (`SUSPECTS`, a power of two), four
     /// sources of 8 B each.
     pub suspect_sets: u32,
@@ -63,6 +68,8 @@ impl Default for KernelConfig {
             home_nets: Vec::new(),
             wakeup_gap: Some(Duration::from_millis(1)),
             block: false,
+            block_ttl: Duration::from_secs(3600),
+            block_rate: 5,
             suspect_sets: SUSPECT_SETS,
         }
     }
@@ -209,6 +216,9 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         (config.callback_window.as_nanos() / config.sweep_interval().as_nanos().max(1)) as u64;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let block_on = u32::from(config.block);
+    let block_ttl = u64::try_from(config.block_ttl.as_nanos()).unwrap_or(u64::MAX);
+    let block_rate = u64::from(config.block_rate) * 1000;
+    let block_burst = block_rate * 10;
     let wakeup_gap = config.wakeup_gap.map_or(u64::MAX, |gap| {
         u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX)
     });
@@ -230,6 +240,9 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
         .override_global(WAKEUP_GAP_GLOBAL, &wakeup_gap, true)
         .override_global(BLOCK_ON_GLOBAL, &block_on, true)
+        .override_global(BLOCK_TTL_GLOBAL, &block_ttl, true)
+        .override_global(BLOCK_RATE_GLOBAL, &block_rate, true)
+        .override_global(BLOCK_BURST_GLOBAL, &block_burst, true)
         .load(object)
         .map_err(|err| match permission_error(&err) {
             Some(source) => LoadError::Permission {

@@ -251,6 +251,27 @@ impl<W: Write> Pipeline<W> {
             }
             self.alert(&scan, now);
         }
+        if probe.kernel_blocked {
+            self.review_kernel_block(probe, now);
+        }
+    }
+
+    /// The kernel blocked a source on its verdict: a scan's start took it over already, or
+    /// it is reviewed here as one would have been (the policy, the prefix cap), and kept
+    /// or lifted.
+    fn review_kernel_block(&mut self, probe: &Probe, now: Duration) {
+        let mac = self.macs.get(probe.src);
+        let crowd = self.engine.crowd_suspicion(probe);
+        let Blocking::Live(blocker) = &mut self.blocking else {
+            return;
+        };
+        match blocker.review_kernel_block(probe.src, now, mac, crowd) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                log::info!("lifted the kernel's block of {}: {why}", probe.src);
+            }
+            Err(err) => log::error!("cannot review the kernel's block of {}: {err}", probe.src),
+        }
     }
 
     /// Time passes: updates held back by the interval, the summaries of scans gone quiet,

@@ -120,6 +120,7 @@ mod tests {
             ifindex: 1,
             src_mac: [0; 6],
             kernel_verdict: false,
+            kernel_blocked: false,
         };
         let v: serde_json::Value = serde_json::from_str(&json_line(&ProbeRecord::from_probe(
             &probe,

@@ -43,7 +43,7 @@ use crate::{
 
 /// How long a peer (a host that answered a connection this host started) stays protected
 /// after its latest answer.
-pub const PEER_MEMORY: Duration = Duration::from_secs(6 * 3600);
+pub const PEER_MEMORY: Duration = Duration::from_nanos(probe_common::PEER_MEMORY_NS);
 
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -389,9 +389,57 @@ impl Blocker {
                     }
                 }
             }
+            // A block the kernel made on its verdict, which the policy would not make:
+            // lifted.
+            if why.is_some()
+                && !self.automatic.contains_key(&src)
+                && !self.manual.contains_key(&src)
+                && remove_key(&mut self.automatic_map, &key(src))?
+            {
+                self.stats.lifted += 1;
+            }
             verdicts.push((src, why));
         }
         Ok(verdicts)
+    }
+
+    /// The kernel blocked `addr` on its verdict at `now` (`mac`: the link-layer address its
+    /// frames came from; `crowd`: it is a member of a spread scan, `Some(true)`, or of a
+    /// decoy scan, `Some(false)`, of the target). Known already (a scan's start took it
+    /// over): nothing to do. Otherwise it is judged as a scan's source would be: kept and
+    /// counted against the prefix cap, or lifted; returns why it was lifted. (Decoys seen
+    /// only later lift it with their scan's alert.)
+    pub fn review_kernel_block(
+        &mut self,
+        addr: IpAddr,
+        now: Duration,
+        mac: Option<[u8; 6]>,
+        crowd: Option<bool>,
+    ) -> Result<Option<Spared>, BlockError> {
+        let addr = canonical(addr);
+        if self.automatic.contains_key(&addr) || self.manual.contains_key(&addr) {
+            return Ok(None);
+        }
+        let spoofed = match crowd {
+            Some(true) => Some(Spared::Spread),
+            Some(false) if !self.policy.block_spoofed => Some(Spared::LikelySpoofed),
+            _ => None,
+        };
+        let why = mapped_source(addr)
+            .or_else(|| self.protection(addr, Asker::Scan { mac }, now))
+            .or(spoofed)
+            .or_else(|| match self.budget.take(addr, now) {
+                Ok(()) => None,
+                Err(Refusal::Rate) => Some(Spared::BlockRate),
+                Err(Refusal::PrefixCap) => Some(Spared::PrefixCap),
+            });
+        if let Some(why) = why {
+            remove_key(&mut self.automatic_map, &key(addr))?;
+            self.stats.lifted += 1;
+            return Ok(Some(why));
+        }
+        self.insert_automatic(addr, now.saturating_add(self.policy.ttl))?;
+        Ok(None)
     }
 
     /// A scan found likely spoofed (its decoys showed after its start, or its sources, each

@@ -333,3 +333,119 @@ fn a_blocked_ipv6_source_behind_a_long_extension_header_chain_is_dropped() {
     assert_eq!(h.counter(Counter::LongChains), 1);
     assert_eq!(h.counter(Counter::Malformed), 0);
 }
+
+/// TC's verdict on a packet it drops.
+const TC_ACT_SHOT: u32 = 2;
+
+/// Four refused SYNs from `src`; the last one's event.
+fn four_refused(h: &mut Harness, src: IpAddr) -> Probe {
+    let mut last = None;
+    for port in 1..=4u16 {
+        let probe = Frame::tcp(src, 41_000 + port, victim(), port, SYN, u32::from(port));
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+        last = h.events().pop();
+    }
+    last.expect("the fourth failure is an event")
+}
+
+#[test]
+fn the_kernel_blocks_on_its_verdict_within_policy_and_budget_and_drops_our_answers() {
+    if !require_root(
+        "the_kernel_blocks_on_its_verdict_within_policy_and_budget_and_drops_our_answers",
+    ) {
+        return;
+    }
+    let resolver = v4([198, 18, 0, 53]);
+    let policy = BlockPolicy {
+        ttl: Duration::from_secs(3600),
+        block_spoofed: false,
+        never: vec![
+            (Cidr::host(victim()), Spared::Ours),
+            (Cidr::host(resolver), Spared::Resolver),
+        ],
+    };
+    // One new block a second, bursts of ten.
+    let mut h = Harness::with(&KernelConfig {
+        block: true,
+        block_rate: 1,
+        ..KernelConfig::default()
+    });
+    let budget = BudgetConfig {
+        rate: 100.0,
+        burst: 100.0,
+        prefix_cap: 100,
+    };
+    let mut blocker = Blocker::new(&mut h.ebpf, policy, budget).unwrap();
+    // The scanner's fourth failure is the verdict, and its block: its next SYN is dropped
+    // in XDP, and our answer to a SYN already inside the host is dropped in TC.
+    let scanner = v4([198, 18, 7, 1]);
+    let decided = four_refused(&mut h, scanner);
+    assert!(decided.kernel_verdict && decided.kernel_blocked);
+    let next = Frame::tcp(scanner, 41_100, victim(), 5, SYN, 5);
+    assert_eq!(h.xdp_verdict(&next.bytes()), XDP_DROP);
+    assert_eq!(h.tc_verdict(&next.refusal().bytes()), TC_ACT_SHOT);
+    assert_eq!(h.counter(Counter::KernelBlocks), 1);
+    assert_eq!(h.counter(Counter::AnswersDropped), 1);
+    // Userspace takes the block over (it lists it, with its expiry).
+    let now = clock::monotonic_now();
+    assert_eq!(
+        blocker
+            .review_kernel_block(scanner, now, None, None)
+            .unwrap(),
+        None
+    );
+    assert!(blocker.list(now).iter().any(|b| b.addr == scanner));
+    // The resolver's forged scan is a verdict, never a block.
+    let spared = four_refused(&mut h, resolver);
+    assert!(spared.kernel_verdict && !spared.kernel_blocked);
+    assert_eq!(h.counter(Counter::BlocksSpared), 1);
+    let next = Frame::tcp(resolver, 41_200, victim(), 5, SYN, 5);
+    assert_eq!(h.xdp_verdict(&next.bytes()), XDP_PASS);
+    // The budget: the scanner took one of ten; twelve more scanners, nine blocked.
+    let blocked = (0..12u8)
+        .filter(|&i| four_refused(&mut h, v4([198, 18, 8, i])).kernel_blocked)
+        .count();
+    assert_eq!(blocked, 9);
+    assert_eq!(h.counter(Counter::BlocksOverBudget), 3);
+}
+
+#[test]
+fn userspace_lifts_a_kernel_block_its_policy_would_not_make() {
+    if !require_root("userspace_lifts_a_kernel_block_its_policy_would_not_make") {
+        return;
+    }
+    let (mut h, mut blocker) = blocking(BudgetConfig {
+        rate: 100.0,
+        burst: 100.0,
+        prefix_cap: 1,
+    });
+    let now = clock::monotonic_now();
+    // Two scanners of one /24, both blocked by the kernel; the cap allows one.
+    let (first, second) = (v4([198, 18, 9, 1]), v4([198, 18, 9, 2]));
+    assert!(four_refused(&mut h, first).kernel_blocked);
+    assert!(four_refused(&mut h, second).kernel_blocked);
+    assert_eq!(
+        blocker.review_kernel_block(first, now, None, None).unwrap(),
+        None
+    );
+    assert_eq!(
+        blocker
+            .review_kernel_block(second, now, None, None)
+            .unwrap(),
+        Some(Spared::PrefixCap)
+    );
+    // A decoy scan's member is lifted as likely spoofed.
+    let decoy = v4([198, 18, 10, 1]);
+    assert!(four_refused(&mut h, decoy).kernel_blocked);
+    assert_eq!(
+        blocker
+            .review_kernel_block(decoy, now, None, Some(false))
+            .unwrap(),
+        Some(Spared::LikelySpoofed)
+    );
+    let frame = |src| Frame::tcp(src, 41_300, victim(), 9, SYN, 9).bytes();
+    assert_eq!(h.xdp_verdict(&frame(first)), XDP_DROP);
+    assert_eq!(h.xdp_verdict(&frame(second)), XDP_PASS);
+    assert_eq!(h.xdp_verdict(&frame(decoy)), XDP_PASS);
+}

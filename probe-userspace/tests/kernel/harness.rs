@@ -82,17 +82,22 @@ impl Harness {
         );
     }
 
+    /// Runs a frame through the TC program (outbound); its verdict.
+    pub(crate) fn tc_verdict(&mut self, frame: &[u8]) -> u32 {
+        let tc = kernel::tc_program(&mut self.ebpf).unwrap();
+        tc.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })
+        .expect("TC test run")
+        .return_value
+    }
+
     /// Runs a frame through the TC program (outbound), asserting it passes.
     pub(crate) fn outbound(&mut self, frame: &[u8]) {
-        let tc = kernel::tc_program(&mut self.ebpf).unwrap();
-        let result = tc
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..Default::default()
-            })
-            .expect("TC test run");
         assert_eq!(
-            result.return_value, TC_ACT_OK,
+            self.tc_verdict(frame),
+            TC_ACT_OK,
             "TC must let every frame go: {frame:02x?}"
         );
     }
