@@ -5,6 +5,7 @@
 
 mod capture;
 mod cost;
+mod cutoff;
 mod detectors;
 mod matrix;
 mod report;
@@ -191,6 +192,28 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
     if STOP.load(Ordering::Relaxed) {
         bail!("interrupted; the lab's namespaces and processes were removed");
     }
+    progress.say("the fast scans again, probe-detector alone with --block");
+    let mut cuts = Vec::new();
+    for scenario in cutoff::chosen(only.as_deref())
+        .into_iter()
+        .filter(|s| s.quick || !cli.quick)
+    {
+        if STOP.load(Ordering::Relaxed) {
+            bail!("interrupted; the lab's namespaces and processes were removed");
+        }
+        let cut = cutoff::run(&ctx, &lab, scenario)?;
+        progress.say(&format!(
+            "        {} --block: {} answers before the drop ({})",
+            scenario.name,
+            cut.answers,
+            if cut.blocked {
+                "blocked"
+            } else {
+                "NOT blocked"
+            }
+        ));
+        cuts.push(cut);
+    }
     if only.is_some() {
         for row in &rows {
             for (detector, cell) in Detector::ALL.iter().zip(&row.cells) {
@@ -218,7 +241,7 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
         machine: machine(),
         versions: versions(),
     };
-    let md = report::markdown(&info, &rows, &costs);
+    let md = report::markdown(&info, &rows, &cuts, &costs);
     let md_path = cli.out.join("detection-matrix.md");
     fs::write(&md_path, md).with_context(|| format!("cannot write {}", md_path.display()))?;
     let svg_path = cli.out.join("detection-matrix.svg");

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::{
     cost::CostRow,
+    cutoff::CutRow,
     detectors::Detector,
     matrix::{Cell, Row},
 };
@@ -43,7 +44,7 @@ fn seconds(s: f64) -> String {
 }
 
 /// The Markdown report.
-pub fn markdown(info: &RunInfo, rows: &[Row], costs: &[CostRow]) -> String {
+pub fn markdown(info: &RunInfo, rows: &[Row], cuts: &[CutRow], costs: &[CostRow]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -109,6 +110,7 @@ pub fn markdown(info: &RunInfo, rows: &[Row], costs: &[CostRow]) -> String {
         md,
         "\n![Probes before the first alert, per scan and detector]({CHART})\n"
     );
+    cut_section(&mut md, rows, cuts);
     let _ = writeln!(
         md,
         "## Benign traffic: alerts raised (each one a false alarm)\n"
@@ -191,6 +193,39 @@ fn probes(n: usize) -> String {
     } else {
         format!("{n} probes")
     }
+}
+
+/// The fast scans again with `--block`: what each scanner learned before the drop.
+fn cut_section(md: &mut String, rows: &[Row], cuts: &[CutRow]) {
+    if cuts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## With `--block`: answers the scanner got before the drop\n\n\
+         Each fast scan again, probe-detector alone with `--block` (the kernel blocks the \
+         source in the program run that reaches its verdict, and drops our answers to it \
+         from then on). Answers are our RSTs, SYN-ACKs and ICMP errors to the scanner that \
+         left the victim's interface: each one a probe the scanner learned from.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | probes sent (matrix run) | answers before the drop | blocked |\n|---|---|---|---|"
+    );
+    for cut in cuts {
+        let sent = rows
+            .iter()
+            .find(|r| std::ptr::eq(r.scenario, cut.scenario))
+            .map_or("-".to_owned(), |r| r.probes.to_string());
+        let _ = writeln!(
+            md,
+            "| {} | {sent} | {} | {} |",
+            cut.scenario.name,
+            cut.answers,
+            if cut.blocked { "yes" } else { "**no**" }
+        );
+    }
+    let _ = writeln!(md);
 }
 
 fn cost_section(md: &mut String, costs: &[CostRow]) {
