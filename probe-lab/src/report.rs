@@ -215,7 +215,7 @@ fn cut_section(md: &mut String, rows: &[Row], cuts: &[CutRow]) {
     for cut in cuts {
         let sent = rows
             .iter()
-            .find(|r| std::ptr::eq(r.scenario, cut.scenario))
+            .find(|r| r.scenario.name == cut.scenario.name)
             .map_or("-".to_owned(), |r| r.probes.to_string());
         let _ = writeln!(
             md,

@@ -96,7 +96,12 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
         Capture::parse(&bytes).with_context(|| format!("cannot replay {}", file.display()))?;
     kernel::check_privileges()?;
     log::info!("probe-detector {}", crate::VERSION);
-    let config = settings.kernel_config(home_nets);
+    // Blocks are recorded, never applied: the kernel must not block on its verdicts and
+    // drop the rest of the capture's frames from a scanner.
+    let config = KernelConfig {
+        block: false,
+        ..settings.kernel_config(home_nets)
+    };
     let mut ebpf = kernel::load(&config)?;
     allow::apply(&mut ebpf, &Default::default(), &allow_lists)
         .context("cannot load the allow-lists")?;
