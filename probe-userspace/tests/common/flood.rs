@@ -26,7 +26,7 @@ use probe_userspace::{
     kernel::{self, LoadError},
 };
 
-use crate::common::{Frame, SYN, v4};
+use crate::common::{Frame, Rng, SYN, v4};
 
 /// The scanner hidden in the flood.
 pub const SCANNER: [u8; 4] = [198, 19, 255, 1];
@@ -89,18 +89,6 @@ pub struct FloodReport {
     pub tables: Vec<(&'static str, usize)>,
     /// Bytes of kernel memory charged to the maps (memlock, /proc/self/fdinfo).
     pub map_bytes: u64,
-}
-
-/// A small, fast, seeded generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// Runs the flood; `on_sample` sees each sample as it is taken.

@@ -4,7 +4,7 @@
 
 use probe_userspace::detect::trw::{Trw, TrwConfig};
 
-use crate::harness::*;
+use crate::{common::Rng, harness::*};
 
 /// A SYN from `src` to `dst:port`, refused by our RST (or accepted by our SYN-ACK); the
 /// event it makes, if any.
@@ -159,18 +159,6 @@ fn forged_sources_of_one_probe_never_take_a_suspects_place() {
         let _ = contact(&mut h, forged, victim(), 81, false);
     }
     assert_eq!(verdicts(&mut h, second, &[(4, false)]), [true]);
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 #[test]
