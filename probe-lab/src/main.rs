@@ -177,7 +177,10 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
             .zip(&row.cells)
             .map(|(d, c)| match (scenario.benign, c.probes) {
                 (true, _) => format!("{} {} alerts", d.name(), c.alerts.len()),
-                (false, Some(p)) => format!("{} after {p}", d.name()),
+                (false, Some(p)) => match c.decided {
+                    Some(decided) => format!("{} after {p} (decided at {decided})", d.name()),
+                    None => format!("{} after {p}", d.name()),
+                },
                 (false, None) => format!("{} missed", d.name()),
             })
             .collect();

@@ -43,6 +43,9 @@ pub struct Cell {
     pub probes: Option<usize>,
     /// Seconds from the first probe to its first alert.
     pub seconds: Option<f64>,
+    /// probe-detector: probes on the wire up to the outcome that decided its first scan
+    /// (the rest, up to `probes`, came while the alert was on its way to stdout).
+    pub decided: Option<usize>,
 }
 
 impl Cell {
@@ -128,8 +131,10 @@ pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow:
             };
             alerts.retain(|a| a.time >= started);
             let first = alerts.iter().map(|a| a.time).min();
+            let decided = alerts.iter().filter_map(|a| a.decided).min();
             Cell {
                 probes: first.map(|t| probes.before(t)),
+                decided: decided.map(|t| probes.before(t)),
                 seconds: first.zip(probes.first()).map(|(alert, probe)| {
                     alert.duration_since(probe).map_or(0.0, |d| d.as_secs_f64())
                 }),

@@ -28,10 +28,14 @@ pub struct RunInfo {
 const CHART: &str = "detection-matrix.svg";
 
 fn cell_text(cell: &Cell) -> String {
-    match (cell.probes, cell.seconds) {
+    let text = match (cell.probes, cell.seconds) {
         (Some(p), Some(s)) => format!("{p} ({})", seconds(s)),
         (Some(p), None) => p.to_string(),
-        _ => "missed".to_owned(),
+        _ => return "missed".to_owned(),
+    };
+    match cell.decided {
+        Some(d) => format!("{text}; decided at {d}"),
+        None => text,
     }
 }
 
@@ -78,6 +82,15 @@ pub fn markdown(info: &RunInfo, rows: &[Row], cuts: &[CutRow], costs: &[CostRow]
             attacks.len()
         );
     }
+    let mut decided: Vec<usize> = attacks.iter().filter_map(|r| r.cells[0].decided).collect();
+    decided.sort_unstable();
+    if let Some(median) = decided.get(decided.len() / 2) {
+        let _ = writeln!(
+            md,
+            "\nprobe-detector decided (the outcome its first scan's start reports last) after a \
+             median of {median} probes on the wire; the rest of its column is the way to stdout."
+        );
+    }
     let _ = writeln!(
         md,
         "\n## Scans: probes on the wire before each detector's first alert\n"
@@ -85,7 +98,9 @@ pub fn markdown(info: &RunInfo, rows: &[Row], cuts: &[CutRow], costs: &[CostRow]
     let _ = writeln!(
         md,
         "Each cell: probes seen before the first alert (seconds from the first probe to it), or \
-         *missed* when no alert came within {} s of the scan's end.\n",
+         *missed* when no alert came within {} s of the scan's end; for probe-detector, also \
+         the probes seen up to the outcome that decided (its `start`'s `last_seen`: the \
+         kernel's verdict, or the detector's).\n",
         5
     );
     header(

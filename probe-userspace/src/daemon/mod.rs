@@ -473,6 +473,9 @@ fn drain_into(
         };
         pipeline.record(&record);
         handled += 1;
+        if pipeline.take_urgent() {
+            pipeline.flush(|p| kernel::outcome_count(ebpf, p))?;
+        }
     }
     pipeline.flush(|p| kernel::outcome_count(ebpf, p))?;
     Ok(full || handled == limit)

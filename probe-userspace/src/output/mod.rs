@@ -134,6 +134,8 @@ pub struct Pipeline<W: Write> {
     /// Records rendered and not yet written, and failed probes due in the attack list.
     lines: String,
     rows: Vec<Probe>,
+    /// A `start` waits among `lines`: the reader should flush without finishing its batch.
+    urgent: bool,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -160,6 +162,7 @@ impl<W: Write> Pipeline<W> {
             out,
             lines: String::new(),
             rows: Vec::new(),
+            urgent: false,
         }
     }
 
@@ -194,6 +197,13 @@ impl<W: Write> Pipeline<W> {
     /// Where the records go, to reopen it.
     pub fn out_mut(&mut self) -> &mut W {
         &mut self.out
+    }
+
+    /// True (once) when a scan's `start` was rendered since the last call: the caller
+    /// flushes now rather than after its batch, so the alert does not wait for thousands
+    /// of records behind it.
+    pub fn take_urgent(&mut self) -> bool {
+        std::mem::take(&mut self.urgent)
     }
 
     /// Decodes one ring-buffer record and observes it at its own time; an undecodable
@@ -381,6 +391,8 @@ impl<W: Write> Pipeline<W> {
             record.alert.action = "blocked";
         }
         self.push_line(&json_line(&record));
+        // A scan's first record goes out without waiting for the rest of the batch.
+        self.urgent |= scan.phase == Phase::Start;
     }
 
     /// With `--block`, blocks (live) or judges (replay) the sources of a newly recognised
@@ -581,6 +593,9 @@ mod tests {
             p.observe(&probe, at(5));
         }
         assert!(p.out().is_empty(), "held until flush");
+        // A start asks to be flushed at once, once.
+        assert!(p.take_urgent());
+        assert!(!p.take_urgent());
         p.flush(|_| None).unwrap();
         let written = records(&p);
         assert_eq!(written.len(), 1);
