@@ -255,18 +255,18 @@ impl Engine {
     }
 
     /// Whether a per-source verdict on `probe`'s target folds into the distributed scan
-    /// its source is a member of: always for decoys; for a spread scan only the
-    /// sequential test's (a handful of failures, as a flood's forged sources make), so
-    /// a member that goes on to a scan of its own (the thresholds, the slow-scan
-    /// detector) leaves the crowd and opens its own incident.
-    fn folds(&mut self, verdict: &Verdict, probe: &Probe) -> bool {
+    /// its source is a member of: always for decoys; never for a spread scan, whose
+    /// members fail on one or two ports: a source with a verdict of its own on the target
+    /// (four first failures at least) scans on its own, leaves the crowd and opens its own
+    /// incident.
+    fn folds(&mut self, probe: &Probe) -> bool {
         let Some(crowd) = self.incidents.get_mut(&crowd_key(probe.dst, probe.proto)) else {
             return false;
         };
         if !crowd.sources.contains(&probe.src) {
             return false;
         }
-        if !crowd.spread || verdict.detector == DetectorName::Trw {
+        if !crowd.spread {
             return true;
         }
         crowd.sources.retain(|&s| s != probe.src);
@@ -353,7 +353,7 @@ impl Engine {
                 // Its crowd's incident holds this source's scan of this target.
                 // (Asked here: a distributed verdict of this very probe may have just
                 // opened it.)
-                ScanKind::Vertical if self.folds(&verdict, probe) => {}
+                ScanKind::Vertical if self.folds(probe) => {}
                 // The slow-scan detector speaks for scans the others missed: a source with
                 // an open incident is known already (rare: once per source and horizon);
                 // a spread scan's member is not (anyone can name it among a flood's).
@@ -399,7 +399,7 @@ impl Engine {
                 0
             },
         };
-        if self.in_crowd(probe)
+        if self.crowd_suspicion(probe) == Some(false)
             || self
                 .incidents
                 .contains(&open(ScanKind::Vertical, Some(probe.dst)))
@@ -1295,8 +1295,7 @@ mod tests {
             .find(|a| a.kind == ScanKind::Distributed)
             .unwrap();
         assert!(crowd.sources.contains(&SCANNER));
-        // It goes on to ten ports: its own scan, not the flood's (its sequential test
-        // would fold into the crowd: the flood's forged sources fail a few times too).
+        // It goes on to ten ports: its own scan, not the flood's.
         for port in 2..=10 {
             alerts.extend(engine.observe(&probe(SCANNER, VICTIM, port), secs(0.1)));
         }
