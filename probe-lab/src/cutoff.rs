@@ -5,13 +5,13 @@
 //! the stack, so what the recording holds is what the scanner learned.
 
 use std::{
-    net::IpAddr,
     path::Path,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
+use probe_netlab::inject::lab_address;
 use probe_userspace::net::pcap::{Capture, Flow};
 
 use crate::{
@@ -118,7 +118,7 @@ fn answers(path: &Path) -> anyhow::Result<usize> {
         let Some(flow) = Flow::of(packet?.data) else {
             continue;
         };
-        if !is_victim(flow.src) || is_victim(flow.dst) || !from_the_lab(flow.dst) {
+        if !is_victim(flow.src) || is_victim(flow.dst) || !lab_address(flow.dst) {
             continue;
         }
         let answer = match flow.proto {
@@ -132,12 +132,4 @@ fn answers(path: &Path) -> anyhow::Result<usize> {
         n += usize::from(answer);
     }
     Ok(n)
-}
-
-/// True for the lab's own addresses (198.18.0.0/15, 2001:db8::/32).
-fn from_the_lab(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18,
-        IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0xdb8],
-    }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use probe_netlab::{
     Netns,
-    syslog::{Line, Syslog},
+    syslog::{Line, Syslog, parse_rfc3339},
 };
 
 /// The detectors, in report order.
@@ -176,7 +176,7 @@ impl Ours {
                             .to_owned(),
                         decided: record["alert"]["context"]["scan"]["last_seen"]
                             .as_str()
-                            .and_then(eve_time),
+                            .and_then(parse_rfc3339),
                     })
             })
             .collect()
@@ -354,55 +354,5 @@ impl PeerFiles {
             // SAFETY: as above; they ignored SIGTERM for 5 s.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-    }
-}
-
-/// An EVE timestamp (`2026-11-21T07:18:19.902994+0000`, UTC) as a time; `None` when it is
-/// not one.
-pub fn eve_time(text: &str) -> Option<SystemTime> {
-    let (date, rest) = text.split_once('T')?;
-    let time = rest.strip_suffix("+0000")?;
-    let mut ymd = date.split('-').map(str::parse::<i64>);
-    let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
-    let (hms, micros) = time.split_once('.')?;
-    let mut parts = hms.split(':').map(str::parse::<u64>);
-    let (h, min, s) = (
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-    );
-    let micros: u64 = micros.parse().ok()?;
-    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    let secs = days * 86_400 + h * 3600 + min * 60 + s;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
-}
-
-#[cfg(test)]
-mod eve_time_tests {
-    use super::*;
-
-    #[test]
-    fn eve_timestamps_read_back() {
-        let t = eve_time("2026-11-21T07:18:19.902994+0000").unwrap();
-        let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-        // date -u -d 2026-11-21T07:18:19Z +%s
-        assert_eq!(since.as_secs(), 1_795_245_499);
-        assert_eq!(since.subsec_micros(), 902_994);
-        assert_eq!(
-            eve_time("1970-01-01T00:00:00.000000+0000"),
-            Some(SystemTime::UNIX_EPOCH)
-        );
-        assert_eq!(
-            eve_time("2024-02-29T00:00:00.5+0000")
-                .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()),
-            Some(1_709_164_800)
-        );
-        assert_eq!(eve_time("yesterday"), None);
     }
 }

@@ -10,6 +10,7 @@ mod detectors;
 mod matrix;
 mod report;
 mod scenarios;
+mod tools;
 mod topology;
 
 use std::{

@@ -8,12 +8,15 @@ use std::{
     time::Duration,
 };
 
-use probe_netlab::{Listeners, Netns, inject, listeners::connect_from};
+use probe_netlab::{Listeners, inject, listeners::connect_from};
 
-use crate::topology::{
-    CROWD, DECOYS, FTP_DATA_PORTS, GW_SCANNER, GatewayLab, HostLab, LAN_HOST1, LAN_SWEPT,
-    ROTATING_ADDRS, ROTATING64, SCANNER, SCANNER_IF, SCANNER6, Topology, VICTIM, VICTIM_IF,
-    VICTIM6, WAN_IF,
+use crate::{
+    tools::{bounded, client, craft, crowd, curl, hping3, macs, nmap, nmap_victim, trace, victim6},
+    topology::{
+        DECOYS, FTP_DATA_PORTS, GW_SCANNER, GatewayLab, HostLab, LAN_HOST1, LAN_SWEPT,
+        ROTATING_ADDRS, ROTATING64, SCANNER, SCANNER_IF, SCANNER6, Topology, VICTIM, VICTIM_IF,
+        VICTIM6, WAN_IF,
+    },
 };
 
 /// Both topologies, built once for the whole run.
@@ -22,8 +25,8 @@ pub struct Lab {
     pub host: HostLab,
     /// Scanner, router and LAN.
     pub gateway: GatewayLab,
-    victim_mac: String,
-    scanner_mac: String,
+    pub(crate) victim_mac: String,
+    pub(crate) scanner_mac: String,
     wan_mac: String,
 }
 
@@ -59,128 +62,6 @@ pub struct Scenario {
     pub quick: bool,
     /// Sends the traffic; returns when it is done.
     pub run: fn(&Lab) -> anyhow::Result<()>,
-}
-
-/// Longest any one scanner may run; every one is also bounded in probes.
-const LIMIT_S: &str = "90";
-
-/// `timeout LIMIT PROGRAM ARGS` in `ns`; `ok_codes` are exit codes that are not failures.
-fn bounded(ns: &Netns, ok_codes: &[i32], program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let mut all = vec!["-k", "5", LIMIT_S, program];
-    all.extend_from_slice(args);
-    let out = ns
-        .exec("timeout", &all)
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    let code = out.status.code().unwrap_or(-1);
-    if code != 0 && !ok_codes.contains(&code) {
-        bail!(
-            "{program} {} exited with {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// nmap with bounded retries and time, no DNS, no host discovery unless `args` ask.
-fn nmap(ns: &Netns, args: &[&str]) -> anyhow::Result<()> {
-    let mut all = vec![
-        "-n",
-        "--max-retries",
-        "1",
-        "--host-timeout",
-        "60s",
-        "-oN",
-        "/dev/null",
-    ];
-    all.extend_from_slice(args);
-    bounded(ns, &[], "nmap", &all)
-}
-
-/// nmap against the victim, without host discovery.
-fn nmap_victim(lab: &Lab, args: &[&str]) -> anyhow::Result<()> {
-    let mut all = vec!["-Pn"];
-    all.extend_from_slice(args);
-    nmap(&lab.host.scanner, &all)
-}
-
-/// hping3: a fixed count of packets at a fixed interval (it exits 1 when some got no
-/// answer, which is what a scan of closed or silent ports expects).
-fn hping3(ns: &Netns, args: &[&str]) -> anyhow::Result<()> {
-    bounded(ns, &[1], "hping3", args)
-}
-
-/// A path tracer from `ns` (traceroute and mtr exit 1 when the last hop did not answer
-/// every probe: not a failure here).
-fn trace(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    bounded(ns, &[1], program, args)
-}
-
-/// curl from `ns`; `ok_codes` for the refusals a scenario expects (7: could not connect).
-fn curl(ns: &Netns, ok_codes: &[i32], args: &[&str]) -> anyhow::Result<()> {
-    let mut all = vec![
-        "-s",
-        "-o",
-        "/dev/null",
-        "--connect-timeout",
-        "3",
-        "--max-time",
-        "10",
-    ];
-    all.extend_from_slice(args);
-    bounded(ns, ok_codes, "curl", &all)
-}
-
-/// A link-layer address in `ip link`'s form as bytes.
-fn mac(text: &str) -> anyhow::Result<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{text:?} is no link-layer address"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("{text:?} is no link-layer address"))
-}
-
-/// Crafted frames from the scanner to the victim, one every `gap` (what no scanner tool
-/// sends: many sources, new addresses per probe, long header chains).
-fn craft(lab: &Lab, frames: Vec<Vec<u8>>, gap: Duration) -> anyhow::Result<()> {
-    for frame in frames {
-        inject::inject(&lab.host.scanner, SCANNER_IF, vec![frame])?;
-        std::thread::sleep(gap);
-    }
-    Ok(())
-}
-
-/// The scanner's and the victim's link-layer addresses, for crafted frames.
-fn macs(lab: &Lab) -> anyhow::Result<([u8; 6], [u8; 6])> {
-    Ok((mac(&lab.scanner_mac)?, mac(&lab.victim_mac)?))
-}
-
-/// The victim's IPv6 address as bytes.
-fn victim6() -> anyhow::Result<[u8; 16]> {
-    Ok(VICTIM6.parse::<Ipv6Addr>()?.octets())
-}
-
-/// The scanner's extra addresses, each a client or a scanner of its own.
-fn crowd() -> impl Iterator<Item = Ipv4Addr> {
-    CROWD.map(|last| Ipv4Addr::new(198, 18, 7, last))
-}
-
-/// Connects from `src` to the victim's `port` (any local port); a refusal is what the
-/// scenario expects when `refused`.
-fn client(lab: &Lab, src: Ipv4Addr, port: u16, refused: bool) -> anyhow::Result<()> {
-    let local = SocketAddrV4::new(src, 0);
-    let remote = SocketAddrV4::new(VICTIM.parse()?, port);
-    match connect_from(&lab.host.scanner, local, remote) {
-        Ok(()) if !refused => Ok(()),
-        Err(err) if refused && format!("{err:#}").contains("refused") => Ok(()),
-        Ok(()) => bail!("{local} -> {remote} was accepted; the scenario needs it closed"),
-        Err(err) => Err(err),
-    }
 }
 
 /// Every scenario, in report order.

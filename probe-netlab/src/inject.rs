@@ -3,7 +3,7 @@
 //! extension-header chains), with source addresses that must stay in 198.18.0.0/15 or
 //! 2001:db8::/32 (checked here: this is the one place a test picks its own sources).
 
-use std::{ffi::CString, os::fd::FromRawFd as _, os::fd::OwnedFd};
+use std::{ffi::CString, net::IpAddr, os::fd::FromRawFd as _, os::fd::OwnedFd};
 
 use anyhow::{bail, ensure};
 
@@ -140,14 +140,28 @@ pub fn tcp6_fragments(
     [fragment(0, true, &tcp[..8]), fragment(8, false, &tcp[8..])]
 }
 
-/// True when a frame's source address is the lab's own: IPv4 in 198.18.0.0/15, IPv6 in
-/// 2001:db8::/32.
-fn lab_source(frame: &[u8]) -> bool {
-    match frame.get(12..14) {
-        Some([0x08, 0x00]) => frame.len() >= 34 && frame[26] == 198 && (frame[27] & 0xfe) == 18,
-        Some([0x86, 0xdd]) => frame.get(22..26) == Some(&[0x20, 0x01, 0x0d, 0xb8][..]),
-        _ => false,
+/// True for the lab's own addresses: IPv4 in 198.18.0.0/15, IPv6 in 2001:db8::/32.
+pub fn lab_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18,
+        IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0xdb8],
     }
+}
+
+/// True when a frame's source address is the lab's own ([`lab_address`]).
+fn lab_source(frame: &[u8]) -> bool {
+    let source = match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame
+            .get(26..30)
+            .and_then(|a| <[u8; 4]>::try_from(a).ok())
+            .map(IpAddr::from),
+        Some([0x86, 0xdd]) => frame
+            .get(22..38)
+            .and_then(|a| <[u8; 16]>::try_from(a).ok())
+            .map(IpAddr::from),
+        _ => None,
+    };
+    source.is_some_and(lab_address)
 }
 
 /// The Internet checksum of `data`, starting from the partial sum `start`.

@@ -179,7 +179,8 @@ fn parse_line(line: &str) -> Option<Line> {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` to a system time.
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM|±HHMM)` to a system time (syslog's RFC 3339, and
+/// EVE's `+0000`).
 pub fn parse_rfc3339(stamp: &str) -> Option<SystemTime> {
     let num = |s: &str| s.parse::<i64>().ok();
     let (date, time) = stamp.split_once('T')?;
@@ -190,7 +191,8 @@ pub fn parse_rfc3339(stamp: &str) -> Option<SystemTime> {
         "Z" => 0,
         _ => {
             let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let (h, mm) = offset[1..].split_once(':')?;
+            let zone = offset.get(1..)?;
+            let (h, mm) = zone.split_once(':').or_else(|| Some(zone.split_at(2)))?;
             sign * (num(h)? * 3600 + num(mm)? * 60)
         }
     };
@@ -230,6 +232,15 @@ mod tests {
         // The same instant written in another zone.
         let east = parse_rfc3339("2026-11-21T09:38:46.982011+02:00").unwrap();
         assert_eq!(east, line.time);
+        // EVE writes its offset without a colon.
+        let eve = parse_rfc3339("2026-11-21T07:18:19.902994+0000").unwrap();
+        let since = eve.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(since.as_secs(), 1_795_245_499);
+        assert_eq!(since.subsec_micros(), 902_994);
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        let leap = parse_rfc3339("2024-02-29T00:00:00.5+0000").unwrap();
+        let since = leap.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(since.as_secs(), 1_709_164_800);
         assert_eq!(
             parse_rfc3339("1970-01-01T00:00:00Z"),
             Some(SystemTime::UNIX_EPOCH)
