@@ -193,11 +193,16 @@ pub enum Counter {
     BlocksOverBudget = 27,
     /// With `--block`: our answers (RST, SYN-ACK, ICMP) to blocked sources, dropped.
     AnswersDropped = 28,
+    /// Outcomes of sources the kernel's test had decided on, counted into `SUMMARIES`
+    /// instead of sent one by one.
+    Summarized = 29,
+    /// Outcomes of decided sources that found `SUMMARIES` full: sent one by one instead.
+    SummariesFull = 30,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 29] = [
+    pub const ALL: [Counter; 31] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -227,6 +232,8 @@ impl Counter {
         Counter::BlocksSpared,
         Counter::BlocksOverBudget,
         Counter::AnswersDropped,
+        Counter::Summarized,
+        Counter::SummariesFull,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -263,6 +270,8 @@ impl Counter {
             Counter::BlocksSpared => "blocks_spared",
             Counter::BlocksOverBudget => "blocks_over_budget",
             Counter::AnswersDropped => "answers_dropped",
+            Counter::Summarized => "summarized",
+            Counter::SummariesFull => "summaries_full",
         }
     }
 
@@ -313,6 +322,12 @@ impl Counter {
             }
             Counter::AnswersDropped => {
                 "With --block: our answers (RST, SYN-ACK, ICMP) to blocked sources, dropped."
+            }
+            Counter::Summarized => {
+                "Outcomes of sources the kernel decided on, counted in summaries, not sent one by one."
+            }
+            Counter::SummariesFull => {
+                "Outcomes of decided sources sent one by one because the summaries map was full."
             }
         }
     }
@@ -544,6 +559,80 @@ pub struct OutcomeKey {
 
 const _: () = assert!(size_of::<OutcomeKey>() == 48);
 
+/// Hash of per-source summaries (see [`SummaryKey`], [`Summary`]): once the kernel's
+/// sequential test has decided on a source, its further first outcomes are counted here,
+/// 64 ports an entry, instead of sent one by one through the ring buffer; userspace reads
+/// and deletes the entries of past generations (see [`SUMMARY_GENERATION_MAP`]).
+pub const SUMMARIES_MAP: &str = "SUMMARIES";
+/// Array of one `u32`: the generation (0 to 3) summaries are written in now, advanced by
+/// userspace each time it reads them.
+pub const SUMMARY_GENERATION_MAP: &str = "SUMMARY_GENERATION";
+/// Entries of `SUMMARIES` (preallocated, about 140 B each: 2.2 MiB). When it is full, the
+/// outcomes of decided sources go through the ring buffer one by one as before.
+pub const SUMMARIES_ENTRIES: u32 = 16_384;
+/// Global (`u32`): 1 when decided sources are summarised (0 with `--probes`, which writes
+/// every outcome, and in tests that want every event).
+pub const SUMMARIZE_GLOBAL: &str = "SUMMARIZE";
+/// Ports one summary entry covers: its `ports` bitmap.
+pub const SUMMARY_PORTS: u16 = 64;
+
+/// Key of `SUMMARIES`: one source's outcomes of one kind, at one TTL, on one host and
+/// block of 64 ports, in one generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SummaryKey {
+    /// Remote peer, as in [`OutcomeKey`].
+    pub src_addr: [u8; 16],
+    /// Our address, as in [`OutcomeKey`].
+    pub dst_addr: [u8; 16],
+    /// The block of ports: port / [`SUMMARY_PORTS`].
+    pub block: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`ProbeType`].
+    pub probe: u8,
+    /// [`Outcome`].
+    pub outcome: u8,
+    /// 4 or 6, as in [`OutcomeKey`].
+    pub ip_version: u8,
+    /// The generation it was written in (0 to 3): userspace reads a generation once no
+    /// program can still be writing it.
+    pub generation: u8,
+    /// TTL or hop limit of the attempts as they arrived: part of the key, so that each
+    /// outcome keeps its own (a traceroute's TTL steps with the port; a scanner's is one).
+    pub ttl: u8,
+    /// Explicit padding; always zero (it is part of the hashed key).
+    pub _pad: [u8; 8],
+}
+
+const _: () = assert!(size_of::<SummaryKey>() == 48);
+
+/// Value of `SUMMARIES`: what the source's outcomes of the key's kind on that block were.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Bit i set: port `block * 64 + i` had this outcome.
+    pub ports: u64,
+    /// `bpf_ktime_get_ns()` of the first and the latest outcome counted.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// First outcomes counted (the bits set, unless two CPUs raced on one port).
+    pub count: u32,
+    /// Interface the first attempt arrived on.
+    pub ifindex: u32,
+    /// The link-layer address the first attempt came from.
+    pub src_mac: [u8; 6],
+    /// TCP flags of the first attempt.
+    pub tcp_flags: u8,
+    /// ICMP type and code of the first answer when it was an ICMP error.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 7],
+}
+
+const _: () = assert!(size_of::<Summary>() == 48);
+
 /// One slot of the `PENDING` direct-mapped array: an inbound attempt waiting for our answer.
 ///
 /// The slot index comes from a hash of the flow; `tag` is a second hash of the flow and of
@@ -602,6 +691,7 @@ pub const RUNTIME_MAP: &str = "RUNTIME";
 pub const RUNTIME_ENTRIES: u32 = 4;
 /// Index in `RUNTIME`: manual blocks in force (0 leaves `BLOCKED_MANUAL` unread).
 pub const RUNTIME_MANUAL_BLOCKS: u32 = 0;
+
 /// LPM trie of sources never blocked (key as for `ALLOW_SOURCES`, value [`Protection`]):
 /// our addresses, the home nets, gateways, resolvers, on-link neighbours, allow-listed
 /// sources. Kept current by userspace.
@@ -717,14 +807,20 @@ pub const fn ipv4_mapped(octets: [u8; 4]) -> [u8; 16] {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Block, HomeNet, HomeNets, OutcomeKey, Pending, ProbeEvent, Protection};
+    use super::{
+        Block, HomeNet, HomeNets, OutcomeKey, Pending, ProbeEvent, Protection, Summary, SummaryKey,
+    };
 
     // SAFETY: `#[repr(C)]`, integers and byte arrays with explicit padding fields (no
     // implicit padding, as the size assertion proves): every bit pattern is a valid value
-    // and no byte is uninitialised. The same holds for the three types below.
+    // and no byte is uninitialised. The same holds for the types below.
     unsafe impl aya::Pod for ProbeEvent {}
     // SAFETY: see above.
     unsafe impl aya::Pod for OutcomeKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for SummaryKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for Summary {}
     // SAFETY: see above.
     unsafe impl aya::Pod for Pending {}
     // SAFETY: see above.

@@ -14,7 +14,9 @@
 //! This file holds the entry points; the rest: `maps` (maps, load-time globals, counters),
 //! `parse` (headers), `ingress` and `egress` (the two programs' paths), `pending` (the
 //! attempt table and the flow hash), `ours` (our own attempts, contacted hosts, home
-//! nets), `report` (outcomes to events), `expire` (the sweep), `bench` (baselines).
+//! nets), `report` (outcomes to events), `suspects` (the sequential test), `autoblock`
+//! (blocks on its verdict), `summary` (decided sources' outcomes counted, not sent),
+//! `expire` (the sweep), `bench` (baselines).
 #![no_std]
 #![no_main]
 // BPF has atomic add but no compare-and-swap, so core offers no `AtomicU64::fetch_add` on
@@ -45,6 +47,7 @@ mod ours;
 mod parse;
 mod pending;
 mod report;
+mod summary;
 mod suspects;
 
 use aya_ebpf::{

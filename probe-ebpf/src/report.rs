@@ -1,7 +1,8 @@
 //! Reporting an outcome: allow-lists and callbacks exempt it; the first of its kind per
 //! (source, destination, port) moves the source's sequential test ([`crate::suspects`])
-//! and becomes a ring-buffer event, repeats bump its count; the reader is woken only when
-//! a backlog builds, the wakeup gap has passed, or the event carries the test's verdict.
+//! and becomes a ring-buffer event (summarised instead, [`crate::summary`], once the test
+//! has decided on the source), repeats bump its count; the reader is woken only when a
+//! backlog builds, the wakeup gap has passed, or the event carries the test's verdict.
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -23,7 +24,8 @@ use crate::{
     },
     ours::host_slot,
     parse::Addr,
-    suspects::step,
+    summary::{summarize, summarizing},
+    suspects::{DECIDED, VERDICT, step},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -83,7 +85,13 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         return;
     }
     // A first outcome: the source's sequential test moves, and may decide here.
-    let verdict = step(pending, !accepted);
+    let walk = step(pending, !accepted);
+    // A source the kernel had decided on: summarised, not sent (see `crate::summary`).
+    if walk == DECIDED && summarizing() && summarize(pending, outcome, icmp_type, icmp_code) {
+        count(Counter::Summarized);
+        return;
+    }
+    let verdict = walk == VERDICT;
     // 1: the verdict; 2: the verdict, and the source blocked here (`--block`).
     let verdict_byte = if verdict {
         count(Counter::Verdicts);

@@ -42,38 +42,22 @@ pub(crate) static WALK_IDLE: u16 = WALK_IDLE_EPOCHS;
 /// Mixed into the tag so that `SUSPECTS` tags differ from `CONTACTED`'s for one host.
 const SUSPECT_ID: u32 = 0x5c0f_f1e5;
 
+/// The walk is below the verdict (or the source could not be placed).
+pub(crate) const UNDECIDED: u8 = 0;
+/// This step took the walk to the verdict ([`WALK_SCAN`]): once until the source idles.
+pub(crate) const VERDICT: u8 = 1;
+/// The source had its verdict before this step (its outcomes are summarised).
+pub(crate) const DECIDED: u8 = 2;
+
 /// Moves the walk of the source of `pending` one step, up for a first failure and down for
-/// a first success; true when this step takes it to the verdict ([`WALK_SCAN`]), which
-/// happens once until the source idles. First outcomes are `report`'s: a failure once per
-/// host, port and kind of probe, a success once per host. Not inlined: its locals stay
-/// out of `report`'s frame.
+/// a first success; returns where the source stands: [`UNDECIDED`], [`VERDICT`] or
+/// [`DECIDED`]. A decided source's step only counts the failure and keeps the cell from
+/// idling. First outcomes are `report`'s: a failure once per host, port and kind of probe,
+/// a success once per host. Not inlined: its locals stay out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn step(pending: &Pending, failed: bool) -> bool {
-    let remote = Addr::from_bytes(pending.remote);
-    let unit = if pending.ip_version == 6 {
-        Addr([remote.0[0], 0])
-    } else {
-        remote
-    };
-    let flow = Flow {
-        remote: unit,
-        local: Addr([0, 0]),
-        remote_port: 0,
-        local_port: 0,
-        proto: 0,
-    };
-    // SAFETY: reading plain globals; volatile so the load-time value and the sweep's
-    // latest epoch are used.
-    let (mask, epoch, idle_after) = unsafe {
-        (
-            read_volatile(&SUSPECT_MASK),
-            read_volatile(&raw const EPOCH) as u16,
-            read_volatile(&WALK_IDLE),
-        )
-    };
-    let (index, tag) = flow.slot(SUSPECT_ID, mask);
-    let Some(set) = SUSPECTS.get_ptr_mut(index) else {
-        return false;
+pub(crate) fn step(pending: &Pending, failed: bool) -> u8 {
+    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+        return UNDECIDED;
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
     // may write it meanwhile (a lost step at worst, see the module documentation).
@@ -95,7 +79,7 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> bool {
     let (way, mut cell) = match set.get(found) {
         Some(&cell) => (found, cell),
         // A success of a source the cache does not know takes free room only.
-        None if !failed && victim_rank != 0 => return false,
+        None if !failed && victim_rank != 0 => return UNDECIDED,
         None => (victim, 0),
     };
     if cell == 0 || idle(cell, epoch, idle_after) {
@@ -124,7 +108,44 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> bool {
     if let Some(slot) = set.get_mut(way) {
         *slot = updated;
     }
-    verdict
+    if decided {
+        DECIDED
+    } else if verdict {
+        VERDICT
+    } else {
+        UNDECIDED
+    }
+}
+
+/// The set of the source of `pending` in `SUSPECTS`, its tag, and the clock the cells
+/// age by: the sweep epoch and the sweeps after which a cell is idle.
+#[inline(always)]
+fn locate(pending: &Pending) -> Option<(*mut [u64; SUSPECT_WAYS], u32, u16, u16)> {
+    let remote = Addr::from_bytes(pending.remote);
+    let unit = if pending.ip_version == 6 {
+        Addr([remote.0[0], 0])
+    } else {
+        remote
+    };
+    let flow = Flow {
+        remote: unit,
+        local: Addr([0, 0]),
+        remote_port: 0,
+        local_port: 0,
+        proto: 0,
+    };
+    // SAFETY: reading plain globals; volatile so the load-time value and the sweep's
+    // latest epoch are used.
+    let (mask, epoch, idle_after) = unsafe {
+        (
+            read_volatile(&SUSPECT_MASK),
+            read_volatile(&raw const EPOCH) as u16,
+            read_volatile(&WALK_IDLE),
+        )
+    };
+    let (index, tag) = flow.slot(SUSPECT_ID, mask);
+    let set = SUSPECTS.get_ptr_mut(index)?;
+    Some((set, tag, epoch, idle_after))
 }
 
 /// Sweeps since the cell last changed.

@@ -1,5 +1,5 @@
-//! Decoding of the kernel's ring-buffer records into [`Probe`]s, with each record's length
-//! and kind checked before anything is read.
+//! Decoding of the kernel's ring-buffer records (and of its summaries of decided sources)
+//! into [`Probe`]s, with each record's length and kind checked before anything is read.
 
 use std::{
     mem::size_of,
@@ -7,8 +7,8 @@ use std::{
     time::Duration,
 };
 
-use probe_common::ProbeEvent;
 pub use probe_common::{Outcome, ProbeType};
+use probe_common::{ProbeEvent, SUMMARY_PORTS, Summary, SummaryKey};
 
 /// One attempt's outcome, decoded from a [`ProbeEvent`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +44,61 @@ pub struct Probe {
     pub kernel_verdict: bool,
     /// And the kernel blocked the source on it (`--block`).
     pub kernel_blocked: bool,
+}
+
+/// The outcomes a kernel summary of a decided source counts: one per port, alike but for
+/// the port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summarized {
+    /// The outcome of the first port, stamped with the summary's latest time (the kernel
+    /// keeps one time per 64 ports). What a summary does not keep: the source port (0),
+    /// and each port's own flags and interface (the first outcome's).
+    pub probe: Probe,
+    /// Every port, in order (`probe`'s first).
+    pub ports: Vec<u16>,
+}
+
+impl Summarized {
+    /// Decodes one entry of `SUMMARIES`; `None` when it counts no port.
+    pub fn decode(key: &SummaryKey, summary: &Summary) -> Result<Option<Self>, DecodeError> {
+        let probe = ProbeType::from_u8(key.probe).ok_or(DecodeError::ProbeType(key.probe))?;
+        let outcome = Outcome::from_u8(key.outcome).ok_or(DecodeError::Outcome(key.outcome))?;
+        let base = u32::from(key.block) * u32::from(SUMMARY_PORTS);
+        let ports: Vec<u16> = (0..u32::from(SUMMARY_PORTS))
+            .filter(|bit| summary.ports & (1 << bit) != 0)
+            .filter_map(|bit| u16::try_from(base + bit).ok())
+            .collect();
+        let Some(&first) = ports.first() else {
+            return Ok(None);
+        };
+        let probe = Probe {
+            timestamp: Duration::from_nanos(summary.last_ns),
+            src: source(key.src_addr, key.ip_version),
+            dst: ip_from_mapped(key.dst_addr),
+            src_port: 0,
+            dst_port: first,
+            proto: key.proto,
+            probe,
+            outcome,
+            tcp_flags: summary.tcp_flags,
+            ttl: key.ttl,
+            icmp: (summary.icmp_type != 0 || summary.icmp_code != 0)
+                .then_some((summary.icmp_type, summary.icmp_code)),
+            ifindex: summary.ifindex,
+            src_mac: summary.src_mac,
+            kernel_verdict: false,
+            kernel_blocked: false,
+        };
+        Ok(Some(Self { probe, ports }))
+    }
+
+    /// Each outcome on its own.
+    pub fn outcomes(&self) -> impl Iterator<Item = Probe> + '_ {
+        self.ports.iter().map(|&dst_port| Probe {
+            dst_port,
+            ..self.probe.clone()
+        })
+    }
 }
 
 /// A ring-buffer record that cannot be decoded.

@@ -187,6 +187,8 @@ impl Settings {
             block: cli.block,
             block_ttl: cli.block_ttl,
             block_rate: cli.block_rate,
+            // `--probes` writes every outcome with its own time: no summaries.
+            summarize: !cli.probes,
             ..KernelConfig::default()
         };
         let max_tracked = cli.max_tracked as usize;

@@ -29,7 +29,7 @@ use crate::{
     },
     detect::Engine,
     event::Probe,
-    kernel::{self, KernelConfig, LoadError},
+    kernel::{self, KernelConfig, LoadError, SummaryReader},
     net::{
         cidr::Cidr,
         pcap::{Capture, Flow, PcapError},
@@ -184,6 +184,7 @@ pub fn replay<W: Write>(
     let map = ebpf.take_map(EVENTS_MAP).ok_or(ReplayError::NoRing)?;
     let mut ring = RingBuf::try_from(map).map_err(|_| ReplayError::NoRing)?;
     let mut stats = ReplayStats::default();
+    let mut summaries = SummaryReader::default();
     let interval = config.sweep_interval();
     let second = Duration::from_secs(1);
     let (mut next_sweep, mut next_tick) = (None::<Duration>, None::<Duration>);
@@ -205,15 +206,17 @@ pub fn replay<W: Write>(
         {
             for step in 0..sweeps_to_expire {
                 let at = due + interval * step as u32;
-                sweep(ebpf, &mut ring, |ring| feed(ring, pipeline, &mut stats, at))?;
+                sweep(ebpf, &mut ring, |ebpf, ring| {
+                    feed(ebpf, ring, &mut summaries, pipeline, &mut stats, at);
+                })?;
             }
             flush(pipeline, ebpf)?;
             next_sweep = Some(now + interval);
             stats.time_jumps += 1;
         }
         while let Some(due) = next_sweep.filter(|&t| t <= now) {
-            sweep(ebpf, &mut ring, |ring| {
-                feed(ring, pipeline, &mut stats, due)
+            sweep(ebpf, &mut ring, |ebpf, ring| {
+                feed(ebpf, ring, &mut summaries, pipeline, &mut stats, due);
             })?;
             flush(pipeline, ebpf)?;
             next_sweep = Some(due + interval);
@@ -244,14 +247,14 @@ pub fn replay<W: Write>(
             packet.data
         };
         kernel::test_run(ebpf, frame, !outbound)?;
-        feed(&mut ring, pipeline, &mut stats, now);
+        feed(ebpf, &mut ring, &mut summaries, pipeline, &mut stats, now);
         flush(pipeline, ebpf)?;
     }
     // The end of the capture: what is still pending expires, on the capture's clock.
     for _ in 0..=config.expire_after_sweeps() {
         now += interval;
-        sweep(ebpf, &mut ring, |ring| {
-            feed(ring, pipeline, &mut stats, now)
+        sweep(ebpf, &mut ring, |ebpf, ring| {
+            feed(ebpf, ring, &mut summaries, pipeline, &mut stats, now);
         })?;
     }
     pipeline.tick(now);
@@ -260,9 +263,12 @@ pub fn replay<W: Write>(
     Ok(stats)
 }
 
-/// Feeds every event waiting in the ring to the pipeline, stamped `at`.
+/// Feeds every event waiting in the ring to the pipeline, then every summary of a decided
+/// source (all of them: only this process runs the programs), stamped `at`.
 fn feed<W: Write>(
+    ebpf: &mut Ebpf,
     ring: &mut RingBuf<MapData>,
+    summaries: &mut SummaryReader,
     pipeline: &mut Pipeline<W>,
     stats: &mut ReplayStats,
     at: Duration,
@@ -277,6 +283,21 @@ fn feed<W: Write>(
             Err(_) => stats.undecodable += 1,
         }
     }
+    let undecodable = summaries.undecodable;
+    match summaries.collect(ebpf, true) {
+        Ok(read) => {
+            for mut summary in read {
+                stats.events += summary.ports.len() as u64;
+                summary.probe.timestamp = at;
+                pipeline.observe_summary(&summary, at);
+            }
+        }
+        Err(err) => {
+            log::warn!("cannot read the kernel's summaries: {err}");
+            stats.undecodable += 1;
+        }
+    }
+    stats.undecodable += summaries.undecodable - undecodable;
 }
 
 /// Writes what the pipeline holds, with the kernel's repeat counts.
@@ -288,7 +309,7 @@ fn flush<W: Write>(pipeline: &mut Pipeline<W>, ebpf: &Ebpf) -> Result<(), Replay
 fn sweep(
     ebpf: &mut Ebpf,
     ring: &mut RingBuf<MapData>,
-    mut drain: impl FnMut(&mut RingBuf<MapData>),
+    mut drain: impl FnMut(&mut Ebpf, &mut RingBuf<MapData>),
 ) -> Result<(), LoadError> {
-    kernel::expire_with(ebpf, |_| drain(ring))
+    kernel::expire_with(ebpf, |ebpf| drain(ebpf, ring))
 }

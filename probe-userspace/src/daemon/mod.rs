@@ -25,6 +25,7 @@ use crate::{
         control::{ControlSocket, Pending},
         metrics::Snapshot,
     },
+    event::Summarized,
     kernel::{self, KernelConfig},
     net::{netlink, network::Network},
     output::{OutputError, Pipeline, sink::Sinks},
@@ -41,6 +42,11 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 const DRAIN_BATCH: usize = 4096;
 /// Time one drain may take before it gives the loop back (it finishes its record).
 const DRAIN_TIME: Duration = Duration::from_millis(5);
+/// How often the kernel's summaries of decided sources are read: a scan's outcomes after
+/// the verdict reach its `update`s and the attack list within two of these.
+const SUMMARY_INTERVAL: Duration = Duration::from_millis(100);
+/// How long the exit may spend on the summaries left.
+const EXIT_SUMMARY_TIME: Duration = Duration::from_millis(200);
 /// How often the network is looked at again without a netlink notification.
 const LOOK_INTERVAL: Duration = Duration::from_secs(30);
 /// How long after a netlink notification the network is looked at again (a change comes
@@ -142,6 +148,10 @@ impl Daemon<'_> {
         let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.tick().await;
+        let mut summaries = tokio::time::interval(SUMMARY_INTERVAL);
+        summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut summary_reader = kernel::SummaryReader::default();
+        let mut summary_backlog = std::collections::VecDeque::new();
         // Addresses, routes and neighbours: netlink says when they change, and they are
         // looked at again shortly after (changes come in bursts) and every LOOK_INTERVAL
         // anyway (resolv.conf has no notification).
@@ -264,6 +274,16 @@ impl Daemon<'_> {
                     self.output_result(drained)?;
                 }
                 _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
+                _ = summaries.tick() => {
+                    // The ring first: a verdict's event comes before its summaries.
+                    self.drain(ring.get_mut(), DRAIN_BATCH)?;
+                    if self.summarized(&mut summary_reader, &mut summary_backlog, false)? {
+                        // Time ran out with summaries left: the loop's other branches
+                        // have their turn, and the next tick comes at once.
+                        summaries.reset_immediately();
+                        tokio::task::yield_now().await;
+                    }
+                }
                 _ = drain.tick() => {
                     self.drain(ring.get_mut(), DRAIN_BATCH)?;
                 }
@@ -290,6 +310,17 @@ impl Daemon<'_> {
         // At most what the ring holds: a flood still going on cannot hold the exit.
         let ring_records = (self.kernel.ringbuf_bytes / kernel::RING_RECORD_BYTES) as usize;
         self.drain(ring.get_mut(), ring_records.max(DRAIN_BATCH))?;
+        // Bounded like the ring's drain: under a flood, the exit comes first.
+        let until = std::time::Instant::now() + EXIT_SUMMARY_TIME;
+        while self.summarized(&mut summary_reader, &mut summary_backlog, true)?
+            && std::time::Instant::now() < until
+        {}
+        if !summary_backlog.is_empty() {
+            log::warn!(
+                "{} summaries of the kernel not read at exit (a flood was going on)",
+                summary_backlog.len()
+            );
+        }
         self.pipeline.finish(clock::monotonic_now());
         self.flush()?;
         self.save_blocks();
@@ -320,6 +351,38 @@ impl Daemon<'_> {
             Ok(full) => Ok(full),
             Err(err) => self.output_result(Err(err)).map(|()| false),
         }
+    }
+
+    /// Feeds the kernel's summaries of decided sources to the pipeline, for at most
+    /// [`DRAIN_TIME`]: those left from the last turn, else those no program can still be
+    /// adding to (with `all`, every one); writes what they made. True when some are left
+    /// for the next turn. Each outcome is observed no earlier than the latest the pipeline
+    /// saw, so time never runs backwards for the engine.
+    fn summarized(
+        &mut self,
+        reader: &mut kernel::SummaryReader,
+        backlog: &mut std::collections::VecDeque<Summarized>,
+        all: bool,
+    ) -> anyhow::Result<bool> {
+        if backlog.is_empty() {
+            match reader.collect(self.ebpf, all) {
+                Ok(read) => backlog.extend(read),
+                Err(err) => log::warn!("cannot read the kernel's summaries: {err}"),
+            }
+        }
+        if backlog.is_empty() {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        while let Some(summary) = backlog.pop_front() {
+            let now = summary.probe.timestamp.max(self.pipeline.latest());
+            self.pipeline.observe_summary(&summary, now);
+            if started.elapsed() >= DRAIN_TIME {
+                break;
+            }
+        }
+        self.flush()?;
+        Ok(!backlog.is_empty())
     }
 
     /// Writes what the pipeline holds.

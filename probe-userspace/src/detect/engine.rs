@@ -310,6 +310,69 @@ impl Engine {
         alerts
     }
 
+    /// Feeds outcomes of one source, host and kind that differ only in their port (a
+    /// kernel summary of a source it decided on): each counts in the source's open scan
+    /// of the host when there is one, without running the detectors again (they decided
+    /// already: a few hundred nanoseconds a port); the others go through
+    /// [`Engine::observe`] until such a scan opens.
+    pub fn observe_ports(&mut self, probe: &Probe, ports: &[u16], now: Duration) -> Vec<ScanAlert> {
+        let mut alerts = Vec::new();
+        for &port in ports {
+            let probe = Probe {
+                dst_port: port,
+                ..probe.clone()
+            };
+            if !self.count_in_open_scan(&probe, now, &mut alerts) {
+                alerts.extend(self.observe(&probe, now));
+            }
+        }
+        alerts
+    }
+
+    /// Counts `probe` in its source's open scan of its target (its own, or the decoy scan
+    /// it is a member of) and in the source's open sweep, with any update due; false, and
+    /// nothing done, when no such scan of the target is open, or when the probe is one the
+    /// traceroute filter looks at.
+    fn count_in_open_scan(
+        &mut self,
+        probe: &Probe,
+        now: Duration,
+        alerts: &mut Vec<ScanAlert>,
+    ) -> bool {
+        if self.traces.looks_at(probe) {
+            return false;
+        }
+        let (src, _) = self.group(probe.src);
+        let own = IncidentKey {
+            src,
+            kind: ScanKind::Vertical,
+            target: Some(probe.dst),
+            proto: probe.proto,
+        };
+        let key = if self.incidents.contains(&own) {
+            own
+        } else if self.crowd_suspicion(probe) == Some(false) {
+            crowd_key(probe.dst, probe.proto)
+        } else {
+            return false;
+        };
+        let sweep = IncidentKey {
+            src,
+            kind: ScanKind::Horizontal,
+            target: None,
+            proto: 0,
+        };
+        self.sight(src, probe.src != src, probe, now);
+        let interval = self.config.update_interval;
+        for key in [key, sweep] {
+            if let Some(incident) = self.incidents.get_mut(&key) {
+                incident.count(probe, now);
+                alerts.extend(incident.due_update(now, interval));
+            }
+        }
+        true
+    }
+
     fn observe_one(&mut self, probe: &Probe, now: Duration) -> Vec<ScanAlert> {
         let mut alerts = Vec::new();
         let (src, prefix) = self.group(probe.src);
@@ -892,6 +955,36 @@ mod tests {
             (end[0].phase, end[0].probes, end[0].ports.len()),
             (Phase::End, 20, 20)
         );
+    }
+
+    #[test]
+    fn a_kernel_summary_counts_in_the_open_scan_and_opens_one_where_none_is() {
+        let mut engine = Engine::new(EngineConfig::default());
+        for port in 1..=4 {
+            engine.observe(&probe(SCANNER, VICTIM, port), secs(0.1));
+        }
+        assert_eq!(engine.incidents(), 1);
+        // 60 more ports of the scanned host in one summary: counted, no new alert.
+        let ports: Vec<u16> = (5..=64).collect();
+        assert_eq!(
+            engine.observe_ports(&probe(SCANNER, VICTIM, 5), &ports, secs(0.5)),
+            vec![]
+        );
+        // A second host's ports, no scan of it open yet: the detectors see them and open
+        // one (the threshold's, at its tenth port: the sequential test decided on this
+        // source already), which counts the rest.
+        let other = host(9);
+        let ports: Vec<u16> = (1..=20).collect();
+        let opened = engine.observe_ports(&probe(SCANNER, other, 1), &ports, secs(0.6));
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert_eq!(
+            (opened[0].phase, opened[0].targets.clone(), opened[0].probes),
+            (Phase::Start, vec![other], 10)
+        );
+        let mut ends = engine.finish();
+        ends.sort_by_key(|a| a.targets.clone());
+        let counted: Vec<(u64, usize)> = ends.iter().map(|a| (a.probes, a.ports.len())).collect();
+        assert_eq!(counted, [(64, 64), (20, 20)]);
     }
 
     #[test]

@@ -96,13 +96,17 @@ impl Traces {
         }
     }
 
+    /// True for the outcomes this filter judges (a UDP failure at a low TTL); it lets
+    /// every other one through untouched.
+    pub fn looks_at(&self, probe: &Probe) -> bool {
+        probe.probe == ProbeType::Udp && probe.failed() && (1..=LOW_TTL).contains(&probe.ttl)
+    }
+
     /// Takes one outcome; returns the outcomes the scan detectors should see now: this
     /// one, none (held, or a traceroute's), or the held ones and this one.
     pub fn observe(&mut self, probe: &Probe, now: Duration) -> Vec<Probe> {
-        let low_udp_failure =
-            probe.probe == ProbeType::Udp && probe.failed() && (1..=LOW_TTL).contains(&probe.ttl);
         let key = (probe.src, probe.dst);
-        if !low_udp_failure {
+        if !self.looks_at(probe) {
             return vec![probe.clone()];
         }
         let window = self.window;

@@ -9,9 +9,10 @@ use probe_common::{
     BLOCK_BURST_GLOBAL, BLOCK_ON_GLOBAL, BLOCK_RATE_GLOBAL, BLOCK_TTL_GLOBAL,
     CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL,
     EXPIRE_PROGRAM, HASH_SEED_GLOBAL, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
-    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, SUSPECT_MASK_GLOBAL,
-    SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS,
-    WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, WALK_IDLE_GLOBAL, XDP_PROGRAM,
+    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, SUMMARIES_ENTRIES,
+    SUMMARIZE_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP,
+    SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL,
+    WALK_IDLE_GLOBAL, XDP_PROGRAM,
 };
 
 use super::run::{expire_program, tc_program, xdp_program};
@@ -54,6 +55,10 @@ pub struct KernelConfig {
     /// Sets of the kernel's per-source sequential test (`SUSPECTS`, a power of two), four
     /// sources of 8 B each.
     pub suspect_sets: u32,
+    /// Count the further outcomes of sources the kernel has decided on into `SUMMARIES`
+    /// rather than sending each through the ring buffer (off with `--probes`, which
+    /// writes every outcome with its own time and source port).
+    pub summarize: bool,
 }
 
 impl Default for KernelConfig {
@@ -71,6 +76,7 @@ impl Default for KernelConfig {
             block_ttl: Duration::from_secs(3600),
             block_rate: 5,
             suspect_sets: SUSPECT_SETS,
+            summarize: true,
         }
     }
 }
@@ -105,6 +111,8 @@ impl KernelConfig {
             + u64::from(self.outcomes_entries) * 112
             + u64::from(self.ringbuf_bytes)
             + u64::from(self.suspect_sets) * 8 * SUSPECT_WAYS as u64
+            // SUMMARIES: key, value and the hash's element header, preallocated.
+            + u64::from(SUMMARIES_ENTRIES) * 140
     }
 
     /// Sweeps after which an idle source's walk in the kernel starts over: the userspace
@@ -216,6 +224,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         (config.callback_window.as_nanos() / config.sweep_interval().as_nanos().max(1)) as u64;
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let block_on = u32::from(config.block);
+    let summarize = u32::from(config.summarize);
     let block_ttl = u64::try_from(config.block_ttl.as_nanos()).unwrap_or(u64::MAX);
     let block_rate = u64::from(config.block_rate) * 1000;
     let block_burst = block_rate * 10;
@@ -240,6 +249,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
         .override_global(WAKEUP_GAP_GLOBAL, &wakeup_gap, true)
         .override_global(BLOCK_ON_GLOBAL, &block_on, true)
+        .override_global(SUMMARIZE_GLOBAL, &summarize, true)
         .override_global(BLOCK_TTL_GLOBAL, &block_ttl, true)
         .override_global(BLOCK_RATE_GLOBAL, &block_rate, true)
         .override_global(BLOCK_BURST_GLOBAL, &block_burst, true)

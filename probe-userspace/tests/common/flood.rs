@@ -102,6 +102,7 @@ pub fn flood(
         .take_map(EVENTS_MAP)
         .ok_or(LoadError::Missing("EVENTS ring buffer"))?;
     let mut ring = RingBuf::try_from(map).map_err(|_| LoadError::Missing("EVENTS ring buffer"))?;
+    let mut summaries = kernel::SummaryReader::default();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (victim, scanner) = (victim_v4(), v4(SCANNER));
     let mut report = FloodReport {
@@ -162,13 +163,13 @@ pub fn flood(
         kernel::test_run(ebpf, &syn.refusal().bytes(), false)?;
         if i % 256 == 255 || i + 1 == config.packets {
             let now = clock::monotonic_now();
-            events += drain(&mut ring, engine, now, &mut report);
+            events += drain(ebpf, &mut ring, &mut summaries, engine, now, &mut report);
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
                 let ticked = engine.tick(now);
                 note(&ticked, &mut report);
                 kernel::expire_with(ebpf, |_| {})?;
-                events += drain(&mut ring, engine, now, &mut report);
+                events += drain(ebpf, &mut ring, &mut summaries, engine, now, &mut report);
             }
         }
         if (i + 1) % config.sample_every == 0 || i + 1 == config.packets {
@@ -192,9 +193,12 @@ pub fn flood(
     Ok(report)
 }
 
-/// Feeds the ring's events to the engine; returns how many.
+/// Feeds the ring's events, then the kernel's summaries of decided sources, to the
+/// engine; returns how many outcomes.
 fn drain(
+    ebpf: &mut Ebpf,
     ring: &mut RingBuf<MapData>,
+    summaries: &mut kernel::SummaryReader,
     engine: &mut Engine,
     now: Duration,
     report: &mut FloodReport,
@@ -206,6 +210,11 @@ fn drain(
             let alerts = engine.observe(&probe, now);
             note(&alerts, report);
         }
+    }
+    for summary in summaries.collect(ebpf, true).unwrap_or_default() {
+        n += summary.ports.len() as u64;
+        let alerts = engine.observe_ports(&summary.probe, &summary.ports, now);
+        note(&alerts, report);
     }
     n
 }

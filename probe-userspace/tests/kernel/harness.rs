@@ -49,6 +49,7 @@ pub(crate) fn victim6() -> IpAddr {
 pub(crate) struct Harness {
     pub(crate) ebpf: Ebpf,
     pub(crate) events: RingBuf<MapData>,
+    pub(crate) summaries: kernel::SummaryReader,
 }
 
 impl Harness {
@@ -59,7 +60,11 @@ impl Harness {
     pub(crate) fn with(config: &KernelConfig) -> Self {
         let mut ebpf = kernel::load(config).expect("the eBPF object loads and passes the verifier");
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).expect("EVENTS map")).unwrap();
-        Self { ebpf, events }
+        Self {
+            ebpf,
+            events,
+            summaries: kernel::SummaryReader::default(),
+        }
     }
 
     /// Runs a frame through the XDP program (inbound); its verdict.
@@ -115,8 +120,22 @@ impl Harness {
         &self.events
     }
 
-    /// Every event waiting in the ring buffer.
+    /// Every event waiting in the ring buffer, then the outcomes of every summary of a
+    /// decided source (as the daemon reads them, in port order).
     pub(crate) fn events(&mut self) -> Vec<Probe> {
+        let mut out = self.ring_events();
+        for summary in self
+            .summaries
+            .collect(&mut self.ebpf, true)
+            .expect("summaries")
+        {
+            out.extend(summary.outcomes());
+        }
+        out
+    }
+
+    /// Every event waiting in the ring buffer, and nothing else.
+    pub(crate) fn ring_events(&mut self) -> Vec<Probe> {
         let mut out = Vec::new();
         while let Some(record) = self.events.next() {
             out.push(Probe::decode(&record).expect("well-formed record"));

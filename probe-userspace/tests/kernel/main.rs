@@ -26,3 +26,5 @@ mod ring;
 mod blocking;
 // The sequential hypothesis test in the kernel.
 mod walk;
+// After the verdict: a decided source's outcomes summarised, not sent one by one.
+mod summary;

@@ -1,0 +1,130 @@
+//! Summaries after the verdict: once the kernel's sequential test has decided on a source
+//! ([`crate::suspects`]), its further first outcomes are counted into `SUMMARIES`, one entry
+//! per host, kind of outcome and block of 64 ports, instead of going through the ring buffer
+//! one by one. A confirmed scanner's thousands of probes then cost a hash update each, wake
+//! nobody, and reach userspace as a few hundred entries a second; nothing is lost: every
+//! first outcome is a bit (repeats are counted in `OUTCOMES`, as for every source).
+//!
+//! Entries carry the generation they were written in (`SUMMARY_GENERATION`), which userspace advances
+//! before it reads: it reads a generation only once no program can still be writing it.
+
+use core::{
+    intrinsics::{AtomicOrdering, atomic_or, atomic_xadd},
+    ptr::read_volatile,
+};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use probe_common::{
+    Counter, Outcome, Pending, SUMMARIES_ENTRIES, SUMMARY_PORTS, Summary, SummaryKey,
+};
+
+use crate::maps::count;
+
+/// Per-source summaries of decided sources (see [`SUMMARIES_ENTRIES`]). A plain hash, not an
+/// LRU: an insert into a full map fails, and the outcome goes through the ring instead of
+/// silently evicting an entry no one has read.
+#[map]
+pub(crate) static SUMMARIES: HashMap<SummaryKey, Summary> =
+    HashMap::with_max_entries(SUMMARIES_ENTRIES, 0);
+
+/// The generation summaries are written in now (see [`probe_common::SUMMARY_GENERATION_MAP`]).
+#[map]
+static SUMMARY_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+/// A per-CPU key and value to build an entry in: `report`'s call chain has no stack for
+/// 96 bytes.
+#[map]
+static SUMMARY_SCRATCH: PerCpuArray<(SummaryKey, Summary)> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 when decided sources are summarised (set at load; 0 with `--probes`).
+#[unsafe(no_mangle)]
+pub(crate) static SUMMARIZE: u32 = 1;
+
+/// True when outcomes of decided sources are summarised at all.
+#[inline(always)]
+pub(crate) fn summarizing() -> bool {
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    unsafe { read_volatile(&SUMMARIZE) != 0 }
+}
+
+/// Counts a first outcome of a decided source into its summary; false when the map is full
+/// (the caller sends it as an event). Not inlined: its locals stay out of `report`'s frame.
+#[inline(never)]
+pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> bool {
+    let Some(scratch) = SUMMARY_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let generation = SUMMARY_GENERATION
+        .get_ptr(0)
+        // SAFETY: array slot from a successful lookup, read once.
+        .map_or(0, |g| unsafe { read_volatile(g) } & 3) as u8;
+    let port = pending.local_port;
+    let bit = 1u64 << (port % SUMMARY_PORTS);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run; every field
+    // of the key, padding included, is written before it is read.
+    let key: &SummaryKey = unsafe {
+        let key = &raw mut (*scratch).0;
+        (&raw mut (*key).src_addr).write(pending.remote);
+        (&raw mut (*key).dst_addr).write(pending.local);
+        (&raw mut (*key).block).write(port / SUMMARY_PORTS);
+        (&raw mut (*key).proto).write(pending.proto);
+        (&raw mut (*key).probe).write(pending.probe);
+        (&raw mut (*key).outcome).write(outcome as u8);
+        (&raw mut (*key).ip_version).write(pending.ip_version);
+        (&raw mut (*key).generation).write(generation);
+        (&raw mut (*key).ttl).write(pending.ttl);
+        (&raw mut (*key)._pad).write([0; 8]);
+        &*key
+    };
+    if add(key, bit, now) {
+        return true;
+    }
+    // SAFETY: as above; every field of the value is written before it is read.
+    let value: &Summary = unsafe {
+        let value = &raw mut (*scratch).1;
+        (&raw mut (*value).ports).write(bit);
+        (&raw mut (*value).first_ns).write(now);
+        (&raw mut (*value).last_ns).write(now);
+        (&raw mut (*value).count).write(1);
+        (&raw mut (*value).ifindex).write(pending.ifindex);
+        (&raw mut (*value).src_mac).write(pending.mac);
+        (&raw mut (*value).tcp_flags).write(pending.tcp_flags);
+        (&raw mut (*value).icmp_type).write(icmp_type);
+        (&raw mut (*value).icmp_code).write(icmp_code);
+        (&raw mut (*value)._pad).write([0; 7]);
+        &*value
+    };
+    if SUMMARIES.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
+        return true;
+    }
+    // Another CPU inserted it meanwhile (add to it), or the map is full.
+    if add(key, bit, now) {
+        return true;
+    }
+    count(Counter::SummariesFull);
+    false
+}
+
+/// Adds one outcome to the summary of `key`, if there is one.
+#[inline(always)]
+fn add(key: &SummaryKey, bit: u64, now: u64) -> bool {
+    let Some(entry) = SUMMARIES.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
+    // values are) and valid for the program's run; other CPUs only add and OR atomically
+    // (`last_ns` is a plain store: the latest of racing writers wins, either is right).
+    unsafe {
+        atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*entry).ports, bit);
+        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*entry).count, 1);
+        (&raw mut (*entry).last_ns).write(now);
+    }
+    true
+}
