@@ -198,11 +198,21 @@ pub enum Counter {
     Summarized = 29,
     /// Outcomes of decided sources that found `SUMMARIES` full: sent one by one instead.
     SummariesFull = 30,
+    /// First failures of sources with no other outcome, held in `HELD` rather than sent.
+    Held = 31,
+    /// Held first failures sent with their source's second first failure.
+    HeldReleased = 32,
+    /// Held first failures overwritten by another source's before a second came (never
+    /// sent: a forged flood's, mostly).
+    HeldOverwritten = 33,
+    /// First failures sent at once because many one-probe sources fail on their target
+    /// (a crowd: a spread scan or a forged flood), within the budget per target.
+    CrowdSent = 34,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 31] = [
+    pub const ALL: [Counter; 35] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -234,6 +244,10 @@ impl Counter {
         Counter::AnswersDropped,
         Counter::Summarized,
         Counter::SummariesFull,
+        Counter::Held,
+        Counter::HeldReleased,
+        Counter::HeldOverwritten,
+        Counter::CrowdSent,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -272,6 +286,10 @@ impl Counter {
             Counter::AnswersDropped => "answers_dropped",
             Counter::Summarized => "summarized",
             Counter::SummariesFull => "summaries_full",
+            Counter::Held => "held",
+            Counter::HeldReleased => "held_released",
+            Counter::HeldOverwritten => "held_overwritten",
+            Counter::CrowdSent => "crowd_sent",
         }
     }
 
@@ -328,6 +346,16 @@ impl Counter {
             }
             Counter::SummariesFull => {
                 "Outcomes of decided sources sent one by one because the summaries map was full."
+            }
+            Counter::Held => "First failures of sources with no other outcome, held, not sent.",
+            Counter::HeldReleased => {
+                "Held first failures sent with their source's second first failure."
+            }
+            Counter::HeldOverwritten => {
+                "Held first failures overwritten by another source's, never sent."
+            }
+            Counter::CrowdSent => {
+                "First failures sent at once: many one-probe sources fail on their target."
             }
         }
     }
@@ -573,6 +601,19 @@ pub const SUMMARIES_ENTRIES: u32 = 16_384;
 /// Global (`u32`): 1 when decided sources are summarised (0 with `--probes`, which writes
 /// every outcome, and in tests that want every event).
 pub const SUMMARIZE_GLOBAL: &str = "SUMMARIZE";
+/// Global (`u32`): 1 when a source's first failure is held until its second (0 in
+/// tests that want every event).
+pub const HOLD_ON_GLOBAL: &str = "HOLD_ON";
+/// Slots of `HELD`, the held first failures (72 B each: 4.5 MiB), direct-mapped by source.
+pub const HELD_SLOTS: u32 = 65_536;
+/// Slots of `CROWDS`, the per-target counts of one-probe failures (16 B each: 1 MiB).
+pub const CROWD_SLOTS: u32 = 65_536;
+/// Globals of the crowd rule: distinct ports (`u32`), window in sweeps (`u16`), failures
+/// sent per target and window (`u16`).
+pub const CROWD_PORTS_GLOBAL: &str = "CROWD_PORTS";
+pub const CROWD_EPOCHS_GLOBAL: &str = "CROWD_EPOCHS";
+pub const CROWD_EVENTS_GLOBAL: &str = "CROWD_EVENTS";
+const _: () = assert!(HELD_SLOTS.is_power_of_two() && CROWD_SLOTS.is_power_of_two());
 /// Ports one summary entry covers: its `ports` bitmap.
 pub const SUMMARY_PORTS: u16 = 64;
 

@@ -15,7 +15,8 @@
 //! `parse` (headers), `ingress` and `egress` (the two programs' paths), `pending` (the
 //! attempt table and the flow hash), `ours` (our own attempts, contacted hosts, home
 //! nets), `report` (outcomes to events), `suspects` (the sequential test), `autoblock`
-//! (blocks on its verdict), `summary` (decided sources' outcomes counted, not sent),
+//! (blocks on its verdict), `summary` (decided sources' outcomes counted, not sent), `hold`
+//! (first failures held until a second),
 //! `expire` (the sweep), `bench` (baselines).
 #![no_std]
 #![no_main]
@@ -41,6 +42,7 @@ mod autoblock;
 mod bench;
 mod egress;
 mod expire;
+mod hold;
 mod ingress;
 mod maps;
 mod ours;

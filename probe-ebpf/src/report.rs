@@ -17,6 +17,7 @@ use probe_common::{Counter, Outcome, OutcomeKey, Pending, ProbeEvent};
 
 use crate::{
     autoblock::block_scanner,
+    hold::{hold, holding, release},
     maps::{
         ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS, CONTACTED, EPOCH,
         EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey, WAKEUP_BYTES,
@@ -25,7 +26,7 @@ use crate::{
     ours::host_slot,
     parse::Addr,
     summary::{summarize, summarizing},
-    suspects::{DECIDED, VERDICT, step},
+    suspects::{DECIDED, UNDECIDED, VERDICT, step},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -85,13 +86,26 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         return;
     }
     // A first outcome: the source's sequential test moves, and may decide here.
-    let walk = step(pending, !accepted);
+    let standing = step(pending, !accepted);
+    let state = standing.state();
     // A source the kernel had decided on: summarised, not sent (see `crate::summary`).
-    if walk == DECIDED && summarizing() && summarize(pending, outcome, icmp_type, icmp_code) {
+    if state == DECIDED && summarizing() && summarize(pending, outcome, icmp_type, icmp_code) {
         count(Counter::Summarized);
         return;
     }
-    let verdict = walk == VERDICT;
+    // A source whose only outcome is this failure: held until its second (see
+    // `crate::hold`); with its second, the first goes out just before.
+    if state == UNDECIDED && !accepted && holding() {
+        if standing.failures() == 1 && standing.walk() == 1 {
+            if hold(pending, outcome, icmp_type, icmp_code) {
+                return;
+            }
+        } else if standing.failures() == 2 && release(pending) {
+            // The held one sent, this one follows.
+            count(Counter::HeldReleased);
+        }
+    }
+    let verdict = state == VERDICT;
     // 1: the verdict; 2: the verdict, and the source blocked here (`--block`).
     let verdict_byte = if verdict {
         count(Counter::Verdicts);

@@ -49,15 +49,46 @@ pub(crate) const VERDICT: u8 = 1;
 /// The source had its verdict before this step (its outcomes are summarised).
 pub(crate) const DECIDED: u8 = 2;
 
+/// Where a source stands after a step, packed in one register: its state
+/// ([`UNDECIDED`], [`VERDICT`] or [`DECIDED`]), its distinct first failures and its walk.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct Standing(u32);
+
+impl Standing {
+    #[inline(always)]
+    fn new(state: u8, failures: u8, walk: i8) -> Self {
+        Self(u32::from(state) | (u32::from(failures) << 8) | (u32::from(walk as u8) << 16))
+    }
+
+    /// [`UNDECIDED`], [`VERDICT`] or [`DECIDED`].
+    #[inline(always)]
+    pub(crate) fn state(self) -> u8 {
+        self.0 as u8
+    }
+
+    /// Distinct first failures since the walk (re)started.
+    #[inline(always)]
+    pub(crate) fn failures(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+
+    /// The walk: first failures minus first successes.
+    #[inline(always)]
+    pub(crate) fn walk(self) -> i8 {
+        (self.0 >> 16) as u8 as i8
+    }
+}
+
 /// Moves the walk of the source of `pending` one step, up for a first failure and down for
-/// a first success; returns where the source stands: [`UNDECIDED`], [`VERDICT`] or
-/// [`DECIDED`]. A decided source's step only counts the failure and keeps the cell from
-/// idling. First outcomes are `report`'s: a failure once per host, port and kind of probe,
-/// a success once per host. Not inlined: its locals stay out of `report`'s frame.
+/// a first success; returns where the source stands. A decided source's step only counts
+/// the failure and keeps the cell from idling. First outcomes are `report`'s: a failure
+/// once per host, port and kind of probe, a success once per host. Not inlined: its
+/// locals stay out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn step(pending: &Pending, failed: bool) -> u8 {
+pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     let Some((set, tag, epoch, idle_after)) = locate(pending) else {
-        return UNDECIDED;
+        return Standing::new(UNDECIDED, 0, 0);
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
     // may write it meanwhile (a lost step at worst, see the module documentation).
@@ -79,7 +110,7 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> u8 {
     let (way, mut cell) = match set.get(found) {
         Some(&cell) => (found, cell),
         // A success of a source the cache does not know takes free room only.
-        None if !failed && victim_rank != 0 => return UNDECIDED,
+        None if !failed && victim_rank != 0 => return Standing::new(UNDECIDED, 0, 0),
         None => (victim, 0),
     };
     if cell == 0 || idle(cell, epoch, idle_after) {
@@ -108,32 +139,21 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> u8 {
     if let Some(slot) = set.get_mut(way) {
         *slot = updated;
     }
-    if decided {
+    let state = if decided {
         DECIDED
     } else if verdict {
         VERDICT
     } else {
         UNDECIDED
-    }
+    };
+    Standing::new(state, failures, walk)
 }
 
 /// The set of the source of `pending` in `SUSPECTS`, its tag, and the clock the cells
 /// age by: the sweep epoch and the sweeps after which a cell is idle.
 #[inline(always)]
 fn locate(pending: &Pending) -> Option<(*mut [u64; SUSPECT_WAYS], u32, u16, u16)> {
-    let remote = Addr::from_bytes(pending.remote);
-    let unit = if pending.ip_version == 6 {
-        Addr([remote.0[0], 0])
-    } else {
-        remote
-    };
-    let flow = Flow {
-        remote: unit,
-        local: Addr([0, 0]),
-        remote_port: 0,
-        local_port: 0,
-        proto: 0,
-    };
+    let flow = unit(pending);
     // SAFETY: reading plain globals; volatile so the load-time value and the sweep's
     // latest epoch are used.
     let (mask, epoch, idle_after) = unsafe {
@@ -146,6 +166,24 @@ fn locate(pending: &Pending) -> Option<(*mut [u64; SUSPECT_WAYS], u32, u16, u16)
     let (index, tag) = flow.slot(SUSPECT_ID, mask);
     let set = SUSPECTS.get_ptr_mut(index)?;
     Some((set, tag, epoch, idle_after))
+}
+
+/// The source of `pending` as a flow of its own: its address, or the /64 of an IPv6 one.
+#[inline(always)]
+pub(crate) fn unit(pending: &Pending) -> Flow {
+    let remote = Addr::from_bytes(pending.remote);
+    let unit = if pending.ip_version == 6 {
+        Addr([remote.0[0], 0])
+    } else {
+        remote
+    };
+    Flow {
+        remote: unit,
+        local: Addr([0, 0]),
+        remote_port: 0,
+        local_port: 0,
+        proto: 0,
+    }
 }
 
 /// Sweeps since the cell last changed.

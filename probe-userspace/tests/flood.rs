@@ -1,7 +1,9 @@
 //! A spoofed-source SYN flood with a real scanner hidden in it, through the real programs
-//! (BPF_PROG_TEST_RUN, no packet on any wire) and the engine, in short: the engine's tables
-//! stay at their cap, no event is lost, and the scanner is still found. `cargo xtask flood`
-//! runs the long version and prints the memory figures. Needs root.
+//! (BPF_PROG_TEST_RUN, no packet on any wire) and the engine, in short: the forged sources
+//! of one probe each cost userspace a bounded number of events (their first failures are
+//! held in the kernel; a crowd's are sent up to a budget), no event is lost, and the
+//! scanner is still found. `cargo xtask flood` runs the long version and prints the memory
+//! figures. Needs root.
 
 mod common;
 #[path = "common/flood.rs"]
@@ -43,15 +45,23 @@ fn a_scanner_hidden_in_a_spoofed_flood_is_found_and_memory_stays_at_its_caps() {
     .expect("the flood runs");
     let last = report.samples.last().expect("samples");
     eprintln!("{report:#?}");
-    // 100 000 spoofed sources into tables of 1 024: full, evicting, never more.
-    assert!(
-        last.evictions > 0,
-        "the flood must push the tables to their cap"
-    );
+    // 100 000 spoofed sources of one probe each: held in the kernel, never read, but
+    // for the crowd's budget (256 per flooded host and window: the spread scan's
+    // evidence) and the scanner's 20.
     let peak = report.samples.iter().map(|s| s.tracked).max().unwrap();
     assert!(peak <= 7 * 1024, "entries {peak} above the caps");
     assert_eq!(last.ring_drops, 0, "no event lost");
-    assert_eq!(last.events, 100_000, "every SYN refused is one event");
+    // (A forged IPv6 source drawn twice, by /64, fails twice and is read: a few.)
+    let windows = 1 + report.samples.last().unwrap().elapsed.as_secs() / 10;
+    assert!(
+        last.events <= 2 * 256 * windows + 20 + 16,
+        "{} events for 100 000 forged sources",
+        last.events
+    );
+    assert!(
+        last.events >= 2 * 10,
+        "the crowds' evidence reaches userspace"
+    );
     // The scanner's 20 probes among 100 000 SYNs, 5 000 apart: the engine's own test
     // forgets it between probes (it looks like every other one-packet source until then),
     // but the kernel's keeps its walk (a forged source of one probe never takes a higher

@@ -187,8 +187,13 @@ impl Settings {
             block: cli.block,
             block_ttl: cli.block_ttl,
             block_rate: cli.block_rate,
-            // `--probes` writes every outcome with its own time: no summaries.
+            // `--probes` writes every outcome, each with its own time: no summaries, no
+            // first failure held.
             summarize: !cli.probes,
+            hold: !cli.probes,
+            // Half the spread detector's ports: its evidence arrives by the time it needs it.
+            crowd_ports: (cli.spread_ports > 0).then(|| u32::from(cli.spread_ports).div_ceil(2)),
+            crowd_window: cli.spread_window,
             ..KernelConfig::default()
         };
         let max_tracked = cli.max_tracked as usize;

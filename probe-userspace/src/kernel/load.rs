@@ -7,12 +7,13 @@ use std::{io, time::Duration};
 use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
 use probe_common::{
     BLOCK_BURST_GLOBAL, BLOCK_ON_GLOBAL, BLOCK_RATE_GLOBAL, BLOCK_TTL_GLOBAL,
-    CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL,
-    EXPIRE_PROGRAM, HASH_SEED_GLOBAL, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL, OUTCOMES_ENTRIES,
-    OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL, SUMMARIES_ENTRIES,
-    SUMMARIZE_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP,
-    SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL,
-    WALK_IDLE_GLOBAL, XDP_PROGRAM,
+    CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, CROWD_EPOCHS_GLOBAL, CROWD_EVENTS_GLOBAL,
+    CROWD_PORTS_GLOBAL, CROWD_SLOTS, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM,
+    HASH_SEED_GLOBAL, HELD_SLOTS, HOLD_ON_GLOBAL, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL,
+    OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL,
+    SUMMARIES_ENTRIES, SUMMARIZE_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS,
+    SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL,
+    WAKEUP_GAP_GLOBAL, WALK_IDLE_GLOBAL, XDP_PROGRAM,
 };
 
 use super::run::{expire_program, tc_program, xdp_program};
@@ -59,6 +60,15 @@ pub struct KernelConfig {
     /// rather than sending each through the ring buffer (off with `--probes`, which
     /// writes every outcome with its own time and source port).
     pub summarize: bool,
+    /// Hold a source's first failure until its second (`HELD`), so that sources of one
+    /// probe (a forged flood's) cost userspace nothing; off in tests that want each event.
+    pub hold: bool,
+    /// Distinct ports of one-probe failures on one target, within `crowd_window`, from
+    /// which its one-probe failures are sent at once (the crowd detector's evidence);
+    /// `None`: never (the spread-scan detector is off).
+    pub crowd_ports: Option<u32>,
+    /// The crowd rule's window (`--spread-window`).
+    pub crowd_window: Duration,
 }
 
 impl Default for KernelConfig {
@@ -77,6 +87,9 @@ impl Default for KernelConfig {
             block_rate: 5,
             suspect_sets: SUSPECT_SETS,
             summarize: true,
+            hold: true,
+            crowd_ports: Some(5),
+            crowd_window: Duration::from_secs(10),
         }
     }
 }
@@ -113,6 +126,8 @@ impl KernelConfig {
             + u64::from(self.suspect_sets) * 8 * SUSPECT_WAYS as u64
             // SUMMARIES: key, value and the hash's element header, preallocated.
             + u64::from(SUMMARIES_ENTRIES) * 140
+            + u64::from(HELD_SLOTS) * 72
+            + u64::from(CROWD_SLOTS) * 16
     }
 
     /// Sweeps after which an idle source's walk in the kernel starts over: the userspace
@@ -225,6 +240,13 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
     let block_on = u32::from(config.block);
     let summarize = u32::from(config.summarize);
+    let hold = u32::from(config.hold);
+    let crowd_ports = config.crowd_ports.unwrap_or(u32::MAX);
+    let crowd_epochs =
+        u16::try_from(config.crowd_window.as_nanos() / config.sweep_interval().as_nanos().max(1))
+            .unwrap_or(u16::MAX)
+            .max(1);
+    let crowd_events: u16 = 256;
     let block_ttl = u64::try_from(config.block_ttl.as_nanos()).unwrap_or(u64::MAX);
     let block_rate = u64::from(config.block_rate) * 1000;
     let block_burst = block_rate * 10;
@@ -250,6 +272,10 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(WAKEUP_GAP_GLOBAL, &wakeup_gap, true)
         .override_global(BLOCK_ON_GLOBAL, &block_on, true)
         .override_global(SUMMARIZE_GLOBAL, &summarize, true)
+        .override_global(HOLD_ON_GLOBAL, &hold, true)
+        .override_global(CROWD_PORTS_GLOBAL, &crowd_ports, true)
+        .override_global(CROWD_EPOCHS_GLOBAL, &crowd_epochs, true)
+        .override_global(CROWD_EVENTS_GLOBAL, &crowd_events, true)
         .override_global(BLOCK_TTL_GLOBAL, &block_ttl, true)
         .override_global(BLOCK_RATE_GLOBAL, &block_rate, true)
         .override_global(BLOCK_BURST_GLOBAL, &block_burst, true)

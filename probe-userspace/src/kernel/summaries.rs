@@ -2,11 +2,16 @@
 //! `summary` module): the generation is advanced, then the entries no program can still be
 //! writing are read, deleted and turned back into one outcome per port.
 
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+};
+
 use aya::{
     Ebpf,
-    maps::{Array, HashMap},
+    maps::{Array, Map},
 };
-use probe_common::{SUMMARIES_MAP, SUMMARY_GENERATION_MAP, Summary, SummaryKey};
+use probe_common::{SUMMARIES_ENTRIES, SUMMARIES_MAP, SUMMARY_GENERATION_MAP, Summary, SummaryKey};
 
 use super::load::LoadError;
 use crate::event::Summarized;
@@ -41,27 +46,21 @@ impl SummaryReader {
             .set(0, &current, 0)
             .map_err(|err| LoadError::Config(format!("summary generation: {err}")))?;
         self.generation = current;
-        let mut table: HashMap<_, SummaryKey, Summary> = HashMap::try_from(
-            ebpf.map_mut(SUMMARIES_MAP)
-                .ok_or(LoadError::Missing("SUMMARIES map"))?,
-        )
-        .map_err(|_| LoadError::Missing("SUMMARIES hash"))?;
-        // Keys first: deleting while walking would restart the walk at each deletion.
-        let ready: Vec<SummaryKey> = table
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                all || (u32::from(k.generation) != current && u32::from(k.generation) != previous)
-            })
-            .collect();
-        let mut entries = Vec::with_capacity(ready.len());
-        for key in ready {
-            // Gone meanwhile: nothing to read (no program deletes, so this is not expected).
-            if let Ok(summary) = table.get(&key, 0) {
-                entries.push((key, summary));
-            }
-            let _ = table.remove(&key);
-        }
+        let map = match ebpf.map(SUMMARIES_MAP) {
+            Some(Map::HashMap(data)) => data,
+            _ => return Err(LoadError::Missing("SUMMARIES hash")),
+        };
+        let fd = map.fd().as_fd();
+        // In batches, a few system calls for the whole map: read one by one, a scan with
+        // its ports in random order (nmap's) cost a system call per port or two.
+        let mut entries = lookup_all(fd, SUMMARIES_ENTRIES as usize)
+            .map_err(|err| LoadError::Config(format!("reading the summaries: {err}")))?;
+        entries.retain(|(k, _)| {
+            all || (u32::from(k.generation) != current && u32::from(k.generation) != previous)
+        });
+        let keys: Vec<SummaryKey> = entries.iter().map(|(k, _)| *k).collect();
+        delete_all(fd, &keys)
+            .map_err(|err| LoadError::Config(format!("deleting read summaries: {err}")))?;
         entries.sort_by_key(|(_, s)| s.first_ns);
         self.read += entries.len() as u64;
         let mut summaries = Vec::with_capacity(entries.len());
@@ -78,4 +77,122 @@ impl SummaryReader {
         }
         Ok(summaries)
     }
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH` (enum bpf_cmd, include/uapi/linux/bpf.h).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Runs one batch command; the number of elements it handled, and whether the map has no
+/// more (ENOENT).
+fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<(u32, bool)> {
+    // SAFETY: `attr` is a valid `bpf_attr` prefix for the batch commands, of the size
+    // given, and its pointers point to buffers of `count` keys and values that live for
+    // the call (the caller's).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok((attr.count, false));
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOENT) {
+        return Ok((attr.count, true));
+    }
+    Err(err)
+}
+
+/// Every (key, value) of the summaries hash, in batches.
+fn lookup_all(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Vec<(SummaryKey, Summary)>> {
+    let zero_key = SummaryKey {
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        block: 0,
+        proto: 0,
+        probe: 0,
+        outcome: 0,
+        ip_version: 0,
+        generation: 0,
+        ttl: 0,
+        _pad: [0; 8],
+    };
+    let zero_value = Summary {
+        ports: 0,
+        first_ns: 0,
+        last_ns: 0,
+        count: 0,
+        ifindex: 0,
+        src_mac: [0; 6],
+        tcp_flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        _pad: [0; 7],
+    };
+    let mut keys = vec![zero_key; capacity];
+    let mut values = vec![zero_value; capacity];
+    let (mut token, mut total) = (0u32, 0usize);
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if total == 0 {
+                0
+            } else {
+                std::ptr::from_ref(&token) as u64
+            },
+            out_batch: std::ptr::from_mut(&mut token) as u64,
+            keys: keys[total..].as_mut_ptr() as u64,
+            values: values[total..].as_mut_ptr() as u64,
+            count: u32::try_from(capacity - total).unwrap_or(u32::MAX),
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let (read, done) = batch(BPF_MAP_LOOKUP_BATCH, &mut attr)?;
+        total += read as usize;
+        if done || total >= capacity {
+            break;
+        }
+    }
+    keys.truncate(total);
+    values.truncate(total);
+    Ok(keys.into_iter().zip(values).collect())
+}
+
+/// Deletes `keys` from the summaries hash, in batches (a key gone already is no error).
+fn delete_all(fd: BorrowedFd<'_>, keys: &[SummaryKey]) -> io::Result<()> {
+    let mut done = 0;
+    while done < keys.len() {
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            count: u32::try_from(keys.len() - done).unwrap_or(u32::MAX),
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        match batch(BPF_MAP_DELETE_BATCH, &mut attr) {
+            Ok((deleted, _)) => done += deleted as usize,
+            Err(err) => return Err(err),
+        }
+        // ENOENT stops a batch at the first key not found: skip it and go on.
+        if done < keys.len() && attr.count == 0 {
+            done += 1;
+        }
+    }
+    Ok(())
 }

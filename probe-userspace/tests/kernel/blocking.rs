@@ -14,7 +14,7 @@ const XDP_DROP: u32 = 1;
 fn blocking(budget: BudgetConfig) -> (Harness, Blocker) {
     let mut h = Harness::with(&KernelConfig {
         block: true,
-        ..KernelConfig::default()
+        ..every_event()
     });
     let policy = BlockPolicy {
         ttl: Duration::from_secs(3600),
@@ -66,7 +66,7 @@ fn a_blocked_source_is_dropped_until_its_block_expires_or_is_lifted() {
     };
     let mut h = Harness::with(&KernelConfig {
         block: true,
-        ..KernelConfig::default()
+        ..every_event()
     });
     let mut blocker = Blocker::new(&mut h.ebpf, policy.clone(), BudgetConfig::default()).unwrap();
     let probe = syn(40_000, 23, 1);
@@ -159,7 +159,7 @@ fn forged_sources_cannot_aim_blocks_at_whom_we_need_and_our_own_connections_lift
     };
     let mut h = Harness::with(&KernelConfig {
         block: true,
-        ..KernelConfig::default()
+        ..every_event()
     });
     let budget = BudgetConfig {
         rate: 1.0,
@@ -369,7 +369,7 @@ fn the_kernel_blocks_on_its_verdict_within_policy_and_budget_and_drops_our_answe
     let mut h = Harness::with(&KernelConfig {
         block: true,
         block_rate: 1,
-        ..KernelConfig::default()
+        ..every_event()
     });
     let budget = BudgetConfig {
         rate: 100.0,

@@ -31,7 +31,7 @@ fn unanswered_attempts_expire_after_the_timeout() {
     // A 100 ms timeout with 100 ms sweeps: an attempt expires at the second sweep after it.
     let config = KernelConfig {
         timeout: Duration::from_millis(100),
-        ..KernelConfig::default()
+        ..every_event()
     };
     assert_eq!(
         (config.sweep_interval(), config.expire_after_sweeps()),

@@ -28,3 +28,5 @@ mod blocking;
 mod walk;
 // After the verdict: a decided source's outcomes summarised, not sent one by one.
 mod summary;
+// A source's first failure held until its second; crowds of one-probe sources.
+mod hold;

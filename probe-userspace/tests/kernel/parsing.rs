@@ -49,7 +49,7 @@ fn encapsulations_are_parsed() {
     // these many variants is decided.
     let mut h = Harness::with(&KernelConfig {
         summarize: false,
-        ..KernelConfig::default()
+        ..every_event()
     });
     let mut variants: Vec<(&str, Frame)> = Vec::new();
     let tcp_options = [2, 4, 0x05, 0xb4, 4, 2, 1, 1]; // MSS 1460, SACK permitted

@@ -11,7 +11,7 @@ fn only_home_addresses_are_tracked() {
     let home6: Cidr = "2001:db8::/64".parse().unwrap();
     let mut h = Harness::with(&KernelConfig {
         home_nets: vec![home, home6],
-        ..KernelConfig::default()
+        ..every_event()
     });
     let elsewhere = Frame::tcp(scanner(), 50_000, v4([198, 18, 0, 3]), 22, SYN, 1);
     h.inbound_frame(&elsewhere);
@@ -36,7 +36,7 @@ fn home_nets_change_while_running_beyond_the_fast_list() {
     let home: Cidr = "198.18.0.2/32".parse().unwrap();
     let mut h = Harness::with(&KernelConfig {
         home_nets: vec![home],
-        ..KernelConfig::default()
+        ..every_event()
     });
     let new_addr = v4([198, 18, 0, 99]);
     let seen = |h: &mut Harness, port: u16| {
@@ -178,7 +178,7 @@ fn callbacks_expire_after_the_window() {
     let mut h = Harness::with(&KernelConfig {
         timeout: Duration::from_millis(100),
         callback_window: Duration::from_millis(200),
-        ..KernelConfig::default()
+        ..every_event()
     });
     h.outbound_frame(&Frame::tcp(victim(), 43_210, scanner(), 21, SYN, 5));
     for _ in 0..3 {

@@ -48,7 +48,7 @@ fn an_event_after_a_quiet_spell_wakes_the_reader_unless_wakeups_are_off() {
     for (gap, expect) in [(Some(Duration::from_millis(1)), true), (None, false)] {
         let mut h = Harness::with(&KernelConfig {
             wakeup_gap: gap,
-            ..KernelConfig::default()
+            ..every_event()
         });
         let wakeups = WakeupProbe::new(h.events_fd());
         // The registration itself may report the (empty) ring once.
@@ -85,7 +85,7 @@ fn a_full_ring_counts_its_drops_and_events_flow_again_once_it_is_read() {
     let mut h = Harness::with(&KernelConfig {
         ringbuf_bytes: 4096,
         summarize: false,
-        ..KernelConfig::default()
+        ..every_event()
     });
     let refuse = |h: &mut Harness, port: u16| {
         let probe = syn(41_000, port, u32::from(port));

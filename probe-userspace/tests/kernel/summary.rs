@@ -98,7 +98,7 @@ fn with_summaries_off_every_outcome_is_an_event() {
     }
     let mut h = Harness::with(&KernelConfig {
         summarize: false,
-        ..KernelConfig::default()
+        ..every_event()
     });
     for port in 1..=100 {
         refused(&mut h, scanner(), port, 64);

@@ -91,7 +91,7 @@ fn echo_requests_answered_and_not() {
     }
     let mut h = Harness::with(&KernelConfig {
         timeout: Duration::from_millis(100), // one sweep
-        ..KernelConfig::default()
+        ..every_event()
     });
     for (src, dst, proto) in [
         (scanner(), victim(), IPPROTO_ICMP),

@@ -95,7 +95,7 @@ fn an_ipv6_source_is_its_64_and_an_idle_source_starts_over() {
     // Sweeps of 100 ms (timeout 300 ms): 10 idle minutes are 6 000 sweeps.
     let config = KernelConfig {
         timeout: std::time::Duration::from_millis(300),
-        ..KernelConfig::default()
+        ..every_event()
     };
     assert_eq!(config.walk_idle_sweeps(), 6000);
     let mut h = Harness::with(&config);
@@ -134,7 +134,7 @@ fn forged_sources_of_one_probe_never_take_a_suspects_place() {
     // A small cache (16 sets of 4: 64 sources) against 20 000 forged sources.
     let mut h = Harness::with(&KernelConfig {
         suspect_sets: 16,
-        ..KernelConfig::default()
+        ..every_event()
     });
     let suspect = v4([198, 19, 255, 1]);
     assert_eq!(
