@@ -2,7 +2,9 @@
 //! forged source of one probe is exactly that) costs userspace nothing. Its event waits in
 //! `HELD`, direct-mapped by source (the next such source of the slot overwrites it), and
 //! is sent just before the source's second first failure, the first sign that it is worth
-//! reading; a source that never fails again is never read.
+//! reading; a source that never fails again is never read. A held failure is not in
+//! `OUTCOMES` (the insert is most of a first outcome's cost): its slot tells its repeats,
+//! and it goes in when it is sent.
 //!
 //! What that would hide, many sources failing once each on one host (a spread scan, split
 //! over sources, or a forged flood), is counted per target in `CROWDS`: from
@@ -12,11 +14,11 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::Array};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::map, maps::Array};
 use probe_common::{CROWD_SLOTS, Counter, HELD_SLOTS, Outcome, Pending, ProbeEvent};
 
 use crate::{
-    maps::{EPOCH, EVENTS, count},
+    maps::{EPOCH, EVENTS, KEY_SCRATCH, OUTCOMES, count},
     parse::Addr,
     pending::Flow,
     report::wakeup_flags,
@@ -131,6 +133,24 @@ pub(crate) fn release(pending: &Pending) -> bool {
     }
     // SAFETY: as above.
     unsafe { (*slot).tag = 0 };
+    // Into OUTCOMES now, as every first outcome sent is, so that its repeats are repeats.
+    if let Some(key) = KEY_SCRATCH.get_ptr_mut(1) {
+        // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run; every
+        // field written before the key is read; the slot's event read in place.
+        unsafe {
+            let event = &raw const (*slot).event;
+            (&raw mut (*key).src_addr).write((*event).src_addr);
+            (&raw mut (*key).dst_addr).write((*event).dst_addr);
+            (&raw mut (*key).dst_port).write((*event).dst_port);
+            (&raw mut (*key).proto).write((*event).proto);
+            (&raw mut (*key).probe).write((*event).probe);
+            (&raw mut (*key).outcome).write((*event).outcome);
+            (&raw mut (*key).ip_version).write((*event).ip_version);
+            (&raw mut (*key)._pad).write([0; 10]);
+            // Taken meanwhile by another CPU's repeat: it is in, as it should be.
+            let _ = OUTCOMES.insert(&*key, &1, u64::from(BPF_NOEXIST));
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<ProbeEvent>(0) else {
         count(Counter::RingbufDrops);
         return false;
@@ -148,6 +168,28 @@ pub(crate) fn release(pending: &Pending) -> bool {
     entry.submit(wakeup_flags());
     count(Counter::EventsSent);
     true
+}
+
+/// True when the held first failure of the source of `pending` is this very outcome
+/// (same address, host, port, kind and outcome): a repeat. Not inlined: its locals stay
+/// out of `report`'s frame.
+#[inline(never)]
+pub(crate) fn held_repeat(pending: &Pending, outcome: Outcome) -> bool {
+    let (index, tag) = unit(pending).slot(HELD_ID, HELD_SLOTS - 1);
+    let Some(slot) = HELD.get_ptr(index) else {
+        return false;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run; read only.
+    unsafe {
+        let event = &raw const (*slot).event;
+        (*slot).tag == tag
+            && (*event).src_addr == pending.remote
+            && (*event).dst_addr == pending.local
+            && (*event).dst_port == pending.local_port
+            && (*event).proto == pending.proto
+            && (*event).probe == pending.probe
+            && (*event).outcome == outcome as u8
+    }
 }
 
 /// Notes a one-probe failure on the target of `pending`; true when the target is a crowd

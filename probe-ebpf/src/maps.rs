@@ -59,10 +59,11 @@ pub(crate) static PEERS: LruHashMap<Addr, u64> = LruHashMap::with_max_entries(PE
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
-/// A per-CPU [`OutcomeKey`] for `report` to build its key in: the deepest call chain
-/// (egress, settle, report, a block on the verdict) has no stack to spare for it.
+/// Per-CPU [`OutcomeKey`]s for `report` to build its key in (slot 0) and `hold::release`
+/// the held one's (slot 1): the deepest call chain (egress, settle, report, a block on the
+/// verdict) has no stack to spare for them.
 #[map]
-pub(crate) static KEY_SCRATCH: PerCpuArray<OutcomeKey> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static KEY_SCRATCH: PerCpuArray<OutcomeKey> = PerCpuArray::with_max_entries(2, 0);
 
 /// One `u64` per [`Counter`] per CPU.
 #[map]

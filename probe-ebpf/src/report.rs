@@ -17,7 +17,7 @@ use probe_common::{Counter, Outcome, OutcomeKey, Pending, ProbeEvent};
 
 use crate::{
     autoblock::block_scanner,
-    hold::{hold, holding, release},
+    hold::{held_repeat, hold, holding, release},
     maps::{
         ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS, CONTACTED, EPOCH,
         EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey, WAKEUP_BYTES,
@@ -25,8 +25,8 @@ use crate::{
     },
     ours::host_slot,
     parse::Addr,
-    summary::{summarize, summarizing},
-    suspects::{DECIDED, UNDECIDED, VERDICT, step},
+    summary::{COUNTED, REPEAT, summarize, summarizing},
+    suspects::{UNDECIDED, VERDICT, decided, step},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -34,25 +34,12 @@ use crate::{
 /// 512-byte stack, and it runs only when an outcome is seen, not per packet.
 #[inline(never)]
 pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
-    // The allow-lists are checked here, once per outcome, rather than per attempt: an LPM
-    // lookup would cost the per-SYN path more than its whole budget.
-    match exemption(pending) {
-        Exemption::Allowed => {
-            count(Counter::Allowed);
-            return;
-        }
-        Exemption::Callback => {
-            count(Counter::Callbacks);
-            return;
-        }
-        Exemption::None => {}
-    }
     let accepted = outcome == Outcome::Accepted;
-    count(if accepted {
+    let failure = if accepted {
         Counter::Answered
     } else {
         Counter::Failed
-    });
+    };
     // Successes are reported once per (source, destination host): enough for the
     // sequential hypothesis test, which looks at first contacts. Built in a per-CPU slot,
     // field by field: 48 bytes this frame cannot spare.
@@ -73,37 +60,69 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         (&raw mut (*slot)._pad).write([0; 10]);
         &*slot
     };
-    // Look up before inserting: a repeat costs a lookup and an atomic add, not an insert.
+    // A repeat first: a lookup and an atomic add (an exempt outcome is never in the table).
     if let Some(repeats) = OUTCOMES.get_ptr_mut(key) {
         // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
         // values are) and valid for the program's duration; other CPUs only add atomically.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats, 1) };
+        count(failure);
         count(Counter::Repeats);
         return;
     }
-    // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event.
-    if OUTCOMES.insert(key, &1, u64::from(BPF_NOEXIST)).is_err() {
+    // The allow-lists are checked here, once per first outcome, rather than per attempt:
+    // an LPM lookup would cost the per-SYN path more than its whole budget.
+    match exemption(pending) {
+        Exemption::Allowed => {
+            count(Counter::Allowed);
+            return;
+        }
+        Exemption::Callback => {
+            count(Counter::Callbacks);
+            return;
+        }
+        Exemption::None => {}
+    }
+    count(failure);
+    // A source the kernel had decided on: summarised, neither sent nor inserted (see
+    // `crate::summary`); its walk still steps, so that it does not idle.
+    if summarizing() && decided(pending) {
+        let _ = step(pending, !accepted);
+        match summarize(pending, outcome, icmp_type, icmp_code) {
+            COUNTED => {
+                count(Counter::Summarized);
+                return;
+            }
+            REPEAT => {
+                count(Counter::Repeats);
+                return;
+            }
+            _ => {}
+        }
+    }
+    let holds = !accepted && holding();
+    // A held first failure is not in OUTCOMES (the insert is most of a first outcome's
+    // cost, and a forged flood is all first outcomes): its slot tells its repeats.
+    if holds && held_repeat(pending, outcome) {
+        count(Counter::Repeats);
         return;
     }
     // A first outcome: the source's sequential test moves, and may decide here.
     let standing = step(pending, !accepted);
     let state = standing.state();
-    // A source the kernel had decided on: summarised, not sent (see `crate::summary`).
-    if state == DECIDED && summarizing() && summarize(pending, outcome, icmp_type, icmp_code) {
-        count(Counter::Summarized);
-        return;
-    }
     // A source whose only outcome is this failure: held until its second (see
-    // `crate::hold`); with its second, the first goes out just before.
-    if state == UNDECIDED && !accepted && holding() {
+    // `crate::hold`); with its second, the first goes out just before (and into OUTCOMES).
+    if state == UNDECIDED && holds {
         if standing.failures() == 1 && standing.walk() == 1 {
             if hold(pending, outcome, icmp_type, icmp_code) {
                 return;
             }
         } else if standing.failures() == 2 && release(pending) {
-            // The held one sent, this one follows.
             count(Counter::HeldReleased);
         }
+    }
+    // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event.
+    if OUTCOMES.insert(key, &1, u64::from(BPF_NOEXIST)).is_err() {
+        return;
     }
     let verdict = state == VERDICT;
     // 1: the verdict; 2: the verdict, and the source blocked here (`--block`).

@@ -1,9 +1,11 @@
 //! Summaries after the verdict: once the kernel's sequential test has decided on a source
 //! ([`crate::suspects`]), its further first outcomes are counted into `SUMMARIES`, one entry
 //! per host, kind of outcome and block of 64 ports, instead of going through the ring buffer
-//! one by one. A confirmed scanner's thousands of probes then cost a hash update each, wake
-//! nobody, and reach userspace as a few hundred entries a second; nothing is lost: every
-//! first outcome is a bit (repeats are counted in `OUTCOMES`, as for every source).
+//! one by one, nor inserted into `OUTCOMES` (most of a first outcome's cost): a confirmed
+//! scanner's thousands of probes then cost a hash update each, wake nobody, and reach
+//! userspace as a few hundred entries a second; nothing is lost: every first outcome is a
+//! bit. A bit set already is a repeat within the generation; a repeat in a later
+//! generation reaches userspace again, where the open scan's port list tells it.
 //!
 //! Entries carry the generation they were written in (`SUMMARY_GENERATION`), which userspace advances
 //! before it reads: it reads a generation only once no program can still be writing it.
@@ -52,12 +54,19 @@ pub(crate) fn summarizing() -> bool {
     unsafe { read_volatile(&SUMMARIZE) != 0 }
 }
 
-/// Counts a first outcome of a decided source into its summary; false when the map is full
-/// (the caller sends it as an event). Not inlined: its locals stay out of `report`'s frame.
+/// [`summarize`] could not count it: the map is full (the caller sends it as an event).
+pub(crate) const FULL: u8 = 0;
+/// [`summarize`] counted a new port.
+pub(crate) const COUNTED: u8 = 1;
+/// [`summarize`] found the port counted already in this generation: a repeat.
+pub(crate) const REPEAT: u8 = 2;
+
+/// Counts an outcome of a decided source into its summary: [`COUNTED`], [`REPEAT`] or
+/// [`FULL`]. Not inlined: its locals stay out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> bool {
+pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> u8 {
     let Some(scratch) = SUMMARY_SCRATCH.get_ptr_mut(0) else {
-        return false;
+        return FULL;
     };
     let generation = SUMMARY_GENERATION
         .get_ptr(0)
@@ -83,8 +92,9 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*key)._pad).write([0; 8]);
         &*key
     };
-    if add(key, bit, now) {
-        return true;
+    let added = add(key, bit, now);
+    if added != FULL {
+        return added;
     }
     // SAFETY: as above; every field of the value is written before it is read.
     let value: &Summary = unsafe {
@@ -102,29 +112,34 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         &*value
     };
     if SUMMARIES.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
-        return true;
+        return COUNTED;
     }
     // Another CPU inserted it meanwhile (add to it), or the map is full.
-    if add(key, bit, now) {
-        return true;
+    let added = add(key, bit, now);
+    if added == FULL {
+        count(Counter::SummariesFull);
     }
-    count(Counter::SummariesFull);
-    false
+    added
 }
 
-/// Adds one outcome to the summary of `key`, if there is one.
+/// Adds one outcome to the summary of `key`, if there is one: [`COUNTED`], [`REPEAT`]
+/// when its bit was set, [`FULL`] when there is no such summary.
 #[inline(always)]
-fn add(key: &SummaryKey, bit: u64, now: u64) -> bool {
+fn add(key: &SummaryKey, bit: u64, now: u64) -> u8 {
     let Some(entry) = SUMMARIES.get_ptr_mut(key) else {
-        return false;
+        return FULL;
     };
     // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
     // values are) and valid for the program's run; other CPUs only add and OR atomically
     // (`last_ns` is a plain store: the latest of racing writers wins, either is right).
     unsafe {
-        atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*entry).ports, bit);
+        let before =
+            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*entry).ports, bit);
+        if before & bit != 0 {
+            return REPEAT;
+        }
         atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*entry).count, 1);
         (&raw mut (*entry).last_ns).write(now);
     }
-    true
+    COUNTED
 }

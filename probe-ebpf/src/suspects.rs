@@ -149,6 +149,21 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     Standing::new(state, failures, walk)
 }
 
+/// True when the source of `pending` has a verdict in force (its walk reached
+/// [`WALK_SCAN`] and it has not idled since): a look, nothing moved. Not inlined: its
+/// locals stay out of `report`'s frame.
+#[inline(never)]
+pub(crate) fn decided(pending: &Pending) -> bool {
+    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+        return false;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run; read only.
+    let set = unsafe { &*set };
+    set.iter().any(|&cell| {
+        suspect::tag(cell) == tag && suspect::decided(cell) && !idle(cell, epoch, idle_after)
+    })
+}
+
 /// The set of the source of `pending` in `SUSPECTS`, its tag, and the clock the cells
 /// age by: the sweep epoch and the sweeps after which a cell is idle.
 #[inline(always)]

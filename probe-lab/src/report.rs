@@ -299,7 +299,7 @@ fn cost_section(md: &mut String, costs: &[CostRow]) {
          event wakes probe-detector at most once a millisecond, so a scan is alerted within \
          a few probes; each wakeup costs kernel time (an inter-processor interrupt, a VM \
          exit on this machine) and a pass of the process, which dominates at low rates. \
-         `--wakeup-ms 0` wakes it only on a backlog (events wait up to 20 ms), the \
+         `--wakeup-ms 0` wakes it only on a backlog (events wait up to 100 ms), the \
          cheapest setting, measured on the same loads for comparison."
     );
 }

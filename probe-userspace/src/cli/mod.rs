@@ -236,7 +236,7 @@ pub struct Cli {
     /// default): the first event after a quiet spell is read at once and a fast scan is
     /// alerted within a few probes, for at most 1000 wakeups a second. Larger: fewer
     /// wakeups, later alerts. 0: only a backlog wakes it; events otherwise wait for the
-    /// 20 ms drain timer (least CPU at a few thousand events a second; see
+    /// 100 ms drain timer (least CPU at a few thousand events a second; see
     /// docs/detection-matrix.md for both, measured).
     #[arg(help_heading = "Kernel", global = true, long, default_value_t = 1, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub wakeup_ms: u64,

@@ -35,15 +35,15 @@ use crate::{
     },
 };
 
-/// How often the ring buffer is read when the kernel has not woken us.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 /// Ring-buffer records handled per turn of the loop at most: under an event flood the
 /// loop still reaches the timers, signals, control socket and metrics between batches.
 const DRAIN_BATCH: usize = 4096;
 /// Time one drain may take before it gives the loop back (it finishes its record).
 const DRAIN_TIME: Duration = Duration::from_millis(5);
-/// How often the kernel's summaries of decided sources are read: a scan's outcomes after
-/// the verdict reach its `update`s and the attack list within two of these.
+/// How often the ring buffer is read when the kernel has not woken us, and the kernel's
+/// summaries of decided sources: a scan's outcomes after the verdict reach its `update`s
+/// and the attack list within two of these. (A verdict wakes us at once; each wakeup on a
+/// virtual machine costs tens of microseconds, so the timer is not faster than it must.)
 const SUMMARY_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the exit may spend on the summaries left.
 const EXIT_SUMMARY_TIME: Duration = Duration::from_millis(200);
@@ -140,10 +140,6 @@ impl Daemon<'_> {
         // Unanswered attempts are found by the expiry program, run often enough that none
         // waits much longer than the timeout.
         let mut expiry = tokio::time::interval(self.kernel.sweep_interval());
-        // The kernel wakes us when a backlog builds or the wakeup gap has passed; other
-        // events are picked up here, at most DRAIN_INTERVAL after they happen.
-        let mut drain = tokio::time::interval(DRAIN_INTERVAL);
-        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Updates held back by the interval, and the summaries of scans gone quiet.
         let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
         let mut stats = tokio::time::interval(STATS_INTERVAL);
@@ -275,7 +271,10 @@ impl Daemon<'_> {
                 }
                 _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
                 _ = summaries.tick() => {
-                    // The ring first: a verdict's event comes before its summaries.
+                    // The kernel wakes us for a verdict, when a backlog builds or when the
+                    // wakeup gap has passed; other events are read here, at most
+                    // SUMMARY_INTERVAL after they happen. The ring first: a verdict's event
+                    // comes before its summaries.
                     self.drain(ring.get_mut(), DRAIN_BATCH)?;
                     if self.summarized(&mut summary_reader, &mut summary_backlog, false)? {
                         // Time ran out with summaries left: the loop's other branches
@@ -283,9 +282,6 @@ impl Daemon<'_> {
                         summaries.reset_immediately();
                         tokio::task::yield_now().await;
                     }
-                }
-                _ = drain.tick() => {
-                    self.drain(ring.get_mut(), DRAIN_BATCH)?;
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;

@@ -330,8 +330,9 @@ impl Engine {
     }
 
     /// Counts `probe` in its source's open scan of its target (its own, or the decoy scan
-    /// it is a member of) and in the source's open sweep, with any update due; false, and
-    /// nothing done, when no such scan of the target is open, or when the probe is one the
+    /// it is a member of) and in the source's open sweep, with any update due (a failed
+    /// port its own scan lists already is a repeat: nothing counted); false, and nothing
+    /// done, when no such scan of the target is open, or when the probe is one the
     /// traceroute filter looks at.
     fn count_in_open_scan(
         &mut self,
@@ -349,7 +350,12 @@ impl Engine {
             target: Some(probe.dst),
             proto: probe.proto,
         };
-        let key = if self.incidents.contains(&own) {
+        let key = if let Some(incident) = self.incidents.get(&own) {
+            // A port its scan has counted already: the kernel's repeat in a later summary
+            // (it tells repeats within a summary's generation only).
+            if probe.failed() && incident.ports.contains(&probe.dst_port) {
+                return true;
+            }
             own
         } else if self.crowd_suspicion(probe) == Some(false) {
             crowd_key(probe.dst, probe.proto)

@@ -126,19 +126,21 @@ pub fn pending_occupancy(ebpf: &Ebpf) -> Result<(u64, u64), LoadError> {
 
 /// The kernel counters, summed over CPUs, in [`Counter`] order.
 pub fn counters(ebpf: &Ebpf) -> Result<Vec<(Counter, u64)>, LoadError> {
+    Counter::ALL
+        .iter()
+        .map(|&counter| Ok((counter, counter_value(ebpf, counter)?)))
+        .collect()
+}
+
+/// One kernel counter, summed over CPUs (one system call).
+pub fn counter_value(ebpf: &Ebpf, counter: Counter) -> Result<u64, LoadError> {
     let map = ebpf
         .map(COUNTERS_MAP)
         .ok_or(LoadError::Missing("COUNTERS map"))?;
     let array = PerCpuArray::<_, u64>::try_from(map)
         .map_err(|_| LoadError::Missing("per-CPU COUNTERS map"))?;
-    Ok(Counter::ALL
-        .iter()
-        .map(|&counter| {
-            let total = array
-                .get(&(counter as u32), 0)
-                .map(|values| values.iter().sum())
-                .unwrap_or(0);
-            (counter, total)
-        })
-        .collect())
+    Ok(array
+        .get(&(counter as u32), 0)
+        .map(|values| values.iter().sum())
+        .unwrap_or(0))
 }

@@ -11,7 +11,9 @@ use aya::{
     Ebpf,
     maps::{Array, Map},
 };
-use probe_common::{SUMMARIES_ENTRIES, SUMMARIES_MAP, SUMMARY_GENERATION_MAP, Summary, SummaryKey};
+use probe_common::{
+    Counter, SUMMARIES_ENTRIES, SUMMARIES_MAP, SUMMARY_GENERATION_MAP, Summary, SummaryKey,
+};
 
 use super::load::LoadError;
 use crate::event::Summarized;
@@ -27,6 +29,11 @@ pub struct SummaryReader {
     /// Entries read, and those that could not be decoded.
     pub read: u64,
     pub undecodable: u64,
+    /// The kernel's count of summarised outcomes at the last read, and the entries that
+    /// read left for later: with neither anything new nor anything left, the map is not
+    /// walked (a walk visits every bucket: a third of a millisecond).
+    summarized: u64,
+    left: usize,
 }
 
 impl SummaryReader {
@@ -35,6 +42,11 @@ impl SummaryReader {
     /// can still be adding to them. With `all`, takes every entry (the programs are
     /// detached, or run only by us, as in `replay`). Returns them decoded, oldest first.
     pub fn collect(&mut self, ebpf: &mut Ebpf, all: bool) -> Result<Vec<Summarized>, LoadError> {
+        let summarized = super::maps::counter_value(ebpf, Counter::Summarized)?;
+        if summarized == self.summarized && self.left == 0 {
+            return Ok(Vec::new());
+        }
+        self.summarized = summarized;
         let current = (self.generation + 1) % GENERATIONS;
         let previous = self.generation;
         let mut generation: Array<_, u32> = Array::try_from(
@@ -55,9 +67,11 @@ impl SummaryReader {
         // its ports in random order (nmap's) cost a system call per port or two.
         let mut entries = lookup_all(fd, SUMMARIES_ENTRIES as usize)
             .map_err(|err| LoadError::Config(format!("reading the summaries: {err}")))?;
+        let total = entries.len();
         entries.retain(|(k, _)| {
             all || (u32::from(k.generation) != current && u32::from(k.generation) != previous)
         });
+        self.left = total - entries.len();
         let keys: Vec<SummaryKey> = entries.iter().map(|(k, _)| *k).collect();
         delete_all(fd, &keys)
             .map_err(|err| LoadError::Config(format!("deleting read summaries: {err}")))?;

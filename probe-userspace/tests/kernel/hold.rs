@@ -22,6 +22,10 @@ fn a_first_failure_waits_for_the_second_and_goes_out_first() {
     assert_eq!(refused(&mut h, scanner(), 22), vec![], "held");
     assert_eq!(h.counter(Counter::Held), 1);
     assert_eq!(h.counter(Counter::EventsSent), 0);
+    // Its repeat (a retransmission) is a repeat: no step, nothing sent.
+    assert_eq!(refused(&mut h, scanner(), 22), vec![]);
+    assert_eq!(h.counter(Counter::Repeats), 1);
+    assert_eq!(h.counter(Counter::HeldReleased), 0);
     let both = refused(&mut h, scanner(), 23);
     let ports: Vec<u16> = both.iter().map(|e| e.dst_port).collect();
     assert_eq!(ports, [22, 23], "the held one first, then the second");
@@ -34,8 +38,9 @@ fn a_first_failure_waits_for_the_second_and_goes_out_first() {
     // From then on, every first failure at once.
     let third = refused(&mut h, scanner(), 24);
     assert_eq!(third.iter().map(|e| e.dst_port).collect::<Vec<_>>(), [24]);
-    // A repeat stays a repeat; a success is never held.
+    // Sent, it is in the outcome table: a repeat stays a repeat. A success is never held.
     assert_eq!(refused(&mut h, scanner(), 22), vec![]);
+    assert_eq!(h.counter(Counter::Repeats), 2);
     let client = v4([198, 18, 0, 77]);
     let probe = Frame::tcp(client, 41_000, victim(), 80, SYN, 5);
     h.inbound_frame(&probe);
