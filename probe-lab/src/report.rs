@@ -295,12 +295,10 @@ fn cost_section(md: &mut String, costs: &[CostRow]) {
     let _ = writeln!(
         md,
         "\nThe expiry sweeps run on a timer whatever the traffic (they report attempts nobody \
-         answered), so their share per packet falls as the rate rises. By default a new \
-         event wakes probe-detector at most once a millisecond, so a scan is alerted within \
-         a few probes; each wakeup costs kernel time (an inter-processor interrupt, a VM \
-         exit on this machine) and a pass of the process, which dominates at low rates. \
-         `--wakeup-ms 0` wakes it only on a backlog (events wait up to 100 ms), the \
-         cheapest setting, measured on the same loads for comparison."
+         answered), so their share per packet falls as the rate rises; so do the timers of \
+         the process (the ring and the kernel's summaries read every 100 ms). The kernel's \
+         verdict on the scanner wakes probe-detector at once; the scanner's later probes \
+         are counted in the kernel's summaries, not sent one by one, and wake nobody."
     );
 }
 

@@ -254,6 +254,20 @@ impl Engine {
             .map(|i| i.spread)
     }
 
+    /// True for a probe the traceroute filter judges (a UDP failure at a low TTL) while the
+    /// source has no scan of the probe's target open: a verdict on it may be a
+    /// traceroute's.
+    pub fn traceroute_shaped(&self, probe: &Probe) -> bool {
+        let (src, _) = self.group(probe.src);
+        let own = IncidentKey {
+            src,
+            kind: ScanKind::Vertical,
+            target: Some(probe.dst),
+            proto: probe.proto,
+        };
+        self.traces.looks_at(probe) && !self.incidents.contains(&own)
+    }
+
     /// Whether a per-source verdict on `probe`'s target folds into the distributed scan
     /// its source is a member of: always for decoys; never for a spread scan, whose
     /// members fail on one or two ports: a source with a verdict of its own on the target

@@ -135,7 +135,12 @@ fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<(u32, bool)> {
     Err(err)
 }
 
-/// Every (key, value) of the summaries hash, in batches.
+/// Entries one batch reads: the kernel allocates (and clears) buffers of this many for each
+/// call, so a batch as large as the map would cost more than the few entries a quiet
+/// interval leaves.
+const BATCH: usize = 256;
+
+/// Every (key, value) of the summaries hash, in batches of [`BATCH`].
 fn lookup_all(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Vec<(SummaryKey, Summary)>> {
     let zero_key = SummaryKey {
         src_addr: [0; 16],
@@ -161,32 +166,49 @@ fn lookup_all(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Vec<(SummaryKey
         icmp_code: 0,
         _pad: [0; 7],
     };
-    let mut keys = vec![zero_key; capacity];
-    let mut values = vec![zero_value; capacity];
-    let (mut token, mut total) = (0u32, 0usize);
-    loop {
+    let mut batch_size = BATCH;
+    let mut keys = vec![zero_key; batch_size];
+    let mut values = vec![zero_value; batch_size];
+    let mut out = Vec::new();
+    let (mut token, mut started) = (0u32, false);
+    while out.len() < capacity {
         let mut attr = BatchAttr {
-            in_batch: if total == 0 {
-                0
-            } else {
+            in_batch: if started {
                 std::ptr::from_ref(&token) as u64
+            } else {
+                0
             },
             out_batch: std::ptr::from_mut(&mut token) as u64,
-            keys: keys[total..].as_mut_ptr() as u64,
-            values: values[total..].as_mut_ptr() as u64,
-            count: u32::try_from(capacity - total).unwrap_or(u32::MAX),
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: batch_size as u32,
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        let (read, done) = batch(BPF_MAP_LOOKUP_BATCH, &mut attr)?;
-        total += read as usize;
-        if done || total >= capacity {
+        let (read, done) = match batch(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(result) => result,
+            // A bucket holds more entries than the batch: a larger batch, same place.
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && batch_size < capacity => {
+                batch_size *= 2;
+                keys.resize(batch_size, zero_key);
+                values.resize(batch_size, zero_value);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        started = true;
+        let read = read as usize;
+        out.extend(
+            keys[..read]
+                .iter()
+                .copied()
+                .zip(values[..read].iter().copied()),
+        );
+        if done {
             break;
         }
     }
-    keys.truncate(total);
-    values.truncate(total);
-    Ok(keys.into_iter().zip(values).collect())
+    Ok(out)
 }
 
 /// Deletes `keys` from the summaries hash, in batches (a key gone already is no error).

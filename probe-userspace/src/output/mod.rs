@@ -315,10 +315,11 @@ impl<W: Write> Pipeline<W> {
     fn review_kernel_block(&mut self, probe: &Probe, now: Duration) {
         let mac = self.macs.get(probe.src);
         let crowd = self.engine.crowd_suspicion(probe);
+        let traceroute = self.engine.traceroute_shaped(probe);
         let Blocking::Live(blocker) = &mut self.blocking else {
             return;
         };
-        match blocker.review_kernel_block(probe.src, now, mac, crowd) {
+        match blocker.review_kernel_block(probe.src, now, mac, crowd, traceroute) {
             Ok(None) => {}
             Ok(Some(why)) => {
                 log::info!("lifted the kernel's block of {}: {why}", probe.src);

@@ -415,6 +415,7 @@ impl Blocker {
         now: Duration,
         mac: Option<[u8; 6]>,
         crowd: Option<bool>,
+        traceroute: bool,
     ) -> Result<Option<Spared>, BlockError> {
         let addr = canonical(addr);
         if self.automatic.contains_key(&addr) || self.manual.contains_key(&addr) {
@@ -428,6 +429,7 @@ impl Blocker {
         let why = mapped_source(addr)
             .or_else(|| self.protection(addr, Asker::Scan { mac }, now))
             .or(spoofed)
+            .or(traceroute.then_some(Spared::Traceroute))
             .or_else(|| match self.budget.take(addr, now) {
                 Ok(()) => None,
                 Err(Refusal::Rate) => Some(Spared::BlockRate),

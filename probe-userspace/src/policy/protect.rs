@@ -38,6 +38,10 @@ pub enum Spared {
     /// forge those, and blocking them stops nothing (they send no more). Never blocked,
     /// even with `--block-spoofed`.
     Spread,
+    /// The kernel's verdict came on a probe the traceroute filter holds back (a UDP
+    /// failure at a low TTL): a traceroute's probes reaching this host fail on ever new
+    /// ports too. The source is blocked only if its probes turn out a scan.
+    Traceroute,
     /// `--block-rate` new automatic blocks a second were made already.
     BlockRate,
     /// Its /24 or /48 holds `--block-prefix-cap` automatic blocks already.
@@ -60,6 +64,9 @@ impl fmt::Display for Spared {
             Spared::LikelySpoofed => "likely spoofed (--block-spoofed is off)",
             Spared::Spread => {
                 "one of many sources of one or two probes each (a spread scan, forgeable)"
+            }
+            Spared::Traceroute => {
+                "its probes look like a traceroute's (UDP, low TTL) until they show a scan"
             }
             Spared::BlockRate => "over the budget of new automatic blocks (--block-rate)",
             Spared::PrefixCap => "its network holds --block-prefix-cap automatic blocks already",

@@ -391,7 +391,7 @@ fn the_kernel_blocks_on_its_verdict_within_policy_and_budget_and_drops_our_answe
     let now = clock::monotonic_now();
     assert_eq!(
         blocker
-            .review_kernel_block(scanner, now, None, None)
+            .review_kernel_block(scanner, now, None, None, false)
             .unwrap(),
         None
     );
@@ -426,12 +426,14 @@ fn userspace_lifts_a_kernel_block_its_policy_would_not_make() {
     assert!(four_refused(&mut h, first).kernel_blocked);
     assert!(four_refused(&mut h, second).kernel_blocked);
     assert_eq!(
-        blocker.review_kernel_block(first, now, None, None).unwrap(),
+        blocker
+            .review_kernel_block(first, now, None, None, false)
+            .unwrap(),
         None
     );
     assert_eq!(
         blocker
-            .review_kernel_block(second, now, None, None)
+            .review_kernel_block(second, now, None, None, false)
             .unwrap(),
         Some(Spared::PrefixCap)
     );
@@ -440,12 +442,23 @@ fn userspace_lifts_a_kernel_block_its_policy_would_not_make() {
     assert!(four_refused(&mut h, decoy).kernel_blocked);
     assert_eq!(
         blocker
-            .review_kernel_block(decoy, now, None, Some(false))
+            .review_kernel_block(decoy, now, None, Some(false), false)
             .unwrap(),
         Some(Spared::LikelySpoofed)
+    );
+    // A verdict on a probe the traceroute filter holds back (a traceroute's UDP probes
+    // reaching this host fail on ever new ports too) is lifted until a scan shows.
+    let tracer = v4([198, 18, 11, 1]);
+    assert!(four_refused(&mut h, tracer).kernel_blocked);
+    assert_eq!(
+        blocker
+            .review_kernel_block(tracer, now, None, None, true)
+            .unwrap(),
+        Some(Spared::Traceroute)
     );
     let frame = |src| Frame::tcp(src, 41_300, victim(), 9, SYN, 9).bytes();
     assert_eq!(h.xdp_verdict(&frame(first)), XDP_DROP);
     assert_eq!(h.xdp_verdict(&frame(second)), XDP_PASS);
     assert_eq!(h.xdp_verdict(&frame(decoy)), XDP_PASS);
+    assert_eq!(h.xdp_verdict(&frame(tracer)), XDP_PASS);
 }
