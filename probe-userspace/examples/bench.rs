@@ -217,6 +217,59 @@ fn main() -> anyhow::Result<()> {
         },
         &mut ring,
     )?);
+    // The verdict: a new source per packet, its first three failures unmeasured, the RST
+    // of its fourth measured (an event submitted with a forced wakeup).
+    rows.push(distinct_with(
+        "egress RST settling a pending SYN (the verdict: event, forced wakeup)",
+        egress,
+        trivial_tc,
+        |round, i| verdict_frames(ingress, egress, round, i),
+        &mut ring,
+    )?);
+    // With `--block`: XDP looks up BLOCKED for every frame, and the verdict blocks.
+    {
+        let (blocking, mut blocking_ring) = open(&KernelConfig {
+            block: true,
+            block_rate: 1_000_000,
+            ..config.clone()
+        })?;
+        let ingress = Prog::Xdp(xdp(&blocking, probe_common::XDP_PROGRAM)?);
+        let egress = Prog::Tc(tc(&blocking, probe_common::TC_PROGRAM)?);
+        let trivial_xdp = Prog::Xdp(xdp(&blocking, "bench_xdp_pass")?);
+        let trivial_tc = Prog::Tc(tc(&blocking, "bench_tc_ok")?);
+        rows.push(distinct(
+            "new SYN, IPv4, --block",
+            ingress,
+            trivial_xdp,
+            |round, i| Ok(vec![new_syn(round, i, false)]),
+        )?);
+        rows.push(distinct(
+            "new SYN, IPv6, --block",
+            ingress,
+            trivial_xdp,
+            |round, i| Ok(vec![new_syn(round, i, true)]),
+        )?);
+        rows.push(distinct_with(
+            "egress RST to a blocked source (the answer dropped), --block",
+            egress,
+            trivial_tc,
+            |round, i| {
+                // One source per round, blocked at its fourth failure: its later SYNs are
+                // dropped in XDP, and our answers to it (these RSTs) in TC.
+                let probe = settle_probe(round + 8, i, 0);
+                ingress.run(&probe.bytes(), 1)?;
+                Ok(vec![probe.refusal().bytes()])
+            },
+            &mut blocking_ring,
+        )?);
+        rows.push(distinct_with(
+            "egress RST settling a pending SYN (the verdict: event, the source blocked), --block",
+            egress,
+            trivial_tc,
+            |round, i| verdict_frames(ingress, egress, round, i),
+            &mut blocking_ring,
+        )?);
+    }
     // Every first outcome a ring-buffer event (`--probes`: nothing held or summarised),
     // in an object of its own: the most expensive path.
     {
@@ -306,6 +359,24 @@ fn new_syn(round: usize, i: usize, ipv6: bool) -> Vec<u8> {
         (v4([198, 19, (n >> 8) as u8, n as u8]), v4([198, 18, 0, 2]))
     };
     Frame::tcp(src, 10_000 + (n / 65_536) as u16, dst, 443, SYN, n as u32).bytes()
+}
+
+/// The frames of a verdict: a new source per packet (198.19.128.0/17), its first three
+/// SYNs refused unmeasured, then its fourth SYN; returns the RST of the fourth.
+fn verdict_frames(
+    ingress: Prog<'_>,
+    egress: Prog<'_>,
+    round: usize,
+    i: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let src = v4([198, 19, (128 + 16 * round + i / 256) as u8, i as u8]);
+    let syn = |port: u16| Frame::tcp(src, 51_000, v4([198, 18, 0, 2]), port, SYN, u32::from(port));
+    for port in 1..=3 {
+        ingress.run(&syn(port).bytes(), 1)?;
+        egress.run(&syn(port).refusal().bytes(), 1)?;
+    }
+    ingress.run(&syn(4).bytes(), 1)?;
+    Ok(vec![syn(4).refusal().bytes()])
 }
 
 /// A SYN to port `1 + i` from a source of its own per packet (198.19.16.0/20 and up, a
