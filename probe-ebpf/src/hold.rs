@@ -21,7 +21,7 @@ use crate::{
     maps::{EPOCH, EVENTS, KEY_SCRATCH, OUTCOMES, count},
     parse::Addr,
     pending::Flow,
-    report::wakeup_flags,
+    report::{wakeup_flags, write_event},
     suspects::unit,
 };
 
@@ -85,32 +85,21 @@ pub(crate) fn hold(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: array slot from a successful lookup, valid for the program's run; written
-    // field by field (64 bytes this frame cannot spare), every field, padding included. A
-    // racing CPU holding another source in the same slot can tear it: the tag then names
-    // one source and the event may be the other's, a race of nanoseconds.
+    // SAFETY: array slot from a successful lookup, valid for the program's run; its event
+    // written whole by `write_event`. A racing CPU holding another source in the same
+    // slot can tear it: the tag then names one source and the event may be the other's,
+    // a race of nanoseconds.
     unsafe {
         if (*slot).tag != 0 {
             count(Counter::HeldOverwritten);
         }
-        let event = &raw mut (*slot).event;
-        (&raw mut (*event).timestamp_ns).write(now);
-        (&raw mut (*event).src_addr).write(pending.remote);
-        (&raw mut (*event).dst_addr).write(pending.local);
-        (&raw mut (*event).ifindex).write(pending.ifindex);
-        (&raw mut (*event).src_port).write(pending.remote_port);
-        (&raw mut (*event).dst_port).write(pending.local_port);
-        (&raw mut (*event).proto).write(pending.proto);
-        (&raw mut (*event).probe).write(pending.probe);
-        (&raw mut (*event).outcome).write(outcome as u8);
-        (&raw mut (*event).tcp_flags).write(pending.tcp_flags);
-        (&raw mut (*event).ttl).write(pending.ttl);
-        (&raw mut (*event).icmp_type).write(icmp_type);
-        (&raw mut (*event).icmp_code).write(icmp_code);
-        (&raw mut (*event).ip_version).write(pending.ip_version);
-        (&raw mut (*event).src_mac).write(pending.mac);
-        (&raw mut (*event).verdict).write(0);
-        (&raw mut (*event)._pad2).write(0);
+        write_event(
+            &raw mut (*slot).event,
+            pending,
+            (outcome, icmp_type, icmp_code),
+            0,
+            now,
+        );
         (&raw mut (*slot)._pad).write(0);
         (&raw mut (*slot).tag).write(tag);
     }

@@ -140,9 +140,42 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     // 64 bytes of a stack the deepest call chain (egress, ACK probe, report) cannot spare.
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points to the reserved, writable record of size_of::<ProbeEvent>()
-    // bytes; every field is written before the submit, padding included.
+    // bytes; bpf_ktime_get_ns has no preconditions.
     unsafe {
-        (&raw mut (*event).timestamp_ns).write(bpf_ktime_get_ns());
+        write_event(
+            event,
+            pending,
+            (outcome, icmp_type, icmp_code),
+            verdict_byte,
+            bpf_ktime_get_ns(),
+        );
+    }
+    // The verdict wakes the reader at once: its alert must not wait for the wakeup gap.
+    entry.submit(if verdict {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        wakeup_flags()
+    });
+    count(Counter::EventsSent);
+}
+
+/// Writes the event of an outcome of `pending` (the outcome, ICMP type and code), with its
+/// verdict byte and time, at `event`, field by field: every field, padding included.
+///
+/// # Safety
+///
+/// `event` points to writable memory of `size_of::<ProbeEvent>()` bytes.
+#[inline(always)]
+pub(crate) unsafe fn write_event(
+    event: *mut ProbeEvent,
+    pending: &Pending,
+    (outcome, icmp_type, icmp_code): (Outcome, u8, u8),
+    verdict: u8,
+    now: u64,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        (&raw mut (*event).timestamp_ns).write(now);
         (&raw mut (*event).src_addr).write(pending.remote);
         (&raw mut (*event).dst_addr).write(pending.local);
         (&raw mut (*event).ifindex).write(pending.ifindex);
@@ -157,16 +190,9 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         (&raw mut (*event).icmp_code).write(icmp_code);
         (&raw mut (*event).ip_version).write(pending.ip_version);
         (&raw mut (*event).src_mac).write(pending.mac);
-        (&raw mut (*event).verdict).write(verdict_byte);
+        (&raw mut (*event).verdict).write(verdict);
         (&raw mut (*event)._pad2).write(0);
     }
-    // The verdict wakes the reader at once: its alert must not wait for the wakeup gap.
-    entry.submit(if verdict {
-        u64::from(BPF_RB_FORCE_WAKEUP)
-    } else {
-        wakeup_flags()
-    });
-    count(Counter::EventsSent);
 }
 
 /// The flags of a ring-buffer submit made now. No wakeup per record: the default

@@ -184,37 +184,25 @@ fn main() -> anyhow::Result<()> {
         "egress RST settling a pending SYN (a new source's first failure: held)",
         egress,
         trivial_tc,
-        |round, i| {
-            let probe = new_source_probe(round, i);
-            ingress.run(&probe.bytes(), 1)?;
-            Ok(vec![probe.refusal().bytes()])
-        },
+        |round, i| refused(ingress, new_source_probe(round, i)),
         &mut ring,
     )?);
     // An RST settling a pending SYN to a new port of one source per round, which the
-    // kernel decides on at its fourth: then an OUTCOMES insert and a summary's bit.
+    // kernel decides on at its fourth: then a summary's bit (no OUTCOMES insert).
     rows.push(distinct_with(
         "egress RST settling a pending SYN (a decided source's new port: summary)",
         egress,
         trivial_tc,
-        |round, i| {
-            let probe = settle_probe(round, i, 0);
-            ingress.run(&probe.bytes(), 1)?;
-            Ok(vec![probe.refusal().bytes()])
-        },
+        |round, i| refused(ingress, settle_probe(round, i, 0)),
         &mut ring,
     )?);
-    // The same sources and ports again: already reported, so an OUTCOMES lookup and an
-    // atomic add instead of an insert.
+    // The same sources and ports again: repeats, told by the summaries' bits (the first
+    // four by OUTCOMES).
     rows.push(distinct_with(
-        "egress RST settling a pending SYN (port seen before: counter)",
+        "egress RST settling a pending SYN (port seen before: repeat)",
         egress,
         trivial_tc,
-        |round, i| {
-            let probe = settle_probe(round, i, 1);
-            ingress.run(&probe.bytes(), 1)?;
-            Ok(vec![probe.refusal().bytes()])
-        },
+        |round, i| refused(ingress, settle_probe(round, i, 1)),
         &mut ring,
     )?);
     // The verdict: a new source per packet, its first three failures unmeasured, the RST
@@ -253,13 +241,9 @@ fn main() -> anyhow::Result<()> {
             "egress RST to a blocked source (the answer dropped), --block",
             egress,
             trivial_tc,
-            |round, i| {
-                // One source per round, blocked at its fourth failure: its later SYNs are
-                // dropped in XDP, and our answers to it (these RSTs) in TC.
-                let probe = settle_probe(round + 8, i, 0);
-                ingress.run(&probe.bytes(), 1)?;
-                Ok(vec![probe.refusal().bytes()])
-            },
+            // One source per round, blocked at its fourth failure: its later SYNs are
+            // dropped in XDP, and our answers to it (these RSTs) in TC.
+            |round, i| refused(ingress, settle_probe(round + 8, i, 0)),
             &mut blocking_ring,
         )?);
         rows.push(distinct_with(
@@ -285,11 +269,7 @@ fn main() -> anyhow::Result<()> {
             "egress RST settling a pending SYN (new port: event, as with --probes)",
             egress,
             trivial_tc,
-            |round, i| {
-                let probe = settle_probe(round, i, 0);
-                ingress.run(&probe.bytes(), 1)?;
-                Ok(vec![probe.refusal().bytes()])
-            },
+            |round, i| refused(ingress, settle_probe(round, i, 0)),
             &mut every_ring,
         )?);
     }
@@ -359,6 +339,12 @@ fn new_syn(round: usize, i: usize, ipv6: bool) -> Vec<u8> {
         (v4([198, 19, (n >> 8) as u8, n as u8]), v4([198, 18, 0, 2]))
     };
     Frame::tcp(src, 10_000 + (n / 65_536) as u16, dst, 443, SYN, n as u32).bytes()
+}
+
+/// Runs `probe` (a SYN) through XDP, unmeasured; returns our RST refusing it.
+fn refused(ingress: Prog<'_>, probe: Frame) -> anyhow::Result<Vec<Vec<u8>>> {
+    ingress.run(&probe.bytes(), 1)?;
+    Ok(vec![probe.refusal().bytes()])
 }
 
 /// The frames of a verdict: a new source per packet (198.19.128.0/17), its first three
@@ -573,50 +559,57 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
     }
     let find = |path: &str| rows.iter().find(|r| r.path == path);
     println!("\nTargets:\n");
-    for path in ["new SYN, IPv4", "new SYN, IPv6"] {
+    const LINE_RATE: &str = " net per packet (10 GbE line rate of minimum-size SYNs on one core)";
+    const COMMON: &str = "x the trivial program (the common non-SYN path)";
+    const QUIET: &str = " net (a settle without a ring-buffer event)";
+    let targets = [
+        (
+            "new SYN, IPv4",
+            LINE_RATE,
+            67.0,
+            Row::net as fn(&Row) -> f64,
+            " ns",
+        ),
+        ("new SYN, IPv6", LINE_RATE, 67.0, Row::net, " ns"),
+        (
+            "established-flow ACK, 100 B payload",
+            COMMON,
+            1.3,
+            Row::ratio,
+            "x",
+        ),
+        ("egress established-flow ACK", COMMON, 1.3, Row::ratio, "x"),
+        (
+            "egress RST settling a pending SYN (a new source's first failure: held)",
+            QUIET,
+            200.0,
+            Row::net,
+            " ns",
+        ),
+        (
+            "egress RST settling a pending SYN (a decided source's new port: summary)",
+            QUIET,
+            200.0,
+            Row::net,
+            " ns",
+        ),
+        (
+            "egress RST settling a pending SYN (port seen before: repeat)",
+            QUIET,
+            200.0,
+            Row::net,
+            " ns",
+        ),
+    ];
+    for (path, what, limit, figure, unit) in targets {
         if let Some(r) = find(path) {
-            let verdict = if r.net() <= 67.0 {
+            let value = figure(r);
+            let verdict = if value <= limit {
                 "met".to_owned()
             } else {
-                format!("missed by {:.1} ns", r.net() - 67.0)
+                format!("missed by {:.2}{unit}", value - limit)
             };
-            println!(
-                "- {path}: at most 67 ns net per packet (10 GbE line rate of minimum-size SYNs on one core): {:.1} ns, {verdict}.",
-                r.net()
-            );
-        }
-    }
-    for path in [
-        "established-flow ACK, 100 B payload",
-        "egress established-flow ACK",
-    ] {
-        if let Some(r) = find(path) {
-            let verdict = if r.ratio() <= 1.3 {
-                "met".to_owned()
-            } else {
-                format!("missed by {:.2}x", r.ratio() - 1.3)
-            };
-            println!(
-                "- {path} (the common non-SYN path): at most 1.3x the trivial program: {:.2}x, {verdict}.",
-                r.ratio()
-            );
-        }
-    }
-    for path in [
-        "egress RST settling a pending SYN (a new source's first failure: held)",
-        "egress RST settling a pending SYN (a decided source's new port: summary)",
-        "egress RST settling a pending SYN (port seen before: counter)",
-    ] {
-        if let Some(r) = find(path) {
-            let verdict = if r.net() <= 200.0 {
-                "met".to_owned()
-            } else {
-                format!("missed by {:.1} ns", r.net() - 200.0)
-            };
-            println!(
-                "- {path} (a settle without a ring-buffer event): at most 200 ns net: {:.1} ns, {verdict}.",
-                r.net()
-            );
+            println!("- {path}: at most {limit}{what}: {value:.2}{unit}, {verdict}.");
         }
     }
     let slots = probe_common::PENDING_ENTRIES;

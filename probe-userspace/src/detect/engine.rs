@@ -258,14 +258,17 @@ impl Engine {
     /// source has no scan of the probe's target open: a verdict on it may be a
     /// traceroute's.
     pub fn traceroute_shaped(&self, probe: &Probe) -> bool {
-        let (src, _) = self.group(probe.src);
-        let own = IncidentKey {
-            src,
+        self.traces.looks_at(probe) && !self.incidents.contains(&self.own_scan(probe))
+    }
+
+    /// The key of the scan of `probe`'s target by `probe`'s source (its group).
+    fn own_scan(&self, probe: &Probe) -> IncidentKey {
+        IncidentKey {
+            src: self.group(probe.src).0,
             kind: ScanKind::Vertical,
             target: Some(probe.dst),
             proto: probe.proto,
-        };
-        self.traces.looks_at(probe) && !self.incidents.contains(&own)
+        }
     }
 
     /// Whether a per-source verdict on `probe`'s target folds into the distributed scan
@@ -357,13 +360,8 @@ impl Engine {
         if self.traces.looks_at(probe) {
             return false;
         }
-        let (src, _) = self.group(probe.src);
-        let own = IncidentKey {
-            src,
-            kind: ScanKind::Vertical,
-            target: Some(probe.dst),
-            proto: probe.proto,
-        };
+        let own = self.own_scan(probe);
+        let src = own.src;
         let key = if let Some(incident) = self.incidents.get(&own) {
             // A port its scan has counted already: the kernel's repeat in a later summary
             // (it tells repeats within a summary's generation only).
