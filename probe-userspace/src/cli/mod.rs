@@ -246,7 +246,10 @@ pub struct Cli {
     pub ringbuf_bytes: u32,
 
     /// Also write each outcome the kernel reports (refused, accepted, unanswered, ...) as
-    /// a JSON line with event_type "probe": the raw evidence behind the alerts.
+    /// a JSON line with event_type "probe": the raw evidence behind the alerts. The kernel
+    /// then sends every first outcome with its own time and source port: it holds no
+    /// source's first failure and summarises no decided scanner's probes (more CPU under
+    /// a scan or a flood).
     #[arg(help_heading = "Output", long, global = true)]
     pub probes: bool,
 
