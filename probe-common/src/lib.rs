@@ -657,8 +657,6 @@ pub struct Summary {
     /// `bpf_ktime_get_ns()` of the first and the latest outcome counted.
     pub first_ns: u64,
     pub last_ns: u64,
-    /// First outcomes counted (the bits set, unless two CPUs raced on one port).
-    pub count: u32,
     /// Interface the first attempt arrived on.
     pub ifindex: u32,
     /// The link-layer address the first attempt came from.
@@ -669,7 +667,7 @@ pub struct Summary {
     pub icmp_type: u8,
     pub icmp_code: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 11],
 }
 
 const _: () = assert!(size_of::<Summary>() == 48);

@@ -26,7 +26,7 @@ use crate::{
     ours::host_slot,
     parse::Addr,
     summary::{COUNTED, REPEAT, summarize, summarizing},
-    suspects::{UNDECIDED, VERDICT, decided, step},
+    suspects::{UNDECIDED, VERDICT, step, step_decided},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -85,8 +85,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     count(failure);
     // A source the kernel had decided on: summarised, neither sent nor inserted (see
     // `crate::summary`); its walk still steps, so that it does not idle.
-    if summarizing() && decided(pending) {
-        let _ = step(pending, !accepted);
+    if summarizing() && step_decided(pending, !accepted) {
         match summarize(pending, outcome, icmp_type, icmp_code) {
             COUNTED => {
                 count(Counter::Summarized);

@@ -11,7 +11,7 @@
 //! before it reads: it reads a generation only once no program can still be writing it.
 
 use core::{
-    intrinsics::{AtomicOrdering, atomic_or, atomic_xadd},
+    intrinsics::{AtomicOrdering, atomic_or},
     ptr::read_volatile,
 };
 
@@ -102,13 +102,12 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*value).ports).write(bit);
         (&raw mut (*value).first_ns).write(now);
         (&raw mut (*value).last_ns).write(now);
-        (&raw mut (*value).count).write(1);
         (&raw mut (*value).ifindex).write(pending.ifindex);
         (&raw mut (*value).src_mac).write(pending.mac);
         (&raw mut (*value).tcp_flags).write(pending.tcp_flags);
         (&raw mut (*value).icmp_type).write(icmp_type);
         (&raw mut (*value).icmp_code).write(icmp_code);
-        (&raw mut (*value)._pad).write([0; 7]);
+        (&raw mut (*value)._pad).write([0; 11]);
         &*value
     };
     if SUMMARIES.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
@@ -130,7 +129,7 @@ fn add(key: &SummaryKey, bit: u64, now: u64) -> u8 {
         return FULL;
     };
     // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
-    // values are) and valid for the program's run; other CPUs only add and OR atomically
+    // values are) and valid for the program's run; other CPUs only OR atomically
     // (`last_ns` is a plain store: the latest of racing writers wins, either is right).
     unsafe {
         let before =
@@ -138,7 +137,6 @@ fn add(key: &SummaryKey, bit: u64, now: u64) -> u8 {
         if before & bit != 0 {
             return REPEAT;
         }
-        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*entry).count, 1);
         (&raw mut (*entry).last_ns).write(now);
     }
     COUNTED

@@ -149,19 +149,33 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     Standing::new(state, failures, walk)
 }
 
-/// True when the source of `pending` has a verdict in force (its walk reached
-/// [`WALK_SCAN`] and it has not idled since): a look, nothing moved. Not inlined: its
-/// locals stay out of `report`'s frame.
+/// When the source of `pending` has a verdict in force (its walk reached [`WALK_SCAN`]
+/// and it has not idled since): steps it as [`step`] would (the failure counted, the
+/// cell kept from idling) and returns true; otherwise moves nothing and returns false.
+/// One look at the set for the decided source's outcomes, the most frequent under a
+/// scan. Not inlined: its locals stay out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn decided(pending: &Pending) -> bool {
+pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
     let Some((set, tag, epoch, idle_after)) = locate(pending) else {
         return false;
     };
-    // SAFETY: array slot from a successful lookup, valid for the program's run; read only.
-    let set = unsafe { &*set };
-    set.iter().any(|&cell| {
-        suspect::tag(cell) == tag && suspect::decided(cell) && !idle(cell, epoch, idle_after)
-    })
+    // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
+    // may write it meanwhile (a lost step at worst, see the module documentation).
+    let set = unsafe { &mut *set };
+    for cell in set.iter_mut() {
+        let value = *cell;
+        if suspect::tag(value) == tag {
+            if !suspect::decided(value) || idle(value, epoch, idle_after) {
+                return false;
+            }
+            let failures = suspect::failures(value)
+                .saturating_add(u8::from(failed))
+                .min(127);
+            *cell = suspect::pack(tag, suspect::walk(value), failures, true, epoch);
+            return true;
+        }
+    }
+    false
 }
 
 /// The set of the source of `pending` in `SUSPECTS`, its tag, and the clock the cells

@@ -26,8 +26,7 @@ const GENERATIONS: u32 = 4;
 pub struct SummaryReader {
     /// The generation programs write in now.
     generation: u32,
-    /// Entries read, and those that could not be decoded.
-    pub read: u64,
+    /// Entries that could not be decoded.
     pub undecodable: u64,
     /// The kernel's count of summarised outcomes at the last read, and the entries that
     /// read left for later: with neither anything new nor anything left, the map is not
@@ -76,7 +75,6 @@ impl SummaryReader {
         delete_all(fd, &keys)
             .map_err(|err| LoadError::Config(format!("deleting read summaries: {err}")))?;
         entries.sort_by_key(|(_, s)| s.first_ns);
-        self.read += entries.len() as u64;
         let mut summaries = Vec::with_capacity(entries.len());
         for (key, summary) in &entries {
             match Summarized::decode(key, summary) {
@@ -158,13 +156,12 @@ fn lookup_all(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Vec<(SummaryKey
         ports: 0,
         first_ns: 0,
         last_ns: 0,
-        count: 0,
         ifindex: 0,
         src_mac: [0; 6],
         tcp_flags: 0,
         icmp_type: 0,
         icmp_code: 0,
-        _pad: [0; 7],
+        _pad: [0; 11],
     };
     let mut batch_size = BATCH;
     let mut keys = vec![zero_key; batch_size];
