@@ -34,8 +34,9 @@ pub const OURS_MAP: &str = "OURS";
 pub const CONTACTED_MAP: &str = "CONTACTED";
 /// Global (`u64`): sweeps during which a host we contacted may call back unreported.
 pub const CALLBACK_EPOCHS_GLOBAL: &str = "CALLBACK_EPOCHS";
-/// Array of four `u64`s kept by the expiry program: [`PENDING_STATS_LIVE`],
-/// [`PENDING_STATS_EPOCH`], [`PENDING_STATS_CURSOR`] and [`PENDING_STATS_COUNTING`].
+/// Array of [`PENDING_STATS_ENTRIES`] `u64`s kept by the expiry program:
+/// [`PENDING_STATS_LIVE`], [`PENDING_STATS_EPOCH`], [`PENDING_STATS_CURSOR`],
+/// [`PENDING_STATS_COUNTING`], [`PENDING_STATS_WALKED`] and [`PENDING_STATS_WALKING`].
 pub const PENDING_STATS_MAP: &str = "PENDING_STATS";
 /// Index in `PENDING_STATS`: pending slots holding an attempt after the last sweep (the
 /// table's occupancy: the closer to full, the more attempts collide and overwrite).
@@ -48,6 +49,13 @@ pub const PENDING_STATS_EPOCH: u32 = 1;
 pub const PENDING_STATS_CURSOR: u32 = 2;
 /// Index in `PENDING_STATS`: live slots counted so far by the sweep under way.
 pub const PENDING_STATS_COUNTING: u32 = 3;
+/// Index in `PENDING_STATS`: slots the last complete sweep read (those of the regions an
+/// attempt was written into; every slot each [`FULL_SWEEP_EVERY`]th sweep).
+pub const PENDING_STATS_WALKED: u32 = 4;
+/// Index in `PENDING_STATS`: slots read so far by the sweep under way.
+pub const PENDING_STATS_WALKING: u32 = 5;
+/// Entries of `PENDING_STATS`.
+pub const PENDING_STATS_ENTRIES: u32 = 6;
 /// Global (`u32`): slots one run of the expiry program looks at. A sweep is several runs,
 /// so that userspace can drain the ring buffer between them: one chunk reports at most
 /// this many records, which must fit the ring.
@@ -90,6 +98,22 @@ pub const HOME_TRIE_ENTRIES: u32 = 4096;
 
 /// Default `PENDING` slots: 65 536 × 64 B = 4 MiB.
 pub const PENDING_ENTRIES: u32 = 65_536;
+/// `PENDING` slots per region of the expiry sweep (log2): the sweep walks only the
+/// regions an attempt was written into since it last found them empty.
+pub const PENDING_REGION_SHIFT: u32 = 6;
+/// Every this many sweeps, the sweep walks every region, flagged or not: a flag lost to
+/// a race between CPUs delays an expiry by at most this many sweeps.
+pub const FULL_SWEEP_EVERY: u64 = 16;
+/// Name of the map of region flags (`u8` per region of `PENDING`; size set at load:
+/// pending slots >> [`PENDING_REGION_SHIFT`], at least 1).
+pub const PENDING_REGIONS_MAP: &str = "PENDING_REGIONS";
+
+/// The number of regions of a pending table of `slots` slots (a power of two).
+pub const fn pending_regions(slots: u32) -> u32 {
+    let regions = slots >> PENDING_REGION_SHIFT;
+    if regions == 0 { 1 } else { regions }
+}
+
 /// Default `OURS` slots: 16 384 × 4 B = 64 KiB.
 pub const OURS_ENTRIES: u32 = 16_384;
 /// Default `OUTCOMES` entries: 65 536 × (48 B key + 8 B value + ~56 B kernel overhead)

@@ -1,22 +1,39 @@
 //! The expiry sweep, run by userspace through `BPF_PROG_TEST_RUN` a third of the pending
 //! timeout apart, in chunks: attempts left unanswered are reported, and the table's
-//! occupancy counted.
+//! occupancy counted. It walks only the regions of the table an attempt was written into
+//! (`PENDING_REGIONS`), so a quiet table costs a look at each region's flag, not a read of
+//! every slot; every [`FULL_SWEEP_EVERY`]th sweep walks them all.
 
-use aya_ebpf::helpers::generated::bpf_loop;
-use core::{ffi::c_void, ptr::read_volatile};
+use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::Array};
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 use probe_common::{
-    Counter, Outcome, PENDING_STATS_COUNTING, PENDING_STATS_CURSOR, PENDING_STATS_EPOCH,
-    PENDING_STATS_LIVE,
+    Counter, FULL_SWEEP_EVERY, Outcome, PENDING_REGION_SHIFT, PENDING_STATS_COUNTING,
+    PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_LIVE, PENDING_STATS_WALKED,
+    PENDING_STATS_WALKING,
 };
 
 use crate::{
-    maps::{EPOCH, EXPIRE_AFTER, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK, count},
+    maps::{
+        EPOCH, EXPIRE_AFTER, PENDING, PENDING_MASK, PENDING_REGIONS, PENDING_STATS, SWEEP_CHUNK,
+        count,
+    },
     report::report,
 };
 
-/// One chunk of the expiry sweep: walks the next slots of the pending table in the kernel
-/// (`bpf_loop`, no syscall per slot) and reports every attempt older than the timeout as
-/// unanswered; the sweep's cursor and counts live in `PENDING_STATS`.
+/// The chunk under way, for `bpf_loop`'s callback. In a map rather than on the stack: the
+/// verifier follows a stack struct's exact values through every turn of the loop and never
+/// sees the turns converge; a map value's fields are unknown to it.
+#[map]
+static SWEEP: Array<Sweep> = Array::with_max_entries(1, 0);
+
+/// One chunk of the expiry sweep: from the sweep's cursor, looks at each region's flag
+/// and walks the slots of the flagged ones (`bpf_loop`, no syscall per slot), reporting
+/// every attempt older than the timeout as unanswered, until `SWEEP_CHUNK` slots were
+/// walked or the table ends; the cursor (a slot, always a region's first) and the counts
+/// live in `PENDING_STATS`.
 #[inline(always)]
 pub(crate) fn sweep_chunk() {
     let stat = |index: u32| {
@@ -30,80 +47,175 @@ pub(crate) fn sweep_chunk() {
         }
     };
     // SAFETY: reading plain globals; volatile so the load-time values are used.
-    let (slots, chunk) = unsafe {
-        (
-            u64::from(read_volatile(&PENDING_MASK)) + 1,
-            u64::from(read_volatile(&SWEEP_CHUNK)).max(1),
-        )
-    };
-    let cursor = stat(PENDING_STATS_CURSOR) % slots;
+    let (mask, chunk) = unsafe { (read_volatile(&PENDING_MASK), read_volatile(&SWEEP_CHUNK)) };
+    // The slot count is a power of two: regions of 2^shift slots, no division (a divisor
+    // the compiler cannot prove non-zero brings a panic path the verifier refuses).
+    let shift = mask
+        .wrapping_add(1)
+        .trailing_zeros()
+        .min(PENDING_REGION_SHIFT);
+    let region_slots = 1u32 << shift;
+    let regions = (mask >> shift).wrapping_add(1);
+    let cursor = (stat(PENDING_STATS_CURSOR) as u32 & mask) >> shift;
     let mut counting = stat(PENDING_STATS_COUNTING);
+    let mut walking = stat(PENDING_STATS_WALKING);
     if cursor == 0 {
         // A new sweep: a new epoch, which attempts from now on are stamped with.
         // SAFETY: EPOCH is written only here; userspace runs one sweep at a time.
         let epoch = unsafe { read_volatile(&raw const EPOCH) }.wrapping_add(1);
         // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(&raw mut EPOCH, epoch) };
+        unsafe { write_volatile(&raw mut EPOCH, epoch) };
         set(PENDING_STATS_EPOCH, epoch);
         counting = 0;
+        walking = 0;
     }
-    let mut sweep = Sweep {
-        // SAFETY: as above.
-        epoch: unsafe { read_volatile(&raw const EPOCH) },
-        // SAFETY: reading a plain global; volatile so the load-time value is used.
-        after: unsafe { read_volatile(&EXPIRE_AFTER) },
-        first: cursor as u32,
-        live: 0,
+    // SAFETY: as above.
+    let epoch = unsafe { read_volatile(&raw const EPOCH) };
+    let Some(state) = SWEEP.get_ptr_mut(0) else {
+        return;
     };
-    let count = chunk.min(slots - cursor);
-    // SAFETY: `expire_slot` has the callback signature bpf_loop expects, and `sweep` lives
-    // on this stack for the whole call.
+    let budget = chunk.max(region_slots);
+    // SAFETY: array slot from a successful lookup, valid for the run; only this program
+    // uses it, and userspace runs one sweep at a time.
     unsafe {
-        bpf_loop(
-            count as u32,
-            expire_slot as *mut c_void,
-            (&raw mut sweep).cast::<c_void>(),
-            0,
-        );
+        state.write(Sweep {
+            epoch,
+            // SAFETY: reading a plain global; volatile so the load-time value is used.
+            after: read_volatile(&EXPIRE_AFTER),
+            live: 0,
+            region: cursor,
+            regions,
+            shift,
+            offset: 0,
+            budget,
+            inside: 0,
+            region_live: 0,
+            full: u32::from(epoch % FULL_SWEEP_EVERY == 0),
+            _pad: 0,
+        });
     }
+    // Each turn of the loop looks at one flag or walks one slot: at most every flag and a
+    // chunk's worth of slots (bpf_loop stops at 2^23 turns, far beyond either).
+    let turns = regions.saturating_sub(cursor).saturating_add(budget);
+    // SAFETY: `sweep_turn` has the callback signature bpf_loop expects and takes no
+    // context.
+    unsafe {
+        bpf_loop(turns, sweep_turn as *mut c_void, core::ptr::null_mut(), 0);
+    }
+    // SAFETY: as above.
+    let sweep = unsafe { &*state };
     counting += sweep.live;
-    let next = (cursor + count) % slots;
-    if next == 0 {
+    walking += u64::from(budget.saturating_sub(sweep.budget));
+    let next = if sweep.region >= regions {
         set(PENDING_STATS_LIVE, counting);
-    }
+        set(PENDING_STATS_WALKED, walking);
+        0
+    } else {
+        sweep.region << shift
+    };
     set(PENDING_STATS_COUNTING, counting);
-    set(PENDING_STATS_CURSOR, next);
+    set(PENDING_STATS_WALKING, walking);
+    set(PENDING_STATS_CURSOR, u64::from(next));
 }
 
+/// A chunk of the sweep under way.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub(crate) struct Sweep {
     pub(crate) epoch: u64,
+    /// Epochs after which an attempt is unanswered.
     pub(crate) after: u64,
-    /// The slot the chunk starts at.
-    pub(crate) first: u32,
+    /// Attempts still pending among the slots walked.
     pub(crate) live: u64,
+    /// The region looked at.
+    pub(crate) region: u32,
+    pub(crate) regions: u32,
+    /// Regions hold 2^shift slots.
+    pub(crate) shift: u32,
+    /// The next slot to walk within the region, while `inside`.
+    pub(crate) offset: u32,
+    /// Slots this chunk may still walk.
+    pub(crate) budget: u32,
+    /// 1: walking the region's slots (its flag was set, and is now cleared).
+    pub(crate) inside: u32,
+    /// 1: a slot walked in this region is still pending: its flag is set again.
+    pub(crate) region_live: u32,
+    /// 1: every region is walked, flagged or not.
+    pub(crate) full: u32,
+    pub(crate) _pad: u32,
 }
 
-/// bpf_loop callback: reports and clears slot `index` if it expired, counts it if it stays.
-/// Returns 0: go on.
+/// bpf_loop callback: one turn of the sweep (see [`Sweep`]). Returns 1 to stop the chunk:
+/// the table ended, or the budget cannot pay for a whole region.
 #[inline(never)]
-pub(crate) extern "C" fn expire_slot(index: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the pointer probe_expire gave it, to a live `Sweep`.
-    let sweep = unsafe { &mut *ctx.cast::<Sweep>() };
-    let Some(slot) = PENDING.get_ptr_mut(sweep.first.wrapping_add(index)) else {
+pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
+    let Some(sweep) = SWEEP.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the call; only this program
+    // uses it.
+    let sweep = unsafe { &mut *sweep };
+    if sweep.region >= sweep.regions {
+        return 1;
+    }
+    let Some(flag) = PENDING_REGIONS.get_ptr_mut(sweep.region) else {
+        return 1;
+    };
+    if sweep.inside == 0 {
+        // SAFETY: array slot from a successful lookup, valid for the call; attempts set it
+        // concurrently (see below).
+        if sweep.full == 0 && unsafe { read_volatile(flag) } == 0 {
+            sweep.region += 1;
+            return 0;
+        }
+        // A chunk stops between regions: its cursor is always a region's first slot.
+        if sweep.budget < 1 << sweep.shift {
+            return 1;
+        }
+        // Cleared before the slots are read: an attempt written meanwhile is either seen
+        // below or flags the region again itself (it writes its slot, then the flag).
+        // SAFETY: as above.
+        unsafe { write_volatile(flag, 0) };
+        sweep.inside = 1;
+        sweep.offset = 0;
+        sweep.region_live = 0;
         return 0;
+    }
+    let index = (sweep.region << sweep.shift) | sweep.offset;
+    if expire_slot(index, sweep.epoch, sweep.after) {
+        sweep.live += 1;
+        sweep.region_live = 1;
+    }
+    sweep.offset += 1;
+    sweep.budget = sweep.budget.saturating_sub(1);
+    if sweep.offset >= 1 << sweep.shift {
+        if sweep.region_live != 0 {
+            // SAFETY: as above.
+            unsafe { write_volatile(flag, 1) };
+        }
+        sweep.inside = 0;
+        sweep.region += 1;
+    }
+    0
+}
+
+/// Reports and clears slot `index` if its attempt expired; true when an attempt stays.
+#[inline(always)]
+fn expire_slot(index: u32, epoch: u64, after: u64) -> bool {
+    let Some(slot) = PENDING.get_ptr_mut(index) else {
+        return false;
     };
     // SAFETY: the pointer comes from a successful array lookup and is valid for the call.
     let pending = unsafe { *slot };
     if pending.tag == 0 {
-        return 0;
+        return false;
     }
-    if sweep.epoch.wrapping_sub(pending.seen_epoch) <= sweep.after {
-        sweep.live += 1;
-        return 0;
+    if epoch.wrapping_sub(pending.seen_epoch) <= after {
+        return true;
     }
     // SAFETY: as above.
     unsafe { (*slot).tag = 0 };
     count(Counter::Unanswered);
     report(&pending, Outcome::Unanswered, 0, 0);
-    0
+    false
 }

@@ -1,7 +1,7 @@
 //! The maps and load-time globals both programs share, with their sizes, and the small
 //! helpers that read them: the table masks and the per-CPU counters.
 
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     macros::map,
@@ -10,8 +10,9 @@ use aya_ebpf::{
 use probe_common::{
     ALLOW_ENTRIES, BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, Block, Counter, EVENTS_BYTES,
     EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HOME_TRIE_ENTRIES, HomeNets, OURS_ENTRIES,
-    OUTCOMES_ENTRIES, OutcomeKey, PEERS_ENTRIES, PENDING_ENTRIES, PROTECTED_ENTRIES, Pending,
-    ProbeEvent, Protection, RUNTIME_ENTRIES,
+    OUTCOMES_ENTRIES, OutcomeKey, PEERS_ENTRIES, PENDING_ENTRIES, PENDING_REGION_SHIFT,
+    PENDING_STATS_ENTRIES, PROTECTED_ENTRIES, Pending, ProbeEvent, Protection, RUNTIME_ENTRIES,
+    pending_regions,
 };
 
 use crate::parse::{Addr, Malformed};
@@ -80,6 +81,15 @@ pub(crate) static OUTCOMES: LruHashMap<OutcomeKey, u64> =
 #[map]
 pub(crate) static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
 
+/// One flag per region of `PENDING` (2^[`PENDING_REGION_SHIFT`] slots): set when an
+/// attempt is written there, cleared by the sweep when it leaves the region empty, so a
+/// sweep costs what is pending, not the table's size. Size set at load time
+/// ([`pending_regions`] of the slot count; 1 KiB at the default, 8 KiB of kernel memory as
+/// array values are 8-byte aligned).
+#[map]
+pub(crate) static PENDING_REGIONS: Array<u8> =
+    Array::with_max_entries(pending_regions(PENDING_ENTRIES), 0);
+
 /// Sources never to report (allow-listed scanners), by prefix; see [`ALLOW_ENTRIES`].
 #[map]
 pub(crate) static ALLOW_SOURCES: LpmTrie<[u8; 16], u8> =
@@ -112,9 +122,9 @@ pub(crate) struct ServiceKey {
 #[map]
 pub(crate) static CONTACTED: Array<u64> = Array::with_max_entries(OURS_ENTRIES, 0);
 
-/// Written by each expiry sweep: live slots, epoch (indices in probe_common).
+/// Written by each expiry sweep: live slots, epoch, slots read (indices in probe_common).
 #[map]
-pub(crate) static PENDING_STATS: Array<u64> = Array::with_max_entries(4, 0);
+pub(crate) static PENDING_STATS: Array<u64> = Array::with_max_entries(PENDING_STATS_ENTRIES, 0);
 
 /// Tags of our own outbound attempts (SYNs, UDP datagrams), direct-mapped by flow hash;
 /// size set at load time (default [`OURS_ENTRIES`], mask in [`OURS_MASK`]).
@@ -160,6 +170,22 @@ pub(crate) static WAKEUP_GAP_NS: u64 = 1_000_000;
 pub(crate) fn pending_mask() -> u32 {
     // SAFETY: reading a plain global; volatile so the load-time value is used.
     unsafe { read_volatile(&PENDING_MASK) }
+}
+
+/// Flags the region of `PENDING` slot `index`: an attempt was written there. Read before
+/// written, so that under a flood (every flag already set) the flags' cache lines stay
+/// shared between CPUs rather than bounce.
+#[inline(always)]
+pub(crate) fn flag_region(index: u32) {
+    if let Some(flag) = PENDING_REGIONS.get_ptr_mut(index >> PENDING_REGION_SHIFT) {
+        // SAFETY: array slot from a successful lookup, valid for the program's run; a race
+        // with the sweep's clear is settled by the sweep (see `crate::expire`).
+        unsafe {
+            if read_volatile(flag) == 0 {
+                write_volatile(flag, 1);
+            }
+        }
+    }
 }
 
 #[inline(always)]

@@ -12,7 +12,7 @@ use probe_common::{
 
 use crate::{
     egress::unreachable_outcome,
-    maps::{EPOCH, HASH_SEED, PENDING, SCRATCH, count, pending_mask},
+    maps::{EPOCH, HASH_SEED, PENDING, SCRATCH, count, flag_region, pending_mask},
     ours::is_home,
     parse::{self, Addr, Endpoints, Icmp, IcmpKind, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
@@ -108,6 +108,9 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
             _pad: 0,
         };
     }
+    // After the slot's write: a sweep that clears the flag meanwhile either sees the slot
+    // or sees the flag set again.
+    flag_region(index);
 }
 
 /// Takes the pending attempt that `answer` answers, if there is one, and reports its

@@ -179,7 +179,11 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
             .map(|(d, c)| match (scenario.benign, c.probes) {
                 (true, _) => format!("{} {} alerts", d.name(), c.alerts.len()),
                 (false, Some(p)) => match c.decided {
-                    Some(decided) => format!("{} after {p} (decided at {decided})", d.name()),
+                    Some(decided) => format!(
+                        "{} after {p} (decided at {decided}, {:.1} ms to stdout)",
+                        d.name(),
+                        c.lag_ms.unwrap_or(f64::NAN)
+                    ),
                     None => format!("{} after {p}", d.name()),
                 },
                 (false, None) => format!("{} missed", d.name()),

@@ -46,6 +46,9 @@ pub struct Cell {
     /// probe-detector: probes on the wire up to the outcome that decided its first scan
     /// (the rest, up to `probes`, came while the alert was on its way to stdout).
     pub decided: Option<usize>,
+    /// probe-detector: milliseconds from the outcome that decided its first scan to that
+    /// scan's `start` line read from stdout.
+    pub lag_ms: Option<f64>,
 }
 
 impl Cell {
@@ -132,9 +135,15 @@ pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow:
             alerts.retain(|a| a.time >= started);
             let first = alerts.iter().map(|a| a.time).min();
             let decided = alerts.iter().filter_map(|a| a.decided).min();
+            let lag_ms = alerts
+                .iter()
+                .filter_map(|a| Some(a.time.duration_since(a.decided?).ok()?.as_secs_f64()))
+                .map(|s| s * 1e3)
+                .reduce(f64::min);
             Cell {
                 probes: first.map(|t| probes.before(t)),
                 decided: decided.map(|t| probes.before(t)),
+                lag_ms,
                 seconds: first.zip(probes.first()).map(|(alert, probe)| {
                     alert.duration_since(probe).map_or(0.0, |d| d.as_secs_f64())
                 }),

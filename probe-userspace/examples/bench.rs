@@ -281,6 +281,7 @@ fn main() -> anyhow::Result<()> {
     // probe-detector does.
     let expire = Prog::Xdp(loader_expire(&ebpf)?);
     let (mut quiet, mut busy, mut reported) = (Vec::new(), Vec::new(), 0usize);
+    let mut empty = Vec::new();
     for round in 0..ROUNDS {
         for i in 0..probe_common::PENDING_ENTRIES as usize {
             ingress.run(&new_syn(100 + round, i, false), 1)?;
@@ -294,8 +295,16 @@ fn main() -> anyhow::Result<()> {
         }
         busy.push(last.0);
         reported = last.1;
+        // The table empty again: the sweep reads the region flags only (not in a sweep
+        // that reads every slot, one in FULL_SWEEP_EVERY).
+        let epoch = kernel::pending_stat(&ebpf, probe_common::PENDING_STATS_EPOCH)?;
+        if (epoch + 1) % probe_common::FULL_SWEEP_EVERY == 0 {
+            sweep(expire, &ebpf, &mut ring)?;
+        }
+        empty.push(sweep(expire, &ebpf, &mut ring)?.0);
     }
     let sweeps = Sweeps {
+        empty_ns: median(empty),
         quiet_ns: median(quiet),
         busy_ns: median(busy),
         reported,
@@ -393,6 +402,7 @@ fn settle_probe(round: usize, i: usize, attempt: u32) -> Frame {
 
 /// Expiry sweep figures.
 struct Sweeps {
+    empty_ns: f64,
     quiet_ns: f64,
     busy_ns: f64,
     reported: usize,
@@ -616,15 +626,22 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
     println!(
         "\nExpiry: a sweep of the {slots}-slot pending table after {slots} new attempts takes \
          {:.2} ms when none is due ({:.1} ns a slot), and {:.2} ms when all are due and {} records \
-         are reported ({:.0} ns a record); medians of {ROUNDS}. probe-detector sweeps a third of \
-         --pending-timeout apart (every second at the default 3 s), in chunks of at most half \
-         the ring, draining it between chunks, so a sweep loses no record. At one sweep a second, \
-         a quiet table costs {:.2} % of one core.",
+         are reported ({:.0} ns a record); an empty table's sweep, which reads only the flags of \
+         its {} regions of {} slots, takes {:.1} us; medians of {ROUNDS}. probe-detector sweeps a \
+         third of --pending-timeout apart (every second at the default 3 s), in chunks of at most \
+         half the ring, draining it between chunks, so a sweep loses no record; a sweep reads the \
+         slots of the regions attempts were written into, and every slot once in {} sweeps. At \
+         one sweep a second, an empty table costs {:.4} % of one core, a full one {:.2} %.",
         sweeps.quiet_ns / 1e6,
         sweeps.quiet_ns / f64::from(slots),
         sweeps.busy_ns / 1e6,
         sweeps.reported,
         (sweeps.busy_ns - sweeps.quiet_ns) / sweeps.reported.max(1) as f64,
+        probe_common::pending_regions(slots),
+        1u32 << probe_common::PENDING_REGION_SHIFT,
+        sweeps.empty_ns / 1e3,
+        probe_common::FULL_SWEEP_EVERY,
+        sweeps.empty_ns / 1e9 * 100.0,
         sweeps.quiet_ns / 1e9 * 100.0
     );
     println!("\nRing-buffer reservations that failed during the run: {ringbuf_drops}.");

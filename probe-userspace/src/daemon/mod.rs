@@ -543,9 +543,11 @@ fn drain_into(
 /// Logs the kernel counters, and how full the kernel's tables are.
 pub fn log_counters(ebpf: &aya::Ebpf, config: &KernelConfig, level: log::Level) {
     if let Ok((live, slots)) = kernel::pending_occupancy(ebpf) {
+        let walked = kernel::pending_walked(ebpf).unwrap_or(0);
         log::log!(
             level,
-            "pending table: {live} of {slots} slots in use at the last sweep"
+            "pending table: {live} of {slots} slots in use at the last sweep, which read \
+             {walked} (those of the regions attempts were written into)"
         );
     }
     let counters = match kernel::counters(ebpf) {

@@ -11,8 +11,8 @@ use probe_common::{
     CROWD_PORTS_GLOBAL, CROWD_SLOTS, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM,
     HASH_SEED_GLOBAL, HELD_SLOTS, HOLD_ON_GLOBAL, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL,
     OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL,
-    SUMMARIES_ENTRIES, SUMMARIZE_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS,
-    SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL,
+    PENDING_REGIONS_MAP, SUMMARIES_ENTRIES, SUMMARIZE_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS,
+    SUSPECT_WAYS, SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL,
     WAKEUP_GAP_GLOBAL, WALK_IDLE_GLOBAL, XDP_PROGRAM,
 };
 
@@ -255,6 +255,10 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     });
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(PENDING_MAP, config.pending_slots)
+        .map_max_entries(
+            PENDING_REGIONS_MAP,
+            probe_common::pending_regions(config.pending_slots),
+        )
         .map_max_entries(OURS_MAP, config.ours_slots)
         .map_max_entries(CONTACTED_MAP, config.ours_slots)
         .map_max_entries(OUTCOMES_MAP, config.outcomes_entries)

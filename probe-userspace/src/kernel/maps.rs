@@ -111,6 +111,12 @@ pub fn outcome_count(ebpf: &Ebpf, probe: &crate::event::Probe) -> Option<u64> {
     table.get(&key, 0).ok()
 }
 
+/// Slots of the pending table the last complete expiry sweep read: those of the regions
+/// attempts were written into (every slot every `FULL_SWEEP_EVERY`th sweep).
+pub fn pending_walked(ebpf: &Ebpf) -> Result<u64, LoadError> {
+    pending_stat(ebpf, probe_common::PENDING_STATS_WALKED)
+}
+
 /// (live slots, total slots) of the pending table as of the last expiry sweep.
 pub fn pending_occupancy(ebpf: &Ebpf) -> Result<(u64, u64), LoadError> {
     let live = pending_stat(ebpf, PENDING_STATS_LIVE)?;

@@ -24,6 +24,54 @@ fn the_sweep_reports_how_full_the_pending_table_is() {
 }
 
 #[test]
+fn the_sweep_reads_only_the_regions_attempts_were_written_into() {
+    if !require_root("the_sweep_reads_only_the_regions_attempts_were_written_into") {
+        return;
+    }
+    let region = 1u64 << probe_common::PENDING_REGION_SHIFT;
+    let slots = u64::from(probe_common::PENDING_ENTRIES);
+    let mut h = Harness::new();
+    // Epoch 1: a quiet table costs nothing but its flags.
+    h.expire();
+    assert_eq!(kernel::pending_walked(&h.ebpf).unwrap(), 0);
+    // One attempt: its region, and only while it is pending.
+    h.inbound_frame(&syn(40_001, 25, 42));
+    h.expire();
+    assert_eq!(kernel::pending_walked(&h.ebpf).unwrap(), region);
+    assert_eq!(kernel::pending_occupancy(&h.ebpf).unwrap().0, 1);
+    h.outbound_frame(&syn(40_001, 25, 42).refusal());
+    h.expire();
+    assert_eq!(
+        kernel::pending_walked(&h.ebpf).unwrap(),
+        region,
+        "flag seen once more"
+    );
+    h.expire();
+    assert_eq!(
+        kernel::pending_walked(&h.ebpf).unwrap(),
+        0,
+        "an emptied region is left"
+    );
+    // A few hundred attempts: their regions, not the table.
+    for port in 0..300 {
+        h.inbound_frame(&syn(41_000 + port, 1000 + port, 7));
+    }
+    h.expire();
+    let walked = kernel::pending_walked(&h.ebpf).unwrap();
+    assert!(
+        walked >= region * 200 && walked <= region * 300,
+        "300 attempts: {walked} slots read"
+    );
+    // Every FULL_SWEEP_EVERY-th sweep reads every slot, flagged or not.
+    let epoch = kernel::pending_stat(&h.ebpf, probe_common::PENDING_STATS_EPOCH).unwrap();
+    let full = epoch.next_multiple_of(probe_common::FULL_SWEEP_EVERY);
+    for _ in epoch..full {
+        h.expire();
+    }
+    assert_eq!(kernel::pending_walked(&h.ebpf).unwrap(), slots);
+}
+
+#[test]
 fn unanswered_attempts_expire_after_the_timeout() {
     if !require_root("unanswered_attempts_expire_after_the_timeout") {
         return;
