@@ -40,6 +40,29 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     } else {
         Counter::Failed
     };
+    // A source the kernel had decided on first: under a scan its outcomes are nearly all
+    // there are. Summarised (see `crate::summary`): neither sent nor inserted, and neither
+    // the outcome table nor the allow-lists nor the callback window are looked at
+    // (userspace drops the ports of a source allow-listed after its verdict; a decided
+    // source's repeat of a port it failed on before the verdict is told by the scan's port
+    // list; a scanner's probes of our high ports count even after we contacted it). Its
+    // walk still steps, so that it does not idle. A full summary map sends the outcome the
+    // usual way.
+    if summarizing() && step_decided(pending, !accepted) {
+        match summarize(pending, outcome, icmp_type, icmp_code) {
+            COUNTED => {
+                count(failure);
+                count(Counter::Summarized);
+                return;
+            }
+            REPEAT => {
+                count(failure);
+                count(Counter::Repeats);
+                return;
+            }
+            _ => {}
+        }
+    }
     // Successes are reported once per (source, destination host): enough for the
     // sequential hypothesis test, which looks at first contacts. Built in a per-CPU slot,
     // field by field: 48 bytes this frame cannot spare.
@@ -60,7 +83,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         (&raw mut (*slot)._pad).write([0; 10]);
         &*slot
     };
-    // A repeat first: a lookup and an atomic add (an exempt outcome is never in the table).
+    // A repeat: a lookup and an atomic add (an exempt outcome is never in the table).
     if let Some(repeats) = OUTCOMES.get_ptr_mut(key) {
         // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
         // values are) and valid for the program's duration; other CPUs only add atomically.
@@ -83,21 +106,6 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         Exemption::None => {}
     }
     count(failure);
-    // A source the kernel had decided on: summarised, neither sent nor inserted (see
-    // `crate::summary`); its walk still steps, so that it does not idle.
-    if summarizing() && step_decided(pending, !accepted) {
-        match summarize(pending, outcome, icmp_type, icmp_code) {
-            COUNTED => {
-                count(Counter::Summarized);
-                return;
-            }
-            REPEAT => {
-                count(Counter::Repeats);
-                return;
-            }
-            _ => {}
-        }
-    }
     let holds = !accepted && holding();
     // A held first failure is not in OUTCOMES (the insert is most of a first outcome's
     // cost, and a forged flood is all first outcomes): its slot tells its repeats.

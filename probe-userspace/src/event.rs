@@ -59,6 +59,19 @@ pub struct Summarized {
 }
 
 impl Summarized {
+    /// Keeps the ports `keep` says yes to (the probe's own port following the first kept);
+    /// false when none is left.
+    pub fn retain_ports(&mut self, keep: impl FnMut(&u16) -> bool) -> bool {
+        self.ports.retain(keep);
+        match self.ports.first() {
+            Some(&first) => {
+                self.probe.dst_port = first;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Decodes one entry of `SUMMARIES`; `None` when it counts no port.
     pub fn decode(key: &SummaryKey, summary: &Summary) -> Result<Option<Self>, DecodeError> {
         let probe = ProbeType::from_u8(key.probe).ok_or(DecodeError::ProbeType(key.probe))?;
@@ -278,6 +291,22 @@ mod tests {
             verdict: 0,
             _pad2: 0,
         }
+    }
+
+    #[test]
+    fn a_summary_keeps_its_probe_on_its_first_port_left() {
+        let (src, dst) = ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let mut summary = Summarized {
+            probe: Probe::syn(src, dst, 64, Outcome::Refused),
+            ports: vec![64, 70, 80],
+        };
+        assert!(summary.retain_ports(|&p| p != 64));
+        assert_eq!((summary.probe.dst_port, summary.ports), (70, vec![70, 80]));
+        let mut summary = Summarized {
+            probe: Probe::syn(src, dst, 64, Outcome::Refused),
+            ports: vec![64],
+        };
+        assert!(!summary.retain_ports(|_| false));
     }
 
     #[test]

@@ -370,7 +370,15 @@ impl Daemon<'_> {
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        while let Some(summary) = backlog.pop_front() {
+        let allow = &self.allow_lists;
+        let listed = !allow.sources.is_empty() || !allow.services.is_empty();
+        while let Some(mut summary) = backlog.pop_front() {
+            // A source allow-listed (SIGHUP) after the kernel's verdict on it is summarised
+            // there until it idles, unchecked: its ports are dropped here instead.
+            let (src, dst) = (summary.probe.src, summary.probe.dst);
+            if listed && !summary.retain_ports(|&port| !allow.allows(src, dst, port)) {
+                continue;
+            }
             let now = summary.probe.timestamp.max(self.pipeline.latest());
             self.pipeline.observe_summary(&summary, now);
             if started.elapsed() >= DRAIN_TIME {

@@ -346,6 +346,17 @@ impl Engine {
         alerts
     }
 
+    /// Whether `probe` is a failure its source's own open scan of its target lists already:
+    /// a repeat the kernel's summaries could not tell (one before the verdict, or in an
+    /// earlier summary), within the [`MAX_REPORTED`] ports a scan lists.
+    pub fn lists(&self, probe: &Probe) -> bool {
+        probe.failed()
+            && self
+                .incidents
+                .get(&self.own_scan(probe))
+                .is_some_and(|incident| incident.ports.contains(&probe.dst_port))
+    }
+
     /// Counts `probe` in its source's open scan of its target (its own, or the decoy scan
     /// it is a member of) and in the source's open sweep, with any update due (a failed
     /// port its own scan lists already is a repeat: nothing counted); false, and nothing
@@ -364,7 +375,7 @@ impl Engine {
         let src = own.src;
         let key = if let Some(incident) = self.incidents.get(&own) {
             // A port its scan has counted already: the kernel's repeat in a later summary
-            // (it tells repeats within a summary's generation only).
+            // (it tells repeats within a summary's generation only), as `lists` tells.
             if probe.failed() && incident.ports.contains(&probe.dst_port) {
                 return true;
             }

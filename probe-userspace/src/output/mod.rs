@@ -283,8 +283,11 @@ impl<W: Write> Pipeline<W> {
         self.stats.events += summary.ports.len() as u64;
         self.latest = self.latest.max(now);
         if let Some((_, evidence)) = self.attack.as_mut() {
+            // One row per port: a port the source's scan lists already was written.
             for probe in summary.outcomes() {
-                self.rows.extend(evidence.note(&probe, now));
+                if !self.engine.lists(&probe) {
+                    self.rows.extend(evidence.note(&probe, now));
+                }
             }
         }
         if !matches!(self.blocking, Blocking::Off) {

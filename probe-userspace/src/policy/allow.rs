@@ -12,7 +12,7 @@
 //! service 198.18.9.0/24         # every port of the lab net
 //! ```
 
-use std::{collections::BTreeSet, fmt, fs, io, path::Path};
+use std::{collections::BTreeSet, fmt, fs, io, net::IpAddr, path::Path};
 
 use aya::{
     Ebpf, Pod,
@@ -105,6 +105,16 @@ pub enum AllowError {
 }
 
 impl AllowLists {
+    /// Whether an outcome of `src` at `dst` port `port` is allow-listed, as the kernel
+    /// tells it (its source, or its local service with any port or this one).
+    pub fn allows(&self, src: IpAddr, dst: IpAddr, port: u16) -> bool {
+        self.sources.iter().any(|net| net.contains(src))
+            || self
+                .services
+                .iter()
+                .any(|s| s.net.contains(dst) && s.port.is_none_or(|p| p == port))
+    }
+
     /// Adds the rules of an allow-list file's text; `path` names it in errors.
     pub fn add_text(&mut self, text: &str, path: &str) -> Result<(), AllowError> {
         for (i, raw) in text.lines().enumerate() {
@@ -252,6 +262,25 @@ fn port_key(service: &Service) -> Key<[u8; 18]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allows_tells_outcomes_as_the_kernel_does() {
+        let mut lists = AllowLists::default();
+        lists
+            .add_text(
+                "source 198.18.5.0/24\nservice 198.18.7.2:443\nservice 2001:db8::/64\n",
+                "t",
+            )
+            .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The source, any target.
+        assert!(lists.allows(ip("198.18.5.9"), ip("198.18.9.9"), 22));
+        // The service: its port only; a whole host, every port.
+        assert!(lists.allows(ip("198.18.1.1"), ip("198.18.7.2"), 443));
+        assert!(!lists.allows(ip("198.18.1.1"), ip("198.18.7.2"), 444));
+        assert!(lists.allows(ip("2001:db8:1::1"), ip("2001:db8::7"), 9));
+        assert!(!lists.allows(ip("2001:db8:1::1"), ip("2001:db8:1::7"), 9));
+    }
 
     #[test]
     fn services_parse_in_every_form() {
