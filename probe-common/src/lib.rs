@@ -232,11 +232,15 @@ pub enum Counter {
     /// First failures sent at once because many one-probe sources fail on their target
     /// (a crowd: a spread scan or a forged flood), within the budget per target.
     CrowdSent = 34,
+    /// Answers (RST, SYN-ACK) leaving from addresses outside the home nets that settled no
+    /// attempt: hosts behind this one answer probes it does not count (a gateway without
+    /// the right home nets).
+    ForeignAnswers = 35,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 35] = [
+    pub const ALL: [Counter; 36] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -272,6 +276,7 @@ impl Counter {
         Counter::HeldReleased,
         Counter::HeldOverwritten,
         Counter::CrowdSent,
+        Counter::ForeignAnswers,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -314,6 +319,7 @@ impl Counter {
             Counter::HeldReleased => "held_released",
             Counter::HeldOverwritten => "held_overwritten",
             Counter::CrowdSent => "crowd_sent",
+            Counter::ForeignAnswers => "foreign_answers",
         }
     }
 
@@ -380,6 +386,9 @@ impl Counter {
             }
             Counter::CrowdSent => {
                 "First failures sent at once: many one-probe sources fail on their target."
+            }
+            Counter::ForeignAnswers => {
+                "Answers (RST, SYN-ACK) from addresses outside the home nets that settled no attempt."
             }
         }
     }

@@ -87,7 +87,9 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
         note_contacted(&answer.remote);
         false
     } else if flags == TCP_SYN | TCP_ACK {
-        settle(&answer, tcp.ack, Outcome::Accepted, 0, 0);
+        if !settle(&answer, tcp.ack, Outcome::Accepted, 0, 0) && !is_home(&ends.src) {
+            count(Counter::ForeignAnswers);
+        }
         false
     } else {
         // An RST with ACK acknowledges the attempt; one without answers a segment that had
@@ -97,7 +99,11 @@ pub(crate) fn egress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifind
         } else {
             tcp.seq
         };
-        if settle(&answer, id, Outcome::Refused, 0, 0) || !is_home(&ends.src) {
+        if settle(&answer, id, Outcome::Refused, 0, 0) {
+            return false;
+        }
+        if !is_home(&ends.src) {
+            count(Counter::ForeignAnswers);
             return false;
         }
         let probe = if flags & TCP_ACK == 0 {

@@ -7,6 +7,7 @@ mod capture;
 mod cost;
 mod cutoff;
 mod detectors;
+mod homenets;
 mod matrix;
 mod report;
 mod scenarios;
@@ -222,6 +223,27 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
         ));
         cuts.push(cut);
     }
+    progress.say("the gateway scans again, probe-detector alone with --home-net");
+    let mut explicit = Vec::new();
+    for scenario in homenets::chosen(only.as_deref())
+        .into_iter()
+        .filter(|s| s.quick || !cli.quick)
+    {
+        if STOP.load(Ordering::Relaxed) {
+            bail!("interrupted; the lab's namespaces and processes were removed");
+        }
+        let row = homenets::run(&ctx, &lab, scenario)?;
+        progress.say(&format!(
+            "        {} --home-net: {}",
+            scenario.name,
+            match (scenario.benign, row.probes) {
+                (true, _) => format!("{} alerts", row.alerts),
+                (false, Some(p)) => format!("after {p}"),
+                (false, None) => "missed".to_owned(),
+            }
+        ));
+        explicit.push(row);
+    }
     if only.is_some() {
         for row in &rows {
             for (detector, cell) in Detector::ALL.iter().zip(&row.cells) {
@@ -230,7 +252,7 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
                 }
             }
         }
-        return Ok(check(&rows));
+        return Ok(check(&rows, &explicit));
     }
     progress.say("measuring CPU cost against scanlogd");
     let costs = cost::measure(&lab, &cli.detector, &syslog, &cli.work, cli.quick, |line| {
@@ -249,7 +271,7 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
         machine: machine(),
         versions: versions(),
     };
-    let md = report::markdown(&info, &rows, &cuts, &costs);
+    let md = report::markdown(&info, &rows, &cuts, &explicit, &costs);
     let md_path = cli.out.join("detection-matrix.md");
     fs::write(&md_path, md).with_context(|| format!("cannot write {}", md_path.display()))?;
     let svg_path = cli.out.join("detection-matrix.svg");
@@ -261,13 +283,25 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
         svg_path.display(),
         pcaps.display()
     ));
-    Ok(check(&rows))
+    Ok(check(&rows, &explicit))
 }
 
 /// The lab is also a check of our own claims: true when probe-detector found every scan
 /// and raised nothing on benign traffic (what it missed or raised is said on stderr).
-fn check(rows: &[matrix::Row]) -> bool {
+fn check(rows: &[matrix::Row], explicit: &[homenets::ExplicitRow]) -> bool {
     let mut failures = Vec::new();
+    for row in explicit {
+        match (row.scenario.benign, row.probes.is_some(), row.alerts) {
+            (false, false, _) => {
+                failures.push(format!("with --home-net missed {:?}", row.scenario.name));
+            }
+            (true, _, n) if n > 0 => failures.push(format!(
+                "with --home-net raised {n} alerts on benign {:?}",
+                row.scenario.name
+            )),
+            _ => {}
+        }
+    }
     for row in rows {
         let ours = &row.cells[0];
         match (row.scenario.benign, ours.detected()) {

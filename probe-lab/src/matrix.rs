@@ -16,7 +16,7 @@ use crate::{
     capture::{Probes, Recorder},
     detectors::{Alert, Detector, Ours, PeerFiles, peer_alerts},
     scenarios::{Lab, Scenario},
-    topology::{LAN, Topology, VICTIM_IF, WAN_IF, is_lan, is_victim},
+    topology::{Topology, VICTIM_IF, WAN_IF, is_lan, is_victim},
 };
 
 /// How long the detectors get after a scenario's traffic ends (psad checks once a second).
@@ -80,12 +80,12 @@ pub fn watch_point(lab: &Lab, topology: Topology) -> (&Netns, &'static str, fn(I
     }
 }
 
-/// probe-detector's arguments at a watch point: its defaults, plus the home network on the
-/// gateway (so it knows the LAN is the inside).
+/// probe-detector's arguments at a watch point: its defaults (on the gateway, the home nets
+/// derived from the router's routes; `homenets` runs it again with them named).
 pub fn detector_args(topology: Topology) -> Vec<&'static str> {
     match topology {
         Topology::Host => vec!["--iface", VICTIM_IF],
-        Topology::Gateway => vec!["--iface", WAN_IF, "--home-net", LAN],
+        Topology::Gateway => vec!["--iface", WAN_IF],
     }
 }
 

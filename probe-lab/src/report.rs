@@ -8,6 +8,7 @@ use crate::{
     cost::CostRow,
     cutoff::CutRow,
     detectors::Detector,
+    homenets::ExplicitRow,
     matrix::{Cell, Row},
 };
 
@@ -48,7 +49,13 @@ fn seconds(s: f64) -> String {
 }
 
 /// The Markdown report.
-pub fn markdown(info: &RunInfo, rows: &[Row], cuts: &[CutRow], costs: &[CostRow]) -> String {
+pub fn markdown(
+    info: &RunInfo,
+    rows: &[Row],
+    cuts: &[CutRow],
+    explicit: &[ExplicitRow],
+    costs: &[CostRow],
+) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -126,6 +133,7 @@ pub fn markdown(info: &RunInfo, rows: &[Row], cuts: &[CutRow], costs: &[CostRow]
         "\n![Probes before the first alert, per scan and detector]({CHART})\n"
     );
     cut_section(&mut md, rows, cuts);
+    explicit_section(&mut md, rows, explicit);
     let _ = writeln!(
         md,
         "## Benign traffic: alerts raised (each one a false alarm)\n"
@@ -243,6 +251,46 @@ fn cut_section(md: &mut String, rows: &[Row], cuts: &[CutRow]) {
     let _ = writeln!(md);
 }
 
+/// The gateway scenarios with the defaults (the matrix) against `--home-net` named.
+fn explicit_section(md: &mut String, rows: &[Row], explicit: &[ExplicitRow]) {
+    if explicit.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## The gateway with its defaults against `--home-net`
+
+         The matrix watches the router with `probe-detector --iface wan0` and nothing else:          the router forwards, so the home nets are derived from its routes (the LAN behind          it, and its own addresses). Each gateway scenario again, probe-detector alone with          `--home-net 198.18.9.0/24`: both should alert alike. Cells: probes before the first          alert (benign: alerts raised).
+"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | defaults (matrix run) | `--home-net` |
+|---|---|---|"
+    );
+    let text = |benign: bool, probes: Option<usize>, alerts: usize| match (benign, probes) {
+        (true, _) => format!("{alerts} alerts"),
+        (false, Some(p)) => p.to_string(),
+        (false, None) => "**missed**".to_owned(),
+    };
+    for row in explicit {
+        let benign = row.scenario.benign;
+        let defaults = rows
+            .iter()
+            .find(|r| r.scenario.name == row.scenario.name)
+            .map_or("-".to_owned(), |r| {
+                text(benign, r.cells[0].probes, r.cells[0].alerts.len())
+            });
+        let _ = writeln!(
+            md,
+            "| {} | {defaults} | {} |",
+            row.scenario.name,
+            text(benign, row.probes, row.alerts)
+        );
+    }
+    let _ = writeln!(md);
+}
+
 fn cost_section(md: &mut String, costs: &[CostRow]) {
     let _ = writeln!(
         md,
@@ -324,7 +372,8 @@ const METHOD: &str = r#"
   against a detector's wakeup: probe-detector's nmap -sS count ranged from 15 to 75 over
   five runs here). probe-detector's detections and the benign column were the same in every
   run; some peers' were not (psad on the -PS sweep, portsentry on the hping3 host sweep).
-- **probe-detector** runs with its defaults (`--iface`, plus `--home-net` on the gateway);
+- **probe-detector** runs with its defaults (`--iface` alone; on the gateway the home nets
+  come from the router's routes, and the gateway scenarios run again with `--home-net`);
   an alert is a record with `alert.context.scan.phase: "start"`.
 - **scanlogd** as packaged (thresholds compiled in). It reads IPv4 TCP addressed to the host
   it runs on: UDP, IPv6 and forwarded traffic are outside what it can see.

@@ -749,6 +749,138 @@ fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
 }
 
 #[test]
+fn a_gateway_with_no_flags_derives_its_home_nets_and_follows_new_routes() {
+    if !lab_ready("a_gateway_with_no_flags_derives_its_home_nets_and_follows_new_routes") {
+        return;
+    }
+    let _lab = lab_lock();
+    // scanner (198.18.8.1) --- wan0 [router] lan0 (198.18.9.254) --- host (198.18.9.1)
+    let scanner = Netns::new("scan").unwrap();
+    let router = Netns::new("rtr").unwrap();
+    let host = Netns::new("host").unwrap();
+    veth(&scanner, "scan0", &router, "wan0").unwrap();
+    veth(&router, "lan0", &host, "eth0").unwrap();
+    scanner.addr("scan0", "198.18.8.1/24").unwrap();
+    router.addr("wan0", "198.18.8.254/24").unwrap();
+    router.addr("lan0", "198.18.9.254/24").unwrap();
+    host.addr("eth0", "198.18.9.1/24").unwrap();
+    for net in ["198.18.9.0/24", "198.18.10.0/24", "198.18.11.0/24"] {
+        scanner
+            .ip(&["route", "add", net, "via", "198.18.8.254"])
+            .unwrap();
+    }
+    host.ip(&["route", "add", "default", "via", "198.18.9.254"])
+        .unwrap();
+    router.sysctl("net.ipv4.ip_forward=1").unwrap();
+
+    // The one flag a new user gives: the outside interface.
+    let mut detector = Detector::start(&router, &["--iface", "wan0"]);
+    detector.wait_for_log("home nets: ", Duration::from_secs(10));
+    let log = detector.stderr.lock().unwrap().join("\n");
+    let home = log
+        .lines()
+        .find(|l| l.contains("home nets: "))
+        .unwrap()
+        .to_owned();
+    assert!(
+        home.contains("198.18.9.0/24") && home.contains("198.18.8.254/32"),
+        "the LAN behind the router and its own addresses: {home}"
+    );
+    assert!(
+        !home.contains("198.18.8.0/24"),
+        "never the watched side: {home}"
+    );
+    assert!(
+        log.contains("this host forwards (net.ipv4.ip_forward=1)")
+            && log.contains("198.18.9.0/24 via lan0"),
+        "the log says why: {log}"
+    );
+    let scan = |target: &str| {
+        run_ok(&mut scanner.exec(
+            "nmap",
+            &[
+                "-n",
+                "-Pn",
+                "-sS",
+                "-T4",
+                "--max-retries",
+                "0",
+                "-p",
+                "1-100",
+                target,
+            ],
+        ));
+    };
+    let vertical_of = |target: &'static str| {
+        move |a: &Value| {
+            a["alert"]["context"]["scan"]["kind"] == "vertical" && a["dest_ip"] == target
+        }
+    };
+    scan("198.18.9.1");
+    let alerts = detector.wait_for_alert(Duration::from_secs(10), vertical_of("198.18.9.1"));
+    assert!(
+        alerts.iter().any(vertical_of("198.18.9.1")),
+        "no alert on the LAN host: {alerts:#?}"
+    );
+
+    // A prefix routed by a policy table (not the main one, which the home nets come from):
+    // not counted, but the log says what is going on and what fixes it, once.
+    host.addr("eth0", "198.18.11.1/24").unwrap();
+    router
+        .ip(&[
+            "route",
+            "add",
+            "198.18.11.0/24",
+            "via",
+            "198.18.9.1",
+            "table",
+            "100",
+        ])
+        .unwrap();
+    router
+        .ip(&["rule", "add", "to", "198.18.11.0/24", "table", "100"])
+        .unwrap();
+    scan("198.18.11.1");
+    detector.wait_for_log("outside the home nets", Duration::from_secs(10));
+    let log = detector.stderr.lock().unwrap().join("\n");
+    assert!(log.contains("--home-net PREFIX"), "{log}");
+
+    // A new LAN prefix, routed while running: its probes count as soon as the route is in.
+    host.addr("eth0", "198.18.10.1/24").unwrap();
+    router
+        .ip(&[
+            "route",
+            "add",
+            "198.18.10.0/24",
+            "via",
+            "198.18.9.1",
+            "dev",
+            "lan0",
+        ])
+        .unwrap();
+    detector.wait_for_log("198.18.10.0/24", Duration::from_secs(10));
+    scan("198.18.10.1");
+    let alerts = detector.wait_for_alert(Duration::from_secs(10), vertical_of("198.18.10.1"));
+    let status = detector.stop();
+    assert!(status.success(), "probe-detector exit {status}");
+    assert!(
+        !alerts.iter().any(|a| a["dest_ip"] == "198.18.11.1"),
+        "outside the home nets: {alerts:#?}"
+    );
+    let log = detector.stderr.lock().unwrap().join("\n");
+    assert_eq!(
+        log.matches("outside the home nets").count(),
+        1,
+        "once: {log}"
+    );
+    assert!(
+        alerts.iter().any(vertical_of("198.18.10.1")),
+        "no alert on the newly routed prefix: {alerts:#?}\n{}",
+        detector.stderr.lock().unwrap().join("\n")
+    );
+}
+
+#[test]
 fn allow_file_rules_apply_and_reload_on_sighup() {
     let Some((_lock, lab)) = host_lab("allow_file_rules_apply_and_reload_on_sighup") else {
         return;
@@ -2471,6 +2603,8 @@ fn an_address_added_while_running_is_watched() {
         log.contains(&format!("network changed: home nets: +{ADDED}/32")),
         "{log}"
     );
+    // A host that does not forward: its own addresses only, nothing derived from routes.
+    assert!(!log.contains("this host forwards"), "{log}");
 }
 
 #[test]

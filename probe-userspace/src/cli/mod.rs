@@ -100,8 +100,10 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
 )]
 pub struct Cli {
     /// A network that is "ours" (repeatable, CIDR or address). Only attempts to these
-    /// addresses are tracked. Default: the addresses of the attached interfaces; on a
-    /// gateway, name the networks behind it.
+    /// addresses are tracked. Default: the addresses of the attached interfaces; on a host
+    /// that forwards (a gateway), the networks routed through its other interfaces and its
+    /// own addresses, followed as routes change (the start-up log names them). Given, it
+    /// replaces either.
     #[arg(
         help_heading = "Detection",
         global = true,

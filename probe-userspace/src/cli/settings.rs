@@ -220,6 +220,7 @@ impl Settings {
             }),
             group_v4: cli.group_v4,
             group_v6: cli.group_v6,
+            own: Vec::new(),
         };
         Self {
             command,
@@ -278,17 +279,14 @@ impl Settings {
         }
     }
 
-    /// The unit of the sequential test's first contacts (`--trw`) with these home nets:
-    /// `auto` counts services when every home net is one address, hosts otherwise.
-    pub fn trw_unit(&self, home_nets: &[Cidr]) -> Option<TrwUnit> {
+    /// The unit of the sequential test's first contacts (`--trw`): `auto` counts services
+    /// at this host's own addresses (the home nets of one address) and hosts elsewhere.
+    pub fn trw_unit(&self) -> Option<TrwUnit> {
         match self.trw {
             TrwMode::Off => None,
             TrwMode::Host => Some(TrwUnit::Host),
             TrwMode::Service => Some(TrwUnit::Service),
-            TrwMode::Auto if home_nets.iter().all(|c| c.len == c.max_len()) => {
-                Some(TrwUnit::Service)
-            }
-            TrwMode::Auto => Some(TrwUnit::Host),
+            TrwMode::Auto => Some(TrwUnit::Auto),
         }
     }
 
@@ -312,10 +310,11 @@ impl Settings {
     /// The engine's configuration with these home nets.
     pub fn engine_config(&self, home_nets: &[Cidr]) -> EngineConfig {
         EngineConfig {
-            trw: self.trw_unit(home_nets).map(|unit| TrwConfig {
+            trw: self.trw_unit().map(|unit| TrwConfig {
                 unit,
                 ..TrwConfig::default()
             }),
+            own: own_addresses(home_nets),
             ..self.engine.clone()
         }
     }
@@ -339,7 +338,20 @@ pub fn describe_trw(unit: Option<TrwUnit>) -> &'static str {
         None => "off",
         Some(TrwUnit::Service) => "on, first contacts with each host:port",
         Some(TrwUnit::Host) => "on, first contacts with each host",
+        Some(TrwUnit::Auto) => {
+            "on, first contacts with each host:port of this host's own addresses and with \
+             each host elsewhere"
+        }
     }
+}
+
+/// This host's own addresses among the home nets: those of one address.
+pub fn own_addresses(home_nets: &[Cidr]) -> Vec<std::net::IpAddr> {
+    home_nets
+        .iter()
+        .filter(|c| c.len == c.max_len())
+        .map(|c| c.addr)
+        .collect()
 }
 
 #[cfg(test)]
@@ -364,7 +376,7 @@ mod tests {
         let engine = s.engine_config(&cidrs(&["198.18.0.2"]));
         assert_eq!((engine.min_ports, engine.min_hosts), (10, 16));
         assert_eq!(engine.window, Duration::from_secs(60));
-        assert_eq!(engine.trw.map(|t| t.unit), Some(TrwUnit::Service));
+        assert_eq!(engine.trw.map(|t| t.unit), Some(TrwUnit::Auto));
         assert_eq!(engine.slow.map(|s| s.min_failed), Some(8));
         assert_eq!(engine.crowd.map(|c| c.min_sources), Some(3));
         let kernel = s.kernel_config(&cidrs(&["198.18.0.2"]));
@@ -391,21 +403,16 @@ mod tests {
     }
 
     #[test]
-    fn trw_auto_follows_the_home_nets() {
+    fn trw_auto_counts_services_at_our_own_addresses_and_hosts_elsewhere() {
         let s = settings(&[]);
+        assert_eq!(s.trw_unit(), Some(TrwUnit::Auto));
+        let config = s.engine_config(&cidrs(&["198.18.0.2", "198.19.0.0/24", "2001:db8::2"]));
         assert_eq!(
-            s.trw_unit(&cidrs(&["198.18.0.2", "2001:db8::2"])),
-            Some(TrwUnit::Service)
+            config.own,
+            ["198.18.0.2", "2001:db8::2"].map(|a| a.parse::<std::net::IpAddr>().unwrap())
         );
-        assert_eq!(
-            s.trw_unit(&cidrs(&["198.18.0.2", "198.19.0.0/24"])),
-            Some(TrwUnit::Host)
-        );
-        assert_eq!(settings(&["--trw", "off"]).trw_unit(&[]), None);
-        assert_eq!(
-            settings(&["--trw", "host"]).trw_unit(&cidrs(&["198.18.0.2"])),
-            Some(TrwUnit::Host)
-        );
+        assert_eq!(settings(&["--trw", "off"]).trw_unit(), None);
+        assert_eq!(settings(&["--trw", "host"]).trw_unit(), Some(TrwUnit::Host));
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub fn run(settings: &Settings, file: &Path) -> anyhow::Result<()> {
     };
     log::info!(
         "sequential hypothesis test: {}",
-        describe_trw(settings.trw_unit(home_nets))
+        describe_trw(settings.trw_unit())
     );
     let engine = Engine::new(settings.engine_config(home_nets));
     let mut pipeline = Pipeline::new(

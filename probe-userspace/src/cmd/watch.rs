@@ -50,6 +50,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         );
     }
     log::info!("home nets: {}", network.describe_home_nets());
+    if let Some(why) = network.home_nets_reason() {
+        log::info!("{why}");
+    }
     let config = settings.kernel_config(&network.home_nets);
     log::debug!("kernel maps: about {} KiB", config.map_bytes() / 1024);
 
@@ -106,7 +109,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     }
     let attachments = attach_all(&mut ebpf, settings, &network.ifaces)?;
 
-    let trw_unit = settings.trw_unit(&network.home_nets);
+    let trw_unit = settings.trw_unit();
     log::info!("sequential hypothesis test: {}", describe_trw(trw_unit));
     let engine = Engine::new(settings.engine_config(&network.home_nets));
     log::info!(

@@ -54,6 +54,9 @@ const LOOK_INTERVAL: Duration = Duration::from_secs(30);
 const LOOK_SETTLE: Duration = Duration::from_millis(200);
 /// How often the kernel counters are logged at debug level.
 const STATS_INTERVAL: Duration = Duration::from_secs(30);
+/// Attempts outside the home nets, and answers from outside them, from which the log says
+/// the home nets look wrong.
+const HINT_AFTER: u64 = 20;
 
 /// What the event loop serves besides alerts, each opened before anything was attached.
 pub struct Outlets {
@@ -168,6 +171,8 @@ impl Daemon<'_> {
         look.tick().await;
         let mut look_soon: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut state_saved = std::time::Instant::now();
+        // Whether the log said the home nets look wrong (once a run).
+        let mut hinted = false;
         loop {
             tokio::select! {
                 // In this order: a flood of events (the last branch) cannot keep signals,
@@ -249,6 +254,9 @@ impl Daemon<'_> {
                     }
                     self.pipeline.tick(now);
                     self.flush()?;
+                    if !hinted {
+                        hinted = self.hint_home_nets();
+                    }
                     if minute {
                         self.save_blocks();
                         state_saved = std::time::Instant::now();
@@ -450,6 +458,43 @@ impl Daemon<'_> {
         self.allow_lists = new;
     }
 
+    /// With no `--home-net`: when many attempts went to addresses outside the home nets
+    /// and many answers left from such addresses (hosts behind this one answered probes it
+    /// does not count), says so once, with the flag that fixes it. True once said.
+    fn hint_home_nets(&self) -> bool {
+        if self.network.home_nets_given {
+            return true;
+        }
+        let Ok(counters) = kernel::counters(self.ebpf) else {
+            return false;
+        };
+        let value = |wanted: Counter| {
+            counters
+                .iter()
+                .find(|(c, _)| *c == wanted)
+                .map_or(0, |(_, v)| *v)
+        };
+        let (not_home, answers) = (value(Counter::NotHome), value(Counter::ForeignAnswers));
+        if not_home < HINT_AFTER || answers < HINT_AFTER {
+            return false;
+        }
+        log::warn!(
+            "{not_home} attempts went to addresses outside the home nets ({}) and {answers} \
+             answers to such attempts left through {} from them: hosts behind this one are \
+             being probed and nothing counts it. Name the networks behind this host with \
+             --home-net PREFIX, once for each{}",
+            self.network.describe_home_nets(),
+            self.network.ifaces.join(", "),
+            if self.network.forwarding.any() {
+                ""
+            } else {
+                "; this host does not forward (no net.ipv4.ip_forward), so none were derived \
+                 from its routes"
+            }
+        );
+        true
+    }
+
     /// Reads the network again; what changed goes to the log, the kernel's home nets and
     /// the never-block list (lifting the blocks of sources protected now).
     fn look_again(&mut self) {
@@ -466,6 +511,8 @@ impl Daemon<'_> {
                 Ok(()) => log::info!("home nets: {}", self.network.describe_home_nets()),
                 Err(err) => log::error!("cannot update the home nets: {err}"),
             }
+            let own = crate::cli::settings::own_addresses(&self.network.home_nets);
+            self.pipeline.engine_mut().set_own(&own);
         }
         let allowed: Vec<_> = self.allow_lists.sources.iter().copied().collect();
         let never = self.network.never_block(&allowed);

@@ -1,7 +1,7 @@
 //! The engine: every detector on each outcome, and the incidents their verdicts open
 //! and grow; see the module documentation of [`crate::detect`].
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::HashSet, net::IpAddr, time::Duration};
 
 use crate::{
     detect::{
@@ -16,7 +16,7 @@ use crate::{
         spread::Units,
         table::{BoundedTable, ENTRY_OVERHEAD, RecentSet},
         traceroute::Traces,
-        trw::{Trw, TrwConfig, TrwUnit},
+        trw::{Trw, TrwConfig, TrwUnit, unit_at},
         verdict::{Detector, DetectorName, Verdict},
         vertical::Vertical,
     },
@@ -51,6 +51,9 @@ pub struct EngineConfig {
     pub group_v4: u8,
     /// Prefix length that groups IPv6 sources into one (128: every address on its own).
     pub group_v6: u8,
+    /// This host's own addresses: where `--trw auto` counts services (see
+    /// [`Engine::set_own`]).
+    pub own: Vec<IpAddr>,
 }
 
 impl EngineConfig {
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             crowd: Some(CrowdConfig::default()),
             group_v4: 32,
             group_v6: 64,
+            own: Vec::new(),
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Engine {
     incidents: BoundedTable<IncidentKey, Incident>,
     /// Traceroutes, whose probes the detectors do not see.
     traces: Traces,
+    /// [`EngineConfig::own`], as a set.
+    own: HashSet<IpAddr>,
 }
 
 impl Engine {
@@ -123,12 +129,26 @@ impl Engine {
             config.window,
             tracked,
         )));
-        Self {
+        let own = config.own.clone();
+        let mut engine = Self {
             sightings: BoundedTable::new(tracked),
             detectors,
             incidents: BoundedTable::new(tracked.min(MAX_INCIDENTS)),
             traces: Traces::new(config.window),
+            own: HashSet::new(),
             config,
+        };
+        engine.set_own(&own);
+        engine
+    }
+
+    /// This host's own addresses changed: with `--trw auto` the sequential test counts
+    /// first contacts with each service at them, with each host elsewhere.
+    pub fn set_own(&mut self, own: &[IpAddr]) {
+        self.own = own.iter().copied().collect();
+        self.config.own = own.to_vec();
+        for detector in &mut self.detectors {
+            detector.set_own(own);
         }
     }
 
@@ -463,7 +483,7 @@ impl Engine {
     /// while ours did not (its state for the source was evicted by a flood, or counted a
     /// little differently): the verdict the engine takes as the scan's start, unless the
     /// source's scan is open already. Only when our test counts services as the kernel does
-    /// (`--trw auto` on a host, `--trw service`).
+    /// (`--trw service`, or `--trw auto` at one of this host's addresses).
     fn kernel_verdict(
         &self,
         probe: &Probe,
@@ -471,7 +491,10 @@ impl Engine {
         now: Duration,
     ) -> Option<Verdict> {
         let trw = self.config.trw?;
-        if !probe.kernel_verdict || trw.unit != TrwUnit::Service || !probe.failed() {
+        if !probe.kernel_verdict
+            || unit_at(trw.unit, &self.own, probe.dst) != TrwUnit::Service
+            || !probe.failed()
+        {
             return None;
         }
         if verdicts

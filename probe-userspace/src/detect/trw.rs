@@ -16,6 +16,7 @@
 //! [`BoundedTable`], at most [`MAX_CONTACTS`] remembered contacts per source.
 
 use std::{
+    collections::HashSet,
     hash::{BuildHasher, RandomState},
     mem::size_of,
     net::IpAddr,
@@ -50,6 +51,19 @@ pub enum TrwUnit {
     Host,
     /// A local host and port (for a single host).
     Service,
+    /// A local host and port at this host's own addresses, a local host elsewhere (`--trw
+    /// auto`): a gateway's own services are counted as a single host's are, the hosts
+    /// behind it as the paper's unit.
+    Auto,
+}
+
+/// The unit `unit` takes at destination `dst`, `own` being this host's addresses.
+pub fn unit_at(unit: TrwUnit, own: &HashSet<IpAddr>, dst: IpAddr) -> TrwUnit {
+    match unit {
+        TrwUnit::Auto if own.contains(&dst) => TrwUnit::Service,
+        TrwUnit::Auto => TrwUnit::Host,
+        fixed => fixed,
+    }
 }
 
 /// The test's parameters.
@@ -150,6 +164,8 @@ pub struct Trw {
     ln_eta0: f64,
     hasher: RandomState,
     sources: BoundedTable<IpAddr, SourceTest>,
+    /// This host's addresses, for [`TrwUnit::Auto`].
+    own: HashSet<IpAddr>,
 }
 
 impl Trw {
@@ -163,6 +179,7 @@ impl Trw {
             config,
             hasher: RandomState::new(),
             sources: BoundedTable::new(max_sources),
+            own: HashSet::new(),
         }
     }
 
@@ -178,9 +195,9 @@ impl Trw {
 
     /// Feeds one outcome; returns the verdict when it flags its source (once per test).
     pub fn judge(&mut self, probe: &Probe, now: Duration) -> Option<TrwVerdict> {
-        let unit = match self.config.unit {
-            TrwUnit::Host => (probe.dst, 0),
+        let unit = match unit_at(self.config.unit, &self.own, probe.dst) {
             TrwUnit::Service => (probe.dst, probe.dst_port),
+            _ => (probe.dst, 0),
         };
         let unit = self.hasher.hash_one(unit) as u32;
         let idle = self.config.idle;
@@ -249,6 +266,10 @@ impl Trw {
 impl Detector for Trw {
     fn table(&self) -> &'static str {
         "trw"
+    }
+
+    fn set_own(&mut self, own: &[IpAddr]) {
+        self.own = own.iter().copied().collect();
     }
 
     fn observe(&mut self, probe: &Probe, now: Duration) -> Option<Verdict> {
@@ -365,6 +386,39 @@ mod tests {
             .judge(&contact(4, 80, false), s(1))
             .expect("the fourth host");
         assert_eq!(verdict.failed_hosts.len(), 4);
+    }
+
+    #[test]
+    fn auto_counts_services_at_our_addresses_and_hosts_behind_us() {
+        let mut trw = Trw::new(
+            TrwConfig {
+                unit: TrwUnit::Auto,
+                ..TrwConfig::default()
+            },
+            16,
+        );
+        // 198.18.1.1 is this host (a gateway with Docker, say); 198.18.1.2.. are behind it.
+        trw.set_own(&[IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1))]);
+        // Behind us: every port of host 2 is one failed contact.
+        for port in 1..50 {
+            assert_eq!(trw.judge(&contact(2, port, false), s(1)), None);
+        }
+        // Ours: each service a contact; with host 2's, the third port is the fourth.
+        assert_eq!(trw.judge(&contact(1, 21, false), s(1)), None);
+        assert_eq!(trw.judge(&contact(1, 22, false), s(1)), None);
+        let verdict = trw
+            .judge(&contact(1, 23, false), s(1))
+            .expect("four failed contacts");
+        assert_eq!(verdict.failed, 4);
+        let own = HashSet::from([IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1))]);
+        assert_eq!(
+            unit_at(TrwUnit::Auto, &own, "198.18.1.9".parse().unwrap()),
+            TrwUnit::Host
+        );
+        assert_eq!(
+            unit_at(TrwUnit::Host, &own, "198.18.1.1".parse().unwrap()),
+            TrwUnit::Host
+        );
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub trait Detector: std::fmt::Debug {
         true
     }
 
+    /// This host's addresses changed (the sequential test's unit depends on them).
+    fn set_own(&mut self, _own: &[std::net::IpAddr]) {}
+
     /// Feeds one outcome seen at `now`; the verdict when this outcome completes a scan.
     fn observe(&mut self, probe: &Probe, now: Duration) -> Option<Verdict>;
 

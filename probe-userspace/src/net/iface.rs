@@ -56,6 +56,15 @@ pub fn name_of(index: u32) -> Option<String> {
 
 /// The IP addresses assigned to interface `name`.
 pub fn addresses(name: &str) -> io::Result<Vec<IpAddr>> {
+    Ok(every_address()?
+        .into_iter()
+        .filter(|(iface, _)| iface == name)
+        .map(|(_, addr)| addr)
+        .collect())
+}
+
+/// Every IP address of every interface of this namespace, with its interface's name.
+pub fn every_address() -> io::Result<Vec<(String, IpAddr)>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head to `list`, which we free below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -71,22 +80,21 @@ pub fn addresses(name: &str) -> io::Result<Vec<IpAddr>> {
             continue;
         }
         // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        if unsafe { CStr::from_ptr(entry.ifa_name) }.to_bytes() != name.as_bytes() {
-            continue;
-        }
+        let name = unsafe { CStr::from_ptr(entry.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its type.
         match i32::from(unsafe { (*entry.ifa_addr).sa_family }) {
             libc::AF_INET => {
                 // SAFETY: family AF_INET: the sockaddr is a sockaddr_in.
                 let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
+                let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                out.push((name, IpAddr::V4(addr)));
             }
             libc::AF_INET6 => {
                 // SAFETY: family AF_INET6: the sockaddr is a sockaddr_in6.
                 let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
-                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                out.push((name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))));
             }
             _ => {}
         }

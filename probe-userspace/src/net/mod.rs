@@ -8,3 +8,4 @@ pub mod netlink;
 pub mod network;
 pub mod pcap;
 pub mod resolvers;
+pub mod routes;

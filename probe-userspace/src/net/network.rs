@@ -8,17 +8,31 @@ use std::{collections::BTreeMap, net::IpAddr};
 use anyhow::Context as _;
 
 use crate::{
-    net::{cidr::Cidr, iface, netlink, resolvers},
+    net::{
+        cidr::Cidr,
+        iface, netlink, resolvers,
+        routes::{self, Forwarding, Routed},
+    },
     policy::protect::Spared,
 };
+
+/// Home nets derived from the routes at most (the kernel's trie of home nets holds
+/// [`probe_common::HOME_TRIE_ENTRIES`]).
+const MAX_DERIVED: usize = probe_common::HOME_TRIE_ENTRIES as usize;
 
 /// See the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Network {
     /// The interfaces watched.
     pub ifaces: Vec<String>,
-    /// The prefixes that are ours: `--home-net`, or our addresses when none was given.
+    /// The prefixes that are ours: `--home-net`; when none was given, on a host that
+    /// forwards the networks routed through its other interfaces and every address of
+    /// its own, else the addresses of the watched interfaces.
     pub home_nets: Vec<Cidr>,
+    /// Which families this namespace forwards.
+    pub forwarding: Forwarding,
+    /// The routes the home nets were derived from (none when given or not forwarding).
+    pub routed: Vec<Routed>,
     /// True when the home nets came from `--home-net`.
     pub home_nets_given: bool,
     /// True when no interface was given and the default route's was taken.
@@ -69,8 +83,19 @@ impl Network {
         }
         own.sort();
         own.dedup();
+        self.forwarding = Forwarding::read();
+        self.routed.clear();
         if !self.home_nets_given {
-            self.home_nets = own.iter().copied().map(Cidr::host).collect();
+            self.home_nets = if self.forwarding.any() {
+                self.routed = routes::routed_elsewhere(&self.ifaces, self.forwarding);
+                let every = iface::every_address()
+                    .context("cannot list this host's addresses")?
+                    .into_iter()
+                    .map(|(_, addr)| addr);
+                derived(&self.routed, every)
+            } else {
+                own.iter().copied().map(Cidr::host).collect()
+            };
         }
         self.own = own;
         self.gateways = iface::gateways();
@@ -89,6 +114,30 @@ impl Network {
         }
         let nets: Vec<String> = self.home_nets.iter().map(Cidr::to_string).collect();
         nets.join(", ")
+    }
+
+    /// Why the home nets are what they are, when they were derived from the routes: for
+    /// the start-up log.
+    pub fn home_nets_reason(&self) -> Option<String> {
+        if self.home_nets_given || !self.forwarding.any() {
+            return None;
+        }
+        let via: Vec<String> = self
+            .routed
+            .iter()
+            .map(|r| format!("{} via {}", r.net, r.iface))
+            .collect();
+        let via = if via.is_empty() {
+            "none".to_owned()
+        } else {
+            via.join(", ")
+        };
+        Some(format!(
+            "this host forwards ({}): its home nets are the networks routed through its \
+             other interfaces ({via}) and its own addresses, followed as routes change; \
+             --home-net replaces them",
+            self.forwarding.describe()
+        ))
     }
 
     /// Who is never blocked besides loopback and what the policy spares by itself: the
@@ -152,6 +201,18 @@ impl Network {
     }
 }
 
+/// The home nets of a host that forwards: the networks it routes to through interfaces
+/// other than the watched ones, and its own addresses (loopback aside), at most
+/// [`MAX_DERIVED`].
+fn derived(routed: &[Routed], addresses: impl Iterator<Item = IpAddr>) -> Vec<Cidr> {
+    let mut nets: Vec<Cidr> = routed.iter().map(|r| r.net).collect();
+    nets.extend(addresses.filter(|a| !a.is_loopback()).map(Cidr::host));
+    nets.sort();
+    nets.dedup();
+    nets.truncate(MAX_DERIVED);
+    nets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +257,57 @@ mod tests {
             Some("home nets: +198.18.0.0/24; resolvers: +198.18.0.53")
         );
         assert_eq!(network.changes_from(&network), None);
+    }
+
+    #[test]
+    fn a_router_s_home_nets_are_the_networks_behind_it_and_its_addresses() {
+        let routed = vec![
+            Routed {
+                net: "198.19.0.0/24".parse().unwrap(),
+                iface: "lan0".into(),
+            },
+            Routed {
+                net: "2001:db8:1::/64".parse().unwrap(),
+                iface: "lan0".into(),
+            },
+        ];
+        let addresses = ["198.18.0.2", "198.19.0.1", "127.0.0.1", "::1", "198.18.0.2"]
+            .map(|a| a.parse::<IpAddr>().unwrap());
+        let nets: Vec<String> = derived(&routed, addresses.into_iter())
+            .iter()
+            .map(Cidr::to_string)
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                "198.18.0.2/32",
+                "198.19.0.0/24",
+                "198.19.0.1/32",
+                "2001:db8:1::/64"
+            ]
+        );
+        let network = Network {
+            forwarding: Forwarding {
+                v4: true,
+                v6: false,
+            },
+            routed,
+            ..Network::default()
+        };
+        let why = network.home_nets_reason().unwrap();
+        assert!(
+            why.contains("net.ipv4.ip_forward=1")
+                && why.contains("198.19.0.0/24 via lan0")
+                && why.contains("--home-net"),
+            "{why}"
+        );
+        // Given, or not forwarding: nothing to explain.
+        let given = Network {
+            home_nets_given: true,
+            ..network.clone()
+        };
+        assert_eq!(given.home_nets_reason(), None);
+        assert_eq!(Network::default().home_nets_reason(), None);
     }
 
     #[test]

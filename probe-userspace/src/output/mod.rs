@@ -174,6 +174,11 @@ impl<W: Write> Pipeline<W> {
         &self.engine
     }
 
+    /// The engine, to tell it what changed on the network.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
     /// What has been done so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats

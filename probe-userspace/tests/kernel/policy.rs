@@ -18,6 +18,13 @@ fn only_home_addresses_are_tracked() {
     h.outbound_frame(&elsewhere.refusal());
     assert!(h.events().is_empty());
     assert_eq!(h.counter(Counter::NotHome), 1);
+    // Answers leaving from outside the home nets (hosts behind a gateway whose home nets
+    // leave them out) are counted, for the log's hint.
+    assert_eq!(h.counter(Counter::ForeignAnswers), 1);
+    let open = Frame::tcp(scanner(), 50_002, v4([198, 18, 0, 3]), 80, SYN, 1);
+    h.inbound_frame(&open);
+    h.outbound_frame(&open.acceptance());
+    assert_eq!(h.counter(Counter::ForeignAnswers), 2);
     for dst in [victim(), victim6()] {
         let src = if dst.is_ipv4() { scanner() } else { scanner6() };
         let probe = Frame::tcp(src, 50_001, dst, 22, SYN, 1);
@@ -26,6 +33,11 @@ fn only_home_addresses_are_tracked() {
         assert_eq!(h.one_event().dst, dst);
     }
     assert_eq!(h.counter(Counter::Syns), 2);
+    assert_eq!(
+        h.counter(Counter::ForeignAnswers),
+        2,
+        "our own answers are not foreign"
+    );
 }
 
 #[test]
