@@ -324,6 +324,19 @@ pub const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "nmap -sS via router",
+        what: "nmap -sS -T4 -p 1-1000 198.18.9.1 through the router (a LAN host's ports)",
+        topology: Topology::Gateway,
+        benign: false,
+        quick: true,
+        run: |lab| {
+            nmap(
+                &lab.gateway.scanner,
+                &["-sS", "-T4", "-Pn", "-p", "1-1000", LAN_HOST1],
+            )
+        },
+    },
+    Scenario {
         name: "nmap -sn sweep",
         what: "nmap -sn 198.18.9.0/27 through the router (echo, SYN 443, ACK 80, timestamp)",
         topology: Topology::Gateway,

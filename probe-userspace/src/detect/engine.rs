@@ -1,7 +1,7 @@
 //! The engine: every detector on each outcome, and the incidents their verdicts open
 //! and grow; see the module documentation of [`crate::detect`].
 
-use std::{collections::HashSet, net::IpAddr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use crate::{
     detect::{
@@ -16,7 +16,7 @@ use crate::{
         spread::Units,
         table::{BoundedTable, ENTRY_OVERHEAD, RecentSet},
         traceroute::Traces,
-        trw::{Trw, TrwConfig, TrwUnit, unit_at},
+        trw::{Trw, TrwConfig, TrwUnit},
         verdict::{Detector, DetectorName, Verdict},
         vertical::Vertical,
     },
@@ -101,8 +101,6 @@ pub struct Engine {
     incidents: BoundedTable<IncidentKey, Incident>,
     /// Traceroutes, whose probes the detectors do not see.
     traces: Traces,
-    /// [`EngineConfig::own`], as a set.
-    own: HashSet<IpAddr>,
 }
 
 impl Engine {
@@ -135,7 +133,6 @@ impl Engine {
             detectors,
             incidents: BoundedTable::new(tracked.min(MAX_INCIDENTS)),
             traces: Traces::new(config.window),
-            own: HashSet::new(),
             config,
         };
         engine.set_own(&own);
@@ -145,7 +142,6 @@ impl Engine {
     /// This host's own addresses changed: with `--trw auto` the sequential test counts
     /// first contacts with each service at them, with each host elsewhere.
     pub fn set_own(&mut self, own: &[IpAddr]) {
-        self.own = own.iter().copied().collect();
         self.config.own = own.to_vec();
         for detector in &mut self.detectors {
             detector.set_own(own);
@@ -482,8 +478,12 @@ impl Engine {
     /// The kernel's sequential test decided on this outcome (see [`Probe::kernel_verdict`])
     /// while ours did not (its state for the source was evicted by a flood, or counted a
     /// little differently): the verdict the engine takes as the scan's start, unless the
-    /// source's scan is open already. Only when our test counts services as the kernel does
-    /// (`--trw service`, or `--trw auto` at one of this host's addresses).
+    /// source's scan is open already. Not with `--trw host`, which asks for the paper's
+    /// unit everywhere (the kernel counts services): there its verdict only wakes the
+    /// reader. With `--trw auto` it is taken at the hosts behind a gateway too, where our
+    /// test counts hosts: four ports of one LAN host failing are a scan as they would be
+    /// of this host, and waiting for the vertical detector would mean waiting for the
+    /// kernel's summaries (up to 100 ms: a fast scan's whole run).
     fn kernel_verdict(
         &self,
         probe: &Probe,
@@ -491,10 +491,7 @@ impl Engine {
         now: Duration,
     ) -> Option<Verdict> {
         let trw = self.config.trw?;
-        if !probe.kernel_verdict
-            || unit_at(trw.unit, &self.own, probe.dst) != TrwUnit::Service
-            || !probe.failed()
-        {
+        if !probe.kernel_verdict || trw.unit == TrwUnit::Host || !probe.failed() {
             return None;
         }
         if verdicts
@@ -1482,5 +1479,37 @@ mod tests {
             ..EngineConfig::default()
         });
         assert_eq!(engine.observe(&decided, secs(1.0)), vec![]);
+    }
+
+    #[test]
+    fn behind_a_gateway_the_kernels_verdict_opens_a_vertical_scan_unless_trw_host() {
+        let unit = |unit| EngineConfig {
+            trw: Some(TrwConfig {
+                unit,
+                ..TrwConfig::default()
+            }),
+            // The gateway's own address; VICTIM is a LAN host behind it.
+            own: vec![host(200)],
+            ..EngineConfig::default()
+        };
+        // Four ports of one LAN host: one contact for our test (it counts hosts there),
+        // the kernel's verdict at the fourth.
+        let scan = |engine: &mut Engine| {
+            let mut alerts = Vec::new();
+            for port in 1..=4 {
+                let mut p = probe(SCANNER, VICTIM, port);
+                p.kernel_verdict = port == 4;
+                alerts.extend(engine.observe(&p, secs(1.0)));
+            }
+            alerts
+        };
+        let alerts = scan(&mut Engine::new(unit(TrwUnit::Auto)));
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(
+            (alerts[0].phase, alerts[0].kind, alerts[0].src),
+            (Phase::Start, ScanKind::Vertical, SCANNER)
+        );
+        // --trw host asks for the paper's unit everywhere: four ports are no scan yet.
+        assert_eq!(scan(&mut Engine::new(unit(TrwUnit::Host))), vec![]);
     }
 }
