@@ -651,15 +651,9 @@ fn every_nmap_technique_is_seen_and_alerted() {
     }
 }
 
-#[test]
-fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
-    if !lab_ready("a_gateway_sees_sweeps_of_the_lan_behind_it") {
-        return;
-    }
-    let _lab = lab_lock();
-    // scanner (198.18.8.1) --- wan0 [router] lan0 (198.18.9.254) --- host (198.18.9.1)
-    // 198.18.9.2..14 exist in nobody: the router's ARP fails and it answers with ICMP host
-    // unreachable, or nothing.
+/// scanner (198.18.8.1) --- wan0 [router] lan0 (198.18.9.254) --- host (198.18.9.1), the
+/// router forwarding, the scanner routing `lans` through it: (scanner, router, host).
+fn router_lab(lans: &[&str]) -> (Netns, Netns, Netns) {
     let scanner = Netns::new("scan").unwrap();
     let router = Netns::new("rtr").unwrap();
     let host = Netns::new("host").unwrap();
@@ -669,12 +663,26 @@ fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
     router.addr("wan0", "198.18.8.254/24").unwrap();
     router.addr("lan0", "198.18.9.254/24").unwrap();
     host.addr("eth0", "198.18.9.1/24").unwrap();
-    scanner
-        .ip(&["route", "add", "198.18.9.0/24", "via", "198.18.8.254"])
-        .unwrap();
+    for net in lans {
+        scanner
+            .ip(&["route", "add", net, "via", "198.18.8.254"])
+            .unwrap();
+    }
     host.ip(&["route", "add", "default", "via", "198.18.9.254"])
         .unwrap();
     router.sysctl("net.ipv4.ip_forward=1").unwrap();
+    (scanner, router, host)
+}
+
+#[test]
+fn a_gateway_sees_sweeps_of_the_lan_behind_it() {
+    if !lab_ready("a_gateway_sees_sweeps_of_the_lan_behind_it") {
+        return;
+    }
+    let _lab = lab_lock();
+    // 198.18.9.2..14 exist in nobody: the router's ARP fails and it answers with ICMP host
+    // unreachable, or nothing.
+    let (scanner, router, host) = router_lab(&["198.18.9.0/24"]);
     router.sysctl("net.ipv4.icmp_ratelimit=0").unwrap();
     let _listeners = tcp_listeners(&host, &["198.18.9.1:80"]);
 
@@ -754,24 +762,8 @@ fn a_gateway_with_no_flags_derives_its_home_nets_and_follows_new_routes() {
         return;
     }
     let _lab = lab_lock();
-    // scanner (198.18.8.1) --- wan0 [router] lan0 (198.18.9.254) --- host (198.18.9.1)
-    let scanner = Netns::new("scan").unwrap();
-    let router = Netns::new("rtr").unwrap();
-    let host = Netns::new("host").unwrap();
-    veth(&scanner, "scan0", &router, "wan0").unwrap();
-    veth(&router, "lan0", &host, "eth0").unwrap();
-    scanner.addr("scan0", "198.18.8.1/24").unwrap();
-    router.addr("wan0", "198.18.8.254/24").unwrap();
-    router.addr("lan0", "198.18.9.254/24").unwrap();
-    host.addr("eth0", "198.18.9.1/24").unwrap();
-    for net in ["198.18.9.0/24", "198.18.10.0/24", "198.18.11.0/24"] {
-        scanner
-            .ip(&["route", "add", net, "via", "198.18.8.254"])
-            .unwrap();
-    }
-    host.ip(&["route", "add", "default", "via", "198.18.9.254"])
-        .unwrap();
-    router.sysctl("net.ipv4.ip_forward=1").unwrap();
+    let (scanner, router, host) =
+        router_lab(&["198.18.9.0/24", "198.18.10.0/24", "198.18.11.0/24"]);
 
     // The one flag a new user gives: the outside interface.
     let mut detector = Detector::start(&router, &["--iface", "wan0"]);
