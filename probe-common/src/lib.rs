@@ -763,6 +763,10 @@ pub const RUNTIME_MAP: &str = "RUNTIME";
 pub const RUNTIME_ENTRIES: u32 = 4;
 /// Index in `RUNTIME`: manual blocks in force (0 leaves `BLOCKED_MANUAL` unread).
 pub const RUNTIME_MANUAL_BLOCKS: u32 = 0;
+/// Array of one `u32`: allow-list rules in force (0 leaves the three allow-list tries
+/// unread: three LPM lookups off every first outcome with the default of none). Its own
+/// map, not a slot of `RUNTIME`, which the blocker owns.
+pub const ALLOW_RULES_MAP: &str = "ALLOW_RULES";
 
 /// LPM trie of sources never blocked (key as for `ALLOW_SOURCES`, value [`Protection`]):
 /// our addresses, the home nets, gateways, resolvers, on-link neighbours, allow-listed

@@ -95,6 +95,11 @@ pub(crate) static PENDING_REGIONS: Array<u8> =
 pub(crate) static ALLOW_SOURCES: LpmTrie<[u8; 16], u8> =
     LpmTrie::with_max_entries(ALLOW_ENTRIES, 0);
 
+/// Allow-list rules in force (one `u32`, written by userspace after the tries): 0 leaves
+/// the tries unread.
+#[map]
+pub(crate) static ALLOW_RULES: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Local services never to report, any port, by prefix.
 #[map]
 pub(crate) static ALLOW_SERVICES: LpmTrie<[u8; 16], u8> =

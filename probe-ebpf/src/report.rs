@@ -19,9 +19,9 @@ use crate::{
     autoblock::block_scanner,
     hold::{held_repeat, hold, holding, release},
     maps::{
-        ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS, CONTACTED, EPOCH,
-        EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey, WAKEUP_BYTES,
-        WAKEUP_GAP_NS, count,
+        ALLOW_RULES, ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS,
+        CONTACTED, EPOCH, EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey,
+        WAKEUP_BYTES, WAKEUP_GAP_NS, count,
     },
     ours::host_slot,
     parse::Addr,
@@ -275,6 +275,14 @@ pub(crate) fn exemption(pending: &Pending) -> Exemption {
 /// True when the attempt's source, or its local service, is allow-listed.
 #[inline(always)]
 pub(crate) fn allowed(pending: &Pending) -> bool {
+    // SAFETY: array slot from a successful lookup, read once; userspace writes it after
+    // it changed the tries.
+    let rules = ALLOW_RULES
+        .get_ptr(0)
+        .map_or(1, |p| unsafe { read_volatile(p) });
+    if rules == 0 {
+        return false;
+    }
     if ALLOW_SOURCES.get(&Key::new(128, pending.remote)).is_some()
         || ALLOW_SERVICES.get(&Key::new(128, pending.local)).is_some()
     {

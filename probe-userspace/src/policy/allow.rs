@@ -21,7 +21,9 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
 };
-use probe_common::{ALLOW_SERVICE_PORTS_MAP, ALLOW_SERVICES_MAP, ALLOW_SOURCES_MAP};
+use probe_common::{
+    ALLOW_RULES_MAP, ALLOW_SERVICE_PORTS_MAP, ALLOW_SERVICES_MAP, ALLOW_SOURCES_MAP,
+};
 
 use crate::net::cidr::{Cidr, CidrError};
 
@@ -225,7 +227,15 @@ pub fn apply(ebpf: &mut Ebpf, old: &AllowLists, new: &AllowLists) -> anyhow::Res
             .difference(&old.services)
             .filter(one_port)
             .map(|s| (port_key(s), s.to_string())),
-    )
+    )?;
+    // After the tries: the kernel reads them only while this count is not zero.
+    let rules = u32::try_from(new.sources.len() + new.services.len()).unwrap_or(u32::MAX);
+    let mut count: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(
+        ebpf.map_mut(ALLOW_RULES_MAP)
+            .ok_or_else(|| anyhow::anyhow!("no {ALLOW_RULES_MAP} map"))?,
+    )?;
+    count.set(0, &rules, 0)?;
+    Ok(())
 }
 
 /// Removes the `gone` keys from the trie `map` and inserts the `added` ones (with the

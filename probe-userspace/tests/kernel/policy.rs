@@ -119,6 +119,13 @@ fn allow_listed_sources_and_services_are_not_reported_and_lists_change_in_place(
         refused(&mut h, other, victim(), 443).is_empty(),
         "the service rule stays"
     );
+    // No rule left: the tries are not read, and nothing is spared.
+    allow::apply(&mut h.ebpf, &fewer, &AllowLists::default()).unwrap();
+    assert_eq!(
+        refused(&mut h, v4([198, 18, 0, 78]), victim(), 443).len(),
+        1
+    );
+    assert_eq!(h.counter(Counter::Allowed), 4);
 }
 
 #[test]
