@@ -622,14 +622,18 @@ const _: () = assert!(size_of::<OutcomeKey>() == 48);
 
 /// Hash of per-source summaries (see [`SummaryKey`], [`Summary`]): once the kernel's
 /// sequential test has decided on a source, its further first outcomes are counted here,
-/// 64 ports an entry, instead of sent one by one through the ring buffer; userspace reads
-/// and deletes the entries of past generations (see [`SUMMARY_GENERATION_MAP`]).
+/// 64 ports an entry, instead of sent one by one through the ring buffer. This one holds
+/// the even generations (see [`SUMMARY_GENERATION_MAP`]); userspace takes the map of the
+/// generation before the current one whole, then advances the generation.
 pub const SUMMARIES_MAP: &str = "SUMMARIES";
+/// The same, for the odd generations (`SUMMARIES` holds the even ones).
+pub const SUMMARIES_ODD_MAP: &str = "SUMMARIES_ODD";
 /// Array of one `u32`: the generation (0 to 3) summaries are written in now, advanced by
 /// userspace each time it reads them.
 pub const SUMMARY_GENERATION_MAP: &str = "SUMMARY_GENERATION";
-/// Entries of `SUMMARIES` (preallocated, about 140 B each: 2.2 MiB). When it is full, the
-/// outcomes of decided sources go through the ring buffer one by one as before.
+/// Entries of `SUMMARIES` and of `SUMMARIES_ODD` (preallocated, about 140 B each: 2.2 MiB
+/// a map). When the one written is full, the outcomes of decided sources go through the
+/// ring buffer one by one as before.
 pub const SUMMARIES_ENTRIES: u32 = 16_384;
 /// Global (`u32`): 1 when decided sources are summarised (0 with `--probes`, which writes
 /// every outcome, and in tests that want every event).

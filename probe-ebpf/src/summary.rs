@@ -7,8 +7,11 @@
 //! bit. A bit set already is a repeat within the generation; a repeat in a later
 //! generation reaches userspace again, where the open scan's port list tells it.
 //!
-//! Entries carry the generation they were written in (`SUMMARY_GENERATION`), which userspace advances
-//! before it reads: it reads a generation only once no program can still be writing it.
+//! Entries go into one of two maps by the parity of the generation they were written in
+//! (`SUMMARY_GENERATION`). Userspace takes the map of the generation before the current one
+//! whole (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`: one pass that reads and empties it, no entry of
+//! another generation to skip), then advances the generation, so that the emptied map is
+//! the one written next.
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_or},
@@ -27,11 +30,16 @@ use probe_common::{
 
 use crate::maps::count;
 
-/// Per-source summaries of decided sources (see [`SUMMARIES_ENTRIES`]). A plain hash, not an
-/// LRU: an insert into a full map fails, and the outcome goes through the ring instead of
-/// silently evicting an entry no one has read.
+/// Per-source summaries of decided sources written in even generations (see
+/// [`SUMMARIES_ENTRIES`]). A plain hash, not an LRU: an insert into a full map fails, and the
+/// outcome goes through the ring instead of silently evicting an entry no one has read.
 #[map]
 pub(crate) static SUMMARIES: HashMap<SummaryKey, Summary> =
+    HashMap::with_max_entries(SUMMARIES_ENTRIES, 0);
+
+/// The same, for odd generations.
+#[map]
+pub(crate) static SUMMARIES_ODD: HashMap<SummaryKey, Summary> =
     HashMap::with_max_entries(SUMMARIES_ENTRIES, 0);
 
 /// The generation summaries are written in now (see [`probe_common::SUMMARY_GENERATION_MAP`]).
@@ -92,7 +100,12 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*key)._pad).write([0; 8]);
         &*key
     };
-    let added = add(key, bit, now);
+    let map = if generation & 1 == 0 {
+        &SUMMARIES
+    } else {
+        &SUMMARIES_ODD
+    };
+    let added = add(map, key, bit, now);
     if added != FULL {
         return added;
     }
@@ -110,22 +123,22 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*value)._pad).write([0; 11]);
         &*value
     };
-    if SUMMARIES.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
+    if map.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
         return COUNTED;
     }
     // Another CPU inserted it meanwhile (add to it), or the map is full.
-    let added = add(key, bit, now);
+    let added = add(map, key, bit, now);
     if added == FULL {
         count(Counter::SummariesFull);
     }
     added
 }
 
-/// Adds one outcome to the summary of `key`, if there is one: [`COUNTED`], [`REPEAT`]
-/// when its bit was set, [`FULL`] when there is no such summary.
+/// Adds one outcome to the summary of `key` in `map`, if there is one: [`COUNTED`],
+/// [`REPEAT`] when its bit was set, [`FULL`] when there is no such summary.
 #[inline(always)]
-fn add(key: &SummaryKey, bit: u64, now: u64) -> u8 {
-    let Some(entry) = SUMMARIES.get_ptr_mut(key) else {
+fn add(map: &HashMap<SummaryKey, Summary>, key: &SummaryKey, bit: u64, now: u64) -> u8 {
+    let Some(entry) = map.get_ptr_mut(key) else {
         return FULL;
     };
     // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map

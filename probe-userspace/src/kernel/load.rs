@@ -124,8 +124,9 @@ impl KernelConfig {
             + u64::from(self.outcomes_entries) * 112
             + u64::from(self.ringbuf_bytes)
             + u64::from(self.suspect_sets) * 8 * SUSPECT_WAYS as u64
-            // SUMMARIES: key, value and the hash's element header, preallocated.
-            + u64::from(SUMMARIES_ENTRIES) * 140
+            // SUMMARIES and SUMMARIES_ODD: key, value and the hash's element header,
+            // preallocated.
+            + 2 * u64::from(SUMMARIES_ENTRIES) * 140
             + u64::from(HELD_SLOTS) * 72
             + u64::from(CROWD_SLOTS) * 16
     }

@@ -1,6 +1,7 @@
-//! Reading the kernel's summaries of decided sources (`SUMMARIES`, see the kernel's
-//! `summary` module): the generation is advanced, then the entries no program can still be
-//! writing are read, deleted and turned back into one outcome per port.
+//! Reading the kernel's summaries of decided sources (see the kernel's `summary` module):
+//! the map of the generation before the current one (`SUMMARIES` for even generations,
+//! `SUMMARIES_ODD` for odd ones) is read and emptied in one pass, then the generation is
+//! advanced, and the entries are turned back into one outcome per port.
 
 use std::{
     io,
@@ -12,42 +13,50 @@ use aya::{
     maps::{Array, Map},
 };
 use probe_common::{
-    Counter, SUMMARIES_ENTRIES, SUMMARIES_MAP, SUMMARY_GENERATION_MAP, Summary, SummaryKey,
+    Counter, SUMMARIES_ENTRIES, SUMMARIES_MAP, SUMMARIES_ODD_MAP, SUMMARY_GENERATION_MAP, Summary,
+    SummaryKey,
 };
 
 use super::load::LoadError;
 use crate::event::Summarized;
 
-/// Generations the kernel cycles through.
+/// Generations the kernel cycles through (it keeps the low two bits in its keys).
 const GENERATIONS: u32 = 4;
 
-/// Reads `SUMMARIES` a generation at a time.
+/// Reads the summaries a generation at a time.
 #[derive(Debug, Default)]
 pub struct SummaryReader {
     /// The generation programs write in now.
     generation: u32,
     /// Entries that could not be decoded.
     pub undecodable: u64,
-    /// The kernel's count of summarised outcomes at the last read, and the entries that
-    /// read left for later: with neither anything new nor anything left, the map is not
-    /// walked (a walk visits every bucket: a third of a millisecond).
+    /// The kernel's count of summarised outcomes at the last read, and reads in a row that
+    /// found it unchanged: from three on, neither map can hold anything (the one to read
+    /// was written two reads ago), and none is walked (a walk visits every bucket).
     summarized: u64,
-    left: usize,
+    quiet: u8,
 }
 
 impl SummaryReader {
-    /// Advances the generation and takes the entries of the generations older than the
-    /// one before it: those were last written before the previous call, so no program run
-    /// can still be adding to them. With `all`, takes every entry (the programs are
-    /// detached, or run only by us, as in `replay`). Returns them decoded, oldest first.
+    /// Takes the map of the generation before the current one whole (written until the
+    /// previous call advanced the generation, so no program run can still be adding to
+    /// it), then advances the generation, so that the emptied map is the one written next.
+    /// With `all`, takes the current generation's map too (the programs are detached, or
+    /// run only by us, as in `replay`). Returns the entries decoded, oldest first.
     pub fn collect(&mut self, ebpf: &mut Ebpf, all: bool) -> Result<Vec<Summarized>, LoadError> {
         let summarized = super::maps::counter_value(ebpf, Counter::Summarized)?;
-        if summarized == self.summarized && self.left == 0 {
-            return Ok(Vec::new());
+        if summarized == self.summarized {
+            self.quiet = self.quiet.saturating_add(1);
+        } else {
+            self.quiet = 0;
         }
         self.summarized = summarized;
+        if self.quiet > 2 && !all {
+            return Ok(Vec::new());
+        }
+        let stable = map_of(self.generation + 1);
+        let mut entries = take_all(ebpf, stable)?;
         let current = (self.generation + 1) % GENERATIONS;
-        let previous = self.generation;
         let mut generation: Array<_, u32> = Array::try_from(
             ebpf.map_mut(SUMMARY_GENERATION_MAP)
                 .ok_or(LoadError::Missing("SUMMARY_GENERATION map"))?,
@@ -57,23 +66,9 @@ impl SummaryReader {
             .set(0, &current, 0)
             .map_err(|err| LoadError::Config(format!("summary generation: {err}")))?;
         self.generation = current;
-        let map = match ebpf.map(SUMMARIES_MAP) {
-            Some(Map::HashMap(data)) => data,
-            _ => return Err(LoadError::Missing("SUMMARIES hash")),
-        };
-        let fd = map.fd().as_fd();
-        // In batches, a few system calls for the whole map: read one by one, a scan with
-        // its ports in random order (nmap's) cost a system call per port or two.
-        let mut entries = lookup_all(fd, SUMMARIES_ENTRIES as usize)
-            .map_err(|err| LoadError::Config(format!("reading the summaries: {err}")))?;
-        let total = entries.len();
-        entries.retain(|(k, _)| {
-            all || (u32::from(k.generation) != current && u32::from(k.generation) != previous)
-        });
-        self.left = total - entries.len();
-        let keys: Vec<SummaryKey> = entries.iter().map(|(k, _)| *k).collect();
-        delete_all(fd, &keys)
-            .map_err(|err| LoadError::Config(format!("deleting read summaries: {err}")))?;
+        if all {
+            entries.extend(take_all(ebpf, map_of(current + 1))?);
+        }
         entries.sort_by_key(|(_, s)| s.first_ns);
         let mut summaries = Vec::with_capacity(entries.len());
         for (key, summary) in &entries {
@@ -91,9 +86,29 @@ impl SummaryReader {
     }
 }
 
-/// `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH` (enum bpf_cmd, include/uapi/linux/bpf.h).
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// The name of the map generation `generation` is written in.
+fn map_of(generation: u32) -> &'static str {
+    if generation.is_multiple_of(2) {
+        SUMMARIES_MAP
+    } else {
+        SUMMARIES_ODD_MAP
+    }
+}
+
+/// Reads and empties the summaries map `name`.
+fn take_all(ebpf: &Ebpf, name: &'static str) -> Result<Vec<(SummaryKey, Summary)>, LoadError> {
+    let map = match ebpf.map(name) {
+        Some(Map::HashMap(data)) => data,
+        _ => return Err(LoadError::Missing("a summaries hash")),
+    };
+    // In batches, a few system calls for the whole map: read one by one, a scan with its
+    // ports in random order (nmap's) cost a system call per port or two.
+    lookup_and_delete_all(map.fd().as_fd(), SUMMARIES_ENTRIES as usize)
+        .map_err(|err| LoadError::Config(format!("reading the summaries: {err}")))
+}
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (enum bpf_cmd, include/uapi/linux/bpf.h).
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
@@ -138,8 +153,12 @@ fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<(u32, bool)> {
 /// interval leaves.
 const BATCH: usize = 256;
 
-/// Every (key, value) of the summaries hash, in batches of [`BATCH`].
-fn lookup_all(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Vec<(SummaryKey, Summary)>> {
+/// Every (key, value) of a summaries hash, each deleted as it is read, in batches of
+/// [`BATCH`].
+fn lookup_and_delete_all(
+    fd: BorrowedFd<'_>,
+    capacity: usize,
+) -> io::Result<Vec<(SummaryKey, Summary)>> {
     let zero_key = SummaryKey {
         src_addr: [0; 16],
         dst_addr: [0; 16],
@@ -182,7 +201,7 @@ fn lookup_all(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Vec<(SummaryKey
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        let (read, done) = match batch(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+        let (read, done) = match batch(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) {
             Ok(result) => result,
             // A bucket holds more entries than the batch: a larger batch, same place.
             Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && batch_size < capacity => {
@@ -206,26 +225,4 @@ fn lookup_all(fd: BorrowedFd<'_>, capacity: usize) -> io::Result<Vec<(SummaryKey
         }
     }
     Ok(out)
-}
-
-/// Deletes `keys` from the summaries hash, in batches (a key gone already is no error).
-fn delete_all(fd: BorrowedFd<'_>, keys: &[SummaryKey]) -> io::Result<()> {
-    let mut done = 0;
-    while done < keys.len() {
-        let mut attr = BatchAttr {
-            keys: keys[done..].as_ptr() as u64,
-            count: u32::try_from(keys.len() - done).unwrap_or(u32::MAX),
-            map_fd: fd.as_raw_fd() as u32,
-            ..BatchAttr::default()
-        };
-        match batch(BPF_MAP_DELETE_BATCH, &mut attr) {
-            Ok((deleted, _)) => done += deleted as usize,
-            Err(err) => return Err(err),
-        }
-        // ENOENT stops a batch at the first key not found: skip it and go on.
-        if done < keys.len() && attr.count == 0 {
-            done += 1;
-        }
-    }
-    Ok(())
 }
