@@ -465,15 +465,8 @@ impl Daemon<'_> {
         if self.network.home_nets_given {
             return true;
         }
-        let Ok(counters) = kernel::counters(self.ebpf) else {
-            return false;
-        };
-        let value = |wanted: Counter| {
-            counters
-                .iter()
-                .find(|(c, _)| *c == wanted)
-                .map_or(0, |(_, v)| *v)
-        };
+        // Two counters, not all of them: this runs every second until it speaks.
+        let value = |wanted: Counter| kernel::counter_value(self.ebpf, wanted).unwrap_or(0);
         let (not_home, answers) = (value(Counter::NotHome), value(Counter::ForeignAnswers));
         if not_home < HINT_AFTER || answers < HINT_AFTER {
             return false;

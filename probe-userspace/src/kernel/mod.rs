@@ -12,7 +12,8 @@ mod summaries;
 pub use attach::{Attachment, XdpModeArg, attach, detach, detach_leftovers, remove_xdp};
 pub use load::{EBPF_OBJECT, KernelConfig, LoadError, RING_RECORD_BYTES, load, load_object};
 pub use maps::{
-    counters, outcome_count, pending_occupancy, pending_stat, pending_walked, set_home_nets,
+    counter_value, counters, outcome_count, pending_occupancy, pending_stat, pending_walked,
+    set_home_nets,
 };
 pub use privileges::{PrivilegeError, check_privileges};
 pub use run::{expire, expire_program, expire_with, tc_program, test_run, xdp_program};
