@@ -124,9 +124,10 @@ pub struct Cli {
     #[arg(help_heading = "Detection", global = true, long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
     pub sweep_hosts: u16,
 
-    /// The sequential hypothesis test (TRW) on first contacts: `auto` tests each source's
-    /// first contacts with our services (host:port) when the home nets are single
-    /// addresses, with our hosts otherwise (gateways); `off` leaves the thresholds alone.
+    /// The sequential hypothesis test (TRW) on first contacts: `auto` counts each source's
+    /// first contacts with each service (host:port) at this host's own addresses and with
+    /// each host behind it (a gateway's LAN); `service` and `host` use one unit everywhere;
+    /// `off` leaves the thresholds alone.
     #[arg(help_heading = "Detection", global = true, long, value_enum, default_value_t = TrwMode::Auto, value_name = "MODE")]
     pub trw: TrwMode,
 

@@ -62,7 +62,7 @@ pub fn parse_spread_ports(text: &str) -> Result<u16, String> {
 /// How the sequential hypothesis test counts first contacts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrwMode {
-    /// `service` when every home net is one address, `host` otherwise.
+    /// `service` at this host's own addresses, `host` at the hosts behind it.
     Auto,
     /// First contacts with each of our hosts (the paper's unit; for gateways).
     Host,
