@@ -45,6 +45,13 @@ const DRAIN_TIME: Duration = Duration::from_millis(5);
 /// and the attack list within two of these. (A verdict wakes us at once; each wakeup on a
 /// virtual machine costs tens of microseconds, so the timer is not faster than it must.)
 const SUMMARY_INTERVAL: Duration = Duration::from_millis(100);
+/// Ticks of that timer in a row that found nothing (no event, no summary moving) after
+/// which it slows to [`QUIET_INTERVAL`]: an idle detector wakes about a third as often. The
+/// kernel wakes us for the first event after a quiet spell, and that brings the timer back
+/// to [`SUMMARY_INTERVAL`].
+const QUIET_TICKS: u32 = 20;
+/// The summaries timer's period while nothing happens.
+const QUIET_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the exit may spend on the summaries left.
 const EXIT_SUMMARY_TIME: Duration = Duration::from_millis(200);
 /// How often the network is looked at again without a netlink notification.
@@ -147,8 +154,9 @@ impl Daemon<'_> {
         let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.tick().await;
-        let mut summaries = tokio::time::interval(SUMMARY_INTERVAL);
-        summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut summaries = ticker(SUMMARY_INTERVAL);
+        // Ticks in a row that found nothing, and whether the timer runs slow.
+        let (mut idle_ticks, mut slow) = (0u32, false);
         let mut summary_reader = kernel::SummaryReader::default();
         let mut summary_backlog = std::collections::VecDeque::new();
         // Addresses, routes and neighbours: netlink says when they change, and they are
@@ -283,8 +291,28 @@ impl Daemon<'_> {
                     // wakeup gap has passed; other events are read here, at most
                     // SUMMARY_INTERVAL after they happen. The ring first: a verdict's event
                     // comes before its summaries.
+                    let seen = self.pipeline.stats().events;
                     self.drain(ring.get_mut(), DRAIN_BATCH)?;
-                    if self.summarized(&mut summary_reader, &mut summary_backlog, false)? {
+                    let left = self.summarized(&mut summary_reader, &mut summary_backlog, false)?;
+                    let busy = left
+                        || self.pipeline.stats().events != seen
+                        || !summary_reader.quiet();
+                    if busy {
+                        idle_ticks = 0;
+                        if slow {
+                            summaries = ticker(SUMMARY_INTERVAL);
+                            slow = false;
+                        }
+                    } else {
+                        idle_ticks += 1;
+                        // Only while the kernel wakes us for a quiet spell's first event
+                        // (not with --wakeup-ms 0, where this timer reads every event).
+                        if !slow && idle_ticks >= QUIET_TICKS && self.kernel.wakeup_gap.is_some() {
+                            summaries = ticker(QUIET_INTERVAL);
+                            slow = true;
+                        }
+                    }
+                    if left {
                         // Time ran out with summaries left: the loop's other branches
                         // have their turn, and the next tick comes at once.
                         summaries.reset_immediately();
@@ -293,6 +321,12 @@ impl Daemon<'_> {
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
+                    // The kernel woke us: events (and soon summaries) are coming.
+                    idle_ticks = 0;
+                    if slow {
+                        summaries = ticker(SUMMARY_INTERVAL);
+                        slow = false;
+                    }
                     // A full batch may leave records: stay ready, so the loop comes back
                     // after the other branches had their turn.
                     if self.drain(guard.get_inner_mut(), DRAIN_BATCH)? {
@@ -586,6 +620,14 @@ fn drain_into(
     }
     pipeline.flush(|p| kernel::outcome_count(ebpf, p))?;
     Ok(full || handled == limit)
+}
+
+/// A timer of `period` whose first tick comes one period from now, and which delays its
+/// ticks rather than bursting after a late one.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 /// Logs the kernel counters, and how full the kernel's tables are.

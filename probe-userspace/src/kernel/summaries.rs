@@ -86,6 +86,14 @@ impl SummaryReader {
     }
 }
 
+impl SummaryReader {
+    /// True when the last reads found the kernel's count of summarised outcomes unchanged
+    /// long enough that neither map can hold anything.
+    pub fn quiet(&self) -> bool {
+        self.quiet > 2
+    }
+}
+
 /// The name of the map generation `generation` is written in.
 fn map_of(generation: u32) -> &'static str {
     if generation.is_multiple_of(2) {
