@@ -38,6 +38,12 @@ pub struct SummaryReader {
 }
 
 impl SummaryReader {
+    /// True when the last reads found the kernel's count of summarised outcomes unchanged
+    /// long enough that neither map can hold anything.
+    pub fn quiet(&self) -> bool {
+        self.quiet > 2
+    }
+
     /// Takes the map of the generation before the current one whole (written until the
     /// previous call advanced the generation, so no program run can still be adding to
     /// it), then advances the generation, so that the emptied map is the one written next.
@@ -51,7 +57,7 @@ impl SummaryReader {
             self.quiet = 0;
         }
         self.summarized = summarized;
-        if self.quiet > 2 && !all {
+        if self.quiet() && !all {
             return Ok(Vec::new());
         }
         let stable = map_of(self.generation + 1);
@@ -83,14 +89,6 @@ impl SummaryReader {
             }
         }
         Ok(summaries)
-    }
-}
-
-impl SummaryReader {
-    /// True when the last reads found the kernel's count of summarised outcomes unchanged
-    /// long enough that neither map can hold anything.
-    pub fn quiet(&self) -> bool {
-        self.quiet > 2
     }
 }
 
