@@ -18,6 +18,11 @@ pub const EXPIRE_PROGRAM: &str = "probe_expire";
 
 /// Ring buffer of [`ProbeEvent`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
+/// Ring buffer of held first failures copied for the fleet ([`ProbeEvent`] records;
+/// written only when `FLEET_ON` is set at load, `--fleet`).
+pub const FLEET_MAP: &str = "FLEET";
+/// Size of the `FLEET` ring in bytes: about 3 600 records, read at most every 10 ms.
+pub const FLEET_BYTES: u32 = 256 * 1024;
 /// Per-CPU array of [`Counter`]s.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// LRU hash of reported outcomes, [`OutcomeKey`] to a `u64` count.
@@ -236,11 +241,16 @@ pub enum Counter {
     /// attempt: hosts behind this one answer probes it does not count (a gateway without
     /// the right home nets).
     ForeignAnswers = 35,
+    /// First failures held and copied to the fleet's ring (`--fleet`).
+    FleetExported = 36,
+    /// Held first failures the fleet's ring had no room for (`--fleet`; the reader is
+    /// behind: the fleet loses that evidence, local detection nothing).
+    FleetDrops = 37,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 36] = [
+    pub const ALL: [Counter; 38] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -277,6 +287,8 @@ impl Counter {
         Counter::HeldOverwritten,
         Counter::CrowdSent,
         Counter::ForeignAnswers,
+        Counter::FleetExported,
+        Counter::FleetDrops,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -320,6 +332,8 @@ impl Counter {
             Counter::HeldOverwritten => "held_overwritten",
             Counter::CrowdSent => "crowd_sent",
             Counter::ForeignAnswers => "foreign_answers",
+            Counter::FleetExported => "fleet_exported",
+            Counter::FleetDrops => "fleet_drops",
         }
     }
 
@@ -389,6 +403,12 @@ impl Counter {
             }
             Counter::ForeignAnswers => {
                 "Answers (RST, SYN-ACK) from addresses outside the home nets that settled no attempt."
+            }
+            Counter::FleetExported => {
+                "First failures held and copied to the fleet's ring (--fleet)."
+            }
+            Counter::FleetDrops => {
+                "Held first failures the fleet's ring had no room for (--fleet): evidence the fleet lost."
             }
         }
     }
@@ -641,6 +661,8 @@ pub const SUMMARIZE_GLOBAL: &str = "SUMMARIZE";
 /// Global (`u32`): 1 when a source's first failure is held until its second (0 in
 /// tests that want every event).
 pub const HOLD_ON_GLOBAL: &str = "HOLD_ON";
+/// Global (`u32`): 1 when held first failures are copied to the `FLEET` ring (`--fleet`).
+pub const FLEET_ON_GLOBAL: &str = "FLEET_ON";
 /// Slots of `HELD`, the held first failures (72 B each: 4.5 MiB), direct-mapped by source.
 pub const HELD_SLOTS: u32 = 65_536;
 /// Slots of `CROWDS`, the per-target counts of one-probe failures (16 B each: 1 MiB).

@@ -14,8 +14,13 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::map, maps::Array};
-use probe_common::{CROWD_SLOTS, Counter, HELD_SLOTS, Outcome, Pending, ProbeEvent};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, RingBuf},
+};
+use probe_common::{CROWD_SLOTS, Counter, FLEET_BYTES, HELD_SLOTS, Outcome, Pending, ProbeEvent};
 
 use crate::{
     maps::{EPOCH, EVENTS, KEY_SCRATCH, OUTCOMES, count},
@@ -42,6 +47,18 @@ static HELD: Array<Held> = Array::with_max_entries(HELD_SLOTS, 0);
 /// bit per port (by hash) that one-probe failures were held or sent for.
 #[map]
 static CROWDS: Array<[u64; 2]> = Array::with_max_entries(CROWD_SLOTS, 0);
+
+/// Held first failures copied for the fleet (`--fleet`): evidence a sensor publishes
+/// though local detection never reads it. Written only when `FLEET_ON` is set; the
+/// default (adaptive) wakeup wakes the reader when it has caught up, and the reader reads
+/// it at most every 10 ms, so a flood costs it at most 100 wakeups a second; a full ring
+/// counts `fleet_drops`.
+#[map]
+static FLEET: RingBuf = RingBuf::with_byte_size(FLEET_BYTES, 0);
+
+/// 1 when held first failures are copied to `FLEET` (set at load: `--fleet`).
+#[unsafe(no_mangle)]
+pub(crate) static FLEET_ON: u32 = 0;
 
 /// 1 when first failures are held (set at load; 0 in tests that want every event).
 #[unsafe(no_mangle)]
@@ -104,7 +121,34 @@ pub(crate) fn hold(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code
         (&raw mut (*slot).tag).write(tag);
     }
     count(Counter::Held);
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    if unsafe { read_volatile(&FLEET_ON) } != 0 {
+        export(pending, outcome, icmp_type, icmp_code, now);
+    }
     true
+}
+
+/// Copies a held first failure to the fleet's ring. Not inlined: its locals stay out of
+/// `hold`'s frame.
+#[inline(never)]
+fn export(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8, now: u64) {
+    let Some(mut entry) = FLEET.reserve::<ProbeEvent>(0) else {
+        count(Counter::FleetDrops);
+        return;
+    };
+    // SAFETY: the reserved record is size_of::<ProbeEvent>() bytes, ours until submitted,
+    // and `write_event` writes every field.
+    unsafe {
+        write_event(
+            entry.as_mut_ptr(),
+            pending,
+            (outcome, icmp_type, icmp_code),
+            0,
+            now,
+        )
+    };
+    entry.submit(0);
+    count(Counter::FleetExported);
 }
 
 /// Sends the held first failure of the source of `pending`, if its slot still holds it

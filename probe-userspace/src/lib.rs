@@ -45,6 +45,7 @@ pub mod cmd;
 pub mod daemon;
 pub mod detect;
 pub mod event;
+pub mod fleet;
 pub mod kernel;
 pub mod net;
 pub mod output;

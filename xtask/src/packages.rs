@@ -47,6 +47,14 @@ pub const TEST_PACKAGES: &[Package] = &[
         why: "a lab test checks that tracepath raises no alert",
     },
     Package {
+        name: "redis-server",
+        why: "the fleet's lab test runs Redis (redis-server, redis-cli) for sensors and correlators",
+    },
+    Package {
+        name: "openssl",
+        why: "the fleet's lab test makes TLS certificates for Redis",
+    },
+    Package {
         name: "prometheus",
         why: "promtool checks the metrics; the server scrapes probe-detector in a lab test",
     },

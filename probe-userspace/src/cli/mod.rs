@@ -388,6 +388,39 @@ pub struct Cli {
     )]
     pub control_socket: PathBuf,
 
+    /// Join a fleet: publish evidence (each outcome, and first failures local detection
+    /// holds) and alerts to the Redis at URL, and, with --block, apply the fleet's blocks
+    /// under this host's own never-block rules. redis://[USER:PASSWORD@]HOST:PORT, or
+    /// rediss:// for TLS; a node of a Redis Cluster is found to be one. Local detection
+    /// never waits for it. With `correlate`: the Redis to correlate. See docs/fleet.md.
+    #[arg(help_heading = "Fleet", global = true, long, value_name = "URL")]
+    pub fleet: Option<String>,
+
+    /// The CA certificate (PEM) that signed the fleet's Redis server certificate, for
+    /// rediss:// with a private CA (default: the system's trust store).
+    #[arg(help_heading = "Fleet", global = true, long, value_name = "FILE")]
+    pub fleet_ca: Option<PathBuf>,
+
+    /// Evidence records a second a sensor publishes at most; beyond it they are dropped
+    /// and counted (a forged flood costs the fleet a bounded rate, never local detection).
+    #[arg(help_heading = "Fleet", global = true, long, default_value_t = 20_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub fleet_rate: u32,
+
+    /// Evidence records kept while the fleet's Redis is away (about 64 B each); the
+    /// oldest beyond it are dropped and counted.
+    #[arg(help_heading = "Fleet", global = true, long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub fleet_backlog: u32,
+
+    /// `correlate --block`: sensors whose evidence must back a source before a fleet block
+    /// is published (one compromised or misled sensor alone cannot block anyone).
+    #[arg(help_heading = "Fleet", global = true, long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub fleet_min_sensors: u16,
+
+    /// `correlate`: how far back a correlator rebuilds the state of a shard it takes over,
+    /// in seconds.
+    #[arg(help_heading = "Fleet", global = true, long, default_value = "600", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub fleet_window: Duration,
+
     /// A source never to report (repeatable, CIDR): your own scanners, monitoring.
     #[arg(
         help_heading = "Allow-lists",
@@ -470,6 +503,13 @@ pub enum Mode {
     /// (kernels without bpf_links for them); anything not ours is left alone.
     /// Example: probe-detector detach --iface eth0
     Detach,
+    /// Correlate a fleet: read the evidence every sensor publishes (--fleet URL), run the
+    /// same detectors over all of it, and write the same alerts, each naming the sensors
+    /// that saw the scanner; with --block, publish fleet blocks (backed by
+    /// --fleet-min-sensors sensors, within --block-rate) that every sensor applies under
+    /// its own policy. Run two for takeover: each owns a share of the shards.
+    /// Example: probe-detector correlate --fleet redis://198.18.30.1:6379 --block
+    Correlate,
     /// Inspect or edit the block list of the probe-detector running with --block, through
     /// its control socket (--control-socket; root only).
     /// Example: probe-detector block list

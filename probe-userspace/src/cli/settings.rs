@@ -10,13 +10,14 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::{
-    cli::{BlockAction, Cli, Mode, values::TrwMode},
+    cli::{BlockAction, Cli, Mode, exit::UsageError, values::TrwMode},
     detect::{
         EngineConfig,
         crowd::CrowdConfig,
         slow::SlowConfig,
         trw::{TrwConfig, TrwUnit},
     },
+    fleet::channel::FleetTarget,
     kernel::{KernelConfig, XdpModeArg},
     net::cidr::Cidr,
     output::{
@@ -45,6 +46,32 @@ pub enum Command {
     Detach,
     /// Send one request to the running instance's control socket.
     Block(BlockRequest),
+    /// Correlate the fleet's evidence.
+    Correlate,
+}
+
+/// `--fleet` and its parameters.
+#[derive(Clone, Debug)]
+pub struct FleetSettings {
+    /// `--fleet`, as given (checked when used).
+    pub url: String,
+    /// `--fleet-ca`.
+    pub ca: Option<PathBuf>,
+    /// `--fleet-rate`.
+    pub rate: u32,
+    /// `--fleet-backlog`.
+    pub backlog: usize,
+    /// `--fleet-min-sensors`.
+    pub min_sensors: usize,
+    /// `--fleet-window`.
+    pub window: Duration,
+}
+
+impl FleetSettings {
+    /// The Redis to connect to, checked; a bad URL or CA is a usage error.
+    pub fn target(&self) -> Result<FleetTarget, UsageError> {
+        FleetTarget::parse(&self.url, self.ca.clone()).map_err(|err| UsageError(err.to_string()))
+    }
 }
 
 /// Everything the commands need from the command line; see the module documentation.
@@ -93,6 +120,8 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     /// `--status-interval`.
     pub status_interval: Option<Duration>,
+    /// `--fleet`; `None` when not given.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Where the attack list goes and how it rotates.
@@ -169,6 +198,7 @@ impl Settings {
             None => Command::Watch,
             Some(Mode::Replay { file }) => Command::Replay { file: file.clone() },
             Some(Mode::Detach) => Command::Detach,
+            Some(Mode::Correlate) => Command::Correlate,
             Some(Mode::Block { action }) => Command::Block(match *action {
                 BlockAction::List => BlockRequest::List,
                 BlockAction::Add { addr, ttl } => BlockRequest::Add { addr, ttl_s: ttl },
@@ -191,6 +221,7 @@ impl Settings {
             // first failure held.
             summarize: !cli.probes,
             hold: !cli.probes,
+            fleet: cli.fleet.is_some(),
             // Half the spread detector's ports: its evidence arrives by the time it needs it.
             crowd_ports: (cli.spread_ports > 0).then(|| u32::from(cli.spread_ports).div_ceil(2)),
             crowd_window: cli.spread_window,
@@ -268,6 +299,14 @@ impl Settings {
             block_state: cli.block_state.clone(),
             metrics_addr: cli.metrics_addr,
             status_interval: cli.status_interval,
+            fleet: cli.fleet.as_ref().map(|url| FleetSettings {
+                url: url.clone(),
+                ca: cli.fleet_ca.clone(),
+                rate: cli.fleet_rate,
+                backlog: cli.fleet_backlog as usize,
+                min_sensors: usize::from(cli.fleet_min_sensors),
+                window: cli.fleet_window,
+            }),
         }
     }
 

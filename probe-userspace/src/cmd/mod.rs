@@ -1,7 +1,8 @@
-//! The commands: watch interfaces (the default), replay a capture, detach leftovers, and
-//! talk to a running instance's block list. Each takes the resolved settings.
+//! The commands: watch interfaces (the default), replay a capture, detach leftovers, talk
+//! to a running instance's block list, and correlate a fleet. Each takes the resolved settings.
 
 pub mod block;
+pub mod correlate;
 pub mod detach;
 pub mod replay;
 pub mod watch;
@@ -15,5 +16,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Command::Replay { file } => replay::run(&settings, file),
         Command::Detach => detach::run(&settings.ifaces),
         Command::Block(request) => block::run(&settings.control_socket, request),
+        Command::Correlate => correlate::run(&settings).await,
     }
 }

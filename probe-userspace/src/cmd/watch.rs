@@ -26,6 +26,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     // Open the attack list before anything is loaded: an unwritable path fails at once.
     let attack_list = settings.open_attack_list()?;
     let outputs = settings.open_outputs()?;
+    // A bad --fleet URL or sensor name is an error of the command line (exit status 2).
+    let fleet_target = match &settings.fleet {
+        Some(fleet) => {
+            crate::fleet::keys::check_name(&settings.sensor_name)
+                .map_err(|err| crate::cli::exit::UsageError(err.to_string()))?;
+            Some(fleet.target()?)
+        }
+        None => None,
+    };
     kernel::check_privileges()?;
     // Listen before anything is loaded: a port in use fails at once, nothing attached.
     let metrics_listener = settings.metrics_addr.map(metrics::bind).transpose()?;
@@ -123,13 +132,52 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         engine.config().min_hosts,
         engine.config().window.as_secs_f64()
     );
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         engine,
         settings.pipeline_config(Clock::Monotonic),
         attack_list,
         blocking,
         outputs,
     );
+    let fleet = match (&settings.fleet, fleet_target) {
+        (Some(fleet), Some(target)) => {
+            let stats = std::sync::Arc::new(crate::fleet::sensor::FleetStats::default());
+            let (publisher, tap) = crate::fleet::sensor::Publisher::start(
+                target.clone(),
+                settings.sensor_name.clone(),
+                fleet.rate,
+                fleet.backlog,
+                std::sync::Arc::clone(&stats),
+            );
+            pipeline.set_tap(tap);
+            let blocks = settings.block.map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                crate::fleet::sensor::follow_blocks(
+                    target.clone(),
+                    tx,
+                    std::sync::Arc::clone(&stats),
+                );
+                rx
+            });
+            log::info!(
+                "fleet: sensor {} publishes evidence to {} (at most {} records a second){}",
+                settings.sensor_name,
+                target.shown(),
+                fleet.rate,
+                if blocks.is_some() {
+                    "; the fleet's blocks are applied under this host's policy"
+                } else {
+                    ""
+                }
+            );
+            Some(daemon::FleetLink {
+                publisher,
+                blocks,
+                stats,
+            })
+        }
+        _ => None,
+    };
     let daemon = Daemon {
         ebpf: &mut ebpf,
         kernel: &config,
@@ -139,6 +187,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         reader_gone: false,
         block_state: settings.block_state.clone(),
         network,
+        fleet,
     };
     let outlets = Outlets {
         metrics: metrics_listener,

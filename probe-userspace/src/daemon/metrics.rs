@@ -111,6 +111,42 @@ pub struct Snapshot {
     pub output_lost: Vec<(String, u64)>,
     /// Probes withheld as traceroutes', and traceroutes found.
     pub traceroutes: (u64, u64),
+    /// With `--fleet`: what the publisher did.
+    pub fleet: Option<FleetSnapshot>,
+}
+
+/// A sensor's fleet figures at one moment (`--fleet`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetSnapshot {
+    /// Evidence records published.
+    pub published: u64,
+    /// Records not published: over `--fleet-rate`, and lost from a full backlog.
+    pub dropped_rate: u64,
+    pub dropped_backlog: u64,
+    /// Records waiting.
+    pub backlog: u64,
+    /// 1 while connected.
+    pub connected: u64,
+    /// Connections made.
+    pub connects: u64,
+    /// Fleet blocks received.
+    pub blocks_received: u64,
+}
+
+impl FleetSnapshot {
+    /// The figures of `stats` now.
+    pub fn of(stats: &crate::fleet::sensor::FleetStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        Self {
+            published: stats.published.load(Relaxed),
+            dropped_rate: stats.dropped_rate.load(Relaxed),
+            dropped_backlog: stats.dropped_backlog.load(Relaxed),
+            backlog: stats.backlog.load(Relaxed),
+            connected: stats.connected.load(Relaxed),
+            connects: stats.connects.load(Relaxed),
+            blocks_received: stats.blocks_received.load(Relaxed),
+        }
+    }
 }
 
 /// Sources the `probe_detector_top_source_probes` family lists at most.
@@ -199,6 +235,50 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Ring-buffer records that could not be decoded.",
         &[(String::new(), snapshot.decode_errors.to_string())],
     );
+    if let Some(fleet) = &snapshot.fleet {
+        family(
+            "probe_detector_fleet_published_total",
+            "counter",
+            "Evidence records published to the fleet (--fleet).",
+            &[(String::new(), fleet.published.to_string())],
+        );
+        family(
+            "probe_detector_fleet_dropped_total",
+            "counter",
+            "Evidence records the fleet never got, by reason: over --fleet-rate, or the backlog was full (Redis away or slow).",
+            &[
+                ("{reason=\"rate\"}".into(), fleet.dropped_rate.to_string()),
+                (
+                    "{reason=\"backlog\"}".into(),
+                    fleet.dropped_backlog.to_string(),
+                ),
+            ],
+        );
+        family(
+            "probe_detector_fleet_backlog",
+            "gauge",
+            "Evidence records waiting to be published.",
+            &[(String::new(), fleet.backlog.to_string())],
+        );
+        family(
+            "probe_detector_fleet_connected",
+            "gauge",
+            "1 while connected to the fleet's Redis.",
+            &[(String::new(), fleet.connected.to_string())],
+        );
+        family(
+            "probe_detector_fleet_connects_total",
+            "counter",
+            "Connections made to the fleet's Redis (the first and every reconnection).",
+            &[(String::new(), fleet.connects.to_string())],
+        );
+        family(
+            "probe_detector_fleet_blocks_received_total",
+            "counter",
+            "Fleet blocks received (each applied under this host's own never-block rules, or spared).",
+            &[(String::new(), fleet.blocks_received.to_string())],
+        );
+    }
     if let Some(blocks) = snapshot.blocks {
         family(
             "probe_detector_blocks_total",
@@ -375,6 +455,15 @@ mod tests {
             stdout_dropped: 0,
             output_lost: vec![("file:/var/log/a \"b\".json".into(), 3)],
             traceroutes: (16, 1),
+            fleet: Some(FleetSnapshot {
+                published: 10,
+                dropped_rate: 1,
+                dropped_backlog: 2,
+                backlog: 3,
+                connected: 1,
+                connects: 2,
+                blocks_received: 4,
+            }),
         }
     }
 

@@ -92,7 +92,23 @@ pub struct Daemon<'a> {
     pub block_state: Option<std::path::PathBuf>,
     /// This host on the network, looked at again when netlink says it changed.
     pub network: Network,
+    /// `--fleet`: the publisher of evidence and the fleet's blocks.
+    pub fleet: Option<FleetLink>,
 }
+
+/// A sensor's link to the fleet (`--fleet`).
+pub struct FleetLink {
+    /// Publishes what the pipeline's tap and the kernel's fleet ring give it.
+    pub publisher: crate::fleet::sensor::Publisher,
+    /// The fleet's blocks (with `--block`).
+    pub blocks: Option<tokio::sync::mpsc::Receiver<crate::fleet::sensor::FleetBlock>>,
+    /// What it has done.
+    pub stats: Arc<crate::fleet::sensor::FleetStats>,
+}
+
+/// The fleet's ring is read at most this often: a forged flood of held first failures
+/// costs the reader at most a hundred wakeups a second.
+const FLEET_READ_GAP: Duration = Duration::from_millis(10);
 
 impl Daemon<'_> {
     /// Reads events until SIGINT or SIGTERM, writing records to stdout.
@@ -143,6 +159,24 @@ impl Daemon<'_> {
         } else {
             None
         };
+        let mut fleet_ring = match &self.fleet {
+            Some(_) => {
+                let map = self
+                    .ebpf
+                    .take_map(probe_common::FLEET_MAP)
+                    .context("the eBPF object has no FLEET ring buffer")?;
+                let ring = RingBuf::try_from(map).context("FLEET is not a ring buffer")?;
+                // SAFETY: as for EVENTS: the RingBuf owns its fd while the AsyncFd owns it.
+                Some(
+                    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+                        .map_err(|err| err.into_parts().1)
+                        .context("cannot poll the FLEET ring buffer")?,
+                )
+            }
+            None => None,
+        };
+        let mut fleet_next = tokio::time::Instant::now();
+        let mut fleet_blocks = self.fleet.as_mut().and_then(|f| f.blocks.take());
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -229,6 +263,15 @@ impl Daemon<'_> {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                Some(block) = when(fleet_blocks.as_mut().map(|rx| rx.recv())) => {
+                    self.apply_fleet_block(&block);
+                }
+                guard = fleet_ready(fleet_ring.as_mut(), fleet_next) => {
+                    let mut guard = guard.context("cannot poll the FLEET ring buffer")?;
+                    self.drain_fleet(guard.get_inner_mut());
+                    guard.clear_ready();
+                    fleet_next = tokio::time::Instant::now() + FLEET_READ_GAP;
+                }
                 Some(reply) = bodies.recv() => {
                     let _ = reply.send(metrics::render(&self.snapshot(started)));
                 }
@@ -359,9 +402,17 @@ impl Daemon<'_> {
                 summary_backlog.len()
             );
         }
+        if let Some(ring) = fleet_ring.as_mut() {
+            self.drain_fleet(ring.get_mut());
+        }
         self.pipeline.finish(clock::monotonic_now());
         self.flush()?;
         self.save_blocks();
+        // The fleet gets what waits for it, for a second at most.
+        drop(self.pipeline.tap_mut().take());
+        if let Some(fleet) = self.fleet.take() {
+            fleet.publisher.finish(Duration::from_secs(1)).await;
+        }
         // A slow reader gets what is queued for it, whole; a stopped one does not hold the
         // exit for long.
         self.pipeline.out_mut().finish(Duration::from_secs(5));
@@ -380,6 +431,45 @@ impl Daemon<'_> {
             log::warn!("{decode_errors} ring-buffer records could not be decoded");
         }
         Ok(())
+    }
+
+    /// Hands the kernel's held first failures to the fleet's publisher.
+    fn drain_fleet(&mut self, ring: &mut RingBuf<MapData>) {
+        let Some(tap) = self.pipeline.tap_mut().as_mut() else {
+            return;
+        };
+        while let Some(record) = ring.next() {
+            match crate::event::Probe::decode(&record) {
+                Ok(probe) => tap.note_held(&probe),
+                Err(err) => log::debug!("skipping a fleet ring record: {err}"),
+            }
+        }
+    }
+
+    /// Applies a block the fleet published, under this host's own policy.
+    fn apply_fleet_block(&mut self, block: &crate::fleet::sensor::FleetBlock) {
+        let now_ms = crate::fleet::sensor::unix_ms();
+        let left = Duration::from_millis(block.until_ms.saturating_sub(now_ms));
+        if left.is_zero() {
+            return;
+        }
+        let Some(blocker) = self.pipeline.blocker() else {
+            return;
+        };
+        match blocker.fleet_block(block.addr, left, clock::monotonic_now()) {
+            Ok(None) => log::info!(
+                "fleet block of {} (by {}) applied for {} s",
+                block.addr,
+                block.by,
+                left.min(blocker.policy().ttl).as_secs()
+            ),
+            Ok(Some(why)) => log::info!(
+                "fleet block of {} (by {}) not applied: {why}",
+                block.addr,
+                block.by
+            ),
+            Err(err) => log::error!("cannot apply the fleet block of {}: {err}", block.addr),
+        }
     }
 
     /// Handles at most `limit` records waiting in the ring buffer; true when that many
@@ -574,6 +664,10 @@ impl Daemon<'_> {
             attack_list_lost: stats.attack_list_lost,
             stdout_dropped: self.pipeline.out().stdout_dropped(),
             traceroutes: engine.traceroutes(),
+            fleet: self
+                .fleet
+                .as_ref()
+                .map(|f| metrics::FleetSnapshot::of(&f.stats)),
             output_lost: self
                 .pipeline
                 .out()
@@ -688,6 +782,18 @@ fn watch_stdout() -> Option<AsyncFd<std::os::fd::OwnedFd>> {
 }
 
 /// What `future` gives; never, when there is none: a `select!` branch that is off.
+/// The fleet's ring once it is readable, not before `at`; never without a ring.
+async fn fleet_ready(
+    ring: Option<&mut AsyncFd<RingBuf<MapData>>>,
+    at: tokio::time::Instant,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
+    let Some(ring) = ring else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(at).await;
+    ring.readable_mut().await
+}
+
 async fn when<F: std::future::Future>(future: Option<F>) -> F::Output {
     match future {
         Some(future) => future.await,

@@ -9,11 +9,11 @@ use probe_common::{
     BLOCK_BURST_GLOBAL, BLOCK_ON_GLOBAL, BLOCK_RATE_GLOBAL, BLOCK_TTL_GLOBAL,
     CALLBACK_EPOCHS_GLOBAL, CONTACTED_MAP, CROWD_EPOCHS_GLOBAL, CROWD_EVENTS_GLOBAL,
     CROWD_PORTS_GLOBAL, CROWD_SLOTS, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM,
-    HASH_SEED_GLOBAL, HELD_SLOTS, HOLD_ON_GLOBAL, OURS_ENTRIES, OURS_MAP, OURS_MASK_GLOBAL,
-    OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP, PENDING_MASK_GLOBAL,
-    PENDING_REGIONS_MAP, SUMMARIES_ENTRIES, SUMMARIZE_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS,
-    SUSPECT_WAYS, SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL,
-    WAKEUP_GAP_GLOBAL, WALK_IDLE_GLOBAL, XDP_PROGRAM,
+    FLEET_ON_GLOBAL, HASH_SEED_GLOBAL, HELD_SLOTS, HOLD_ON_GLOBAL, OURS_ENTRIES, OURS_MAP,
+    OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP,
+    PENDING_MASK_GLOBAL, PENDING_REGIONS_MAP, SUMMARIES_ENTRIES, SUMMARIZE_GLOBAL,
+    SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM,
+    TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, WALK_IDLE_GLOBAL, XDP_PROGRAM,
 };
 
 use super::run::{expire_program, tc_program, xdp_program};
@@ -63,6 +63,9 @@ pub struct KernelConfig {
     /// Hold a source's first failure until its second (`HELD`), so that sources of one
     /// probe (a forged flood's) cost userspace nothing; off in tests that want each event.
     pub hold: bool,
+    /// Copy each held first failure to the `FLEET` ring (`--fleet`): the fleet's evidence
+    /// of sources that fail once on this host.
+    pub fleet: bool,
     /// Distinct ports of one-probe failures on one target, within `crowd_window`, from
     /// which its one-probe failures are sent at once (the crowd detector's evidence);
     /// `None`: never (the spread-scan detector is off).
@@ -88,6 +91,7 @@ impl Default for KernelConfig {
             suspect_sets: SUSPECT_SETS,
             summarize: true,
             hold: true,
+            fleet: false,
             crowd_ports: Some(5),
             crowd_window: Duration::from_secs(10),
         }
@@ -242,6 +246,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     let block_on = u32::from(config.block);
     let summarize = u32::from(config.summarize);
     let hold = u32::from(config.hold);
+    let fleet = u32::from(config.fleet);
     let crowd_ports = config.crowd_ports.unwrap_or(u32::MAX);
     let crowd_epochs =
         u16::try_from(config.crowd_window.as_nanos() / config.sweep_interval().as_nanos().max(1))
@@ -278,6 +283,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(BLOCK_ON_GLOBAL, &block_on, true)
         .override_global(SUMMARIZE_GLOBAL, &summarize, true)
         .override_global(HOLD_ON_GLOBAL, &hold, true)
+        .override_global(FLEET_ON_GLOBAL, &fleet, true)
         .override_global(CROWD_PORTS_GLOBAL, &crowd_ports, true)
         .override_global(CROWD_EPOCHS_GLOBAL, &crowd_epochs, true)
         .override_global(CROWD_EVENTS_GLOBAL, &crowd_events, true)

@@ -16,6 +16,7 @@ pub mod stdout;
 use std::{
     collections::{BTreeMap, HashMap},
     io::Write,
+    net::IpAddr,
     time::Duration,
 };
 
@@ -138,6 +139,13 @@ pub struct Pipeline<W: Write> {
     urgent: bool,
     /// The latest time given to `observe` or `tick`.
     latest: Duration,
+    /// `--fleet`: every outcome also goes to the fleet's publisher.
+    tap: Option<crate::fleet::sensor::Tap>,
+    /// `correlate`: the sensors behind each source, named in its alerts.
+    fleet: Option<crate::fleet::sources::FleetSources>,
+    /// Sources the recorded blocking decided to block, for the caller to apply elsewhere
+    /// (a correlator publishes them to the fleet).
+    decided: Vec<IpAddr>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -166,7 +174,35 @@ impl<W: Write> Pipeline<W> {
             rows: Vec::new(),
             urgent: false,
             latest: Duration::ZERO,
+            tap: None,
+            fleet: None,
+            decided: Vec::new(),
         }
+    }
+
+    /// The sources recorded blocking decided to block since the last call.
+    pub fn take_decided(&mut self) -> Vec<IpAddr> {
+        std::mem::take(&mut self.decided)
+    }
+
+    /// Hands every outcome observed to the fleet's publisher too (`--fleet`).
+    pub fn set_tap(&mut self, tap: crate::fleet::sensor::Tap) {
+        self.tap = Some(tap);
+    }
+
+    /// The fleet's publisher, for the kernel's held failures; dropped to end it.
+    pub fn tap_mut(&mut self) -> &mut Option<crate::fleet::sensor::Tap> {
+        &mut self.tap
+    }
+
+    /// Names the sensors behind each scan's sources in its alerts (a correlator).
+    pub fn set_fleet(&mut self, fleet: crate::fleet::sources::FleetSources) {
+        self.fleet = Some(fleet);
+    }
+
+    /// The sensors behind each source (a correlator).
+    pub fn fleet_mut(&mut self) -> Option<&mut crate::fleet::sources::FleetSources> {
+        self.fleet.as_mut()
     }
 
     /// The engine, for its tables and memory bound.
@@ -266,6 +302,9 @@ impl<W: Write> Pipeline<W> {
         if !matches!(self.blocking, Blocking::Off) {
             self.macs.note(probe.src, probe.src_mac);
         }
+        if let Some(tap) = &mut self.tap {
+            tap.note(probe);
+        }
         let scans = self.engine.observe(probe, now);
         self.alerts(&scans, now);
         if probe.kernel_blocked {
@@ -297,6 +336,11 @@ impl<W: Write> Pipeline<W> {
         }
         if !matches!(self.blocking, Blocking::Off) {
             self.macs.note(summary.probe.src, summary.probe.src_mac);
+        }
+        if let Some(tap) = &mut self.tap {
+            for probe in summary.outcomes() {
+                tap.note(&probe);
+            }
         }
         let scans = self
             .engine
@@ -443,6 +487,9 @@ impl<W: Write> Pipeline<W> {
         if blocked {
             record.alert.action = "blocked";
         }
+        if let Some(fleet) = &self.fleet {
+            record.alert.context.fleet = Some(fleet.info(&scan.sources));
+        }
         self.push_line(&json_line(&record));
         // A scan's first record goes out without waiting for the rest of the batch.
         self.urgent |= scan.phase == Phase::Start;
@@ -468,12 +515,21 @@ impl<W: Write> Pipeline<W> {
             Blocking::Recorded(policy, budget) => {
                 let mut verdicts = policy.judge(scan, mac_of);
                 for (addr, why) in &mut verdicts {
+                    if why.is_none()
+                        && let Some(fleet) = &self.fleet
+                        && !fleet.enough_sensors(*addr)
+                    {
+                        *why = Some(Spared::FewSensors);
+                    }
                     if why.is_none() {
                         *why = match budget.take(*addr, now) {
                             Ok(()) => None,
                             Err(Refusal::Rate) => Some(Spared::BlockRate),
                             Err(Refusal::PrefixCap) => Some(Spared::PrefixCap),
                         };
+                    }
+                    if why.is_none() {
+                        self.decided.push(*addr);
                     }
                 }
                 (verdicts, policy.ttl, "would block")

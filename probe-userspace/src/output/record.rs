@@ -156,6 +156,10 @@ pub struct AlertContext {
     /// The scanned targets (sweeps).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest_ips: Option<Vec<String>>,
+    /// A correlator's alert: the sensors whose evidence made it (`probe-detector
+    /// correlate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::sources::FleetInfo>,
 }
 
 /// The `scan` object: what was seen.
@@ -370,6 +374,7 @@ impl AlertRecord {
                         .then(|| scan.sources.iter().map(ToString::to_string).collect()),
                     src_net: scan.src_net.map(|(net, len)| format!("{net}/{len}")),
                     dest_ips,
+                    fleet: None,
                 },
             },
         }

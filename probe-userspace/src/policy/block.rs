@@ -444,6 +444,43 @@ impl Blocker {
         Ok(None)
     }
 
+    /// A block the fleet's correlators published (`--fleet` with `--block`): made here as
+    /// an automatic block, for `left` but never longer than this host's own `--block-ttl`,
+    /// unless this host's never-block rules spare the source (as for a scan whose frames'
+    /// link-layer address is unknown: on-link neighbours are spared) or its budget is
+    /// spent. Returns why it was spared. An IPv4-mapped IPv6 source is never taken for the
+    /// IPv4 host.
+    pub fn fleet_block(
+        &mut self,
+        addr: IpAddr,
+        left: Duration,
+        now: Duration,
+    ) -> Result<Option<Spared>, BlockError> {
+        if let Some(why) = mapped_source(addr) {
+            return Ok(Some(why));
+        }
+        let addr = canonical(addr);
+        if let Some(why) = self.protection(addr, Asker::Scan { mac: None }, now) {
+            return Ok(Some(why));
+        }
+        if self.automatic.contains_key(&addr) || self.manual.contains_key(&addr) {
+            return Ok(None);
+        }
+        match self.budget.take(addr, now) {
+            Ok(()) => {}
+            Err(Refusal::Rate) => {
+                self.stats.refused_rate += 1;
+                return Ok(Some(Spared::BlockRate));
+            }
+            Err(Refusal::PrefixCap) => {
+                self.stats.refused_prefix += 1;
+                return Ok(Some(Spared::PrefixCap));
+            }
+        }
+        self.insert_automatic(addr, now.saturating_add(left.min(self.policy.ttl)))?;
+        Ok(None)
+    }
+
     /// A scan found likely spoofed (its decoys showed after its start, or its sources, each
     /// blocked for a scan of its own first, turn out to be one decoy scan): lifts the
     /// automatic blocks of its sources, unless `--block-spoofed`; returns them.

@@ -46,6 +46,9 @@ pub enum Spared {
     BlockRate,
     /// Its /24 or /48 holds `--block-prefix-cap` automatic blocks already.
     PrefixCap,
+    /// A correlator's verdict backed by fewer than `--fleet-min-sensors` sensors: one
+    /// sensor (which may be compromised, or fed forged packets) cannot drive fleet blocks.
+    FewSensors,
 }
 
 impl fmt::Display for Spared {
@@ -70,6 +73,9 @@ impl fmt::Display for Spared {
             }
             Spared::BlockRate => "over the budget of new automatic blocks (--block-rate)",
             Spared::PrefixCap => "its network holds --block-prefix-cap automatic blocks already",
+            Spared::FewSensors => {
+                "seen by fewer sensors than --fleet-min-sensors: one sensor alone cannot drive fleet blocks"
+            }
         })
     }
 }
