@@ -15,7 +15,9 @@
 //!   kernel's block list).
 //! - `daemon/`: the live event loop, the control socket, the metrics endpoint, the status
 //!   line.
-//! - `cmd/`: the commands: watch, replay, detach, block.
+//! - `fleet/`: the fleet over Redis Streams: evidence records, keys and shards, the
+//!   sensor's publisher, the correlator.
+//! - `cmd/`: the commands: watch, replay, detach, block, correlate.
 //! - `cli/`: flags and their values, the configuration file, resolved settings, exit
 //!   statuses.
 //! - `net/`: CIDRs, interfaces and routes, this host's network, pcap files.

@@ -103,6 +103,7 @@ pub fn run(workspace: &Path, pin: &Pin) -> anyhow::Result<PathBuf> {
         "README.md",
         "docs/alerts.md",
         "docs/metrics.md",
+        "docs/fleet.md",
         "docs/design.md",
     ] {
         let text = fs::read(workspace.join(file))?;

@@ -116,6 +116,24 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_acl_rules_are_these() {
+        let docs = include_str!("../../../docs/fleet.md");
+        assert!(
+            docs.contains(&format!("user h1 on >SENSOR1-SECRET {}", sensor_acl("h1"))),
+            "docs/fleet.md shows other sensor rules than {}",
+            sensor_acl("h1")
+        );
+        assert!(
+            docs.contains(&format!(
+                "user correlator on >CORRELATOR-SECRET {}",
+                correlator_acl()
+            )),
+            "docs/fleet.md shows other correlator rules than {}",
+            correlator_acl()
+        );
+    }
+
+    #[test]
     fn names_that_would_reach_other_keys_are_refused() {
         assert!(check_name("web-01.example").is_ok());
         for bad in ["", "a:b", "a*", "{1}", "a b", &"x".repeat(65)] {
