@@ -1,11 +1,12 @@
 //! The test network shared by probe-userspace's lab tests and `cargo xtask lab`: network
 //! namespaces and veth pairs made and deleted by the caller ([`netns`]), real listeners in
 //! them ([`listeners`]), crafted frames sent into them ([`inject`]), a private rsyslogd
-//! ([`syslog`]), and the one rule for tests that need root ([`require_root`]).
+//! ([`syslog`]), the fleet's hub, hosts and Redis ([`fleet`]), and the one rule for tests that need root ([`require_root`]).
 //!
 //! Network safety (docs/design.md): only namespaces and veth pairs made here, only
 //! addresses from 198.18.0.0/15 and 2001:db8::/32, every namespace deleted on drop.
 
+pub mod fleet;
 pub mod inject;
 pub mod listeners;
 pub mod netns;

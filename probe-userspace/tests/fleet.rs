@@ -1,14 +1,13 @@
-//! The fleet's lab test: eight host namespaces, each a sensor (`--fleet --block`) with a
+//! The fleet's lab tests: eight host namespaces, each a sensor (`--fleet --block`) with a
 //! web server, behind a hub namespace that routes, runs Debian's redis-server (ACL users
-//! per role, append-only file) and two correlators; scanners in a namespace of their own.
+//! per role, append-only file) and the correlators; scanners in a namespace of their own
+//! (`probe_netlab::fleet`).
 //! 198.18.0.0/15 only, everything deleted when the test ends. Needs root, nmap, curl and
 //! redis-server (`cargo xtask test` installs them).
 
 use std::{
     collections::BTreeSet,
     net::IpAddr,
-    path::PathBuf,
-    process::{Child, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -19,226 +18,92 @@ mod detector;
 mod eve;
 
 use detector::Detector;
-use probe_netlab::{Listeners, Netns, netns, require_root, require_tool, veth};
+use probe_netlab::{
+    fleet::{self, Acl, FleetNet, RedisMode},
+    require_root, require_tool,
+};
 use probe_userspace::fleet::keys;
 use serde_json::Value;
 
 const HOSTS: usize = 8;
-/// The hub's address every sensor and correlator reaches Redis at.
-const REDIS_IP: &str = "198.18.30.1";
-const CORRELATOR_PASSWORD: &str = "lab-correlator-secret";
 
-/// A host's address: 198.18.(50 + n).2, n from 1.
-fn host_ip(n: usize) -> String {
-    format!("198.18.{}.2", 50 + n)
-}
-
-/// A scanner-side source of its own /24 (so of its own shard's choosing): 198.18.N.2 on
-/// the scanners' /20 link.
-fn source(third: u8) -> String {
-    assert!((33..48).contains(&third));
-    format!("198.18.{third}.2")
-}
+/// One fleet lab at a time: they share the hub's address and two cores.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct FleetLab {
-    hub: Netns,
-    scanner: Netns,
-    hosts: Vec<Netns>,
-    dir: PathBuf,
-    redis: Option<Child>,
-    _listeners: Vec<Listeners>,
+    net: FleetNet,
+    _lock: std::sync::MutexGuard<'static, ()>,
 }
 
 impl FleetLab {
-    fn new() -> Self {
-        let hub = Netns::new("fhub").unwrap();
-        let scanner = Netns::new("fscan").unwrap();
-        hub.sysctl("net.ipv4.ip_forward=1").unwrap();
-        hub.ip(&["addr", "add", &format!("{REDIS_IP}/32"), "dev", "lo"])
-            .unwrap();
-        veth(&scanner, "scan0", &hub, "hs0").unwrap();
-        hub.addr("hs0", "198.18.32.1/20").unwrap();
-        for third in 33..48u8 {
-            scanner
-                .addr("scan0", &format!("{}/20", source(third)))
-                .unwrap();
-        }
-        scanner
-            .ip(&["route", "add", "default", "via", "198.18.32.1"])
-            .unwrap();
-        let mut hosts = Vec::new();
-        let mut listeners = Vec::new();
-        for n in 1..=HOSTS {
-            let host = Netns::new(&format!("fh{n}")).unwrap();
-            veth(&host, "eth0", &hub, &format!("hh{n}")).unwrap();
-            host.addr("eth0", &format!("{}/24", host_ip(n))).unwrap();
-            host.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("198.18.{}.1", 50 + n),
-            ])
-            .unwrap();
-            hub.addr(&format!("hh{n}"), &format!("198.18.{}.1/24", 50 + n))
-                .unwrap();
-            let web: std::net::SocketAddr = format!("{}:80", host_ip(n)).parse().unwrap();
-            listeners.push(Listeners::start(&host, &[web], &[]).unwrap());
-            hosts.push(host);
-        }
-        let dir = std::env::temp_dir().join(format!("pdlab-fleet-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut lab = Self {
-            hub,
-            scanner,
-            hosts,
-            dir,
-            redis: None,
-            _listeners: listeners,
+    fn new(mode: RedisMode, hosts: usize) -> Self {
+        let lock = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = std::env::temp_dir().join(format!("pdlab-fleet-{}-{mode:?}", std::process::id()));
+        let acl = Acl {
+            sensor: keys::sensor_acl,
+            correlator: keys::correlator_acl(),
         };
-        lab.write_redis_config();
-        lab.start_redis();
-        lab
-    }
-
-    /// Debian's redis-server with one user per role (the rules the library documents),
-    /// no default user, and an append-only file so that a restart keeps the streams.
-    fn write_redis_config(&self) {
-        let mut config = format!(
-            "bind {REDIS_IP}\nport 6379\ndir {}\nsave \"\"\nappendonly yes\nappendfsync everysec\nuser default off\nuser correlator on >{CORRELATOR_PASSWORD} {}\n",
-            self.dir.display(),
-            keys::correlator_acl()
-        );
-        for n in 1..=HOSTS {
-            config.push_str(&format!(
-                "user h{n} on >sensor-{n}-secret {}\n",
-                keys::sensor_acl(&format!("h{n}"))
-            ));
+        Self {
+            net: FleetNet::new(hosts, mode, acl, &dir).unwrap_or_else(|err| panic!("{err:#}")),
+            _lock: lock,
         }
-        std::fs::write(self.dir.join("redis.conf"), config).unwrap();
-    }
-
-    fn start_redis(&mut self) {
-        let conf = self.dir.join("redis.conf");
-        let child = self
-            .hub
-            .exec("redis-server", &[conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.redis = Some(child);
-        let started = Instant::now();
-        while self.redis_cli(&["PING"]).trim() != "PONG" {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not answer"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops redis-server as its service would (SIGTERM: the append-only file is written).
-    fn stop_redis(&mut self) {
-        let mut child = self.redis.take().unwrap();
-        // SAFETY: kill with a pid we own and a valid signal number.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = child.wait();
-    }
-
-    /// redis-cli as the correlator's user; its stdout.
-    fn redis_cli(&self, args: &[&str]) -> String {
-        let mut all = vec![
-            "-h",
-            REDIS_IP,
-            "--user",
-            "correlator",
-            "--pass",
-            CORRELATOR_PASSWORD,
-            "--no-auth-warning",
-        ];
-        all.extend_from_slice(args);
-        let out = self.hub.exec("redis-cli", &all).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn sensor(&self, n: usize) -> Detector {
-        let url = format!("redis://h{n}:sensor-{n}-secret@{REDIS_IP}:6379");
         let name = format!("h{n}");
-        let socket = self.dir.join(format!("h{n}.sock"));
-        let mut detector = Detector::start(
-            &self.hosts[n - 1],
-            &[
-                "--iface",
-                "eth0",
-                "--fleet",
-                &url,
-                "--sensor-name",
-                &name,
-                "--block",
-                "--control-socket",
-                socket.to_str().unwrap(),
-            ],
-        );
+        let socket = self.net.dir.join(format!("h{n}.sock"));
+        let mut args: Vec<String> = [
+            "--iface",
+            "eth0",
+            "--sensor-name",
+            &name,
+            "--block",
+            "--control-socket",
+            &socket.to_string_lossy(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(self.net.sensor_args(n));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut detector = Detector::start(&self.net.hosts[n - 1], &args);
         detector.wait_for_log("fleet: publishing evidence", Duration::from_secs(10));
         detector
     }
 
     fn correlator(&self, name: &str) -> Detector {
-        let url = format!("redis://correlator:{CORRELATOR_PASSWORD}@{REDIS_IP}:6379");
+        let mut args: Vec<String> = [
+            "correlate",
+            "--sensor-name",
+            name,
+            "--block",
+            "--idle-timeout",
+            "3",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(self.net.correlator_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Detector::spawn_until(
-            self.hub.exec(
-                env!("CARGO_BIN_EXE_probe-detector"),
-                &[
-                    "correlate",
-                    "--fleet",
-                    &url,
-                    "--sensor-name",
-                    name,
-                    "--block",
-                    "--idle-timeout",
-                    "3",
-                ],
-            ),
+            self.net
+                .hub
+                .exec(env!("CARGO_BIN_EXE_probe-detector"), &args),
             "owns ",
         )
     }
 
-    /// nmap from `src`, bounded; its grepable output.
     fn nmap(&self, src: &str, args: &[&str]) -> String {
-        let mut all = vec![
-            "-n",
-            "-Pn",
-            "-S",
-            src,
-            "-e",
-            "scan0",
-            "--max-retries",
-            "0",
-            "--host-timeout",
-            "20s",
-            "-oG",
-            "-",
-        ];
-        all.extend_from_slice(args);
-        let out = netns::run(&mut self.scanner.exec("nmap", &all)).unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.net
+            .nmap(src, args)
+            .unwrap_or_else(|err| panic!("{err:#}"))
     }
-}
 
-impl Drop for FleetLab {
-    fn drop(&mut self) {
-        if let Some(mut redis) = self.redis.take() {
-            let _ = redis.kill();
-            let _ = redis.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+    fn redis_cli(&self, args: &[&str]) -> String {
+        self.net.cli(args)
     }
 }
 
 fn all_hosts() -> Vec<String> {
-    (1..=HOSTS).map(host_ip).collect()
+    (1..=HOSTS).map(fleet::host_ip).collect()
 }
 
 /// The fleet alerts (of both correlators) about `src`.
@@ -304,7 +169,7 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
     for tool in ["nmap", "curl", "redis-server", "redis-cli"] {
         require_tool(tool);
     }
-    let mut lab = FleetLab::new();
+    let mut lab = FleetLab::new(RedisMode::Single, HOSTS);
     let mut sensors: Vec<Detector> = (1..=HOSTS).map(|n| lab.sensor(n)).collect();
     let c1 = lab.correlator("c1");
     let mut c2 = lab.correlator("c2");
@@ -321,9 +186,10 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
     }
 
     // Ordinary clients of every host raise nothing.
-    let client = source(34);
+    let client = fleet::source(1);
     for host in all_hosts() {
         let out = lab
+            .net
             .scanner
             .exec(
                 "curl",
@@ -344,7 +210,7 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
     }
 
     // A sweep of one closed port, one probe per host: no host sees more than one probe.
-    let sweeper = source(33);
+    let sweeper = fleet::source(0);
     let mut ports = vec!["-sS", "-p", "22"];
     let hosts = all_hosts();
     ports.extend(hosts.iter().map(String::as_str));
@@ -411,7 +277,7 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
     assert!(fleet_alerts(&[&c1, &c2], &client).is_empty());
 
     // A strobe: three ports on every host.
-    let strober = source(35);
+    let strober = fleet::source(2);
     let mut strobe = vec!["-sS", "-p", "21,23,25"];
     strobe.extend(hosts.iter().map(String::as_str));
     lab.nmap(&strober, &strobe);
@@ -420,20 +286,20 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
 
     // Redis away for 10 s: a host alerts on its own scan meanwhile; the sweep made during
     // the outage reaches the fleet once Redis is back.
-    lab.stop_redis();
-    let local = source(36);
-    lab.nmap(&local, &["-sS", "-p", "1-100", &host_ip(1)]);
+    lab.net.stop_redis();
+    let local = fleet::source(3);
+    lab.nmap(&local, &["-sS", "-p", "1-100", &fleet::host_ip(1)]);
     let seen = sensors[0].wait_for_alert(Duration::from_secs(5), |a| a["src_ip"] == local.as_str());
     assert!(
         seen.iter().any(|a| a["src_ip"] == local.as_str()),
         "no local alert while Redis was away"
     );
-    let late = source(37);
+    let late = fleet::source(4);
     let mut sweep = vec!["-sS", "-p", "23"];
     sweep.extend(hosts.iter().map(String::as_str));
     lab.nmap(&late, &sweep);
     thread::sleep(Duration::from_secs(8));
-    lab.start_redis();
+    lab.net.start_redis().unwrap();
     let alerts = wait_fleet(&[&c1, &c2], &late, Duration::from_secs(30), |a| {
         a["alert"]["context"]["scan"]["phase"] == "start"
     });
@@ -458,8 +324,8 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
         thread::sleep(Duration::from_millis(100));
     }
     let c1_shards = owned_shards(&c1);
-    let victim = (38..48u8)
-        .map(source)
+    let victim = (5..fleet::SOURCES)
+        .map(fleet::source)
         .find(|s| c1_shards.contains(&keys::shard_of(s.parse::<IpAddr>().unwrap())))
         .expect("a source of one of c1's shards");
     let shard = keys::shard_of(victim.parse::<IpAddr>().unwrap());
@@ -525,4 +391,33 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
         assert!(sensor.stop().success());
     }
     drop(c1);
+}
+
+#[test]
+fn a_fleet_over_tls_with_a_private_ca_alerts() {
+    if !require_root("fleet lab, TLS") {
+        return;
+    }
+    for tool in ["nmap", "redis-server", "redis-cli", "openssl"] {
+        require_tool(tool);
+    }
+    let hosts = 4;
+    let lab = FleetLab::new(RedisMode::Tls, hosts);
+    let sensors: Vec<Detector> = (1..=hosts).map(|n| lab.sensor(n)).collect();
+    // The password stays out of the log.
+    let log = sensors[0].stderr.lock().unwrap().join("\n");
+    assert!(log.contains("rediss://h1:***@"), "{log}");
+    assert!(!log.contains("sensor-1-secret"), "{log}");
+    drop(log);
+    let c1 = lab.correlator("c1");
+    let sweeper = fleet::source(9);
+    let targets = lab.net.host_ips();
+    let mut args = vec!["-sS", "-p", "22"];
+    args.extend(targets.iter().map(String::as_str));
+    lab.nmap(&sweeper, &args);
+    let alerts = wait_fleet(&[&c1], &sweeper, Duration::from_secs(10), |a| {
+        a["alert"]["context"]["scan"]["phase"] == "start"
+    });
+    assert!(!alerts.is_empty(), "no fleet alert over TLS");
+    assert_eq!(sensors_named(&alerts[0]).len(), hosts, "{:#}", alerts[0]);
 }
