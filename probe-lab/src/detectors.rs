@@ -101,6 +101,16 @@ pub struct Ours {
 impl Ours {
     /// Starts `binary ARGS` in `ns` and waits until it watches.
     pub fn start(ns: &Netns, binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_until(ns, binary, args, "watching for port scans")
+    }
+
+    /// Starts `binary ARGS` in `ns` and waits until it logs `ready`.
+    pub fn start_until(
+        ns: &Netns,
+        binary: &Path,
+        args: &[&str],
+        ready: &str,
+    ) -> anyhow::Result<Self> {
         let mut child = ns
             .exec(&binary.display().to_string(), args)
             .stdin(Stdio::null())
@@ -130,10 +140,7 @@ impl Ours {
             stderr,
         };
         let started = Instant::now();
-        while !lock(&ours.stderr)
-            .iter()
-            .any(|l| l.contains("watching for port scans"))
-        {
+        while !lock(&ours.stderr).iter().any(|l| l.contains(ready)) {
             if let Some(status) = ours
                 .child
                 .as_mut()
@@ -146,7 +153,7 @@ impl Ours {
             }
             if started.elapsed() > Duration::from_secs(30) {
                 ours.kill();
-                bail!("probe-detector did not start watching within 30 s");
+                bail!("probe-detector did not log {ready:?} within 30 s");
             }
             thread::sleep(Duration::from_millis(20));
         }

@@ -7,6 +7,7 @@ mod capture;
 mod cost;
 mod cutoff;
 mod detectors;
+mod fleet;
 mod homenets;
 mod matrix;
 mod report;
@@ -56,6 +57,10 @@ struct Cli {
     /// report: to look at one scenario again.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// The fleet lab instead (sensors and correlators over Redis: one server, TLS, a
+    /// three-node cluster): writes fleet-lab.md to --out and fleet-bench.md to --work.
+    #[arg(long)]
+    fleet: bool,
     /// The command line to print in the report.
     #[arg(long, value_name = "TEXT", default_value = "cargo xtask lab")]
     command: String,
@@ -133,6 +138,13 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
     let progress = Progress(Instant::now());
+    if cli.fleet {
+        fs::create_dir_all(&cli.out)?;
+        fs::create_dir_all(&cli.work)?;
+        return fleet::run(&cli.detector, &cli.out, &cli.work, |line| {
+            progress.say(line)
+        });
+    }
     let pcaps = cli.work.join("pcaps");
     fs::create_dir_all(&pcaps)?;
     fs::create_dir_all(&cli.out)?;

@@ -332,6 +332,11 @@ impl FleetNet {
         )
     }
 
+    /// The lab administrator's URL (for inspection and benchmarks, never a detector's).
+    pub fn admin_url(&self) -> String {
+        self.url("admin", ADMIN_PASSWORD)
+    }
+
     /// The `--fleet` arguments of host n's sensor (its name is `hN`).
     pub fn sensor_args(&self, n: usize) -> Vec<String> {
         self.fleet_args(&format!("h{n}"), &format!("sensor-{n}-secret"))

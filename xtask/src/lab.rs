@@ -1,5 +1,5 @@
-//! `cargo xtask lab [--quick]`: installs the scanners and peers, builds probe-detector and
-//! probe-lab in release mode and runs the lab.
+//! `cargo xtask lab [--quick | --fleet]`: installs the scanners and peers, builds
+//! probe-detector and probe-lab in release mode and runs the lab (or the fleet lab).
 
 use std::{path::Path, process::Command};
 
@@ -8,29 +8,7 @@ use anyhow::bail;
 use crate::{cmd, packages, pinned_cargo, setup, target_dir, toolchain::Pin};
 
 pub fn run(workspace: &Path, pin: &Pin, quick: bool, only: Option<&str>) -> anyhow::Result<()> {
-    if !cmd::is_root() {
-        bail!(
-            "the lab makes network namespaces and loads BPF programs: run `sudo -E cargo xtask lab`"
-        );
-    }
-    setup(pin, true)?;
-    let missing = packages::missing(packages::LAB_PACKAGES);
-    if !missing.is_empty() {
-        eprintln!(
-            "xtask: installing the lab's Debian packages: {}",
-            missing.join(" ")
-        );
-        packages::install(&missing)?;
-    }
-    cmd::run(pinned_cargo(workspace, pin).args([
-        "build",
-        "--release",
-        "--package",
-        "probe-userspace",
-        "--package",
-        "probe-lab",
-        "--bins",
-    ]))?;
+    prepare(workspace, pin)?;
     let target = target_dir(workspace);
     let (out, work, command) = if quick {
         (
@@ -60,4 +38,64 @@ pub fn run(workspace: &Path, pin: &Pin, quick: bool, only: Option<&str>) -> anyh
         run.arg("--quick");
     }
     cmd::run(&mut run)
+}
+
+/// `cargo xtask lab --fleet`: the fleet lab; its throughput goes into BENCHMARKS.md.
+pub fn fleet(workspace: &Path, pin: &Pin) -> anyhow::Result<()> {
+    prepare(workspace, pin)?;
+    let target = target_dir(workspace);
+    let work = target.join("lab-fleet");
+    cmd::run(
+        Command::new(target.join("release/probe-lab"))
+            .arg("--detector")
+            .arg(target.join("release/probe-detector"))
+            .arg("--out")
+            .arg(workspace.join("docs"))
+            .arg("--work")
+            .arg(&work)
+            .args(["--command", "cargo xtask lab --fleet", "--fleet"]),
+    )?;
+    let section = std::fs::read_to_string(work.join("fleet-bench.md"))?;
+    let path = workspace.join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(
+        &path,
+        crate::bench::with_section(&text, FLEET_HEADING, &section),
+    )?;
+    eprintln!(
+        "xtask: wrote docs/fleet-lab.md and the Fleet section of {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The heading of the fleet's section in BENCHMARKS.md (kept by `cargo xtask bench`).
+pub const FLEET_HEADING: &str = "## Fleet";
+
+/// Root, packages, the release build of probe-detector and probe-lab.
+fn prepare(workspace: &Path, pin: &Pin) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "the lab makes network namespaces and loads BPF programs: run `sudo -E cargo xtask lab`"
+        );
+    }
+    setup(pin, true)?;
+    let missing = packages::missing(packages::LAB_PACKAGES);
+    if !missing.is_empty() {
+        eprintln!(
+            "xtask: installing the lab's Debian packages: {}",
+            missing.join(" ")
+        );
+        packages::install(&missing)?;
+    }
+    cmd::run(pinned_cargo(workspace, pin).args([
+        "build",
+        "--release",
+        "--package",
+        "probe-userspace",
+        "--package",
+        "probe-lab",
+        "--bins",
+    ]))?;
+    Ok(())
 }

@@ -98,6 +98,11 @@ enum Cmd {
         /// report (to look at one scenario again).
         #[arg(long, value_name = "TEXT", conflicts_with = "quick")]
         only: Option<String>,
+        /// The fleet lab instead: eight sensors and a correlator over Redis (one server,
+        /// TLS, a three-node cluster): sweeps' latency, clients' alerts, throughput; writes
+        /// docs/fleet-lab.md and the Fleet section of BENCHMARKS.md (about 5 minutes).
+        #[arg(long, conflicts_with_all = ["quick", "only"])]
+        fleet: bool,
     },
     /// Build a Debian package (binary, systemd unit, default configuration, man page,
     /// completions, docs) in target/package/, check it with lintian (no errors) and by
@@ -184,8 +189,12 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Package => {
             package::run(&workspace, &pin)?;
         }
-        Cmd::Lab { quick, only } => {
-            lab::run(&workspace, &pin, quick, only.as_deref())?;
+        Cmd::Lab { quick, only, fleet } => {
+            if fleet {
+                lab::fleet(&workspace, &pin)?;
+            } else {
+                lab::run(&workspace, &pin, quick, only.as_deref())?;
+            }
         }
         Cmd::Test { no_lint, args } => {
             test::run(&workspace, &pin, no_lint, &args)?;

@@ -22,7 +22,8 @@ pub const BLOCKS: &str = "pd:{blocks}:stream";
 pub const BLOCKS_ACTIVE: &str = "pd:{blocks}:active";
 
 /// The commands a sensor's Redis user needs: register, append its evidence, read blocks.
-pub const SENSOR_COMMANDS: &str = "+ping +info +sadd +xadd +xrevrange +xread +hgetall";
+pub const SENSOR_COMMANDS: &str =
+    "+ping +info +cluster|slots +cluster|shards +sadd +xadd +xrevrange +xread +hgetall";
 /// The commands a correlator's Redis user needs: the consumer group, leases, blocks.
 pub const CORRELATOR_COMMANDS: &str = "+ping +info +cluster|slots +cluster|shards +smembers +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xrange +xadd +hset +hgetall +set +get +pexpire +del +zadd +zremrangebyscore +zcard +zrem +evalsha +eval +script|load";
 
