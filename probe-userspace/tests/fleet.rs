@@ -287,6 +287,7 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
     // Redis away for 10 s: a host alerts on its own scan meanwhile; the sweep made during
     // the outage reaches the fleet once Redis is back.
     lab.net.stop_redis();
+    let outage = Instant::now();
     let local = fleet::source(3);
     lab.nmap(&local, &["-sS", "-p", "1-100", &fleet::host_ip(1)]);
     let seen = sensors[0].wait_for_alert(Duration::from_secs(5), |a| a["src_ip"] == local.as_str());
@@ -298,7 +299,8 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
     let mut sweep = vec!["-sS", "-p", "23"];
     sweep.extend(hosts.iter().map(String::as_str));
     lab.nmap(&late, &sweep);
-    thread::sleep(Duration::from_secs(8));
+    thread::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed()));
+    eprintln!("Redis away for {:?}", outage.elapsed());
     lab.net.start_redis().unwrap();
     let alerts = wait_fleet(&[&c1, &c2], &late, Duration::from_secs(30), |a| {
         a["alert"]["context"]["scan"]["phase"] == "start"
@@ -307,6 +309,9 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
         !alerts.is_empty(),
         "the sweep made while Redis was away never reached the fleet"
     );
+    // And the alert h1 wrote meanwhile is in its alert stream.
+    let published = lab.redis_cli(&["XRANGE", &keys::alert_stream("h1"), "-", "+"]);
+    assert!(published.contains(&local), "{published}");
     // The local scan reached the fleet too, but one sensor's word blocks nobody.
     wait_fleet(&[&c1, &c2], &local, Duration::from_secs(10), |_| true);
     let active = lab.redis_cli(&["HGETALL", keys::BLOCKS_ACTIVE]);

@@ -131,6 +131,8 @@ pub struct FleetSnapshot {
     pub connects: u64,
     /// Fleet blocks received.
     pub blocks_received: u64,
+    /// Own alert records published.
+    pub alerts_published: u64,
 }
 
 impl FleetSnapshot {
@@ -145,6 +147,7 @@ impl FleetSnapshot {
             connected: stats.connected.load(Relaxed),
             connects: stats.connects.load(Relaxed),
             blocks_received: stats.blocks_received.load(Relaxed),
+            alerts_published: stats.alerts_published.load(Relaxed),
         }
     }
 }
@@ -241,6 +244,12 @@ pub fn render(snapshot: &Snapshot) -> String {
             "counter",
             "Evidence records published to the fleet (--fleet).",
             &[(String::new(), fleet.published.to_string())],
+        );
+        family(
+            "probe_detector_fleet_alerts_published_total",
+            "counter",
+            "This sensor's own alert records published to the fleet (pd:alerts:SENSOR).",
+            &[(String::new(), fleet.alerts_published.to_string())],
         );
         family(
             "probe_detector_fleet_dropped_total",
@@ -463,6 +472,7 @@ mod tests {
                 connected: 1,
                 connects: 2,
                 blocks_received: 4,
+                alerts_published: 5,
             }),
         }
     }

@@ -28,11 +28,11 @@ pub const SENSOR_COMMANDS: &str =
 pub const CORRELATOR_COMMANDS: &str = "+ping +info +cluster|slots +cluster|shards +smembers +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xrange +xadd +hset +hgetall +set +get +pexpire +del +zadd +zremrangebyscore +zcard +zrem +evalsha +eval +script|load";
 
 /// The ACL rules of sensor `name`'s Redis user (after `ACL SETUSER name on >PASSWORD`):
-/// it may append to its own evidence streams, add its name to the register and read the
+/// it may append to its own evidence and alert streams, add its name to the register and read the
 /// blocks; nothing else (not another sensor's streams, not the block stream's writes).
 pub fn sensor_acl(name: &str) -> String {
     format!(
-        "resetkeys ~pd:ev:*:{name} ~{SENSORS} %R~pd:{{blocks}}:* resetchannels -@all {SENSOR_COMMANDS}"
+        "resetkeys ~pd:ev:*:{name} ~pd:alerts:{name} ~{SENSORS} %R~pd:{{blocks}}:* resetchannels -@all {SENSOR_COMMANDS}"
     )
 }
 
@@ -60,6 +60,11 @@ pub fn shard_of(src: IpAddr) -> u16 {
 /// Redis ACL can let each sensor write its own streams only.
 pub fn evidence_stream(shard: u16, sensor: &str) -> String {
     format!("pd:ev:{{{shard}}}:{sensor}")
+}
+
+/// The stream a sensor publishes its own alert records to (field `eve`: the JSON line).
+pub fn alert_stream(sensor: &str) -> String {
+    format!("pd:alerts:{sensor}")
 }
 
 /// The lease of a shard: the name of the correlator that owns it, with an expiry.

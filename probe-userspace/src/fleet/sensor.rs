@@ -55,6 +55,17 @@ pub struct FleetStats {
     pub backlog: AtomicU64,
     /// Fleet blocks received.
     pub blocks_received: AtomicU64,
+    /// This sensor's own alert records published (`pd:alerts:SENSOR`).
+    pub alerts_published: AtomicU64,
+}
+
+/// What the tap queues for the publisher.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// An outcome, as evidence.
+    Evidence(Evidence),
+    /// One of this sensor's alert records (its JSON line).
+    Alert(String),
 }
 
 /// A rate limit of records a second, with a second's burst.
@@ -104,7 +115,7 @@ fn held_key(probe: &Probe) -> HeldKey {
 /// Where the daemon hands outcomes to the fleet: converts, rations (`--fleet-rate`),
 /// skips what was published already, and queues for the publisher without waiting.
 pub struct Tap {
-    tx: mpsc::Sender<Evidence>,
+    tx: mpsc::Sender<Item>,
     stats: Arc<FleetStats>,
     bucket: Bucket,
     recent: HashSet<HeldKey>,
@@ -113,7 +124,7 @@ pub struct Tap {
 
 impl Tap {
     /// A tap that queues into `tx`, at most `rate` records a second.
-    pub fn new(tx: mpsc::Sender<Evidence>, rate: u32, stats: Arc<FleetStats>) -> Self {
+    pub fn new(tx: mpsc::Sender<Item>, rate: u32, stats: Arc<FleetStats>) -> Self {
         Self {
             tx,
             stats,
@@ -152,7 +163,15 @@ impl Tap {
             return;
         }
         let evidence = Evidence::of(probe, WallClock::now());
-        if self.tx.try_send(evidence).is_err() {
+        if self.tx.try_send(Item::Evidence(evidence)).is_err() {
+            self.stats.dropped_backlog.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// One of this sensor's alert records (a JSON line), published besides the evidence
+    /// (alerts are few: not rationed, but lost with the evidence when the queue is full).
+    pub fn alert(&mut self, line: &str) {
+        if self.tx.try_send(Item::Alert(line.to_owned())).is_err() {
             self.stats.dropped_backlog.fetch_add(1, Relaxed);
         }
     }
@@ -192,14 +211,14 @@ impl Publisher {
 async fn publish(
     target: FleetTarget,
     sensor: String,
-    mut rx: mpsc::Receiver<Evidence>,
+    mut rx: mpsc::Receiver<Item>,
     cap: usize,
     stats: Arc<FleetStats>,
 ) {
-    let mut backlog: VecDeque<Evidence> = VecDeque::new();
+    let mut backlog: VecDeque<Item> = VecDeque::new();
     let mut backoff = Backoff::default();
     let mut closed = false;
-    let keep = |backlog: &mut VecDeque<Evidence>, stats: &FleetStats| {
+    let keep = |backlog: &mut VecDeque<Item>, stats: &FleetStats| {
         let over = backlog.len().saturating_sub(cap);
         if over > 0 {
             backlog.drain(..over);
@@ -276,10 +295,11 @@ async fn publish(
                 }
             }
             keep(&mut backlog, &stats);
-            let round: Vec<Evidence> = backlog.drain(..backlog.len().min(ROUND_RECORDS)).collect();
-            match append(&mut conn, &sensor, &round).await {
-                Ok(()) => {
-                    stats.published.fetch_add(round.len() as u64, Relaxed);
+            let round: Vec<Item> = backlog.drain(..backlog.len().min(ROUND_RECORDS)).collect();
+            match append_items(&mut conn, &sensor, &round).await {
+                Ok((records, alerts)) => {
+                    stats.published.fetch_add(records, Relaxed);
+                    stats.alerts_published.fetch_add(alerts, Relaxed);
                     stats.backlog.store(backlog.len() as u64, Relaxed);
                 }
                 Err(err) => {
@@ -298,6 +318,41 @@ async fn publish(
             }
         }
     }
+}
+
+/// Appends a round: its evidence to the shard streams, its alerts to the sensor's alert
+/// stream (trimmed to about [`STREAM_ENTRIES`]); returns how many of each.
+async fn append_items(
+    conn: &mut Conn,
+    sensor: &str,
+    round: &[Item],
+) -> redis::RedisResult<(u64, u64)> {
+    let mut records = Vec::with_capacity(round.len());
+    let mut alerts = Vec::new();
+    for item in round {
+        match item {
+            Item::Evidence(evidence) => records.push(evidence.clone()),
+            Item::Alert(line) => alerts.push(line.as_str()),
+        }
+    }
+    append(conn, sensor, &records).await?;
+    if !alerts.is_empty() {
+        let key = keys::alert_stream(sensor);
+        let mut pipe = redis::pipe();
+        for line in &alerts {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_ENTRIES)
+                .arg("*")
+                .arg("eve")
+                .arg(*line)
+                .ignore();
+        }
+        let () = pipe.query_async(conn).await?;
+    }
+    Ok((records.len() as u64, alerts.len() as u64))
 }
 
 /// Appends `records` to the sensor's shard streams: one entry per shard and up to
@@ -491,7 +546,10 @@ mod tests {
         tap.note(&held);
         tap.note(&failure("198.18.19.2", 23, 9));
         let ports: Vec<u16> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|e| e.dst_port)
+            .filter_map(|item| match item {
+                Item::Evidence(e) => Some(e.dst_port),
+                Item::Alert(_) => None,
+            })
             .collect();
         assert_eq!(ports, [22, 23]);
     }

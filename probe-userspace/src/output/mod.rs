@@ -490,7 +490,11 @@ impl<W: Write> Pipeline<W> {
         if let Some(fleet) = &self.fleet {
             record.alert.context.fleet = Some(fleet.info(&scan.sources));
         }
-        self.push_line(&json_line(&record));
+        let line = json_line(&record);
+        if let Some(tap) = &mut self.tap {
+            tap.alert(&line);
+        }
+        self.push_line(&line);
         // A scan's first record goes out without waiting for the rest of the batch.
         self.urgent |= scan.phase == Phase::Start;
     }
