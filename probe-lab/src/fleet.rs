@@ -115,7 +115,7 @@ fn run_mode(
         .to_vec();
     args.extend(net.correlator_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut correlator = Ours::start_until(&net.hub, binary, &args, "owns 16 of 16")?;
+    let mut correlator = Ours::start_until(&net.hub, binary, &args, "owns 16 of 16 target shards")?;
     // Sensors connect in the background: give them their first round.
     std::thread::sleep(Duration::from_secs(1));
 

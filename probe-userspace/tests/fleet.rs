@@ -87,7 +87,7 @@ impl FleetLab {
             self.net
                 .hub
                 .exec(env!("CARGO_BIN_EXE_probe-detector"), &args),
-            "owns ",
+            " target shards ",
         )
     }
 
@@ -143,10 +143,12 @@ fn sensors_named(alert: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// The shards a correlator says it owns, from its latest `owns` line.
+/// The source shards a correlator says it owns, from its latest `owns` line.
 fn owned_shards(correlator: &Detector) -> Vec<u16> {
     let log = correlator.stderr.lock().unwrap();
-    let line = log.iter().rev().find(|l| l.contains("owns ")).unwrap();
+    let Some(line) = log.iter().rev().find(|l| l.contains(" source shards ")) else {
+        return Vec::new();
+    };
     let list = &line[line.rfind('[').unwrap() + 1..line.rfind(']').unwrap()];
     list.split(',')
         .filter_map(|s| s.trim().parse().ok())
@@ -284,6 +286,53 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
     let alerts = wait_fleet(&[&c1, &c2], &strober, Duration::from_secs(10), |_| true);
     assert!(!alerts.is_empty(), "the strobe scan was not found");
 
+    // A distributed scan (nmap's decoys) of one host, on ports nothing else probed: its
+    // sources fall in source shards of
+    // both correlators; the second stage, by target, sees them all in one incident.
+    let of = |c: &Detector| owned_shards(c);
+    let (c1_now, c2_now) = (of(&c1), of(&c2));
+    let in_shards = |shards: &[u16]| {
+        (10..40u8)
+            .map(fleet::source)
+            .filter(|s| shards.contains(&keys::shard_of(s.parse::<IpAddr>().unwrap())))
+            .collect::<Vec<_>>()
+    };
+    let (ones, twos) = (in_shards(&c1_now), in_shards(&c2_now));
+    assert!(
+        ones.len() >= 2 && !twos.is_empty(),
+        "c1 {c1_now:?}, c2 {c2_now:?}"
+    );
+    let decoys = format!("{},{},ME", ones[1], twos[0]);
+    let decoyed = ones[0].clone();
+    lab.nmap(
+        &decoyed,
+        &["-sS", "-D", &decoys, "-p", "100-130", &fleet::host_ip(2)],
+    );
+    let started = Instant::now();
+    let distributed = loop {
+        let found: Vec<Value> = [&c1, &c2]
+            .iter()
+            .flat_map(|c| c.alerts())
+            .filter(|a| a["alert"]["context"]["scan"]["kind"] == "distributed")
+            .collect();
+        if !found.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            break found;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let start = distributed
+        .iter()
+        .find(|a| a["alert"]["context"]["scan"]["phase"] == "start")
+        .unwrap_or_else(|| panic!("no distributed fleet alert: {distributed:#?}"));
+    assert_eq!(start["dest_ip"], fleet::host_ip(2).as_str(), "{start}");
+    let mut expected = vec![ones[0].clone(), ones[1].clone(), twos[0].clone()];
+    expected.sort();
+    assert_eq!(
+        start["alert"]["context"]["src_ips"],
+        serde_json::json!(expected),
+        "{start}"
+    );
+
     // Redis away for 10 s: a host alerts on its own scan meanwhile; the sweep made during
     // the outage reaches the fleet once Redis is back.
     lab.net.stop_redis();
@@ -329,7 +378,7 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
         thread::sleep(Duration::from_millis(100));
     }
     let c1_shards = owned_shards(&c1);
-    let victim = (5..fleet::SOURCES)
+    let victim = (40..fleet::SOURCES)
         .map(fleet::source)
         .find(|s| c1_shards.contains(&keys::shard_of(s.parse::<IpAddr>().unwrap())))
         .expect("a source of one of c1's shards");

@@ -59,8 +59,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             )
         }
     };
-    // The fleet's hosts are many: the sequential test counts hosts.
-    let engine = Engine::new(settings.engine_config(&settings.home_nets));
+    // The fleet's hosts are many: the sequential test counts hosts. The first stage (by
+    // source) runs every detector but the distributed one, which runs in the second (by
+    // target), where it sees every source of a target.
+    let config = settings.engine_config(&settings.home_nets);
+    let targets = Engine::crowd_only(config.clone());
+    let engine = Engine::new(crate::detect::EngineConfig {
+        crowd: None,
+        ..config
+    });
     log::info!(
         "sequential hypothesis test: {}",
         describe_trw(settings.trw_unit())
@@ -76,6 +83,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     ));
     correlate::run(
         pipeline,
+        targets,
         CorrelateConfig {
             target,
             name: settings.sensor_name.clone(),

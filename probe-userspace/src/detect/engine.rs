@@ -127,6 +127,20 @@ impl Engine {
             config.window,
             tracked,
         )));
+        Self::with_detectors(config, detectors)
+    }
+
+    /// An engine of the distributed-scan detector alone (`None` when `config` has it off):
+    /// a correlator's second stage, which sees every source of a target.
+    pub fn crowd_only(config: EngineConfig) -> Option<Self> {
+        let crowd = config.crowd?;
+        let detectors: Vec<Box<dyn Detector + Send>> =
+            vec![Box::new(Crowds::new(crowd, config.units()))];
+        Some(Self::with_detectors(config, detectors))
+    }
+
+    fn with_detectors(config: EngineConfig, detectors: Vec<Box<dyn Detector + Send>>) -> Self {
+        let tracked = config.max_tracked;
         let own = config.own.clone();
         let mut engine = Self {
             sightings: BoundedTable::new(tracked),

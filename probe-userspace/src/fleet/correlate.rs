@@ -3,6 +3,12 @@
 //! reads each owned shard's streams in the consumer group, runs the same engine over the
 //! whole fleet's evidence, and writes the same records (each alert naming its sensors).
 //!
+//! Two stages. Evidence is sharded by source (a source's state is never split), and a
+//! distributed scan's sources fall in many source shards: so the owner of a source shard
+//! forwards each failure, before acknowledging it, to the target shard of its target
+//! (`pd:tg:{N}`), whose owner runs the distributed-scan detector over every source of the
+//! target. The first stage runs every other detector.
+//!
 //! Taking a shard over (at start, or when its owner stopped renewing): the shard's
 //! evidence within the rebuild window that its group delivered already is observed again
 //! with its alerts muted (the old owner wrote them), so the sources' state is whole; then
@@ -23,6 +29,7 @@ use tokio::{
 };
 
 use crate::{
+    detect::Engine,
     fleet::{
         channel::{Backoff, Conn, FleetTarget},
         keys,
@@ -80,24 +87,67 @@ enum Mode {
     Claimed,
 }
 
-/// Entries of one stream.
-struct Batch {
-    key: String,
-    sensor: String,
-    mode: Mode,
-    entries: Vec<(String, Vec<u8>)>,
+/// Which shards: by source (every detector but the distributed one) or by target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Sources,
+    Targets,
 }
 
-/// Runs until SIGINT or SIGTERM.
-pub async fn run(mut pipeline: Pipeline<Sinks>, config: CorrelateConfig) -> anyhow::Result<()> {
+impl Stage {
+    fn lease(self, shard: u16) -> String {
+        match self {
+            Stage::Sources => keys::lease(shard),
+            Stage::Targets => keys::target_lease(shard),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Sources => "source",
+            Stage::Targets => "target",
+        }
+    }
+}
+
+/// One stream entry: its id, the sensor that saw its records, the records.
+struct Entry {
+    id: String,
+    sensor: String,
+    blob: Vec<u8>,
+}
+
+/// Entries of one stream.
+struct Batch {
+    stage: Stage,
+    key: String,
+    mode: Mode,
+    entries: Vec<Entry>,
+}
+
+/// Runs until SIGINT or SIGTERM. `pipeline`'s engine runs the first stage (its
+/// distributed-scan detector off); `targets`, the distributed-scan detector alone, the
+/// second (`None`: off).
+pub async fn run(
+    mut pipeline: Pipeline<Sinks>,
+    mut targets: Option<Engine>,
+    config: CorrelateConfig,
+) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (tx, mut rx) = mpsc::channel::<Batch>(64);
     let mut shards = Shards {
+        stage: Stage::Sources,
+        config: config.clone(),
+        owned: BTreeMap::new(),
+        tx: tx.clone(),
+    };
+    let mut target_shards = targets.is_some().then(|| Shards {
+        stage: Stage::Targets,
         config: config.clone(),
         owned: BTreeMap::new(),
         tx,
-    };
+    });
     let mut conn: Option<Conn> = None;
     let mut backoff = Backoff::default();
     let mut stats = CorrelateStats::default();
@@ -131,19 +181,44 @@ pub async fn run(mut pipeline: Pipeline<Sinks>, config: CorrelateConfig) -> anyh
                         }
                     }
                 }
-                if let Some(c) = &mut conn
-                    && let Err(err) = shards.manage(c).await
-                {
-                    log::warn!("lost {} ({err}); its shards' leases run out unless renewed", config.target.shown());
-                    conn = None;
+                if let Some(c) = &mut conn {
+                    let mut managed = shards.manage(c).await;
+                    if managed.is_ok()
+                        && let Some(target_shards) = &mut target_shards
+                    {
+                        managed = target_shards.manage(c).await;
+                    }
+                    if let Err(err) = managed {
+                        log::warn!("lost {} ({err}); its shards' leases run out unless renewed", config.target.shown());
+                        conn = None;
+                    }
                 }
             }
             Some(batch) = rx.recv() => {
-                let acked = observe(&mut pipeline, &batch, &mut stats);
+                let (acked, failures) = match batch.stage {
+                    Stage::Sources => observe(&mut pipeline, &batch, &mut stats),
+                    Stage::Targets => match &mut targets {
+                        Some(engine) => observe_targets(engine, &mut pipeline, &batch, &mut stats),
+                        None => (Vec::new(), Vec::new()),
+                    },
+                };
                 if batch.mode != Mode::Rebuild {
                     write(&mut pipeline)?;
                     publish_blocks(&mut pipeline, conn.as_mut(), &config, &mut stats).await;
-                    if let Some(c) = &mut conn
+                    // The failures go on to the second stage before their entries are
+                    // acknowledged: a correlator that dies in between forwards them again
+                    // from its successor (the distributed detector counts a source once).
+                    let forwarded = match (&mut conn, targets.is_some()) {
+                        (Some(c), true) => forward(c, &failures).await,
+                        (_, false) => Ok(()),
+                        (None, true) => Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "not connected",
+                        ))),
+                    };
+                    if let Err(err) = forwarded {
+                        log::debug!("cannot forward to the second stage ({err}); {} left unacknowledged", batch.key);
+                    } else if let Some(c) = &mut conn
                         && !acked.is_empty()
                     {
                         let result: redis::RedisResult<u64> = redis::cmd("XACK")
@@ -160,12 +235,25 @@ pub async fn run(mut pipeline: Pipeline<Sinks>, config: CorrelateConfig) -> anyh
                 }
             }
             _ = lifecycle.tick() => {
-                pipeline.tick(unix_now().max(pipeline.latest()));
+                let now = unix_now().max(pipeline.latest());
+                pipeline.tick(now);
+                if let Some(engine) = &mut targets {
+                    let scans = engine.tick(now);
+                    pipeline.external_alerts(&scans, now);
+                }
                 write(&mut pipeline)?;
             }
         }
     }
     shards.release_all(conn.as_mut()).await;
+    if let Some(target_shards) = &mut target_shards {
+        target_shards.release_all(conn.as_mut()).await;
+    }
+    let now = unix_now().max(pipeline.latest());
+    if let Some(engine) = &mut targets {
+        let scans = engine.finish();
+        pipeline.external_alerts(&scans, now);
+    }
     pipeline.finish(unix_now().max(pipeline.latest()));
     write(&mut pipeline)?;
     pipeline.out_mut().finish(Duration::from_secs(5));
@@ -194,32 +282,57 @@ fn write(pipeline: &mut Pipeline<Sinks>) -> anyhow::Result<()> {
     }
 }
 
-/// Observes a batch; returns the ids to acknowledge.
+/// The records of each entry of a batch, undecodable ones counted and skipped; with the
+/// ids of every entry (to acknowledge).
+fn decode<'a>(
+    batch: &'a Batch,
+    stats: &mut CorrelateStats,
+) -> (Vec<String>, Vec<(&'a str, Vec<Evidence>)>) {
+    let mut acked = Vec::with_capacity(batch.entries.len());
+    let mut decoded = Vec::with_capacity(batch.entries.len());
+    for entry in &batch.entries {
+        acked.push(entry.id.clone());
+        match Evidence::decode_all(&entry.blob) {
+            Ok(records) => decoded.push((entry.sensor.as_str(), records)),
+            Err(err) => {
+                if stats.skipped == 0 {
+                    log::warn!(
+                        "skipping evidence entry {} of {}: {err}",
+                        entry.id,
+                        batch.key
+                    );
+                }
+                stats.skipped += 1;
+            }
+        }
+    }
+    match batch.mode {
+        Mode::Claimed => stats.claimed += batch.entries.len() as u64,
+        Mode::Live | Mode::Rebuild => {}
+    }
+    (acked, decoded)
+}
+
+/// Failures to forward to the second stage: (sensor, record).
+type Failures = Vec<(String, Evidence)>;
+
+/// Observes a batch of the first stage; returns the ids to acknowledge and the failures to
+/// forward.
 fn observe(
     pipeline: &mut Pipeline<Sinks>,
     batch: &Batch,
     stats: &mut CorrelateStats,
-) -> Vec<String> {
+) -> (Vec<String>, Failures) {
     if batch.mode == Mode::Rebuild {
         // What is rendered from here on is the old owner's, written already.
         let _ = write(pipeline);
     }
-    let mut acked = Vec::with_capacity(batch.entries.len());
-    for (id, blob) in &batch.entries {
-        acked.push(id.clone());
-        let records = match Evidence::decode_all(blob) {
-            Ok(records) => records,
-            Err(err) => {
-                if stats.skipped == 0 {
-                    log::warn!("skipping evidence entry {id} of {}: {err}", batch.key);
-                }
-                stats.skipped += 1;
-                continue;
-            }
-        };
+    let (acked, decoded) = decode(batch, stats);
+    let mut failures = Vec::new();
+    for (sensor, records) in decoded {
         for record in records {
             if let Some(fleet) = pipeline.fleet_mut() {
-                fleet.note(record.src, &batch.sensor);
+                fleet.note(record.src, sensor);
             }
             let now = record.time.max(pipeline.latest());
             pipeline.observe(&record.to_probe(0), now);
@@ -227,17 +340,73 @@ fn observe(
                 Mode::Live | Mode::Claimed => stats.records += 1,
                 Mode::Rebuild => stats.rebuilt += 1,
             }
+            if batch.mode != Mode::Rebuild && record.outcome != probe_common::Outcome::Accepted {
+                failures.push((sensor.to_owned(), record));
+            }
         }
-    }
-    if batch.mode == Mode::Claimed {
-        stats.claimed += batch.entries.len() as u64;
     }
     if batch.mode == Mode::Rebuild {
         drop(pipeline.take_unwritten());
         drop(pipeline.take_decided());
     }
-    acked
+    (acked, failures)
 }
+
+/// Observes a batch of the second stage in the distributed-scan engine, its alerts
+/// rendered by `pipeline` (muted in a rebuild).
+fn observe_targets(
+    engine: &mut Engine,
+    pipeline: &mut Pipeline<Sinks>,
+    batch: &Batch,
+    stats: &mut CorrelateStats,
+) -> (Vec<String>, Failures) {
+    let (acked, decoded) = decode(batch, stats);
+    for (sensor, records) in decoded {
+        for record in records {
+            if let Some(fleet) = pipeline.fleet_mut() {
+                fleet.note(record.src, sensor);
+            }
+            let now = record.time.max(pipeline.latest());
+            let scans = engine.observe(&record.to_probe(0), now);
+            if batch.mode != Mode::Rebuild {
+                pipeline.external_alerts(&scans, now);
+            }
+        }
+    }
+    (acked, Vec::new())
+}
+
+/// Appends failures to the second stage's streams, one entry per target shard and sensor.
+async fn forward(conn: &mut Conn, failures: &[(String, Evidence)]) -> redis::RedisResult<()> {
+    let mut entries: BTreeMap<(u16, &str), Vec<u8>> = BTreeMap::new();
+    for (sensor, record) in failures {
+        record.encode(
+            entries
+                .entry((keys::shard_of(record.dst), sensor.as_str()))
+                .or_default(),
+        );
+    }
+    for ((shard, sensor), blob) in entries {
+        let _: Value = redis::cmd("XADD")
+            .arg(keys::target_stream(shard))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(TARGET_STREAM_ENTRIES)
+            .arg("*")
+            .arg("v")
+            .arg(wire::VERSION)
+            .arg("s")
+            .arg(sensor)
+            .arg("r")
+            .arg(blob)
+            .query_async(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Entries each target stream keeps, about.
+const TARGET_STREAM_ENTRIES: usize = 100_000;
 
 /// Publishes the blocks the pipeline decided (backed by enough sensors, within the
 /// budget): on the block stream, and among the blocks in force for sensors that join later.
@@ -288,8 +457,9 @@ async fn publish_blocks(
     }
 }
 
-/// The shards this correlator owns, each with its reader.
+/// The shards of one stage this correlator owns, each with its reader.
 struct Shards {
+    stage: Stage,
     config: CorrelateConfig,
     owned: BTreeMap<u16, tokio::task::JoinHandle<()>>,
     tx: mpsc::Sender<Batch>,
@@ -309,9 +479,10 @@ impl Shards {
         let after: Vec<u16> = self.owned.keys().copied().collect();
         if before != after {
             log::info!(
-                "owns {} of {} shards {after:?} ({live} correlators)",
+                "owns {} of {} {} shards {after:?} ({live} correlators)",
                 after.len(),
-                keys::SHARDS
+                keys::SHARDS,
+                self.stage.name()
             );
         }
         Ok(())
@@ -343,7 +514,7 @@ impl Shards {
         let mut lost = Vec::new();
         for (&shard, reader) in &self.owned {
             let renewed: i64 = redis::Script::new(RENEW)
-                .key(keys::lease(shard))
+                .key(self.stage.lease(shard))
                 .arg(&self.config.name)
                 .arg(lease_ms)
                 .invoke_async(conn)
@@ -365,7 +536,7 @@ impl Shards {
             };
             reader.abort();
             let _: i64 = redis::Script::new(RELEASE)
-                .key(keys::lease(shard))
+                .key(self.stage.lease(shard))
                 .arg(&self.config.name)
                 .invoke_async(conn)
                 .await?;
@@ -382,7 +553,7 @@ impl Shards {
                 continue;
             }
             let taken: Option<String> = redis::cmd("SET")
-                .arg(keys::lease(shard))
+                .arg(self.stage.lease(shard))
                 .arg(&self.config.name)
                 .arg("NX")
                 .arg("PX")
@@ -390,7 +561,12 @@ impl Shards {
                 .query_async(conn)
                 .await?;
             if taken.is_some() {
-                let reader = tokio::spawn(read_shard(self.config.clone(), shard, self.tx.clone()));
+                let reader = tokio::spawn(read_shard(
+                    self.config.clone(),
+                    self.stage,
+                    shard,
+                    self.tx.clone(),
+                ));
                 self.owned.insert(shard, reader);
             }
         }
@@ -407,7 +583,7 @@ impl Shards {
         };
         for &shard in self.owned.keys() {
             let _: redis::RedisResult<i64> = redis::Script::new(RELEASE)
-                .key(keys::lease(shard))
+                .key(self.stage.lease(shard))
                 .arg(&self.config.name)
                 .invoke_async(conn)
                 .await;
@@ -422,22 +598,56 @@ impl Shards {
 }
 
 /// Reads one shard for as long as it is owned: rebuild, claim, then new entries.
-async fn read_shard(config: CorrelateConfig, shard: u16, tx: mpsc::Sender<Batch>) {
+async fn read_shard(config: CorrelateConfig, stage: Stage, shard: u16, tx: mpsc::Sender<Batch>) {
     let mut backoff = Backoff::default();
     let mut taken_over = false;
     loop {
-        match read_shard_once(&config, shard, &tx, &mut taken_over).await {
+        match read_shard_once(&config, stage, shard, &tx, &mut taken_over).await {
             Ok(()) => return,
             Err(err) => {
-                log::warn!("shard {shard}: {err}; reading it again");
+                log::warn!("{} shard {shard}: {err}; reading it again", stage.name());
                 tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }
 }
 
+/// A shard's stream: its key, and the sensor whose evidence it holds (`None`: a target
+/// stream, whose entries say).
+struct Stream {
+    stage: Stage,
+    key: String,
+    sensor: Option<String>,
+}
+
+impl Stream {
+    /// A batch of entries read from it.
+    fn batch(&self, mode: Mode, ids: Vec<redis::streams::StreamId>) -> Batch {
+        let entries = ids
+            .into_iter()
+            .map(|e| Entry {
+                sensor: match &self.sensor {
+                    Some(sensor) => sensor.clone(),
+                    None => field_str(e.map.get("s"))
+                        .filter(|s| keys::check_name(s).is_ok())
+                        .unwrap_or_else(|| "?".to_owned()),
+                },
+                blob: blob(&e.map),
+                id: e.id,
+            })
+            .collect();
+        Batch {
+            stage: self.stage,
+            key: self.key.clone(),
+            mode,
+            entries,
+        }
+    }
+}
+
 async fn read_shard_once(
     config: &CorrelateConfig,
+    stage: Stage,
     shard: u16,
     tx: &mpsc::Sender<Batch>,
     taken_over: &mut bool,
@@ -445,30 +655,44 @@ async fn read_shard_once(
     let mut conn = config.target.connect().await?;
     let start_ms = unix_ms()
         .saturating_sub(u64::try_from(config.rebuild_window.as_millis()).unwrap_or(u64::MAX));
-    let mut streams: BTreeMap<String, String> = BTreeMap::new();
+    let mut streams: BTreeMap<String, Stream> = BTreeMap::new();
     let mut looked = std::time::Instant::now() - LEASE_TICK;
     loop {
         if looked.elapsed() >= LEASE_TICK {
             looked = std::time::Instant::now();
-            let sensors: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(keys::SENSORS)
-                .query_async(&mut conn)
-                .await?;
-            for sensor in sensors {
-                if keys::check_name(&sensor).is_err() {
+            let found: Vec<Stream> = match stage {
+                Stage::Sources => {
+                    let sensors: Vec<String> = redis::cmd("SMEMBERS")
+                        .arg(keys::SENSORS)
+                        .query_async(&mut conn)
+                        .await?;
+                    sensors
+                        .into_iter()
+                        .filter(|s| keys::check_name(s).is_ok())
+                        .map(|sensor| Stream {
+                            stage,
+                            key: keys::evidence_stream(shard, &sensor),
+                            sensor: Some(sensor),
+                        })
+                        .collect()
+                }
+                Stage::Targets => vec![Stream {
+                    stage,
+                    key: keys::target_stream(shard),
+                    sensor: None,
+                }],
+            };
+            for stream in found {
+                if streams.contains_key(&stream.key) {
                     continue;
                 }
-                let key = keys::evidence_stream(shard, &sensor);
-                if streams.contains_key(&key) {
-                    continue;
-                }
-                create_group(&mut conn, &key, start_ms).await?;
+                create_group(&mut conn, &stream.key, start_ms).await?;
                 if !*taken_over {
                     // Only streams present at the takeover have a past to rebuild.
-                    rebuild(&mut conn, config, &key, &sensor, start_ms, tx).await?;
+                    rebuild(&mut conn, config, &stream, start_ms, tx).await?;
                 }
-                claim(&mut conn, config, &key, &sensor, tx).await?;
-                streams.insert(key, sensor);
+                claim(&mut conn, config, &stream, tx).await?;
+                streams.insert(stream.key.clone(), stream);
             }
             *taken_over = true;
         }
@@ -492,22 +716,11 @@ async fn read_shard_once(
             cmd.arg(">");
         }
         let reply: Option<StreamReadReply> = cmd.query_async(&mut conn).await?;
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            let Some(sensor) = streams.get(&stream.key) else {
+        for read in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(stream) = streams.get(&read.key) else {
                 continue;
             };
-            let entries = stream
-                .ids
-                .into_iter()
-                .map(|e| (e.id, blob(&e.map)))
-                .collect();
-            let batch = Batch {
-                key: stream.key,
-                sensor: sensor.clone(),
-                mode: Mode::Live,
-                entries,
-            };
-            if tx.send(batch).await.is_err() {
+            if tx.send(stream.batch(Mode::Live, read.ids)).await.is_err() {
                 return Ok(());
             }
         }
@@ -548,11 +761,11 @@ async fn create_group(conn: &mut Conn, key: &str, start_ms: u64) -> redis::Redis
 async fn rebuild(
     conn: &mut Conn,
     config: &CorrelateConfig,
-    key: &str,
-    sensor: &str,
+    stream: &Stream,
     start_ms: u64,
     tx: &mpsc::Sender<Batch>,
 ) -> anyhow::Result<()> {
+    let key = stream.key.as_str();
     let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(key)
@@ -587,25 +800,18 @@ async fn rebuild(
         let Some(last) = range.ids.last().map(|e| e.id.clone()) else {
             break;
         };
-        let entries: Vec<(String, Vec<u8>)> = range
+        let ids: Vec<redis::streams::StreamId> = range
             .ids
             .into_iter()
             .filter(|e| !pending.contains(&e.id))
-            .map(|e| (e.id, blob(&e.map)))
             .collect();
-        if !entries.is_empty() {
+        if !ids.is_empty() {
             log::debug!(
                 "{}: rebuilding from {} entries of {key}",
                 config.name,
-                entries.len()
+                ids.len()
             );
-            let batch = Batch {
-                key: key.to_owned(),
-                sensor: sensor.to_owned(),
-                mode: Mode::Rebuild,
-                entries,
-            };
-            if tx.send(batch).await.is_err() {
+            if tx.send(stream.batch(Mode::Rebuild, ids)).await.is_err() {
                 return Ok(());
             }
         }
@@ -619,10 +825,10 @@ async fn rebuild(
 async fn claim(
     conn: &mut Conn,
     config: &CorrelateConfig,
-    key: &str,
-    sensor: &str,
+    stream: &Stream,
     tx: &mpsc::Sender<Batch>,
 ) -> anyhow::Result<()> {
+    let key = stream.key.as_str();
     let mut from = "0-0".to_owned();
     loop {
         let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -640,17 +846,11 @@ async fn claim(
                 "claimed {} unacknowledged entries of {key}",
                 reply.claimed.len()
             );
-            let batch = Batch {
-                key: key.to_owned(),
-                sensor: sensor.to_owned(),
-                mode: Mode::Claimed,
-                entries: reply
-                    .claimed
-                    .into_iter()
-                    .map(|e| (e.id, blob(&e.map)))
-                    .collect(),
-            };
-            if tx.send(batch).await.is_err() {
+            if tx
+                .send(stream.batch(Mode::Claimed, reply.claimed))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }

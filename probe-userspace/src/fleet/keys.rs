@@ -67,6 +67,18 @@ pub fn alert_stream(sensor: &str) -> String {
     format!("pd:alerts:{sensor}")
 }
 
+/// The second stage's stream of target shard N: the failures the owners of source shards
+/// forward, keyed by the target's /24 or /48, so that one correlator sees every source of
+/// a distributed scan (entries: `v`, `s` the sensor, `r` the records).
+pub fn target_stream(shard: u16) -> String {
+    format!("pd:tg:{{{shard}}}")
+}
+
+/// The lease of a target shard.
+pub fn target_lease(shard: u16) -> String {
+    format!("pd:lease:tg:{{{shard}}}")
+}
+
 /// The lease of a shard: the name of the correlator that owns it, with an expiry.
 pub fn lease(shard: u16) -> String {
     format!("pd:lease:{{{shard}}}")

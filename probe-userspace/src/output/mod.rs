@@ -348,6 +348,13 @@ impl<W: Write> Pipeline<W> {
         self.alerts(&scans, now);
     }
 
+    /// Renders the alerts of scans another engine recognised (a correlator's second stage,
+    /// keyed by target), as this pipeline renders its own.
+    pub fn external_alerts(&mut self, scans: &[ScanAlert], now: Duration) {
+        self.latest = self.latest.max(now);
+        self.alerts(scans, now);
+    }
+
     /// The scans an outcome completed or grew: their sources confirmed for the attack
     /// list (every source of a distributed or grouped scan), their alerts rendered.
     fn alerts(&mut self, scans: &[ScanAlert], now: Duration) {
