@@ -36,6 +36,9 @@ pub struct FleetRow {
     pub latency_ms: Vec<f64>,
     /// Alerts on ordinary clients.
     pub benign_alerts: usize,
+    /// Per sweep: hosts that still answered the sweeper's probe of their open web port,
+    /// sent as soon as the fleet alert was read (sensors and correlator run `--block`).
+    pub answered_after: Vec<usize>,
     /// Sensor: CPU microseconds per record handed to the publisher (conversion, rationing,
     /// queueing: the daemon's share), per record published, and records a second.
     pub tap_us: f64,
@@ -103,16 +106,34 @@ fn run_mode(
     let mut sensors = Vec::new();
     for n in 1..=HOSTS {
         let name = format!("h{n}");
-        let mut args: Vec<String> = ["--iface", "eth0", "--sensor-name", &name]
-            .map(str::to_owned)
-            .to_vec();
+        let socket = dir.join(format!("h{n}.sock"));
+        let mut args: Vec<String> = [
+            "--iface",
+            "eth0",
+            "--sensor-name",
+            &name,
+            "--block",
+            "--control-socket",
+            &socket.to_string_lossy(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
         args.extend(net.sensor_args(n));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         sensors.push(Ours::start(&net.hosts[n - 1], binary, &args)?);
     }
-    let mut args: Vec<String> = ["correlate", "--sensor-name", "c1", "--idle-timeout", "5"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut args: Vec<String> = [
+        "correlate",
+        "--sensor-name",
+        "c1",
+        "--idle-timeout",
+        "5",
+        "--block",
+        "--block-rate",
+        "50",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     args.extend(net.correlator_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut correlator = Ours::start_until(&net.hub, binary, &args, "owns 16 of 16 target shards")?;
@@ -122,24 +143,7 @@ fn run_mode(
     // Ordinary clients: a browser-like client of every host, and a port check of the web
     // port of every host (connections that succeed).
     let client = fleet::source(SOURCES_CLIENT);
-    for host in net.host_ips() {
-        let _ = net
-            .scanner
-            .exec(
-                "curl",
-                &[
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "--interface",
-                    &client,
-                    "--max-time",
-                    "5",
-                    &format!("http://{host}/"),
-                ],
-            )
-            .output();
-    }
+    net.curl_hosts(&client)?;
     let checker = fleet::source(SOURCES_CLIENT + 1);
     let hosts = net.host_ips();
     let mut check = vec!["-sT", "-p", "80"];
@@ -153,6 +157,7 @@ fn run_mode(
         .count();
 
     let mut latency_ms = Vec::new();
+    let mut answered_after = Vec::new();
     let mut found = 0;
     for k in 0..SWEEPS {
         let src = fleet::source(k);
@@ -176,6 +181,16 @@ fn run_mode(
                         .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
                     latency_ms.push(lag);
                 }
+                let mut web = vec!["-sS", "-p", "80"];
+                web.extend(hosts.iter().map(String::as_str));
+                let answers = net.nmap(&src, &web)?;
+                answered_after.push(
+                    answers
+                        .lines()
+                        .filter(|l| l.contains("Ports:"))
+                        .map(|l| l.matches("/open/").count())
+                        .sum(),
+                );
                 break;
             }
             if started.elapsed() > Duration::from_secs(5) {
@@ -205,6 +220,7 @@ fn run_mode(
         made: usize::from(SWEEPS),
         latency_ms,
         benign_alerts,
+        answered_after,
         tap_us,
         publish_us,
         publish_rate,
@@ -481,23 +497,24 @@ fn markdown(rows: &[FleetRow], cpu: &str, date: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "Each sweep is `nmap -sS` of one closed port on the eight hosts from a source of its own (each host sees one probe). Latency: from the deciding probe (the alert's `last_seen`, the sensor kernel's time of the fourth host's answer) to the moment the lab read the correlator's `start` record on its stdout; {SWEEPS} sweeps per row. Benign: a curl of every host and an `nmap -sT` of the open web port of every host, from two other sources.\n"
+        "Each sweep is `nmap -sS` of one closed port on the eight hosts from a source of its own (each host sees one probe). Latency: from the deciding probe (the alert's `last_seen`, the sensor kernel's time of the fourth host's answer) to the moment the lab read the correlator's `start` record on its stdout; {SWEEPS} sweeps per row. Sensors run `--fleet --block`, the correlator `--block`: as soon as the lab read the alert, the sweeper probes the open web port of every host, and the hosts that answer are counted (on the scanner's side; 0 means the fleet block was in every host's XDP before the probe). Benign: a curl of every host and an `nmap -sT` of the open web port of every host, from two other sources.\n"
     );
     let _ = writeln!(
         md,
-        "| Redis | sweeps found | latency median (ms) | p90 (ms) | worst (ms) | alerts on clients |"
+        "| Redis | sweeps found | latency median (ms) | p90 (ms) | worst (ms) | hosts answering after the verdict (of {HOSTS}), worst sweep | alerts on clients |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let _ = writeln!(
             md,
-            "| {} | {}/{} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {}/{} | {:.1} | {:.1} | {:.1} | {} | {} |",
             mode_name(row.mode),
             row.found,
             row.made,
             percentile(&row.latency_ms, 0.5),
             percentile(&row.latency_ms, 0.9),
             row.latency_ms.last().copied().unwrap_or(f64::NAN),
+            row.answered_after.iter().max().copied().unwrap_or(0),
             row.benign_alerts
         );
     }

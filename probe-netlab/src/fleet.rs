@@ -361,6 +361,27 @@ impl FleetNet {
         (1..=self.hosts.len()).map(host_ip).collect()
     }
 
+    /// An HTTP client at `src` fetches every host's page; an error names a host that did
+    /// not answer.
+    pub fn curl_hosts(&self, src: &str) -> anyhow::Result<()> {
+        for host in self.host_ips() {
+            let url = format!("http://{host}/");
+            let args = [
+                "-s",
+                "-o",
+                "/dev/null",
+                "--interface",
+                src,
+                "--max-time",
+                "5",
+                &url,
+            ];
+            netns::run(&mut self.scanner.exec("curl", &args))
+                .with_context(|| format!("curl of {host} from {src}"))?;
+        }
+        Ok(())
+    }
+
     /// nmap from `src` through the scanner's link (no retries, bounded); its grepable
     /// output.
     pub fn nmap(&self, src: &str, args: &[&str]) -> anyhow::Result<String> {

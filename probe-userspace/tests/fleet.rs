@@ -189,27 +189,9 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
 
     // Ordinary clients of every host raise nothing.
     let client = fleet::source(1);
-    for host in all_hosts() {
-        let out = lab
-            .net
-            .scanner
-            .exec(
-                "curl",
-                &[
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "--interface",
-                    &client,
-                    "--max-time",
-                    "5",
-                    &format!("http://{host}/"),
-                ],
-            )
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "curl {host}");
-    }
+    lab.net
+        .curl_hosts(&client)
+        .unwrap_or_else(|err| panic!("{err:#}"));
 
     // A sweep of one closed port, one probe per host: no host sees more than one probe.
     let sweeper = fleet::source(0);
@@ -273,6 +255,10 @@ fn a_fleet_sees_what_no_host_sees_blocks_everywhere_and_survives_redis_and_a_cor
         answered, 0,
         "the sweeper still got answers after the fleet block"
     );
+    // A sensor that joins later gets the blocks in force.
+    assert!(sensors[HOSTS - 1].stop().success());
+    sensors[HOSTS - 1] = lab.sensor(HOSTS);
+    sensors[HOSTS - 1].wait_for_log(&format!("fleet block of {sweeper}"), Duration::from_secs(5));
     // The client was never blocked.
     let answered = ports_answered(&lab.nmap(&client, &web));
     assert_eq!(answered, HOSTS, "a client of the fleet was blocked");

@@ -152,6 +152,7 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut stats = CorrelateStats::default();
     let mut lease_tick = tokio::time::interval(LEASE_TICK);
+    let mut swept = std::time::Instant::now();
     let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
     log::info!(
         "correlator {} for the fleet at {}: {} shards, leases of {} s",
@@ -191,6 +192,13 @@ pub async fn run(
                     if let Err(err) = managed {
                         log::warn!("lost {} ({err}); its shards' leases run out unless renewed", config.target.shown());
                         conn = None;
+                    } else if config.block_ttl.is_some() && swept.elapsed() >= BLOCK_SWEEP {
+                        swept = std::time::Instant::now();
+                        if let Some(c) = &mut conn
+                            && let Err(err) = sweep_blocks(c).await
+                        {
+                            log::debug!("cannot sweep the ended fleet blocks: {err}");
+                        }
                     }
                 }
             }
@@ -203,8 +211,9 @@ pub async fn run(
                     },
                 };
                 if batch.mode != Mode::Rebuild {
-                    write(&mut pipeline)?;
+                    // The blocks first: every sensor drops the scanner a little sooner.
                     publish_blocks(&mut pipeline, conn.as_mut(), &config, &mut stats).await;
+                    write(&mut pipeline)?;
                     // The failures go on to the second stage before their entries are
                     // acknowledged: a correlator that dies in between forwards them again
                     // from its successor (the distributed detector counts a source once).
@@ -407,6 +416,32 @@ async fn forward(conn: &mut Conn, failures: &[(String, Evidence)]) -> redis::Red
 
 /// Entries each target stream keeps, about.
 const TARGET_STREAM_ENTRIES: usize = 100_000;
+
+/// How often ended blocks are taken out of the blocks in force.
+const BLOCK_SWEEP: Duration = Duration::from_secs(60);
+
+/// Takes the blocks that ended out of `pd:{blocks}:active` (any correlator may: the same
+/// result whoever does it).
+async fn sweep_blocks(conn: &mut Conn) -> redis::RedisResult<()> {
+    let active: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::BLOCKS_ACTIVE)
+        .query_async(conn)
+        .await?;
+    let now = unix_ms();
+    let ended: Vec<&String> = active
+        .iter()
+        .filter(|(_, until)| until.parse::<u64>().map_or(true, |until| until <= now))
+        .map(|(addr, _)| addr)
+        .collect();
+    if !ended.is_empty() {
+        let _: u64 = redis::cmd("HDEL")
+            .arg(keys::BLOCKS_ACTIVE)
+            .arg(&ended)
+            .query_async(conn)
+            .await?;
+    }
+    Ok(())
+}
 
 /// Publishes the blocks the pipeline decided (backed by enough sensors, within the
 /// budget): on the block stream, and among the blocks in force for sensors that join later.

@@ -25,7 +25,7 @@ pub const BLOCKS_ACTIVE: &str = "pd:{blocks}:active";
 pub const SENSOR_COMMANDS: &str =
     "+ping +info +cluster|slots +cluster|shards +sadd +xadd +xrevrange +xread +hgetall";
 /// The commands a correlator's Redis user needs: the consumer group, leases, blocks.
-pub const CORRELATOR_COMMANDS: &str = "+ping +info +cluster|slots +cluster|shards +smembers +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xrange +xadd +hset +hgetall +set +get +pexpire +del +zadd +zremrangebyscore +zcard +zrem +evalsha +eval +script|load";
+pub const CORRELATOR_COMMANDS: &str = "+ping +info +cluster|slots +cluster|shards +smembers +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xrange +xadd +hset +hgetall +hdel +set +get +pexpire +del +zadd +zremrangebyscore +zcard +zrem +evalsha +eval +script|load";
 
 /// The ACL rules of sensor `name`'s Redis user (after `ACL SETUSER name on >PASSWORD`):
 /// it may append to its own evidence and alert streams, add its name to the register and read the

@@ -82,3 +82,80 @@ fn a_crowd_of_one_probe_sources_is_sent_up_to_its_budget() {
     h.outbound_frame(&probe.refusal());
     assert_eq!(h.events(), vec![]);
 }
+
+/// The records waiting in the fleet's ring.
+fn fleet_records(h: &mut Harness) -> Vec<Probe> {
+    let map = h.ebpf.map_mut(probe_common::FLEET_MAP).expect("FLEET map");
+    let mut ring = RingBuf::try_from(map).unwrap();
+    let mut out = Vec::new();
+    while let Some(record) = ring.next() {
+        out.push(Probe::decode(&record).expect("a whole ProbeEvent"));
+    }
+    out
+}
+
+#[test]
+fn with_fleet_a_held_failure_is_copied_to_the_fleet_ring_once() {
+    if !require_root("with_fleet_a_held_failure_is_copied_to_the_fleet_ring_once") {
+        return;
+    }
+    // Without --fleet the ring stays empty.
+    let mut h = Harness::with(&KernelConfig::default());
+    assert_eq!(refused(&mut h, scanner(), 22), vec![]);
+    assert_eq!(fleet_records(&mut h), vec![]);
+    assert_eq!(h.counter(Counter::FleetExported), 0);
+
+    let mut h = Harness::with(&KernelConfig {
+        fleet: true,
+        ..KernelConfig::default()
+    });
+    assert_eq!(refused(&mut h, scanner(), 22), vec![], "held, locally");
+    let copied = fleet_records(&mut h);
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    assert_eq!(
+        (
+            copied[0].src,
+            copied[0].dst,
+            copied[0].dst_port,
+            copied[0].outcome
+        ),
+        (scanner(), victim(), 22, Outcome::Refused)
+    );
+    assert_eq!(h.counter(Counter::FleetExported), 1);
+    // Its repeat is no new evidence; its second failure releases it locally (both sent),
+    // and neither is copied again: the publisher has the first, and takes the second from
+    // the local events.
+    assert_eq!(refused(&mut h, scanner(), 22), vec![]);
+    let both = refused(&mut h, scanner(), 23);
+    assert_eq!(both.len(), 2);
+    assert_eq!(
+        both[0].timestamp, copied[0].timestamp,
+        "the same record, by its time"
+    );
+    assert_eq!(fleet_records(&mut h), vec![]);
+    assert_eq!(h.counter(Counter::FleetExported), 1);
+    // Many one-probe sources: one copy each, until the ring is full (then counted).
+    for i in 0..5000u16 {
+        let src = v4([198, 19, (i >> 8) as u8, i as u8]);
+        let dst_port = 1000 + (i % 3);
+        let probe = Frame::tcp(
+            src,
+            40_000,
+            v4([198, 18, 0, 3 + (i % 50) as u8]),
+            dst_port,
+            SYN,
+            1,
+        );
+        h.inbound_frame(&probe);
+        h.outbound_frame(&probe.refusal());
+    }
+    let exported = h.counter(Counter::FleetExported);
+    let drops = h.counter(Counter::FleetDrops);
+    assert!(drops > 0, "a full ring counts its drops");
+    assert_eq!(
+        exported + drops,
+        h.counter(Counter::Held),
+        "every hold copied or counted"
+    );
+    assert_eq!(fleet_records(&mut h).len() as u64, exported - 1);
+}
