@@ -234,3 +234,45 @@ fn the_man_page_and_completions_come_from_the_flags() {
     // Not a setting: --print-config leaves it out.
     assert!(!stdout(&run(&["--print-config"])).contains("generate"));
 }
+
+#[test]
+fn a_bad_fleet_setting_is_one_clear_line_with_exit_status_2() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["correlate"], "correlate needs --fleet URL"),
+        (
+            &["correlate", "--fleet", "http://198.18.30.1:6379"],
+            "must begin with redis:// or rediss://",
+        ),
+        (
+            &[
+                "correlate",
+                "--fleet",
+                "redis://c1:secret-pw@198.18.30.1:6379",
+                "--fleet-ca",
+                "/nonexistent/ca.pem",
+            ],
+            "--fleet-ca needs a rediss:// URL",
+        ),
+        (
+            &[
+                "correlate",
+                "--fleet",
+                "redis://198.18.30.1:6379",
+                "--sensor-name",
+                "web:01",
+            ],
+            "cannot name a sensor in the fleet",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            !err.contains("secret-pw"),
+            "the password was printed: {err}"
+        );
+    }
+}
