@@ -8,7 +8,12 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::map, maps::Array};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
 use probe_common::{Block, Counter, PEER_MEMORY_NS, Pending, protect};
 
 use crate::{
@@ -22,6 +27,14 @@ use crate::{
 /// both take the last token (one block over the budget at worst).
 #[map]
 pub(crate) static BLOCK_BUDGET: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Per CPU: the source this CPU last blocked on a verdict (zero: none). The answer that
+/// made the verdict leaves in the same program run, after the block was made: it is
+/// dropped too (the scanner learns one port fewer), and the slot forgotten. A slot left by
+/// a run with no answer (the expiry sweep) names a blocked source, whose answers are
+/// dropped anyway.
+#[map]
+static BLOCKED_NOW: PerCpuArray<Addr> = PerCpuArray::with_max_entries(1, 0);
 
 /// How long an automatic block lasts, ns (set at load from `--block-ttl`).
 #[unsafe(no_mangle)]
@@ -81,6 +94,35 @@ pub(crate) fn block_scanner(pending: &Pending) -> bool {
         return false;
     }
     count(Counter::KernelBlocks);
+    if let Some(slot) = BLOCKED_NOW.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run.
+        unsafe { *slot = src };
+    }
+    true
+}
+
+/// True when the packet, one of our answers, goes to the source this CPU's run just
+/// blocked on its verdict (the verdict's own answer); forgets the source. Not inlined: its
+/// value is used by the caller.
+#[inline(never)]
+pub(crate) fn answers_just_blocked(start: usize, end: usize, h: &Headers) -> bool {
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    if unsafe { read_volatile(&BLOCK_ON) } == 0 {
+        return false;
+    }
+    let Some(slot) = BLOCKED_NOW.get_ptr_mut(0) else {
+        return false;
+    };
+    let Ok(ends) = endpoints(start, end, h) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run.
+    unsafe {
+        if (*slot).0 == [0, 0] || *slot != ends.dst {
+            return false;
+        }
+        *slot = Addr([0, 0]);
+    }
     true
 }
 

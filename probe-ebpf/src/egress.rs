@@ -11,7 +11,7 @@ use probe_common::{
 };
 
 use crate::{
-    autoblock::answers_blocked,
+    autoblock::{answers_blocked, answers_just_blocked},
     maps::{checked, count},
     ours::{is_home, note_contacted, put_ours},
     parse::{
@@ -54,6 +54,11 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<bool, Malformed> {
             if egress_tcp(start, end, &h, flags, ifindex(ctx)) {
                 count(Counter::Unseen);
             }
+            // The answer that made the verdict which blocked its destination.
+            if flags != TCP_SYN && answers_just_blocked(start, end, &h) {
+                count(Counter::AnswersDropped);
+                return Ok(true);
+            }
         }
         PROTO_UDP => egress_udp(start, end, &h),
         PROTO_ICMP | PROTO_ICMPV6 => {
@@ -62,6 +67,10 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<bool, Malformed> {
                 return Ok(true);
             }
             egress_icmp(start, end, &h, ifindex(ctx));
+            if answers_just_blocked(start, end, &h) {
+                count(Counter::AnswersDropped);
+                return Ok(true);
+            }
         }
         PROTO_SCTP if egress_sctp(start, end, &h, ifindex(ctx)) => count(Counter::Unseen),
         _ => {}

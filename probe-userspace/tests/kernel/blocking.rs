@@ -338,15 +338,30 @@ fn a_blocked_ipv6_source_behind_a_long_extension_header_chain_is_dropped() {
 const TC_ACT_SHOT: u32 = 2;
 
 /// Four refused SYNs from `src`; the last one's event.
+/// Four refused SYNs from `src`; the fourth's event. The answer that made a verdict which
+/// blocked the source is dropped with the rest (the scanner learns three ports, not four);
+/// every other answer leaves.
 fn four_refused(h: &mut Harness, src: IpAddr) -> Probe {
     let mut last = None;
+    let mut verdicts = Vec::new();
     for port in 1..=4u16 {
         let probe = Frame::tcp(src, 41_000 + port, victim(), port, SYN, u32::from(port));
         h.inbound_frame(&probe);
-        h.outbound_frame(&probe.refusal());
+        verdicts.push(h.tc_verdict(&probe.refusal().bytes()));
         last = h.events().pop();
     }
-    last.expect("the fourth failure is an event")
+    let last = last.expect("the fourth failure is an event");
+    let dropped = if last.kernel_blocked {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
+    };
+    assert_eq!(
+        verdicts,
+        [TC_ACT_OK, TC_ACT_OK, TC_ACT_OK, dropped],
+        "{src}"
+    );
+    last
 }
 
 #[test]
@@ -386,7 +401,8 @@ fn the_kernel_blocks_on_its_verdict_within_policy_and_budget_and_drops_our_answe
     assert_eq!(h.xdp_verdict(&next.bytes()), XDP_DROP);
     assert_eq!(h.tc_verdict(&next.refusal().bytes()), TC_ACT_SHOT);
     assert_eq!(h.counter(Counter::KernelBlocks), 1);
-    assert_eq!(h.counter(Counter::AnswersDropped), 1);
+    // The verdict's own answer, and the next.
+    assert_eq!(h.counter(Counter::AnswersDropped), 2);
     // Userspace takes the block over (it lists it, with its expiry).
     let now = clock::monotonic_now();
     assert_eq!(
