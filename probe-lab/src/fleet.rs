@@ -105,20 +105,7 @@ fn run_mode(
     let net = FleetNet::new(HOSTS, mode, acl, &dir)?;
     let mut sensors = Vec::new();
     for n in 1..=HOSTS {
-        let name = format!("h{n}");
-        let socket = dir.join(format!("h{n}.sock"));
-        let mut args: Vec<String> = [
-            "--iface",
-            "eth0",
-            "--sensor-name",
-            &name,
-            "--block",
-            "--control-socket",
-            &socket.to_string_lossy(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        args.extend(net.sensor_args(n));
+        let args = net.sensor_command(n);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         sensors.push(Ours::start(&net.hosts[n - 1], binary, &args)?);
     }

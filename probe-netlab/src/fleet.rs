@@ -337,6 +337,22 @@ impl FleetNet {
         self.url("admin", ADMIN_PASSWORD)
     }
 
+    /// The whole command line of host n's sensor: it watches `eth0` as `hN`, with
+    /// `--block` (its control socket in the lab's directory) and its `--fleet` arguments.
+    pub fn sensor_command(&self, n: usize) -> Vec<String> {
+        let socket = self.dir.join(format!("h{n}.sock"));
+        let mut args: Vec<String> = ["--iface", "eth0", "--sensor-name", &format!("h{n}")]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend([
+            "--block".to_owned(),
+            "--control-socket".to_owned(),
+            socket.to_string_lossy().into_owned(),
+        ]);
+        args.extend(self.sensor_args(n));
+        args
+    }
+
     /// The `--fleet` arguments of host n's sensor (its name is `hN`).
     pub fn sensor_args(&self, n: usize) -> Vec<String> {
         self.fleet_args(&format!("h{n}"), &format!("sensor-{n}-secret"))

@@ -50,20 +50,7 @@ impl FleetLab {
     }
 
     fn sensor(&self, n: usize) -> Detector {
-        let name = format!("h{n}");
-        let socket = self.net.dir.join(format!("h{n}.sock"));
-        let mut args: Vec<String> = [
-            "--iface",
-            "eth0",
-            "--sensor-name",
-            &name,
-            "--block",
-            "--control-socket",
-            &socket.to_string_lossy(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        args.extend(self.net.sensor_args(n));
+        let args = self.net.sensor_command(n);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut detector = Detector::start(&self.net.hosts[n - 1], &args);
         detector.wait_for_log("fleet: publishing evidence", Duration::from_secs(10));

@@ -6,5 +6,6 @@ pub mod channel;
 pub mod correlate;
 pub mod keys;
 pub mod sensor;
+pub mod shards;
 pub mod sources;
 pub mod wire;
