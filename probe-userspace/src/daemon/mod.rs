@@ -2,7 +2,7 @@
 //! pipeline, runs the expiry sweeps and the engine's lifecycle, and serves the control
 //! socket, the metrics endpoint, the status line and the signals (SIGHUP reloads the
 //! allow-lists; SIGINT and SIGTERM stop it, after the last events and every open scan's
-//! summary are written).
+//! summary are written); with `--fleet`, its link to the fleet (`fleet`).
 
 pub mod control;
 mod fleet;
