@@ -98,6 +98,12 @@ pub const HOME_NETS_MAP: &str = "HOME_NETS";
 /// LPM trie of the home nets (key as for `ALLOW_SOURCES`, value `u8`), read instead of
 /// the list in `HOME_NETS` when there are more than [`MAX_HOME_NETS`] of them.
 pub const HOME_TRIE_MAP: &str = "HOME_TRIE";
+/// Hash of this host's own addresses on the watched interfaces (16 bytes, IPv4-mapped, to
+/// `u8` 1), kept current by userspace: the destinations whose sockets XDP may look up to
+/// know that a probe will fail (the early verdict). Empty: no early verdict.
+pub const LOCAL_MAP: &str = "LOCAL";
+/// Addresses in [`LOCAL_MAP`] at most.
+pub const LOCAL_ENTRIES: u32 = 256;
 /// Home-net prefixes the trie holds at most.
 pub const HOME_TRIE_ENTRIES: u32 = 4096;
 
@@ -246,11 +252,15 @@ pub enum Counter {
     /// Held first failures the fleet's ring had no room for (`--fleet`; the reader is
     /// behind: the fleet loses that evidence, local detection nothing).
     FleetDrops = 37,
+    /// Attempts known to fail when they arrived (a stealth probe, or a SYN or datagram to a
+    /// local port nothing listens on) from a source one failure from the verdict, reported
+    /// by XDP before any answer (first failures and repeats alike): the early verdict.
+    EarlyFailures = 38,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 38] = [
+    pub const ALL: [Counter; 39] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -289,6 +299,7 @@ impl Counter {
         Counter::ForeignAnswers,
         Counter::FleetExported,
         Counter::FleetDrops,
+        Counter::EarlyFailures,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -334,6 +345,7 @@ impl Counter {
             Counter::ForeignAnswers => "foreign_answers",
             Counter::FleetExported => "fleet_exported",
             Counter::FleetDrops => "fleet_drops",
+            Counter::EarlyFailures => "early_failures",
         }
     }
 
@@ -409,6 +421,9 @@ impl Counter {
             }
             Counter::FleetDrops => {
                 "Held first failures the fleet's ring had no room for (--fleet): evidence the fleet lost."
+            }
+            Counter::EarlyFailures => {
+                "Attempts known to fail when they arrived, from sources one failure from the verdict, reported before any answer (the early verdict)."
             }
         }
     }
@@ -765,11 +780,15 @@ pub struct Pending {
     pub mac: [u8; 6],
     /// 4 or 6: the attempt's IP version.
     pub ip_version: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// [`PENDING_REPORTED`], or 0.
+    pub flags: u8,
 }
 
 const _: () = assert!(size_of::<Pending>() == 64);
+
+/// [`Pending::flags`]: the attempt's failure was reported when it arrived (XDP knew it
+/// would fail: the early verdict); its answer or its expiry only clears the slot.
+pub const PENDING_REPORTED: u8 = 1;
 
 /// LRU hash of blocked sources (`--block`): address (16 bytes, IPv4-mapped) to [`Block`].
 pub const BLOCKED_MAP: &str = "BLOCKED";

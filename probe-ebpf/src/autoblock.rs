@@ -126,6 +126,23 @@ pub(crate) fn answers_just_blocked(start: usize, end: usize, h: &Headers) -> boo
     true
 }
 
+/// True when this CPU's run just blocked `src` on a verdict (the early verdict's, in XDP,
+/// whose probe is then dropped); forgets the source.
+#[inline(always)]
+pub(crate) fn take_blocked_now(src: &Addr) -> bool {
+    let Some(slot) = BLOCKED_NOW.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run.
+    unsafe {
+        if (*slot).0 == [0, 0] || *slot != *src {
+            return false;
+        }
+        *slot = Addr([0, 0]);
+    }
+    true
+}
+
 /// Takes one token of the budget at `now`; false when none is left.
 #[inline(always)]
 fn take_token(now: u64) -> bool {

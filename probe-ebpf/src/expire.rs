@@ -10,9 +10,9 @@ use core::{
     ptr::{read_volatile, write_volatile},
 };
 use probe_common::{
-    Counter, FULL_SWEEP_EVERY, Outcome, PENDING_REGION_SHIFT, PENDING_STATS_COUNTING,
-    PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_LIVE, PENDING_STATS_WALKED,
-    PENDING_STATS_WALKING,
+    Counter, FULL_SWEEP_EVERY, Outcome, PENDING_REGION_SHIFT, PENDING_REPORTED,
+    PENDING_STATS_COUNTING, PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_LIVE,
+    PENDING_STATS_WALKED, PENDING_STATS_WALKING,
 };
 
 use crate::{
@@ -215,6 +215,10 @@ fn expire_slot(index: u32, epoch: u64, after: u64) -> bool {
     }
     // SAFETY: as above.
     unsafe { (*slot).tag = 0 };
+    // Reported when it arrived (the early verdict): its expiry only clears it.
+    if pending.flags & PENDING_REPORTED != 0 {
+        return false;
+    }
     count(Counter::Unanswered);
     report(&pending, Outcome::Unanswered, 0, 0);
     false

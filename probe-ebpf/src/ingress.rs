@@ -18,13 +18,14 @@ use probe_common::{
 };
 
 use crate::{
+    early,
     maps::{BLOCK_ON, BLOCKED, BLOCKED_MANUAL, RUNTIME, checked, count},
     ours::{is_ours, note_peer, take_ours},
     parse::{
         Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
         ether_addr, icmp, locate, source, tcp, tcp_flags, tcp_head, udp,
     },
-    pending::{Attempt, Flow, attempt},
+    pending::{Attempt, Flow, NOT_ARMED, attempt},
 };
 
 #[inline(always)]
@@ -51,7 +52,7 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
         return Ok(XDP_PASS);
     }
     let ifindex = ctx.ingress_ifindex() as u32;
-    match h.proto {
+    let armed = match h.proto {
         PROTO_TCP => {
             let flags = match tcp_flags(start, end, &h) {
                 Ok(flags) => flags,
@@ -70,12 +71,24 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
             // Established traffic (ACK without SYN or RST) is the common case: done here,
             // after one flags byte.
             if flags & (TCP_SYN | TCP_RST) != 0 || flags & TCP_ACK == 0 {
-                ingress_tcp(start, end, &h, flags, ifindex);
+                ingress_tcp(start, end, &h, flags, ifindex)
+            } else {
+                NOT_ARMED
             }
         }
         PROTO_UDP => ingress_udp(start, end, &h, ifindex),
-        PROTO_ICMP | PROTO_ICMPV6 => ingress_icmp(start, end, &h, ifindex),
-        _ => {}
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            ingress_icmp(start, end, &h, ifindex);
+            NOT_ARMED
+        }
+        _ => NOT_ARMED,
+    };
+    // An attempt of a source one failure from the verdict: known to fail, it is reported
+    // now, and when its verdict blocked the source (`--block`) the probe is dropped. Here,
+    // at the top of the program, so that the report's call chain has the stack it has on
+    // the egress side.
+    if armed != NOT_ARMED && early::failure(ctx, armed) {
+        return Ok(XDP_DROP);
     }
     Ok(XDP_PASS)
 }
@@ -164,10 +177,11 @@ fn answers_ours(start: usize, end: usize) -> bool {
 
 /// An inbound TCP segment that is not established traffic: an attempt (SYN, or a stealth
 /// segment without SYN, ACK or RST), or an answer to an attempt (ours, or backscatter).
+/// Returns what [`attempt`] does, [`NOT_ARMED`] for an answer.
 #[inline(never)]
-pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) {
+pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) -> u32 {
     let Ok(tcp) = checked(tcp(start, end, h)) else {
-        return;
+        return NOT_ARMED;
     };
     // Classify before reading the addresses: inbound aborts (RST, or RST|ACK with a
     // sequence number) answer no SYN and need nothing more.
@@ -177,10 +191,10 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
         0 => Some(ProbeType::TcpStealth),
         // An answer to a connection attempt: ours, or backscatter.
         f if f == TCP_SYN | TCP_ACK || (f == TCP_RST | TCP_ACK && tcp.seq == 0) => None,
-        _ => return,
+        _ => return NOT_ARMED,
     };
     let Ok(ends) = checked(endpoints(start, end, h)) else {
-        return;
+        return NOT_ARMED;
     };
     match probe {
         Some(probe) => attempt(
@@ -195,6 +209,7 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
                 // A SYN-ACK to our SYN: a host we talk to.
                 note_peer(&ends.src);
             }
+            NOT_ARMED
         }
     }
 }
@@ -220,21 +235,23 @@ pub(crate) fn ingress_fragment(start: usize, end: usize, h: &Headers, ifindex: u
         ifindex,
         mac: ether_addr(start, end, false),
     };
+    // Never reported early (not a kind `early` knows).
     attempt(&ends, &fragment);
 }
 
-/// An inbound UDP datagram: an attempt, unless it replies to one of ours.
+/// An inbound UDP datagram: an attempt, unless it replies to one of ours. Returns what
+/// [`attempt`] does, [`NOT_ARMED`] for a reply.
 #[inline(never)]
-pub(crate) fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) {
+pub(crate) fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) -> u32 {
     let (Ok((src_port, dst_port)), Ok(ends)) = (
         checked(udp(start, end, h)),
         checked(endpoints(start, end, h)),
     ) else {
-        return;
+        return NOT_ARMED;
     };
     if is_ours(&Flow::to_us(&ends, h.proto, src_port, dst_port), 0) {
         note_peer(&ends.src);
-        return;
+        return NOT_ARMED;
     }
     let udp = Attempt {
         probe: ProbeType::Udp,
@@ -246,7 +263,7 @@ pub(crate) fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) {
         ifindex,
         mac: ether_addr(start, end, false),
     };
-    attempt(&ends, &udp);
+    attempt(&ends, &udp)
 }
 
 /// An inbound ICMP/ICMPv6 message: echo requests are attempts.
@@ -271,5 +288,6 @@ pub(crate) fn ingress_icmp(start: usize, end: usize, h: &Headers, ifindex: u32) 
         ifindex,
         mac: ether_addr(start, end, false),
     };
+    // Never reported early (not a kind `early` knows).
     attempt(&ends, &echo);
 }

@@ -14,7 +14,8 @@
 //! This file holds the entry points; the rest: `maps` (maps, load-time globals, counters),
 //! `parse` (headers), `ingress` and `egress` (the two programs' paths), `pending` (the
 //! attempt table and the flow hash), `ours` (our own attempts, contacted hosts, home
-//! nets), `report` (outcomes to events), `suspects` (the sequential test), `autoblock`
+//! nets), `report` (outcomes to events), `suspects` (the sequential test), `early` (the
+//! verdict on the probe itself), `autoblock`
 //! (blocks on its verdict), `summary` (decided sources' outcomes counted, not sent), `hold`
 //! (first failures held until a second),
 //! `expire` (the sweep), `bench` (baselines).
@@ -40,6 +41,7 @@ macro_rules! trace {
 
 mod autoblock;
 mod bench;
+mod early;
 mod egress;
 mod expire;
 mod hold;

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     ALLOW_ENTRIES, BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, Block, Counter, EVENTS_BYTES,
-    EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HOME_TRIE_ENTRIES, HomeNets, OURS_ENTRIES,
+    EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HOME_TRIE_ENTRIES, HomeNets, LOCAL_ENTRIES, OURS_ENTRIES,
     OUTCOMES_ENTRIES, OutcomeKey, PEERS_ENTRIES, PENDING_ENTRIES, PENDING_REGION_SHIFT,
     PENDING_STATS_ENTRIES, PROTECTED_ENTRIES, Pending, ProbeEvent, Protection, RUNTIME_ENTRIES,
     pending_regions,
@@ -44,6 +44,11 @@ pub(crate) static HOME_NETS: Array<HomeNets> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static HOME_TRIE: LpmTrie<[u8; 16], u8> =
     LpmTrie::with_max_entries(HOME_TRIE_ENTRIES, 0);
+
+/// This host's own addresses on the watched interfaces, kept current by userspace (see
+/// [`probe_common::LOCAL_MAP`]).
+#[map]
+pub(crate) static LOCAL: HashMap<Addr, u8> = HashMap::with_max_entries(LOCAL_ENTRIES, 0);
 
 /// Sources never blocked, by prefix, kept current by userspace (read by userspace when it
 /// decides a block). See [`PROTECTED_ENTRIES`].

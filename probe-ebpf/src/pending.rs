@@ -7,7 +7,7 @@ use core::ptr::read_volatile;
 
 use probe_common::{
     Counter, IPPROTO_IP, IPPROTO_SCTP as PROTO_SCTP, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, Outcome, Pending, ProbeType,
+    IPPROTO_UDP as PROTO_UDP, Outcome, PENDING_REPORTED, Pending, ProbeType,
 };
 
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
     ours::is_home,
     parse::{self, Addr, Endpoints, Icmp, IcmpKind, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
+    suspects::armed,
 };
 
 /// An inbound attempt's particulars beyond its packet.
@@ -53,10 +54,15 @@ impl Attempt {
     }
 }
 
-/// Records an inbound attempt to a home address in the pending table. A subprogram: one
-/// copy for every kind of attempt keeps the XDP frame small.
+/// [`attempt`]'s answer when the attempt's source is not armed (or it was not recorded).
+pub(crate) const NOT_ARMED: u32 = u32::MAX;
+
+/// Records an inbound attempt to a home address in the pending table. Returns the slot it
+/// took when its source is armed (one first failure from the verdict, see
+/// [`crate::suspects`]), for [`crate::early`] to look at; [`NOT_ARMED`] otherwise. A
+/// subprogram: one copy for every kind of attempt keeps the XDP frame small.
 #[inline(never)]
-pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
+pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) -> u32 {
     let Attempt {
         probe,
         proto,
@@ -69,7 +75,7 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
     } = *a;
     if !is_home(&ends.dst) {
         count(Counter::NotHome);
-        return;
+        return NOT_ARMED;
     }
     count(match probe {
         ProbeType::TcpSyn => Counter::Syns,
@@ -81,7 +87,7 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
     });
     let (index, tag) = Flow::to_us(ends, proto, remote_port, local_port).slot(id, pending_mask());
     let Some(slot) = PENDING.get_ptr_mut(index) else {
-        return;
+        return NOT_ARMED;
     };
     // A blind write: reading the slot first (to skip retransmissions, or to count
     // overwrites) would stall on a cache miss for every new flow, the cost that matters
@@ -105,12 +111,17 @@ pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) {
             ttl: ends.ttl,
             mac,
             ip_version: ends.version,
-            _pad: 0,
+            flags: 0,
         };
     }
     // After the slot's write: a sweep that clears the flag meanwhile either sees the slot
     // or sees the flag set again.
     flag_region(index);
+    if armed(&ends.src, ends.version) {
+        index
+    } else {
+        NOT_ARMED
+    }
 }
 
 /// Takes the pending attempt that `answer` answers, if there is one, and reports its
@@ -138,7 +149,10 @@ pub(crate) fn settle(
             return false;
         }
         (*slot).tag = 0;
-        report(&*slot, outcome, icmp_type, icmp_code);
+        // Reported when it arrived (the early verdict): its answer only clears it.
+        if (*slot).flags & PENDING_REPORTED == 0 {
+            report(&*slot, outcome, icmp_type, icmp_code);
+        }
     }
     true
 }
@@ -255,7 +269,7 @@ pub(crate) fn report_answered(answer: &Flow, what: &Unrecorded) {
         (&raw mut (*scratch).ttl).write(0);
         (&raw mut (*scratch).mac).write(what.mac);
         (&raw mut (*scratch).ip_version).write(what.ip_version);
-        (&raw mut (*scratch)._pad).write(0);
+        (&raw mut (*scratch).flags).write(0);
         report(&*scratch, what.outcome, what.icmp_type, what.icmp_code);
     }
 }

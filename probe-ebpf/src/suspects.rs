@@ -12,6 +12,13 @@
 //! cache whose outcome is a success takes an empty or idle cell only: clients take no
 //! suspect's room.
 //!
+//! A source one first failure from the verdict is *armed* (`ARMED`, a small direct-mapped
+//! array of tags): XDP looks there for each new attempt, and for an armed source's attempt
+//! it knows will fail, gives the verdict on the probe itself ([`crate::early`]). `ARMED`
+//! only points: the cell in `SUSPECTS` decides. Sources that reach the line and leave it
+//! (a success, the verdict) clear their entry; a collision makes the earlier source wait
+//! for its answer, as before.
+//!
 //! Ages are counted in expiry sweeps (`EPOCH`, advanced by `probe_expire`), a clock replay
 //! drives as the live daemon does. Cells are read and written without locks: two CPUs
 //! moving one source's walk at the same instant may lose one step (approximate, as the
@@ -25,6 +32,18 @@ use probe_common::{
 };
 
 use crate::{maps::EPOCH, parse::Addr, pending::Flow};
+
+/// Slots of [`ARMED`]: 4 096 × 4 B = 16 KiB, read for every new attempt (it stays in the
+/// CPU's caches where `SUSPECTS`, 8 MiB, would not).
+const ARMED_ENTRIES: u32 = 4096;
+
+/// Tags of the sources armed for the early verdict (walk [`WALK_SCAN`] − 1), by a keyed
+/// hash of the source's unit; 0: none.
+#[map]
+static ARMED: Array<u32> = Array::with_max_entries(ARMED_ENTRIES, 0);
+
+/// Mixed into the tag so that `ARMED` slots and tags differ from `SUSPECTS`'.
+const ARMED_ID: u32 = 0xa53e_d001;
 
 /// The per-source walks; size set at load time (default [`SUSPECT_SETS`] sets).
 #[map]
@@ -139,6 +158,12 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     if let Some(slot) = set.get_mut(way) {
         *slot = updated;
     }
+    let line = WALK_SCAN - 1;
+    let was_armed = !decided && suspect::walk(cell) == line;
+    let armed = !decided && !verdict && walk == line;
+    if armed != was_armed {
+        arm(&unit(pending), armed);
+    }
     let state = if decided {
         DECIDED
     } else if verdict {
@@ -178,6 +203,37 @@ pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
     false
 }
 
+/// Arms the source `unit` (its walk is one first failure from the verdict), or disarms it
+/// (it left that line): its `ARMED` slot. A disarm leaves another source's tag alone.
+#[inline(always)]
+fn arm(unit: &Flow, armed: bool) {
+    let (index, tag) = unit.slot(ARMED_ID, ARMED_ENTRIES - 1);
+    let Some(slot) = ARMED.get_ptr_mut(index) else {
+        return;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run; a racing
+    // CPU's write makes the slot name one source or the other (it only points).
+    unsafe {
+        if armed {
+            *slot = tag;
+        } else if *slot == tag {
+            *slot = 0;
+        }
+    }
+}
+
+/// True when `src` (of IP version `version`) may be one first failure from the verdict:
+/// its `ARMED` slot holds its tag. One hash and one read of a 16 KiB array, for every new
+/// attempt; [`step`] is the judge.
+#[inline(always)]
+pub(crate) fn armed(src: &Addr, version: u8) -> bool {
+    let (index, tag) = unit_of(src, version).slot(ARMED_ID, ARMED_ENTRIES - 1);
+    // SAFETY: array slot from a successful lookup, read once.
+    ARMED
+        .get_ptr(index)
+        .is_some_and(|slot| unsafe { read_volatile(slot) } == tag)
+}
+
 /// The set of the source of `pending` in `SUSPECTS`, its tag, and the clock the cells
 /// age by: the sweep epoch and the sweeps after which a cell is idle.
 #[inline(always)]
@@ -200,11 +256,16 @@ fn locate(pending: &Pending) -> Option<(*mut [u64; SUSPECT_WAYS], u32, u16, u16)
 /// The source of `pending` as a flow of its own: its address, or the /64 of an IPv6 one.
 #[inline(always)]
 pub(crate) fn unit(pending: &Pending) -> Flow {
-    let remote = Addr::from_bytes(pending.remote);
-    let unit = if pending.ip_version == 6 {
+    unit_of(&Addr::from_bytes(pending.remote), pending.ip_version)
+}
+
+/// The unit of source `remote` of IP version `version`, as a flow of its own.
+#[inline(always)]
+fn unit_of(remote: &Addr, version: u8) -> Flow {
+    let unit = if version == 6 {
         Addr([remote.0[0], 0])
     } else {
-        remote
+        *remote
     };
     Flow {
         remote: unit,

@@ -170,9 +170,9 @@ impl Probe {
     }
 }
 
-#[cfg(test)]
 impl Probe {
-    /// A TCP SYN outcome, for tests: `src` tried `dst:port`, with TTL 64 on interface 7.
+    /// A TCP SYN outcome (for tests, and the pipeline's rehearsal): `src` tried
+    /// `dst:port`, with TTL 64 on interface 7.
     pub(crate) fn syn(src: IpAddr, dst: IpAddr, port: u16, outcome: Outcome) -> Self {
         Self {
             timestamp: Duration::ZERO,

@@ -66,6 +66,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     log::debug!("kernel maps: about {} KiB", config.map_bytes() / 1024);
 
     let mut ebpf = kernel::load(&config)?;
+    // The early verdict looks up sockets at these addresses (see `kernel::set_local`).
+    kernel::set_local(&mut ebpf, &network.own).context("cannot write our own addresses")?;
     allow::apply(&mut ebpf, &AllowLists::default(), &allow_lists)
         .context("cannot load the allow-lists")?;
     if !allow_lists.is_empty() {
@@ -126,12 +128,6 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         engine.bound() >> 20,
         engine.config().max_tracked
     );
-    log::info!(
-        "watching for port scans ({} failed ports of one host) and sweeps ({} hosts) within {:.1} s; alerts go to stdout",
-        engine.config().min_ports,
-        engine.config().min_hosts,
-        engine.config().window.as_secs_f64()
-    );
     let mut pipeline = Pipeline::new(
         engine,
         settings.pipeline_config(Clock::Monotonic),
@@ -139,6 +135,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         blocking,
         outputs,
     );
+    // The first alert must not wait for first-time work: see `Pipeline::warm_up`.
+    let ifindexes: Vec<u32> = network
+        .ifaces
+        .iter()
+        .filter_map(|name| crate::net::iface::index_of(name).ok())
+        .collect();
+    pipeline.warm_up(&ifindexes);
     let fleet = match (&settings.fleet, fleet_target) {
         (Some(fleet), Some(target)) => {
             let stats = std::sync::Arc::new(crate::fleet::sensor::FleetStats::default());

@@ -170,6 +170,15 @@ impl Daemon<'_> {
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        // Said once the signals are ours: a SIGTERM from here on stops the daemon cleanly
+        // (scripts and tests wait for this line).
+        let config = self.pipeline.engine().config();
+        log::info!(
+            "watching for port scans ({} failed ports of one host) and sweeps ({} hosts) within {:.1} s; alerts go to stdout",
+            config.min_ports,
+            config.min_hosts,
+            config.window.as_secs_f64()
+        );
 
         // Unanswered attempts are found by the expiry program, run often enough that none
         // waits much longer than the timeout.
@@ -573,6 +582,11 @@ impl Daemon<'_> {
         }
         if let Some(changes) = self.network.changes_from(&old) {
             log::info!("network changed: {changes}");
+        }
+        if self.network.own != old.own
+            && let Err(err) = kernel::set_local(self.ebpf, &self.network.own)
+        {
+            log::error!("cannot update our own addresses: {err}");
         }
         if self.network.home_nets != old.home_nets {
             match kernel::set_home_nets(self.ebpf, &self.network.home_nets) {

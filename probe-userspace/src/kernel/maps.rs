@@ -1,5 +1,6 @@
 //! Reading the kernel's maps (the per-CPU counters, the pending table's occupancy and the
-//! outcome table's repeat counts) and writing the home nets, which change while running.
+//! outcome table's repeat counts) and writing the home nets and this host's own addresses,
+//! which change while running.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,8 @@ use aya::{
 };
 use probe_common::{
     COUNTERS_MAP, Counter, HOME_NETS_MAP, HOME_TRIE_ENTRIES, HOME_TRIE_MAP, HomeNets,
-    MAX_HOME_NETS, OUTCOMES_MAP, PENDING_MAP, PENDING_STATS_LIVE, PENDING_STATS_MAP,
+    LOCAL_ENTRIES, LOCAL_MAP, MAX_HOME_NETS, OUTCOMES_MAP, PENDING_MAP, PENDING_STATS_LIVE,
+    PENDING_STATS_MAP,
 };
 
 use super::load::LoadError;
@@ -77,6 +79,40 @@ pub fn set_home_nets(ebpf: &mut Ebpf, nets: &[Cidr]) -> Result<(), LoadError> {
         let _ = trie.remove(&k);
     }
     Ok(())
+}
+
+/// Writes this host's own addresses on the watched interfaces (`LOCAL`): the destinations
+/// whose sockets XDP looks up for the early verdict (none: no early verdict, as in a
+/// replay, whose capture's sockets are not this machine's). The first [`LOCAL_ENTRIES`]
+/// are kept; the number written is returned.
+pub fn set_local(ebpf: &mut Ebpf, addrs: &[std::net::IpAddr]) -> Result<usize, LoadError> {
+    let mut local = aya::maps::HashMap::<_, [u8; 16], u8>::try_from(
+        ebpf.map_mut(LOCAL_MAP)
+            .ok_or(LoadError::Missing("LOCAL map"))?,
+    )
+    .map_err(|_| LoadError::Missing("LOCAL hash"))?;
+    let wanted: BTreeSet<[u8; 16]> = addrs
+        .iter()
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(a) => a.octets(),
+        })
+        .take(LOCAL_ENTRIES as usize)
+        .collect();
+    let stale: Vec<[u8; 16]> = local
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for key in stale {
+        let _ = local.remove(&key);
+    }
+    for key in &wanted {
+        local
+            .insert(key, &1, 0)
+            .map_err(|err| LoadError::Config(format!("own addresses: {err}")))?;
+    }
+    Ok(wanted.len())
 }
 
 /// One value of the `PENDING_STATS` array (an index from probe_common).

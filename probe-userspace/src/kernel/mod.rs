@@ -13,7 +13,7 @@ pub use attach::{Attachment, XdpModeArg, attach, detach, detach_leftovers, remov
 pub use load::{EBPF_OBJECT, KernelConfig, LoadError, RING_RECORD_BYTES, load, load_object};
 pub use maps::{
     counter_value, counters, outcome_count, pending_occupancy, pending_stat, pending_walked,
-    set_home_nets,
+    set_home_nets, set_local,
 };
 pub use privileges::{PrivilegeError, check_privileges};
 pub use run::{expire, expire_program, expire_with, tc_program, test_run, xdp_program};

@@ -599,6 +599,44 @@ impl<W: Write> Pipeline<W> {
         self.lines.push('\n');
     }
 
+    /// Readies the first alert before any scan comes: the names of the watched interfaces
+    /// (`ifindexes`) are looked up now, and a rehearsal scan (from 192.0.2.1, TEST-NET-1)
+    /// goes through a throwaway pipeline of the same settings that writes nowhere, so the
+    /// code and memory a start record needs are in place. Measured on a 2-vCPU VM, the
+    /// first alert of a fresh daemon took 150-270 µs from its event to stdout without this
+    /// (an interface-name lookup of 20-40 µs, and the first run of the engine's, the
+    /// record's and serde's code), about the time a fast scanner takes for ten probes.
+    pub fn warm_up(&mut self, ifindexes: &[u32]) {
+        for &ifindex in ifindexes {
+            self.iface_name(ifindex);
+        }
+        let mut rehearsal = Pipeline::new(
+            Engine::new(self.engine.config().clone()),
+            self.config.clone(),
+            None,
+            Blocking::Off,
+            std::io::sink(),
+        );
+        rehearsal.config.probes = false;
+        let start = clock::monotonic_now();
+        for port in 1..=64u16 {
+            let mut probe = Probe::syn(
+                IpAddr::from([192, 0, 2, 1]),
+                IpAddr::from([192, 0, 2, 2]),
+                port,
+                crate::event::Outcome::Refused,
+            );
+            probe.timestamp = start + Duration::from_micros(u64::from(port));
+            probe.ifindex = ifindexes.first().copied().unwrap_or(0);
+            probe.kernel_verdict = port == 4;
+            rehearsal.observe(&probe, probe.timestamp);
+            if rehearsal.take_urgent() {
+                break;
+            }
+        }
+        let _ = rehearsal.flush(|_| None);
+    }
+
     /// The name of an interface, remembered; its index when it has none any more.
     fn iface_name(&mut self, ifindex: u32) -> String {
         if let Some(name) = &self.config.fixed_iface {
@@ -701,6 +739,24 @@ mod tests {
             }
         }
         p.flush(|_| Some(3)).unwrap();
+    }
+
+    #[test]
+    fn the_rehearsal_writes_nothing_and_leaves_no_state() {
+        let mut p = pipeline(0, None, Blocking::Off);
+        p.warm_up(&[]);
+        p.flush(|_| Some(3)).unwrap();
+        assert!(p.out().is_empty());
+        assert_eq!(p.stats().events, 0);
+        // The rehearsal's source is unknown to the real engine: three more failures are
+        // not a scan.
+        for port in 100..103 {
+            let mut probe = Probe::syn(IpAddr::from([192, 0, 2, 1]), ip(2), port, Outcome::Refused);
+            probe.timestamp = at(1);
+            p.observe(&probe, at(1));
+        }
+        p.flush(|_| Some(3)).unwrap();
+        assert!(records(&p).is_empty());
     }
 
     #[test]

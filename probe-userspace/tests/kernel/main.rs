@@ -30,3 +30,5 @@ mod walk;
 mod summary;
 // A source's first failure held until its second; crowds of one-probe sources.
 mod hold;
+// The early verdict: on the probe that decides, when XDP sees it.
+mod early;
