@@ -111,7 +111,7 @@ pub const HOME_TRIE_ENTRIES: u32 = 4096;
 pub const PENDING_ENTRIES: u32 = 65_536;
 /// `PENDING` slots per region of the expiry sweep (log2): the sweep walks only the
 /// regions an attempt was written into since it last found them empty.
-pub const PENDING_REGION_SHIFT: u32 = 6;
+pub const PENDING_REGION_SHIFT: u32 = 4;
 /// Every this many sweeps, the sweep walks every region, flagged or not: a flag lost to
 /// a race between CPUs delays an expiry by at most this many sweeps.
 pub const FULL_SWEEP_EVERY: u64 = 16;

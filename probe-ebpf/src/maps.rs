@@ -89,7 +89,7 @@ pub(crate) static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTR
 /// One flag per region of `PENDING` (2^[`PENDING_REGION_SHIFT`] slots): set when an
 /// attempt is written there, cleared by the sweep when it leaves the region empty, so a
 /// sweep costs what is pending, not the table's size. Size set at load time
-/// ([`pending_regions`] of the slot count; 1 KiB at the default, 8 KiB of kernel memory as
+/// ([`pending_regions`] of the slot count; 4 KiB at the default, 32 KiB of kernel memory as
 /// array values are 8-byte aligned).
 #[map]
 pub(crate) static PENDING_REGIONS: Array<u8> =
