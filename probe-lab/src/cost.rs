@@ -209,7 +209,8 @@ pub fn measure(
     result
 }
 
-fn trafgen_config(lab: &Lab) -> anyhow::Result<String> {
+/// The trafgen packet of the top-rate load: SYNs from the scanner to random ports.
+pub(crate) fn trafgen_config(lab: &Lab) -> anyhow::Result<String> {
     let victim = lab.host.victim.mac(VICTIM_IF)?;
     let scanner = lab.host.scanner.mac(SCANNER_IF)?;
     Ok(format!(

@@ -10,16 +10,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use probe_netlab::inject::lab_address;
 use probe_userspace::net::pcap::{Capture, Flow};
 
 use crate::{
     capture::Recorder,
+    cost::trafgen_config,
     detectors::Ours,
     matrix::{Context, slug, watch_point},
     scenarios::{Lab, SCENARIOS, Scenario},
-    topology::{VICTIM_IF, is_victim},
+    topology::{SCANNER_IF, Topology, VICTIM_IF, is_victim},
 };
 
 /// The scans measured: the fast host scans.
@@ -37,11 +38,22 @@ pub const MEASURED: &[&str] = &[
     "hping3 Xmas ports",
 ];
 
+/// The lab's top rate, measured here too: the cost table's trafgen load (not a matrix
+/// scenario: the peers have their own row for it there).
+static TRAFGEN: Scenario = Scenario {
+    name: "trafgen, 300 000 SYNs",
+    what: "trafgen: 300 000 SYNs from the scanner to random ports, as fast as the veth takes them",
+    topology: Topology::Host,
+    benign: false,
+    quick: false,
+    run: trafgen_burst,
+};
+
 /// How long a scan may run with `--block` before it is stopped.
 const CUT_AFTER: Duration = Duration::from_secs(5);
 
 /// The scanners' command names, to stop them.
-const SCANNERS: [&str; 3] = ["nmap", "masscan", "hping3"];
+const SCANNERS: [&str; 4] = ["nmap", "masscan", "hping3", "trafgen"];
 
 /// One scan with `--block`.
 pub struct CutRow {
@@ -58,8 +70,43 @@ pub fn chosen(only: Option<&str>) -> Vec<&'static Scenario> {
     SCENARIOS
         .iter()
         .filter(|s| MEASURED.contains(&s.name))
+        .chain(std::iter::once(&TRAFGEN))
         .filter(|s| only.is_none_or(|text| s.name.to_lowercase().contains(text)))
         .collect()
+}
+
+/// Sends the cost table's trafgen load: 300 000 SYNs to random ports of the victim.
+fn trafgen_burst(lab: &Lab) -> anyhow::Result<()> {
+    let config = std::env::temp_dir().join(format!("probe-lab-cut-{}.cfg", std::process::id()));
+    std::fs::write(&config, trafgen_config(lab)?)
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    let out = lab
+        .host
+        .scanner
+        .exec(
+            "trafgen",
+            &[
+                "-q",
+                "-o",
+                SCANNER_IF,
+                "-c",
+                &config.display().to_string(),
+                "-n",
+                "300000",
+            ],
+        )
+        .output();
+    let _ = std::fs::remove_file(&config);
+    let out = out.context("cannot run trafgen")?;
+    // Exit status 1: its last TX-ring flush met the veth's full queue, as in the cost table.
+    match out.status.code() {
+        Some(0 | 1) => Ok(()),
+        _ => bail!(
+            "trafgen exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
 }
 
 /// Runs `scenario` with probe-detector alone, with `--block`.

@@ -226,10 +226,15 @@ fn cut_section(md: &mut String, rows: &[Row], cuts: &[CutRow]) {
     let _ = writeln!(
         md,
         "## With `--block`: answers the scanner got before the drop\n\n\
-         Each fast scan again, probe-detector alone with `--block` (the kernel blocks the \
-         source in the program run that reaches its verdict, and drops our answers to it \
-         from then on). Answers are our RSTs, SYN-ACKs and ICMP errors to the scanner that \
-         left the victim's interface: each one a probe the scanner learned from.\n"
+         Each fast scan again, and the cost table's trafgen load, probe-detector alone \
+         with `--block` (the kernel blocks the source in the program run that reaches its \
+         verdict, and drops our answers to it from then on; for a probe XDP knows will \
+         fail, a stealth segment or a SYN or datagram to a closed local port, the verdict \
+         comes when the probe arrives and that probe is dropped). Answers are our RSTs, \
+         SYN-ACKs and ICMP errors to the scanner that left the victim's interface: each \
+         one a probe the scanner learned from, SYN-ACKs of open ports included (a success \
+         moves the test back a step, so each open port the scanner finds before its \
+         verdict costs one more answer).\n"
     );
     let _ = writeln!(
         md,
