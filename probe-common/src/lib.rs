@@ -256,11 +256,14 @@ pub enum Counter {
     /// local port nothing listens on) from a source one failure from the verdict, reported
     /// by XDP before any answer (first failures and repeats alike): the early verdict.
     EarlyFailures = 38,
+    /// First successes taken back: the client reset our SYN-ACK without completing the
+    /// handshake (a half-open SYN scan's open port), which is no connection.
+    HalfOpen = 39,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 39] = [
+    pub const ALL: [Counter; 40] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -300,6 +303,7 @@ impl Counter {
         Counter::FleetExported,
         Counter::FleetDrops,
         Counter::EarlyFailures,
+        Counter::HalfOpen,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -346,6 +350,7 @@ impl Counter {
             Counter::FleetExported => "fleet_exported",
             Counter::FleetDrops => "fleet_drops",
             Counter::EarlyFailures => "early_failures",
+            Counter::HalfOpen => "half_open",
         }
     }
 
@@ -424,6 +429,9 @@ impl Counter {
             }
             Counter::EarlyFailures => {
                 "Attempts known to fail when they arrived, from sources one failure from the verdict, reported before any answer (the early verdict)."
+            }
+            Counter::HalfOpen => {
+                "First successes taken back: the client reset our SYN-ACK without completing the handshake (a half-open scan)."
             }
         }
     }
@@ -789,6 +797,10 @@ const _: () = assert!(size_of::<Pending>() == 64);
 /// [`Pending::flags`]: the attempt's failure was reported when it arrived (XDP knew it
 /// would fail: the early verdict); its answer or its expiry only clears the slot.
 pub const PENDING_REPORTED: u8 = 1;
+/// [`Pending::flags`]: our SYN-ACK answered the attempt and its first success moved the
+/// source's walk; the slot waits (until its expiry) for the client's RST without ACK, a
+/// half-open scan's, which takes the success back.
+pub const PENDING_ACCEPTED: u8 = 2;
 
 /// LRU hash of blocked sources (`--block`): address (16 bytes, IPv4-mapped) to [`Block`].
 pub const BLOCKED_MAP: &str = "BLOCKED";

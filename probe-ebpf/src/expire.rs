@@ -10,7 +10,7 @@ use core::{
     ptr::{read_volatile, write_volatile},
 };
 use probe_common::{
-    Counter, FULL_SWEEP_EVERY, Outcome, PENDING_REGION_SHIFT, PENDING_REPORTED,
+    Counter, FULL_SWEEP_EVERY, Outcome, PENDING_ACCEPTED, PENDING_REGION_SHIFT, PENDING_REPORTED,
     PENDING_STATS_COUNTING, PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_LIVE,
     PENDING_STATS_WALKED, PENDING_STATS_WALKING,
 };
@@ -215,8 +215,9 @@ fn expire_slot(index: u32, epoch: u64, after: u64) -> bool {
     }
     // SAFETY: as above.
     unsafe { (*slot).tag = 0 };
-    // Reported when it arrived (the early verdict): its expiry only clears it.
-    if pending.flags & PENDING_REPORTED != 0 {
+    // Reported when it arrived (the early verdict), or answered by our SYN-ACK and
+    // waiting for a half-open reset that did not come: its expiry only clears it.
+    if pending.flags & (PENDING_REPORTED | PENDING_ACCEPTED) != 0 {
         return false;
     }
     count(Counter::Unanswered);

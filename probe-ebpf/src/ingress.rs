@@ -25,7 +25,7 @@ use crate::{
         Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
         ether_addr, icmp, locate, source, tcp, tcp_flags, tcp_head, udp,
     },
-    pending::{Attempt, Flow, NOT_ARMED, attempt},
+    pending::{Attempt, Flow, NOT_ARMED, attempt, half_open},
 };
 
 #[inline(always)]
@@ -191,6 +191,16 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
         0 => Some(ProbeType::TcpStealth),
         // An answer to a connection attempt: ours, or backscatter.
         f if f == TCP_SYN | TCP_ACK || (f == TCP_RST | TCP_ACK && tcp.seq == 0) => None,
+        // A reset without ACK: perhaps a half-open scanner's, to our SYN-ACK.
+        TCP_RST => {
+            if let Ok(ends) = checked(endpoints(start, end, h)) {
+                half_open(
+                    &Flow::to_us(&ends, h.proto, tcp.src_port, tcp.dst_port),
+                    tcp.seq,
+                );
+            }
+            return NOT_ARMED;
+        }
         _ => return NOT_ARMED,
     };
     let Ok(ends) = checked(endpoints(start, end, h)) else {

@@ -7,7 +7,7 @@ use core::ptr::read_volatile;
 
 use probe_common::{
     Counter, IPPROTO_IP, IPPROTO_SCTP as PROTO_SCTP, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, Outcome, PENDING_REPORTED, Pending, ProbeType,
+    IPPROTO_UDP as PROTO_UDP, Outcome, PENDING_ACCEPTED, PENDING_REPORTED, Pending, ProbeType,
 };
 
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
     ours::is_home,
     parse::{self, Addr, Endpoints, Icmp, IcmpKind, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
-    suspects::armed,
+    suspects::{armed, unstep},
 };
 
 /// An inbound attempt's particulars beyond its packet.
@@ -148,13 +148,53 @@ pub(crate) fn settle(
         if (*slot).tag != tag {
             return false;
         }
+        let flags = (*slot).flags;
+        if flags & PENDING_ACCEPTED != 0 {
+            if outcome == Outcome::Accepted {
+                // Our SYN-ACK again (a retransmission): the slot goes on waiting for the
+                // client's answer to it.
+                return true;
+            }
+            // Anything else answers a new attempt of the flow (the accepted one's socket
+            // is gone): the slot settles nothing, as it would have once answered.
+            (*slot).tag = 0;
+            return false;
+        }
         (*slot).tag = 0;
         // Reported when it arrived (the early verdict): its answer only clears it.
-        if (*slot).flags & PENDING_REPORTED == 0 {
-            report(&*slot, outcome, icmp_type, icmp_code);
+        if flags & PENDING_REPORTED == 0 {
+            let back = report(&*slot, outcome, icmp_type, icmp_code);
+            // A SYN-ACK whose first success moved the walk: the slot waits for the client,
+            // whose reset without ACK (a half-open scan's) takes the success back.
+            if back && outcome == Outcome::Accepted && (*slot).probe == ProbeType::TcpSyn as u8 {
+                (*slot).flags = PENDING_ACCEPTED;
+                (*slot).tag = tag;
+            }
         }
     }
     true
+}
+
+/// A client's reset without ACK (sequence number `seq`) on `flow`: when it resets our
+/// SYN-ACK to its attempt (the slot waits, [`PENDING_ACCEPTED`]), the attempt was no
+/// connection, and its first success is taken back ([`unstep`]): a half-open SYN scan's
+/// open ports do not hold its verdict back. A subprogram: it runs only for resets.
+#[inline(never)]
+pub(crate) fn half_open(flow: &Flow, seq: u32) {
+    let (index, tag) = flow.slot(seq, pending_mask());
+    let Some(slot) = PENDING.get_ptr_mut(index) else {
+        return;
+    };
+    // SAFETY: the pointer comes from a successful array lookup and stays valid for the
+    // duration of the program; the slot is read in place, as `settle` does.
+    unsafe {
+        if (*slot).tag != tag || (*slot).flags & PENDING_ACCEPTED == 0 {
+            return;
+        }
+        (*slot).tag = 0;
+        count(Counter::HalfOpen);
+        unstep(&*slot);
+    }
 }
 
 /// Settles the attempt an outbound ICMP destination-unreachable quotes. Inlined into

@@ -30,10 +30,12 @@ use crate::{
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
-/// Not inlined: a BPF subprogram with its own stack frame keeps the callers within the
-/// 512-byte stack, and it runs only when an outcome is seen, not per packet.
+/// True when it was a first success that moved its source's walk down one step (see
+/// [`crate::suspects::unstep`]). Not inlined: a BPF subprogram with its own stack frame
+/// keeps the callers within the 512-byte stack, and it runs only when an outcome is seen,
+/// not per packet.
 #[inline(never)]
-pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) {
+pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> bool {
     let accepted = outcome == Outcome::Accepted;
     let failure = if accepted {
         Counter::Answered
@@ -53,12 +55,12 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
             COUNTED => {
                 count(failure);
                 count(Counter::Summarized);
-                return;
+                return false;
             }
             REPEAT => {
                 count(failure);
                 count(Counter::Repeats);
-                return;
+                return false;
             }
             _ => {}
         }
@@ -67,7 +69,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     // sequential hypothesis test, which looks at first contacts. Built in a per-CPU slot,
     // field by field: 48 bytes this frame cannot spare.
     let Some(slot) = KEY_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     // SAFETY: a per-CPU array slot from a successful lookup, valid and ours alone for this
     // run (the program is not preempted by itself on this CPU); every field is written,
@@ -90,18 +92,18 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats, 1) };
         count(failure);
         count(Counter::Repeats);
-        return;
+        return false;
     }
     // The allow-lists are checked here, once per first outcome, rather than per attempt:
     // an LPM lookup would cost the per-SYN path more than its whole budget.
     match exemption(pending) {
         Exemption::Allowed => {
             count(Counter::Allowed);
-            return;
+            return false;
         }
         Exemption::Callback => {
             count(Counter::Callbacks);
-            return;
+            return false;
         }
         Exemption::None => {}
     }
@@ -111,17 +113,18 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     // cost, and a forged flood is all first outcomes): its slot tells its repeats.
     if holds && held_repeat(pending, outcome) {
         count(Counter::Repeats);
-        return;
+        return false;
     }
     // A first outcome: the source's sequential test moves, and may decide here.
     let standing = step(pending, !accepted);
+    let back = standing.stepped_back();
     let state = standing.state();
     // A source whose only outcome is this failure: held until its second (see
     // `crate::hold`); with its second, the first goes out just before (and into OUTCOMES).
     if state == UNDECIDED && holds {
         if standing.failures() == 1 && standing.walk() == 1 {
             if hold(pending, outcome, icmp_type, icmp_code) {
-                return;
+                return false;
             }
         } else if standing.failures() == 2 && release(pending) {
             count(Counter::HeldReleased);
@@ -129,7 +132,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     }
     // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event.
     if OUTCOMES.insert(key, &1, u64::from(BPF_NOEXIST)).is_err() {
-        return;
+        return back;
     }
     let verdict = state == VERDICT;
     // 1: the verdict; 2: the verdict, and the source blocked here (`--block`).
@@ -141,7 +144,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     };
     let Some(mut entry) = EVENTS.reserve::<ProbeEvent>(0) else {
         count(Counter::RingbufDrops);
-        return;
+        return back;
     };
     // Written field by field into the ring's memory: a whole event built first would take
     // 64 bytes of a stack the deepest call chain (egress, ACK probe, report) cannot spare.
@@ -164,6 +167,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         wakeup_flags()
     });
     count(Counter::EventsSent);
+    back
 }
 
 /// Writes the event of an outcome of `pending` (the outcome, ICMP type and code), with its

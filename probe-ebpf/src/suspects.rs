@@ -80,6 +80,13 @@ impl Standing {
         Self(u32::from(state) | (u32::from(failures) << 8) | (u32::from(walk as u8) << 16))
     }
 
+    /// This step was a first success that moved the walk down by one (not a restart at
+    /// the benign bound): [`unstep`] may take it back.
+    #[inline(always)]
+    pub(crate) fn stepped_back(self) -> bool {
+        self.0 & (1 << 24) != 0
+    }
+
     /// [`UNDECIDED`], [`VERDICT`] or [`DECIDED`].
     #[inline(always)]
     pub(crate) fn state(self) -> u8 {
@@ -154,6 +161,7 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
             walk = 0;
         }
     }
+    let back = !failed && !decided && walk == suspect::walk(cell) - 1;
     let updated = suspect::pack(tag, walk, failures, decided || verdict, epoch);
     if let Some(slot) = set.get_mut(way) {
         *slot = updated;
@@ -171,7 +179,46 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     } else {
         UNDECIDED
     };
-    Standing::new(state, failures, walk)
+    let standing = Standing::new(state, failures, walk);
+    if back {
+        Standing(standing.0 | 1 << 24)
+    } else {
+        standing
+    }
+}
+
+/// Takes back the first success of the source of `pending` that [`step`] counted (its
+/// [`Standing::stepped_back`]): the client reset our SYN-ACK without completing the
+/// handshake, a half-open scan's open port. The walk goes up one, as if that success
+/// had never been, and may arm the source (never decide it: it was there before). A source
+/// decided, idle or gone from the cache since is left alone. Not inlined: it runs only for
+/// such resets.
+#[inline(never)]
+pub(crate) fn unstep(pending: &Pending) {
+    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+        return;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
+    // may write it meanwhile (a lost step at worst, see the module documentation).
+    let set = unsafe { &mut *set };
+    for cell in set.iter_mut() {
+        let value = *cell;
+        if suspect::tag(value) != tag {
+            continue;
+        }
+        if suspect::decided(value) || idle(value, epoch, idle_after) {
+            return;
+        }
+        let walk = suspect::walk(value) + 1;
+        if walk >= WALK_SCAN {
+            return;
+        }
+        *cell = suspect::pack(tag, walk, suspect::failures(value), false, epoch);
+        if walk == WALK_SCAN - 1 {
+            arm(&unit(pending), true);
+        }
+        return;
+    }
 }
 
 /// When the source of `pending` has a verdict in force (its walk reached [`WALK_SCAN`]

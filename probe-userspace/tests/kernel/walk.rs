@@ -205,3 +205,44 @@ fn the_kernel_walk_and_the_userspace_test_agree_on_random_sequences() {
     // Both outcomes occur among the sequences.
     assert!((50..250).contains(&decided), "{decided} of 300 decided");
 }
+
+#[test]
+fn a_half_open_scanners_open_ports_do_not_hold_its_verdict_back() {
+    if !require_root("a_half_open_scanners_open_ports_do_not_hold_its_verdict_back") {
+        return;
+    }
+    let mut h = Harness::new();
+    // An open port the scanner resets without completing the handshake (nmap -sS,
+    // masscan): its success is taken back.
+    let syn = Frame::tcp(scanner(), 40_080, victim(), 80, SYN, 80);
+    h.inbound_frame(&syn);
+    h.outbound_frame(&syn.acceptance());
+    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    // A reset with another sequence number (an off-path forger's guess) takes nothing back.
+    h.inbound_frame(&Frame::tcp(scanner(), 40_080, victim(), 80, RST, 12_345));
+    assert_eq!(h.counter(Counter::HalfOpen), 0);
+    h.inbound_frame(&Frame::tcp(scanner(), 40_080, victim(), 80, RST, 81));
+    assert_eq!(h.counter(Counter::HalfOpen), 1);
+    // Four first failures: the fourth is the verdict, as if the open port had not been.
+    let contacts = [(1, false), (2, false), (3, false), (4, false)];
+    assert_eq!(
+        verdicts(&mut h, scanner(), &contacts),
+        [false, false, false, true]
+    );
+    // A client that completes the handshake (no reset: its ACK is established traffic):
+    // its success stands, and the waiting slot expires without a word.
+    let client = v4([198, 18, 0, 9]);
+    let syn = Frame::tcp(client, 40_080, victim(), 80, SYN, 80);
+    h.inbound_frame(&syn);
+    h.outbound_frame(&syn.acceptance());
+    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    for _ in 0..8 {
+        h.expire();
+    }
+    assert_eq!(h.events(), []);
+    assert_eq!(h.counter(Counter::Unanswered), 0);
+    // Its later reset finds nothing to take back: four failures are not yet a verdict.
+    h.inbound_frame(&Frame::tcp(client, 40_080, victim(), 80, RST, 81));
+    assert_eq!(h.counter(Counter::HalfOpen), 1);
+    assert_eq!(verdicts(&mut h, client, &contacts), [false; 4]);
+}
