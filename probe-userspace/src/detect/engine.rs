@@ -533,14 +533,27 @@ impl Engine {
         {
             return None;
         }
+        // The ports the engine saw this source fail on at this target (the threshold
+        // detector keeps them), so that the start lists what the kernel counted; the
+        // deciding port alone when it kept none.
+        let mut ports = self
+            .detectors
+            .iter()
+            .find_map(|d| d.failed_ports(src, probe.dst, probe.proto))
+            .unwrap_or_default();
+        if !ports.contains(&probe.dst_port) {
+            ports.push(probe.dst_port);
+            ports.sort_unstable();
+        }
+        let failed = (ports.len() as u64).max(u64::from(probe_common::WALK_SCAN as u8));
         // Four first failures more than first successes: 4^4 over the likelihood ratio.
         Some(Verdict::of_source(
             DetectorName::Trw,
             vec![probe.dst],
-            vec![probe.dst_port],
+            ports,
             256.0,
             now,
-            (u64::from(probe_common::WALK_SCAN as u8), 0),
+            (failed, 0),
         ))
     }
 
@@ -1478,6 +1491,23 @@ mod tests {
             (Phase::Start, DetectorName::Trw, ScanKind::Vertical)
         );
         assert_eq!(alerts[0].ports, vec![4]);
+        // Ours counted a success the kernel took back (a half-open scan's open port): the
+        // kernel decides first, and its start lists every port ours saw fail.
+        let half_open = host(8);
+        let mut alerts = engine.observe(
+            &Probe::syn(half_open, VICTIM, 80, Outcome::Accepted),
+            secs(3.0),
+        );
+        for port in [21, 23, 53, 25] {
+            let mut p = probe(half_open, VICTIM, port);
+            p.kernel_verdict = port == 25;
+            alerts.extend(engine.observe(&p, secs(3.0)));
+        }
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(
+            (alerts[0].ports.clone(), alerts[0].failed),
+            (vec![21, 23, 25, 53], 4)
+        );
         // Both tests deciding on one outcome: one start.
         let other = host(7);
         let mut alerts = Vec::new();

@@ -117,4 +117,10 @@ pub trait Detector: std::fmt::Debug {
 
     /// The most memory its state can take, in bytes (every table full).
     fn memory_bound(&self) -> usize;
+
+    /// The distinct ports of `dst` (protocol `proto`) it has seen `src` fail on within its
+    /// window, sorted; `None` when it does not keep them.
+    fn failed_ports(&self, _src: IpAddr, _dst: IpAddr, _proto: u8) -> Option<Vec<u16>> {
+        None
+    }
 }

@@ -71,6 +71,11 @@ impl Detector for Vertical {
         self.pairs.len()
     }
 
+    fn failed_ports(&self, src: IpAddr, dst: IpAddr, proto: u8) -> Option<Vec<u16>> {
+        let key = PairKey { src, dst, proto };
+        self.pairs.get(&key).map(|episode| episode.items.sorted())
+    }
+
     fn evictions(&self) -> u64 {
         self.pairs.evictions()
     }
