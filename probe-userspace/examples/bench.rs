@@ -211,7 +211,7 @@ fn main() -> anyhow::Result<()> {
         "egress RST settling a pending SYN (the verdict: event, forced wakeup)",
         egress,
         trivial_tc,
-        |round, i| verdict_frames(ingress, egress, round, i),
+        |round, i| verdict_frames(ingress, egress, round, i, true),
         &mut ring,
     )?);
     // With `--block`: XDP looks up BLOCKED for every frame, and the verdict blocks.
@@ -250,8 +250,25 @@ fn main() -> anyhow::Result<()> {
             "egress RST settling a pending SYN (the verdict: event, the source blocked), --block",
             egress,
             trivial_tc,
-            |round, i| verdict_frames(ingress, egress, round, i),
+            |round, i| verdict_frames(ingress, egress, round, i, true),
             &mut blocking_ring,
+        )?);
+    }
+    // The early verdict: the fourth SYN of a source one first failure from the verdict, to
+    // a local port nothing listens on, decided in XDP when it arrives (the socket lookup,
+    // the report, an event with a forced wakeup). Its first three failures unmeasured.
+    {
+        let (mut early, mut early_ring) = open(&config)?;
+        kernel::set_local(&mut early, &[v4([198, 18, 0, 2])])?;
+        let ingress = Prog::Xdp(xdp(&early, probe_common::XDP_PROGRAM)?);
+        let egress = Prog::Tc(tc(&early, probe_common::TC_PROGRAM)?);
+        let trivial_xdp = Prog::Xdp(xdp(&early, "bench_xdp_pass")?);
+        rows.push(distinct_with(
+            "new SYN of a source one failure from the verdict, to a closed local port (the early verdict: event, forced wakeup)",
+            ingress,
+            trivial_xdp,
+            |round, i| verdict_frames(ingress, egress, round, i, false),
+            &mut early_ring,
         )?);
     }
     // Every first outcome a ring-buffer event (`--probes`: nothing held or summarised),
@@ -357,18 +374,24 @@ fn refused(ingress: Prog<'_>, probe: Frame) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// The frames of a verdict: a new source per packet (198.19.128.0/17), its first three
-/// SYNs refused unmeasured, then its fourth SYN; returns the RST of the fourth.
+/// SYNs refused unmeasured; with `answer`, its fourth SYN run too and the RST of the fourth
+/// returned, without it the fourth SYN itself (the early verdict's frame).
 fn verdict_frames(
     ingress: Prog<'_>,
     egress: Prog<'_>,
     round: usize,
     i: usize,
+    answer: bool,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
     let src = v4([198, 19, (128 + 16 * round + i / 256) as u8, i as u8]);
     let syn = |port: u16| Frame::tcp(src, 51_000, v4([198, 18, 0, 2]), port, SYN, u32::from(port));
     for port in 1..=3 {
         ingress.run(&syn(port).bytes(), 1)?;
         egress.run(&syn(port).refusal().bytes(), 1)?;
+    }
+    if !answer {
+        // The fourth SYN itself is what is measured.
+        return Ok(vec![syn(4).bytes()]);
     }
     ingress.run(&syn(4).bytes(), 1)?;
     Ok(vec![syn(4).refusal().bytes()])
