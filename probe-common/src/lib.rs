@@ -256,8 +256,9 @@ pub enum Counter {
     /// local port nothing listens on) from a source one failure from the verdict, reported
     /// by XDP before any answer (first failures and repeats alike): the early verdict.
     EarlyFailures = 38,
-    /// First successes taken back: the client reset our SYN-ACK without completing the
-    /// handshake (a half-open SYN scan's open port), which is no connection.
+    /// First successes taken back: the client reset our SYN-ACK (a half-open SYN scan's
+    /// open port) or the connection before sending a byte (a connect scan's): no use of
+    /// the service.
     HalfOpen = 39,
 }
 
@@ -431,7 +432,7 @@ impl Counter {
                 "Attempts known to fail when they arrived, from sources one failure from the verdict, reported before any answer (the early verdict)."
             }
             Counter::HalfOpen => {
-                "First successes taken back: the client reset our SYN-ACK without completing the handshake (a half-open scan)."
+                "First successes taken back: the client reset our SYN-ACK, or the connection before sending a byte (a SYN or connect scan's open port)."
             }
         }
     }
@@ -798,8 +799,8 @@ const _: () = assert!(size_of::<Pending>() == 64);
 /// would fail: the early verdict); its answer or its expiry only clears the slot.
 pub const PENDING_REPORTED: u8 = 1;
 /// [`Pending::flags`]: our SYN-ACK answered the attempt and its first success moved the
-/// source's walk; the slot waits (until its expiry) for the client's RST without ACK, a
-/// half-open scan's, which takes the success back.
+/// source's walk; the slot waits (until its expiry) for a reset from the client before it
+/// sent a byte (a SYN or connect scan's), which takes the success back.
 pub const PENDING_ACCEPTED: u8 = 2;
 
 /// LRU hash of blocked sources (`--block`): address (16 bytes, IPv4-mapped) to [`Block`].

@@ -191,8 +191,10 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
         0 => Some(ProbeType::TcpStealth),
         // An answer to a connection attempt: ours, or backscatter.
         f if f == TCP_SYN | TCP_ACK || (f == TCP_RST | TCP_ACK && tcp.seq == 0) => None,
-        // A reset without ACK: perhaps a half-open scanner's, to our SYN-ACK.
-        TCP_RST => {
+        // A reset before any data: perhaps a half-open scanner's to our SYN-ACK (RST), or
+        // a connect scanner's abort of the connection it just made (RST|ACK, its sequence
+        // number still the one our SYN-ACK acknowledged).
+        f if f == TCP_RST || f == TCP_RST | TCP_ACK => {
             if let Ok(ends) = checked(endpoints(start, end, h)) {
                 half_open(
                     &Flow::to_us(&ends, h.proto, tcp.src_port, tcp.dst_port),

@@ -175,10 +175,12 @@ pub(crate) fn settle(
     true
 }
 
-/// A client's reset without ACK (sequence number `seq`) on `flow`: when it resets our
-/// SYN-ACK to its attempt (the slot waits, [`PENDING_ACCEPTED`]), the attempt was no
-/// connection, and its first success is taken back ([`unstep`]): a half-open SYN scan's
-/// open ports do not hold its verdict back. A subprogram: it runs only for resets.
+/// A client's reset (sequence number `seq`) on `flow`: when it resets our SYN-ACK to its
+/// attempt, or the connection before sending a byte (its sequence number is still the
+/// one our SYN-ACK acknowledged, and the slot waits, [`PENDING_ACCEPTED`]), the attempt
+/// was no use of the service, and its first success is taken back ([`unstep`]): the open
+/// ports a SYN scan or a connect scan finds do not hold its verdict back. A subprogram:
+/// it runs only for resets.
 #[inline(never)]
 pub(crate) fn half_open(flow: &Flow, seq: u32) {
     let (index, tag) = flow.slot(seq, pending_mask());

@@ -245,4 +245,17 @@ fn a_half_open_scanners_open_ports_do_not_hold_its_verdict_back() {
     h.inbound_frame(&Frame::tcp(client, 40_080, victim(), 80, RST, 81));
     assert_eq!(h.counter(Counter::HalfOpen), 1);
     assert_eq!(verdicts(&mut h, client, &contacts), [false; 4]);
+    // A connect scan (nmap -sT) completes the handshake and aborts before sending a byte
+    // (RST|ACK, its sequence number still the acknowledged one): taken back too.
+    let connect = v4([198, 18, 0, 10]);
+    let syn = Frame::tcp(connect, 40_080, victim(), 80, SYN, 80);
+    h.inbound_frame(&syn);
+    h.outbound_frame(&syn.acceptance());
+    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    h.inbound_frame(&Frame::tcp(connect, 40_080, victim(), 80, RST | ACK, 81));
+    assert_eq!(h.counter(Counter::HalfOpen), 2);
+    assert_eq!(
+        verdicts(&mut h, connect, &contacts),
+        [false, false, false, true]
+    );
 }
