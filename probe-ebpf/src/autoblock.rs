@@ -110,32 +110,22 @@ pub(crate) fn answers_just_blocked(start: usize, end: usize, h: &Headers) -> boo
     if unsafe { read_volatile(&BLOCK_ON) } == 0 {
         return false;
     }
-    let Some(slot) = BLOCKED_NOW.get_ptr_mut(0) else {
-        return false;
-    };
     let Ok(ends) = endpoints(start, end, h) else {
         return false;
     };
-    // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run.
-    unsafe {
-        if (*slot).0 == [0, 0] || *slot != ends.dst {
-            return false;
-        }
-        *slot = Addr([0, 0]);
-    }
-    true
+    take_blocked_now(&ends.dst)
 }
 
-/// True when this CPU's run just blocked `src` on a verdict (the early verdict's, in XDP,
-/// whose probe is then dropped); forgets the source.
+/// True when this CPU's run just blocked `addr` on a verdict: the early verdict's in XDP
+/// (its probe is dropped), or the egress verdict's (its answer is dropped). Forgets it.
 #[inline(always)]
-pub(crate) fn take_blocked_now(src: &Addr) -> bool {
+pub(crate) fn take_blocked_now(addr: &Addr) -> bool {
     let Some(slot) = BLOCKED_NOW.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run.
     unsafe {
-        if (*slot).0 == [0, 0] || *slot != *src {
+        if (*slot).0 == [0, 0] || *slot != *addr {
             return false;
         }
         *slot = Addr([0, 0]);
