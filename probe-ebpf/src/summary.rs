@@ -1,6 +1,6 @@
 //! Summaries after the verdict: once the kernel's sequential test has decided on a source
 //! ([`crate::suspects`]), its further first outcomes are counted into `SUMMARIES`, one entry
-//! per host, kind of outcome and block of 64 ports, instead of going through the ring buffer
+//! per host, kind of outcome and block of 512 ports, instead of going through the ring buffer
 //! one by one, nor inserted into `OUTCOMES` (most of a first outcome's cost): a confirmed
 //! scanner's thousands of probes then cost a hash update each, wake nobody, and reach
 //! userspace as a few hundred entries a second; nothing is lost: every first outcome is a
@@ -25,7 +25,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use probe_common::{
-    Counter, Outcome, Pending, SUMMARIES_ENTRIES, SUMMARY_PORTS, Summary, SummaryKey,
+    Counter, Outcome, Pending, SUMMARIES_ENTRIES, SUMMARY_EXACT_TTL, SUMMARY_PORTS, SUMMARY_WORDS,
+    Summary, SummaryKey,
 };
 
 use crate::maps::count;
@@ -47,7 +48,7 @@ pub(crate) static SUMMARIES_ODD: HashMap<SummaryKey, Summary> =
 static SUMMARY_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 /// A per-CPU key and value to build an entry in: `report`'s call chain has no stack for
-/// 96 bytes.
+/// 152 bytes.
 #[map]
 static SUMMARY_SCRATCH: PerCpuArray<(SummaryKey, Summary)> = PerCpuArray::with_max_entries(1, 0);
 
@@ -81,12 +82,27 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         // SAFETY: array slot from a successful lookup, read once.
         .map_or(0, |g| unsafe { read_volatile(g) } & 3) as u8;
     let port = pending.local_port;
-    let bit = 1u64 << (port % SUMMARY_PORTS);
+    let offset = port % SUMMARY_PORTS;
+    // The word of the bitmap and the bit in it; the mask keeps the index within the array
+    // for the verifier.
+    let word = usize::from(offset / 64) & (SUMMARY_WORDS - 1);
+    let bit = 1u64 << (offset % 64);
+    // A TTL above the traceroute range goes into the value's range, not the key.
+    let ttl = pending.ttl;
+    let (key_ttl, range_ttl) = if ttl <= SUMMARY_EXACT_TTL {
+        (ttl, 0)
+    } else {
+        (0, ttl)
+    };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run; every field
-    // of the key, padding included, is written before it is read.
-    let key: &SummaryKey = unsafe {
+    // The key and the value the entry starts with, both built before the lookup: what the
+    // lookup's call must keep is then the scratch slot, the word and the bit, which fit in
+    // registers (the frame is on the deepest call chain). SAFETY: a per-CPU slot from a
+    // successful lookup, ours alone for this run; every field of the key and of the value,
+    // padding included, is written before it is read; the bitmap word by word, in place
+    // (an array built on the stack would not fit).
+    let (key, value): (&SummaryKey, &Summary) = unsafe {
         let key = &raw mut (*scratch).0;
         (&raw mut (*key).src_addr).write(pending.remote);
         (&raw mut (*key).dst_addr).write(pending.local);
@@ -96,23 +112,14 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*key).outcome).write(outcome as u8);
         (&raw mut (*key).ip_version).write(pending.ip_version);
         (&raw mut (*key).generation).write(generation);
-        (&raw mut (*key).ttl).write(pending.ttl);
+        (&raw mut (*key).ttl).write(key_ttl);
         (&raw mut (*key)._pad).write([0; 8]);
-        &*key
-    };
-    let map = if generation & 1 == 0 {
-        &SUMMARIES
-    } else {
-        &SUMMARIES_ODD
-    };
-    let added = add(map, key, bit, now);
-    if added != FULL {
-        return added;
-    }
-    // SAFETY: as above; every field of the value is written before it is read.
-    let value: &Summary = unsafe {
         let value = &raw mut (*scratch).1;
-        (&raw mut (*value).ports).write(bit);
+        let ports = (&raw mut (*value).ports).cast::<u64>();
+        for w in 0..SUMMARY_WORDS {
+            ports.add(w).write(0);
+        }
+        ports.add(word).write(bit);
         (&raw mut (*value).first_ns).write(now);
         (&raw mut (*value).last_ns).write(now);
         (&raw mut (*value).ifindex).write(pending.ifindex);
@@ -120,37 +127,67 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*value).tcp_flags).write(pending.tcp_flags);
         (&raw mut (*value).icmp_type).write(icmp_type);
         (&raw mut (*value).icmp_code).write(icmp_code);
-        (&raw mut (*value)._pad).write([0; 11]);
-        &*value
+        (&raw mut (*value).ttl_min).write(range_ttl);
+        (&raw mut (*value).ttl_max).write(range_ttl);
+        (&raw mut (*value)._pad).write([0; 9]);
+        (&*key, &*value)
     };
+    let map = if generation & 1 == 0 {
+        &SUMMARIES
+    } else {
+        &SUMMARIES_ODD
+    };
+    let added = add(map, key, value, word, bit);
+    if added != FULL {
+        return added;
+    }
     if map.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
         return COUNTED;
     }
     // Another CPU inserted it meanwhile (add to it), or the map is full.
-    let added = add(map, key, bit, now);
+    let added = add(map, key, value, word, bit);
     if added == FULL {
         count(Counter::SummariesFull);
     }
     added
 }
 
-/// Adds one outcome to the summary of `key` in `map`, if there is one: [`COUNTED`],
-/// [`REPEAT`] when its bit was set, [`FULL`] when there is no such summary.
+/// Adds the outcome `value` starts an entry with (its time, its TTL range, its port: `bit`
+/// of word `word`, below [`SUMMARY_WORDS`]) to the summary of `key` in `map`, if there is
+/// one: [`COUNTED`], [`REPEAT`] when its bit was set, [`FULL`] when there is no such
+/// summary. The TTL widens the entry's range even for a repeat (the range is of every
+/// outcome's TTL).
 #[inline(always)]
-fn add(map: &HashMap<SummaryKey, Summary>, key: &SummaryKey, bit: u64, now: u64) -> u8 {
+fn add(
+    map: &HashMap<SummaryKey, Summary>,
+    key: &SummaryKey,
+    value: &Summary,
+    word: usize,
+    bit: u64,
+) -> u8 {
     let Some(entry) = map.get_ptr_mut(key) else {
         return FULL;
     };
+    let ttl = value.ttl_min;
     // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
     // values are) and valid for the program's run; other CPUs only OR atomically
-    // (`last_ns` is a plain store: the latest of racing writers wins, either is right).
+    // (`last_ns` is a plain store: the latest of racing writers wins, either is right; the
+    // TTL range's bytes are plain stores too, and a race may narrow it by one TTL).
     unsafe {
-        let before =
-            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*entry).ports, bit);
+        if ttl != 0 {
+            if ttl < (*entry).ttl_min || (*entry).ttl_min == 0 {
+                (&raw mut (*entry).ttl_min).write(ttl);
+            }
+            if ttl > (*entry).ttl_max {
+                (&raw mut (*entry).ttl_max).write(ttl);
+            }
+        }
+        let ports = (&raw mut (*entry).ports).cast::<u64>().add(word);
+        let before = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(ports, bit);
         if before & bit != 0 {
             return REPEAT;
         }
-        (&raw mut (*entry).last_ns).write(now);
+        (&raw mut (*entry).last_ns).write(value.last_ns);
     }
     COUNTED
 }

@@ -51,11 +51,14 @@ pub struct Probe {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summarized {
     /// The outcome of the first port, stamped with the summary's latest time (the kernel
-    /// keeps one time per 64 ports). What a summary does not keep: the source port (0),
-    /// and each port's own flags and interface (the first outcome's).
+    /// keeps one time per 512 ports), its TTL the lowest of the outcomes'. What a summary
+    /// does not keep: the source port (0), each port's own flags and interface (the first
+    /// outcome's), and each port's own TTL above the traceroute range (the range is kept).
     pub probe: Probe,
     /// Every port, in order (`probe`'s first).
     pub ports: Vec<u16>,
+    /// The highest TTL of the outcomes (`probe.ttl` the lowest).
+    pub ttl_max: u8,
 }
 
 impl Summarized {
@@ -77,12 +80,26 @@ impl Summarized {
         let probe = ProbeType::from_u8(key.probe).ok_or(DecodeError::ProbeType(key.probe))?;
         let outcome = Outcome::from_u8(key.outcome).ok_or(DecodeError::Outcome(key.outcome))?;
         let base = u32::from(key.block) * u32::from(SUMMARY_PORTS);
-        let ports: Vec<u16> = (0..u32::from(SUMMARY_PORTS))
-            .filter(|bit| summary.ports & (1 << bit) != 0)
-            .filter_map(|bit| u16::try_from(base + bit).ok())
-            .collect();
+        let mut ports = Vec::new();
+        for (w, &word) in summary.ports.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let port = base + 64 * w as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                // A block past port 65 535 (a corrupt key) has nothing to decode.
+                if let Ok(port) = u16::try_from(port) {
+                    ports.push(port);
+                }
+            }
+        }
         let Some(&first) = ports.first() else {
             return Ok(None);
+        };
+        // An exact TTL in the key (the traceroute range), or the range the value kept.
+        let (ttl, ttl_max) = if key.ttl != 0 {
+            (key.ttl, key.ttl)
+        } else {
+            (summary.ttl_min, summary.ttl_max)
         };
         let probe = Probe {
             timestamp: Duration::from_nanos(summary.last_ns),
@@ -94,7 +111,7 @@ impl Summarized {
             probe,
             outcome,
             tcp_flags: summary.tcp_flags,
-            ttl: key.ttl,
+            ttl,
             icmp: (summary.icmp_type != 0 || summary.icmp_code != 0)
                 .then_some((summary.icmp_type, summary.icmp_code)),
             ifindex: summary.ifindex,
@@ -102,15 +119,34 @@ impl Summarized {
             kernel_verdict: false,
             kernel_blocked: false,
         };
-        Ok(Some(Self { probe, ports }))
+        Ok(Some(Self {
+            probe,
+            ports,
+            ttl_max,
+        }))
     }
 
-    /// Each outcome on its own.
-    pub fn outcomes(&self) -> impl Iterator<Item = Probe> + '_ {
-        self.ports.iter().map(|&dst_port| Probe {
-            dst_port,
+    /// The outcome on the `index`th port: the last one carries the highest TTL, the others
+    /// the lowest, so that whoever notes the TTLs of every outcome sees the range.
+    pub fn outcome(&self, index: usize) -> Probe {
+        Probe {
+            dst_port: self
+                .ports
+                .get(index)
+                .copied()
+                .unwrap_or(self.probe.dst_port),
+            ttl: if index + 1 == self.ports.len() {
+                self.ttl_max
+            } else {
+                self.probe.ttl
+            },
             ..self.probe.clone()
-        })
+        }
+    }
+
+    /// Each outcome on its own (see [`Summarized::outcome`]).
+    pub fn outcomes(&self) -> impl Iterator<Item = Probe> + '_ {
+        (0..self.ports.len()).map(|index| self.outcome(index))
     }
 }
 
@@ -299,14 +335,76 @@ mod tests {
         let mut summary = Summarized {
             probe: Probe::syn(src, dst, 64, Outcome::Refused),
             ports: vec![64, 70, 80],
+            ttl_max: 0,
         };
         assert!(summary.retain_ports(|&p| p != 64));
         assert_eq!((summary.probe.dst_port, summary.ports), (70, vec![70, 80]));
         let mut summary = Summarized {
             probe: Probe::syn(src, dst, 64, Outcome::Refused),
             ports: vec![64],
+            ttl_max: 0,
         };
         assert!(!summary.retain_ports(|_| false));
+    }
+
+    #[test]
+    fn a_summary_decodes_to_the_ports_of_its_bits_in_order() {
+        let key = SummaryKey {
+            src_addr: ipv4_mapped([198, 18, 0, 1]),
+            dst_addr: ipv4_mapped([198, 18, 0, 2]),
+            block: 127,
+            proto: 6,
+            probe: ProbeType::TcpSyn as u8,
+            outcome: Outcome::Refused as u8,
+            ip_version: 4,
+            generation: 1,
+            ttl: 12,
+            _pad: [0; 8],
+        };
+        let mut ports = [0u64; probe_common::SUMMARY_WORDS];
+        // The block's first port, a port in a middle word, and the last port there is.
+        ports[0] = 1;
+        ports[3] = 1 << 5 | 1 << 63;
+        ports[7] = 1 << 63;
+        let summary = Summary {
+            ports,
+            first_ns: 1_000,
+            last_ns: 2_000,
+            ifindex: 3,
+            src_mac: [2, 0, 0, 0, 0, 9],
+            tcp_flags: 0x02,
+            icmp_type: 0,
+            icmp_code: 0,
+            ttl_min: 0,
+            ttl_max: 0,
+            _pad: [0; 9],
+        };
+        let decoded = Summarized::decode(&key, &summary).unwrap().unwrap();
+        assert_eq!(decoded.ports, [65_024, 65_221, 65_279, 65_535]);
+        assert_eq!(
+            (decoded.probe.dst_port, decoded.probe.timestamp),
+            (65_024, Duration::from_nanos(2_000))
+        );
+        // A TTL in the key is every outcome's.
+        let ttls: Vec<u8> = decoded.outcomes().map(|p| p.ttl).collect();
+        assert_eq!(ttls, [12; 4]);
+        // Above the traceroute range the key has none, and the value's range is kept: the
+        // last outcome carries the highest.
+        let random = Summary {
+            ttl_min: 37,
+            ttl_max: 59,
+            ..summary
+        };
+        let decoded = Summarized::decode(&SummaryKey { ttl: 0, ..key }, &random)
+            .unwrap()
+            .unwrap();
+        let ttls: Vec<u8> = decoded.outcomes().map(|p| p.ttl).collect();
+        assert_eq!(ttls, [37, 37, 37, 59]);
+        let empty = Summary {
+            ports: [0; probe_common::SUMMARY_WORDS],
+            ..summary
+        };
+        assert_eq!(Summarized::decode(&key, &empty).unwrap(), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
         verdict::{Detector, DetectorName, Verdict},
         vertical::Vertical,
     },
-    event::Probe,
+    event::{Probe, Summarized},
     net::cidr,
 };
 
@@ -357,21 +357,18 @@ impl Engine {
         alerts
     }
 
-    /// Feeds outcomes of one source, host and kind that differ only in their port (a
-    /// kernel summary of a source it decided on): each counts in the source's open scan
-    /// of the host when there is one, without running the detectors again (they decided
-    /// already: a few hundred nanoseconds a port); the others go through
-    /// [`Engine::observe`] until such a scan opens.
-    pub fn observe_ports(&mut self, probe: &Probe, ports: &[u16], now: Duration) -> Vec<ScanAlert> {
+    /// Feeds a kernel summary of a source it decided on (outcomes of one source, host and
+    /// kind that differ only in their port): once the source's scan of the host is open,
+    /// the ports still to come count in it together, without running the detectors again
+    /// (they decided already): its incidents are looked up once per summary, not once per
+    /// port. Until such a scan opens, each port goes through [`Engine::observe`].
+    pub fn observe_ports(&mut self, summary: &Summarized, now: Duration) -> Vec<ScanAlert> {
         let mut alerts = Vec::new();
-        for &port in ports {
-            let probe = Probe {
-                dst_port: port,
-                ..probe.clone()
-            };
-            if !self.count_in_open_scan(&probe, now, &mut alerts) {
-                alerts.extend(self.observe(&probe, now));
+        for index in 0..summary.ports.len() {
+            if self.count_in_open_scan(summary, index, now, &mut alerts) {
+                break;
             }
+            alerts.extend(self.observe(&summary.outcome(index), now));
         }
         alerts
     }
@@ -387,45 +384,59 @@ impl Engine {
                 .is_some_and(|incident| incident.ports.contains(&probe.dst_port))
     }
 
-    /// Counts `probe` in its source's open scan of its target (its own, or the decoy scan
-    /// it is a member of) and in the source's open sweep, with any update due (a failed
-    /// port its own scan lists already is a repeat: nothing counted); false, and nothing
-    /// done, when no such scan of the target is open, or when the probe is one the
-    /// traceroute filter looks at.
+    /// Counts the outcomes of `summary` from its `from`th port on in their source's open
+    /// scan of their target (its own, or the decoy scan it is a member of) and in the
+    /// source's open sweep, with any update due (a failed port its own scan lists already
+    /// is a repeat: nothing counted); false, and nothing done, when no such scan of the
+    /// target is open, or when the outcomes are ones the traceroute filter looks at.
     fn count_in_open_scan(
         &mut self,
-        probe: &Probe,
+        summary: &Summarized,
+        from: usize,
         now: Duration,
         alerts: &mut Vec<ScanAlert>,
     ) -> bool {
+        let probe = &summary.outcome(from);
+        let ports = &summary.ports[from..];
         if self.traces.looks_at(probe) {
             return false;
         }
         let own = self.own_scan(probe);
         let src = own.src;
+        let mut counted = Vec::with_capacity(ports.len());
         let key = if let Some(incident) = self.incidents.get(&own) {
             // A port its scan has counted already: the kernel's repeat in a later summary
             // (it tells repeats within a summary's generation only), as `lists` tells.
-            if probe.failed() && incident.ports.contains(&probe.dst_port) {
-                return true;
-            }
+            counted.extend(
+                ports
+                    .iter()
+                    .filter(|port| !(probe.failed() && incident.ports.contains(port))),
+            );
             own
         } else if self.crowd_suspicion(probe) == Some(false) {
+            counted.extend_from_slice(ports);
             crowd_key(probe.dst, probe.proto)
         } else {
             return false;
         };
+        if counted.is_empty() {
+            return true;
+        }
         let sweep = IncidentKey {
             src,
             kind: ScanKind::Horizontal,
             target: None,
             proto: 0,
         };
+        // The range of the summary's TTLs: its last outcome carries the highest.
+        let last = summary.outcome(summary.ports.len() - 1);
         self.sight(src, probe.src != src, probe, now);
+        self.sight(src, probe.src != src, &last, now);
         let interval = self.config.update_interval;
         for key in [key, sweep] {
             if let Some(incident) = self.incidents.get_mut(&key) {
-                incident.count(probe, now);
+                incident.count_ports(probe, &counted, now);
+                incident.ttl.note(last.ttl);
                 alerts.extend(incident.due_update(now, interval));
             }
         }
@@ -1033,6 +1044,16 @@ mod tests {
         );
     }
 
+    /// A kernel summary of refused SYNs from `src` to `ports` of `dst`.
+    fn summary(src: IpAddr, dst: IpAddr, ports: &[u16]) -> Summarized {
+        let probe = probe(src, dst, ports[0]);
+        Summarized {
+            ttl_max: probe.ttl,
+            probe,
+            ports: ports.to_vec(),
+        }
+    }
+
     #[test]
     fn a_kernel_summary_counts_in_the_open_scan_and_opens_one_where_none_is() {
         let mut engine = Engine::new(EngineConfig::default());
@@ -1043,7 +1064,7 @@ mod tests {
         // 60 more ports of the scanned host in one summary: counted, no new alert.
         let ports: Vec<u16> = (5..=64).collect();
         assert_eq!(
-            engine.observe_ports(&probe(SCANNER, VICTIM, 5), &ports, secs(0.5)),
+            engine.observe_ports(&summary(SCANNER, VICTIM, &ports), secs(0.5)),
             vec![]
         );
         // A second host's ports, no scan of it open yet: the detectors see them and open
@@ -1051,7 +1072,7 @@ mod tests {
         // source already), which counts the rest.
         let other = host(9);
         let ports: Vec<u16> = (1..=20).collect();
-        let opened = engine.observe_ports(&probe(SCANNER, other, 1), &ports, secs(0.6));
+        let opened = engine.observe_ports(&summary(SCANNER, other, &ports), secs(0.6));
         assert_eq!(opened.len(), 1, "{opened:?}");
         assert_eq!(
             (opened[0].phase, opened[0].targets.clone(), opened[0].probes),
@@ -1061,6 +1082,57 @@ mod tests {
         ends.sort_by_key(|a| a.targets.clone());
         let counted: Vec<(u64, usize)> = ends.iter().map(|a| (a.probes, a.ports.len())).collect();
         assert_eq!(counted, [(64, 64), (20, 20)]);
+    }
+
+    #[test]
+    fn a_kernel_summary_counts_as_its_ports_would_one_by_one() {
+        // The same outcomes, one engine port by port, the other in summaries: the same
+        // incidents, counts and lists; a port listed already is a repeat either way.
+        let (mut single, mut batched) = (
+            Engine::new(EngineConfig::default()),
+            Engine::new(EngineConfig::default()),
+        );
+        let summaries: [(f64, Vec<u16>); 4] = [
+            (0.1, (1..=30).collect()),
+            (0.2, (20..=90).collect()),
+            (0.3, vec![5, 500, 501, 7]),
+            (0.4, (1000..1300).collect()),
+        ];
+        for (t, ports) in &summaries {
+            for &port in ports {
+                if !single.lists(&probe(SCANNER, VICTIM, port)) {
+                    single.observe_ports(&summary(SCANNER, VICTIM, &[port]), secs(*t));
+                }
+            }
+            batched.observe_ports(&summary(SCANNER, VICTIM, ports), secs(*t));
+        }
+        let counts = |alerts: Vec<ScanAlert>| -> Vec<(Phase, u64, u64, Vec<u16>)> {
+            alerts
+                .into_iter()
+                .map(|a| (a.phase, a.probes, a.failed, a.ports))
+                .collect()
+        };
+        let (single, batched) = (counts(single.finish()), counts(batched.finish()));
+        assert_eq!(single, batched);
+        assert_eq!((single[0].1, single[0].3.len()), (392, 392));
+    }
+
+    #[test]
+    fn a_kernel_summary_widens_the_scans_ttl_range_to_its_own() {
+        // nmap draws a TTL per SYN: the kernel keeps their range, not each, and the scan
+        // reports the range.
+        let mut engine = Engine::new(EngineConfig::default());
+        for port in 1..=4 {
+            engine.observe(&probe(SCANNER, VICTIM, port), secs(0.1));
+        }
+        let mut random = summary(SCANNER, VICTIM, &[5, 6, 7]);
+        (random.probe.ttl, random.ttl_max) = (37, 71);
+        engine.observe_ports(&random, secs(0.2));
+        let end = engine.finish();
+        assert_eq!(
+            (end[0].probes, end[0].spoof.ttl_min, end[0].spoof.ttl_max),
+            (7, 37, 71)
+        );
     }
 
     #[test]

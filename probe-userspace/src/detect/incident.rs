@@ -154,6 +154,33 @@ impl Incident {
         self.changed |= push_new(&mut self.hosts, probe.dst, MAX_HOSTS);
     }
 
+    /// Counts the outcomes `probe` stands for on each of `ports` (a kernel summary's), as
+    /// [`Incident::count`] would one by one.
+    pub(crate) fn count_ports(&mut self, probe: &Probe, ports: &[u16], now: Duration) {
+        let Some(&first) = ports.first() else {
+            return;
+        };
+        self.count(
+            &Probe {
+                dst_port: first,
+                ..probe.clone()
+            },
+            now,
+        );
+        let rest = &ports[1..];
+        self.probes += rest.len() as u64;
+        if probe.failed() {
+            self.failed += rest.len() as u64;
+            if probe.probe != ProbeType::IcmpEcho {
+                for &port in rest {
+                    self.changed |= push_new(&mut self.ports, port, MAX_REPORTED);
+                }
+            }
+        } else {
+            self.succeeded += rest.len() as u64;
+        }
+    }
+
     pub(crate) fn alert(&self, phase: Phase) -> ScanAlert {
         let mut sources = self.sources.clone();
         sources.sort_unstable();

@@ -29,6 +29,8 @@ use crate::{
 /// up to 30 by default); hosts send with 64, 128 or 255, so their packets arrive higher
 /// unless they crossed more than 30 routers.
 pub const LOW_TTL: u8 = 30;
+// The kernel's summaries key on each TTL the filter judges (higher ones keep a range).
+const _: () = assert!(LOW_TTL <= probe_common::SUMMARY_EXACT_TTL);
 /// Probes held per (source, target) at most.
 pub const HOLD: usize = 16;
 /// Distinct TTLs in step with the ports that make a traceroute.

@@ -13,8 +13,8 @@ use aya::{
     maps::{Array, Map},
 };
 use probe_common::{
-    Counter, SUMMARIES_ENTRIES, SUMMARIES_MAP, SUMMARIES_ODD_MAP, SUMMARY_GENERATION_MAP, Summary,
-    SummaryKey,
+    Counter, SUMMARIES_ENTRIES, SUMMARIES_MAP, SUMMARIES_ODD_MAP, SUMMARY_GENERATION_MAP,
+    SUMMARY_WORDS, Summary, SummaryKey,
 };
 
 use super::load::LoadError;
@@ -178,7 +178,7 @@ fn lookup_and_delete_all(
         _pad: [0; 8],
     };
     let zero_value = Summary {
-        ports: 0,
+        ports: [0; SUMMARY_WORDS],
         first_ns: 0,
         last_ns: 0,
         ifindex: 0,
@@ -186,7 +186,9 @@ fn lookup_and_delete_all(
         tcp_flags: 0,
         icmp_type: 0,
         icmp_code: 0,
-        _pad: [0; 11],
+        ttl_min: 0,
+        ttl_max: 0,
+        _pad: [0; 9],
     };
     let mut batch_size = BATCH;
     let mut keys = vec![zero_key; batch_size];

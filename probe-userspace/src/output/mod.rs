@@ -342,9 +342,7 @@ impl<W: Write> Pipeline<W> {
                 tap.note(&probe);
             }
         }
-        let scans = self
-            .engine
-            .observe_ports(&summary.probe, &summary.ports, now);
+        let scans = self.engine.observe_ports(summary, now);
         self.alerts(&scans, now);
     }
 

@@ -213,7 +213,7 @@ fn drain(
     }
     for summary in summaries.collect(ebpf, true).unwrap_or_default() {
         n += summary.ports.len() as u64;
-        let alerts = engine.observe_ports(&summary.probe, &summary.ports, now);
+        let alerts = engine.observe_ports(&summary, now);
         note(&alerts, report);
     }
     n

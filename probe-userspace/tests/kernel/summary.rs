@@ -1,5 +1,5 @@
 //! After the verdict: a decided source's further first outcomes go into `SUMMARIES` (one
-//! entry per host, kind, TTL and 64 ports), not the ring; each is read back exactly once,
+//! entry per host, kind, traceroute-range TTL and 512 ports), not the ring; each is read back exactly once,
 //! repeats stay repeats, undecided sources still make events, and the generations let
 //! userspace read only what no program is still writing.
 
@@ -48,8 +48,9 @@ fn a_decided_scanners_outcomes_are_summarised_each_once_and_nothing_is_lost() {
     assert_eq!(h.counter(Counter::Repeats), 10, "a repeat stays a repeat");
     assert_eq!(h.counter(Counter::EventsSent), 4 + 10);
     let read = h.summaries.collect(&mut h.ebpf, true).unwrap();
-    // 1 000 ports, 64 to an entry: 16 entries (ports 5-63 share the first block).
-    assert_eq!(read.len(), 16);
+    // 1 000 ports, 512 to an entry: 2 entries (ports 5-511 share the first block), each
+    // port in the word and bit of its own.
+    assert_eq!(read.len(), 2);
     let mut ports: Vec<u16> = read.iter().flat_map(|s| s.ports.clone()).collect();
     ports.sort_unstable();
     assert_eq!(ports, (5..=1004).collect::<Vec<u16>>(), "each port once");
@@ -63,9 +64,9 @@ fn a_decided_scanners_outcomes_are_summarised_each_once_and_nothing_is_lost() {
 }
 
 #[test]
-fn each_ttl_keeps_its_own_entry_and_generations_wait_until_no_program_writes_them() {
+fn each_low_ttl_keeps_its_own_entry_and_generations_wait_until_no_program_writes_them() {
     if !require_root(
-        "each_ttl_keeps_its_own_entry_and_generations_wait_until_no_program_writes_them",
+        "each_low_ttl_keeps_its_own_entry_and_generations_wait_until_no_program_writes_them",
     ) {
         return;
     }
@@ -78,13 +79,28 @@ fn each_ttl_keeps_its_own_entry_and_generations_wait_until_no_program_writes_the
     for (port, ttl) in [(10, 3), (11, 4), (12, 5)] {
         refused(&mut h, scanner(), port, ttl);
     }
+    // TTLs above the traceroute range (nmap draws one per SYN): one entry, their range.
+    for (port, ttl) in [(20, 45), (21, 37), (22, 59), (23, 50)] {
+        refused(&mut h, scanner(), port, ttl);
+    }
     // Written in generation 0: the first read (generation now 1) leaves it, the program
     // may still be adding to it; the second (generation 2) takes it.
     assert!(h.summaries.collect(&mut h.ebpf, false).unwrap().is_empty());
     refused(&mut h, scanner(), 13, 6);
     let read = h.summaries.collect(&mut h.ebpf, false).unwrap();
-    let seen: Vec<(u16, u8)> = read.iter().map(|s| (s.ports[0], s.probe.ttl)).collect();
-    assert_eq!(seen, [(10, 3), (11, 4), (12, 5)]);
+    let seen: Vec<(Vec<u16>, u8, u8)> = read
+        .iter()
+        .map(|s| (s.ports.clone(), s.probe.ttl, s.ttl_max))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (vec![10], 3, 3),
+            (vec![11], 4, 4),
+            (vec![12], 5, 5),
+            (vec![20, 21, 22, 23], 37, 59)
+        ]
+    );
     // Port 13 went into generation 1: the next read takes it.
     let read = h.summaries.collect(&mut h.ebpf, false).unwrap();
     assert_eq!(read.len(), 1);
