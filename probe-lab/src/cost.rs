@@ -155,11 +155,13 @@ pub struct CostRow {
     /// probe-detector's XDP and TC programs, ns per received packet.
     pub kernel_ns: f64,
     /// probe-detector's expiry sweeps (which run on a timer, however many packets come),
-    /// ns per received packet.
+    /// ns per received packet: part of `user_ns` (the process runs them, the kernel's run
+    /// time is its system time).
     pub expiry_ns: f64,
     /// The same, in ms of CPU per second of the run.
     pub expiry_ms_per_s: f64,
-    /// probe-detector's process, ns per received packet.
+    /// probe-detector's process, ns per received packet: user and system time, the expiry
+    /// sweeps it runs included.
     pub user_ns: f64,
     /// scanlogd's process, ns per received packet.
     pub scanlogd_ns: f64,
@@ -302,9 +304,10 @@ fn measure_one(
 }
 
 impl CostRow {
-    /// probe-detector's whole cost per packet: BPF programs, expiry and process.
+    /// probe-detector's whole cost per packet: the per-packet BPF programs and the process
+    /// (whose system time includes the expiry program it runs).
     pub fn total_ns(&self) -> f64 {
-        self.kernel_ns + self.expiry_ns + self.user_ns
+        self.kernel_ns + self.user_ns
     }
 }
 

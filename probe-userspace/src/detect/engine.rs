@@ -10,7 +10,7 @@ use crate::{
         horizontal::Horizontal,
         incident::{
             GROUP_ADDRS, Incident, IncidentKey, MAX_HOSTS, MAX_INCIDENTS, MAX_REPORTED,
-            MAX_SOURCES, Sighting, TtlRange, crowd_key, push_new,
+            MAX_SOURCES, PortList, Sighting, TtlRange, crowd_key, push_new,
         },
         slow::{Slow, SlowConfig},
         spread::Units,
@@ -630,7 +630,7 @@ impl Engine {
                 ifindex: probe.ifindex,
                 first_seen: verdict.first_seen.min(now),
                 last_seen: now,
-                ports: Vec::new(),
+                ports: PortList::default(),
                 hosts: Vec::new(),
                 sources: Vec::new(),
                 src_net: prefix.map(|len| (src, len)),
@@ -648,7 +648,7 @@ impl Engine {
             &mut evicted,
         );
         for port in verdict.ports {
-            push_new(&mut incident.ports, port, MAX_REPORTED);
+            incident.ports.insert(port);
         }
         for host in verdict.hosts {
             push_new(&mut incident.hosts, host, MAX_HOSTS);

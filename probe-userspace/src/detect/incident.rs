@@ -31,6 +31,38 @@ pub(crate) fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T, cap: usize) -> 
     true
 }
 
+/// The ports a scan lists: the first [`MAX_REPORTED`] that failed, kept sorted, so that
+/// telling a port listed already (a repeat, for each port of each kernel summary) is a
+/// binary search, not a pass over the list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PortList(Vec<u16>);
+
+impl PortList {
+    /// Whether `port` is listed.
+    pub(crate) fn contains(&self, port: &u16) -> bool {
+        self.0.binary_search(port).is_ok()
+    }
+
+    /// Lists `port` unless it is listed already or the list is full; true when added.
+    pub(crate) fn insert(&mut self, port: u16) -> bool {
+        if self.0.len() >= MAX_REPORTED {
+            return false;
+        }
+        match self.0.binary_search(&port) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, port);
+                true
+            }
+        }
+    }
+
+    /// The ports, in order.
+    pub(crate) fn as_slice(&self) -> &[u16] {
+        &self.0
+    }
+}
+
 /// A sorted copy.
 pub(crate) fn sorted<T: Ord + Copy>(list: &[T]) -> Vec<T> {
     let mut sorted = list.to_vec();
@@ -88,8 +120,8 @@ pub(crate) struct Incident {
     pub(crate) ifindex: u32,
     pub(crate) first_seen: Duration,
     pub(crate) last_seen: Duration,
-    /// Ports that failed, in the order seen (up to [`MAX_REPORTED`]).
-    pub(crate) ports: Vec<u16>,
+    /// Ports that failed (the first [`MAX_REPORTED`] seen).
+    pub(crate) ports: PortList,
     /// Hosts probed, in the order seen (up to [`MAX_HOSTS`]).
     pub(crate) hosts: Vec<IpAddr>,
     /// Source addresses, in the order seen.
@@ -149,7 +181,7 @@ impl Incident {
         // Reported lists cover the whole scan, not a window: the ports that failed (open
         // ports answering are not probes of unused ports), every host probed.
         if probe.failed() && probe.probe != ProbeType::IcmpEcho {
-            self.changed |= push_new(&mut self.ports, probe.dst_port, MAX_REPORTED);
+            self.changed |= self.ports.insert(probe.dst_port);
         }
         self.changed |= push_new(&mut self.hosts, probe.dst, MAX_HOSTS);
     }
@@ -173,7 +205,7 @@ impl Incident {
             self.failed += rest.len() as u64;
             if probe.probe != ProbeType::IcmpEcho {
                 for &port in rest {
-                    self.changed |= push_new(&mut self.ports, port, MAX_REPORTED);
+                    self.changed |= self.ports.insert(port);
                 }
             }
         } else {
@@ -209,7 +241,7 @@ impl Incident {
             proto: self.proto,
             technique: self.technique,
             ifindex: self.ifindex,
-            ports: sorted(&self.ports),
+            ports: self.ports.as_slice().to_vec(),
             probes: self.probes,
             failed: self.failed,
             succeeded: self.succeeded,
@@ -261,5 +293,27 @@ pub(crate) fn crowd_key(target: IpAddr, proto: u8) -> IncidentKey {
         kind: ScanKind::Distributed,
         target: Some(target),
         proto,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_list_keeps_the_first_ports_seen_sorted_and_each_once() {
+        let mut list = PortList::default();
+        assert!(list.insert(80) && list.insert(22) && list.insert(443));
+        assert!(!list.insert(22), "listed already");
+        assert_eq!(list.as_slice(), [22, 80, 443]);
+        assert!(list.contains(&80) && !list.contains(&81));
+        // Full: the ports seen first stay, later ones are counted but not listed.
+        for port in 1000..1000 + MAX_REPORTED as u16 {
+            list.insert(port);
+        }
+        assert_eq!(list.as_slice().len(), MAX_REPORTED);
+        assert!(list.contains(&22) && list.contains(&443));
+        assert!(!list.contains(&(1000 + MAX_REPORTED as u16 - 1)));
+        assert!(!list.insert(1), "no room for a lower port either");
     }
 }
