@@ -57,6 +57,10 @@ struct Cli {
     /// report: to look at one scenario again.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Only the cost table (CPU per packet against scanlogd at every load), printed, not
+    /// written: to measure a change's cost again.
+    #[arg(long, conflicts_with_all = ["quick", "only"])]
+    cost: bool,
     /// The fleet lab instead (sensors and correlators over Redis: one server, TLS, a
     /// three-node cluster): writes fleet-lab.md to --out and fleet-bench.md to --work.
     #[arg(long)]
@@ -158,6 +162,14 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
         peers: &peers,
         pcaps: &pcaps,
     };
+    if cli.cost {
+        progress.say("measuring CPU cost against scanlogd");
+        let costs = cost::measure(&lab, &cli.detector, &syslog, &cli.work, false, |line| {
+            progress.say(line)
+        })?;
+        println!("{}", report::cost_table(&costs));
+        return Ok(true);
+    }
     let only = cli.only.as_ref().map(|text| text.to_lowercase());
     let chosen: Vec<_> = SCENARIOS
         .iter()

@@ -296,6 +296,13 @@ fn explicit_section(md: &mut String, rows: &[Row], explicit: &[ExplicitRow]) {
     let _ = writeln!(md);
 }
 
+/// The cost section alone (`--cost`).
+pub fn cost_table(costs: &[CostRow]) -> String {
+    let mut md = String::new();
+    cost_section(&mut md, costs);
+    md
+}
+
 fn cost_section(md: &mut String, costs: &[CostRow]) {
     let _ = writeln!(
         md,

@@ -1,4 +1,4 @@
-//! `cargo xtask lab [--quick | --fleet]`: installs the scanners and peers, builds
+//! `cargo xtask lab [--quick | --fleet | --cost]`: installs the scanners and peers, builds
 //! probe-detector and probe-lab in release mode and runs the lab (or the fleet lab).
 
 use std::{path::Path, process::Command};
@@ -38,6 +38,22 @@ pub fn run(workspace: &Path, pin: &Pin, quick: bool, only: Option<&str>) -> anyh
         run.arg("--quick");
     }
     cmd::run(&mut run)
+}
+
+/// `cargo xtask lab --cost`: the cost table alone, printed.
+pub fn cost(workspace: &Path, pin: &Pin) -> anyhow::Result<()> {
+    prepare(workspace, pin)?;
+    let target = target_dir(workspace);
+    cmd::run(
+        Command::new(target.join("release/probe-lab"))
+            .arg("--detector")
+            .arg(target.join("release/probe-detector"))
+            .arg("--out")
+            .arg(target.join("lab-cost"))
+            .arg("--work")
+            .arg(target.join("lab-cost/work"))
+            .args(["--command", "cargo xtask lab --cost", "--cost"]),
+    )
 }
 
 /// `cargo xtask lab --fleet`: the fleet lab; its throughput goes into BENCHMARKS.md.

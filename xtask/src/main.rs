@@ -103,6 +103,10 @@ enum Cmd {
         /// docs/fleet-lab.md and the Fleet section of BENCHMARKS.md (about 5 minutes).
         #[arg(long, conflicts_with_all = ["quick", "only"])]
         fleet: bool,
+        /// Only the cost table (CPU per packet against scanlogd at every load), printed,
+        /// nothing written (about 2 minutes): to measure a change's cost again.
+        #[arg(long, conflicts_with_all = ["quick", "only", "fleet"])]
+        cost: bool,
     },
     /// Build a Debian package (binary, systemd unit, default configuration, man page,
     /// completions, docs) in target/package/, check it with lintian (no errors) and by
@@ -189,9 +193,16 @@ fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Package => {
             package::run(&workspace, &pin)?;
         }
-        Cmd::Lab { quick, only, fleet } => {
+        Cmd::Lab {
+            quick,
+            only,
+            fleet,
+            cost,
+        } => {
             if fleet {
                 lab::fleet(&workspace, &pin)?;
+            } else if cost {
+                lab::cost(&workspace, &pin)?;
             } else {
                 lab::run(&workspace, &pin, quick, only.as_deref())?;
             }
