@@ -115,14 +115,23 @@ pub const PENDING_REGION_SHIFT: u32 = 4;
 /// Every this many sweeps, the sweep walks every region, flagged or not: a flag lost to
 /// a race between CPUs delays an expiry by at most this many sweeps.
 pub const FULL_SWEEP_EVERY: u64 = 16;
-/// Name of the map of region flags (`u8` per region of `PENDING`; size set at load:
-/// pending slots >> [`PENDING_REGION_SHIFT`], at least 1).
+/// Name of the map of region flags (a byte per region of `PENDING`, [`REGION_FLAGS`] to
+/// an entry; entries set at load: [`pending_region_entries`]).
 pub const PENDING_REGIONS_MAP: &str = "PENDING_REGIONS";
+/// Region flags per entry of `PENDING_REGIONS`: one cache line of bytes. (An array of one
+/// byte per entry spaces its values 8 bytes apart: 8 times the lines for an attempt's
+/// look at its flag.)
+pub const REGION_FLAGS: u32 = 64;
 
 /// The number of regions of a pending table of `slots` slots (a power of two).
 pub const fn pending_regions(slots: u32) -> u32 {
     let regions = slots >> PENDING_REGION_SHIFT;
     if regions == 0 { 1 } else { regions }
+}
+
+/// Entries of `PENDING_REGIONS` for a pending table of `slots` slots.
+pub const fn pending_region_entries(slots: u32) -> u32 {
+    pending_regions(slots).div_ceil(REGION_FLAGS)
 }
 
 /// Default `OURS` slots: 16 384 × 4 B = 64 KiB.

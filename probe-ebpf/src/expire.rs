@@ -17,8 +17,7 @@ use probe_common::{
 
 use crate::{
     maps::{
-        EPOCH, EXPIRE_AFTER, PENDING, PENDING_MASK, PENDING_REGIONS, PENDING_STATS, SWEEP_CHUNK,
-        count,
+        EPOCH, EXPIRE_AFTER, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK, count, region_flag,
     },
     report::report,
 };
@@ -158,7 +157,7 @@ pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
     if sweep.region >= sweep.regions {
         return 1;
     }
-    let Some(flag) = PENDING_REGIONS.get_ptr_mut(sweep.region) else {
+    let Some(flag) = region_flag(sweep.region) else {
         return 1;
     };
     if sweep.inside == 0 {

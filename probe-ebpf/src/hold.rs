@@ -12,7 +12,7 @@
 //! are sent at once, at most `CROWD_EVENTS` per target and window, so the crowd detector
 //! sees the crowd and a flood costs userspace a bounded rate.
 
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -23,7 +23,7 @@ use aya_ebpf::{
 use probe_common::{CROWD_SLOTS, Counter, FLEET_BYTES, HELD_SLOTS, Outcome, Pending, ProbeEvent};
 
 use crate::{
-    maps::{EPOCH, EVENTS, KEY_SCRATCH, OUTCOMES, count},
+    maps::{EPOCH, EVENTS, KEY_SCRATCH, OUTCOMES, count, zero},
     parse::Addr,
     pending::Flow,
     report::{wakeup_flags, write_event},
@@ -179,7 +179,7 @@ pub(crate) fn release(pending: &Pending) -> bool {
             (&raw mut (*key).probe).write((*event).probe);
             (&raw mut (*key).outcome).write((*event).outcome);
             (&raw mut (*key).ip_version).write((*event).ip_version);
-            (&raw mut (*key)._pad).write([0; 10]);
+            zero(&raw mut (*key)._pad);
             // Taken meanwhile by another CPU's repeat: it is in, as it should be.
             let _ = OUTCOMES.insert(&*key, &1, u64::from(BPF_NOEXIST));
         }
@@ -195,7 +195,8 @@ pub(crate) fn release(pending: &Pending) -> bool {
     unsafe {
         let from = (&raw const (*slot).event).cast::<u64>();
         for word in 0..size_of::<ProbeEvent>() / 8 {
-            to.add(word).write(from.add(word).read());
+            // Volatile: a loop of plain copies would become a call to a byte-wise memmove.
+            write_volatile(to.add(word), read_volatile(from.add(word)));
         }
     }
     entry.submit(wakeup_flags());

@@ -11,8 +11,8 @@ use probe_common::{
     ALLOW_ENTRIES, BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, Block, Counter, EVENTS_BYTES,
     EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HOME_TRIE_ENTRIES, HomeNets, LOCAL_ENTRIES, OURS_ENTRIES,
     OUTCOMES_ENTRIES, OutcomeKey, PEERS_ENTRIES, PENDING_ENTRIES, PENDING_REGION_SHIFT,
-    PENDING_STATS_ENTRIES, PROTECTED_ENTRIES, Pending, ProbeEvent, Protection, RUNTIME_ENTRIES,
-    pending_regions,
+    PENDING_STATS_ENTRIES, PROTECTED_ENTRIES, Pending, ProbeEvent, Protection, REGION_FLAGS,
+    RUNTIME_ENTRIES, pending_region_entries,
 };
 
 use crate::parse::{Addr, Malformed};
@@ -86,14 +86,21 @@ pub(crate) static OUTCOMES: LruHashMap<OutcomeKey, u64> =
 #[map]
 pub(crate) static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
 
-/// One flag per region of `PENDING` (2^[`PENDING_REGION_SHIFT`] slots): set when an
-/// attempt is written there, cleared by the sweep when it leaves the region empty, so a
-/// sweep costs what is pending, not the table's size. Size set at load time
-/// ([`pending_regions`] of the slot count; 4 KiB at the default, 32 KiB of kernel memory as
-/// array values are 8-byte aligned).
+/// One flag byte per region of `PENDING` (2^[`PENDING_REGION_SHIFT`] slots), [`REGION_FLAGS`]
+/// to an entry: set when an attempt is written there, cleared by the sweep when it leaves
+/// the region empty, so a sweep costs what is pending, not the table's size. Entries set at
+/// load time ([`pending_region_entries`] of the slot count; 4 KiB at the default).
 #[map]
-pub(crate) static PENDING_REGIONS: Array<u8> =
-    Array::with_max_entries(pending_regions(PENDING_ENTRIES), 0);
+pub(crate) static PENDING_REGIONS: Array<[u8; REGION_FLAGS as usize]> =
+    Array::with_max_entries(pending_region_entries(PENDING_ENTRIES), 0);
+
+/// The flag of region `region` of `PENDING`, if the map has it.
+#[inline(always)]
+pub(crate) fn region_flag(region: u32) -> Option<*mut u8> {
+    let line = PENDING_REGIONS.get_ptr_mut(region / REGION_FLAGS)?;
+    // SAFETY: the byte is within the entry (the remainder is below its length).
+    Some(unsafe { line.cast::<u8>().add((region % REGION_FLAGS) as usize) })
+}
 
 /// Sources never to report (allow-listed scanners), by prefix; see [`ALLOW_ENTRIES`].
 #[map]
@@ -187,7 +194,7 @@ pub(crate) fn pending_mask() -> u32 {
 /// shared between CPUs rather than bounce.
 #[inline(always)]
 pub(crate) fn flag_region(index: u32) {
-    if let Some(flag) = PENDING_REGIONS.get_ptr_mut(index >> PENDING_REGION_SHIFT) {
+    if let Some(flag) = region_flag(index >> PENDING_REGION_SHIFT) {
         // SAFETY: array slot from a successful lookup, valid for the program's run; a race
         // with the sweep's clear is settled by the sweep (see `crate::expire`).
         unsafe {
@@ -202,6 +209,24 @@ pub(crate) fn flag_region(index: u32) {
 pub(crate) fn ours_mask() -> u32 {
     // SAFETY: reading a plain global; volatile so the load-time value is used.
     unsafe { read_volatile(&OURS_MASK) }
+}
+
+/// Writes zeros over the `N` bytes at `dst`, one volatile store a byte. Plain stores of a
+/// zeroed array (or a loop of them) become a call to the `memset` LLVM links into the
+/// object, a loop of one byte a turn behind a call: 10 bytes of padding cost a
+/// summary's or an outcome's hot path more than its hash. `N` is a field's padding,
+/// a handful of bytes.
+///
+/// # Safety
+///
+/// `dst` is valid for writes of `N` bytes.
+#[inline(always)]
+pub(crate) unsafe fn zero<const N: usize>(dst: *mut [u8; N]) {
+    let bytes = dst.cast::<u8>();
+    for i in 0..N {
+        // SAFETY: within the `N` bytes the caller vouches for.
+        unsafe { write_volatile(bytes.add(i), 0) };
+    }
 }
 
 /// Adds one to a per-CPU counter.

@@ -21,7 +21,7 @@ use crate::{
     maps::{
         ALLOW_RULES, ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS,
         CONTACTED, EPOCH, EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey,
-        WAKEUP_BYTES, WAKEUP_GAP_NS, count,
+        WAKEUP_BYTES, WAKEUP_GAP_NS, count, zero,
     },
     ours::host_slot,
     parse::Addr,
@@ -82,7 +82,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         (&raw mut (*slot).probe).write(if accepted { 0 } else { pending.probe });
         (&raw mut (*slot).outcome).write(outcome as u8);
         (&raw mut (*slot).ip_version).write(pending.ip_version);
-        (&raw mut (*slot)._pad).write([0; 10]);
+        zero(&raw mut (*slot)._pad);
         &*slot
     };
     // A repeat: a lookup and an atomic add (an exempt outcome is never in the table).

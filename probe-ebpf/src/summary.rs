@@ -15,7 +15,7 @@
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_or},
-    ptr::read_volatile,
+    ptr::{read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -29,7 +29,7 @@ use probe_common::{
     Summary, SummaryKey,
 };
 
-use crate::maps::count;
+use crate::maps::{count, zero};
 
 /// Per-source summaries of decided sources written in even generations (see
 /// [`SUMMARIES_ENTRIES`]). A plain hash, not an LRU: an insert into a full map fails, and the
@@ -113,11 +113,12 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*key).ip_version).write(pending.ip_version);
         (&raw mut (*key).generation).write(generation);
         (&raw mut (*key).ttl).write(key_ttl);
-        (&raw mut (*key)._pad).write([0; 8]);
+        zero(&raw mut (*key)._pad);
         let value = &raw mut (*scratch).1;
         let ports = (&raw mut (*value).ports).cast::<u64>();
         for w in 0..SUMMARY_WORDS {
-            ports.add(w).write(0);
+            // Volatile: a loop of plain stores would become a call to a byte-wise memset.
+            write_volatile(ports.add(w), 0);
         }
         ports.add(word).write(bit);
         (&raw mut (*value).first_ns).write(now);
@@ -129,7 +130,7 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*value).icmp_code).write(icmp_code);
         (&raw mut (*value).ttl_min).write(range_ttl);
         (&raw mut (*value).ttl_max).write(range_ttl);
-        (&raw mut (*value)._pad).write([0; 9]);
+        zero(&raw mut (*value)._pad);
         (&*key, &*value)
     };
     let map = if generation & 1 == 0 {

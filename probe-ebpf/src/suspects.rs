@@ -24,7 +24,7 @@
 //! moving one source's walk at the same instant may lose one step (approximate, as the
 //! cache is).
 
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{macros::map, maps::Array};
 use probe_common::{
@@ -41,6 +41,12 @@ const ARMED_ENTRIES: u32 = 4096;
 /// hash of the source's unit; 0: none.
 #[map]
 static ARMED: Array<u32> = Array::with_max_entries(ARMED_ENTRIES, 0);
+
+/// The sweep epoch of the latest arm, plus one (0: none since load). An arm older than
+/// [`WALK_IDLE`] sweeps is of a walk that has idled since, so while none is newer (a
+/// quiet host, or a flood of forged sources of one probe each, which never arm) the
+/// per-attempt look into `ARMED`, a keyed hash, is skipped.
+static mut LAST_ARMED: u64 = 0;
 
 /// Mixed into the tag so that `ARMED` slots and tags differ from `SUSPECTS`'.
 const ARMED_ID: u32 = 0xa53e_d001;
@@ -263,6 +269,11 @@ fn arm(unit: &Flow, armed: bool) {
     unsafe {
         if armed {
             *slot = tag;
+            // SAFETY: plain globals; racing arms store epochs of the same sweep or so.
+            write_volatile(
+                &raw mut LAST_ARMED,
+                read_volatile(&raw const EPOCH).wrapping_add(1),
+            );
         } else if *slot == tag {
             *slot = 0;
         }
@@ -270,10 +281,22 @@ fn arm(unit: &Flow, armed: bool) {
 }
 
 /// True when `src` (of IP version `version`) may be one first failure from the verdict:
-/// its `ARMED` slot holds its tag. One hash and one read of a 16 KiB array, for every new
+/// its `ARMED` slot holds its tag. Two reads of globals when no source was armed within
+/// the idle time; one hash and one read of a 16 KiB array otherwise, for every new
 /// attempt; [`step`] is the judge.
 #[inline(always)]
 pub(crate) fn armed(src: &Addr, version: u8) -> bool {
+    // SAFETY: plain globals, read once each.
+    let (last, epoch, idle) = unsafe {
+        (
+            read_volatile(&raw const LAST_ARMED),
+            read_volatile(&raw const EPOCH),
+            read_volatile(&WALK_IDLE),
+        )
+    };
+    if last == 0 || epoch.wrapping_sub(last - 1) > u64::from(idle) {
+        return false;
+    }
     let (index, tag) = unit_of(src, version).slot(ARMED_ID, ARMED_ENTRIES - 1);
     // SAFETY: array slot from a successful lookup, read once.
     ARMED

@@ -263,7 +263,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .map_max_entries(PENDING_MAP, config.pending_slots)
         .map_max_entries(
             PENDING_REGIONS_MAP,
-            probe_common::pending_regions(config.pending_slots),
+            probe_common::pending_region_entries(config.pending_slots),
         )
         .map_max_entries(OURS_MAP, config.ours_slots)
         .map_max_entries(CONTACTED_MAP, config.ours_slots)
