@@ -48,6 +48,39 @@ static ARMED: Array<u32> = Array::with_max_entries(ARMED_ENTRIES, 0);
 /// per-attempt look into `ARMED`, a keyed hash, is skipped.
 static mut LAST_ARMED: u64 = 0;
 
+/// The latest sweep epoch stamped on a decided source's cell, plus one (0: none since
+/// load). When it is older than [`WALK_IDLE`] sweeps every verdict has idled, and
+/// [`step_decided`] (a keyed hash and a look into the 8 MiB `SUSPECTS`, for every outcome
+/// reported) has nothing to find: a quiet host, or a flood of forged sources, skips it.
+/// Written once a sweep at most (read first), so the line stays shared between CPUs.
+static mut LAST_DECIDED: u64 = 0;
+
+/// Notes that a decided source's cell was stamped with the current sweep epoch.
+#[inline(always)]
+fn note_decided() {
+    // SAFETY: plain globals; racing CPUs store the same epoch, or neighbours.
+    unsafe {
+        let stamp = read_volatile(&raw const EPOCH).wrapping_add(1);
+        if read_volatile(&raw const LAST_DECIDED) != stamp {
+            write_volatile(&raw mut LAST_DECIDED, stamp);
+        }
+    }
+}
+
+/// True when a decided source's cell may still be in force (see [`LAST_DECIDED`]).
+#[inline(always)]
+fn decided_recently() -> bool {
+    // SAFETY: plain globals, read once each.
+    let (last, epoch, idle) = unsafe {
+        (
+            read_volatile(&raw const LAST_DECIDED),
+            read_volatile(&raw const EPOCH),
+            read_volatile(&WALK_IDLE),
+        )
+    };
+    last != 0 && epoch.wrapping_sub(last - 1) <= u64::from(idle)
+}
+
 /// Mixed into the tag so that `ARMED` slots and tags differ from `SUSPECTS`'.
 const ARMED_ID: u32 = 0xa53e_d001;
 
@@ -169,6 +202,9 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     }
     let back = !failed && !decided && walk == suspect::walk(cell) - 1;
     let updated = suspect::pack(tag, walk, failures, decided || verdict, epoch);
+    if decided || verdict {
+        note_decided();
+    }
     if let Some(slot) = set.get_mut(way) {
         *slot = updated;
     }
@@ -234,6 +270,9 @@ pub(crate) fn unstep(pending: &Pending) {
 /// scan. Not inlined: its locals stay out of `report`'s frame.
 #[inline(never)]
 pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
+    if !decided_recently() {
+        return false;
+    }
     let Some((set, tag, epoch, idle_after)) = locate(pending) else {
         return false;
     };
@@ -250,6 +289,7 @@ pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
                 .saturating_add(u8::from(failed))
                 .min(127);
             *cell = suspect::pack(tag, suspect::walk(value), failures, true, epoch);
+            note_decided();
             return true;
         }
     }
@@ -281,7 +321,7 @@ fn arm(unit: &Flow, armed: bool) {
 }
 
 /// True when `src` (of IP version `version`) may be one first failure from the verdict:
-/// its `ARMED` slot holds its tag. Two reads of globals when no source was armed within
+/// its `ARMED` slot holds its tag. Three reads of globals when no source was armed within
 /// the idle time; one hash and one read of a 16 KiB array otherwise, for every new
 /// attempt; [`step`] is the judge.
 #[inline(always)]
