@@ -96,13 +96,13 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // The key and the value the entry starts with, both built before the lookup: what the
-    // lookup's call must keep is then the scratch slot, the word and the bit, which fit in
-    // registers (the frame is on the deepest call chain). SAFETY: a per-CPU slot from a
-    // successful lookup, ours alone for this run; every field of the key and of the value,
-    // padding included, is written before it is read; the bitmap word by word, in place
-    // (an array built on the stack would not fit).
-    let (key, value): (&SummaryKey, &Summary) = unsafe {
+    // The key, and what `add` reads of the value, built before the lookup; the rest of
+    // the value (its bitmap above all) only when there is no entry to add to, the rare
+    // case under a scan. SAFETY: a per-CPU slot from a successful lookup, ours alone for
+    // this run; every field of the key, padding included, is written before it is read,
+    // and every field of the value before it is inserted; the bitmap word by word, in
+    // place (an array built on the stack would not fit).
+    let (key, value): (&SummaryKey, *mut Summary) = unsafe {
         let key = &raw mut (*scratch).0;
         (&raw mut (*key).src_addr).write(pending.remote);
         (&raw mut (*key).dst_addr).write(pending.local);
@@ -115,33 +115,38 @@ pub(crate) fn summarize(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp
         (&raw mut (*key).ttl).write(key_ttl);
         zero(&raw mut (*key)._pad);
         let value = &raw mut (*scratch).1;
-        let ports = (&raw mut (*value).ports).cast::<u64>();
-        for w in 0..SUMMARY_WORDS {
-            // Volatile: a loop of plain stores would become a call to a byte-wise memset.
-            write_volatile(ports.add(w), 0);
-        }
-        ports.add(word).write(bit);
         (&raw mut (*value).first_ns).write(now);
         (&raw mut (*value).last_ns).write(now);
-        (&raw mut (*value).ifindex).write(pending.ifindex);
-        (&raw mut (*value).src_mac).write(pending.mac);
-        (&raw mut (*value).tcp_flags).write(pending.tcp_flags);
         (&raw mut (*value).icmp_type).write(icmp_type);
         (&raw mut (*value).icmp_code).write(icmp_code);
         (&raw mut (*value).ttl_min).write(range_ttl);
         (&raw mut (*value).ttl_max).write(range_ttl);
-        zero(&raw mut (*value)._pad);
-        (&*key, &*value)
+        (&*key, value)
     };
     let map = if generation & 1 == 0 {
         &SUMMARIES
     } else {
         &SUMMARIES_ODD
     };
-    let added = add(map, key, value, word, bit);
+    // SAFETY: as above; `add` reads only the fields written.
+    let added = add(map, key, unsafe { &*value }, word, bit);
     if added != FULL {
         return added;
     }
+    // SAFETY: as above.
+    let value: &Summary = unsafe {
+        let ports = (&raw mut (*value).ports).cast::<u64>();
+        for w in 0..SUMMARY_WORDS {
+            // Volatile: a loop of plain stores would become a call to a byte-wise memset.
+            write_volatile(ports.add(w), 0);
+        }
+        ports.add(word).write(bit);
+        (&raw mut (*value).ifindex).write(pending.ifindex);
+        (&raw mut (*value).src_mac).write(pending.mac);
+        (&raw mut (*value).tcp_flags).write(pending.tcp_flags);
+        zero(&raw mut (*value)._pad);
+        &*value
+    };
     if map.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
         return COUNTED;
     }
