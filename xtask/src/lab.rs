@@ -23,14 +23,7 @@ pub fn run(workspace: &Path, pin: &Pin, quick: bool, only: Option<&str>) -> anyh
             "cargo xtask lab",
         )
     };
-    let mut run = Command::new(target.join("release/probe-lab"));
-    run.arg("--detector")
-        .arg(target.join("release/probe-detector"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--work")
-        .arg(&work)
-        .args(["--command", command]);
+    let mut run = probe_lab(&target, &out, &work, command);
     if let Some(text) = only {
         run.args(["--only", text]);
     }
@@ -44,16 +37,22 @@ pub fn run(workspace: &Path, pin: &Pin, quick: bool, only: Option<&str>) -> anyh
 pub fn cost(workspace: &Path, pin: &Pin) -> anyhow::Result<()> {
     prepare(workspace, pin)?;
     let target = target_dir(workspace);
-    cmd::run(
-        Command::new(target.join("release/probe-lab"))
-            .arg("--detector")
-            .arg(target.join("release/probe-detector"))
-            .arg("--out")
-            .arg(target.join("lab-cost"))
-            .arg("--work")
-            .arg(target.join("lab-cost/work"))
-            .args(["--command", "cargo xtask lab --cost", "--cost"]),
-    )
+    let out = target.join("lab-cost");
+    cmd::run(probe_lab(&target, &out, &out.join("work"), "cargo xtask lab --cost").arg("--cost"))
+}
+
+/// probe-lab with the release probe-detector, its report directory, work directory and
+/// the command line its report names.
+fn probe_lab(target: &Path, out: &Path, work: &Path, command: &str) -> Command {
+    let mut lab = Command::new(target.join("release/probe-lab"));
+    lab.arg("--detector")
+        .arg(target.join("release/probe-detector"))
+        .arg("--out")
+        .arg(out)
+        .arg("--work")
+        .arg(work)
+        .args(["--command", command]);
+    lab
 }
 
 /// `cargo xtask lab --fleet`: the fleet lab; its throughput goes into BENCHMARKS.md.
@@ -62,14 +61,13 @@ pub fn fleet(workspace: &Path, pin: &Pin) -> anyhow::Result<()> {
     let target = target_dir(workspace);
     let work = target.join("lab-fleet");
     cmd::run(
-        Command::new(target.join("release/probe-lab"))
-            .arg("--detector")
-            .arg(target.join("release/probe-detector"))
-            .arg("--out")
-            .arg(workspace.join("docs"))
-            .arg("--work")
-            .arg(&work)
-            .args(["--command", "cargo xtask lab --fleet", "--fleet"]),
+        probe_lab(
+            &target,
+            &workspace.join("docs"),
+            &work,
+            "cargo xtask lab --fleet",
+        )
+        .arg("--fleet"),
     )?;
     let section = std::fs::read_to_string(work.join("fleet-bench.md"))?;
     let path = workspace.join("BENCHMARKS.md");
