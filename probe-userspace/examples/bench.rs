@@ -205,6 +205,16 @@ fn main() -> anyhow::Result<()> {
         |round, i| refused(ingress, settle_probe(round, i, 1)),
         &mut ring,
     )?);
+    // New sources' first failures again, now that sources were decided (the summary rows):
+    // with a verdict in force, each first outcome also looks its source up in SUSPECTS
+    // (is it decided?), which the first held row, run before any verdict, skips.
+    rows.push(distinct_with(
+        "egress RST settling a pending SYN (a new source's first failure: held, a verdict in force)",
+        egress,
+        trivial_tc,
+        |round, i| refused(ingress, new_source_probe_in(18, round, i)),
+        &mut ring,
+    )?);
     // The verdict: a new source per packet, its first three failures unmeasured, the RST
     // of its fourth measured (an event submitted with a forced wakeup).
     rows.push(distinct_with(
@@ -400,8 +410,13 @@ fn verdict_frames(
 /// A SYN to port `1 + i` from a source of its own per packet (198.19.16.0/20 and up, a
 /// block per round).
 fn new_source_probe(round: usize, i: usize) -> Frame {
+    new_source_probe_in(19, round, i)
+}
+
+/// [`new_source_probe`]'s SYN from 198.`net`.x.y instead.
+fn new_source_probe_in(net: u8, round: usize, i: usize) -> Frame {
     Frame::tcp(
-        v4([198, 19, (16 * (round + 1) + i / 256) as u8, i as u8]),
+        v4([198, net, (16 * (round + 1) + i / 256) as u8, i as u8]),
         50_000,
         v4([198, 18, 0, 2]),
         1 + i as u16,
@@ -614,6 +629,13 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
         ("egress established-flow ACK", COMMON, 1.3, Row::ratio, "x"),
         (
             "egress RST settling a pending SYN (a new source's first failure: held)",
+            QUIET,
+            200.0,
+            Row::net,
+            " ns",
+        ),
+        (
+            "egress RST settling a pending SYN (a new source's first failure: held, a verdict in force)",
             QUIET,
             200.0,
             Row::net,
