@@ -26,7 +26,7 @@ use crate::{
     ours::host_slot,
     parse::Addr,
     summary::{COUNTED, REPEAT, summarize, summarizing},
-    suspects::{UNDECIDED, VERDICT, step, step_decided},
+    suspects::{UNDECIDED, VERDICT, mark_decided, step, step_decided},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -119,6 +119,9 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     let standing = step(pending, !accepted);
     let back = standing.stepped_back();
     let state = standing.state();
+    if state != UNDECIDED {
+        mark_decided(pending);
+    }
     // A source whose only outcome is this failure: held until its second (see
     // `crate::hold`); with its second, the first goes out just before (and into OUTCOMES).
     if state == UNDECIDED && holds {

@@ -42,6 +42,38 @@ const ARMED_ENTRIES: u32 = 4096;
 #[map]
 static ARMED: Array<u32> = Array::with_max_entries(ARMED_ENTRIES, 0);
 
+/// Slots of [`VERDICTS`]: 4 096 × 8 B = 32 KiB.
+const DECIDED_ENTRIES: u32 = 4096;
+
+/// The sources with a verdict in force, by a keyed hash of the source's unit: the tag in
+/// the high half, the sweep epoch (low 32 bits) its cell in `SUSPECTS` was last stamped
+/// in the low half; 0: none. Like `ARMED` it only points: a source found here whose cell
+/// was stamped this sweep is decided without a look into `SUSPECTS` (8 MiB, a cache miss
+/// per look), and a source not found is not decided, which spares every other source's
+/// outcome that look while a verdict is in force. A decided source pushed out by a
+/// colliding one is summarised again from its next outcome that reaches [`step`].
+#[map]
+static VERDICTS: Array<u64> = Array::with_max_entries(DECIDED_ENTRIES, 0);
+
+/// Mixed into the tag so that `VERDICTS` slots and tags differ from the other tables'.
+const DECIDED_ID: u32 = 0xdec1_de0d;
+
+/// Points `VERDICTS` at the source of `pending`, stamped now: [`step`] found it decided
+/// (or decided it). Called by `report` after the step, not by `step`: the step's frame is
+/// on the deepest call chain. A subprogram of its own for the same reason.
+#[inline(never)]
+pub(crate) fn mark_decided(pending: &Pending) {
+    let (index, tag) = unit(pending).slot(DECIDED_ID, DECIDED_ENTRIES - 1);
+    if let Some(slot) = VERDICTS.get_ptr_mut(index) {
+        // SAFETY: array slot from a successful lookup, valid for the program's run; EPOCH
+        // a plain read. A racing CPU's write makes the slot name one source or the other.
+        unsafe {
+            let epoch = read_volatile(&raw const EPOCH) as u32;
+            write_volatile(slot, u64::from(tag) << 32 | u64::from(epoch));
+        }
+    }
+}
+
 /// The sweep epoch of the latest arm, plus one (0: none since load). An arm older than
 /// [`WALK_IDLE`] sweeps is of a walk that has idled since, so while none is newer (a
 /// quiet host, or a flood of forged sources of one probe each, which never arm) the
@@ -264,15 +296,48 @@ pub(crate) fn unstep(pending: &Pending) {
 }
 
 /// When the source of `pending` has a verdict in force (its walk reached [`WALK_SCAN`]
-/// and it has not idled since): steps it as [`step`] would (the failure counted, the
-/// cell kept from idling) and returns true; otherwise moves nothing and returns false.
-/// One look at the set for the decided source's outcomes, the most frequent under a
-/// scan. Not inlined: its locals stay out of `report`'s frame.
+/// and it has not idled since): returns true, having stamped its cell this sweep (kept
+/// from idling: [`step`] would); otherwise moves nothing and returns false. Under a scan
+/// the decided source's outcomes are the most frequent: one look into `VERDICTS` each, and
+/// into `SUSPECTS` once a sweep (the cell's failure count then counts one outcome a
+/// sweep: past the verdict nothing reads it). Not inlined: its locals stay out of
+/// `report`'s frame.
 #[inline(never)]
 pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
     if !decided_recently() {
         return false;
     }
+    let (index, tag) = unit(pending).slot(DECIDED_ID, DECIDED_ENTRIES - 1);
+    let Some(slot) = VERDICTS.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run; EPOCH a
+    // plain read.
+    let (pointed, now) = unsafe { (read_volatile(slot), read_volatile(&raw const EPOCH)) };
+    if (pointed >> 32) as u32 != tag {
+        return false;
+    }
+    if pointed as u32 == now as u32 {
+        return true;
+    }
+    let decided = stamp_decided(pending, failed);
+    // SAFETY: as above; a racing CPU's write makes the slot name one source or the other.
+    unsafe {
+        write_volatile(
+            slot,
+            if decided {
+                u64::from(tag) << 32 | (now & 0xffff_ffff)
+            } else {
+                0
+            },
+        );
+    }
+    decided
+}
+
+/// [`step_decided`]'s look into `SUSPECTS`: the judge.
+#[inline(always)]
+fn stamp_decided(pending: &Pending, failed: bool) -> bool {
     let Some((set, tag, epoch, idle_after)) = locate(pending) else {
         return false;
     };
