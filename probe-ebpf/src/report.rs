@@ -119,7 +119,8 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     let standing = step(pending, !accepted);
     let back = standing.stepped_back();
     let state = standing.state();
-    if state != UNDECIDED {
+    // Pointed at for `step_decided`, which only summaries use.
+    if state != UNDECIDED && summarizing() {
         mark_decided(pending);
     }
     // A source whose only outcome is this failure: held until its second (see

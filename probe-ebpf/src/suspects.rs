@@ -43,7 +43,7 @@ const ARMED_ENTRIES: u32 = 4096;
 static ARMED: Array<u32> = Array::with_max_entries(ARMED_ENTRIES, 0);
 
 /// Slots of [`VERDICTS`]: 4 096 × 8 B = 32 KiB.
-const DECIDED_ENTRIES: u32 = 4096;
+const VERDICTS_ENTRIES: u32 = 4096;
 
 /// The sources with a verdict in force, by a keyed hash of the source's unit: the tag in
 /// the high half, the sweep epoch (low 32 bits) its cell in `SUSPECTS` was last stamped
@@ -53,25 +53,28 @@ const DECIDED_ENTRIES: u32 = 4096;
 /// outcome that look while a verdict is in force. A decided source pushed out by a
 /// colliding one is summarised again from its next outcome that reaches [`step`].
 #[map]
-static VERDICTS: Array<u64> = Array::with_max_entries(DECIDED_ENTRIES, 0);
+static VERDICTS: Array<u64> = Array::with_max_entries(VERDICTS_ENTRIES, 0);
 
 /// Mixed into the tag so that `VERDICTS` slots and tags differ from the other tables'.
-const DECIDED_ID: u32 = 0xdec1_de0d;
+const VERDICTS_ID: u32 = 0xdec1_de0d;
 
 /// Points `VERDICTS` at the source of `pending`, stamped now: [`step`] found it decided
 /// (or decided it). Called by `report` after the step, not by `step`: the step's frame is
 /// on the deepest call chain. A subprogram of its own for the same reason.
 #[inline(never)]
 pub(crate) fn mark_decided(pending: &Pending) {
-    let (index, tag) = unit(pending).slot(DECIDED_ID, DECIDED_ENTRIES - 1);
+    let (index, tag) = unit(pending).slot(VERDICTS_ID, VERDICTS_ENTRIES - 1);
     if let Some(slot) = VERDICTS.get_ptr_mut(index) {
         // SAFETY: array slot from a successful lookup, valid for the program's run; EPOCH
         // a plain read. A racing CPU's write makes the slot name one source or the other.
-        unsafe {
-            let epoch = read_volatile(&raw const EPOCH) as u32;
-            write_volatile(slot, u64::from(tag) << 32 | u64::from(epoch));
-        }
+        unsafe { write_volatile(slot, verdict_pointer(tag, read_volatile(&raw const EPOCH))) };
     }
+}
+
+/// A `VERDICTS` slot's value: `tag`, stamped in sweep `epoch` (its low 32 bits).
+#[inline(always)]
+fn verdict_pointer(tag: u32, epoch: u64) -> u64 {
+    u64::from(tag) << 32 | (epoch & 0xffff_ffff)
 }
 
 /// The sweep epoch of the latest arm, plus one (0: none since load). An arm older than
@@ -87,25 +90,35 @@ static mut LAST_ARMED: u64 = 0;
 /// Written once a sweep at most (read first), so the line stays shared between CPUs.
 static mut LAST_DECIDED: u64 = 0;
 
-/// Notes that a decided source's cell was stamped with the current sweep epoch.
+/// Stamps `last` ([`LAST_ARMED`] or [`LAST_DECIDED`]) with the current sweep epoch, plus
+/// one; read first, so that it is written once a sweep at most.
+///
+/// # Safety
+///
+/// `last` is one of those globals.
 #[inline(always)]
-fn note_decided() {
+unsafe fn stamp(last: *mut u64) {
     // SAFETY: plain globals; racing CPUs store the same epoch, or neighbours.
     unsafe {
-        let stamp = read_volatile(&raw const EPOCH).wrapping_add(1);
-        if read_volatile(&raw const LAST_DECIDED) != stamp {
-            write_volatile(&raw mut LAST_DECIDED, stamp);
+        let now = read_volatile(&raw const EPOCH).wrapping_add(1);
+        if read_volatile(last) != now {
+            write_volatile(last, now);
         }
     }
 }
 
-/// True when a decided source's cell may still be in force (see [`LAST_DECIDED`]).
+/// True when `last` ([`LAST_ARMED`] or [`LAST_DECIDED`]) was stamped within [`WALK_IDLE`]
+/// sweeps: a cell it stands for may not have idled yet.
+///
+/// # Safety
+///
+/// `last` is one of those globals.
 #[inline(always)]
-fn decided_recently() -> bool {
+unsafe fn stamped_recently(last: *const u64) -> bool {
     // SAFETY: plain globals, read once each.
     let (last, epoch, idle) = unsafe {
         (
-            read_volatile(&raw const LAST_DECIDED),
+            read_volatile(last),
             read_volatile(&raw const EPOCH),
             read_volatile(&WALK_IDLE),
         )
@@ -235,7 +248,8 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     let back = !failed && !decided && walk == suspect::walk(cell) - 1;
     let updated = suspect::pack(tag, walk, failures, decided || verdict, epoch);
     if decided || verdict {
-        note_decided();
+        // SAFETY: the global is LAST_DECIDED.
+        unsafe { stamp(&raw mut LAST_DECIDED) };
     }
     if let Some(slot) = set.get_mut(way) {
         *slot = updated;
@@ -304,10 +318,11 @@ pub(crate) fn unstep(pending: &Pending) {
 /// `report`'s frame.
 #[inline(never)]
 pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
-    if !decided_recently() {
+    // SAFETY: the global is LAST_DECIDED.
+    if !unsafe { stamped_recently(&raw const LAST_DECIDED) } {
         return false;
     }
-    let (index, tag) = unit(pending).slot(DECIDED_ID, DECIDED_ENTRIES - 1);
+    let (index, tag) = unit(pending).slot(VERDICTS_ID, VERDICTS_ENTRIES - 1);
     let Some(slot) = VERDICTS.get_ptr_mut(index) else {
         return false;
     };
@@ -326,7 +341,7 @@ pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
         write_volatile(
             slot,
             if decided {
-                u64::from(tag) << 32 | (now & 0xffff_ffff)
+                verdict_pointer(tag, now)
             } else {
                 0
             },
@@ -354,7 +369,8 @@ fn stamp_decided(pending: &Pending, failed: bool) -> bool {
                 .saturating_add(u8::from(failed))
                 .min(127);
             *cell = suspect::pack(tag, suspect::walk(value), failures, true, epoch);
-            note_decided();
+            // SAFETY: the global is LAST_DECIDED.
+            unsafe { stamp(&raw mut LAST_DECIDED) };
             return true;
         }
     }
@@ -370,15 +386,12 @@ fn arm(unit: &Flow, armed: bool) {
         return;
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run; a racing
-    // CPU's write makes the slot name one source or the other (it only points).
+    // CPU's write makes the slot name one source or the other (it only points); the
+    // stamped global is LAST_ARMED.
     unsafe {
         if armed {
             *slot = tag;
-            // SAFETY: plain globals; racing arms store epochs of the same sweep or so.
-            write_volatile(
-                &raw mut LAST_ARMED,
-                read_volatile(&raw const EPOCH).wrapping_add(1),
-            );
+            stamp(&raw mut LAST_ARMED);
         } else if *slot == tag {
             *slot = 0;
         }
@@ -391,15 +404,8 @@ fn arm(unit: &Flow, armed: bool) {
 /// attempt; [`step`] is the judge.
 #[inline(always)]
 pub(crate) fn armed(src: &Addr, version: u8) -> bool {
-    // SAFETY: plain globals, read once each.
-    let (last, epoch, idle) = unsafe {
-        (
-            read_volatile(&raw const LAST_ARMED),
-            read_volatile(&raw const EPOCH),
-            read_volatile(&WALK_IDLE),
-        )
-    };
-    if last == 0 || epoch.wrapping_sub(last - 1) > u64::from(idle) {
+    // SAFETY: the global is LAST_ARMED.
+    if !unsafe { stamped_recently(&raw const LAST_ARMED) } {
         return false;
     }
     let (index, tag) = unit_of(src, version).slot(ARMED_ID, ARMED_ENTRIES - 1);
