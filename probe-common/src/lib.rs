@@ -847,6 +847,41 @@ pub const RUNTIME_MAP: &str = "RUNTIME";
 pub const RUNTIME_ENTRIES: u32 = 4;
 /// Index in `RUNTIME`: manual blocks in force (0 leaves `BLOCKED_MANUAL` unread).
 pub const RUNTIME_MANUAL_BLOCKS: u32 = 0;
+/// Index in `RUNTIME`: which half of `BLOCK_FILTER` is in force (0 or 1).
+pub const RUNTIME_BLOCK_FILTER_HALF: u32 = 1;
+
+/// Array of `u64` words, mmapable: a bit per hash of a source, set for every source
+/// `BLOCKED` or `BLOCKED_MANUAL` holds, in two halves of [`BLOCK_FILTER_WORDS`] words.
+/// XDP and TC look a source up in the block lists only when its bit is set in the half in
+/// force: a clear bit proves the source unblocked, so the frames of unblocked sources
+/// (nearly all of them) cost a word's load instead of two hash lookups. A bit set for a
+/// source that is not blocked (a collision, a block since lifted) costs the lookups, never
+/// a wrong drop. Bits are only ever added by atomic OR, by the kernel when it blocks on a
+/// verdict and by userspace when it blocks; userspace clears stale bits by building the
+/// other half from the block lists and switching `RUNTIME[RUNTIME_BLOCK_FILTER_HALF]`
+/// over to it.
+pub const BLOCK_FILTER_MAP: &str = "BLOCK_FILTER";
+/// Words of one half of `BLOCK_FILTER`: 4 096 (32 KiB, 262 144 bits; with every one of
+/// the 20 480 blocks the lists hold at most in force, about 8% of unblocked sources still
+/// take the lookups).
+pub const BLOCK_FILTER_WORDS: u32 = 4096;
+/// Entries of `BLOCK_FILTER`: both halves.
+pub const BLOCK_FILTER_ENTRIES: u32 = 2 * BLOCK_FILTER_WORDS;
+const _: () = assert!(BLOCK_FILTER_WORDS.is_power_of_two());
+
+/// Where the bit of a source (its 16-byte key, IPv4-mapped as `BLOCKED`'s, read as two
+/// native-endian words) lies in one half of `BLOCK_FILTER`: the word's index and the
+/// bit's mask. Not keyed: a forger who picks sources that share a blocked source's bit
+/// only makes its own frames take the lookups every frame took before the filter.
+#[inline(always)]
+pub const fn block_filter_slot(words: [u64; 2]) -> (u32, u64) {
+    let x = (words[0] ^ words[1].rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // The top bits of the product: log2(words) for the word, 6 for the bit.
+    let bits = BLOCK_FILTER_WORDS.trailing_zeros() + 6;
+    let h = (x >> (64 - bits)) as u32;
+    (h >> 6, 1 << (h & 63))
+}
+
 /// Array of one `u32`: allow-list rules in force (0 leaves the three allow-list tries
 /// unread: three LPM lookups off every first outcome with the default of none). Its own
 /// map, not a slot of `RUNTIME`, which the blocker owns.

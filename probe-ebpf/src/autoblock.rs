@@ -18,7 +18,7 @@ use probe_common::{Block, Counter, PEER_MEMORY_NS, Pending, protect};
 
 use crate::{
     ingress::manual_block,
-    maps::{BLOCK_ON, BLOCKED, PEERS, PROTECTED, count},
+    maps::{BLOCK_ON, BLOCKED, PEERS, PROTECTED, count, may_be_blocked, note_blocked},
     parse::{Addr, Headers, endpoints},
 };
 
@@ -93,6 +93,7 @@ pub(crate) fn block_scanner(pending: &Pending) -> bool {
     {
         return false;
     }
+    note_blocked(&src);
     count(Counter::KernelBlocks);
     if let Some(slot) = BLOCKED_NOW.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run.
@@ -190,6 +191,9 @@ pub(crate) fn answers_blocked(start: usize, end: usize, h: &Headers) -> bool {
     let Ok(ends) = endpoints(start, end, h) else {
         return false;
     };
+    if !may_be_blocked(&ends.dst) {
+        return false;
+    }
     let block = match BLOCKED.get_ptr(&ends.dst) {
         Some(block) => block,
         None => match manual_block(&ends.dst) {

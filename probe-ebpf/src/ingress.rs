@@ -19,7 +19,7 @@ use probe_common::{
 
 use crate::{
     early,
-    maps::{BLOCK_ON, BLOCKED, BLOCKED_MANUAL, RUNTIME, checked, count},
+    maps::{BLOCK_ON, BLOCKED, BLOCKED_MANUAL, RUNTIME, checked, count, may_be_blocked},
     ours::{is_ours, note_peer, take_ours},
     parse::{
         Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
@@ -37,6 +37,7 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
     // SAFETY: reading a plain global; volatile so the load-time value is used.
     if unsafe { read_volatile(&BLOCK_ON) } != 0
         && let Some(src) = source(start, end)
+        && may_be_blocked(&src)
         && blocked(start, end, &src)
     {
         count(Counter::Blocked);

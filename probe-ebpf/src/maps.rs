@@ -1,18 +1,23 @@
 //! The maps and load-time globals both programs share, with their sizes, and the small
 //! helpers that read them: the table masks and the per-CPU counters.
 
-use core::ptr::{read_volatile, write_volatile};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_or},
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    ALLOW_ENTRIES, BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, Block, Counter, EVENTS_BYTES,
-    EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER, HOME_TRIE_ENTRIES, HomeNets, LOCAL_ENTRIES, OURS_ENTRIES,
-    OUTCOMES_ENTRIES, OutcomeKey, PEERS_ENTRIES, PENDING_ENTRIES, PENDING_REGION_SHIFT,
-    PENDING_STATS_ENTRIES, PROTECTED_ENTRIES, Pending, ProbeEvent, Protection, REGION_FLAGS,
-    RUNTIME_ENTRIES, pending_region_entries,
+    ALLOW_ENTRIES, BLOCK_FILTER_ENTRIES, BLOCK_FILTER_WORDS, BLOCKED_ENTRIES,
+    BLOCKED_MANUAL_ENTRIES, Block, Counter, EVENTS_BYTES, EXPIRE_AFTER as DEFAULT_EXPIRE_AFTER,
+    HOME_TRIE_ENTRIES, HomeNets, LOCAL_ENTRIES, OURS_ENTRIES, OUTCOMES_ENTRIES, OutcomeKey,
+    PEERS_ENTRIES, PENDING_ENTRIES, PENDING_REGION_SHIFT, PENDING_STATS_ENTRIES, PROTECTED_ENTRIES,
+    Pending, ProbeEvent, Protection, REGION_FLAGS, RUNTIME_BLOCK_FILTER_HALF, RUNTIME_ENTRIES,
+    block_filter_slot, pending_region_entries,
 };
 
 use crate::parse::{Addr, Malformed};
@@ -31,6 +36,13 @@ pub(crate) static BLOCKED: LruHashMap<Addr, Block> =
 #[map]
 pub(crate) static BLOCKED_MANUAL: HashMap<Addr, Block> =
     HashMap::with_max_entries(BLOCKED_MANUAL_ENTRIES, 0);
+
+/// The sources the block lists may hold, a bit each, in two halves (see
+/// [`probe_common::BLOCK_FILTER_MAP`]); mmapable, so that userspace sets bits with atomic
+/// operations as the kernel does.
+#[map]
+pub(crate) static BLOCK_FILTER: Array<u64> =
+    Array::with_max_entries(BLOCK_FILTER_ENTRIES, BPF_F_MMAPABLE);
 
 /// Settings userspace changes while running (indices in probe_common).
 #[map]
@@ -246,4 +258,35 @@ pub(crate) fn checked<T>(parsed: Result<T, Malformed>) -> Result<T, Malformed> {
         count(Counter::Malformed);
     }
     parsed
+}
+
+/// The word of `BLOCK_FILTER`'s half in force that holds `addr`'s bit, and the bit.
+#[inline(always)]
+fn block_filter_word(addr: &Addr) -> Option<(*mut u64, u64)> {
+    // SAFETY: a pointer from a successful lookup of an array slot, read once.
+    let half = RUNTIME
+        .get_ptr(RUNTIME_BLOCK_FILTER_HALF)
+        .map_or(0, |h| unsafe { read_volatile(h) } & 1);
+    let (word, bit) = block_filter_slot(addr.0);
+    let word = BLOCK_FILTER.get_ptr_mut(half * BLOCK_FILTER_WORDS + word)?;
+    Some((word, bit))
+}
+
+/// False when `addr` is certainly in neither block list (its bit in `BLOCK_FILTER` is
+/// clear); true when it may be.
+#[inline(always)]
+pub(crate) fn may_be_blocked(addr: &Addr) -> bool {
+    // SAFETY: an array slot from a successful lookup, valid for this run; read once.
+    block_filter_word(addr).is_none_or(|(word, bit)| unsafe { read_volatile(word) } & bit != 0)
+}
+
+/// Sets `addr`'s bit in `BLOCK_FILTER` (after its block was written, so that a frame that
+/// finds the bit finds the block).
+#[inline(always)]
+pub(crate) fn note_blocked(addr: &Addr) {
+    if let Some((word, bit)) = block_filter_word(addr) {
+        // SAFETY: an array slot from a successful lookup, valid for this run; other CPUs
+        // and userspace only OR bits in atomically, or rewrite the half not in force.
+        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, bit) };
+    }
 }

@@ -25,10 +25,13 @@ use probe_common::{Counter, EVENTS_MAP};
 use probe_userspace::{
     kernel::{self, KernelConfig},
     net::cidr::Cidr,
+    policy::{block::Blocker, budget::BudgetConfig, protect::BlockPolicy},
 };
 
 /// Runs of each replayed packet per round.
 const REPEAT: u32 = 200_000;
+/// Blocks in force for the `--block` rows.
+const BLOCKED_BLOCKS: u16 = 1_000;
 /// Rounds per path; the median is reported.
 const ROUNDS: usize = 7;
 /// Distinct packets per round for the paths that need a new flow each time.
@@ -224,17 +227,38 @@ fn main() -> anyhow::Result<()> {
         |round, i| verdict_frames(ingress, egress, round, i, true),
         &mut ring,
     )?);
-    // With `--block`: XDP looks up BLOCKED for every frame, and the verdict blocks.
+    // With `--block`, BLOCKED_BLOCKS blocks in force (made by hand, as the daemon makes
+    // them): XDP and TC test each source's bit in the block filter, and look the lists up
+    // only for the sources whose bit is set; the verdict blocks.
     {
-        let (blocking, mut blocking_ring) = open(&KernelConfig {
+        let (mut blocking, mut blocking_ring) = open(&KernelConfig {
             block: true,
             block_rate: 1_000_000,
             ..config.clone()
         })?;
+        let mut blocker = Blocker::new(
+            &mut blocking,
+            BlockPolicy {
+                ttl: std::time::Duration::from_secs(3600),
+                block_spoofed: false,
+                never: Vec::new(),
+            },
+            BudgetConfig::default(),
+        )?;
+        let now = probe_userspace::clock::monotonic_now();
+        for n in 0..BLOCKED_BLOCKS {
+            blocker.add(v4([198, 20, (n >> 8) as u8, n as u8]), None, now)?;
+        }
         let ingress = Prog::Xdp(xdp(&blocking, probe_common::XDP_PROGRAM)?);
         let egress = Prog::Tc(tc(&blocking, probe_common::TC_PROGRAM)?);
         let trivial_xdp = Prog::Xdp(xdp(&blocking, "bench_xdp_pass")?);
         let trivial_tc = Prog::Tc(tc(&blocking, "bench_tc_ok")?);
+        rows.push(repeated(
+            "established-flow ACK, 100 B payload, --block",
+            ingress,
+            trivial_xdp,
+            &established,
+        )?);
         rows.push(distinct(
             "new SYN, IPv4, --block",
             ingress,
@@ -246,6 +270,13 @@ fn main() -> anyhow::Result<()> {
             ingress,
             trivial_xdp,
             |round, i| Ok(vec![new_syn(round, i, true)]),
+        )?);
+        rows.push(distinct_with(
+            "egress RST settling a pending SYN (a new source's first failure: held), --block",
+            egress,
+            trivial_tc,
+            |round, i| refused(ingress, new_source_probe(round, i)),
+            &mut blocking_ring,
         )?);
         rows.push(distinct_with(
             "egress RST to a blocked source (the answer dropped), --block",
@@ -619,8 +650,17 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
             " ns",
         ),
         ("new SYN, IPv6", LINE_RATE, 67.0, Row::net, " ns"),
+        ("new SYN, IPv4, --block", LINE_RATE, 67.0, Row::net, " ns"),
+        ("new SYN, IPv6, --block", LINE_RATE, 67.0, Row::net, " ns"),
         (
             "established-flow ACK, 100 B payload",
+            COMMON,
+            1.3,
+            Row::ratio,
+            "x",
+        ),
+        (
+            "established-flow ACK, 100 B payload, --block",
             COMMON,
             1.3,
             Row::ratio,
@@ -629,6 +669,13 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
         ("egress established-flow ACK", COMMON, 1.3, Row::ratio, "x"),
         (
             "egress RST settling a pending SYN (a new source's first failure: held)",
+            QUIET,
+            200.0,
+            Row::net,
+            " ns",
+        ),
+        (
+            "egress RST settling a pending SYN (a new source's first failure: held), --block",
             QUIET,
             200.0,
             Row::net,

@@ -25,8 +25,9 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, MapError, lpm_trie::Key},
 };
 use probe_common::{
-    BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, BLOCKED_MANUAL_MAP, BLOCKED_MAP, Block, PEERS_MAP,
-    PROTECTED_ENTRIES, PROTECTED_MAP, Protection, RUNTIME_MANUAL_BLOCKS, RUNTIME_MAP, protect,
+    BLOCK_FILTER_MAP, BLOCKED_ENTRIES, BLOCKED_MANUAL_ENTRIES, BLOCKED_MANUAL_MAP, BLOCKED_MAP,
+    Block, PEERS_MAP, PROTECTED_ENTRIES, PROTECTED_MAP, Protection, RUNTIME_MANUAL_BLOCKS,
+    RUNTIME_MAP, protect,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,7 @@ use crate::{
     detect::ScanAlert,
     net::cidr::Cidr,
     policy::{
+        block_filter::{BlockFilter, FilterError},
         budget::{Budget, BudgetConfig, Refusal},
         protect::{
             Asker, BlockPolicy, Spared, applies, canonical, mapped_source, not_a_host, unverified,
@@ -66,6 +68,9 @@ pub enum BlockError {
     /// The kernel refused.
     #[error("the kernel's block list: {0}")]
     Map(#[from] MapError),
+    /// The kernel's block filter could not be shared or switched.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
 }
 
 /// One block, as listed.
@@ -179,6 +184,10 @@ pub struct Blocker {
     automatic_map: HashMap<MapData, [u8; 16], Block>,
     manual_map: HashMap<MapData, [u8; 16], Block>,
     runtime: Array<MapData, u32>,
+    /// The bit per source XDP and TC test before they look the lists up.
+    filter: BlockFilter,
+    /// A block was lifted or expired since the filter was last rebuilt: its bit is stale.
+    filter_stale: bool,
     protected: LpmTrie<MapData, [u8; 16], Protection>,
     peers: HashMap<MapData, [u8; 16], u64>,
     policy: BlockPolicy,
@@ -207,12 +216,15 @@ impl Blocker {
         let automatic_map = HashMap::try_from(take(BLOCKED_MAP)?)?;
         let manual_map = HashMap::try_from(take(BLOCKED_MANUAL_MAP)?)?;
         let runtime = Array::try_from(take(RUNTIME_MAP)?)?;
+        let filter = BlockFilter::new(take(BLOCK_FILTER_MAP)?)?;
         let protected = LpmTrie::try_from(take(PROTECTED_MAP)?)?;
         let peers = HashMap::try_from(take(PEERS_MAP)?)?;
         let mut blocker = Self {
             automatic_map,
             manual_map,
             runtime,
+            filter,
+            filter_stale: false,
             protected,
             peers,
             policy: BlockPolicy {
@@ -437,6 +449,7 @@ impl Blocker {
             });
         if let Some(why) = why {
             remove_key(&mut self.automatic_map, &key(addr))?;
+            self.filter_stale = true;
             self.stats.lifted += 1;
             return Ok(Some(why));
         }
@@ -529,6 +542,7 @@ impl Blocker {
             packets,
         };
         self.manual_map.insert(&key, &block, 0)?;
+        self.filter.add(&key);
         self.manual.insert(addr, until);
         if self.automatic.remove(&addr).is_some() {
             let _ = self.automatic_map.remove(&key);
@@ -568,6 +582,7 @@ impl Blocker {
         {
             self.automatic.remove(&soonest);
             let _ = self.automatic_map.remove(&key(soonest));
+            self.filter_stale = true;
             self.budget.release(soonest);
             self.stats.evicted += 1;
         }
@@ -579,6 +594,7 @@ impl Blocker {
             packets,
         };
         self.automatic_map.insert(&key, &block, 0)?;
+        self.filter.add(&key);
         self.automatic.insert(addr, until);
         self.stats.made += 1;
         Ok(())
@@ -605,6 +621,7 @@ impl Blocker {
             self.write_manual_count()?;
         }
         lifted |= remove_key(&mut self.manual_map, &key)?;
+        self.filter_stale |= lifted;
         Ok(lifted)
     }
 
@@ -621,8 +638,41 @@ impl Blocker {
         for addr in lifted {
             self.automatic.remove(&addr);
             self.budget.release(addr);
+            self.filter_stale = true;
         }
         self.expire(now);
+        if self.filter_stale
+            && let Err(err) = self.rebuild_filter()
+        {
+            log::warn!("{err}: lifted blocks keep costing their sources a lookup");
+        }
+    }
+
+    /// Clears the block filter's stale bits (see [`BlockFilter::rebuild`]): every key of
+    /// both lists, the kernel's read again after the switch.
+    fn rebuild_filter(&mut self) -> Result<(), BlockError> {
+        let keys: Vec<[u8; 16]> = self
+            .automatic_map
+            .keys()
+            .chain(self.manual_map.keys())
+            .filter_map(Result::ok)
+            .collect();
+        let count = keys.len();
+        let automatic_map = &self.automatic_map;
+        self.filter.rebuild(keys, &mut self.runtime, || {
+            automatic_map.keys().filter_map(Result::ok).collect()
+        })?;
+        self.filter_stale = false;
+        log::debug!(
+            "block filter rebuilt from {count} blocks: {} bits set",
+            self.filter.bits_set()
+        );
+        Ok(())
+    }
+
+    /// True when the block filter lets XDP and TC look `addr` up (its bit is set).
+    pub fn filter_contains(&self, addr: IpAddr) -> bool {
+        self.filter.contains(&key(addr))
     }
 
     /// Forgets the blocks whose time is up, removing the kernel's entries (the kernel
@@ -639,6 +689,7 @@ impl Blocker {
             self.automatic.remove(&addr);
             self.budget.release(addr);
             let _ = self.automatic_map.remove(&key(addr));
+            self.filter_stale = true;
         }
         let ended: Vec<IpAddr> = self
             .manual
@@ -651,6 +702,7 @@ impl Blocker {
                 self.manual.remove(&addr);
                 let _ = self.manual_map.remove(&key(addr));
             }
+            self.filter_stale = true;
             let _ = self.write_manual_count();
         }
     }

@@ -478,3 +478,45 @@ fn userspace_lifts_a_kernel_block_its_policy_would_not_make() {
     assert_eq!(h.xdp_verdict(&frame(decoy)), XDP_PASS);
     assert_eq!(h.xdp_verdict(&frame(tracer)), XDP_PASS);
 }
+
+#[test]
+fn the_block_filter_holds_every_block_and_forgets_lifted_ones() {
+    if !require_root("the_block_filter_holds_every_block_and_forgets_lifted_ones") {
+        return;
+    }
+    let (mut h, mut blocker) = blocking(BudgetConfig {
+        rate: 100.0,
+        burst: 100.0,
+        prefix_cap: 100,
+    });
+    let now = clock::monotonic_now();
+    let frame = |src| Frame::tcp(src, 41_400, victim(), 9, SYN, 9).bytes();
+    // A block the kernel made on its verdict set its bit, seen through the shared map.
+    let (kernel_made, by_hand, never) = (
+        v4([198, 18, 12, 1]),
+        v4([198, 18, 12, 2]),
+        v4([198, 18, 12, 3]),
+    );
+    assert!(four_refused(&mut h, kernel_made).kernel_blocked);
+    assert!(blocker.filter_contains(kernel_made));
+    blocker.add(by_hand, None, now).unwrap();
+    assert!(blocker.filter_contains(by_hand));
+    assert!(!blocker.filter_contains(never));
+    assert_eq!(h.xdp_verdict(&frame(by_hand)), XDP_DROP);
+    // Lifted: its bit goes at the next sweep, which builds the other half from the lists
+    // (the kernel's block, never reviewed here, included) and puts it in force.
+    assert!(blocker.remove(by_hand).unwrap());
+    blocker.sweep(now);
+    assert!(!blocker.filter_contains(by_hand));
+    assert!(blocker.filter_contains(kernel_made));
+    assert_eq!(h.xdp_verdict(&frame(by_hand)), XDP_PASS);
+    assert_eq!(h.xdp_verdict(&frame(kernel_made)), XDP_DROP);
+    // The kernel reads and writes the half now in force.
+    let later = v4([198, 18, 12, 4]);
+    assert!(four_refused(&mut h, later).kernel_blocked);
+    assert!(blocker.filter_contains(later));
+    assert_eq!(h.xdp_verdict(&frame(later)), XDP_DROP);
+    blocker.add(by_hand, None, now).unwrap();
+    assert_eq!(h.xdp_verdict(&frame(by_hand)), XDP_DROP);
+    assert_eq!(h.xdp_verdict(&frame(never)), XDP_PASS);
+}
