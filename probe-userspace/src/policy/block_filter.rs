@@ -76,13 +76,18 @@ impl BlockFilter {
         })
     }
 
+    /// Word `i` of half `half`.
+    fn at(&self, half: u32, i: u32) -> &AtomicU64 {
+        let index = (half & 1) * BLOCK_FILTER_WORDS + (i & (BLOCK_FILTER_WORDS - 1));
+        // SAFETY: masked, `index` is below BLOCK_FILTER_ENTRIES, the mapping's length in
+        // words; the mapping lives as long as `self`.
+        unsafe { self.words.add(index as usize).as_ref() }
+    }
+
+    /// The word of `key`'s bit in half `half`, and the bit.
     fn word(&self, half: u32, key: &[u8; 16]) -> (&AtomicU64, u64) {
         let (word, bit) = block_filter_slot(words_of(key));
-        let index = (half * BLOCK_FILTER_WORDS + word) as usize;
-        debug_assert!(index < BLOCK_FILTER_ENTRIES as usize);
-        // SAFETY: `index` is below the mapping's length (a word below BLOCK_FILTER_WORDS
-        // in half 0 or 1); the mapping lives as long as `self`.
-        (unsafe { self.words.add(index).as_ref() }, bit)
+        (self.at(half, word), bit)
     }
 
     /// Sets the bit of `key` (a block list's key) in the half in force. Call after the
@@ -101,15 +106,7 @@ impl BlockFilter {
     /// Bits set in the half in force.
     pub fn bits_set(&self) -> u32 {
         (0..BLOCK_FILTER_WORDS)
-            .map(|i| {
-                // SAFETY: as in `word`.
-                let word = unsafe {
-                    self.words
-                        .add((self.half * BLOCK_FILTER_WORDS + i) as usize)
-                        .as_ref()
-                };
-                word.load(Ordering::Relaxed).count_ones()
-            })
+            .map(|i| self.at(self.half, i).load(Ordering::Relaxed).count_ones())
             .sum()
     }
 
@@ -124,15 +121,10 @@ impl BlockFilter {
         later: impl FnOnce() -> Vec<[u8; 16]>,
     ) -> Result<(), FilterError> {
         let next = self.half ^ 1;
+        // No program writes the half not in force: the last one that read it as in force
+        // ended long before (see below).
         for i in 0..BLOCK_FILTER_WORDS {
-            // SAFETY: as in `word`. No program writes the half not in force: the last one
-            // that read it as in force ended long before (see below).
-            unsafe {
-                self.words
-                    .add((next * BLOCK_FILTER_WORDS + i) as usize)
-                    .as_ref()
-            }
-            .store(0, Ordering::SeqCst);
+            self.at(next, i).store(0, Ordering::SeqCst);
         }
         for key in keys {
             let (word, bit) = self.word(next, &key);
