@@ -26,7 +26,7 @@ use crate::{
     ours::host_slot,
     parse::Addr,
     summary::{COUNTED, REPEAT, summarize, summarizing},
-    suspects::{UNDECIDED, VERDICT, mark_decided, step, step_decided},
+    suspects::{UNDECIDED, VERDICT, known, mark_decided, step, step_decided},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -85,8 +85,11 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         zero(&raw mut (*slot)._pad);
         &*slot
     };
-    // A repeat: a lookup and an atomic add (an exempt outcome is never in the table).
-    if let Some(repeats) = OUTCOMES.get_ptr_mut(key) {
+    // A repeat: a lookup and an atomic add (an exempt outcome is never in the table), for
+    // a source the sequential test knows: a new one has nothing on record (see `known`).
+    if known(pending)
+        && let Some(repeats) = OUTCOMES.get_ptr_mut(key)
+    {
         // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
         // values are) and valid for the program's duration; other CPUs only add atomically.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats, 1) };
@@ -134,7 +137,10 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
             count(Counter::HeldReleased);
         }
     }
-    // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event.
+    // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event; and
+    // a source new to the test that the table still remembers on this key (its walk idled,
+    // or a flood pushed it out of the cache) made this outcome before: no event, though its
+    // new walk took the step (see `known`).
     if OUTCOMES.insert(key, &1, u64::from(BPF_NOEXIST)).is_err() {
         return back;
     }

@@ -190,6 +190,25 @@ impl Standing {
     }
 }
 
+/// True when the source of `pending` has a walk in the cache that has not idled. `report`
+/// asks first, and looks for a repeat in `OUTCOMES` (a keyed hash and a random bucket)
+/// only for such a source: a new source's outcome, every forged one's in a flood, skips
+/// it; the look into `SUSPECTS` here is the one [`step`] makes next. A source the cache
+/// forgot (its walk idled, or a flood pushed it out) whose outcome `OUTCOMES` still holds
+/// takes a step for it that the userspace test, sent no event, does not: one step at
+/// most each time the cache forgets it, since the step makes it known again. Not inlined:
+/// its locals stay out of `report`'s frame.
+#[inline(never)]
+pub(crate) fn known(pending: &Pending) -> bool {
+    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+        return true;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run, read once.
+    let set = unsafe { read_volatile(set) };
+    set.iter()
+        .any(|&cell| suspect::tag(cell) == tag && !idle(cell, epoch, idle_after))
+}
+
 /// Moves the walk of the source of `pending` one step, up for a first failure and down for
 /// a first success; returns where the source stands. A decided source's step only counts
 /// the failure and keeps the cell from idling. First outcomes are `report`'s: a failure

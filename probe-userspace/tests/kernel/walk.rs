@@ -120,6 +120,8 @@ fn an_ipv6_source_is_its_64_and_an_idle_source_starts_over() {
         verdicts(&mut h, other, &[(1, false), (2, false), (3, false)]),
         [false; 3]
     );
+    // A port again is a repeat: no event.
+    assert!(contact(&mut h, other, victim(), 2, false).is_none());
     for _ in 0..6001 {
         h.expire();
     }
