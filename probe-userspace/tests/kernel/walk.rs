@@ -113,15 +113,17 @@ fn an_ipv6_source_is_its_64_and_an_idle_source_starts_over() {
         })
         .collect();
     assert_eq!(seen, [false, false, false, true]);
-    // Another source: three failures, then 6 001 sweeps of quiet, then three more: no
-    // verdict (it started over); a fourth: the verdict.
+    // Another source: three failures, then 6 001 sweeps of quiet (its verdict idles too),
+    // then three more: no verdict (it started over); a fourth: the verdict.
     let other = v4([198, 18, 0, 77]);
     assert_eq!(
         verdicts(&mut h, other, &[(1, false), (2, false), (3, false)]),
         [false; 3]
     );
-    // A port again is a repeat: no event.
+    // A port again is a repeat: no event, and no step (a known source's repeat is looked
+    // up in OUTCOMES): the next new port is the fourth first failure, the verdict.
     assert!(contact(&mut h, other, victim(), 2, false).is_none());
+    assert_eq!(verdicts(&mut h, other, &[(8, false)]), [true]);
     for _ in 0..6001 {
         h.expire();
     }
