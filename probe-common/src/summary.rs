@@ -26,7 +26,8 @@ pub const SUMMARIZE_GLOBAL: &str = "SUMMARIZE";
 pub const HOLD_ON_GLOBAL: &str = "HOLD_ON";
 /// Global (`u32`): 1 when held first failures are copied to the `FLEET` ring (`--fleet`).
 pub const FLEET_ON_GLOBAL: &str = "FLEET_ON";
-/// Slots of `HELD`, the held first failures (72 B each: 4.5 MiB), direct-mapped by source.
+/// Slots of `HELD`, the held first failures (64 B each, a cache line: 4 MiB), direct-mapped
+/// by source.
 pub const HELD_SLOTS: u32 = 65_536;
 /// Slots of `CROWDS`, the per-target counts of one-probe failures (16 B each: 1 MiB).
 pub const CROWD_SLOTS: u32 = 65_536;

@@ -15,7 +15,7 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, RingBuf},
@@ -23,24 +23,21 @@ use aya_ebpf::{
 use probe_common::{CROWD_SLOTS, Counter, FLEET_BYTES, HELD_SLOTS, Outcome, Pending, ProbeEvent};
 
 use crate::{
-    maps::{EPOCH, EVENTS, KEY_SCRATCH, OUTCOMES, count, zero},
+    maps::{EPOCH, EVENTS, KEY_SCRATCH, OUTCOMES, count, touch, zero},
     parse::Addr,
     pending::Flow,
     report::{wakeup_flags, write_event},
-    suspects::unit,
+    suspects::Source,
 };
 
-/// A held first failure: the event it would have been, and its source's tag (0: empty).
-#[repr(C)]
-pub(crate) struct Held {
-    event: ProbeEvent,
-    tag: u32,
-    _pad: u32,
-}
-
-/// First failures held, direct-mapped by source ([`HELD_SLOTS`] slots of 72 B).
+/// First failures held, direct-mapped by source: [`HELD_SLOTS`] slots of one
+/// [`ProbeEvent`] each, 64 B, the size of a cache line. Mmapable only for its layout: such
+/// an array's values start on a page, so that each slot is one line (a held failure's
+/// look-up, write and release touch one line, not two). An empty slot's `timestamp_ns` is
+/// 0 (`bpf_ktime_get_ns` never is); a slot is its source's when its `src_addr` is of the
+/// source's unit (no tag: the address is there).
 #[map]
-static HELD: Array<Held> = Array::with_max_entries(HELD_SLOTS, 0);
+static HELD: Array<ProbeEvent> = Array::with_max_entries(HELD_SLOTS, BPF_F_MMAPABLE);
 
 /// Per target host, direct-mapped ([`CROWD_SLOTS`] slots): `[tag << 32 | epoch << 16 |
 /// sent, ports]`, the window's start in sweeps, the one-probe failures sent in it, and a
@@ -75,9 +72,7 @@ pub(crate) static CROWD_EPOCHS: u16 = 10;
 #[unsafe(no_mangle)]
 pub(crate) static CROWD_EVENTS: u16 = 256;
 
-/// Mixed into the tag so that `HELD` tags differ from other tables' for one source.
-const HELD_ID: u32 = 0x4e1d_f1a7;
-/// Likewise for `CROWDS`.
+/// Mixed into the tag so that `CROWDS` tags differ from other tables' for one host.
 const CROWD_ID: u32 = 0xc20d_5e75;
 
 /// True when first failures are held at all.
@@ -91,34 +86,31 @@ pub(crate) fn holding() -> bool {
 /// crowd whose failures are sent; false when the caller sends it. Not inlined: its locals
 /// stay out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn hold(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> bool {
+pub(crate) fn hold(
+    pending: &Pending,
+    source: Source,
+    outcome: Outcome,
+    icmp_type: u8,
+    icmp_code: u8,
+) -> bool {
     if crowded(pending) {
         count(Counter::CrowdSent);
         return false;
     }
-    let (index, tag) = unit(pending).slot(HELD_ID, HELD_SLOTS - 1);
-    let Some(slot) = HELD.get_ptr_mut(index) else {
+    let Some(slot) = HELD.get_ptr_mut(held_index(source)) else {
         return false;
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: array slot from a successful lookup, valid for the program's run; its event
     // written whole by `write_event`. A racing CPU holding another source in the same
-    // slot can tear it: the tag then names one source and the event may be the other's,
-    // a race of nanoseconds.
+    // slot can tear it: the event may then mix the two sources' fields, a race of
+    // nanoseconds.
     unsafe {
-        if (*slot).tag != 0 {
+        if read_volatile(&raw const (*slot).timestamp_ns) != 0 {
             count(Counter::HeldOverwritten);
         }
-        write_event(
-            &raw mut (*slot).event,
-            pending,
-            (outcome, icmp_type, icmp_code),
-            0,
-            now,
-        );
-        (&raw mut (*slot)._pad).write(0);
-        (&raw mut (*slot).tag).write(tag);
+        write_event(slot, pending, (outcome, icmp_type, icmp_code), 0, now);
     }
     count(Counter::Held);
     // SAFETY: reading a plain global; volatile so the load-time value is used.
@@ -155,23 +147,26 @@ fn export(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8, now
 /// (its second first failure is about to be sent). Not inlined: its locals stay out of
 /// `report`'s frame. Returns whether it sent one.
 #[inline(never)]
-pub(crate) fn release(pending: &Pending) -> bool {
-    let (index, tag) = unit(pending).slot(HELD_ID, HELD_SLOTS - 1);
-    let Some(slot) = HELD.get_ptr_mut(index) else {
+pub(crate) fn release(pending: &Pending, source: Source) -> bool {
+    let Some(slot) = HELD.get_ptr_mut(held_index(source)) else {
         return false;
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run.
-    if unsafe { (*slot).tag } != tag {
+    if !unsafe { holds(slot, pending) } {
         return false;
     }
+    // Emptied first, so that a release that fails below does not send it later; its time
+    // is kept for the record.
     // SAFETY: as above.
-    unsafe { (*slot).tag = 0 };
+    let held_at = unsafe { read_volatile(&raw const (*slot).timestamp_ns) };
+    // SAFETY: as above.
+    unsafe { write_volatile(&raw mut (*slot).timestamp_ns, 0) };
     // Into OUTCOMES now, as every first outcome sent is, so that its repeats are repeats.
     if let Some(key) = KEY_SCRATCH.get_ptr_mut(1) {
         // SAFETY: a per-CPU slot from a successful lookup, ours alone for this run; every
         // field written before the key is read; the slot's event read in place.
         unsafe {
-            let event = &raw const (*slot).event;
+            let event = slot.cast_const();
             (&raw mut (*key).src_addr).write((*event).src_addr);
             (&raw mut (*key).dst_addr).write((*event).dst_addr);
             (&raw mut (*key).dst_port).write((*event).dst_port);
@@ -191,10 +186,11 @@ pub(crate) fn release(pending: &Pending) -> bool {
     let to = entry.as_mut_ptr().cast::<u64>();
     // SAFETY: `to` points to the reserved record of size_of::<ProbeEvent>() bytes (8-byte
     // aligned: ring records are), and the slot's event is as long and as aligned; copied
-    // a word at a time, every byte.
+    // a word at a time, every byte: its time (the first word, emptied above) as it was.
     unsafe {
-        let from = (&raw const (*slot).event).cast::<u64>();
-        for word in 0..size_of::<ProbeEvent>() / 8 {
+        let from = slot.cast_const().cast::<u64>();
+        write_volatile(to, held_at);
+        for word in 1..size_of::<ProbeEvent>() / 8 {
             // Volatile: a loop of plain copies would become a call to a byte-wise memmove.
             write_volatile(to.add(word), read_volatile(from.add(word)));
         }
@@ -208,22 +204,59 @@ pub(crate) fn release(pending: &Pending) -> bool {
 /// (same address, host, port, kind and outcome): a repeat. Not inlined: its locals stay
 /// out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn held_repeat(pending: &Pending, outcome: Outcome) -> bool {
-    let (index, tag) = unit(pending).slot(HELD_ID, HELD_SLOTS - 1);
-    let Some(slot) = HELD.get_ptr(index) else {
+pub(crate) fn held_repeat(pending: &Pending, source: Source, outcome: Outcome) -> bool {
+    let Some(slot) = HELD.get_ptr(held_index(source)) else {
         return false;
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run; read only.
     unsafe {
-        let event = &raw const (*slot).event;
-        (*slot).tag == tag
-            && (*event).src_addr == pending.remote
-            && (*event).dst_addr == pending.local
-            && (*event).dst_port == pending.local_port
-            && (*event).proto == pending.proto
-            && (*event).probe == pending.probe
-            && (*event).outcome == outcome as u8
+        read_volatile(&raw const (*slot).timestamp_ns) != 0
+            && (*slot).src_addr == pending.remote
+            && (*slot).dst_addr == pending.local
+            && (*slot).dst_port == pending.local_port
+            && (*slot).proto == pending.proto
+            && (*slot).probe == pending.probe
+            && (*slot).outcome == outcome as u8
     }
+}
+
+/// The `HELD` slot of `source`.
+#[inline(always)]
+pub(crate) fn held_index(source: Source) -> u32 {
+    source.slot(0, HELD_SLOTS - 1).0
+}
+
+/// Starts the load of the `HELD` slot of `source`, which [`held_repeat`] reads after the
+/// look into `SUSPECTS` (see [`touch`]).
+#[inline(always)]
+pub(crate) fn touch_held(source: Source) {
+    if let Some(slot) = HELD.get_ptr(held_index(source)) {
+        // SAFETY: array slot from a successful lookup, valid for the program's run.
+        unsafe { touch(slot) };
+    }
+}
+
+/// True when the `HELD` slot at `slot` holds a failure of the source of `pending`: it is
+/// not empty and its address is of the source's unit (the address, or its /64).
+///
+/// # Safety
+///
+/// `slot` points to a `HELD` slot, valid for the program's run.
+#[inline(always)]
+unsafe fn holds(slot: *const ProbeEvent, pending: &Pending) -> bool {
+    // SAFETY: the caller's promise; read only.
+    let (at, src, version) = unsafe {
+        (
+            read_volatile(&raw const (*slot).timestamp_ns),
+            Addr::from_bytes((*slot).src_addr),
+            (*slot).ip_version,
+        )
+    };
+    let remote = Addr::from_bytes(pending.remote);
+    at != 0
+        && version == pending.ip_version
+        && src.0[0] == remote.0[0]
+        && (version == 6 || src.0[1] == remote.0[1])
 }
 
 /// Notes a one-probe failure on the target of `pending`; true when the target is a crowd

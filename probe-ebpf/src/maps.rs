@@ -251,6 +251,21 @@ pub(crate) fn count(counter: Counter) {
     }
 }
 
+/// Starts loading the cache line at `p` without waiting for it: BPF has no prefetch
+/// instruction, but a volatile read whose value goes unused is still issued, and the CPU
+/// runs on while it is outstanding. Used where two random lines of large tables are
+/// needed one after the other (a source's `SUSPECTS` set and its `HELD` slot): the second
+/// miss then overlaps the first instead of following it.
+///
+/// # Safety
+///
+/// `p` is valid for reads (a map value from a successful lookup).
+#[inline(always)]
+pub(crate) unsafe fn touch<T>(p: *const T) {
+    // SAFETY: the caller's promise.
+    let _ = unsafe { read_volatile(p.cast::<u8>()) };
+}
+
 /// Passes a parse result on, counting frames we could not read.
 #[inline(always)]
 pub(crate) fn checked<T>(parsed: Result<T, Malformed>) -> Result<T, Malformed> {

@@ -370,6 +370,14 @@ impl Flow {
     /// be computed in advance, then one finaliser: 6 dependent multiplies on the per-SYN path.
     #[inline(always)]
     pub(crate) fn slot(&self, id: u32, mask: u32) -> (u32, u32) {
+        split(self.hash(), id, mask)
+    }
+
+    /// This flow's keyed hash, which [`split`] makes into a slot and a tag: computed once
+    /// where several tables are looked up for one flow (a source's `SUSPECTS` set and
+    /// `HELD` slot).
+    #[inline(always)]
+    pub(crate) fn hash(&self) -> u64 {
         let [r0, r1] = self.remote.0;
         let [l0, l1] = self.local.0;
         let ports = (u64::from(self.proto) << 32)
@@ -383,11 +391,18 @@ impl Flow {
                 .rotate_left(29);
         }
         h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
-        h ^= h >> 32;
-        let index = (h as u32) & mask;
-        // Multiplying by an odd constant is a bijection: two ids of one flow never share a
-        // tag (but for the low bit, which marks the slot as used).
-        let tag = ((h >> 32) as u32 ^ id.wrapping_mul(0x9e37_79b1)) | 1;
-        (index, tag)
+        h ^ (h >> 32)
     }
+}
+
+/// The slot index (masked by `mask`) and the tag of a flow of hash `h` ([`Flow::hash`]),
+/// for the table that mixes `id` into its tags. The low half of the hash indexes, so the
+/// tables of one source agree on its slot's low bits; the high half, with `id`, tags.
+#[inline(always)]
+pub(crate) fn split(h: u64, id: u32, mask: u32) -> (u32, u32) {
+    let index = (h as u32) & mask;
+    // Multiplying by an odd constant is a bijection: two ids of one flow never share a
+    // tag (but for the low bit, which marks the slot as used).
+    let tag = ((h >> 32) as u32 ^ id.wrapping_mul(0x9e37_79b1)) | 1;
+    (index, tag)
 }

@@ -17,7 +17,7 @@ use probe_common::{Counter, Outcome, OutcomeKey, Pending, ProbeEvent};
 
 use crate::{
     autoblock::block_scanner,
-    hold::{held_repeat, hold, holding, release},
+    hold::{held_repeat, hold, holding, release, touch_held},
     maps::{
         ALLOW_RULES, ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS,
         CONTACTED, EPOCH, EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey,
@@ -26,7 +26,7 @@ use crate::{
     ours::host_slot,
     parse::Addr,
     summary::{COUNTED, REPEAT, summarize, summarizing},
-    suspects::{UNDECIDED, VERDICT, known, mark_decided, step, step_decided},
+    suspects::{Source, UNDECIDED, VERDICT, known, mark_decided, step, step_decided},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -50,7 +50,9 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     // list; a scanner's probes of our high ports count even after we contacted it). Its
     // walk still steps, so that it does not idle. A full summary map sends the outcome the
     // usual way.
-    if summarizing() && step_decided(pending, !accepted) {
+    // The source's unit hashed once, for every per-source table looked at below.
+    let source = Source::of(pending);
+    if summarizing() && step_decided(source, !accepted) {
         match summarize(pending, outcome, icmp_type, icmp_code) {
             COUNTED => {
                 count(failure);
@@ -87,7 +89,12 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     };
     // A repeat: a lookup and an atomic add (an exempt outcome is never in the table), for
     // a source the sequential test knows: a new one has nothing on record (see `known`).
-    if known(pending)
+    let holds = !accepted && holding();
+    // A held failure's slot, read after `known` below, is loaded alongside its set.
+    if holds {
+        touch_held(source);
+    }
+    if known(source)
         && let Some(repeats) = OUTCOMES.get_ptr_mut(key)
     {
         // SAFETY: the value pointer comes from a successful lookup, is 8-byte aligned (map
@@ -111,29 +118,28 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         Exemption::None => {}
     }
     count(failure);
-    let holds = !accepted && holding();
     // A held first failure is not in OUTCOMES (the insert is most of a first outcome's
     // cost, and a forged flood is all first outcomes): its slot tells its repeats.
-    if holds && held_repeat(pending, outcome) {
+    if holds && held_repeat(pending, source, outcome) {
         count(Counter::Repeats);
         return false;
     }
     // A first outcome: the source's sequential test moves, and may decide here.
-    let standing = step(pending, !accepted);
+    let standing = step(source, !accepted);
     let back = standing.stepped_back();
     let state = standing.state();
     // Pointed at for `step_decided`, which only summaries use.
     if state != UNDECIDED && summarizing() {
-        mark_decided(pending);
+        mark_decided(source);
     }
     // A source whose only outcome is this failure: held until its second (see
     // `crate::hold`); with its second, the first goes out just before (and into OUTCOMES).
     if state == UNDECIDED && holds {
         if standing.failures() == 1 && standing.walk() == 1 {
-            if hold(pending, outcome, icmp_type, icmp_code) {
+            if hold(pending, source, outcome, icmp_type, icmp_code) {
                 return false;
             }
-        } else if standing.failures() == 2 && release(pending) {
+        } else if standing.failures() == 2 && release(pending, source) {
             count(Counter::HeldReleased);
         }
     }

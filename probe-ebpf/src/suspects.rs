@@ -31,7 +31,11 @@ use probe_common::{
     Pending, SUSPECT_SETS, SUSPECT_WAYS, WALK_BENIGN, WALK_IDLE_EPOCHS, WALK_SCAN, suspect,
 };
 
-use crate::{maps::EPOCH, parse::Addr, pending::Flow};
+use crate::{
+    maps::EPOCH,
+    parse::Addr,
+    pending::{Flow, split},
+};
 
 /// Slots of [`ARMED`]: 4 096 × 4 B = 16 KiB, read for every new attempt (it stays in the
 /// CPU's caches where `SUSPECTS`, 8 MiB, would not).
@@ -62,8 +66,8 @@ const VERDICTS_ID: u32 = 0xdec1_de0d;
 /// (or decided it). Called by `report` after the step, not by `step`: the step's frame is
 /// on the deepest call chain. A subprogram of its own for the same reason.
 #[inline(never)]
-pub(crate) fn mark_decided(pending: &Pending) {
-    let (index, tag) = unit(pending).slot(VERDICTS_ID, VERDICTS_ENTRIES - 1);
+pub(crate) fn mark_decided(source: Source) {
+    let (index, tag) = source.slot(VERDICTS_ID, VERDICTS_ENTRIES - 1);
     if let Some(slot) = VERDICTS.get_ptr_mut(index) {
         // SAFETY: array slot from a successful lookup, valid for the program's run; EPOCH
         // a plain read. A racing CPU's write makes the slot name one source or the other.
@@ -199,8 +203,8 @@ impl Standing {
 /// most each time the cache forgets it, since the step makes it known again. Not inlined:
 /// its locals stay out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn known(pending: &Pending) -> bool {
-    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+pub(crate) fn known(source: Source) -> bool {
+    let Some((set, tag, epoch, idle_after)) = locate(source) else {
         return true;
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run, read once.
@@ -215,8 +219,8 @@ pub(crate) fn known(pending: &Pending) -> bool {
 /// once per host, port and kind of probe, a success once per host. Not inlined: its
 /// locals stay out of `report`'s frame.
 #[inline(never)]
-pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
-    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+pub(crate) fn step(source: Source, failed: bool) -> Standing {
+    let Some((set, tag, epoch, idle_after)) = locate(source) else {
         return Standing::new(UNDECIDED, 0, 0);
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
@@ -277,7 +281,7 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
     let was_armed = !decided && suspect::walk(cell) == line;
     let armed = !decided && !verdict && walk == line;
     if armed != was_armed {
-        arm(&unit(pending), armed);
+        arm(source, armed);
     }
     let state = if decided {
         DECIDED
@@ -302,7 +306,8 @@ pub(crate) fn step(pending: &Pending, failed: bool) -> Standing {
 /// such resets.
 #[inline(never)]
 pub(crate) fn unstep(pending: &Pending) {
-    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+    let source = Source::of(pending);
+    let Some((set, tag, epoch, idle_after)) = locate(source) else {
         return;
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
@@ -322,7 +327,7 @@ pub(crate) fn unstep(pending: &Pending) {
         }
         *cell = suspect::pack(tag, walk, suspect::failures(value), false, epoch);
         if walk == WALK_SCAN - 1 {
-            arm(&unit(pending), true);
+            arm(source, true);
         }
         return;
     }
@@ -336,12 +341,12 @@ pub(crate) fn unstep(pending: &Pending) {
 /// sweep: past the verdict nothing reads it). Not inlined: its locals stay out of
 /// `report`'s frame.
 #[inline(never)]
-pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
+pub(crate) fn step_decided(source: Source, failed: bool) -> bool {
     // SAFETY: the global is LAST_DECIDED.
     if !unsafe { stamped_recently(&raw const LAST_DECIDED) } {
         return false;
     }
-    let (index, tag) = unit(pending).slot(VERDICTS_ID, VERDICTS_ENTRIES - 1);
+    let (index, tag) = source.slot(VERDICTS_ID, VERDICTS_ENTRIES - 1);
     let Some(slot) = VERDICTS.get_ptr_mut(index) else {
         return false;
     };
@@ -354,7 +359,7 @@ pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
     if pointed as u32 == now as u32 {
         return true;
     }
-    let decided = stamp_decided(pending, failed);
+    let decided = stamp_decided(source, failed);
     // SAFETY: as above; a racing CPU's write makes the slot name one source or the other.
     unsafe {
         write_volatile(
@@ -371,8 +376,8 @@ pub(crate) fn step_decided(pending: &Pending, failed: bool) -> bool {
 
 /// [`step_decided`]'s look into `SUSPECTS`: the judge.
 #[inline(always)]
-fn stamp_decided(pending: &Pending, failed: bool) -> bool {
-    let Some((set, tag, epoch, idle_after)) = locate(pending) else {
+fn stamp_decided(source: Source, failed: bool) -> bool {
+    let Some((set, tag, epoch, idle_after)) = locate(source) else {
         return false;
     };
     // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
@@ -396,11 +401,11 @@ fn stamp_decided(pending: &Pending, failed: bool) -> bool {
     false
 }
 
-/// Arms the source `unit` (its walk is one first failure from the verdict), or disarms it
-/// (it left that line): its `ARMED` slot. A disarm leaves another source's tag alone.
+/// Arms `source` (its walk is one first failure from the verdict), or disarms it (it left
+/// that line): its `ARMED` slot. A disarm leaves another source's tag alone.
 #[inline(always)]
-fn arm(unit: &Flow, armed: bool) {
-    let (index, tag) = unit.slot(ARMED_ID, ARMED_ENTRIES - 1);
+fn arm(source: Source, armed: bool) {
+    let (index, tag) = source.slot(ARMED_ID, ARMED_ENTRIES - 1);
     let Some(slot) = ARMED.get_ptr_mut(index) else {
         return;
     };
@@ -427,18 +432,17 @@ pub(crate) fn armed(src: &Addr, version: u8) -> bool {
     if !unsafe { stamped_recently(&raw const LAST_ARMED) } {
         return false;
     }
-    let (index, tag) = unit_of(src, version).slot(ARMED_ID, ARMED_ENTRIES - 1);
+    let (index, tag) = Source(unit_of(src, version).hash()).slot(ARMED_ID, ARMED_ENTRIES - 1);
     // SAFETY: array slot from a successful lookup, read once.
     ARMED
         .get_ptr(index)
         .is_some_and(|slot| unsafe { read_volatile(slot) } == tag)
 }
 
-/// The set of the source of `pending` in `SUSPECTS`, its tag, and the clock the cells
-/// age by: the sweep epoch and the sweeps after which a cell is idle.
+/// The set of `source` in `SUSPECTS`, its tag, and the clock the cells age by: the sweep
+/// epoch and the sweeps after which a cell is idle.
 #[inline(always)]
-fn locate(pending: &Pending) -> Option<(*mut [u64; SUSPECT_WAYS], u32, u16, u16)> {
-    let flow = unit(pending);
+fn locate(source: Source) -> Option<(*mut [u64; SUSPECT_WAYS], u32, u16, u16)> {
     // SAFETY: reading plain globals; volatile so the load-time value and the sweep's
     // latest epoch are used.
     let (mask, epoch, idle_after) = unsafe {
@@ -448,15 +452,30 @@ fn locate(pending: &Pending) -> Option<(*mut [u64; SUSPECT_WAYS], u32, u16, u16)
             read_volatile(&WALK_IDLE),
         )
     };
-    let (index, tag) = flow.slot(SUSPECT_ID, mask);
+    let (index, tag) = source.slot(SUSPECT_ID, mask);
     let set = SUSPECTS.get_ptr_mut(index)?;
     Some((set, tag, epoch, idle_after))
 }
 
-/// The source of `pending` as a flow of its own: its address, or the /64 of an IPv6 one.
-#[inline(always)]
-pub(crate) fn unit(pending: &Pending) -> Flow {
-    unit_of(&Addr::from_bytes(pending.remote), pending.ip_version)
+/// A source's unit (its address, or the /64 of an IPv6 one) hashed once ([`Flow::hash`]):
+/// what every per-source table (`SUSPECTS`, `ARMED`, `VERDICTS`, `HELD`) places it by,
+/// each with its own tag. `report` hashes an outcome's source once for all of them.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct Source(u64);
+
+impl Source {
+    /// The source of `pending`.
+    #[inline(always)]
+    pub(crate) fn of(pending: &Pending) -> Self {
+        Self(unit_of(&Addr::from_bytes(pending.remote), pending.ip_version).hash())
+    }
+
+    /// Its slot in a table of `mask` + 1 slots that mixes `id` into its tags, and its tag.
+    #[inline(always)]
+    pub(crate) fn slot(self, id: u32, mask: u32) -> (u32, u32) {
+        split(self.0, id, mask)
+    }
 }
 
 /// The unit of source `remote` of IP version `version`, as a flow of its own.
