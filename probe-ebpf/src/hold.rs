@@ -201,9 +201,9 @@ pub(crate) fn release(pending: &Pending, source: Source) -> bool {
 }
 
 /// True when the held first failure of the source of `pending` is this very outcome
-/// (same address, host, port, kind and outcome): a repeat. Not inlined: its locals stay
-/// out of `report`'s frame.
-#[inline(never)]
+/// (same address, host, port, kind and outcome): a repeat. Inlined into `report` (see
+/// [`crate::suspects::known`]).
+#[inline(always)]
 pub(crate) fn held_repeat(pending: &Pending, source: Source, outcome: Outcome) -> bool {
     let Some(slot) = HELD.get_ptr(held_index(source)) else {
         return false;

@@ -33,7 +33,9 @@ use crate::{
 /// True when it was a first success that moved its source's walk down one step (see
 /// [`crate::suspects::unstep`]). Not inlined: a BPF subprogram with its own stack frame
 /// keeps the callers within the 512-byte stack, and it runs only when an outcome is seen,
-/// not per packet.
+/// not per packet. What every outcome asks in it (decided? known? exempt? a held repeat?
+/// the step, the summary) is inlined into it; what only some outcomes need (the hold, its
+/// release, the block, the event's wakeup) stays a subprogram.
 #[inline(never)]
 pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> bool {
     let accepted = outcome == Outcome::Accepted;
@@ -267,9 +269,9 @@ pub(crate) enum Exemption {
     Callback,
 }
 
-/// Whether an outcome is exempt from reporting. A subprogram: its keys stay out of
-/// `report`'s frame.
-#[inline(never)]
+/// Whether an outcome is exempt from reporting. Inlined into `report` (see
+/// [`crate::suspects::known`]).
+#[inline(always)]
 pub(crate) fn exemption(pending: &Pending) -> Exemption {
     if allowed(pending) {
         return Exemption::Allowed;
