@@ -25,7 +25,7 @@ use crate::{
         Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
         ether_addr, icmp, locate, source, tcp, tcp_flags, tcp_head, udp,
     },
-    pending::{Attempt, Flow, NOT_ARMED, attempt, half_open},
+    pending::{Attempt, Flow, NOT_ARMED, attempt, half_open, record},
 };
 
 #[inline(always)]
@@ -178,7 +178,8 @@ fn answers_ours(start: usize, end: usize) -> bool {
 
 /// An inbound TCP segment that is not established traffic: an attempt (SYN, or a stealth
 /// segment without SYN, ACK or RST), or an answer to an attempt (ours, or backscatter).
-/// Returns what [`attempt`] does, [`NOT_ARMED`] for an answer.
+/// Returns what [`attempt`] does, [`NOT_ARMED`] for an answer. The attempt is recorded
+/// inline ([`record`]).
 #[inline(never)]
 pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) -> u32 {
     let Ok(tcp) = checked(tcp(start, end, h)) else {
@@ -210,7 +211,7 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
         return NOT_ARMED;
     };
     match probe {
-        Some(probe) => attempt(
+        Some(probe) => record(
             &ends,
             &Attempt::tcp(probe, &tcp, ifindex, ether_addr(start, end, false)),
         ),
