@@ -62,7 +62,7 @@ static VERDICTS: Array<u64> = Array::with_max_entries(VERDICTS_ENTRIES, 0);
 /// Mixed into the tag so that `VERDICTS` slots and tags differ from the other tables'.
 const VERDICTS_ID: u32 = 0xdec1_de0d;
 
-/// Points `VERDICTS` at the source of `pending`, stamped now: [`step`] found it decided
+/// Points `VERDICTS` at `source`, stamped now: [`step`] found it decided
 /// (or decided it). Called by `report` after the step, not by `step`: the step's frame is
 /// on the deepest call chain. A subprogram of its own for the same reason.
 #[inline(never)]
@@ -194,7 +194,7 @@ impl Standing {
     }
 }
 
-/// True when the source of `pending` has a walk in the cache that has not idled. `report`
+/// True when `source` has a walk in the cache that has not idled. `report`
 /// asks first, and looks for a repeat in `OUTCOMES` (a keyed hash and a random bucket)
 /// only for such a source: a new source's outcome, every forged one's in a flood, skips
 /// it; the look into `SUSPECTS` here is the one [`step`] makes next. A source the cache
@@ -214,7 +214,7 @@ pub(crate) fn known(source: Source) -> bool {
         .any(|&cell| suspect::tag(cell) == tag && !idle(cell, epoch, idle_after))
 }
 
-/// Moves the walk of the source of `pending` one step, up for a first failure and down for
+/// Moves the walk of `source` one step, up for a first failure and down for
 /// a first success; returns where the source stands. A decided source's step only counts
 /// the failure and keeps the cell from idling. First outcomes are `report`'s: a failure
 /// once per host, port and kind of probe, a success once per host. Inlined into `report`
@@ -334,7 +334,7 @@ pub(crate) fn unstep(pending: &Pending) {
     }
 }
 
-/// When the source of `pending` has a verdict in force (its walk reached [`WALK_SCAN`]
+/// When `source` has a verdict in force (its walk reached [`WALK_SCAN`]
 /// and it has not idled since): returns true, having stamped its cell this sweep (kept
 /// from idling: [`step`] would); otherwise moves nothing and returns false. Under a scan
 /// the decided source's outcomes are the most frequent: one look into `VERDICTS` each, and
