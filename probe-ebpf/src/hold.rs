@@ -222,7 +222,7 @@ pub(crate) fn held_repeat(pending: &Pending, source: Source, outcome: Outcome) -
 
 /// The `HELD` slot of `source`.
 #[inline(always)]
-pub(crate) fn held_index(source: Source) -> u32 {
+fn held_index(source: Source) -> u32 {
     source.slot(0, HELD_SLOTS - 1).0
 }
 
