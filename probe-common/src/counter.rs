@@ -103,15 +103,18 @@ pub enum Counter {
     /// local port nothing listens on) from a source one failure from the verdict, reported
     /// by XDP before any answer (first failures and repeats alike): the early verdict.
     EarlyFailures = 38,
-    /// First successes taken back: the client reset our SYN-ACK (a half-open SYN scan's
-    /// open port) or the connection before sending a byte (a connect scan's): no use of
-    /// the service.
+    /// First TCP successes never counted: the client reset our SYN-ACK (a half-open SYN
+    /// scan's open port) or the connection before sending a byte (a connect scan's): no
+    /// use of the service.
     HalfOpen = 39,
+    /// First TCP successes counted by the expiry sweep: connections that stood a sweep
+    /// interval without such a reset (each moved its source's walk down a step).
+    Confirmed = 40,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 40] = [
+    pub const ALL: [Counter; 41] = [
         Counter::IngressPackets,
         Counter::EgressPackets,
         Counter::Syns,
@@ -152,6 +155,7 @@ impl Counter {
         Counter::FleetDrops,
         Counter::EarlyFailures,
         Counter::HalfOpen,
+        Counter::Confirmed,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -199,6 +203,7 @@ impl Counter {
             Counter::FleetDrops => "fleet_drops",
             Counter::EarlyFailures => "early_failures",
             Counter::HalfOpen => "half_open",
+            Counter::Confirmed => "successes_confirmed",
         }
     }
 
@@ -279,7 +284,10 @@ impl Counter {
                 "Attempts known to fail when they arrived, from sources one failure from the verdict, reported before any answer (the early verdict)."
             }
             Counter::HalfOpen => {
-                "First successes taken back: the client reset our SYN-ACK, or the connection before sending a byte (a SYN or connect scan's open port)."
+                "First TCP successes never counted: the client reset our SYN-ACK, or the connection before sending a byte (a SYN or connect scan's open port)."
+            }
+            Counter::Confirmed => {
+                "First TCP successes counted once their connection stood a sweep interval without such a reset."
             }
         }
     }

@@ -45,7 +45,14 @@ const _: () = assert!(size_of::<Pending>() == 64);
 /// [`Pending::flags`]: the attempt's failure was reported when it arrived (XDP knew it
 /// would fail: the early verdict); its answer or its expiry only clears the slot.
 pub const PENDING_REPORTED: u8 = 1;
-/// [`Pending::flags`]: our SYN-ACK answered the attempt and its first success moved the
-/// source's walk; the slot waits (until its expiry) for a reset from the client before it
-/// sent a byte (a SYN or connect scan's), which takes the success back.
+/// [`Pending::flags`]: our SYN-ACK answered the attempt, a first success; the slot waits
+/// for a reset from the client before it sent a byte (a SYN or connect scan's), which
+/// means the success is never counted, or for [`CONFIRM_AFTER_EPOCHS`] sweeps, after which
+/// the sweep counts it (the source's walk steps down).
 pub const PENDING_ACCEPTED: u8 = 2;
+
+/// Sweep epochs after its attempt's (the SYN's) that a first TCP success is counted, if
+/// the client did not reset it before a byte: two, so that it stood at least one whole
+/// sweep interval (a third of the pending timeout, between 100 ms and 1 s; 1 to 2 s by
+/// default). A connect scan resets within a millisecond or so.
+pub const CONFIRM_AFTER_EPOCHS: u64 = 2;

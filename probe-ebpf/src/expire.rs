@@ -10,9 +10,9 @@ use core::{
     ptr::{read_volatile, write_volatile},
 };
 use probe_common::{
-    Counter, FULL_SWEEP_EVERY, Outcome, PENDING_ACCEPTED, PENDING_REGION_SHIFT, PENDING_REPORTED,
-    PENDING_STATS_COUNTING, PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_LIVE,
-    PENDING_STATS_WALKED, PENDING_STATS_WALKING,
+    CONFIRM_AFTER_EPOCHS, Counter, FULL_SWEEP_EVERY, Outcome, PENDING_ACCEPTED,
+    PENDING_REGION_SHIFT, PENDING_REPORTED, PENDING_STATS_COUNTING, PENDING_STATS_CURSOR,
+    PENDING_STATS_EPOCH, PENDING_STATS_LIVE, PENDING_STATS_WALKED, PENDING_STATS_WALKING,
 };
 
 use crate::{
@@ -20,6 +20,7 @@ use crate::{
         EPOCH, EXPIRE_AFTER, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK, count, region_flag,
     },
     report::report,
+    suspects::confirm,
 };
 
 /// The chunk under way, for `bpf_loop`'s callback. In a map rather than on the stack: the
@@ -209,14 +210,25 @@ fn expire_slot(index: u32, epoch: u64, after: u64) -> bool {
     if pending.tag == 0 {
         return false;
     }
-    if epoch.wrapping_sub(pending.seen_epoch) <= after {
+    let age = epoch.wrapping_sub(pending.seen_epoch);
+    if pending.flags & PENDING_ACCEPTED != 0 {
+        // A first success no reset took back: it stood, and counts now.
+        if age < CONFIRM_AFTER_EPOCHS {
+            return true;
+        }
+        // SAFETY: as above.
+        unsafe { (*slot).tag = 0 };
+        count(Counter::Confirmed);
+        confirm(&pending);
+        return false;
+    }
+    if age <= after {
         return true;
     }
     // SAFETY: as above.
     unsafe { (*slot).tag = 0 };
-    // Reported when it arrived (the early verdict), or answered by our SYN-ACK and
-    // waiting for a half-open reset that did not come: its expiry only clears it.
-    if pending.flags & (PENDING_REPORTED | PENDING_ACCEPTED) != 0 {
+    // Reported when it arrived (the early verdict): its expiry only clears it.
+    if pending.flags & PENDING_REPORTED != 0 {
         return false;
     }
     count(Counter::Unanswered);

@@ -16,7 +16,7 @@ use crate::{
     ours::is_home,
     parse::{self, Addr, Endpoints, Icmp, IcmpKind, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
-    suspects::{armed, unstep},
+    suspects::armed,
 };
 
 /// An inbound attempt's particulars beyond its packet.
@@ -172,14 +172,12 @@ pub(crate) fn settle(
         }
         (*slot).tag = 0;
         // Reported when it arrived (the early verdict): its answer only clears it.
-        if flags & PENDING_REPORTED == 0 {
-            let back = report(&*slot, outcome, icmp_type, icmp_code);
-            // A SYN-ACK whose first success moved the walk: the slot waits for the client,
-            // whose reset without ACK (a half-open scan's) takes the success back.
-            if back && outcome == Outcome::Accepted && (*slot).probe == ProbeType::TcpSyn as u8 {
-                (*slot).flags = PENDING_ACCEPTED;
-                (*slot).tag = tag;
-            }
+        // A SYN-ACK that is a first success: the slot waits, and the walk with it, until
+        // the expiry sweep finds it still standing (`crate::suspects::confirm`), or the
+        // client's reset before a byte ([`half_open`]) shows it was no use of the service.
+        if flags & PENDING_REPORTED == 0 && report(&*slot, outcome, icmp_type, icmp_code) {
+            (*slot).flags = PENDING_ACCEPTED;
+            (*slot).tag = tag;
         }
     }
     true
@@ -188,9 +186,9 @@ pub(crate) fn settle(
 /// A client's reset (sequence number `seq`) on `flow`: when it resets our SYN-ACK to its
 /// attempt, or the connection before sending a byte (its sequence number is still the
 /// one our SYN-ACK acknowledged, and the slot waits, [`PENDING_ACCEPTED`]), the attempt
-/// was no use of the service, and its first success is taken back ([`unstep`]): the open
-/// ports a SYN scan or a connect scan finds do not hold its verdict back. A subprogram:
-/// it runs only for resets.
+/// was no use of the service, and its first success is never counted: the open ports a
+/// SYN scan or a connect scan finds do not hold its verdict back. A subprogram: it runs
+/// only for resets.
 #[inline(never)]
 pub(crate) fn half_open(flow: &Flow, seq: u32) {
     let (index, tag) = flow.slot(seq, pending_mask());
@@ -205,7 +203,6 @@ pub(crate) fn half_open(flow: &Flow, seq: u32) {
         }
         (*slot).tag = 0;
         count(Counter::HalfOpen);
-        unstep(&*slot);
     }
 }
 

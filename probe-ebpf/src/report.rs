@@ -13,7 +13,7 @@ use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
     ptr::read_volatile,
 };
-use probe_common::{Counter, Outcome, OutcomeKey, Pending, ProbeEvent};
+use probe_common::{Counter, Outcome, OutcomeKey, Pending, ProbeEvent, ProbeType};
 
 use crate::{
     autoblock::block_scanner,
@@ -26,12 +26,12 @@ use crate::{
     ours::host_slot,
     parse::Addr,
     summary::{COUNTED, REPEAT, summarize, summarizing},
-    suspects::{Source, UNDECIDED, VERDICT, known, mark_decided, step, step_decided},
+    suspects::{Source, Standing, UNDECIDED, VERDICT, known, mark_decided, step, step_decided},
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
-/// True when it was a first success that moved its source's walk down one step (see
-/// [`crate::suspects::unstep`]). Not inlined: a BPF subprogram with its own stack frame
+/// True when it was a first success of a TCP SYN whose step waits for the connection to
+/// stand (see [`crate::pending::settle`] and [`crate::suspects::confirm`]). Not inlined: a BPF subprogram with its own stack frame
 /// keeps the callers within the 512-byte stack, and it runs only when an outcome is seen,
 /// not per packet. What every outcome asks in it (decided? known? exempt? a held repeat?
 /// the step, the summary) is inlined into it; what only some outcomes need (the hold, its
@@ -126,9 +126,15 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         count(Counter::Repeats);
         return false;
     }
-    // A first outcome: the source's sequential test moves, and may decide here.
-    let standing = step(source, !accepted);
-    let back = standing.stepped_back();
+    // A first outcome: the source's sequential test moves, and may decide here. A TCP
+    // success only once its connection stands (`confirm`, from the expiry sweep): half-open
+    // and connect scanners get our SYN-ACK too, and reset it before a byte.
+    let back = accepted && pending.probe == ProbeType::TcpSyn as u8;
+    let standing = if back {
+        Standing::WAITING
+    } else {
+        step(source, !accepted)
+    };
     let state = standing.state();
     // Pointed at for `step_decided`, which only summaries use.
     if state != UNDECIDED && summarizing() {
@@ -148,9 +154,10 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     // BPF_NOEXIST: if another CPU inserted the key meanwhile, it also sent the event; and
     // a source new to the test that the table still remembers on this key (its walk idled,
     // or a flood pushed it out of the cache) made this outcome before: no event, though its
-    // new walk took the step (see `known`).
+    // new walk took the step (see `known`). A success's step waits for its connection (see
+    // above): a repeat of it takes none, as one from a source the test knows.
     if OUTCOMES.insert(key, &1, u64::from(BPF_NOEXIST)).is_err() {
-        return back;
+        return false;
     }
     let verdict = state == VERDICT;
     // 1: the verdict; 2: the verdict, and the source blocked here (`--block`).

@@ -163,16 +163,12 @@ pub(crate) const DECIDED: u8 = 2;
 pub(crate) struct Standing(u32);
 
 impl Standing {
+    /// A first success whose step waits ([`confirm`]): the walk did not move.
+    pub(crate) const WAITING: Self = Self(UNDECIDED as u32);
+
     #[inline(always)]
     fn new(state: u8, failures: u8, walk: i8) -> Self {
         Self(u32::from(state) | (u32::from(failures) << 8) | (u32::from(walk as u8) << 16))
-    }
-
-    /// This step was a first success that moved the walk down by one (not a restart at
-    /// the benign bound): [`unstep`] may take it back.
-    #[inline(always)]
-    pub(crate) fn stepped_back(self) -> bool {
-        self.0 & (1 << 24) != 0
     }
 
     /// [`UNDECIDED`], [`VERDICT`] or [`DECIDED`].
@@ -269,7 +265,6 @@ pub(crate) fn step(source: Source, failed: bool) -> Standing {
             walk = 0;
         }
     }
-    let back = !failed && !decided && walk == suspect::walk(cell) - 1;
     let updated = suspect::pack(tag, walk, failures, decided || verdict, epoch);
     if decided || verdict {
         // SAFETY: the global is LAST_DECIDED.
@@ -291,47 +286,18 @@ pub(crate) fn step(source: Source, failed: bool) -> Standing {
     } else {
         UNDECIDED
     };
-    let standing = Standing::new(state, failures, walk);
-    if back {
-        Standing(standing.0 | 1 << 24)
-    } else {
-        standing
-    }
+    Standing::new(state, failures, walk)
 }
 
-/// Takes back the first success of the source of `pending` that [`step`] counted (its
-/// [`Standing::stepped_back`]): the client reset our SYN-ACK without completing the
-/// handshake, a half-open scan's open port. The walk goes up one, as if that success
-/// had never been, and may arm the source (never decide it: it was there before). A source
-/// decided, idle or gone from the cache since is left alone. Not inlined: it runs only for
-/// such resets.
+/// Counts the first TCP success of the source of `pending` that `report` left waiting
+/// (see [`crate::pending::settle`]): its connection stood a sweep without the client's
+/// reset before a byte, so it was a use of the service. The walk steps down as [`step`]
+/// moves it for any first success (a source the cache forgot takes only free room; a
+/// decided one is only kept from idling), which never decides. Not inlined: only the
+/// expiry sweep runs it, once per such connection.
 #[inline(never)]
-pub(crate) fn unstep(pending: &Pending) {
-    let source = Source::of(pending);
-    let Some((set, tag, epoch, idle_after)) = locate(source) else {
-        return;
-    };
-    // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
-    // may write it meanwhile (a lost step at worst, see the module documentation).
-    let set = unsafe { &mut *set };
-    for cell in set.iter_mut() {
-        let value = *cell;
-        if suspect::tag(value) != tag {
-            continue;
-        }
-        if suspect::decided(value) || idle(value, epoch, idle_after) {
-            return;
-        }
-        let walk = suspect::walk(value) + 1;
-        if walk >= WALK_SCAN {
-            return;
-        }
-        *cell = suspect::pack(tag, walk, suspect::failures(value), false, epoch);
-        if walk == WALK_SCAN - 1 {
-            arm(source, true);
-        }
-        return;
-    }
+pub(crate) fn confirm(pending: &Pending) {
+    step(Source::of(pending), false);
 }
 
 /// When `source` has a verdict in force (its walk reached [`WALK_SCAN`]

@@ -93,8 +93,12 @@ fn a_listening_port_or_a_repeat_waits_for_its_answer_and_a_success_disarms() {
     h.outbound_frame(&syn.acceptance());
     let success = h.one_event();
     assert_eq!(success.outcome, Outcome::Accepted);
-    // The success took the walk back below the line: the next closed port waits for its
-    // answer, and its RST is the walk's step, no verdict yet.
+    // Until its connection stood, the success moves nothing: the source stays armed.
+    assert_eq!(h.counter(Counter::Confirmed), 0);
+    h.stand();
+    assert_eq!(h.counter(Counter::Confirmed), 1);
+    // Then the success took the walk back below the line: the next closed port waits for
+    // its answer, and its RST is the walk's step, no verdict yet.
     let port = closed_port();
     let next = Frame::tcp(scanner(), 40_000, victim(), port, SYN, 11);
     h.inbound_frame(&next);

@@ -197,6 +197,14 @@ impl Harness {
     pub(crate) fn expire(&mut self) {
         kernel::expire(&mut self.ebpf).expect("expiry program runs");
     }
+
+    /// Runs the sweeps after which a first TCP success that no reset took back counts
+    /// (`CONFIRM_AFTER_EPOCHS`): the connections accepted so far stood.
+    pub(crate) fn stand(&mut self) {
+        for _ in 0..probe_common::CONFIRM_AFTER_EPOCHS {
+            self.expire();
+        }
+    }
 }
 
 pub(crate) fn mapped(ip: IpAddr) -> [u8; 16] {

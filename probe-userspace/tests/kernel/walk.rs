@@ -6,8 +6,9 @@ use probe_userspace::detect::trw::{Trw, TrwConfig};
 
 use crate::{common::Rng, harness::*};
 
-/// A SYN from `src` to `dst:port`, refused by our RST (or accepted by our SYN-ACK); the
-/// event it makes, if any.
+/// A SYN from `src` to `dst:port`, refused by our RST (or accepted by our SYN-ACK, and the
+/// connection left standing until the sweeps have counted its success); the event it
+/// makes, if any.
 fn contact(h: &mut Harness, src: IpAddr, dst: IpAddr, port: u16, ok: bool) -> Option<Probe> {
     let probe = Frame::tcp(src, 40_000 + port % 1000, dst, port, SYN, u32::from(port));
     h.inbound_frame(&probe);
@@ -16,6 +17,9 @@ fn contact(h: &mut Harness, src: IpAddr, dst: IpAddr, port: u16, ok: bool) -> Op
     } else {
         probe.refusal()
     });
+    if ok {
+        h.stand();
+    }
     let mut events = h.events();
     assert!(events.len() <= 1, "{events:?}");
     events.pop()
@@ -217,16 +221,18 @@ fn a_half_open_scanners_open_ports_do_not_hold_its_verdict_back() {
     }
     let mut h = Harness::new();
     // An open port the scanner resets without completing the handshake (nmap -sS,
-    // masscan): its success is taken back.
+    // masscan): its success is reported, and never counted.
     let syn = Frame::tcp(scanner(), 40_080, victim(), 80, SYN, 80);
     h.inbound_frame(&syn);
     h.outbound_frame(&syn.acceptance());
     assert_eq!(h.one_event().outcome, Outcome::Accepted);
-    // A reset with another sequence number (an off-path forger's guess) takes nothing back.
+    // A reset with another sequence number (an off-path forger's guess) changes nothing.
     h.inbound_frame(&Frame::tcp(scanner(), 40_080, victim(), 80, RST, 12_345));
     assert_eq!(h.counter(Counter::HalfOpen), 0);
     h.inbound_frame(&Frame::tcp(scanner(), 40_080, victim(), 80, RST, 81));
     assert_eq!(h.counter(Counter::HalfOpen), 1);
+    h.stand();
+    assert_eq!(h.counter(Counter::Confirmed), 0);
     // Four first failures: the fourth is the verdict, as if the open port had not been.
     let contacts = [(1, false), (2, false), (3, false), (4, false)];
     assert_eq!(
@@ -234,23 +240,24 @@ fn a_half_open_scanners_open_ports_do_not_hold_its_verdict_back() {
         [false, false, false, true]
     );
     // A client that completes the handshake (no reset: its ACK is established traffic):
-    // its success stands, and the waiting slot expires without a word.
+    // its success counts once the connection stood, without a word.
     let client = v4([198, 18, 0, 9]);
     let syn = Frame::tcp(client, 40_080, victim(), 80, SYN, 80);
     h.inbound_frame(&syn);
     h.outbound_frame(&syn.acceptance());
     assert_eq!(h.one_event().outcome, Outcome::Accepted);
-    for _ in 0..8 {
-        h.expire();
-    }
+    h.expire();
+    assert_eq!(h.counter(Counter::Confirmed), 0, "not before a whole sweep");
+    h.expire();
+    assert_eq!(h.counter(Counter::Confirmed), 1);
     assert_eq!(h.events(), []);
     assert_eq!(h.counter(Counter::Unanswered), 0);
-    // Its later reset finds nothing to take back: four failures are not yet a verdict.
+    // Its later reset finds nothing waiting: four failures are not yet a verdict.
     h.inbound_frame(&Frame::tcp(client, 40_080, victim(), 80, RST, 81));
     assert_eq!(h.counter(Counter::HalfOpen), 1);
     assert_eq!(verdicts(&mut h, client, &contacts), [false; 4]);
     // A connect scan (nmap -sT) completes the handshake and aborts before sending a byte
-    // (RST|ACK, its sequence number still the acknowledged one): taken back too.
+    // (RST|ACK, its sequence number still the acknowledged one): never counted either.
     let connect = v4([198, 18, 0, 10]);
     let syn = Frame::tcp(connect, 40_080, victim(), 80, SYN, 80);
     h.inbound_frame(&syn);
@@ -258,8 +265,53 @@ fn a_half_open_scanners_open_ports_do_not_hold_its_verdict_back() {
     assert_eq!(h.one_event().outcome, Outcome::Accepted);
     h.inbound_frame(&Frame::tcp(connect, 40_080, victim(), 80, RST | ACK, 81));
     assert_eq!(h.counter(Counter::HalfOpen), 2);
+    h.stand();
     assert_eq!(
         verdicts(&mut h, connect, &contacts),
         [false, false, false, true]
+    );
+    assert_eq!(h.counter(Counter::Confirmed), 1);
+}
+
+#[test]
+fn a_success_moves_the_walk_only_once_its_connection_stood() {
+    if !require_root("a_success_moves_the_walk_only_once_its_connection_stood") {
+        return;
+    }
+    let mut h = Harness::new();
+    // Open ports found among a scan's first probes, their resets not yet come (a connect
+    // scan resets about a millisecond later): its fourth failure is still the verdict.
+    let src = v4([198, 18, 0, 11]);
+    for port in [22, 80] {
+        let syn = Frame::tcp(src, 41_000 + port, victim(), port, SYN, u32::from(port));
+        h.inbound_frame(&syn);
+        h.outbound_frame(&syn.acceptance());
+    }
+    // One first success per host: one event.
+    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    let contacts = [(1, false), (2, false), (3, false), (4, false)];
+    assert_eq!(
+        verdicts(&mut h, src, &contacts),
+        [false, false, false, true]
+    );
+    // Its success still counts when it stood (once per host), on a decided walk.
+    h.stand();
+    assert_eq!(h.counter(Counter::Confirmed), 1);
+    // A success that stood first holds the next source's verdict back one failure; its
+    // second connection to the host before the sweep is a repeat, counted once.
+    let other = v4([198, 18, 0, 12]);
+    for port in [22, 80] {
+        let syn = Frame::tcp(other, 41_000 + port, victim(), port, SYN, u32::from(port));
+        h.inbound_frame(&syn);
+        h.outbound_frame(&syn.acceptance());
+    }
+    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    let before = h.counter(Counter::Confirmed);
+    h.stand();
+    assert_eq!(h.counter(Counter::Confirmed), before + 1);
+    let five = [(1, false), (2, false), (3, false), (4, false), (5, false)];
+    assert_eq!(
+        verdicts(&mut h, other, &five),
+        [false, false, false, false, true]
     );
 }
