@@ -382,10 +382,15 @@ const METHOD: &str = r#"
   the first probe to the alert's arrival (probe-detector's stdout line as the lab read it;
   the peers' syslog line as the lab's rsyslogd received it).
 - **One run**: each figure comes from a single run. Timing on a shared 2-CPU machine moves
-  the fast scans' counts by up to a factor of five from run to run (a scanner's burst
-  against a detector's wakeup: probe-detector's nmap -sS count ranged from 15 to 75 over
-  five runs here). probe-detector's detections and the benign column were the same in every
-  run; some peers' were not (psad on the -PS sweep, portsentry on the hping3 host sweep).
+  the fast scans' counts by up to a factor of ten from run to run (a scanner's burst
+  against a detector's wakeup). For probe-detector the probe that decides moves little (the
+  3rd to 5th of a fast scan); the way to stdout moves most, and much of it is the reading
+  program's own wait for a CPU: a `perf sched` trace of an nmap -sT cell of 72 probes
+  (2026-11-29) showed probe-detector writing its `start` 0.2 ms after the verdict, and the
+  lab's reading thread, woken by that write on the CPU nmap was running on, waiting 2.8 ms
+  to run, with the other CPU busy with the three peers, rsyslogd and tcpdump.
+  probe-detector's detections and the benign column were the same in every run; some
+  peers' were not (psad on the -PS sweep, portsentry on the hping3 host sweep).
 - **probe-detector** runs with its defaults (`--iface` alone; on the gateway the home nets
   come from the router's routes, and the gateway scenarios run again with `--home-net`);
   an alert is a record with `alert.context.scan.phase: "start"`.
