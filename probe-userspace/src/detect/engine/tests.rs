@@ -826,8 +826,9 @@ fn the_kernels_verdict_opens_the_scan_when_ours_has_no_state_and_never_twice() {
         (Phase::Start, DetectorName::Trw, ScanKind::Vertical)
     );
     assert_eq!(alerts[0].ports, vec![4]);
-    // Ours counted a success the kernel took back (a half-open scan's open port): the
-    // kernel decides first, and its start lists every port ours saw fail.
+    // Ours counted a success the kernel does not count (a half-open scan's open port, or
+    // one not yet standing): the kernel decides first, and its start lists every port
+    // ours saw fail.
     let half_open = host(8);
     let mut alerts = engine.observe(
         &Probe::syn(half_open, VICTIM, 80, Outcome::Accepted),
