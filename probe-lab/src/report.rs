@@ -232,9 +232,10 @@ fn cut_section(md: &mut String, rows: &[Row], cuts: &[CutRow]) {
          fail, a stealth segment or a SYN or datagram to a closed local port, the verdict \
          comes when the probe arrives and that probe is dropped). Answers are our RSTs, \
          SYN-ACKs and ICMP errors to the scanner that left the victim's interface: each \
-         one a probe the scanner learned from, SYN-ACKs of open ports included (a success \
-         moves the test back a step, so each open port the scanner finds before its \
-         verdict costs one more answer).\n"
+         one a probe the scanner learned from, SYN-ACKs of open ports included: the \
+         verdict takes four closed ports, so each open port the scanner finds before the \
+         fourth is one more answer (a success does not hold the verdict back: it counts \
+         only once its connection stood, and a scanner's is reset at once).\n"
     );
     let _ = writeln!(
         md,
