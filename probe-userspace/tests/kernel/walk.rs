@@ -25,6 +25,17 @@ fn contact(h: &mut Harness, src: IpAddr, dst: IpAddr, port: u16, ok: bool) -> Op
     events.pop()
 }
 
+/// SYNs from `src` to the victim's `ports`, each answered by our SYN-ACK and neither
+/// reset nor yet standing a sweep; the one event they make.
+fn accepted(h: &mut Harness, src: IpAddr, ports: &[u16]) -> Probe {
+    for &port in ports {
+        let syn = Frame::tcp(src, 41_000 + port, victim(), port, SYN, u32::from(port));
+        h.inbound_frame(&syn);
+        h.outbound_frame(&syn.acceptance());
+    }
+    h.one_event()
+}
+
 /// The verdict flags of the events `contacts` make, in order.
 fn verdicts(h: &mut Harness, src: IpAddr, contacts: &[(u16, bool)]) -> Vec<bool> {
     contacts
@@ -282,13 +293,8 @@ fn a_success_moves_the_walk_only_once_its_connection_stood() {
     // Open ports found among a scan's first probes, their resets not yet come (a connect
     // scan resets about a millisecond later): its fourth failure is still the verdict.
     let src = v4([198, 18, 0, 11]);
-    for port in [22, 80] {
-        let syn = Frame::tcp(src, 41_000 + port, victim(), port, SYN, u32::from(port));
-        h.inbound_frame(&syn);
-        h.outbound_frame(&syn.acceptance());
-    }
     // One first success per host: one event.
-    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    assert_eq!(accepted(&mut h, src, &[22, 80]).outcome, Outcome::Accepted);
     let contacts = [(1, false), (2, false), (3, false), (4, false)];
     assert_eq!(
         verdicts(&mut h, src, &contacts),
@@ -300,12 +306,10 @@ fn a_success_moves_the_walk_only_once_its_connection_stood() {
     // A success that stood first holds the next source's verdict back one failure; its
     // second connection to the host before the sweep is a repeat, counted once.
     let other = v4([198, 18, 0, 12]);
-    for port in [22, 80] {
-        let syn = Frame::tcp(other, 41_000 + port, victim(), port, SYN, u32::from(port));
-        h.inbound_frame(&syn);
-        h.outbound_frame(&syn.acceptance());
-    }
-    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    assert_eq!(
+        accepted(&mut h, other, &[22, 80]).outcome,
+        Outcome::Accepted
+    );
     let before = h.counter(Counter::Confirmed);
     h.stand();
     assert_eq!(h.counter(Counter::Confirmed), before + 1);
