@@ -58,6 +58,9 @@ const QUIET_TICKS: u32 = 20;
 const QUIET_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the exit may spend on the summaries left.
 const EXIT_SUMMARY_TIME: Duration = Duration::from_millis(200);
+/// A read of the network under way on a blocking thread: the network as read, or why not.
+type Looking = tokio::task::JoinHandle<anyhow::Result<Network>>;
+
 /// How often the network is looked at again without a netlink notification.
 const LOOK_INTERVAL: Duration = Duration::from_secs(30);
 /// How long after a netlink notification the network is looked at again (a change comes
@@ -211,6 +214,11 @@ impl Daemon<'_> {
         let mut look = tokio::time::interval(LOOK_INTERVAL);
         look.tick().await;
         let mut look_soon: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // The network read under way on a blocking thread (a few netlink dumps and /proc
+        // reads, 1 to 2 ms: never on this loop, where a verdict would wait for them), and
+        // whether another was asked for meanwhile.
+        let mut looking: Option<Looking> = None;
+        let mut look_again = false;
         let mut state_saved = std::time::Instant::now();
         // Whether the log said the home nets look wrong (once a run).
         let mut hinted = false;
@@ -284,9 +292,17 @@ impl Daemon<'_> {
                 }
                 _ = when(look_soon.as_mut()) => {
                     look_soon = None;
-                    self.look_again();
+                    look_again = true;
                 }
-                _ = look.tick() => self.look_again(),
+                _ = look.tick() => look_again = true,
+                read = when(looking.as_mut()) => {
+                    looking = None;
+                    match read {
+                        Ok(Ok(fresh)) => self.network_read(fresh),
+                        Ok(Err(err)) => log::warn!("cannot read the network again: {err:#}"),
+                        Err(err) => log::warn!("the network read failed: {err}"),
+                    }
+                }
                 _ = when(status.as_mut().map(|s| s.tick())) => {
                     log::info!("{}", status::status_line(&self.snapshot(started)));
                 }
@@ -379,6 +395,13 @@ impl Daemon<'_> {
                         guard.clear_ready();
                     }
                 }
+            }
+            if look_again && looking.is_none() {
+                look_again = false;
+                let mut fresh = self.network.clone();
+                looking = Some(tokio::task::spawn_blocking(move || {
+                    fresh.look_again().map(|()| fresh)
+                }));
             }
             if self.reader_gone {
                 log::info!("stdout's reader went away: stopping");
@@ -572,14 +595,11 @@ impl Daemon<'_> {
         true
     }
 
-    /// Reads the network again; what changed goes to the log, the kernel's home nets and
-    /// the never-block list (lifting the blocks of sources protected now).
-    fn look_again(&mut self) {
-        let old = self.network.clone();
-        if let Err(err) = self.network.look_again() {
-            log::warn!("cannot read the network again: {err:#}");
-            return;
-        }
+    /// Takes the network as read again (`fresh`); what changed goes to the log, the
+    /// kernel's home nets and the never-block list (lifting the blocks of sources
+    /// protected now).
+    fn network_read(&mut self, fresh: Network) {
+        let old = std::mem::replace(&mut self.network, fresh);
         if let Some(changes) = self.network.changes_from(&old) {
             log::info!("network changed: {changes}");
         }
