@@ -31,11 +31,12 @@ use crate::{
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
 /// True when it was a first success of a TCP SYN whose step waits for the connection to
-/// stand (see [`crate::pending::settle`] and [`crate::suspects::confirm`]). Not inlined: a BPF subprogram with its own stack frame
-/// keeps the callers within the 512-byte stack, and it runs only when an outcome is seen,
-/// not per packet. What every outcome asks in it (decided? known? exempt? a held repeat?
-/// the step, the summary) is inlined into it; what only some outcomes need (the hold, its
-/// release, the block, the event's wakeup) stays a subprogram.
+/// stand (see [`crate::pending::settle`] and [`crate::suspects::confirm`]). Not inlined:
+/// a BPF subprogram with its own stack frame keeps the callers within the 512-byte
+/// stack, and it runs only when an outcome is seen, not per packet. What every outcome
+/// asks in it (decided? known? exempt? a held repeat? the step, the summary) is inlined
+/// into it; what only some outcomes need (the hold, its release, the block, the event's
+/// wakeup) stays a subprogram.
 #[inline(never)]
 pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_code: u8) -> bool {
     let accepted = outcome == Outcome::Accepted;
@@ -129,8 +130,8 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     // A first outcome: the source's sequential test moves, and may decide here. A TCP
     // success only once its connection stands (`confirm`, from the expiry sweep): half-open
     // and connect scanners get our SYN-ACK too, and reset it before a byte.
-    let back = accepted && pending.probe == ProbeType::TcpSyn as u8;
-    let standing = if back {
+    let waits = accepted && pending.probe == ProbeType::TcpSyn as u8;
+    let standing = if waits {
         Standing::WAITING
     } else {
         step(source, !accepted)
@@ -169,7 +170,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     };
     let Some(mut entry) = EVENTS.reserve::<ProbeEvent>(0) else {
         count(Counter::RingbufDrops);
-        return back;
+        return waits;
     };
     // Written field by field into the ring's memory: a whole event built first would take
     // 64 bytes of a stack the deepest call chain (egress, ACK probe, report) cannot spare.
@@ -192,7 +193,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
         wakeup_flags()
     });
     count(Counter::EventsSent);
-    back
+    waits
 }
 
 /// Writes the event of an outcome of `pending` (the outcome, ICMP type and code), with its
