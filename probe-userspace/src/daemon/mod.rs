@@ -58,14 +58,13 @@ const QUIET_TICKS: u32 = 20;
 const QUIET_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the exit may spend on the summaries left.
 const EXIT_SUMMARY_TIME: Duration = Duration::from_millis(200);
-/// A read of the network under way on a blocking thread: the network as read, or why not.
-type Looking = tokio::task::JoinHandle<anyhow::Result<Network>>;
-
 /// How often the network is looked at again without a netlink notification.
 const LOOK_INTERVAL: Duration = Duration::from_secs(30);
 /// How long after a netlink notification the network is looked at again (a change comes
 /// as a burst of messages: address, routes, neighbours).
 const LOOK_SETTLE: Duration = Duration::from_millis(200);
+/// A read of the network under way on a blocking thread: the network as read, or why not.
+type Looking = tokio::task::JoinHandle<anyhow::Result<Network>>;
 /// How often the kernel counters are logged at debug level.
 const STATS_INTERVAL: Duration = Duration::from_secs(30);
 /// Attempts outside the home nets, and answers from outside them, from which the log says
@@ -215,7 +214,8 @@ impl Daemon<'_> {
         look.tick().await;
         let mut look_soon: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // The network read under way on a blocking thread (a few netlink dumps and /proc
-        // reads, 1 to 2 ms: never on this loop, where a verdict would wait for them), and
+        // reads, about a millisecond: never on this loop, where a verdict would wait for
+        // them), and
         // whether another was asked for meanwhile.
         let mut looking: Option<Looking> = None;
         let mut look_again = false;
