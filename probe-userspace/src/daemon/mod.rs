@@ -10,6 +10,7 @@ mod fleet;
 pub use fleet::FleetLink;
 use fleet::{FLEET_READ_GAP, fleet_ready};
 pub mod metrics;
+mod slice;
 pub mod status;
 
 use std::{sync::Arc, time::Duration};
@@ -120,6 +121,11 @@ impl Daemon<'_> {
             tokio::sync::mpsc::channel::<metrics::BodyRequest>(metrics::MAX_CONNECTIONS);
         let scrape_slots = Arc::new(tokio::sync::Semaphore::new(metrics::MAX_CONNECTIONS));
         let started = std::time::SystemTime::now();
+        // A verdict's wakeup should not wait out a busy task's slice (see `slice`).
+        match slice::request() {
+            Ok(()) => log::debug!("event loop: a {} µs time slice", slice::SLICE_NS / 1000),
+            Err(err) => log::debug!("event loop: no short time slice ({err})"),
+        }
         let metrics_listener = metrics_listener
             .map(tokio::net::TcpListener::from_std)
             .transpose()
