@@ -8,7 +8,9 @@
 //! at once. In `perf sched` traces of the lab's nmap -sU cell, five runs with and five
 //! without (2026-11-30, AMD EPYC 2 vCPU, a scanner, tcpdump and three other detectors
 //! keeping both CPUs busy), the loop, woken by the verdict, waited for a CPU 0-1.52 ms
-//! without it (0.83 and 1.52 ms in two runs) and at most 0.04 ms with it. Kernels before
+//! without it (0.83 and 1.52 ms in two runs) and at most 0.04 ms with it. It cannot help
+//! when the loop's own last run overran the slice (the scheduler keeps that debt: an
+//! ftrace showed the loop, after a run of 134 µs, waiting 628 µs with it). Kernels before
 //! 6.12 take the call and ignore the slice; a kernel that refuses it changes nothing
 //! (logged at debug).
 
