@@ -221,8 +221,7 @@ impl Daemon<'_> {
         let mut look_soon: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // The network read under way on a blocking thread (a few netlink dumps and /proc
         // reads, about a millisecond: never on this loop, where a verdict would wait for
-        // them), and
-        // whether another was asked for meanwhile.
+        // them), and whether another was asked for meanwhile.
         let mut looking: Option<Looking> = None;
         let mut look_again = false;
         let mut state_saved = std::time::Instant::now();

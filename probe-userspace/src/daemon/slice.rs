@@ -22,6 +22,7 @@ pub const SLICE_NS: u64 = 100_000;
 /// `struct sched_attr` of `sched_setattr(2)`, in its first published size (48 bytes),
 /// which every kernel with the call accepts.
 #[repr(C)]
+#[derive(Default)]
 struct SchedAttr {
     size: u32,
     policy: u32,
@@ -45,12 +46,9 @@ pub fn request() -> std::io::Result<()> {
     let attr = SchedAttr {
         size: size_of::<SchedAttr>() as u32,
         policy: libc::SCHED_OTHER as u32,
-        flags: 0,
         nice,
-        priority: 0,
         runtime: SLICE_NS,
-        deadline: 0,
-        period: 0,
+        ..SchedAttr::default()
     };
     // SAFETY: `attr` is a valid, initialised sched_attr of the size it states, read by the
     // kernel during the call only; pid 0 is the calling thread; flags 0.
@@ -68,16 +66,7 @@ mod tests {
 
     /// The slice the kernel reports for the calling thread (`sched_getattr`).
     fn slice_now() -> u64 {
-        let mut attr = SchedAttr {
-            size: 0,
-            policy: 0,
-            flags: 0,
-            nice: 0,
-            priority: 0,
-            runtime: 0,
-            deadline: 0,
-            period: 0,
-        };
+        let mut attr = SchedAttr::default();
         // SAFETY: `attr` is writable and 48 bytes long, the size passed; pid 0 is the
         // calling thread; flags 0.
         let done = unsafe {
