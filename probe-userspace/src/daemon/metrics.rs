@@ -11,7 +11,7 @@ use std::{
 
 use probe_common::Counter;
 
-use crate::policy::block::BlockStats;
+use crate::{output::latency::Latencies, policy::block::BlockStats};
 
 /// The metrics endpoint cannot listen.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,8 @@ pub struct Snapshot {
     pub traceroutes: (u64, u64),
     /// With `--fleet`: what the publisher did.
     pub fleet: Option<FleetSnapshot>,
+    /// How long `start` records took from their deciding outcome to stdout.
+    pub start_latency: Latencies,
 }
 
 /// A sensor's fleet figures at one moment (`--fleet`).
@@ -393,7 +395,25 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Outcomes counted for the busiest sources of open scans, at most 10 (rank 1 the busiest): a bounded view, never one series per source.",
         &top,
     );
+    histogram(
+        &mut out,
+        "probe_detector_start_latency_seconds",
+        "From the outcome that decided a scan (the kernel's time of it) to the write of its start record: the wakeup, the engine and the write, not what stdout's reader adds.",
+        &snapshot.start_latency,
+    );
     out
+}
+
+/// A histogram family: cumulative `_bucket` samples, `_sum` (seconds) and `_count`.
+fn histogram(out: &mut String, name: &str, help: &str, latencies: &Latencies) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (le, n) in latencies.cumulative() {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let sum_s = latencies.sum_ns as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum {sum_s}");
+    let _ = writeln!(out, "{name}_count {}", latencies.count);
 }
 
 /// `--metrics-addr`: `PORT` (on 127.0.0.1), `IP:PORT` or `[IPv6]:PORT`.
@@ -474,24 +494,44 @@ mod tests {
                 blocks_received: 4,
                 alerts_published: 5,
             }),
+            start_latency: {
+                let mut latencies = Latencies::default();
+                latencies.observe(Duration::from_micros(80));
+                latencies.observe(Duration::from_micros(1_500));
+                latencies
+            },
         }
     }
 
     #[test]
     fn every_family_has_help_and_type_and_parses_as_exposition_text() {
         let text = render(&snapshot());
-        let mut typed = std::collections::HashSet::new();
+        let mut typed = std::collections::HashMap::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
-                assert!(["counter", "gauge"].contains(&kind), "{line}");
-                assert!(typed.insert(name.to_owned()), "{name} typed twice");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(
+                    typed.insert(name.to_owned(), kind).is_none(),
+                    "{name} typed twice"
+                );
             } else if !line.starts_with("# HELP ") {
                 // name{labels} value
                 let (series, value) = line.rsplit_once(' ').unwrap();
                 value.parse::<f64>().unwrap();
                 let name = series.split('{').next().unwrap();
-                assert!(typed.contains(name), "{name} has no TYPE line before it");
+                // A histogram's samples are its name with a suffix.
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| {
+                        name.strip_suffix(suffix)
+                            .filter(|f| typed.get(*f) == Some(&"histogram"))
+                    })
+                    .unwrap_or(name);
+                assert!(
+                    typed.contains_key(family),
+                    "{name} has no TYPE line before it"
+                );
                 assert!(
                     name.bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
@@ -519,6 +559,16 @@ mod tests {
                 "probe_detector_top_source_probes{rank=\"2\",src=\"198.18.5.0/24\"} 12\n"
             )
         );
+        for sample in [
+            "probe_detector_start_latency_seconds_bucket{le=\"0.0001\"} 1\n",
+            "probe_detector_start_latency_seconds_bucket{le=\"0.001\"} 1\n",
+            "probe_detector_start_latency_seconds_bucket{le=\"0.0025\"} 2\n",
+            "probe_detector_start_latency_seconds_bucket{le=\"+Inf\"} 2\n",
+            "probe_detector_start_latency_seconds_sum 0.00158\n",
+            "probe_detector_start_latency_seconds_count 2\n",
+        ] {
+            assert!(text.contains(sample), "{sample} in {text}");
+        }
         let build = format!(
             "probe_detector_build_info{{version=\"{}\",commit=\"{}\",ebpf_object=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION"),

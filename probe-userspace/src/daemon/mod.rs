@@ -646,6 +646,7 @@ impl Daemon<'_> {
             alerts: stats.alerts_written.clone(),
             alerts_suppressed: stats.alerts_suppressed,
             decode_errors: stats.decode_errors,
+            start_latency: stats.start_latency.clone(),
             start_time_s: started
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),

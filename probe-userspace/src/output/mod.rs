@@ -6,6 +6,7 @@
 
 pub mod attack_list;
 pub mod evidence;
+pub mod latency;
 pub mod probe_record;
 pub mod rate_limit;
 pub mod record;
@@ -103,6 +104,8 @@ pub struct PipelineStats {
     pub attack_list_lost: u64,
     /// Failed attack-list writes since the last one that worked.
     pub attack_list_failures: u64,
+    /// Live runs: how long `start` records took from their deciding outcome to the write.
+    pub start_latency: latency::Latencies,
 }
 
 /// Why the pipeline could not write.
@@ -137,6 +140,8 @@ pub struct Pipeline<W: Write> {
     rows: Vec<Probe>,
     /// A `start` waits among `lines`: the reader should flush without finishing its batch.
     urgent: bool,
+    /// Live runs: the times of the outcomes that decided the `start` records among `lines`.
+    starts: Vec<Duration>,
     /// The latest time given to `observe` or `tick`.
     latest: Duration,
     /// `--fleet`: every outcome also goes to the fleet's publisher.
@@ -173,6 +178,7 @@ impl<W: Write> Pipeline<W> {
             lines: String::new(),
             rows: Vec::new(),
             urgent: false,
+            starts: Vec::new(),
             latest: Duration::ZERO,
             tap: None,
             fleet: None,
@@ -455,6 +461,13 @@ impl<W: Write> Pipeline<W> {
         match result {
             Ok(()) => {
                 self.lines.clear();
+                if !self.starts.is_empty() {
+                    let written = clock::monotonic_now();
+                    for decided in self.starts.drain(..) {
+                        let latency = written.saturating_sub(decided);
+                        self.stats.start_latency.observe(latency);
+                    }
+                }
                 Ok(())
             }
             // Kept: what could not be written goes to the log instead.
@@ -463,6 +476,7 @@ impl<W: Write> Pipeline<W> {
             }
             Err(err) => {
                 self.lines.clear();
+                self.starts.clear();
                 Err(OutputError::Write(err))
             }
         }
@@ -501,7 +515,13 @@ impl<W: Write> Pipeline<W> {
         }
         self.push_line(&line);
         // A scan's first record goes out without waiting for the rest of the batch.
-        self.urgent |= scan.phase == Phase::Start;
+        if scan.phase == Phase::Start {
+            self.urgent = true;
+            // Only on the kernel's clock (a replay's times are the capture's).
+            if self.config.clock == Clock::Monotonic {
+                self.starts.push(now);
+            }
+        }
     }
 
     /// With `--block`, blocks (live) or judges (replay) the sources of a newly recognised
@@ -755,6 +775,34 @@ mod tests {
         }
         p.flush(|_| Some(3)).unwrap();
         assert!(records(&p).is_empty());
+    }
+
+    #[test]
+    fn a_live_run_times_each_start_from_its_deciding_outcome_to_the_write() {
+        // On the capture's clock (replay): nothing timed, its times are not now's.
+        let mut replay = pipeline(0, None, Blocking::Off);
+        scan(&mut replay, 1, 2, 0);
+        assert_eq!(records(&replay).len(), 2);
+        assert_eq!(replay.stats().start_latency.count, 0);
+
+        let mut live = pipeline(0, None, Blocking::Off);
+        live.config.clock = Clock::Monotonic;
+        // Two scans decided 3 ms ago, one update: two starts timed, when written.
+        let decided = clock::monotonic_now().saturating_sub(Duration::from_millis(3));
+        for s in 1..=2 {
+            for port in 0..12 {
+                let probe = Probe::syn(ip(s), ip(2), 1000 + port, Outcome::Refused);
+                live.observe(&probe, decided);
+            }
+        }
+        assert_eq!(live.stats().start_latency.count, 0, "not written yet");
+        live.flush(|_| None).unwrap();
+        let latency = &live.stats().start_latency;
+        assert_eq!(latency.count, 2);
+        // 3 ms and a little: the bucket up to 5 ms, each.
+        assert!(latency.sum_ns >= 6_000_000 && latency.sum_ns < 2 * 5_000_000);
+        assert_eq!(latency.cumulative()[5], ("0.005".to_owned(), 2));
+        assert_eq!(latency.cumulative()[3], ("0.001".to_owned(), 0));
     }
 
     #[test]

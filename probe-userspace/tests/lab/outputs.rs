@@ -158,6 +158,12 @@ fn a_prometheus_server_scrapes_the_counters_and_answers_the_documented_queries()
     ));
     // The scanner is blocked at its alert: its later probes are dropped, not failed.
     assert!(failed.is_some_and(|n| n >= 4.0), "{failed:?}");
+    // Its start was timed, from the deciding outcome to the write, within a second.
+    let timed = prom_query(
+        &lab.victim,
+        "probe_detector_start_latency_seconds_bucket{le=\"1\"}",
+    );
+    assert_eq!(first_value(&timed), Some(1.0), "{timed}");
     let top = prom_query(&lab.victim, "probe_detector_top_source_probes{rank=\"1\"}");
     assert_eq!(
         top["data"]["result"][0]["metric"]["src"], SCANNER_IP,
