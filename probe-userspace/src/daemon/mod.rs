@@ -121,9 +121,20 @@ impl Daemon<'_> {
             tokio::sync::mpsc::channel::<metrics::BodyRequest>(metrics::MAX_CONNECTIONS);
         let scrape_slots = Arc::new(tokio::sync::Semaphore::new(metrics::MAX_CONNECTIONS));
         let started = std::time::SystemTime::now();
-        // A verdict's wakeup should not wait out a busy task's slice (see `slice`).
+        // A verdict's wakeup should not wait for busy tasks (see `slice`).
+        let slice_us = slice::SLICE_NS / 1000;
         match slice::request() {
-            Ok(()) => log::debug!("event loop: a {} µs time slice", slice::SLICE_NS / 1000),
+            Ok(granted) if granted.as_wanted => {
+                log::debug!(
+                    "event loop: a {slice_us} µs time slice, nice {}",
+                    granted.nice
+                );
+            }
+            Ok(granted) => log::info!(
+                "event loop: a {slice_us} µs time slice, but nice {} and not {}: alerts may wait for busy tasks (allow it with CAP_SYS_NICE or RLIMIT_NICE, as the service unit's LimitNICE does)",
+                granted.nice,
+                slice::LOOP_NICE
+            ),
             Err(err) => log::debug!("event loop: no short time slice ({err})"),
         }
         let metrics_listener = metrics_listener

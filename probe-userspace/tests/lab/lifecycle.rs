@@ -137,11 +137,13 @@ fn the_service_units_settings_suffice_without_root_with_block() {
             .arg(&runtime),
     );
     let socket = runtime.join("control.sock");
+    let unit_nice: i32 = setting("Nice=").parse().unwrap();
     // As nobody, with exactly those capabilities (inherited, ambient and bounding), the
-    // unit's umask, and --block.
+    // unit's umask and nice value, and --block.
     let script = format!(
-        "umask {} && exec setpriv --reuid nobody --regid nogroup --clear-groups --inh-caps={caps} --ambient-caps={caps} --bounding-set={caps} \"$0\" \"$@\"",
-        setting("UMask=")
+        "umask {} && exec nice -n {} setpriv --reuid nobody --regid nogroup --clear-groups --inh-caps={caps} --ambient-caps={caps} --bounding-set={caps} \"$0\" \"$@\"",
+        setting("UMask="),
+        unit_nice
     );
     let child = lab
         .victim
@@ -163,6 +165,15 @@ fn the_service_units_settings_suffice_without_root_with_block() {
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_secs(2));
+    // The event loop (the main thread: sh, nice and setpriv exec, so the pid is
+    // probe-detector's) keeps the unit's nice value; the threads it starts do not.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let loop_nice: i32 = stat
+        .rsplit_once(") ")
+        .and_then(|(_, fields)| fields.split(' ').nth(16))
+        .and_then(|nice| nice.parse().ok())
+        .unwrap_or_else(|| panic!("no nice value in {stat}"));
+    assert_eq!(loop_nice, unit_nice, "the event loop's nice value");
     nmap(&lab.scanner, &["-sS", "-p", "1-30", VICTIM_IP]);
     thread::sleep(Duration::from_millis(500));
     // The control socket answers, and the scanner is on the block list.
@@ -172,7 +183,7 @@ fn the_service_units_settings_suffice_without_root_with_block() {
             .arg(&socket),
     );
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    // sh execs setpriv, which execs probe-detector: the child's pid is probe-detector's.
+    // sh execs nice, then setpriv, then probe-detector: the child's pid is probe-detector's.
     // SAFETY: kill with the pid of our own child and a valid signal number.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
