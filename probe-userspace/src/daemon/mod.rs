@@ -130,11 +130,12 @@ impl Daemon<'_> {
                     granted.nice
                 );
             }
-            Ok(granted) => log::info!(
-                "event loop: a {slice_us} µs time slice, but nice {} and not {}: alerts may wait for busy tasks (allow it with CAP_SYS_NICE or RLIMIT_NICE, as the service unit's LimitNICE does)",
-                granted.nice,
-                slice::LOOP_NICE
-            ),
+            Ok(granted) => {
+                let (nice, wanted) = (granted.nice, slice::LOOP_NICE);
+                log::info!(
+                    "event loop: a {slice_us} µs time slice, but nice {nice} and not {wanted}: alerts may wait for busy tasks (start it at nice {wanted}, as the service unit does, or give it CAP_SYS_NICE)"
+                );
+            }
             Err(err) => log::debug!("event loop: no short time slice ({err})"),
         }
         let metrics_listener = metrics_listener

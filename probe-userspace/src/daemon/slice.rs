@@ -22,11 +22,12 @@
 //! start within 0.25 ms. The loop's work is bounded per turn and a flood costs it little
 //! (the kernel holds one-probe sources), so the weight cannot be turned against the host.
 //!
-//! An operator's own nice value (`nice -n 5`, the unit's `Nice=`) is kept; the slice is
-//! still asked for. Threads the loop starts (the network reads) go back to nice 0
+//! A nice value the process started with (`nice -n 5`; the service unit's `Nice=-10`,
+//! set by systemd for a service without `CAP_SYS_NICE`) is kept; the slice is still asked
+//! for. Threads the loop starts (the network reads) go back to nice 0 when it is negative
 //! (`SCHED_FLAG_RESET_ON_FORK`). Without the privilege to lower the nice value
-//! (`CAP_SYS_NICE`, or `RLIMIT_NICE`: the unit's `LimitNICE=-10`), the slice alone is
-//! asked for; a kernel that refuses even that changes nothing.
+//! (`CAP_SYS_NICE` or `RLIMIT_NICE`), the slice alone is asked for; a kernel that refuses
+//! even that changes nothing.
 
 /// The slice asked for: the shortest the kernel grants (0.1 ms). A quiet wakeup's run is
 /// shorter; a sweep, a flood's batch or a scan's first events run longer, and then give
