@@ -28,11 +28,29 @@ pub const WALK_IDLE_EPOCHS: u16 = 600;
 
 const _: () = assert!(SUSPECT_SETS.is_power_of_two());
 
+/// Global (`u32`): 1 when a verdict waits while a first TCP success of the source waits to
+/// be settled (`--settle-successes`; see [`suspect::waiting`]), 0 (the default) when the
+/// failure that reaches [`WALK_SCAN`] decides whatever waits.
+pub const SETTLE_SUCCESSES_GLOBAL: &str = "SETTLE_SUCCESSES";
+
+/// The highest walk a cell holds: a walk past [`WALK_SCAN`] whose verdict waits for a
+/// first success to be settled (see [`suspect::waiting`]) goes on counting up to here.
+pub const WALK_MAX: i8 = 7;
+/// Sweep epochs a waiting first success holds the verdict back at most: its connection is
+/// counted ([`crate::CONFIRM_AFTER_EPOCHS`] sweeps after its SYN) or reset before then; a
+/// waiting success whose slot another flow took is forgotten after this many.
+pub const WAIT_EPOCHS: u16 = crate::CONFIRM_AFTER_EPOCHS as u16 + 2;
+
+const _: () = assert!(WALK_SCAN < WALK_MAX && WAIT_EPOCHS < 32);
+
 /// One `SUSPECTS` cell, packed in a `u64` (0: empty): the sweep epoch of its last change
-/// (bits 0-15), its distinct first failures (bits 16-22, saturating at 127), whether the
-/// verdict was given (bit 23), its walk (bits 24-31, an `i8`), its tag (bits 32-63,
-/// never 0).
+/// (bits 0-15), its distinct first failures (bits 16-19, saturating at 15), whether the
+/// verdict was given (bit 20), its first TCP successes waiting to be settled (bits 21-22,
+/// saturating at 3), the sweep epoch of the latest of them (bits 23-27, its low 5 bits),
+/// its walk (bits 28-31, a 4-bit signed number), its tag (bits 32-63, never 0).
 pub mod suspect {
+    use super::WAIT_EPOCHS;
+
     /// The cell's tag (0: empty).
     pub const fn tag(cell: u64) -> u32 {
         (cell >> 32) as u32
@@ -40,17 +58,18 @@ pub mod suspect {
 
     /// The walk: first failures minus first successes since it (re)started.
     pub const fn walk(cell: u64) -> i8 {
-        (cell >> 24) as u8 as i8
+        // The high nibble of the low word, sign-extended.
+        ((cell as u32) as i32 >> 28) as i8
     }
 
-    /// Distinct first failures since it (re)started, saturating at 127.
+    /// Distinct first failures since it (re)started, saturating at 15.
     pub const fn failures(cell: u64) -> u8 {
-        ((cell >> 16) & 0x7f) as u8
+        ((cell >> 16) & 0xf) as u8
     }
 
     /// Whether the walk reached the verdict (it stays there until the source idles).
     pub const fn decided(cell: u64) -> bool {
-        cell & (1 << 23) != 0
+        cell & (1 << 20) != 0
     }
 
     /// The sweep epoch (low 16 bits) of its last change.
@@ -58,12 +77,75 @@ pub mod suspect {
         cell as u16
     }
 
-    /// A cell of these parts.
-    pub const fn pack(tag: u32, walk: i8, failures: u8, decided: bool, epoch: u16) -> u64 {
+    /// First TCP successes of the source that wait to be settled, as of sweep `epoch`: our
+    /// SYN-ACK answered its attempt, and neither the client's reset before a byte (a
+    /// scanner's) nor the sweep that counts a connection that stood has come yet. While
+    /// one waits, a walk at the verdict's line waits too, under `--settle-successes`
+    /// ([`super::SETTLE_SUCCESSES_GLOBAL`]). Saturates at 3; 0 once
+    /// [`WAIT_EPOCHS`] sweeps passed since the latest (its slot was taken by another flow,
+    /// and nothing will settle it).
+    pub const fn waiting(cell: u64, epoch: u16) -> u8 {
+        let since = epoch.wrapping_sub(((cell >> 23) & 0x1f) as u16) & 0x1f;
+        if since > WAIT_EPOCHS {
+            0
+        } else {
+            ((cell >> 21) & 0x3) as u8
+        }
+    }
+
+    /// A cell of these parts; `waiting` successes, the latest of them in sweep
+    /// `waited_epoch`.
+    pub const fn pack(
+        tag: u32,
+        walk: i8,
+        failures: u8,
+        decided: bool,
+        epoch: u16,
+        (waiting, waited_epoch): (u8, u16),
+    ) -> u64 {
         ((tag as u64) << 32)
-            | ((walk as u8 as u64) << 24)
-            | ((decided as u64) << 23)
-            | (((failures & 0x7f) as u64) << 16)
+            | (((walk as u8 & 0xf) as u64) << 28)
+            | (((waited_epoch & 0x1f) as u64) << 23)
+            | (((if waiting > 3 { 3 } else { waiting }) as u64) << 21)
+            | ((decided as u64) << 20)
+            | (((if failures > 15 { 15 } else { failures }) as u64) << 16)
             | epoch as u64
+    }
+
+    /// The epoch of the latest waiting success (its low 5 bits), for [`pack`].
+    pub const fn waited_epoch(cell: u64) -> u16 {
+        ((cell >> 23) & 0x1f) as u16
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_part_round_trips() {
+            for w in -8..=7i8 {
+                for (n, wait, done) in [(0, 0, false), (15, 3, true), (7, 1, false)] {
+                    let cell = pack(0xdead_beef, w, n, done, 0xfff3, (wait, 0xfff1));
+                    assert_eq!(tag(cell), 0xdead_beef);
+                    assert_eq!(walk(cell), w);
+                    assert_eq!((failures(cell), decided(cell)), (n, done));
+                    assert_eq!(epoch(cell), 0xfff3);
+                    assert_eq!(waiting(cell, 0xfff3), wait);
+                }
+            }
+            // Saturating counts.
+            let cell = pack(1, 0, 200, false, 0, (9, 0));
+            assert_eq!((failures(cell), waiting(cell, 0)), (15, 3));
+        }
+
+        #[test]
+        fn a_waiting_success_is_forgotten_after_its_epochs() {
+            let cell = pack(1, 4, 4, false, 30, (1, 30));
+            assert_eq!(waiting(cell, 30 + WAIT_EPOCHS), 1);
+            assert_eq!(waiting(cell, 30 + WAIT_EPOCHS + 1), 0);
+            // Across the wrap of the 5-bit epoch.
+            let cell = pack(1, 4, 4, false, 65_535, (2, 65_535));
+            assert_eq!(waiting(cell, 1), 2);
+        }
     }
 }

@@ -26,7 +26,9 @@ use crate::{
     ours::host_slot,
     parse::Addr,
     summary::{COUNTED, REPEAT, summarize, summarizing},
-    suspects::{Source, Standing, UNDECIDED, VERDICT, known, mark_decided, step, step_decided},
+    suspects::{
+        Move, Source, Standing, UNDECIDED, VERDICT, known, mark_decided, step, step_decided, wait,
+    },
 };
 
 /// Reports an outcome: the first of its kind becomes an event, repeats bump its count.
@@ -70,9 +72,11 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
             _ => {}
         }
     }
-    // Successes are reported once per (source, destination host): enough for the
-    // sequential hypothesis test, which looks at first contacts. Built in a per-CPU slot,
-    // field by field: 48 bytes this frame cannot spare.
+    // Successes are reported once per (source, destination host, service): the sequential
+    // hypothesis test's first contacts on a single host, as the userspace test counts
+    // them (a client that finds two services of a host open and five closed is two
+    // successes and five failures). Built in a per-CPU slot, field by field: 48 bytes this
+    // frame cannot spare.
     let Some(slot) = KEY_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -82,8 +86,9 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     let key: &OutcomeKey = unsafe {
         (&raw mut (*slot).src_addr).write(pending.remote);
         (&raw mut (*slot).dst_addr).write(pending.local);
-        (&raw mut (*slot).dst_port).write(if accepted { 0 } else { pending.local_port });
-        (&raw mut (*slot).proto).write(if accepted { 0 } else { pending.proto });
+        (&raw mut (*slot).dst_port).write(pending.local_port);
+        (&raw mut (*slot).proto).write(pending.proto);
+        // A success is of the service, whatever the probe that found it.
         (&raw mut (*slot).probe).write(if accepted { 0 } else { pending.probe });
         (&raw mut (*slot).outcome).write(outcome as u8);
         (&raw mut (*slot).ip_version).write(pending.ip_version);
@@ -133,8 +138,10 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     let waits = accepted && pending.probe == ProbeType::TcpSyn as u8;
     let standing = if waits {
         Standing::WAITING
+    } else if accepted {
+        step(source, Move::Success)
     } else {
-        step(source, !accepted)
+        step(source, Move::Failure)
     };
     let state = standing.state();
     // Pointed at for `step_decided`, which only summaries use.
@@ -159,6 +166,11 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     // above): a repeat of it takes none, as one from a source the test knows.
     if OUTCOMES.insert(key, &1, u64::from(BPF_NOEXIST)).is_err() {
         return false;
+    }
+    // A first TCP success waits for its connection to stand, and holds a verdict at the
+    // line back meanwhile (see `crate::suspects::wait`).
+    if waits {
+        wait(source);
     }
     let verdict = state == VERDICT;
     // 1: the verdict; 2: the verdict, and the source blocked here (`--block`).

@@ -28,7 +28,8 @@ use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{macros::map, maps::Array};
 use probe_common::{
-    Pending, SUSPECT_SETS, SUSPECT_WAYS, WALK_BENIGN, WALK_IDLE_EPOCHS, WALK_SCAN, suspect,
+    Pending, SUSPECT_SETS, SUSPECT_WAYS, WALK_BENIGN, WALK_IDLE_EPOCHS, WALK_MAX, WALK_SCAN,
+    suspect,
 };
 
 use crate::{
@@ -146,6 +147,11 @@ pub(crate) static SUSPECT_MASK: u32 = SUSPECT_SETS - 1;
 #[unsafe(no_mangle)]
 pub(crate) static WALK_IDLE: u16 = WALK_IDLE_EPOCHS;
 
+/// 1 when a verdict waits while a first TCP success of the source waits to be settled
+/// (set at load: `--settle-successes`; see [`wait`]).
+#[unsafe(no_mangle)]
+pub(crate) static SETTLE_SUCCESSES: u32 = 0;
+
 /// Mixed into the tag so that `SUSPECTS` tags differ from `CONTACTED`'s for one host.
 const SUSPECT_ID: u32 = 0x5c0f_f1e5;
 
@@ -210,13 +216,26 @@ pub(crate) fn known(source: Source) -> bool {
         .any(|&cell| suspect::tag(cell) == tag && !idle(cell, epoch, idle_after))
 }
 
-/// Moves the walk of `source` one step, up for a first failure and down for
-/// a first success; returns where the source stands. A decided source's step only counts
-/// the failure and keeps the cell from idling. First outcomes are `report`'s: a failure
-/// once per host, port and kind of probe, a success once per host. Inlined into `report`
-/// (see [`known`]).
+/// What moves a walk: a first failure, a first success counted at once (a UDP reply, an
+/// echo reply), or a first TCP success counted once its connection stood ([`confirm`]),
+/// which also settles one waiting success.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    Failure,
+    Success,
+    Confirmed,
+}
+
+/// Moves the walk of `source` one step, up for a first failure and down for a first
+/// success; returns where the source stands. A decided source's step only counts the
+/// failure and keeps the cell from idling. First outcomes are `report`'s: a failure once
+/// per host, port and kind of probe, a success once per host and service. A failure that
+/// takes the walk to the line is the verdict; under `--settle-successes` not while a first
+/// TCP success of the source waits to be settled ([`wait`]): then the verdict waits for
+/// it, and the walk counts on (up to [`WALK_MAX`]). Inlined into `report` (see [`known`]).
 #[inline(always)]
-pub(crate) fn step(source: Source, failed: bool) -> Standing {
+pub(crate) fn step(source: Source, how: Move) -> Standing {
+    let failed = how == Move::Failure;
     let Some((set, tag, epoch, idle_after)) = locate(source) else {
         return Standing::new(UNDECIDED, 0, 0);
     };
@@ -244,28 +263,43 @@ pub(crate) fn step(source: Source, failed: bool) -> Standing {
         None => (victim, 0),
     };
     if cell == 0 || idle(cell, epoch, idle_after) {
-        cell = suspect::pack(tag, 0, 0, false, epoch);
+        cell = suspect::pack(tag, 0, 0, false, epoch, (0, 0));
     }
     let (mut walk, mut failures, decided) = (
         suspect::walk(cell),
         suspect::failures(cell),
         suspect::decided(cell),
     );
+    let mut waiting = suspect::waiting(cell, epoch);
     let mut verdict = false;
     if failed {
-        failures = failures.saturating_add(1).min(127);
+        failures = failures.saturating_add(1).min(15);
         if !decided {
-            walk += 1;
-            verdict = walk >= WALK_SCAN;
+            walk = (walk + 1).min(WALK_MAX);
+            // SAFETY: reading a plain global; volatile so the load-time value is used.
+            let settling = unsafe { read_volatile(&SETTLE_SUCCESSES) } != 0;
+            verdict = walk >= WALK_SCAN && (waiting == 0 || !settling);
         }
-    } else if !decided {
-        walk -= 1;
-        if walk <= WALK_BENIGN {
-            // Taken for benign: the test starts over.
-            walk = 0;
+    } else {
+        if how == Move::Confirmed {
+            waiting = waiting.saturating_sub(1);
+        }
+        if !decided {
+            walk -= 1;
+            if walk <= WALK_BENIGN {
+                // Taken for benign: the test starts over.
+                walk = 0;
+            }
         }
     }
-    let updated = suspect::pack(tag, walk, failures, decided || verdict, epoch);
+    let updated = suspect::pack(
+        tag,
+        walk,
+        failures,
+        decided || verdict,
+        epoch,
+        (waiting, suspect::waited_epoch(cell)),
+    );
     if decided || verdict {
         // SAFETY: the global is LAST_DECIDED.
         unsafe { stamp(&raw mut LAST_DECIDED) };
@@ -274,8 +308,8 @@ pub(crate) fn step(source: Source, failed: bool) -> Standing {
         *slot = updated;
     }
     let line = WALK_SCAN - 1;
-    let was_armed = !decided && suspect::walk(cell) == line;
-    let armed = !decided && !verdict && walk == line;
+    let was_armed = !decided && suspect::walk(cell) >= line;
+    let armed = !decided && !verdict && walk >= line;
     if armed != was_armed {
         arm(source, armed);
     }
@@ -293,11 +327,82 @@ pub(crate) fn step(source: Source, failed: bool) -> Standing {
 /// (see [`crate::pending::settle`]): its connection stood a sweep without the client's
 /// reset before a byte, so it was a use of the service. The walk steps down as [`step`]
 /// moves it for any first success (a source the cache forgot takes only free room; a
-/// decided one is only kept from idling), which never decides. Not inlined: only the
-/// expiry sweep runs it, once per such connection.
+/// decided one is only kept from idling), which never decides, and one waiting success
+/// is settled. Not inlined: only the expiry sweep runs it, once per such connection.
 #[inline(never)]
 pub(crate) fn confirm(pending: &Pending) {
-    step(Source::of(pending), false);
+    step(Source::of(pending), Move::Confirmed);
+}
+
+/// Notes a first TCP success of `source` that waits to be settled (our SYN-ACK answered
+/// it; see [`crate::pending::settle`]): until the client resets it before a byte
+/// ([`unwait`]: a half-open or connect scanner's open port) or the sweep counts it
+/// ([`confirm`]), a walk at the verdict's line waits under `--settle-successes`, so that
+/// a client that finds some of a host's services open and others closed at once (a mail
+/// client trying every port it knows) is judged with its successes, as the userspace test
+/// judges it. Counted whatever the setting (a first success's rare cost). A source the
+/// cache does not know takes free room only, as a success does. Not inlined: only first
+/// successes run it.
+#[inline(never)]
+pub(crate) fn wait(source: Source) {
+    settle_waiting(source, true);
+}
+
+/// Settles one waiting success of `source` without a step: the client reset its
+/// connection before a byte (see [`crate::pending::half_open`]), so its success never
+/// counts, and a verdict it held back is given by the source's next failure. Not inlined:
+/// only such resets run it.
+#[inline(never)]
+pub(crate) fn unwait(source: Source) {
+    settle_waiting(source, false);
+}
+
+/// [`wait`] (`add`) and [`unwait`].
+#[inline(always)]
+fn settle_waiting(source: Source, add: bool) {
+    let Some((set, tag, epoch, idle_after)) = locate(source) else {
+        return;
+    };
+    // SAFETY: array slot from a successful lookup, valid for the program's run; other CPUs
+    // may write it meanwhile (a lost count at worst, see the module documentation).
+    let set = unsafe { &mut *set };
+    let mut found = SUSPECT_WAYS;
+    let mut free = SUSPECT_WAYS;
+    for (way, &cell) in set.iter().enumerate() {
+        if suspect::tag(cell) == tag {
+            found = way;
+            break;
+        }
+        if free == SUSPECT_WAYS && rank(cell, epoch, idle_after) == 0 {
+            free = way;
+        }
+    }
+    let (way, cell) = match set.get(found) {
+        Some(&cell) if !idle(cell, epoch, idle_after) => (found, cell),
+        _ if !add => return,
+        Some(_) => (found, suspect::pack(tag, 0, 0, false, epoch, (0, 0))),
+        None if free < SUSPECT_WAYS => (free, suspect::pack(tag, 0, 0, false, epoch, (0, 0))),
+        None => return,
+    };
+    let waiting = suspect::waiting(cell, epoch);
+    let (waiting, waited) = if add {
+        (waiting.saturating_add(1), epoch)
+    } else if waiting == 0 {
+        return;
+    } else {
+        (waiting - 1, suspect::waited_epoch(cell))
+    };
+    let updated = suspect::pack(
+        tag,
+        suspect::walk(cell),
+        suspect::failures(cell),
+        suspect::decided(cell),
+        epoch,
+        (waiting, waited),
+    );
+    if let Some(slot) = set.get_mut(way) {
+        *slot = updated;
+    }
 }
 
 /// When `source` has a verdict in force (its walk reached [`WALK_SCAN`]
@@ -359,8 +464,15 @@ fn stamp_decided(source: Source, failed: bool) -> bool {
             }
             let failures = suspect::failures(value)
                 .saturating_add(u8::from(failed))
-                .min(127);
-            *cell = suspect::pack(tag, suspect::walk(value), failures, true, epoch);
+                .min(15);
+            *cell = suspect::pack(
+                tag,
+                suspect::walk(value),
+                failures,
+                true,
+                epoch,
+                (suspect::waiting(value, epoch), suspect::waited_epoch(value)),
+            );
             // SAFETY: the global is LAST_DECIDED.
             unsafe { stamp(&raw mut LAST_DECIDED) };
             return true;
@@ -483,11 +595,11 @@ fn rank(cell: u64, epoch: u16, idle_after: u16) -> u32 {
         return 0;
     }
     let walk = if suspect::decided(cell) {
-        WALK_SCAN + 1
+        WALK_MAX + 1
     } else {
         suspect::walk(cell)
     };
-    // Walks run from WALK_BENIGN (-4) to WALK_SCAN + 1 (5): shifted to 1..=10.
+    // Walks run from WALK_BENIGN (-4) to WALK_MAX + 1 (8): shifted to 1..=13.
     let level = (walk - WALK_BENIGN + 1) as u32;
     (level << 16) | u32::from(u16::MAX - age(cell, epoch))
 }

@@ -46,6 +46,7 @@ static TRAFGEN: Scenario = Scenario {
     topology: Topology::Host,
     benign: false,
     quick: false,
+    flags: &[],
     run: trafgen_burst,
 };
 

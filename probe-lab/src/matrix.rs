@@ -99,7 +99,9 @@ pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow:
     // scenario's psad never sees an earlier scenario's lines.
     fs::write(ctx.syslog.kern_log(), b"").context("cannot empty the lab's kernel log")?;
     ctx.peers.start(ns, ctx.syslog)?;
-    let mut ours = Ours::start(ns, ctx.binary, &detector_args(scenario.topology))?;
+    let mut args = detector_args(scenario.topology);
+    args.extend_from_slice(scenario.flags);
+    let mut ours = Ours::start(ns, ctx.binary, &args)?;
     let offset = ctx.syslog.offset();
     let started = SystemTime::now();
     let clock = Instant::now();

@@ -60,6 +60,9 @@ pub struct Scenario {
     pub benign: bool,
     /// Part of `--quick`.
     pub quick: bool,
+    /// probe-detector's flags beyond the watch point's (most scenarios: none, the
+    /// defaults); the scenario's `what` names them.
+    pub flags: &'static [&'static str],
     /// Sends the traffic; returns when it is done.
     pub run: fn(&Lab) -> anyhow::Result<()>,
 }
@@ -72,6 +75,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: true,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sS", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -80,6 +84,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sT", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -88,6 +93,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sF", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -96,6 +102,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sN", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -104,6 +111,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sX", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -112,6 +120,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sA", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -120,6 +129,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: true,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sU", "-T4", "-p", "1-200", VICTIM]),
     },
     Scenario {
@@ -128,6 +138,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: true,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-6", "-sS", "-T4", "-p", "1-1000", VICTIM6]),
     },
     Scenario {
@@ -136,6 +147,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sS", "-f", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -144,6 +156,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             let macs = macs(lab)?;
             let (src, victim) = (SCANNER6.parse::<Ipv6Addr>()?.octets(), victim6()?);
@@ -163,6 +176,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sO", "-T4", "-p", "1-100", VICTIM]),
     },
     Scenario {
@@ -171,6 +185,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sY", "-T4", "-p", "1-1000", VICTIM]),
     },
     Scenario {
@@ -179,6 +194,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             let macs = macs(lab)?;
             let victim = VICTIM.parse::<Ipv4Addr>()?.octets();
@@ -196,6 +212,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             let macs = macs(lab)?;
             let victim = victim6()?;
@@ -220,6 +237,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             let macs = macs(lab)?;
             let (src, victim) = (SCANNER6.parse::<Ipv6Addr>()?.octets(), victim6()?);
@@ -235,6 +253,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| nmap_victim(lab, &["-sS", "-T2", "-p", "1-25", VICTIM]),
     },
     Scenario {
@@ -243,6 +262,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: true,
+        flags: &[],
         run: |lab| {
             let decoys = format!("{},{},ME", DECOYS[0], DECOYS[1]);
             nmap_victim(lab, &["-sS", "-T4", "-D", &decoys, "-p", "1-100", VICTIM])
@@ -254,6 +274,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             nmap_victim(
                 lab,
@@ -267,6 +288,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             // masscan may spin after its scan (it answers every RST with its own): its
             // --wait bounds it, and `timeout` (exit 124) in case it does not stop.
@@ -301,6 +323,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: true,
+        flags: &[],
         run: |lab| {
             hping3(
                 &lab.host.scanner,
@@ -314,6 +337,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             hping3(
                 &lab.host.scanner,
@@ -329,6 +353,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: false,
         quick: true,
+        flags: &[],
         run: |lab| {
             nmap(
                 &lab.gateway.scanner,
@@ -342,6 +367,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: false,
         quick: true,
+        flags: &[],
         run: |lab| {
             nmap(
                 &lab.gateway.scanner,
@@ -355,6 +381,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             nmap(
                 &lab.gateway.scanner,
@@ -368,6 +395,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             hping3(
                 &lab.gateway.scanner,
@@ -394,6 +422,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: false,
         quick: false,
+        flags: &[],
         run: |lab| {
             // zmap's default blocklist excludes 198.18.0.0/15; the lab's target is its own
             // namespace, named explicitly, so an empty blocklist is given instead.
@@ -432,6 +461,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: true,
+        flags: &[],
         run: |lab| {
             for port in [80, 443, 22] {
                 let url = format!("http://{VICTIM}:{port}/[1-34]");
@@ -446,9 +476,29 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: true,
+        flags: &[],
         run: |lab| {
             let url = format!("http://{SCANNER}:[8000-8009]/");
             curl(&lab.host.victim, &[7], &[&url])
+        },
+    },
+    Scenario {
+        name: "service discovery",
+        what: "a client tries 8 services of the host at once (curl --parallel), as a mail client's set-up does: 3 answer (22, 80, 443), 5 refuse; probe-detector with --settle-successes (by default it alerts on this, as the peers do)",
+        topology: Topology::Host,
+        benign: true,
+        quick: false,
+        flags: &["--settle-successes"],
+        run: |lab| {
+            let urls: Vec<String> = [22, 25, 80, 110, 143, 443, 587, 993]
+                .iter()
+                .map(|p| format!("http://{VICTIM}:{p}/"))
+                .collect();
+            let mut args = vec!["--parallel", "--parallel-max", "8"];
+            args.extend(urls.iter().map(String::as_str));
+            // 7: could not connect (the refusals); 1 and 8: the listeners on 22 and 443
+            // answer what curl does not take for HTTP.
+            curl(&lab.host.scanner, &[1, 7, 8], &args)
         },
     },
     Scenario {
@@ -457,6 +507,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: true,
+        flags: &[],
         run: |lab| {
             let ok = format!("http://{VICTIM}/[1-300]");
             let refused = format!("http://{VICTIM}:8080/[1-2]");
@@ -473,6 +524,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| trace(&lab.host.scanner, "traceroute", &["-n", "-w", "1", VICTIM]),
     },
     Scenario {
@@ -481,6 +533,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             trace(
                 &lab.host.scanner,
@@ -495,6 +548,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| trace(&lab.host.scanner, "tracepath", &["-n", "-m", "10", VICTIM]),
     },
     Scenario {
@@ -503,6 +557,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             trace(
                 &lab.host.scanner,
@@ -517,6 +572,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             trace(
                 &lab.host.scanner,
@@ -531,6 +587,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             trace(
                 &lab.gateway.scanner,
@@ -545,6 +602,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             trace(
                 &lab.gateway.scanner,
@@ -559,6 +617,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Gateway,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             bounded(
                 &lab.gateway.scanner,
@@ -574,6 +633,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             for _ in 0..2 {
                 for src in crowd() {
@@ -594,6 +654,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             let victim: Ipv4Addr = VICTIM.parse()?;
             lab.host
@@ -617,6 +678,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             for _ in 0..30 {
                 for src in crowd().take(2) {
@@ -634,6 +696,7 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: Topology::Host,
         benign: true,
         quick: false,
+        flags: &[],
         run: |lab| {
             curl(&lab.host.victim, &[], &[&format!("http://{SCANNER}:21/")])?;
             let server = SocketAddrV4::new(SCANNER.parse()?, 20);

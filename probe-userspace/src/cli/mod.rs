@@ -131,6 +131,18 @@ pub struct Cli {
     #[arg(help_heading = "Detection", global = true, long, value_enum, default_value_t = TrwMode::Auto, value_name = "MODE")]
     pub trw: TrwMode,
 
+    /// Give the kernel's verdict on a source only once its first TCP successes are settled:
+    /// by the client's reset before a byte (a SYN or connect scanner's open port: never
+    /// counted) or by the connection standing a sweep (a client's use of the service:
+    /// counted). Without it (the default) the fourth failure decides at once, and a
+    /// client that tries several services of a host at once, some closed (a mail client's
+    /// set-up trying every port it knows), can be decided on its failures before its
+    /// successes count. With it no such client is, but a scan whose open ports come among
+    /// its first four probes (nmap puts the common ports first) is decided one round trip
+    /// to the scanner later, after more probes (with --block: more answers).
+    #[arg(help_heading = "Detection", global = true, long)]
+    pub settle_successes: bool,
+
     /// Distinct failed contacts (host:port) within --slow-horizon, beyond the source's
     /// successes, that make a slow scan (nmap -T1, -T0). 0 turns the slow-scan detector off.
     #[arg(help_heading = "Detection", global = true, long, default_value_t = 8, value_name = "N", value_parser = parse_slow_failed)]

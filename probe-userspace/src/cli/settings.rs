@@ -221,6 +221,7 @@ impl Settings {
             // first failure held.
             summarize: !cli.probes,
             hold: !cli.probes,
+            settle_successes: cli.settle_successes,
             fleet: cli.fleet.is_some(),
             // Half the spread detector's ports: its evidence arrives by the time it needs it.
             crowd_ports: (cli.spread_ports > 0).then(|| u32::from(cli.spread_ports).div_ceil(2)),

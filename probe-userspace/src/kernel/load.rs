@@ -11,9 +11,10 @@ use probe_common::{
     CROWD_PORTS_GLOBAL, CROWD_SLOTS, EVENTS_BYTES, EVENTS_MAP, EXPIRE_AFTER_GLOBAL, EXPIRE_PROGRAM,
     FLEET_ON_GLOBAL, HASH_SEED_GLOBAL, HELD_SLOTS, HOLD_ON_GLOBAL, OURS_ENTRIES, OURS_MAP,
     OURS_MASK_GLOBAL, OUTCOMES_ENTRIES, OUTCOMES_MAP, PENDING_ENTRIES, PENDING_MAP,
-    PENDING_MASK_GLOBAL, PENDING_REGIONS_MAP, SUMMARIES_ENTRIES, SUMMARIZE_GLOBAL,
-    SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP, SWEEP_CHUNK_GLOBAL, TC_PROGRAM,
-    TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL, WALK_IDLE_GLOBAL, XDP_PROGRAM,
+    PENDING_MASK_GLOBAL, PENDING_REGIONS_MAP, SETTLE_SUCCESSES_GLOBAL, SUMMARIES_ENTRIES,
+    SUMMARIZE_GLOBAL, SUSPECT_MASK_GLOBAL, SUSPECT_SETS, SUSPECT_WAYS, SUSPECTS_MAP,
+    SWEEP_CHUNK_GLOBAL, TC_PROGRAM, TIMEOUT_NS, WAKEUP_BYTES_GLOBAL, WAKEUP_GAP_GLOBAL,
+    WALK_IDLE_GLOBAL, XDP_PROGRAM,
 };
 
 use super::run::{expire_program, tc_program, xdp_program};
@@ -63,6 +64,9 @@ pub struct KernelConfig {
     /// Hold a source's first failure until its second (`HELD`), so that sources of one
     /// probe (a forged flood's) cost userspace nothing; off in tests that want each event.
     pub hold: bool,
+    /// Give no verdict while a first TCP success of the source waits to be settled by the
+    /// client's reset or the sweep (`--settle-successes`).
+    pub settle_successes: bool,
     /// Copy each held first failure to the `FLEET` ring (`--fleet`): the fleet's evidence
     /// of sources that fail once on this host.
     pub fleet: bool,
@@ -91,6 +95,7 @@ impl Default for KernelConfig {
             suspect_sets: SUSPECT_SETS,
             summarize: true,
             hold: true,
+            settle_successes: false,
             fleet: false,
             crowd_ports: Some(5),
             crowd_window: Duration::from_secs(10),
@@ -246,6 +251,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
     let block_on = u32::from(config.block);
     let summarize = u32::from(config.summarize);
     let hold = u32::from(config.hold);
+    let settle_successes = u32::from(config.settle_successes);
     let fleet = u32::from(config.fleet);
     let crowd_ports = config.crowd_ports.unwrap_or(u32::MAX);
     let crowd_epochs =
@@ -283,6 +289,7 @@ pub fn load_object(object: &[u8], config: &KernelConfig) -> Result<Ebpf, LoadErr
         .override_global(BLOCK_ON_GLOBAL, &block_on, true)
         .override_global(SUMMARIZE_GLOBAL, &summarize, true)
         .override_global(HOLD_ON_GLOBAL, &hold, true)
+        .override_global(SETTLE_SUCCESSES_GLOBAL, &settle_successes, true)
         .override_global(FLEET_ON_GLOBAL, &fleet, true)
         .override_global(CROWD_PORTS_GLOBAL, &crowd_ports, true)
         .override_global(CROWD_EPOCHS_GLOBAL, &crowd_epochs, true)

@@ -68,8 +68,8 @@ fn repeated_failures_bump_the_counter_without_events() {
 }
 
 #[test]
-fn successes_are_reported_once_per_host_pair() {
-    if !require_root("successes_are_reported_once_per_host_pair") {
+fn successes_are_reported_once_per_service() {
+    if !require_root("successes_are_reported_once_per_service") {
         return;
     }
     let mut h = Harness::new();
@@ -82,12 +82,18 @@ fn successes_are_reported_once_per_host_pair() {
         (ProbeType::TcpSyn, Outcome::Accepted, 80)
     );
     assert_eq!(h.counter(Counter::Answered), 1);
-    // A second open port of the same host: counted, not sent again.
+    // A second open port of the same host: a first contact of its own, sent.
     let other = syn(41_001, 443, 7);
     h.inbound_frame(&other);
     h.outbound_frame(&other.acceptance());
+    let e = h.one_event();
+    assert_eq!((e.outcome, e.dst_port), (Outcome::Accepted, 443));
+    // The first port again, from another port of the client: counted, not sent again.
+    let again = syn(41_002, 80, 5);
+    h.inbound_frame(&again);
+    h.outbound_frame(&again.acceptance());
     assert!(h.events().is_empty());
-    assert_eq!(h.counter(Counter::Answered), 2);
+    assert_eq!(h.counter(Counter::Answered), 3);
     // A reset of the accepted flow later settles nothing: it proves a new attempt of the
     // flow (its socket gone), reported once as the unseen attempt it answers, never as a
     // refusal of the accepted one.

@@ -285,37 +285,107 @@ fn a_half_open_scanners_open_ports_do_not_hold_its_verdict_back() {
 }
 
 #[test]
-fn a_success_moves_the_walk_only_once_its_connection_stood() {
-    if !require_root("a_success_moves_the_walk_only_once_its_connection_stood") {
+fn by_default_a_waiting_success_does_not_hold_the_verdict_back() {
+    if !require_root("by_default_a_waiting_success_does_not_hold_the_verdict_back") {
         return;
     }
     let mut h = Harness::new();
     // Open ports found among a scan's first probes, their resets not yet come (a connect
     // scan resets about a millisecond later): its fourth failure is still the verdict.
     let src = v4([198, 18, 0, 11]);
-    // One first success per host: one event.
-    assert_eq!(accepted(&mut h, src, &[22, 80]).outcome, Outcome::Accepted);
+    // One first success per service: one event each.
+    assert_eq!(accepted(&mut h, src, &[22]).outcome, Outcome::Accepted);
+    assert_eq!(accepted(&mut h, src, &[80]).outcome, Outcome::Accepted);
     let contacts = [(1, false), (2, false), (3, false), (4, false)];
     assert_eq!(
         verdicts(&mut h, src, &contacts),
         [false, false, false, true]
     );
-    // Its success still counts when it stood (once per host), on a decided walk.
+    // Its successes still count when they stood, on a decided walk.
     h.stand();
-    assert_eq!(h.counter(Counter::Confirmed), 1);
-    // A success that stood first holds the next source's verdict back one failure; its
-    // second connection to the host before the sweep is a repeat, counted once.
+    assert_eq!(h.counter(Counter::Confirmed), 2);
+    // Successes that stood first hold the next source's verdict back one failure each;
+    // its second connection to a service before the sweep is a repeat, counted once.
     let other = v4([198, 18, 0, 12]);
-    assert_eq!(
-        accepted(&mut h, other, &[22, 80]).outcome,
-        Outcome::Accepted
-    );
+    assert_eq!(accepted(&mut h, other, &[22]).outcome, Outcome::Accepted);
+    let again = Frame::tcp(other, 42_022, victim(), 22, SYN, 7);
+    h.inbound_frame(&again);
+    h.outbound_frame(&again.acceptance());
+    assert_eq!(h.events(), []);
+    assert_eq!(accepted(&mut h, other, &[80]).outcome, Outcome::Accepted);
     let before = h.counter(Counter::Confirmed);
     h.stand();
-    assert_eq!(h.counter(Counter::Confirmed), before + 1);
-    let five = [(1, false), (2, false), (3, false), (4, false), (5, false)];
+    assert_eq!(h.counter(Counter::Confirmed), before + 2);
+    let six = [
+        (1, false),
+        (2, false),
+        (3, false),
+        (4, false),
+        (5, false),
+        (6, false),
+    ];
     assert_eq!(
-        verdicts(&mut h, other, &five),
-        [false, false, false, false, true]
+        verdicts(&mut h, other, &six),
+        [false, false, false, false, false, true]
     );
+}
+
+#[test]
+fn with_settle_successes_a_waiting_success_holds_the_verdict_back_until_settled() {
+    if !require_root("with_settle_successes_a_waiting_success_holds_the_verdict_back_until_settled")
+    {
+        return;
+    }
+    let mut h = Harness::with(&KernelConfig {
+        settle_successes: true,
+        ..every_event()
+    });
+    let five = [(1, false), (2, false), (3, false), (4, false), (5, false)];
+    // A client that finds two services of the host open and five closed at once (a mail
+    // client trying every port it knows): while its connections have not stood a sweep,
+    // no verdict, however many failures come.
+    let client = v4([198, 18, 0, 11]);
+    assert_eq!(accepted(&mut h, client, &[22]).outcome, Outcome::Accepted);
+    assert_eq!(accepted(&mut h, client, &[80]).outcome, Outcome::Accepted);
+    assert_eq!(verdicts(&mut h, client, &five), [false; 5]);
+    // They stood: both count, as the userspace test counts them (+5 - 2 = +3), and the
+    // next new failure is the verdict.
+    h.stand();
+    assert_eq!(h.counter(Counter::Confirmed), 2);
+    assert_eq!(verdicts(&mut h, client, &[(6, false)]), [true]);
+
+    // A connect scanner whose abort of an open port (RST|ACK before a byte) comes after
+    // its fourth failure: the verdict comes with its first failure after the abort, and
+    // the success never counts.
+    let scanner = v4([198, 18, 0, 12]);
+    let open = Frame::tcp(scanner, 41_080, victim(), 80, SYN, 80);
+    h.inbound_frame(&open);
+    h.outbound_frame(&open.acceptance());
+    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    assert_eq!(verdicts(&mut h, scanner, &five[..4]), [false; 4]);
+    h.inbound_frame(&Frame::tcp(scanner, 41_080, victim(), 80, RST | ACK, 81));
+    assert_eq!(h.counter(Counter::HalfOpen), 1);
+    assert_eq!(verdicts(&mut h, scanner, &[(5, false)]), [true]);
+    h.stand();
+    assert_eq!(
+        h.counter(Counter::Confirmed),
+        2,
+        "the aborted success never counts"
+    );
+
+    // A waiting success that nothing will settle (a new attempt of its flow took its slot:
+    // our reset answers it, reported as an unseen attempt, the first failure) holds the
+    // verdict back for WAIT_EPOCHS sweeps at most.
+    let lost = v4([198, 18, 0, 13]);
+    let open = Frame::tcp(lost, 41_080, victim(), 80, SYN, 80);
+    h.inbound_frame(&open);
+    h.outbound_frame(&open.acceptance());
+    assert_eq!(h.one_event().outcome, Outcome::Accepted);
+    h.outbound_frame(&open.refusal());
+    assert_eq!(h.one_event().probe, ProbeType::TcpUnseen);
+    assert_eq!(verdicts(&mut h, lost, &five[..3]), [false; 3]);
+    for _ in 0..=probe_common::WAIT_EPOCHS {
+        h.expire();
+    }
+    assert_eq!(verdicts(&mut h, lost, &[(4, false)]), [true]);
 }

@@ -263,6 +263,49 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
 }
 
 #[test]
+fn with_settle_successes_a_client_trying_services_at_once_is_no_scan_and_a_connect_scan_is() {
+    let Some((_lock, lab)) = host_lab(
+        "with_settle_successes_a_client_trying_services_at_once_is_no_scan_and_a_connect_scan_is",
+    ) else {
+        return;
+    };
+    let open = [22, 53, 80];
+    let _listeners = tcp_listeners(
+        &lab.victim,
+        &open
+            .map(|p| format!("{VICTIM_IP}:{p}"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF, "--settle-successes"]);
+    // A client that tries every service of the host it knows at once, as a mail client's
+    // set-up does: the three open ones answer (and are used: curl sends its request), the
+    // five closed ones refuse. Five failures, three successes, all within a millisecond:
+    // judged with its successes once their connections stood, it is no scan (by default
+    // the fourth refusal would decide before the successes count).
+    let mut candidates = vec!["-s", "--max-time", "5", "--parallel", "--parallel-max", "8"];
+    let urls: Vec<String> = [22, 25, 43, 53, 70, 79, 80, 88]
+        .iter()
+        .map(|p| format!("http://{VICTIM_IP}:{p}/"))
+        .collect();
+    for url in &urls {
+        candidates.extend_from_slice(&["-o", "/dev/null", url.as_str()]);
+    }
+    let _ = lab.scanner.exec("curl", &candidates).output().unwrap();
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        detector.alerts().is_empty(),
+        "a client trying services raised alerts: {:#?}",
+        detector.alerts()
+    );
+    // A connect scan finds the same open ports among its first probes and aborts each
+    // (RST|ACK before a byte): those successes never count, and it is still a scan.
+    nmap(&lab.scanner, &["-sT", "-p", "1-200", VICTIM_IP]);
+    detector.wait_for_alert(Duration::from_secs(10), |a| a["src_ip"] == SCANNER_IP);
+}
+
+#[test]
 fn every_nmap_technique_is_seen_and_alerted() {
     let Some((_lock, lab)) = host_lab("every_nmap_technique_is_seen_and_alerted") else {
         return;
