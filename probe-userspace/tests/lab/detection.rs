@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// TCP listeners on the victim's `ports`.
+fn victim_listeners(lab: &HostLab, ports: &[u16]) -> Listeners {
+    let addrs: Vec<String> = ports.iter().map(|p| format!("{VICTIM_IP}:{p}")).collect();
+    tcp_listeners(
+        &lab.victim,
+        &addrs.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
 #[test]
 fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
     let Some((_lock, lab)) = host_lab("nmap_syn_scan_raises_one_alert_and_benign_traffic_none")
@@ -10,14 +19,7 @@ fn nmap_syn_scan_raises_one_alert_and_benign_traffic_none() {
         return;
     };
     let open = [22, 53, 80];
-    let _listeners = tcp_listeners(
-        &lab.victim,
-        &open
-            .map(|p| format!("{VICTIM_IP}:{p}"))
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let _listeners = victim_listeners(&lab, &open);
     let _scanner_listener = tcp_listeners(&lab.scanner, &[&format!("{SCANNER_IP}:8080")]);
     let attack_list = std::env::temp_dir().join(format!("pd-attack-{}.csv", std::process::id()));
     let _ = std::fs::remove_file(&attack_list);
@@ -270,14 +272,7 @@ fn with_settle_successes_a_client_trying_services_at_once_is_no_scan_and_a_conne
         return;
     };
     let open = [22, 53, 80];
-    let _listeners = tcp_listeners(
-        &lab.victim,
-        &open
-            .map(|p| format!("{VICTIM_IP}:{p}"))
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let _listeners = victim_listeners(&lab, &open);
     let detector = Detector::start(&lab.victim, &["--iface", VICTIM_IF, "--settle-successes"]);
     // A client that tries every service of the host it knows at once, as a mail client's
     // set-up does: the three open ones answer (and are used: curl sends its request), the
