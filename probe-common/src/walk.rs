@@ -46,7 +46,7 @@ const _: () = assert!(WALK_SCAN < WALK_MAX && WAIT_EPOCHS < 32);
 /// One `SUSPECTS` cell, packed in a `u64` (0: empty): the sweep epoch of its last change
 /// (bits 0-15), its distinct first failures (bits 16-19, saturating at 15), whether the
 /// verdict was given (bit 20), its first TCP successes waiting to be settled (bits 21-22,
-/// saturating at 3), the sweep epoch of the latest of them (bits 23-27, its low 5 bits),
+/// at most 3), the sweep epoch of the latest of them (bits 23-27, its low 5 bits),
 /// its walk (bits 28-31, a 4-bit signed number), its tag (bits 32-63, never 0).
 pub mod suspect {
     use super::WAIT_EPOCHS;
@@ -93,26 +93,28 @@ pub mod suspect {
         }
     }
 
-    /// A cell of these parts; `waiting` successes, the latest of them in sweep
-    /// `waited_epoch`.
-    pub const fn pack(
-        tag: u32,
-        walk: i8,
-        failures: u8,
-        decided: bool,
-        epoch: u16,
-        (waiting, waited_epoch): (u8, u16),
-    ) -> u64 {
+    /// A cell of these parts, with no success waiting (see [`waits`]); `failures` at most
+    /// 15.
+    pub const fn pack(tag: u32, walk: i8, failures: u8, decided: bool, epoch: u16) -> u64 {
         ((tag as u64) << 32)
             | (((walk as u8 & 0xf) as u64) << 28)
-            | (((waited_epoch & 0x1f) as u64) << 23)
-            | (((if waiting > 3 { 3 } else { waiting }) as u64) << 21)
             | ((decided as u64) << 20)
-            | (((if failures > 15 { 15 } else { failures }) as u64) << 16)
+            | (((failures & 0xf) as u64) << 16)
             | epoch as u64
     }
 
-    /// The epoch of the latest waiting success (its low 5 bits), for [`pack`].
+    /// The bits of a cell that count its waiting successes, `waiting` of them (at most 3),
+    /// the latest in sweep `waited_epoch`: OR them into a [`pack`]ed cell.
+    pub const fn waits(waiting: u8, waited_epoch: u16) -> u64 {
+        (((waited_epoch & 0x1f) as u64) << 23) | (((waiting & 0x3) as u64) << 21)
+    }
+
+    /// The bits of `cell` that count its waiting successes ([`waits`]), unchanged.
+    pub const fn waits_of(cell: u64) -> u64 {
+        cell & (0x7f << 21)
+    }
+
+    /// The epoch of the latest waiting success (its low 5 bits).
     pub const fn waited_epoch(cell: u64) -> u16 {
         ((cell >> 23) & 0x1f) as u16
     }
@@ -125,26 +127,28 @@ pub mod suspect {
         fn every_part_round_trips() {
             for w in -8..=7i8 {
                 for (n, wait, done) in [(0, 0, false), (15, 3, true), (7, 1, false)] {
-                    let cell = pack(0xdead_beef, w, n, done, 0xfff3, (wait, 0xfff1));
+                    let cell = pack(0xdead_beef, w, n, done, 0xfff3) | waits(wait, 0xfff1);
                     assert_eq!(tag(cell), 0xdead_beef);
                     assert_eq!(walk(cell), w);
                     assert_eq!((failures(cell), decided(cell)), (n, done));
                     assert_eq!(epoch(cell), 0xfff3);
                     assert_eq!(waiting(cell, 0xfff3), wait);
+                    assert_eq!(waits_of(cell), waits(wait, 0xfff1));
+                    assert_eq!(
+                        cell & !waits_of(cell),
+                        pack(0xdead_beef, w, n, done, 0xfff3)
+                    );
                 }
             }
-            // Saturating counts.
-            let cell = pack(1, 0, 200, false, 0, (9, 0));
-            assert_eq!((failures(cell), waiting(cell, 0)), (15, 3));
         }
 
         #[test]
         fn a_waiting_success_is_forgotten_after_its_epochs() {
-            let cell = pack(1, 4, 4, false, 30, (1, 30));
+            let cell = pack(1, 4, 4, false, 30) | waits(1, 30);
             assert_eq!(waiting(cell, 30 + WAIT_EPOCHS), 1);
             assert_eq!(waiting(cell, 30 + WAIT_EPOCHS + 1), 0);
             // Across the wrap of the 5-bit epoch.
-            let cell = pack(1, 4, 4, false, 65_535, (2, 65_535));
+            let cell = pack(1, 4, 4, false, 65_535) | waits(2, 65_535);
             assert_eq!(waiting(cell, 1), 2);
         }
     }

@@ -263,26 +263,29 @@ pub(crate) fn step(source: Source, how: Move) -> Standing {
         None => (victim, 0),
     };
     if cell == 0 || idle(cell, epoch, idle_after) {
-        cell = suspect::pack(tag, 0, 0, false, epoch, (0, 0));
+        cell = suspect::pack(tag, 0, 0, false, epoch);
     }
     let (mut walk, mut failures, decided) = (
         suspect::walk(cell),
         suspect::failures(cell),
         suspect::decided(cell),
     );
-    let mut waiting = suspect::waiting(cell, epoch);
+    // The waiting successes, kept as they are but by a confirmed one (read only when a
+    // verdict may wait for them: the held and summary paths are spared the arithmetic).
+    let mut waits = suspect::waits_of(cell);
     let mut verdict = false;
     if failed {
         failures = failures.saturating_add(1).min(15);
         if !decided {
             walk = (walk + 1).min(WALK_MAX);
-            // SAFETY: reading a plain global; volatile so the load-time value is used.
-            let settling = unsafe { read_volatile(&SETTLE_SUCCESSES) } != 0;
-            verdict = walk >= WALK_SCAN && (waiting == 0 || !settling);
+            verdict = walk >= WALK_SCAN && (!settling() || suspect::waiting(cell, epoch) == 0);
         }
     } else {
         if how == Move::Confirmed {
-            waiting = waiting.saturating_sub(1);
+            waits = suspect::waits(
+                suspect::waiting(cell, epoch).saturating_sub(1),
+                suspect::waited_epoch(cell),
+            );
         }
         if !decided {
             walk -= 1;
@@ -292,14 +295,7 @@ pub(crate) fn step(source: Source, how: Move) -> Standing {
             }
         }
     }
-    let updated = suspect::pack(
-        tag,
-        walk,
-        failures,
-        decided || verdict,
-        epoch,
-        (waiting, suspect::waited_epoch(cell)),
-    );
+    let updated = suspect::pack(tag, walk, failures, decided || verdict, epoch) | waits;
     if decided || verdict {
         // SAFETY: the global is LAST_DECIDED.
         unsafe { stamp(&raw mut LAST_DECIDED) };
@@ -340,12 +336,14 @@ pub(crate) fn confirm(pending: &Pending) {
 /// ([`confirm`]), a walk at the verdict's line waits under `--settle-successes`, so that
 /// a client that finds some of a host's services open and others closed at once (a mail
 /// client trying every port it knows) is judged with its successes, as the userspace test
-/// judges it. Counted whatever the setting (a first success's rare cost). A source the
-/// cache does not know takes free room only, as a success does. Not inlined: only first
-/// successes run it.
+/// judges it. Not counted without the option: a first success then costs no look into
+/// `SUSPECTS` until the sweep counts it. A source the cache does not know takes free
+/// room only, as a success does. Not inlined: only first successes run it.
 #[inline(never)]
 pub(crate) fn wait(source: Source) {
-    settle_waiting(source, true);
+    if settling() {
+        settle_waiting(source, true);
+    }
 }
 
 /// Settles one waiting success of `source` without a step: the client reset its
@@ -354,7 +352,16 @@ pub(crate) fn wait(source: Source) {
 /// only such resets run it.
 #[inline(never)]
 pub(crate) fn unwait(source: Source) {
-    settle_waiting(source, false);
+    if settling() {
+        settle_waiting(source, false);
+    }
+}
+
+/// True under `--settle-successes` ([`SETTLE_SUCCESSES`]).
+#[inline(always)]
+fn settling() -> bool {
+    // SAFETY: reading a plain global; volatile so the load-time value is used.
+    unsafe { read_volatile(&SETTLE_SUCCESSES) != 0 }
 }
 
 /// [`wait`] (`add`) and [`unwait`].
@@ -380,26 +387,21 @@ fn settle_waiting(source: Source, add: bool) {
     let (way, cell) = match set.get(found) {
         Some(&cell) if !idle(cell, epoch, idle_after) => (found, cell),
         _ if !add => return,
-        Some(_) => (found, suspect::pack(tag, 0, 0, false, epoch, (0, 0))),
-        None if free < SUSPECT_WAYS => (free, suspect::pack(tag, 0, 0, false, epoch, (0, 0))),
+        Some(_) => (found, suspect::pack(tag, 0, 0, false, epoch)),
+        None if free < SUSPECT_WAYS => (free, suspect::pack(tag, 0, 0, false, epoch)),
         None => return,
     };
     let waiting = suspect::waiting(cell, epoch);
     let (waiting, waited) = if add {
-        (waiting.saturating_add(1), epoch)
+        (waiting.saturating_add(1).min(3), epoch)
     } else if waiting == 0 {
         return;
     } else {
         (waiting - 1, suspect::waited_epoch(cell))
     };
-    let updated = suspect::pack(
-        tag,
-        suspect::walk(cell),
-        suspect::failures(cell),
-        suspect::decided(cell),
-        epoch,
-        (waiting, waited),
-    );
+    let updated = (cell & !suspect::waits_of(cell) & !0xffff)
+        | u64::from(epoch)
+        | suspect::waits(waiting, waited);
     if let Some(slot) = set.get_mut(way) {
         *slot = updated;
     }
@@ -465,14 +467,8 @@ fn stamp_decided(source: Source, failed: bool) -> bool {
             let failures = suspect::failures(value)
                 .saturating_add(u8::from(failed))
                 .min(15);
-            *cell = suspect::pack(
-                tag,
-                suspect::walk(value),
-                failures,
-                true,
-                epoch,
-                (suspect::waiting(value, epoch), suspect::waited_epoch(value)),
-            );
+            *cell = suspect::pack(tag, suspect::walk(value), failures, true, epoch)
+                | suspect::waits_of(value);
             // SAFETY: the global is LAST_DECIDED.
             unsafe { stamp(&raw mut LAST_DECIDED) };
             return true;
