@@ -144,11 +144,11 @@ pub struct OutcomeKey {
     pub src_addr: [u8; 16],
     /// Our address, network byte order, IPv4-mapped for IPv4.
     pub dst_addr: [u8; 16],
-    /// Probed port (0 for successes, which are reported once per host pair).
+    /// Probed port (a success's service: successes are reported once per service).
     pub dst_port: u16,
-    /// IP protocol (0 for successes).
+    /// IP protocol.
     pub proto: u8,
-    /// [`ProbeType`] (0 for successes).
+    /// [`ProbeType`] (0 for successes: a service's, whatever probe found it).
     pub probe: u8,
     /// [`Outcome`].
     pub outcome: u8,
