@@ -195,8 +195,8 @@ fn the_kernel_walk_and_the_userspace_test_agree_on_random_sequences() {
     for source in 0..300u32 {
         let src = IpAddr::V4(std::net::Ipv4Addr::from(0xc612_4000 + source));
         let mut trw = Trw::new(TrwConfig::default(), 16);
-        // Up to 12 first contacts, each with a host of its own (a success counts once per
-        // host in both), failing with probability 1/2 to 7/8.
+        // Up to 12 first contacts, each with a host (and so a service) of its own: both
+        // count a success once per service. Failing with probability 1/2 to 7/8.
         let bias = 1 + rng.next() % 4;
         let mut kernel_at = None;
         let mut user_at = None;
