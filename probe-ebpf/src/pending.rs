@@ -16,7 +16,7 @@ use crate::{
     ours::is_home,
     parse::{self, Addr, Endpoints, Icmp, IcmpKind, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
-    suspects::{Source, armed, unwait},
+    suspects::{armed, unwait},
 };
 
 /// An inbound attempt's particulars beyond its packet.
@@ -204,7 +204,7 @@ pub(crate) fn half_open(flow: &Flow, seq: u32) {
         (*slot).tag = 0;
         count(Counter::HalfOpen);
         // The verdict it held back (see `crate::suspects::wait`) is free to come.
-        unwait(Source::of(&*slot));
+        unwait(&*slot);
     }
 }
 

@@ -346,14 +346,14 @@ pub(crate) fn wait(source: Source) {
     }
 }
 
-/// Settles one waiting success of `source` without a step: the client reset its
-/// connection before a byte (see [`crate::pending::half_open`]), so its success never
-/// counts, and a verdict it held back is given by the source's next failure. Not inlined:
-/// only such resets run it.
+/// Settles one waiting success of the source of `pending` without a step: the client
+/// reset its connection before a byte (see [`crate::pending::half_open`]), so its success
+/// never counts, and a verdict it held back is given by the source's next failure. Hashes
+/// the source only under `--settle-successes`. Not inlined: only such resets run it.
 #[inline(never)]
-pub(crate) fn unwait(source: Source) {
+pub(crate) fn unwait(pending: &Pending) {
     if settling() {
-        settle_waiting(source, false);
+        settle_waiting(Source::of(pending), false);
     }
 }
 
