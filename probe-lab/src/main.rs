@@ -205,8 +205,10 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
                 (true, _) => format!("{} {} alerts", d.name(), c.alerts.len()),
                 (false, Some(p)) => match c.decided {
                     Some(decided) => format!(
-                        "{} after {p} (decided at {decided}, {:.1} ms to stdout)",
+                        "{} after {p} (decided at {decided},{} {:.1} ms to stdout)",
                         d.name(),
+                        c.written
+                            .map_or(String::new(), |w| format!(" written at {w},")),
                         c.lag_ms.unwrap_or(f64::NAN)
                     ),
                     None => format!("{} after {p}", d.name()),

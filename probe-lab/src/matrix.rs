@@ -49,6 +49,10 @@ pub struct Cell {
     /// probe-detector: milliseconds from the outcome that decided its first scan to that
     /// scan's `start` line read from stdout.
     pub lag_ms: Option<f64>,
+    /// probe-detector: probes on the wire up to its write of that `start` (the deciding
+    /// outcome's time plus `probe_detector_start_latency_seconds`), when it wrote exactly
+    /// one; the rest, up to `probes`, came while the record waited for its reader.
+    pub written: Option<usize>,
 }
 
 impl Cell {
@@ -89,6 +93,41 @@ pub fn detector_args(topology: Topology) -> Vec<&'static str> {
     }
 }
 
+/// Where the matrix's probe-detector serves its metrics (inside its namespace), read once
+/// after each scenario's traffic.
+const METRICS_PORT: &str = "9466";
+
+/// probe-detector's time from the deciding outcome to the write of its scans' `start`
+/// records, read from its metrics, when it wrote exactly one.
+fn start_latency(ns: &Netns) -> Option<Duration> {
+    let url = format!("http://127.0.0.1:{METRICS_PORT}/metrics");
+    let out = ns
+        .exec("curl", &["-sS", "--max-time", "2", &url])
+        .output()
+        .ok()?;
+    one_start_latency(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `probe_detector_start_latency_seconds` of a metrics page: its sum when its count is one.
+fn one_start_latency(metrics: &str) -> Option<Duration> {
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let count = value("probe_detector_start_latency_seconds_count")?;
+    let sum = value("probe_detector_start_latency_seconds_sum")?;
+    if count == 1.0 {
+        Duration::try_from_secs_f64(sum).ok()
+    } else {
+        None
+    }
+}
+
 /// Runs `scenario` with every detector watching; fresh detectors each time, so no state
 /// carries over between scenarios.
 pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow::Result<Row> {
@@ -101,6 +140,7 @@ pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow:
     ctx.peers.start(ns, ctx.syslog)?;
     let mut args = detector_args(scenario.topology);
     args.extend_from_slice(scenario.flags);
+    args.extend_from_slice(&["--metrics-addr", METRICS_PORT]);
     let mut ours = Ours::start(ns, ctx.binary, &args)?;
     let offset = ctx.syslog.offset();
     let started = SystemTime::now();
@@ -120,6 +160,7 @@ pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow:
         }
         thread::sleep(Duration::from_millis(100));
     }
+    let latency = start_latency(ns);
     let stopped = ours.stop();
     PeerFiles::stop(ns);
     recorder.stop()?;
@@ -137,6 +178,11 @@ pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow:
             alerts.retain(|a| a.time >= started);
             let first = alerts.iter().map(|a| a.time).min();
             let decided = alerts.iter().filter_map(|a| a.decided).min();
+            // One start written: its write is the deciding outcome's time plus the latency.
+            let written = match (d, &alerts[..], latency) {
+                (Detector::Ours, [alert], Some(latency)) => alert.decided.map(|t| t + latency),
+                _ => None,
+            };
             let lag_ms = alerts
                 .iter()
                 .filter_map(|a| Some(a.time.duration_since(a.decided?).ok()?.as_secs_f64()))
@@ -146,6 +192,7 @@ pub fn run(ctx: &Context<'_>, lab: &Lab, scenario: &'static Scenario) -> anyhow:
                 probes: first.map(|t| probes.before(t)),
                 decided: decided.map(|t| probes.before(t)),
                 lag_ms,
+                written: written.map(|t| probes.before(t)),
                 seconds: first.zip(probes.first()).map(|(alert, probe)| {
                     alert.duration_since(probe).map_or(0.0, |d| d.as_secs_f64())
                 }),
@@ -174,6 +221,29 @@ pub fn slug(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_write_is_read_off_the_metrics_only_for_a_single_start() {
+        let page = |count: u32, sum: &str| {
+            format!(
+                "# TYPE probe_detector_start_latency_seconds histogram\n\
+                 probe_detector_start_latency_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+                 probe_detector_start_latency_seconds_sum {sum}\n\
+                 probe_detector_start_latency_seconds_count {count}\n"
+            )
+        };
+        assert_eq!(
+            one_start_latency(&page(1, "0.000125")),
+            Some(Duration::from_micros(125))
+        );
+        assert_eq!(
+            one_start_latency(&page(2, "0.0003")),
+            None,
+            "two starts: whose?"
+        );
+        assert_eq!(one_start_latency(&page(0, "0")), None);
+        assert_eq!(one_start_latency(""), None, "no metrics page");
+    }
 
     #[test]
     fn scenario_names_make_distinct_file_names() {

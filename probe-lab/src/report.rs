@@ -34,9 +34,10 @@ fn cell_text(cell: &Cell) -> String {
         (Some(p), None) => p.to_string(),
         _ => return "missed".to_owned(),
     };
-    match cell.decided {
-        Some(d) => format!("{text}; decided at {d}"),
-        None => text,
+    match (cell.decided, cell.written) {
+        (Some(d), Some(w)) => format!("{text}; decided at {d}, written at {w}"),
+        (Some(d), None) => format!("{text}; decided at {d}"),
+        _ => text,
     }
 }
 
@@ -91,11 +92,20 @@ pub fn markdown(
     }
     let mut decided: Vec<usize> = attacks.iter().filter_map(|r| r.cells[0].decided).collect();
     decided.sort_unstable();
+    let mut written: Vec<usize> = attacks.iter().filter_map(|r| r.cells[0].written).collect();
+    written.sort_unstable();
     if let Some(median) = decided.get(decided.len() / 2) {
+        let wrote = written.get(written.len() / 2).map_or(String::new(), |w| {
+            format!(
+                ", and wrote its `start` after a median of {w} ({} scans with one start)",
+                written.len()
+            )
+        });
         let _ = writeln!(
             md,
             "\nprobe-detector decided (the outcome its first scan's start reports last) after a \
-             median of {median} probes on the wire; the rest of its column is the way to stdout."
+             median of {median} probes on the wire{wrote}; the rest of its column is the way to \
+             stdout."
         );
     }
     let _ = writeln!(
@@ -107,7 +117,10 @@ pub fn markdown(
         "Each cell: probes seen before the first alert (seconds from the first probe to it), or \
          *missed* when no alert came within {} s of the scan's end; for probe-detector, also \
          the probes seen up to the outcome that decided (its `start`'s `last_seen`: the \
-         kernel's verdict, or the detector's).\n",
+         kernel's verdict, or the detector's) and, when it wrote one `start` in the scenario, \
+         up to its write of it (that outcome's time plus its \
+         `probe_detector_start_latency_seconds`, read from its metrics after the traffic): \
+         from there to the first figure, the record waited for the lab's reading thread.\n",
         5
     );
     header(
@@ -386,10 +399,12 @@ const METHOD: &str = r#"
   the fast scans' counts by up to a factor of ten from run to run (a scanner's burst
   against a detector's wakeup). For probe-detector the probe that decides moves little (the
   3rd to 5th of a fast scan); the way to stdout moves most, and much of it is the reading
-  program's own wait for a CPU: a `perf sched` trace of an nmap -sT cell of 72 probes
-  (2026-11-29) showed probe-detector writing its `start` 0.2 ms after the verdict, and the
-  lab's reading thread, woken by that write on the CPU nmap was running on, waiting 2.8 ms
-  to run, with the other CPU busy with the three peers, rsyslogd and tcpdump.
+  program's own wait for a CPU, which the cells' *written at* separates from
+  probe-detector's: a `perf sched` trace of an nmap -sT cell of 72 probes (2026-11-29)
+  showed probe-detector writing its `start` 0.2 ms after the verdict, and the lab's reading
+  thread, woken by that write on the CPU nmap was running on, waiting 2.8 ms to run, with
+  the other CPU busy with the three peers, rsyslogd and tcpdump; one of nmap -sU
+  (2026-11-30) the write 0.13 ms after the verdict and the reading thread waiting 2.0 ms.
   probe-detector's detections and the benign column were the same in every run; some
   peers' were not (psad on the -PS sweep, portsentry on the hping3 host sweep).
 - **probe-detector** runs with its defaults (`--iface` alone; on the gateway the home nets
