@@ -36,6 +36,9 @@ pub struct Load {
     args: fn(&Path) -> Vec<String>,
     /// Exit codes that are not failures (hping3: 1, some probes unanswered; timeout: 124).
     ok_codes: &'static [i32],
+    /// Packets the victim receives at the least in a run that went as meant; a run with
+    /// fewer is measured again, once (trafgen can stop early, see its entry).
+    least: u64,
 }
 
 /// The loads, slowest first. Each sends SYNs from one source to closed ports of the victim.
@@ -49,6 +52,7 @@ pub const LOADS: &[Load] = &[
             ])
         },
         ok_codes: &[1],
+        least: 0,
     },
     Load {
         name: "nmap, 5 000/s",
@@ -73,6 +77,7 @@ pub const LOADS: &[Load] = &[
             ])
         },
         ok_codes: &[],
+        least: 0,
     },
     Load {
         name: "hping3, 10 000/s",
@@ -83,6 +88,7 @@ pub const LOADS: &[Load] = &[
             ])
         },
         ok_codes: &[1],
+        least: 0,
     },
     Load {
         name: "nmap, as fast as it goes",
@@ -106,6 +112,7 @@ pub const LOADS: &[Load] = &[
             ])
         },
         ok_codes: &[],
+        least: 0,
     },
     Load {
         name: "hping3 --flood, 3 s",
@@ -116,6 +123,7 @@ pub const LOADS: &[Load] = &[
             ])
         },
         ok_codes: &[1, 124],
+        least: 0,
     },
     Load {
         name: "trafgen, 300 000 SYNs",
@@ -127,8 +135,11 @@ pub const LOADS: &[Load] = &[
             ])
         },
         // trafgen exits 1 when its last TX-ring flush meets the veth's full queue (EAGAIN);
-        // the figures count the packets the victim received, whatever trafgen managed.
+        // the figures count the packets the victim received, whatever trafgen managed. Now
+        // and then that comes within its first 10 000 packets: a run that short mostly
+        // measures the 1 s drain's timers, and is made again.
         ok_codes: &[1],
+        least: 50_000,
     },
 ];
 
@@ -191,8 +202,16 @@ pub fn measure(
         let mut rows = Vec::new();
         for load in LOADS.iter().filter(|l| l.quick || !quick) {
             for flags in SETTINGS {
-                let row = measure_one(lab, binary, syslog, &config, load, flags)
+                let mut row = measure_one(lab, binary, syslog, &config, load, flags)
                     .with_context(|| format!("cost of {}", load.name))?;
+                if row.packets < load.least {
+                    progress(&format!(
+                        "cost: {}: only {} packets reached the victim (at least {} meant): again",
+                        load.name, row.packets, load.least
+                    ));
+                    row = measure_one(lab, binary, syslog, &config, load, flags)
+                        .with_context(|| format!("cost of {}", load.name))?;
+                }
                 progress(&format!(
                     "cost: {} {}: {} packets in {:.1} s, probe-detector {:.0} ns/packet, scanlogd {:.0} ns/packet",
                     load.name,
