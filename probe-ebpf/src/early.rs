@@ -3,6 +3,11 @@
 //! arrives, before the stack answers it: a stealth segment (no SYN, ACK or RST: a closed
 //! port answers RST, an open one nothing), or a SYN or datagram to a local port no socket
 //! listens on (`bpf_sk_lookup_tcp`/`_udp` in this namespace: the stack will refuse it).
+//! A stealth segment is reported so from any source, armed or not: it belongs to no
+//! connection, so it fails whatever the port, and an open port's silence would otherwise
+//! count only at the expiry, seconds later: in the lab, an nmap -sN whose 3rd to 5th
+//! probes hit open ports was decided at its 7th probe, not its 4th. It costs a socket
+//! lookup for each such segment; no client sends one.
 //! When that failure is the verdict, the kernel decides in this XDP run; with `--block`
 //! it blocks the source and XDP drops the probe, so the scanner gets no answer to the
 //! probe that decided. The answer the stack sends otherwise, or the attempt's expiry,

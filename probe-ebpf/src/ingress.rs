@@ -84,8 +84,9 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
         }
         _ => NOT_ARMED,
     };
-    // An attempt of a source one failure from the verdict: known to fail, it is reported
-    // now, and when its verdict blocked the source (`--block`) the probe is dropped. Here,
+    // An attempt of a source one failure from the verdict, or a stealth segment: known to
+    // fail, it is reported now, and when its verdict blocked the source (`--block`) the
+    // probe is dropped. Here,
     // at the top of the program, so that the report's call chain has the stack it has on
     // the egress side.
     if armed != NOT_ARMED && early::failure(ctx, armed) {

@@ -54,12 +54,14 @@ impl Attempt {
     }
 }
 
-/// [`attempt`]'s answer when the attempt's source is not armed (or it was not recorded).
+/// [`attempt`]'s answer when the attempt is not for [`crate::early`]: its source is not
+/// armed and it is no stealth segment (or it was not recorded).
 pub(crate) const NOT_ARMED: u32 = u32::MAX;
 
 /// Records an inbound attempt to a home address in the pending table. Returns the slot it
 /// took when its source is armed (one first failure from the verdict, see
-/// [`crate::suspects`]), for [`crate::early`] to look at; [`NOT_ARMED`] otherwise. A
+/// [`crate::suspects`]) or the attempt is a stealth segment (a failure from any source),
+/// for [`crate::early`] to look at; [`NOT_ARMED`] otherwise. A
 /// subprogram for the rarer kinds (UDP, ICMP, fragments): one copy keeps their frames
 /// small.
 #[inline(never)]
@@ -125,7 +127,10 @@ pub(crate) fn record(ends: &Endpoints, a: &Attempt) -> u32 {
     // After the slot's write: a sweep that clears the flag meanwhile either sees the slot
     // or sees the flag set again.
     flag_region(index);
-    if armed(&ends.src, ends.version) {
+    // A stealth segment belongs to no connection: it fails whatever the port (a closed one
+    // answers RST, an open one nothing) and whoever sends it, so `early` reports it now
+    // rather than at the RST or, for an open port, at the expiry seconds later.
+    if matches!(probe, ProbeType::TcpStealth) || armed(&ends.src, ends.version) {
         index
     } else {
         NOT_ARMED

@@ -153,6 +153,52 @@ fn stealth_probes_and_closed_udp_ports_fail_early_and_addresses_not_ours_wait() 
 }
 
 #[test]
+fn a_stealth_segment_fails_when_it_arrives_from_any_source_open_port_or_not() {
+    if !require_root("a_stealth_segment_fails_when_it_arrives_from_any_source_open_port_or_not") {
+        return;
+    }
+    // A NULL scan whose 2nd to 4th probes hit open ports (nmap puts the common ports
+    // first): each fails when it arrives, not at an expiry seconds later, and the fourth
+    // failure is the verdict, on the scan's fourth probe.
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("0.0.0.0:0").unwrap())
+        .collect();
+    let mut ports = vec![closed_port()];
+    ports.extend(listeners.iter().map(|l| l.local_addr().unwrap().port()));
+    let mut h = local(&every_event());
+    for (i, &port) in ports.iter().enumerate() {
+        let null = Frame::tcp(scanner(), 40_000, victim(), port, 0, 100 + i as u32);
+        h.inbound_frame(&null);
+        let e = h.one_event();
+        let outcome = if i == 0 {
+            Outcome::Refused
+        } else {
+            Outcome::Unanswered
+        };
+        assert_eq!(
+            (e.probe, e.outcome, e.dst_port),
+            (ProbeType::TcpStealth, outcome, port)
+        );
+        assert_eq!(
+            e.kernel_verdict,
+            i == 3,
+            "the fourth failure decides: {e:?}"
+        );
+        if i == 0 {
+            // The closed port's RST, when the stack sends it, only clears the slot.
+            h.outbound_frame(&null.refusal());
+            assert_eq!(h.events(), []);
+        }
+    }
+    assert_eq!(h.counter(Counter::EarlyFailures), 4);
+    // Nothing is left to expire.
+    for _ in 0..8 {
+        h.expire();
+    }
+    assert_eq!(h.events(), []);
+}
+
+#[test]
 fn with_block_the_probe_that_decides_is_dropped() {
     if !require_root("with_block_the_probe_that_decides_is_dropped") {
         return;
