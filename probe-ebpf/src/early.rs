@@ -40,11 +40,12 @@ use crate::{
     report::report,
 };
 
-/// Looks at the attempt XDP just wrote into pending slot `index` for an armed source: when
-/// it is known to fail, reports its failure now and marks the slot; true when that failure
-/// was the verdict and blocked the source (`--block`): the probe is to be dropped, and its
-/// slot is cleared (no answer will come). Not inlined: the socket tuple stays out of the
-/// main frame, and it runs only for armed sources.
+/// Looks at the attempt XDP just wrote into pending slot `index` (an armed source's, or a
+/// stealth segment): when it is known to fail, reports its failure now and marks the
+/// slot; true when that failure was the verdict and blocked the source (`--block`): the
+/// probe is to be dropped, and its slot is cleared (no answer will come). Not inlined: the
+/// socket tuple stays out of the main frame, and it runs only for armed sources and
+/// stealth segments.
 #[inline(never)]
 pub(crate) fn failure(ctx: &XdpContext, index: u32) -> bool {
     let Some(slot) = PENDING.get_ptr_mut(index) else {

@@ -25,7 +25,7 @@ use crate::{
         Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
         ether_addr, icmp, locate, source, tcp, tcp_flags, tcp_head, udp,
     },
-    pending::{Attempt, Flow, NOT_ARMED, attempt, half_open, record},
+    pending::{Attempt, Flow, NOT_EARLY, attempt, half_open, record},
 };
 
 #[inline(always)]
@@ -53,7 +53,7 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
         return Ok(XDP_PASS);
     }
     let ifindex = ctx.ingress_ifindex() as u32;
-    let armed = match h.proto {
+    let for_early = match h.proto {
         PROTO_TCP => {
             let flags = match tcp_flags(start, end, &h) {
                 Ok(flags) => flags,
@@ -74,22 +74,21 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
             if flags & (TCP_SYN | TCP_RST) != 0 || flags & TCP_ACK == 0 {
                 ingress_tcp(start, end, &h, flags, ifindex)
             } else {
-                NOT_ARMED
+                NOT_EARLY
             }
         }
         PROTO_UDP => ingress_udp(start, end, &h, ifindex),
         PROTO_ICMP | PROTO_ICMPV6 => {
             ingress_icmp(start, end, &h, ifindex);
-            NOT_ARMED
+            NOT_EARLY
         }
-        _ => NOT_ARMED,
+        _ => NOT_EARLY,
     };
     // An attempt of a source one failure from the verdict, or a stealth segment: known to
     // fail, it is reported now, and when its verdict blocked the source (`--block`) the
-    // probe is dropped. Here,
-    // at the top of the program, so that the report's call chain has the stack it has on
-    // the egress side.
-    if armed != NOT_ARMED && early::failure(ctx, armed) {
+    // probe is dropped. Here, at the top of the program, so that the report's call chain
+    // has the stack it has on the egress side.
+    if for_early != NOT_EARLY && early::failure(ctx, for_early) {
         return Ok(XDP_DROP);
     }
     Ok(XDP_PASS)
@@ -179,12 +178,12 @@ fn answers_ours(start: usize, end: usize) -> bool {
 
 /// An inbound TCP segment that is not established traffic: an attempt (SYN, or a stealth
 /// segment without SYN, ACK or RST), or an answer to an attempt (ours, or backscatter).
-/// Returns what [`attempt`] does, [`NOT_ARMED`] for an answer. The attempt is recorded
+/// Returns what [`attempt`] does, [`NOT_EARLY`] for an answer. The attempt is recorded
 /// inline ([`record`]).
 #[inline(never)]
 pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifindex: u32) -> u32 {
     let Ok(tcp) = checked(tcp(start, end, h)) else {
-        return NOT_ARMED;
+        return NOT_EARLY;
     };
     // Classify before reading the addresses: inbound aborts (RST, or RST|ACK with a
     // sequence number) answer no SYN and need nothing more.
@@ -204,12 +203,12 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
                     tcp.seq,
                 );
             }
-            return NOT_ARMED;
+            return NOT_EARLY;
         }
-        _ => return NOT_ARMED,
+        _ => return NOT_EARLY,
     };
     let Ok(ends) = checked(endpoints(start, end, h)) else {
-        return NOT_ARMED;
+        return NOT_EARLY;
     };
     match probe {
         Some(probe) => record(
@@ -224,7 +223,7 @@ pub(crate) fn ingress_tcp(start: usize, end: usize, h: &Headers, flags: u8, ifin
                 // A SYN-ACK to our SYN: a host we talk to.
                 note_peer(&ends.src);
             }
-            NOT_ARMED
+            NOT_EARLY
         }
     }
 }
@@ -255,18 +254,18 @@ pub(crate) fn ingress_fragment(start: usize, end: usize, h: &Headers, ifindex: u
 }
 
 /// An inbound UDP datagram: an attempt, unless it replies to one of ours. Returns what
-/// [`attempt`] does, [`NOT_ARMED`] for a reply.
+/// [`attempt`] does, [`NOT_EARLY`] for a reply.
 #[inline(never)]
 pub(crate) fn ingress_udp(start: usize, end: usize, h: &Headers, ifindex: u32) -> u32 {
     let (Ok((src_port, dst_port)), Ok(ends)) = (
         checked(udp(start, end, h)),
         checked(endpoints(start, end, h)),
     ) else {
-        return NOT_ARMED;
+        return NOT_EARLY;
     };
     if is_ours(&Flow::to_us(&ends, h.proto, src_port, dst_port), 0) {
         note_peer(&ends.src);
-        return NOT_ARMED;
+        return NOT_EARLY;
     }
     let udp = Attempt {
         probe: ProbeType::Udp,

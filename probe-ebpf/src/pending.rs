@@ -56,14 +56,13 @@ impl Attempt {
 
 /// [`attempt`]'s answer when the attempt is not for [`crate::early`]: its source is not
 /// armed and it is no stealth segment (or it was not recorded).
-pub(crate) const NOT_ARMED: u32 = u32::MAX;
+pub(crate) const NOT_EARLY: u32 = u32::MAX;
 
 /// Records an inbound attempt to a home address in the pending table. Returns the slot it
 /// took when its source is armed (one first failure from the verdict, see
 /// [`crate::suspects`]) or the attempt is a stealth segment (a failure from any source),
-/// for [`crate::early`] to look at; [`NOT_ARMED`] otherwise. A
-/// subprogram for the rarer kinds (UDP, ICMP, fragments): one copy keeps their frames
-/// small.
+/// for [`crate::early`] to look at; [`NOT_EARLY`] otherwise. A subprogram for the rarer
+/// kinds (UDP, ICMP, fragments): one copy keeps their frames small.
 #[inline(never)]
 pub(crate) fn attempt(ends: &Endpoints, a: &Attempt) -> u32 {
     record(ends, a)
@@ -85,7 +84,7 @@ pub(crate) fn record(ends: &Endpoints, a: &Attempt) -> u32 {
     } = *a;
     if !is_home(&ends.dst) {
         count(Counter::NotHome);
-        return NOT_ARMED;
+        return NOT_EARLY;
     }
     count(match probe {
         ProbeType::TcpSyn => Counter::Syns,
@@ -97,7 +96,7 @@ pub(crate) fn record(ends: &Endpoints, a: &Attempt) -> u32 {
     });
     let (index, tag) = Flow::to_us(ends, proto, remote_port, local_port).slot(id, pending_mask());
     let Some(slot) = PENDING.get_ptr_mut(index) else {
-        return NOT_ARMED;
+        return NOT_EARLY;
     };
     // A blind write: reading the slot first (to skip retransmissions, or to count
     // overwrites) would stall on a cache miss for every new flow, the cost that matters
@@ -133,7 +132,7 @@ pub(crate) fn record(ends: &Endpoints, a: &Attempt) -> u32 {
     if matches!(probe, ProbeType::TcpStealth) || armed(&ends.src, ends.version) {
         index
     } else {
-        NOT_ARMED
+        NOT_EARLY
     }
 }
 
