@@ -7,7 +7,10 @@
 //! need a new flow per packet (a new SYN, an RST settling a pending SYN): each packet runs
 //! once through the trivial program and once through the real one, side by side, so both
 //! see the same machine; every round uses flows no earlier round used. Each figure is the
-//! median over rounds. Needs root.
+//! median over rounds. Every path is measured in [`LOADS`] loads of the object, each with
+//! maps of its own: where the kernel places a map's memory moves the figures between loads
+//! by more than rounds within one load differ, so the report gives the median load and the
+//! range. Needs root.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -34,6 +37,9 @@ const REPEAT: u32 = 200_000;
 const BLOCKED_BLOCKS: u16 = 1_000;
 /// Rounds per path; the median is reported.
 const ROUNDS: usize = 7;
+/// Loads of the object, each measuring every path; the median load is reported, with the
+/// range of the net figures.
+const LOADS: usize = 3;
 /// Distinct packets per round for the paths that need a new flow each time.
 const DISTINCT: usize = 10_000;
 /// Distinct ports per round for the settle paths: rounds × ports stays below the OUTCOMES
@@ -76,6 +82,8 @@ struct Row {
     method: &'static str,
     ns: f64,
     trivial: f64,
+    /// The lowest and highest net figure over the loads (see [`combine`]).
+    range: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -93,6 +101,55 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads BPF programs and needs root: run `sudo -E cargo xtask bench`");
     }
+    let mut loads = Vec::new();
+    for load in 1..=LOADS {
+        eprintln!("bench: load {load} of {LOADS}");
+        loads.push(measure()?);
+    }
+    let (rows, drops, sweeps) = combine(loads)?;
+    print_report(&rows, drops, &sweeps);
+    Ok(())
+}
+
+/// The loads' figures together: per path, the load whose net figure is the median (its
+/// figures whole, so that net and ratio agree), and the range of the net figures; the
+/// sweeps' medians; every failed reservation.
+fn combine(loads: Vec<Load>) -> anyhow::Result<(Vec<Row>, u64, Sweeps)> {
+    let drops = loads.iter().map(|(_, d, _)| d).sum();
+    let sweeps = Sweeps {
+        empty_ns: median(loads.iter().map(|(_, _, s)| s.empty_ns).collect()),
+        quiet_ns: median(loads.iter().map(|(_, _, s)| s.quiet_ns).collect()),
+        busy_ns: median(loads.iter().map(|(_, _, s)| s.busy_ns).collect()),
+        reported: loads.iter().map(|(_, _, s)| s.reported).max().unwrap_or(0),
+    };
+    let mut per_load: Vec<std::vec::IntoIter<Row>> = loads
+        .into_iter()
+        .map(|(rows, _, _)| rows.into_iter())
+        .collect();
+    let mut rows = Vec::new();
+    loop {
+        let mut same: Vec<Row> = per_load.iter_mut().filter_map(Iterator::next).collect();
+        if same.is_empty() {
+            return Ok((rows, drops, sweeps));
+        }
+        if same.iter().any(|r| r.path != same[0].path) || same.len() != per_load.len() {
+            bail!("the loads measured different paths");
+        }
+        same.sort_by(|a, b| a.net().total_cmp(&b.net()));
+        let range = (same[0].net(), same[same.len() - 1].net());
+        let middle = same.swap_remove(same.len() / 2);
+        rows.push(Row {
+            range: Some(range),
+            ..middle
+        });
+    }
+}
+
+/// What one load of the object measured: its rows, failed ring reservations, sweeps.
+type Load = (Vec<Row>, u64, Sweeps);
+
+/// Every path, measured in a load of the object of its own.
+fn measure() -> anyhow::Result<Load> {
     // Home nets as a deployment has them (the attached interface's addresses).
     let home_nets = ["198.18.0.2", "2001:db8::2"]
         .iter()
@@ -373,8 +430,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .find(|(c, _)| *c == Counter::RingbufDrops)
         .map_or(0, |(_, v)| *v);
-    print_report(&rows, drops, &sweeps);
-    Ok(())
+    Ok((rows, drops, sweeps))
 }
 
 /// Loads the object with `config`, and its trivial programs; takes its ring out.
@@ -535,6 +591,7 @@ fn repeated(
         method: "repeat",
         ns: median(real),
         trivial: median(base),
+        range: None,
     })
 }
 
@@ -588,6 +645,7 @@ fn distinct_inner(
         method: "distinct",
         ns: median(real),
         trivial: median(base),
+        range: None,
     })
 }
 
@@ -605,6 +663,12 @@ fn disturbed(row: &Row, rows: &[Row]) -> Option<f64> {
         .map(|r| r.trivial)
         .fold(f64::INFINITY, f64::min);
     (row.trivial > DISTURBED * fastest).then_some(fastest)
+}
+
+/// A row's range of net figures over the loads, "lowest-highest" ns.
+fn spread(row: &Row) -> String {
+    row.range
+        .map_or_else(String::new, |(low, high)| format!("{low:.1}-{high:.1}"))
 }
 
 fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
@@ -636,19 +700,26 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
          (the mean; {SETTLE_PORTS} for the settle paths), for paths that need a new flow per packet, \
          and so include the cache misses a flood causes. Each packet also runs through a trivial program of the same hook \
          (XDP_PASS or TC_ACT_OK, same object) measured the same way, side by side: that is the \
-         test harness's own cost. Figures are medians over {ROUNDS} rounds; net = ns - trivial.\n"
+         test harness's own cost. Figures are medians over {ROUNDS} rounds; net = ns - trivial. \
+         Every path is measured in {LOADS} loads of the object, each with maps of its own (where \
+         the kernel places a map's memory moves a figure between loads by more than rounds \
+         within one load differ): each row is the load whose net figure is the median, with the \
+         lowest and highest net figure of the {LOADS}.\n"
     );
-    println!("| path | hook | method | ns/packet | trivial ns | net ns | × trivial |");
-    println!("|---|---|---|---:|---:|---:|---:|");
+    println!(
+        "| path | hook | method | ns/packet | trivial ns | net ns | net ns, lowest-highest load | × trivial |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
     for row in rows {
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.2} |",
             row.path,
             row.hook,
             row.method,
             row.ns,
             row.trivial,
             row.net(),
+            spread(row),
             row.ratio()
         );
     }
@@ -749,7 +820,10 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
             } else {
                 ""
             };
-            println!("- {path}: at most {limit}{what}: {value:.2}{unit}, {verdict}{noisy}.");
+            println!(
+                "- {path}: at most {limit}{what}: {value:.2}{unit} (net {} over the loads), {verdict}{noisy}.",
+                spread(r)
+            );
         }
     }
     let slots = probe_common::PENDING_ENTRIES;
@@ -761,7 +835,8 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
          third of --pending-timeout apart (every second at the default 3 s), in chunks of at most \
          half the ring, draining it between chunks, so a sweep loses no record; a sweep reads the \
          slots of the regions attempts were written into, and every slot once in {} sweeps. At \
-         one sweep a second, an empty table costs {:.4} % of one core, a full one {:.2} %.",
+         one sweep a second, an empty table costs {:.4} % of one core, a full one {:.2} % \
+         (sweep figures: medians of the {LOADS} loads).",
         sweeps.quiet_ns / 1e6,
         sweeps.quiet_ns / f64::from(slots),
         sweeps.busy_ns / 1e6,
@@ -774,5 +849,7 @@ fn print_report(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
         sweeps.empty_ns / 1e9 * 100.0,
         sweeps.quiet_ns / 1e9 * 100.0
     );
-    println!("\nRing-buffer reservations that failed during the run: {ringbuf_drops}.");
+    println!(
+        "\nRing-buffer reservations that failed during the run ({LOADS} loads): {ringbuf_drops}."
+    );
 }
