@@ -18,7 +18,7 @@ use probe_common::{Block, Counter, PEER_MEMORY_NS, Pending, protect};
 
 use crate::{
     ingress::manual_block,
-    maps::{BLOCK_ON, BLOCKED, PEERS, PROTECTED, count, may_be_blocked, note_blocked},
+    maps::{BLOCK_ON, BLOCKED, PEERS, PROTECTED, blocking, count, may_be_blocked, note_blocked},
     parse::{Addr, Headers, endpoints},
 };
 
@@ -107,8 +107,7 @@ pub(crate) fn block_scanner(pending: &Pending) -> bool {
 /// value is used by the caller.
 #[inline(never)]
 pub(crate) fn answers_just_blocked(start: usize, end: usize, h: &Headers) -> bool {
-    // SAFETY: reading a plain global; volatile so the load-time value is used.
-    if unsafe { read_volatile(&BLOCK_ON) } == 0 {
+    if !blocking() {
         return false;
     }
     let Ok(ends) = endpoints(start, end, h) else {
@@ -184,8 +183,7 @@ fn take_token(now: u64) -> bool {
 /// by the caller.
 #[inline(never)]
 pub(crate) fn answers_blocked(start: usize, end: usize, h: &Headers) -> bool {
-    // SAFETY: reading a plain global; volatile so the load-time value is used.
-    if unsafe { read_volatile(&BLOCK_ON) } == 0 {
+    if !blocking() {
         return false;
     }
     let Ok(ends) = endpoints(start, end, h) else {

@@ -12,7 +12,7 @@ use probe_common::{
 
 use crate::{
     autoblock::{answers_blocked, answers_just_blocked},
-    maps::{checked, count},
+    maps::{blocking, checked, count},
     ours::{is_home, note_contacted, put_ours},
     parse::{
         Headers, IcmpKind, Malformed, TCP_ACK, TCP_RST, TCP_SYN, endpoints, ether_addr, icmp,
@@ -43,8 +43,9 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<bool, Malformed> {
                 // Established traffic: the common case, done after one flags byte.
                 return Ok(false);
             }
-            // An answer (RST, SYN-ACK) to a blocked source tells it nothing.
-            if flags != TCP_SYN && answers_blocked(start, end, &h) {
+            // An answer (RST, SYN-ACK) to a blocked source tells it nothing. (`blocking()`
+            // here, not only inside: with `--block` off no call is made.)
+            if flags != TCP_SYN && blocking() && answers_blocked(start, end, &h) {
                 count(Counter::AnswersDropped);
                 return Ok(true);
             }
@@ -55,19 +56,19 @@ pub(crate) fn try_egress(ctx: &TcContext) -> Result<bool, Malformed> {
                 count(Counter::Unseen);
             }
             // The answer that made the verdict which blocked its destination.
-            if flags != TCP_SYN && answers_just_blocked(start, end, &h) {
+            if flags != TCP_SYN && blocking() && answers_just_blocked(start, end, &h) {
                 count(Counter::AnswersDropped);
                 return Ok(true);
             }
         }
         PROTO_UDP => egress_udp(start, end, &h),
         PROTO_ICMP | PROTO_ICMPV6 => {
-            if answers_blocked(start, end, &h) {
+            if blocking() && answers_blocked(start, end, &h) {
                 count(Counter::AnswersDropped);
                 return Ok(true);
             }
             egress_icmp(start, end, &h, ifindex(ctx));
-            if answers_just_blocked(start, end, &h) {
+            if blocking() && answers_just_blocked(start, end, &h) {
                 count(Counter::AnswersDropped);
                 return Ok(true);
             }

@@ -8,10 +8,7 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     programs::XdpContext,
 };
-use core::{
-    intrinsics::{AtomicOrdering, atomic_xadd},
-    ptr::read_volatile,
-};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use probe_common::{
     Block, Counter, IPPROTO_ICMP as PROTO_ICMP, IPPROTO_ICMPV6 as PROTO_ICMPV6,
     IPPROTO_TCP as PROTO_TCP, IPPROTO_UDP as PROTO_UDP, ProbeType, RUNTIME_MANUAL_BLOCKS,
@@ -19,7 +16,7 @@ use probe_common::{
 
 use crate::{
     early,
-    maps::{BLOCK_ON, BLOCKED, BLOCKED_MANUAL, RUNTIME, checked, count, may_be_blocked},
+    maps::{BLOCKED, BLOCKED_MANUAL, RUNTIME, blocking, checked, count, may_be_blocked},
     ours::{is_ours, note_peer, take_ours},
     parse::{
         Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
@@ -34,8 +31,7 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
     let (start, end) = (ctx.data(), ctx.data_end());
     // The block decision first, on the fixed IP header's source alone: no option,
     // extension header or transport header from a blocked source is ever parsed.
-    // SAFETY: reading a plain global; volatile so the load-time value is used.
-    if unsafe { read_volatile(&BLOCK_ON) } != 0
+    if blocking()
         && let Some(src) = source(start, end)
         && may_be_blocked(&src)
         && blocked(start, end, &src)
