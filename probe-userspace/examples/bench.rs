@@ -113,7 +113,8 @@ fn main() -> anyhow::Result<()> {
 
 /// The loads' figures together: per path, the load whose net figure is the median (its
 /// figures whole, so that net and ratio agree), and the range of the net figures; the
-/// sweeps' medians; every failed reservation.
+/// sweeps' medians (and the most records a load's last sweep reported); every failed
+/// reservation.
 fn combine(loads: Vec<Load>) -> anyhow::Result<(Vec<Row>, u64, Sweeps)> {
     let drops = loads.iter().map(|(_, d, _)| d).sum();
     let sweeps = Sweeps {
