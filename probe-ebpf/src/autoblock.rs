@@ -107,6 +107,9 @@ pub(crate) fn block_scanner(pending: &Pending) -> bool {
 /// value is used by the caller.
 #[inline(never)]
 pub(crate) fn answers_just_blocked(start: usize, end: usize, h: &Headers) -> bool {
+    // Its callers test `blocking()` too, so that with `--block` off no call is made; this
+    // one stays: without it the verifier gave up on `probe_egress` (E2BIG) with blocking
+    // on, as the fleet tests load it.
     if !blocking() {
         return false;
     }
@@ -183,6 +186,8 @@ fn take_token(now: u64) -> bool {
 /// by the caller.
 #[inline(never)]
 pub(crate) fn answers_blocked(start: usize, end: usize, h: &Headers) -> bool {
+    // As in `answers_just_blocked`: the callers' test spares the call, this one the
+    // verifier's work.
     if !blocking() {
         return false;
     }
