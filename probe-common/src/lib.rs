@@ -129,6 +129,12 @@ pub const HOME_TRIE_ENTRIES: u32 = 4096;
 
 /// Default `PENDING` slots: 65 536 × 64 B = 4 MiB.
 pub const PENDING_ENTRIES: u32 = 65_536;
+/// `PENDING`'s first region (256 KiB): an attempt takes its slot there when it is free,
+/// else its second slot, anywhere in the table; answered at once, most attempts free their
+/// slot and the next ones land in the same, cached, region. While the table holds at least
+/// half this many waiting attempts (a flood, a scan of filtered ports), the sweep closes
+/// the region and attempts go straight to their second slot.
+pub const PENDING_FIRST_SLOTS: u32 = 4_096;
 /// `PENDING` slots per region of the expiry sweep (log2): the sweep walks only the
 /// regions an attempt was written into since it last found them empty.
 pub const PENDING_REGION_SHIFT: u32 = 4;

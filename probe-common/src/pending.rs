@@ -2,9 +2,9 @@
 
 use core::mem::size_of;
 
-/// One slot of the `PENDING` direct-mapped array: an inbound attempt waiting for our answer.
+/// One slot of the `PENDING` array: an inbound attempt waiting for our answer.
 ///
-/// The slot index comes from a hash of the flow; `tag` is a second hash of the flow and of
+/// The slot index comes from a hash of the flow (one of two: [`crate::PENDING_FIRST_SLOTS`]); `tag` is a second hash of the flow and of
 /// the number the answer must carry, so an answer matches only the exact attempt it replies
 /// to. A zero tag marks an empty slot.
 #[repr(C)]

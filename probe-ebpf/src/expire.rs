@@ -17,8 +17,10 @@ use probe_common::{
 
 use crate::{
     maps::{
-        EPOCH, EXPIRE_AFTER, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK, count, region_flag,
+        EPOCH, EXPIRE_AFTER, FIRST_CLOSED, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK,
+        count, region_flag,
     },
+    pending::HOT_SLOTS,
     report::report,
     suspects::confirm,
 };
@@ -108,6 +110,11 @@ pub(crate) fn sweep_chunk() {
     walking += u64::from(budget.saturating_sub(sweep.budget));
     let next = if sweep.region >= regions {
         set(PENDING_STATS_LIVE, counting);
+        // The first region is for attempts answered at once; with this many waiting, it
+        // would be full (see `crate::pending`).
+        let closed = u32::from(counting >= u64::from(HOT_SLOTS / 2));
+        // SAFETY: FIRST_CLOSED is written only here; userspace runs one sweep at a time.
+        unsafe { write_volatile(&raw mut FIRST_CLOSED, closed) };
         set(PENDING_STATS_WALKED, walking);
         0
     } else {

@@ -93,7 +93,8 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Cou
 pub(crate) static OUTCOMES: LruHashMap<OutcomeKey, u64> =
     LruHashMap::with_max_entries(OUTCOMES_ENTRIES, 0);
 
-/// Inbound attempts awaiting an answer, direct-mapped by flow hash; size set at load time
+/// Inbound attempts awaiting an answer, two slots per flow hash (one in the first
+/// `PENDING_FIRST_SLOTS`, one anywhere: [`crate::pending`]); size set at load time
 /// (default [`PENDING_ENTRIES`], a power of two, mask in [`PENDING_MASK`]).
 #[map]
 pub(crate) static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
@@ -180,6 +181,11 @@ pub(crate) static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
 /// attempt. Cheaper than a clock read per attempt, and exact in sweeps.
 #[unsafe(no_mangle)]
 pub(crate) static mut EPOCH: u64 = 0;
+/// 1 while the pending table holds at least half as many waiting attempts as its first
+/// region has slots (a flood, a scan of filtered ports): new attempts then go straight
+/// to their second slot, as the first region would be full. Set by each sweep's end; 0
+/// (open) at load. Beside `EPOCH`, which every attempt reads too (`.bss`).
+pub(crate) static mut FIRST_CLOSED: u32 = 0;
 /// Bytes one record takes in the ring: the event and the ring's 8-byte header.
 pub(crate) const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;
 /// Unread bytes in `EVENTS` from which a submit wakes the reader (a quarter of the ring).

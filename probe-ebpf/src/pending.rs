@@ -1,18 +1,30 @@
-//! The pending table: an inbound attempt is written into one slot of a direct-mapped,
-//! tagged array (a blind write, no hash insert: a forged flood costs a fixed price per
-//! packet); an answer takes its slot and reports the outcome. [`Flow::slot`] is the keyed
-//! hash that places flows.
+//! The pending table: an inbound attempt is written into one of two slots of a tagged
+//! array, no hash insert (a forged flood costs a fixed price per packet); an answer takes
+//! its slot and reports the outcome. [`Flow::hash`] is the keyed hash that places flows.
+//!
+//! A flow's first choice is a slot of the table's first [`HOT_SLOTS`] (256 KiB), taken when
+//! it is free or holds the same attempt; its second, where it goes blindly otherwise, is
+//! anywhere in the table. Most attempts are answered within microseconds (a closed port's
+//! RST, an open port's SYN-ACK) and free their slot at once, so a scan's attempts keep
+//! landing in the small first region, which stays in the CPU's caches and TLB, rather
+//! than on a random line of a 4 MiB table each. Attempts nobody answers (filtered ports,
+//! a forged flood) fill the first region and spill to the whole table. While the table
+//! holds at least 2 048 waiting attempts, the sweep closes the first region
+//! ([`crate::maps::FIRST_CLOSED`]) and attempts go straight to their second slot, a blind
+//! write as before: a flood does not pay a read of its first slot (a cache miss when the
+//! flood keeps the caches busy) for nothing. Answers look in both slots either way.
 
 use core::ptr::read_volatile;
 
 use probe_common::{
     Counter, IPPROTO_IP, IPPROTO_SCTP as PROTO_SCTP, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, Outcome, PENDING_ACCEPTED, PENDING_REPORTED, Pending, ProbeType,
+    IPPROTO_UDP as PROTO_UDP, Outcome, PENDING_ACCEPTED, PENDING_FIRST_SLOTS, PENDING_REPORTED,
+    Pending, ProbeType,
 };
 
 use crate::{
     egress::unreachable_outcome,
-    maps::{EPOCH, HASH_SEED, PENDING, SCRATCH, count, flag_region, pending_mask},
+    maps::{EPOCH, FIRST_CLOSED, HASH_SEED, PENDING, SCRATCH, count, flag_region, pending_mask},
     ours::is_home,
     parse::{self, Addr, Endpoints, Icmp, IcmpKind, Quoted, TCP_ACK, ether_addr, parse_quoted},
     report::report,
@@ -94,14 +106,32 @@ pub(crate) fn record(ends: &Endpoints, a: &Attempt) -> u32 {
         ProbeType::Udp => Counter::UdpIn,
         ProbeType::IcmpEcho => Counter::EchoIn,
     });
-    let (index, tag) = Flow::to_us(ends, proto, remote_port, local_port).slot(id, pending_mask());
+    let place = Place::of(
+        &Flow::to_us(ends, proto, remote_port, local_port),
+        id,
+        pending_mask(),
+    );
+    // The first choice when it is free or holds this very attempt (a retransmission),
+    // read from the small first region, which stays cached; else a blind write of the
+    // second: reading that slot first (to skip retransmissions, or to count overwrites)
+    // would stall on a cache miss for every flooded flow. A colliding flow there overwrites
+    // the slot (the sweep reports the table's occupancy).
+    let open = first_open();
+    let first_tag = PENDING.get_ptr(place.first).filter(|_| open).map(|slot| {
+        // SAFETY: a pointer from a successful array lookup, read once; another CPU may be
+        // writing the slot, and a torn tag is either value or one that matches nothing.
+        unsafe { read_volatile(&raw const (*slot).tag) }
+    });
+    let index = if first_tag.is_some_and(|t| t == 0 || t == place.tag) {
+        place.first
+    } else {
+        place.second
+    };
+    let tag = place.tag;
     let Some(slot) = PENDING.get_ptr_mut(index) else {
         return NOT_EARLY;
     };
-    // A blind write: reading the slot first (to skip retransmissions, or to count
-    // overwrites) would stall on a cache miss for every new flow, the cost that matters
-    // under a flood. A retransmission rewrites the same attempt with a newer epoch; a
-    // colliding flow overwrites the slot (the sweep reports the table's occupancy).
+    // A retransmission rewrites the same attempt with a newer epoch.
     // SAFETY: the pointer comes from a successful array lookup and stays valid for the
     // duration of the program; a concurrent writer on another CPU can at worst leave a torn
     // slot, whose tag then matches nothing. EPOCH is read, never written, here.
@@ -148,8 +178,9 @@ pub(crate) fn settle(
     icmp_type: u8,
     icmp_code: u8,
 ) -> bool {
-    let (index, tag) = answer.slot(id, pending_mask());
-    let Some(slot) = PENDING.get_ptr_mut(index) else {
+    let place = Place::of(answer, id, pending_mask());
+    let tag = place.tag;
+    let Some(slot) = place.holding() else {
         return false;
     };
     // SAFETY: the pointer comes from a successful array lookup and stays valid for the
@@ -159,9 +190,6 @@ pub(crate) fn settle(
     // between two colliding flows. Racing answers can both take the slot: the OUTCOMES
     // insert turns the second into a repeat.
     unsafe {
-        if (*slot).tag != tag {
-            return false;
-        }
         let flags = (*slot).flags;
         if flags & PENDING_ACCEPTED != 0 {
             if outcome == Outcome::Accepted {
@@ -195,14 +223,13 @@ pub(crate) fn settle(
 /// only for resets.
 #[inline(never)]
 pub(crate) fn half_open(flow: &Flow, seq: u32) {
-    let (index, tag) = flow.slot(seq, pending_mask());
-    let Some(slot) = PENDING.get_ptr_mut(index) else {
+    let Some(slot) = Place::of(flow, seq, pending_mask()).holding() else {
         return;
     };
     // SAFETY: the pointer comes from a successful array lookup and stays valid for the
     // duration of the program; the slot is read in place, as `settle` does.
     unsafe {
-        if (*slot).tag != tag || (*slot).flags & PENDING_ACCEPTED == 0 {
+        if (*slot).flags & PENDING_ACCEPTED == 0 {
             return;
         }
         (*slot).tag = 0;
@@ -406,6 +433,63 @@ impl Flow {
         h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
         h ^ (h >> 32)
     }
+}
+
+/// Slots in the pending table's first region, where an attempt goes when its slot there
+/// is free: 4 096 slots of 64 bytes (256 KiB), which the CPU's caches keep (see the
+/// module's documentation).
+pub(crate) const HOT_SLOTS: u32 = PENDING_FIRST_SLOTS;
+
+/// Where an attempt goes in the pending table, and the tag that binds a slot to it.
+pub(crate) struct Place {
+    /// Its slot in the first [`HOT_SLOTS`] (within the table when the table is smaller).
+    pub(crate) first: u32,
+    /// Its slot anywhere in the table, where it goes when the first is taken.
+    pub(crate) second: u32,
+    pub(crate) tag: u32,
+}
+
+impl Place {
+    /// The place of `flow`'s attempt whose answer carries `id`, in a table of `mask + 1`
+    /// slots. The two slots come from different bits of the flow's hash (they coincide
+    /// for one flow in 65 536 at the default size).
+    #[inline(always)]
+    pub(crate) fn of(flow: &Flow, id: u32, mask: u32) -> Self {
+        let h = flow.hash();
+        let (second, tag) = split(h, id, mask);
+        let first = (h as u32).rotate_right(16) & mask & (HOT_SLOTS - 1);
+        Self { first, second, tag }
+    }
+
+    /// The slot that holds this attempt: its first choice, else its second; while the
+    /// first region is closed, where new attempts go, its second first (under a flood, the
+    /// first region's lines are no longer cached, and a first look there would be a miss
+    /// for every answer).
+    #[inline(always)]
+    pub(crate) fn holding(&self) -> Option<*mut Pending> {
+        let order = if first_open() {
+            [self.first, self.second]
+        } else {
+            [self.second, self.first]
+        };
+        for index in order {
+            if let Some(slot) = PENDING.get_ptr_mut(index)
+                // SAFETY: a pointer from a successful array lookup, read once.
+                && unsafe { (*slot).tag } == self.tag
+            {
+                return Some(slot);
+            }
+        }
+        None
+    }
+}
+
+/// True unless the sweep closed the pending table's first region ([`FIRST_CLOSED`]).
+#[inline(always)]
+fn first_open() -> bool {
+    // SAFETY: reading a plain global, written only by the sweep; volatile so that its
+    // latest value is used.
+    unsafe { read_volatile(&raw const FIRST_CLOSED) == 0 }
 }
 
 /// The slot index (masked by `mask`) and the tag of a flow of hash `h` ([`Flow::hash`]),

@@ -225,7 +225,24 @@ fn measure() -> anyhow::Result<Load> {
         rows.push(repeated(path, prog, trivial, frame)?);
     }
 
-    // A new SYN per packet: a new flow each time, as in a flood of spoofed sources.
+    // A scan of closed ports: a new port per packet, each SYN refused (our RST,
+    // unmeasured) before the next is measured; its attempts keep to the pending table's
+    // first region. The source is decided at its fourth failure, as a scanner is.
+    rows.push(distinct(
+        "new SYN, IPv4, answered at once (a scan of closed ports)",
+        ingress,
+        trivial_xdp,
+        |round, i| {
+            if i > 0 {
+                egress.run(&scan_syn(round, i - 1).refusal().bytes(), 1)?;
+            }
+            Ok(vec![scan_syn(round, i).bytes()])
+        },
+    )?);
+    // A new SYN per packet: a new flow each time, as in a flood of spoofed sources, in
+    // the table such a flood leaves (the first region closed).
+    let expire = Prog::Xdp(loader_expire(&ebpf)?);
+    flood_table(ingress, expire, &ebpf, &mut ring)?;
     rows.push(distinct(
         "new SYN, IPv4",
         ingress,
@@ -318,6 +335,8 @@ fn measure() -> anyhow::Result<Load> {
             trivial_xdp,
             &established,
         )?);
+        let expire = Prog::Xdp(loader_expire(&blocking)?);
+        flood_table(ingress, expire, &blocking, &mut blocking_ring)?;
         rows.push(distinct(
             "new SYN, IPv4, --block",
             ingress,
@@ -396,7 +415,6 @@ fn measure() -> anyhow::Result<Load> {
     // are due and reported (the unanswered-flood case: an OUTCOMES insert and a record
     // each). One sweep is several chunks; the ring is drained between them, as
     // probe-detector does.
-    let expire = Prog::Xdp(loader_expire(&ebpf)?);
     let (mut quiet, mut busy, mut reported) = (Vec::new(), Vec::new(), 0usize);
     let mut empty = Vec::new();
     for round in 0..ROUNDS {
@@ -464,6 +482,35 @@ fn new_syn(round: usize, i: usize, ipv6: bool) -> Vec<u8> {
         (v4([198, 19, (n >> 8) as u8, n as u8]), v4([198, 18, 0, 2]))
     };
     Frame::tcp(src, 10_000 + (n / 65_536) as u16, dst, 443, SYN, n as u32).bytes()
+}
+
+/// The table a flood leaves: a pending-table region's worth of new attempts (unmeasured)
+/// and a sweep, at whose end the first region closes, as the daemon's first sweep closes it
+/// within a second of a flood's start (and the next of a flood's new SYNs go straight to
+/// their second slot).
+fn flood_table(
+    ingress: Prog<'_>,
+    expire: Prog<'_>,
+    ebpf: &Ebpf,
+    ring: &mut RingBuf<MapData>,
+) -> anyhow::Result<()> {
+    for i in 0..probe_common::PENDING_FIRST_SLOTS as usize {
+        ingress.run(&new_syn(900, i, false), 1)?;
+    }
+    sweep(expire, ebpf, ring)?;
+    Ok(())
+}
+
+/// A scan's SYN: one source per round (198.19.200.0/24), a new port per packet.
+fn scan_syn(round: usize, i: usize) -> Frame {
+    Frame::tcp(
+        v4([198, 19, 200, round as u8]),
+        50_000,
+        v4([198, 18, 0, 2]),
+        1 + i as u16,
+        SYN,
+        i as u32,
+    )
 }
 
 /// Runs `probe` (a SYN) through XDP, unmeasured; returns our RST refusing it.

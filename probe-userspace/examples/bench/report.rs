@@ -55,13 +55,17 @@ pub(crate) fn print(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
          in a deployment. \"repeat\" rows replay one packet {REPEAT} times per round (the kernel's \
          mean per run); \"distinct\" rows run {DISTINCT} packets of new flows once each per round \
          (the mean; {SETTLE_PORTS} for the settle paths), for paths that need a new flow per packet, \
-         and so include the cache misses a flood causes. Each packet also runs through a trivial program of the same hook \
+         and so include the cache misses a flood causes. The new-SYN rows of a flood run in the \
+         table a flood leaves: {first} attempts waiting and a sweep, which closes the pending \
+         table's first region (docs/design.md); the scan row's SYNs are each refused (our RST, \
+         unmeasured) before the next. Each packet also runs through a trivial program of the same hook \
          (XDP_PASS or TC_ACT_OK, same object) measured the same way, side by side: that is the \
          test harness's own cost. Figures are medians over {ROUNDS} rounds; net = ns - trivial. \
          Every path is measured in {LOADS} loads of the object, each with maps of its own (where \
          the kernel places a map's memory moves a figure between loads by more than rounds \
          within one load differ): each row is the load whose net figure is the median, with the \
-         lowest and highest net figure of the {LOADS}.\n"
+         lowest and highest net figure of the {LOADS}.\n",
+        first = probe_common::PENDING_FIRST_SLOTS
     );
     println!(
         "| path | hook | method | ns/packet | trivial ns | net ns | net ns, lowest-highest load | × trivial |"
