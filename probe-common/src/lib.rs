@@ -61,7 +61,8 @@ pub const CONTACTED_MAP: &str = "CONTACTED";
 pub const CALLBACK_EPOCHS_GLOBAL: &str = "CALLBACK_EPOCHS";
 /// Array of [`PENDING_STATS_ENTRIES`] `u64`s kept by the expiry program:
 /// [`PENDING_STATS_LIVE`], [`PENDING_STATS_EPOCH`], [`PENDING_STATS_CURSOR`],
-/// [`PENDING_STATS_COUNTING`], [`PENDING_STATS_WALKED`] and [`PENDING_STATS_WALKING`].
+/// [`PENDING_STATS_COUNTING`], [`PENDING_STATS_WALKED`], [`PENDING_STATS_WALKING`] and
+/// [`PENDING_STATS_FIRST`].
 pub const PENDING_STATS_MAP: &str = "PENDING_STATS";
 /// Index in `PENDING_STATS`: pending slots holding an attempt after the last sweep (the
 /// table's occupancy: the closer to full, the more attempts collide and overwrite).
@@ -79,8 +80,11 @@ pub const PENDING_STATS_COUNTING: u32 = 3;
 pub const PENDING_STATS_WALKED: u32 = 4;
 /// Index in `PENDING_STATS`: slots read so far by the sweep under way.
 pub const PENDING_STATS_WALKING: u32 = 5;
+/// Index in `PENDING_STATS`: slots of the first region ([`PENDING_FIRST_SLOTS`]) found
+/// holding an attempt so far by the sweep under way.
+pub const PENDING_STATS_FIRST: u32 = 6;
 /// Entries of `PENDING_STATS`.
-pub const PENDING_STATS_ENTRIES: u32 = 6;
+pub const PENDING_STATS_ENTRIES: u32 = 7;
 /// Global (`u32`): slots one run of the expiry program looks at. A sweep is several runs,
 /// so that userspace can drain the ring buffer between them: one chunk reports at most
 /// this many records, which must fit the ring.
@@ -129,12 +133,13 @@ pub const HOME_TRIE_ENTRIES: u32 = 4096;
 
 /// Default `PENDING` slots: 65 536 × 64 B = 4 MiB.
 pub const PENDING_ENTRIES: u32 = 65_536;
-/// `PENDING`'s first region (256 KiB): an attempt takes its slot there when it is free,
+/// `PENDING`'s first region (16 KiB): an attempt takes its slot there when it is free,
 /// else its second slot, anywhere in the table; answered at once, most attempts free their
-/// slot and the next ones land in the same, cached, region. While the table holds at least
-/// half this many waiting attempts (a flood, a scan of filtered ports), the sweep closes
-/// the region and attempts go straight to their second slot.
-pub const PENDING_FIRST_SLOTS: u32 = 4_096;
+/// slot and the next ones land in the same, cached, region (an accepted one moves to its
+/// second slot, where it waits for the sweep's confirmation). While the sweep finds at
+/// least half the region's slots holding attempts nobody answered yet (a flood, a scan of
+/// filtered ports), it closes the region and attempts go straight to their second slot.
+pub const PENDING_FIRST_SLOTS: u32 = 256;
 /// `PENDING` slots per region of the expiry sweep (log2): the sweep walks only the
 /// regions an attempt was written into since it last found them empty.
 pub const PENDING_REGION_SHIFT: u32 = 4;

@@ -12,7 +12,8 @@ use core::{
 use probe_common::{
     CONFIRM_AFTER_EPOCHS, Counter, FULL_SWEEP_EVERY, Outcome, PENDING_ACCEPTED,
     PENDING_REGION_SHIFT, PENDING_REPORTED, PENDING_STATS_COUNTING, PENDING_STATS_CURSOR,
-    PENDING_STATS_EPOCH, PENDING_STATS_LIVE, PENDING_STATS_WALKED, PENDING_STATS_WALKING,
+    PENDING_STATS_EPOCH, PENDING_STATS_FIRST, PENDING_STATS_LIVE, PENDING_STATS_WALKED,
+    PENDING_STATS_WALKING,
 };
 
 use crate::{
@@ -61,6 +62,7 @@ pub(crate) fn sweep_chunk() {
     let cursor = (stat(PENDING_STATS_CURSOR) as u32 & mask) >> shift;
     let mut counting = stat(PENDING_STATS_COUNTING);
     let mut walking = stat(PENDING_STATS_WALKING);
+    let mut first = stat(PENDING_STATS_FIRST);
     if cursor == 0 {
         // A new sweep: a new epoch, which attempts from now on are stamped with.
         // SAFETY: EPOCH is written only here; userspace runs one sweep at a time.
@@ -70,6 +72,7 @@ pub(crate) fn sweep_chunk() {
         set(PENDING_STATS_EPOCH, epoch);
         counting = 0;
         walking = 0;
+        first = 0;
     }
     // SAFETY: as above.
     let epoch = unsafe { read_volatile(&raw const EPOCH) };
@@ -93,7 +96,7 @@ pub(crate) fn sweep_chunk() {
             inside: 0,
             region_live: 0,
             full: u32::from(epoch % FULL_SWEEP_EVERY == 0),
-            _pad: 0,
+            first_live: 0,
         });
     }
     // Each turn of the loop looks at one flag or walks one slot: at most every flag and a
@@ -107,12 +110,14 @@ pub(crate) fn sweep_chunk() {
     // SAFETY: as above.
     let sweep = unsafe { &*state };
     counting += sweep.live;
+    first += u64::from(sweep.first_live);
     walking += u64::from(budget.saturating_sub(sweep.budget));
     let next = if sweep.region >= regions {
         set(PENDING_STATS_LIVE, counting);
-        // The first region is for attempts answered at once; with this many waiting, it
-        // would be full (see `crate::pending`).
-        let closed = u32::from(counting >= u64::from(HOT_SLOTS / 2));
+        // The first region is for attempts answered at once; with half its slots waiting
+        // for an answer, it is being filled faster than answers free it (see
+        // `crate::pending`).
+        let closed = u32::from(first >= u64::from(HOT_SLOTS / 2));
         // SAFETY: FIRST_CLOSED is written only here; userspace runs one sweep at a time.
         unsafe { write_volatile(&raw mut FIRST_CLOSED, closed) };
         set(PENDING_STATS_WALKED, walking);
@@ -122,6 +127,7 @@ pub(crate) fn sweep_chunk() {
     };
     set(PENDING_STATS_COUNTING, counting);
     set(PENDING_STATS_WALKING, walking);
+    set(PENDING_STATS_FIRST, first);
     set(PENDING_STATS_CURSOR, u64::from(next));
 }
 
@@ -149,7 +155,8 @@ pub(crate) struct Sweep {
     pub(crate) region_live: u32,
     /// 1: every region is walked, flagged or not.
     pub(crate) full: u32,
-    pub(crate) _pad: u32,
+    /// Attempts still pending among the slots of the first region walked.
+    pub(crate) first_live: u32,
 }
 
 /// bpf_loop callback: one turn of the sweep (see [`Sweep`]). Returns 1 to stop the chunk:
@@ -192,6 +199,9 @@ pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
     if expire_slot(index, sweep.epoch, sweep.after) {
         sweep.live += 1;
         sweep.region_live = 1;
+        if index < HOT_SLOTS {
+            sweep.first_live += 1;
+        }
     }
     sweep.offset += 1;
     sweep.budget = sweep.budget.saturating_sub(1);

@@ -181,10 +181,10 @@ pub(crate) static HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
 /// attempt. Cheaper than a clock read per attempt, and exact in sweeps.
 #[unsafe(no_mangle)]
 pub(crate) static mut EPOCH: u64 = 0;
-/// 1 while the pending table holds at least half as many waiting attempts as its first
-/// region has slots (a flood, a scan of filtered ports): new attempts then go straight
-/// to their second slot, as the first region would be full. Set by each sweep's end; 0
-/// (open) at load. Beside `EPOCH`, which every attempt reads too (`.bss`).
+/// 1 while at least half the pending table's first region holds attempts waiting for an
+/// answer (a flood, a scan of filtered ports): new attempts then go straight to their
+/// second slot ([`crate::pending`]). Set at each sweep's end; 0 (open) at load. Beside
+/// `EPOCH`, which every attempt reads too (`.bss`).
 pub(crate) static mut FIRST_CLOSED: u32 = 0;
 /// Bytes one record takes in the ring: the event and the ring's 8-byte header.
 pub(crate) const RECORD_BYTES: u64 = core::mem::size_of::<ProbeEvent>() as u64 + 8;

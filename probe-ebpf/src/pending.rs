@@ -2,19 +2,20 @@
 //! array, no hash insert (a forged flood costs a fixed price per packet); an answer takes
 //! its slot and reports the outcome. [`Flow::hash`] is the keyed hash that places flows.
 //!
-//! A flow's first choice is a slot of the table's first [`HOT_SLOTS`] (256 KiB), taken when
+//! A flow's first choice is a slot of the table's first [`HOT_SLOTS`] (16 KiB), taken when
 //! it is free or holds the same attempt; its second, where it goes blindly otherwise, is
 //! anywhere in the table. Most attempts are answered within microseconds (a closed port's
 //! RST, an open port's SYN-ACK) and free their slot at once, so a scan's attempts keep
 //! landing in the small first region, which stays in the CPU's caches and TLB, rather
-//! than on a random line of a 4 MiB table each. Attempts nobody answers (filtered ports,
-//! a forged flood) fill the first region and spill to the whole table. While the table
-//! holds at least 2 048 waiting attempts, the sweep closes the first region
-//! ([`crate::maps::FIRST_CLOSED`]) and attempts go straight to their second slot, a blind
-//! write as before: a flood does not pay a read of its first slot (a cache miss when the
-//! flood keeps the caches busy) for nothing. Answers look in both slots either way.
+//! than on a random line of a 4 MiB table each. An accepted attempt, which waits seconds
+//! for the sweep's confirmation, moves to its second slot, so a busy server's connections
+//! do not fill the region. Attempts nobody answers (filtered ports, a forged flood) fill
+//! it and spill to the whole table; when the sweep finds at least half the region's slots
+//! waiting for an answer, it closes the region ([`crate::maps::FIRST_CLOSED`]) and
+//! attempts go straight to their second slot, a blind write, while answers look there
+//! first. Answers look in both slots either way.
 
-use core::ptr::read_volatile;
+use core::{mem::size_of, ptr::read_volatile};
 
 use probe_common::{
     Counter, IPPROTO_IP, IPPROTO_SCTP as PROTO_SCTP, IPPROTO_TCP as PROTO_TCP,
@@ -180,7 +181,7 @@ pub(crate) fn settle(
 ) -> bool {
     let place = Place::of(answer, id, pending_mask());
     let tag = place.tag;
-    let Some(slot) = place.holding() else {
+    let Some((index, slot)) = place.holding() else {
         return false;
     };
     // SAFETY: the pointer comes from a successful array lookup and stays valid for the
@@ -204,15 +205,50 @@ pub(crate) fn settle(
         }
         (*slot).tag = 0;
         // Reported when it arrived (the early verdict): its answer only clears it.
+        if flags & PENDING_REPORTED != 0 {
+            return true;
+        }
         // A SYN-ACK that is a first success: the slot waits, and the walk with it, until
         // the expiry sweep finds it still standing (`crate::suspects::confirm`), or the
         // client's reset before a byte ([`half_open`]) shows it was no use of the service.
-        if flags & PENDING_REPORTED == 0 && report(&*slot, outcome, icmp_type, icmp_code) {
+        // As it may wait seconds, an accepted attempt moves to its second slot first: the
+        // first region is for attempts waiting for an answer, which most get within
+        // microseconds.
+        let slot = if outcome == Outcome::Accepted && index != place.second {
+            moved(slot, place.second)
+        } else {
+            slot
+        };
+        if report(&*slot, outcome, icmp_type, icmp_code) {
             (*slot).flags = PENDING_ACCEPTED;
             (*slot).tag = tag;
         }
     }
     true
+}
+
+/// Copies the attempt in `slot` to slot `to` and flags its region; the copy, or `slot`
+/// when `to` is out of the table. Slot to slot, a word at a time through a register: a
+/// copy through a stack temporary would take the egress chain past its 512 bytes.
+///
+/// # Safety
+///
+/// `slot` points to a slot of `PENDING`.
+#[inline(always)]
+unsafe fn moved(slot: *mut Pending, to: u32) -> *mut Pending {
+    let Some(copy) = PENDING.get_ptr_mut(to) else {
+        return slot;
+    };
+    for word in 0..size_of::<Pending>() / 8 {
+        // SAFETY: both slots are whole `Pending`s of the array, 8-byte aligned.
+        unsafe {
+            copy.cast::<u64>()
+                .add(word)
+                .write(slot.cast::<u64>().add(word).read());
+        }
+    }
+    flag_region(to);
+    copy
 }
 
 /// A client's reset (sequence number `seq`) on `flow`: when it resets our SYN-ACK to its
@@ -223,7 +259,7 @@ pub(crate) fn settle(
 /// only for resets.
 #[inline(never)]
 pub(crate) fn half_open(flow: &Flow, seq: u32) {
-    let Some(slot) = Place::of(flow, seq, pending_mask()).holding() else {
+    let Some((_, slot)) = Place::of(flow, seq, pending_mask()).holding() else {
         return;
     };
     // SAFETY: the pointer comes from a successful array lookup and stays valid for the
@@ -436,7 +472,7 @@ impl Flow {
 }
 
 /// Slots in the pending table's first region, where an attempt goes when its slot there
-/// is free: 4 096 slots of 64 bytes (256 KiB), which the CPU's caches keep (see the
+/// is free: 256 slots of 64 bytes (16 KiB), which the CPU's caches keep (see the
 /// module's documentation).
 pub(crate) const HOT_SLOTS: u32 = PENDING_FIRST_SLOTS;
 
@@ -461,12 +497,12 @@ impl Place {
         Self { first, second, tag }
     }
 
-    /// The slot that holds this attempt: its first choice, else its second; while the
+    /// The slot that holds this attempt, and its index: its first choice, else its second; while the
     /// first region is closed, where new attempts go, its second first (under a flood, the
     /// first region's lines are no longer cached, and a first look there would be a miss
     /// for every answer).
     #[inline(always)]
-    pub(crate) fn holding(&self) -> Option<*mut Pending> {
+    pub(crate) fn holding(&self) -> Option<(u32, *mut Pending)> {
         let order = if first_open() {
             [self.first, self.second]
         } else {
@@ -477,7 +513,7 @@ impl Place {
                 // SAFETY: a pointer from a successful array lookup, read once.
                 && unsafe { (*slot).tag } == self.tag
             {
-                return Some(slot);
+                return Some((index, slot));
             }
         }
         None

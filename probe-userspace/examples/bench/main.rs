@@ -484,8 +484,8 @@ fn new_syn(round: usize, i: usize, ipv6: bool) -> Vec<u8> {
     Frame::tcp(src, 10_000 + (n / 65_536) as u16, dst, 443, SYN, n as u32).bytes()
 }
 
-/// The table a flood leaves: a pending-table region's worth of new attempts (unmeasured)
-/// and a sweep, at whose end the first region closes, as the daemon's first sweep closes it
+/// The table a flood leaves: four times as many new attempts (unmeasured) as the pending
+/// table's first region has slots, and a sweep, at whose end the first region closes, as the daemon's first sweep closes it
 /// within a second of a flood's start (and the next of a flood's new SYNs go straight to
 /// their second slot).
 fn flood_table(
@@ -494,7 +494,7 @@ fn flood_table(
     ebpf: &Ebpf,
     ring: &mut RingBuf<MapData>,
 ) -> anyhow::Result<()> {
-    for i in 0..probe_common::PENDING_FIRST_SLOTS as usize {
+    for i in 0..4 * probe_common::PENDING_FIRST_SLOTS as usize {
         ingress.run(&new_syn(900, i, false), 1)?;
     }
     sweep(expire, ebpf, ring)?;

@@ -65,7 +65,7 @@ pub(crate) fn print(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
          the kernel places a map's memory moves a figure between loads by more than rounds \
          within one load differ): each row is the load whose net figure is the median, with the \
          lowest and highest net figure of the {LOADS}.\n",
-        first = probe_common::PENDING_FIRST_SLOTS
+        first = 4 * probe_common::PENDING_FIRST_SLOTS
     );
     println!(
         "| path | hook | method | ns/packet | trivial ns | net ns | net ns, lowest-highest load | × trivial |"

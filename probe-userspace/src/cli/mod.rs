@@ -236,7 +236,7 @@ pub struct Cli {
     /// Slots of the kernel's pending-attempt table (a power of two; 64 B each). More slots,
     /// fewer attempts lost to hash collisions under floods and fast scans nobody answers
     /// (an attempt waits --pending-timeout for its answer). Attempts answered at once (a
-    /// scan of closed ports) keep to the table's first 4096 slots, which stay in the CPU's
+    /// scan of closed ports) keep to the table's first 256 slots, which stay in the CPU's
     /// caches whatever the size.
     #[arg(help_heading = "Kernel", global = true, long, default_value_t = probe_common::PENDING_ENTRIES, value_name = "N", value_parser = parse_power_of_two)]
     pub pending_slots: u32,
