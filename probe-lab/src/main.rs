@@ -197,7 +197,14 @@ fn lab(cli: &Cli) -> anyhow::Result<bool> {
             scenario.name,
             scenario.what
         ));
-        let row = matrix::run(&ctx, &lab, scenario)?;
+        let row = match matrix::run(&ctx, &lab, scenario) {
+            // A scanner's own crash: the scenario once more, with fresh detectors.
+            Err(err) if err.chain().any(|e| e.is::<tools::Crashed>()) => {
+                progress.say(&format!("        {err:#}: once more"));
+                matrix::run(&ctx, &lab, scenario)?
+            }
+            row => row?,
+        };
         let cells: Vec<String> = Detector::ALL
             .iter()
             .zip(&row.cells)
