@@ -4,9 +4,10 @@ use core::mem::size_of;
 
 /// One slot of the `PENDING` array: an inbound attempt waiting for our answer.
 ///
-/// The slot index comes from a hash of the flow (one of two: [`crate::PENDING_FIRST_SLOTS`]); `tag` is a second hash of the flow and of
-/// the number the answer must carry, so an answer matches only the exact attempt it replies
-/// to. A zero tag marks an empty slot.
+/// The slot index comes from a hash of the flow (one of two slots:
+/// [`crate::PENDING_FIRST_SLOTS`]); `tag` is a second hash of the flow and of the number
+/// the answer must carry, so an answer matches only the exact attempt it replies to. A
+/// zero tag marks an empty slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pending {

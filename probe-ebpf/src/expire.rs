@@ -11,9 +11,9 @@ use core::{
 };
 use probe_common::{
     CONFIRM_AFTER_EPOCHS, Counter, FULL_SWEEP_EVERY, Outcome, PENDING_ACCEPTED,
-    PENDING_REGION_SHIFT, PENDING_REPORTED, PENDING_STATS_COUNTING, PENDING_STATS_CURSOR,
-    PENDING_STATS_EPOCH, PENDING_STATS_FIRST, PENDING_STATS_LIVE, PENDING_STATS_WALKED,
-    PENDING_STATS_WALKING,
+    PENDING_FIRST_SLOTS, PENDING_REGION_SHIFT, PENDING_REPORTED, PENDING_STATS_COUNTING,
+    PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_FIRST, PENDING_STATS_LIVE,
+    PENDING_STATS_WALKED, PENDING_STATS_WALKING,
 };
 
 use crate::{
@@ -21,7 +21,6 @@ use crate::{
         EPOCH, EXPIRE_AFTER, FIRST_CLOSED, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK,
         count, region_flag,
     },
-    pending::HOT_SLOTS,
     report::report,
     suspects::confirm,
 };
@@ -117,7 +116,7 @@ pub(crate) fn sweep_chunk() {
         // The first region is for attempts answered at once; with half its slots waiting
         // for an answer, it is being filled faster than answers free it (see
         // `crate::pending`).
-        let closed = u32::from(first >= u64::from(HOT_SLOTS / 2));
+        let closed = u32::from(first >= u64::from(PENDING_FIRST_SLOTS / 2));
         // SAFETY: FIRST_CLOSED is written only here; userspace runs one sweep at a time.
         unsafe { write_volatile(&raw mut FIRST_CLOSED, closed) };
         set(PENDING_STATS_WALKED, walking);
@@ -199,7 +198,7 @@ pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
     if expire_slot(index, sweep.epoch, sweep.after) {
         sweep.live += 1;
         sweep.region_live = 1;
-        if index < HOT_SLOTS {
+        if index < PENDING_FIRST_SLOTS {
             sweep.first_live += 1;
         }
     }

@@ -1,16 +1,17 @@
 //! probe-detector's kernel side. The XDP program notes inbound attempts to home addresses
 //! (TCP SYN, stealth segments without ACK, UDP datagrams, echo requests) in a tagged
-//! pending table (one of two slots per flow); the TC egress program sees how this host (or, on a gateway, the hosts
-//! behind it) answered: RST or ICMP port-unreachable = refused, ICMP unreachable or
-//! prohibited, SYN-ACK / UDP reply / echo reply = accepted. The expiry program, run by
-//! userspace, reports attempts left unanswered. The first outcome of each kind per
-//! (source, destination, port) goes to the ring buffer; repeats only bump a counter.
+//! pending table (one of two slots per flow); the TC egress program sees how this host
+//! (or, on a gateway, the hosts behind it) answered: RST or ICMP port-unreachable =
+//! refused, ICMP unreachable or prohibited, SYN-ACK / UDP reply / echo reply = accepted.
+//! The expiry program, run by userspace, reports attempts left unanswered. The first
+//! outcome of each kind per (source, destination, port) goes to the ring buffer; repeats
+//! only bump a counter.
 //!
 //! Cost model (docs/design.md, "The kernel/userspace split and its cost model"): an
 //! inbound attempt writes one slot of an array (its first choice, in a small cached
-//! region, when free) and reads the coarse clock; the
-//! LRU hash and the ring buffer are touched only when an outcome is seen. Established
-//! traffic (ACK segments) costs a parse and two counters.
+//! region, when free) and reads the coarse clock; the LRU hash and the ring buffer are
+//! touched only when an outcome is seen. Established traffic (ACK segments) costs a parse
+//! and two counters.
 //!
 //! This file holds the entry points; the rest: `maps` (maps, load-time globals, counters),
 //! `parse` (headers), `ingress` and `egress` (the two programs' paths), `pending` (the

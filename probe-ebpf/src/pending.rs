@@ -2,8 +2,8 @@
 //! array, no hash insert (a forged flood costs a fixed price per packet); an answer takes
 //! its slot and reports the outcome. [`Flow::hash`] is the keyed hash that places flows.
 //!
-//! A flow's first choice is a slot of the table's first [`HOT_SLOTS`] (16 KiB), taken when
-//! it is free or holds the same attempt; its second, where it goes blindly otherwise, is
+//! A flow's first choice is a slot of the table's first [`PENDING_FIRST_SLOTS`] (256
+//! slots, 16 KiB), taken when it is free or holds the same attempt; its second, where it goes blindly otherwise, is
 //! anywhere in the table. Most attempts are answered within microseconds (a closed port's
 //! RST, an open port's SYN-ACK) and free their slot at once, so a scan's attempts keep
 //! landing in the small first region, which stays in the CPU's caches and TLB, rather
@@ -471,14 +471,10 @@ impl Flow {
     }
 }
 
-/// Slots in the pending table's first region, where an attempt goes when its slot there
-/// is free: 256 slots of 64 bytes (16 KiB), which the CPU's caches keep (see the
-/// module's documentation).
-pub(crate) const HOT_SLOTS: u32 = PENDING_FIRST_SLOTS;
-
 /// Where an attempt goes in the pending table, and the tag that binds a slot to it.
 pub(crate) struct Place {
-    /// Its slot in the first [`HOT_SLOTS`] (within the table when the table is smaller).
+    /// Its slot in the first [`PENDING_FIRST_SLOTS`] (within the table when the table is
+    /// smaller).
     pub(crate) first: u32,
     /// Its slot anywhere in the table, where it goes when the first is taken.
     pub(crate) second: u32,
@@ -493,14 +489,14 @@ impl Place {
     pub(crate) fn of(flow: &Flow, id: u32, mask: u32) -> Self {
         let h = flow.hash();
         let (second, tag) = split(h, id, mask);
-        let first = (h as u32).rotate_right(16) & mask & (HOT_SLOTS - 1);
+        let first = (h as u32).rotate_right(16) & mask & (PENDING_FIRST_SLOTS - 1);
         Self { first, second, tag }
     }
 
-    /// The slot that holds this attempt, and its index: its first choice, else its second; while the
-    /// first region is closed, where new attempts go, its second first (under a flood, the
-    /// first region's lines are no longer cached, and a first look there would be a miss
-    /// for every answer).
+    /// The slot that holds this attempt, and its index: its first choice, else its second;
+    /// while the first region is closed, where new attempts go, its second first (under a
+    /// flood, the first region's lines are no longer cached, and a first look there would
+    /// be a miss for every answer).
     #[inline(always)]
     pub(crate) fn holding(&self) -> Option<(u32, *mut Pending)> {
         let order = if first_open() {

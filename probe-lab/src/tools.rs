@@ -51,24 +51,19 @@ pub(crate) fn bounded(
         .output()
         .with_context(|| format!("cannot run {program}"))?;
     let code = out.status.code().unwrap_or(-1);
-    if out.status.signal().is_some() {
-        return Err(Crashed {
-            what: format!(
-                "{program} {} exited with {}: {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        }
-        .into());
-    }
-    if code != 0 && !ok_codes.contains(&code) {
-        bail!(
+    let failure = || {
+        format!(
             "{program} {} exited with {}: {}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        );
+        )
+    };
+    if out.status.signal().is_some() {
+        return Err(Crashed { what: failure() }.into());
+    }
+    if code != 0 && !ok_codes.contains(&code) {
+        bail!("{}", failure());
     }
     Ok(())
 }
