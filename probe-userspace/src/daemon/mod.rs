@@ -10,7 +10,7 @@ mod fleet;
 pub use fleet::FleetLink;
 use fleet::{FLEET_READ_GAP, fleet_ready};
 pub mod metrics;
-mod slice;
+mod sched;
 pub mod status;
 
 use std::{sync::Arc, time::Duration};
@@ -121,23 +121,9 @@ impl Daemon<'_> {
             tokio::sync::mpsc::channel::<metrics::BodyRequest>(metrics::MAX_CONNECTIONS);
         let scrape_slots = Arc::new(tokio::sync::Semaphore::new(metrics::MAX_CONNECTIONS));
         let started = std::time::SystemTime::now();
-        // A verdict's wakeup should not wait for busy tasks (see `slice`).
-        let slice_us = slice::SLICE_NS / 1000;
-        match slice::request() {
-            Ok(granted) if granted.as_wanted => {
-                log::debug!(
-                    "event loop: a {slice_us} µs time slice, nice {}",
-                    granted.nice
-                );
-            }
-            Ok(granted) => {
-                let (nice, wanted) = (granted.nice, slice::LOOP_NICE);
-                log::info!(
-                    "event loop: a {slice_us} µs time slice, but nice {nice} and not {wanted}: alerts may wait for busy tasks (start it at nice {wanted}, as the service unit does, or give it CAP_SYS_NICE)"
-                );
-            }
-            Err(err) => log::debug!("event loop: no short time slice ({err})"),
-        }
+        // A verdict's wakeup should not wait for busy tasks (see `sched`).
+        let (mut governor, refused) = sched::Governor::start();
+        sched::log_class(governor.class(), refused.as_ref());
         let metrics_listener = metrics_listener
             .map(tokio::net::TcpListener::from_std)
             .transpose()
@@ -337,6 +323,9 @@ impl Daemon<'_> {
                     }
                     self.pipeline.tick(now);
                     self.flush()?;
+                    if let Some(change) = governor.review() {
+                        sched::log_change(&change);
+                    }
                     if !hinted {
                         hinted = self.hint_home_nets();
                     }

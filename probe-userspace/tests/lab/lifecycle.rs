@@ -114,7 +114,7 @@ fn the_service_units_settings_suffice_without_root_with_block() {
         .split_whitespace()
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
         .collect();
-    assert_eq!(caps.len(), 3, "{caps:?}");
+    assert_eq!(caps.len(), 4, "{caps:?}");
     let caps = format!("-all,{}", caps.join(","));
     let setting = |key: &str| {
         unit.lines()
@@ -137,13 +137,11 @@ fn the_service_units_settings_suffice_without_root_with_block() {
             .arg(&runtime),
     );
     let socket = runtime.join("control.sock");
-    let unit_nice: i32 = setting("Nice=").parse().unwrap();
     // As nobody, with exactly those capabilities (inherited, ambient and bounding), the
-    // unit's umask and nice value, and --block.
+    // unit's umask, and --block.
     let script = format!(
-        "umask {} && exec nice -n {} setpriv --reuid nobody --regid nogroup --clear-groups --inh-caps={caps} --ambient-caps={caps} --bounding-set={caps} \"$0\" \"$@\"",
+        "umask {} && exec setpriv --reuid nobody --regid nogroup --clear-groups --inh-caps={caps} --ambient-caps={caps} --bounding-set={caps} \"$0\" \"$@\"",
         setting("UMask="),
-        unit_nice
     );
     let child = lab
         .victim
@@ -165,15 +163,15 @@ fn the_service_units_settings_suffice_without_root_with_block() {
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_secs(2));
-    // The event loop (the main thread: sh, nice and setpriv exec, so the pid is
-    // probe-detector's) keeps the unit's nice value; the threads it starts do not.
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-    let loop_nice: i32 = stat
-        .rsplit_once(") ")
-        .and_then(|(_, fields)| fields.split(' ').nth(16))
-        .and_then(|nice| nice.parse().ok())
-        .unwrap_or_else(|| panic!("no nice value in {stat}"));
-    assert_eq!(loop_nice, unit_nice, "the event loop's nice value");
+    // The event loop (the main thread: sh and setpriv exec, so the pid is
+    // probe-detector's) has its CPU reserve with the unit's capabilities.
+    // SAFETY: sched_getscheduler has no memory arguments; the pid is our own child's.
+    let policy = unsafe { libc::sched_getscheduler(child.id() as libc::pid_t) };
+    assert_eq!(
+        policy & !libc::SCHED_RESET_ON_FORK,
+        6,
+        "the event loop's policy is SCHED_DEADLINE"
+    );
     nmap(&lab.scanner, &["-sS", "-p", "1-30", VICTIM_IP]);
     thread::sleep(Duration::from_millis(500));
     // The control socket answers, and the scanner is on the block list.
@@ -183,7 +181,7 @@ fn the_service_units_settings_suffice_without_root_with_block() {
             .arg(&socket),
     );
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    // sh execs nice, then setpriv, then probe-detector: the child's pid is probe-detector's.
+    // sh execs setpriv, then probe-detector: the child's pid is probe-detector's.
     // SAFETY: kill with the pid of our own child and a valid signal number.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
