@@ -64,6 +64,10 @@ pub const OUTGROWN: f64 = 0.15;
 /// The share below which a loop that outgrew its reserve gets it back.
 pub const QUIET: f64 = 0.05;
 
+/// The shortest time a review judges: shorter spans (the loop's first turn, right after
+/// its setup) say nothing about its load.
+const REVIEW_SPAN: Duration = Duration::from_millis(500);
+
 /// The slice asked for in the fair class: the shortest the kernel grants (0.1 ms).
 pub const SLICE_NS: u64 = 100_000;
 
@@ -153,11 +157,15 @@ impl Governor {
 
     /// From the loop's thread, about once a second: leaves the reserve when the loop used
     /// more than [`OUTGROWN`] of a CPU since the last review; takes it again below
-    /// [`QUIET`]. Returns what changed.
+    /// [`QUIET`]. Returns what changed. Called again within [`REVIEW_SPAN`] of the last
+    /// review (or of the start), it waits for the next call.
     pub fn review(&mut self) -> Option<Change> {
         let now = (Instant::now(), thread_cpu_time());
-        let wall = now.0.duration_since(self.then.0).as_secs_f64();
-        let used = now.1.saturating_sub(self.then.1).as_secs_f64() / wall.max(1e-3);
+        let wall = now.0.duration_since(self.then.0);
+        if wall < REVIEW_SPAN {
+            return None;
+        }
+        let used = now.1.saturating_sub(self.then.1).as_secs_f64() / wall.as_secs_f64();
         self.then = now;
         let reserved = self.class == Class::Reserved;
         let class = match decide(reserved, self.reservable, used)? {
@@ -381,13 +389,19 @@ mod tests {
             let (mut governor, refused) = Governor::start();
             let reserved = (governor.class(), now());
             let child = std::thread::spawn(now).join().expect("the child ran");
-            // A second of work at full speed: more than the reserve's share, so the review
-            // leaves it (throttling holds the thread to a fifth of a CPU meanwhile).
-            governor.then = (Instant::now(), thread_cpu_time());
-            let spin = Instant::now();
-            while spin.elapsed() < Duration::from_millis(300) {
-                std::hint::black_box(thread_cpu_time());
-            }
+            // Work at full speed: more than the reserve's share (throttling holds the
+            // thread to a fifth of a CPU meanwhile). Right after the start, the span is too
+            // short to judge; a review over a longer one leaves the reserve.
+            let spin = |ms| {
+                let spin = Instant::now();
+                while spin.elapsed() < Duration::from_millis(ms) {
+                    std::hint::black_box(thread_cpu_time());
+                }
+            };
+            spin(50);
+            assert!(governor.review().is_none(), "judged within the review span");
+            assert_eq!(governor.class(), Class::Reserved);
+            spin(600);
             let left = governor.review().map(|c| c.class);
             (reserved, refused.map(|e| e.to_string()), child, left, now())
         })

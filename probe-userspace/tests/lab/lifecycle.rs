@@ -193,6 +193,10 @@ fn the_service_units_settings_suffice_without_root_with_block() {
         "{stderr}"
     );
     assert!(
+        !stderr.contains("beyond its reserve"),
+        "an idle loop kept its reserve: {stderr}"
+    );
+    assert!(
         listed.contains(SCANNER_IP),
         "block list: {listed}\n{stderr}"
     );
