@@ -20,18 +20,23 @@
 //! Measured in the lab (2026-11-30, AMD EPYC 2 vCPU; nmap, tcpdump, psad, portsentry,
 //! scanlogd and rsyslog keeping both CPUs busy), probes on the wire when the start record
 //! was written, runs alternated with the fair class below (in half of them the lab's
-//! tcpdump ran out of immediate mode, an experiment not kept; it changed neither side):
+//! tcpdump ran out of immediate mode, an experiment not kept):
 //!
 //! | cell | fair, nice -10 and a 0.1 ms slice | the reserve |
 //! |---|---|---|
 //! | nmap -sU, 14 runs each | 4-70, eight runs above 10 | 4-9 |
 //! | nmap -sT, 12 runs each | 4-29, four runs above 10 | 4-10 |
 //!
+//! In three full labs with the reserve (`cargo xtask lab`), every fast scan's start was
+//! written at most 7 probes into the scan (33 cells; 5, 7 and 7 at worst), where the three
+//! labs before it had written at up to 30, 26 and 13.
+//!
 //! In `perf sched` traces, the reserved loop ran 0.02-0.09 ms after the verdict's wakeup;
 //! in the fair class it had waited 0.28 ms behind portsentry, rsyslog and a system daemon
 //! at nice -10. The lab's reading thread, a fair task at nice 0 standing for the
-//! operator's `jq`, still waits for a CPU after the write (0.2-3.8 ms in those runs):
-//! that wait is the reader's and is left to it.
+//! operator's `jq`, still waits for a CPU after the write (0.2-3.8 ms in those runs; 2.8
+//! and 1.1 ms in the worst cells of those labs, 63 and 44 probes): that wait is the
+//! reader's and is left to it.
 //!
 //! A reserve of 0.5 ms in a 1 ms deadline was tried once: its loop waited 3.7 ms after a
 //! verdict's wakeup, and the cause was not examined. `SCHED_FIFO` (tried in the same lab)
