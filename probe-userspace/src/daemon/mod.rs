@@ -356,8 +356,11 @@ impl Daemon<'_> {
                     // SUMMARY_INTERVAL after they happen. The ring first: a verdict's event
                     // comes before its summaries.
                     let seen = self.pipeline.stats().events;
-                    self.drain(ring.get_mut(), DRAIN_BATCH)?;
+                    let behind = self.drain(ring.get_mut(), DRAIN_BATCH)?;
                     let left = self.summarized(&mut summary_reader, &mut summary_backlog, false)?;
+                    if (behind || left) && governor.backlog() {
+                        sched::log_backlog();
+                    }
                     let busy = left
                         || self.pipeline.stats().events != seen
                         || !summary_reader.quiet();
@@ -394,6 +397,9 @@ impl Daemon<'_> {
                     // A full batch may leave records: stay ready, so the loop comes back
                     // after the other branches had their turn.
                     if self.drain(guard.get_inner_mut(), DRAIN_BATCH)? {
+                        if governor.backlog() {
+                            sched::log_backlog();
+                        }
                         // Let the tasks of this thread (scrapes, control clients) run too.
                         drop(guard);
                         tokio::task::yield_now().await;

@@ -11,10 +11,15 @@
 //! its runtime in each period: [`RESERVE_NS`] of every [`PERIOD_NS`], a fifth of one CPU.
 //! Having used it, the thread waits for its next period (the kernel throttles it). So
 //! forged sources that make the kernel wake the loop (a verdict for every four forged
-//! probes) can take at most that much from the host. A loop that stays busy beyond
-//! [`OUTGROWN`] of a CPU over a second (a real overload, where a throttled loop would let
-//! the ring fill) leaves its reserve for the fair class below, where it shares the CPUs
-//! as any task does; back under [`QUIET`], it gets its reserve again. The threads the loop
+//! probes) can take at most that much from the host. A loop that falls behind the ring
+//! (a drain that leaves records for the next turn) or stays busy beyond [`OUTGROWN`] of a
+//! CPU over a second leaves its reserve at once for the fair class below, where it shares
+//! the CPUs as any task does; back under [`QUIET`], it gets its reserve again. Without
+//! the first trigger, a flood of `--probes` events (hping3 --flood, about 100 000 a
+//! second) found the loop throttled for its first second: the ring dropped 80 000
+//! records, and their outcomes, never recorded as seen, came back as new events on every
+//! turn of the flood's ports (495 000 events and 80 000 drops in 6 s, against 65 536
+//! events and none in the fair class alone). The threads the loop
 //! starts (the network reads) are fair tasks at nice 0 (`SCHED_FLAG_RESET_ON_FORK`).
 //!
 //! Measured in the lab (2026-11-30, AMD EPYC 2 vCPU; nmap, tcpdump, psad, portsentry,
@@ -160,6 +165,17 @@ impl Governor {
         self.class
     }
 
+    /// From the loop's thread, when a drain left records for the next turn: the loop is
+    /// behind, and a throttled loop would stay behind, so it leaves its reserve at once.
+    /// True when it did.
+    pub fn backlog(&mut self) -> bool {
+        if self.class != Class::Reserved {
+            return false;
+        }
+        self.class = share();
+        true
+    }
+
     /// From the loop's thread, about once a second: leaves the reserve when the loop used
     /// more than [`OUTGROWN`] of a CPU since the last review; takes it again below
     /// [`QUIET`]. Returns what changed. Called again within [`REVIEW_SPAN`] of the last
@@ -226,6 +242,11 @@ pub fn log_change(change: &Change) {
             OUTGROWN * 100.0
         ),
     }
+}
+
+/// Says that the loop fell behind the ring and left its reserve.
+pub fn log_backlog() {
+    log::info!("event loop: behind the ring buffer: scheduled as other tasks until it quiets down");
 }
 
 /// Whether to take the reserve (`Some(true)`) or leave it (`Some(false)`), from the class
