@@ -38,9 +38,11 @@
 //! In `perf sched` traces, the reserved loop ran 0.02-0.09 ms after the verdict's wakeup;
 //! in the fair class it had waited 0.28 ms behind portsentry, rsyslog and a system daemon
 //! at nice -10. The lab's reading thread, a fair task at nice 0 standing for the
-//! operator's `jq`, still waits for a CPU after the write (0.2-3.8 ms in those runs; 2.8
-//! and 1.1 ms in the worst cells of those labs, 63 and 44 probes): that wait is the
-//! reader's and is left to it.
+//! operator's `jq`, still waits for a CPU after the write: from the decision to the read,
+//! 0.1-3.8 ms in those runs, and 2.8 and 1.1 ms in the worst cells of those labs (63 and
+//! 44 probes, each start written by the 7th; traced once, the reader's own wait was
+//! 0.45 ms behind portsentry, rsyslog and that daemon). That wait is the reader's and is
+//! left to it.
 //!
 //! A reserve of 0.5 ms in a 1 ms deadline was tried once: its loop waited 3.7 ms after a
 //! verdict's wakeup, and the cause was not examined. `SCHED_FIFO` (tried in the same lab)
