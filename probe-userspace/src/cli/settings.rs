@@ -27,7 +27,7 @@ use crate::{
     },
     policy::{
         allow::{AllowError, AllowLists, Service},
-        block::Request as BlockRequest,
+        block_control::Request as BlockRequest,
         budget::BudgetConfig,
     },
 };

@@ -6,7 +6,7 @@ use std::{
     path::Path,
 };
 
-use crate::{daemon::control, policy::block::Request};
+use crate::{daemon::control, policy::block_control::Request};
 
 /// Sends `request` to the instance listening on `socket` and prints the answer.
 pub fn run(socket: &Path, request: &Request) -> anyhow::Result<()> {

@@ -206,7 +206,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 /// Puts back the blocks of the state file that have time left and that the never-block
 /// rules still allow; says what it did.
 fn restore_blocks(blocker: &mut Blocker, path: &std::path::Path) {
-    let saved = match crate::policy::block::load_state(path) {
+    let saved = match crate::policy::block_state::load_state(path) {
         Ok(saved) => saved,
         Err(err) => {
             log::warn!(

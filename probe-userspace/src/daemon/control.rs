@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::policy::block::{Request as BlockRequest, Response as BlockResponse};
+use crate::policy::block_control::{Request as BlockRequest, Response as BlockResponse};
 
 /// A request from a client with the channel its answer goes back on.
 pub type Pending = (BlockRequest, tokio::sync::oneshot::Sender<BlockResponse>);

@@ -36,7 +36,7 @@ use crate::{
     output::{OutputError, Pipeline, sink::Sinks},
     policy::{
         allow::{self, AllowLists},
-        block::Response as BlockResponse,
+        block_control::Response as BlockResponse,
     },
 };
 
@@ -544,7 +544,8 @@ impl Daemon<'_> {
             return;
         };
         let list = blocker.list(clock::monotonic_now());
-        if let Err(err) = crate::policy::block::save_state(&path, &list, clock::unix_now_s()) {
+        if let Err(err) = crate::policy::block_state::save_state(&path, &list, clock::unix_now_s())
+        {
             log::error!("cannot save the blocks to {}: {err}", path.display());
         }
     }

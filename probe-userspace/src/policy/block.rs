@@ -1,6 +1,7 @@
 //! Blocking confirmed scanners in XDP (`--block`, off by default): the kernel's block lists
-//! and protected sources, which this module owns once probe-detector runs, the control
-//! socket's requests and the state file. Who may never be blocked is
+//! and protected sources, which this module owns once probe-detector runs. The control
+//! socket's protocol is [`crate::policy::block_control`]'s, the state file
+//! [`crate::policy::block_state`]'s. Who may never be blocked is
 //! [`crate::policy::protect`]'s; how many automatic blocks may be made,
 //! [`crate::policy::budget`]'s.
 //!
@@ -16,7 +17,6 @@
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
     net::{IpAddr, Ipv6Addr},
-    path::Path,
     time::Duration,
 };
 
@@ -35,7 +35,9 @@ use crate::{
     detect::ScanAlert,
     net::cidr::Cidr,
     policy::{
+        block_control::{Request, Response},
         block_filter::{BlockFilter, FilterError},
+        block_state::SavedBlock,
         budget::{Budget, BudgetConfig, Refusal},
         protect::{
             Asker, BlockPolicy, Spared, applies, canonical, mapped_source, not_a_host, unverified,
@@ -85,80 +87,6 @@ pub struct Blocked {
     /// Made by hand (`block add`), not by a scan.
     #[serde(default)]
     pub manual: bool,
-}
-
-/// A block as the state file keeps it across a restart (`--block-state`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedBlock {
-    /// The blocked source.
-    pub addr: IpAddr,
-    /// When the block ends, in seconds since the Unix epoch (wall-clock time survives a
-    /// reboot; the kernel's monotonic clock does not).
-    pub until_unix_s: u64,
-    /// Made by hand (restored as such).
-    #[serde(default)]
-    pub manual: bool,
-}
-
-/// Writes the blocks in force (`list`, at wall-clock time `now_unix_s`) to `path`: a
-/// temporary file made 0600 and renamed over it, so a crash leaves the old file or the new.
-pub fn save_state(path: &Path, list: &[Blocked], now_unix_s: u64) -> std::io::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let saved: Vec<SavedBlock> = list
-        .iter()
-        .map(|b| SavedBlock {
-            addr: b.addr,
-            until_unix_s: now_unix_s.saturating_add(b.expires_in_s),
-            manual: b.manual,
-        })
-        .collect();
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(serde_json::to_string(&saved).unwrap_or_default().as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Reads the blocks of a state file; none when there is no file yet.
-pub fn load_state(path: &Path) -> std::io::Result<Vec<SavedBlock>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(std::io::Error::other),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(err) => Err(err),
-    }
-}
-
-/// A request on the control socket (`probe-detector block ...`), one JSON line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
-    /// The blocks in force.
-    List,
-    /// Block an address by hand (`ttl_s`: the policy's when absent).
-    Add { addr: IpAddr, ttl_s: Option<u64> },
-    /// Lift a block.
-    Remove { addr: IpAddr },
-}
-
-/// The answer to a [`Request`], one JSON line.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    /// What went wrong, if something did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// What was done (add, remove).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done: Option<String>,
-    /// The blocks in force (list).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub blocked: Vec<Blocked>,
 }
 
 /// What the blocker did, for the metrics.
@@ -800,58 +728,6 @@ pub fn key(addr: IpAddr) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_state_file_keeps_wall_clock_expiries() {
-        let dir = std::env::temp_dir().join(format!("pd-block-state-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("blocks.json");
-        assert_eq!(
-            load_state(&path).unwrap(),
-            Vec::new(),
-            "no file yet: no blocks"
-        );
-        let list = vec![Blocked {
-            addr: "198.18.0.1".parse().unwrap(),
-            expires_in_s: 600,
-            packets: 12,
-            manual: true,
-        }];
-        save_state(&path, &list, 1_000).unwrap();
-        save_state(&path, &list, 2_000).unwrap();
-        assert_eq!(
-            load_state(&path).unwrap(),
-            vec![SavedBlock {
-                addr: "198.18.0.1".parse().unwrap(),
-                until_unix_s: 2_600,
-                manual: true,
-            }]
-        );
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        std::fs::write(&path, "not json").unwrap();
-        assert!(load_state(&path).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn requests_and_responses_are_one_json_line_each() {
-        let add = Request::Add {
-            addr: "198.18.7.1".parse().unwrap(),
-            ttl_s: Some(60),
-        };
-        let line = serde_json::to_string(&add).unwrap();
-        assert_eq!(line, r#"{"op":"add","addr":"198.18.7.1","ttl_s":60}"#);
-        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), add);
-        assert_eq!(
-            serde_json::from_str::<Request>(r#"{"op":"list"}"#).unwrap(),
-            Request::List
-        );
-        assert!(serde_json::from_str::<Request>(r#"{"op":"flush"}"#).is_err());
-        let empty = serde_json::to_string(&Response::default()).unwrap();
-        assert_eq!(empty, "{}");
-    }
 
     #[test]
     fn keys_are_ipv4_mapped_like_the_kernels() {

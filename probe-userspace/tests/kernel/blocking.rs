@@ -120,7 +120,7 @@ fn a_ttl_beyond_any_clock_saturates_instead_of_killing_the_daemon() {
     let now = clock::monotonic_now();
     // What `probe-detector block add ADDR --ttl 18446744073709551615` sends.
     let response = blocker.handle(
-        &probe_userspace::policy::block::Request::Add {
+        &probe_userspace::policy::block_control::Request::Add {
             addr: scanner(),
             ttl_s: Some(u64::MAX),
         },
