@@ -16,7 +16,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{Array, RingBuf},
 };
@@ -100,8 +100,11 @@ pub(crate) fn hold(
     let Some(slot) = HELD.get_ptr_mut(held_index(source)) else {
         return false;
     };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The coarse clock, as summaries are stamped (the same monotonic clock, as of the last
+    // tick: up to a tick early, never later): a held failure is the first of a source not
+    // worth reading yet, and every forged source's answer comes here.
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: array slot from a successful lookup, valid for the program's run; its event
     // written whole by `write_event`. A racing CPU holding another source in the same
     // slot can tear it: the event may then mix the two sources' fields, a race of

@@ -21,7 +21,7 @@ use crate::{
     maps::{
         ALLOW_RULES, ALLOW_SERVICE_PORTS, ALLOW_SERVICES, ALLOW_SOURCES, CALLBACK_EPOCHS,
         CONTACTED, EPOCH, EVENTS, KEY_SCRATCH, LAST_WAKEUP_NS, OUTCOMES, RECORD_BYTES, ServiceKey,
-        WAKEUP_BYTES, WAKEUP_GAP_NS, count, zero,
+        WAKEUP_BYTES, WAKEUP_GAP_NS, count, ours_mask, zero,
     },
     ours::host_slot,
     parse::Addr,
@@ -114,7 +114,7 @@ pub(crate) fn report(pending: &Pending, outcome: Outcome, icmp_type: u8, icmp_co
     }
     // The allow-lists are checked here, once per first outcome, rather than per attempt:
     // an LPM lookup would cost the per-SYN path more than its whole budget.
-    match exemption(pending) {
+    match exemption(pending, source) {
         Exemption::Allowed => {
             count(Counter::Allowed);
             return false;
@@ -289,10 +289,10 @@ pub(crate) enum Exemption {
     Callback,
 }
 
-/// Whether an outcome is exempt from reporting. Inlined into `report` (see
+/// Whether an outcome of `source` is exempt from reporting. Inlined into `report` (see
 /// [`crate::suspects::known`]).
 #[inline(always)]
-pub(crate) fn exemption(pending: &Pending) -> Exemption {
+pub(crate) fn exemption(pending: &Pending, source: Source) -> Exemption {
     if allowed(pending) {
         return Exemption::Allowed;
     }
@@ -303,7 +303,13 @@ pub(crate) fn exemption(pending: &Pending) -> Exemption {
     if pending.local_port < 1024 {
         return Exemption::None;
     }
-    let (index, tag) = host_slot(&Addr::from_bytes(pending.remote));
+    // An IPv4 source's unit is its address, so its hash is the host's: not computed
+    // twice (an IPv6 source's unit is its /64, and `CONTACTED` holds whole addresses).
+    let (index, tag) = if pending.ip_version == 6 {
+        host_slot(&Addr::from_bytes(pending.remote))
+    } else {
+        source.slot(0, ours_mask())
+    };
     // SAFETY: array slot from a successful lookup, read once; EPOCH and the global are
     // plain reads.
     let recent = CONTACTED.get_ptr(index).is_some_and(|slot| unsafe {
