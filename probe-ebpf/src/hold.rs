@@ -34,8 +34,8 @@ use crate::{
 /// [`ProbeEvent`] each, 64 B, the size of a cache line. Mmapable only for its layout: such
 /// an array's values start on a page, so that each slot is one line (a held failure's
 /// look-up, write and release touch one line, not two). An empty slot's `timestamp_ns` is
-/// 0 (`bpf_ktime_get_ns` never is); a slot is its source's when its `src_addr` is of the
-/// source's unit (no tag: the address is there).
+/// 0 (the coarse clock it is stamped with never is: it counts from boot); a slot is its
+/// source's when its `src_addr` is of the source's unit (no tag: the address is there).
 #[map]
 static HELD: Array<ProbeEvent> = Array::with_max_entries(HELD_SLOTS, BPF_F_MMAPABLE);
 
