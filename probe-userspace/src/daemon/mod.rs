@@ -358,8 +358,8 @@ impl Daemon<'_> {
                     let seen = self.pipeline.stats().events;
                     let behind = self.drain(ring.get_mut(), DRAIN_BATCH)?;
                     let left = self.summarized(&mut summary_reader, &mut summary_backlog, false)?;
-                    if (behind || left) && governor.backlog() {
-                        sched::log_backlog();
+                    if behind || left {
+                        governor.backlog();
                     }
                     let busy = left
                         || self.pipeline.stats().events != seen
@@ -397,9 +397,7 @@ impl Daemon<'_> {
                     // A full batch may leave records: stay ready, so the loop comes back
                     // after the other branches had their turn.
                     if self.drain(guard.get_inner_mut(), DRAIN_BATCH)? {
-                        if governor.backlog() {
-                            sched::log_backlog();
-                        }
+                        governor.backlog();
                         // Let the tasks of this thread (scrapes, control clients) run too.
                         drop(guard);
                         tokio::task::yield_now().await;

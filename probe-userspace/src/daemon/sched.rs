@@ -17,7 +17,7 @@
 //! the CPUs as any task does; back under [`QUIET`], it gets its reserve again. Without
 //! the first trigger, a one-source `--probes` flood (hping3 --flood over every port,
 //! about 100 000 outcomes a second) found the loop throttled for its first second, and
-//! the ring dropped 80 000 records; with it, none (three runs), as in the fair class.
+//! the ring dropped 80 000 records; with it, none (six runs), as in the fair class.
 //! The threads the loop starts (the network reads) are fair tasks at nice 0
 //! (`SCHED_FLAG_RESET_ON_FORK`).
 //!
@@ -31,9 +31,10 @@
 //! | nmap -sU, 14 runs each | 4-70, eight runs above 10 | 4-9 |
 //! | nmap -sT, 12 runs each | 4-29, four runs above 10 | 4-10 |
 //!
-//! In three full labs with the reserve (`cargo xtask lab`), every fast scan's start was
-//! written at most 7 probes into the scan (33 cells; 5, 7 and 7 at worst), where the three
-//! labs before it had written at up to 30, 26 and 13.
+//! In eight full labs with the reserve (`cargo xtask lab`), a fast scan's start was written
+//! at most 7 probes into the scan in 86 of 88 cells (nmap -sU at 10, nmap -sS at 9), where
+//! the three labs before it had written at up to 30, 26 and 13; 20 single-cell runs of
+//! nmap -sS on a busier day wrote at 4-10, the build before the reserve's last changes too.
 //!
 //! In `perf sched` traces, the reserved loop ran 0.02-0.09 ms after the verdict's wakeup;
 //! in the fair class it had waited 0.28 ms behind portsentry, rsyslog and a system daemon
@@ -167,13 +168,16 @@ impl Governor {
     }
 
     /// From the loop's thread, when a drain left records for the next turn: the loop is
-    /// behind, and a throttled loop would stay behind, so it leaves its reserve at once.
-    /// True when it did.
+    /// behind, and a throttled loop would stay behind, so it leaves its reserve at once,
+    /// and says so. True when it did.
     pub fn backlog(&mut self) -> bool {
         if self.class != Class::Reserved {
             return false;
         }
         self.class = share();
+        log::info!(
+            "event loop: behind the ring buffer: scheduled as other tasks until it quiets down"
+        );
         true
     }
 
@@ -243,11 +247,6 @@ pub fn log_change(change: &Change) {
             OUTGROWN * 100.0
         ),
     }
-}
-
-/// Says that the loop fell behind the ring and left its reserve.
-pub fn log_backlog() {
-    log::info!("event loop: behind the ring buffer: scheduled as other tasks until it quiets down");
 }
 
 /// Whether to take the reserve (`Some(true)`) or leave it (`Some(false)`), from the class
