@@ -372,7 +372,8 @@ fn cost_section(md: &mut String, costs: &[CostRow]) {
         md,
         "\nThe expiry sweeps run on a timer whatever the traffic (they report attempts nobody \
          answered), so their share per packet falls as the rate rises; so do the timers of \
-         the process (the ring and the kernel's summaries read every 100 ms). The kernel's \
+         the process (the ring and the kernel's summaries read 100 ms to a second apart, on \
+         one timer with the sweeps). The kernel's \
          verdict on the scanner wakes probe-detector at once; the scanner's later probes \
          are counted in the kernel's summaries, not sent one by one, and wake nobody."
     );

@@ -11,13 +11,15 @@ pub use fleet::FleetLink;
 use fleet::{FLEET_READ_GAP, fleet_ready};
 pub mod metrics;
 mod sched;
+mod timers;
+use timers::{Alarm, Job, Pace, Schedule};
 pub mod status;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use probe_common::{Counter, EVENTS_MAP};
+use probe_common::{Counter, EVENTS_MAP, SUMMARIES_ENTRIES};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -46,17 +48,19 @@ const DRAIN_BATCH: usize = 4096;
 /// Time one drain may take before it gives the loop back (it finishes its record).
 const DRAIN_TIME: Duration = Duration::from_millis(5);
 /// How often the ring buffer is read when the kernel has not woken us, and the kernel's
-/// summaries of decided sources: a scan's outcomes after the verdict reach its `update`s
-/// and the attack list within two of these. (A verdict wakes us at once; each wakeup on a
-/// virtual machine costs tens of microseconds, so the timer is not faster than it must.)
+/// summaries of decided sources, at first: a scan's outcomes after the verdict reach its
+/// `update`s and the attack list within two reads, which come further apart (up to
+/// [`QUIET_INTERVAL`]) while each finds little. (A verdict wakes us at once; each wakeup
+/// of an idle process on a virtual machine costs tens to hundreds of microseconds, see
+/// `timers`, so the timer is not faster than it must.)
 const SUMMARY_INTERVAL: Duration = Duration::from_millis(100);
-/// Ticks of that timer in a row that found nothing (no event, no summary moving) after
-/// which it slows to [`QUIET_INTERVAL`]: an idle detector wakes about a third as often. The
-/// kernel wakes us for the first event after a quiet spell, and that brings the timer back
-/// to [`SUMMARY_INTERVAL`].
-const QUIET_TICKS: u32 = 20;
-/// The summaries timer's period while nothing happens.
+/// The summaries timer's longest period: after reads that found little or nothing, while
+/// the kernel wakes us for a quiet spell's first event (which brings it back to
+/// [`SUMMARY_INTERVAL`]).
 const QUIET_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the engine's lifecycle runs (updates held back by the interval, scans gone
+/// quiet), blocks expire and the CPU governor reviews the loop.
+const LIFECYCLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the exit may spend on the summaries left.
 const EXIT_SUMMARY_TIME: Duration = Duration::from_millis(200);
 /// How often the network is looked at again without a netlink notification.
@@ -134,10 +138,6 @@ impl Daemon<'_> {
                 listener.local_addr().context("cannot serve metrics")?
             );
         }
-        let mut status = status_interval.map(tokio::time::interval);
-        if let Some(status) = &mut status {
-            status.tick().await;
-        }
         let map = self
             .ebpf
             .take_map(EVENTS_MAP)
@@ -186,16 +186,29 @@ impl Daemon<'_> {
             config.window.as_secs_f64()
         );
 
-        // Unanswered attempts are found by the expiry program, run often enough that none
-        // waits much longer than the timeout.
-        let mut expiry = tokio::time::interval(self.kernel.sweep_interval());
-        // Updates held back by the interval, and the summaries of scans gone quiet.
-        let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
-        let mut stats = tokio::time::interval(STATS_INTERVAL);
-        stats.tick().await;
-        let mut summaries = ticker(SUMMARY_INTERVAL);
-        // Ticks in a row that found nothing, and whether the timer runs slow.
-        let (mut idle_ticks, mut slow) = (0u32, false);
+        // The periodic jobs, on one timer (see `timers`), all started now so that they
+        // wake the loop together. Unanswered attempts are found by the expiry program,
+        // run often enough that none waits much longer than the timeout; the lifecycle
+        // sends updates held back by the interval, and the summaries of scans gone quiet.
+        let mut alarm = Alarm::new().context("cannot make the event loop's timer")?;
+        let mut schedule = Schedule::default();
+        let now = clock::monotonic_now();
+        schedule.every(Job::Summaries, SUMMARY_INTERVAL, now);
+        schedule.every(Job::Expiry, self.kernel.sweep_interval(), now);
+        schedule.every(Job::Lifecycle, LIFECYCLE_INTERVAL, now);
+        schedule.every(Job::Stats, STATS_INTERVAL, now);
+        schedule.every(Job::Look, LOOK_INTERVAL, now);
+        if let Some(period) = status_interval {
+            schedule.every(Job::Status, period, now);
+        }
+        // The summaries' period: short after the kernel woke us or a read found much,
+        // longer with each read that found little, while the kernel wakes us for a quiet
+        // spell's first event (not with --wakeup-ms 0, where this timer reads every event).
+        let mut pace = Pace::new(
+            SUMMARY_INTERVAL,
+            QUIET_INTERVAL,
+            self.kernel.wakeup_gap.is_some(),
+        );
         let mut summary_reader = kernel::SummaryReader::default();
         let mut summary_backlog = std::collections::VecDeque::new();
         // Addresses, routes and neighbours: netlink says when they change, and they are
@@ -214,8 +227,6 @@ impl Daemon<'_> {
                 None
             }
         };
-        let mut look = tokio::time::interval(LOOK_INTERVAL);
-        look.tick().await;
         let mut look_soon: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // The network read under way on a blocking thread (a few netlink dumps and /proc
         // reads, about a millisecond: never on this loop, where a verdict would wait for
@@ -226,6 +237,7 @@ impl Daemon<'_> {
         // Whether the log said the home nets look wrong (once a run).
         let mut hinted = false;
         loop {
+            let wake = schedule.next().unwrap_or(Duration::MAX);
             tokio::select! {
                 // In this order: a flood of events (the last branch) cannot keep signals,
                 // the control socket, scrapes or timers waiting; each drain is bounded.
@@ -297,7 +309,6 @@ impl Daemon<'_> {
                     look_soon = None;
                     look_again = true;
                 }
-                _ = look.tick() => look_again = true,
                 read = when(looking.as_mut()) => {
                     looking = None;
                     match read {
@@ -306,93 +317,91 @@ impl Daemon<'_> {
                         Err(err) => log::warn!("the network read failed: {err}"),
                     }
                 }
-                _ = when(status.as_mut().map(|s| s.tick())) => {
-                    log::info!("{}", status::status_line(&self.snapshot(started)));
-                }
-                _ = lifecycle.tick() => {
+                woke = alarm.until(wake) => {
+                    woke.context("the event loop's timer failed")?;
                     let now = clock::monotonic_now();
-                    // Once a minute, also the blocks the kernel lifted itself; and the
-                    // state file.
-                    let minute = state_saved.elapsed() >= Duration::from_secs(60);
-                    if let Some(blocker) = self.pipeline.blocker() {
+                    let due = schedule.take(now);
+                    if due.has(Job::Look) {
+                        look_again = true;
+                    }
+                    if due.has(Job::Status) {
+                        log::info!("{}", status::status_line(&self.snapshot(started)));
+                    }
+                    if due.has(Job::Lifecycle) {
+                        // Once a minute, also the blocks the kernel lifted itself; and the
+                        // state file.
+                        let minute = state_saved.elapsed() >= Duration::from_secs(60);
+                        if let Some(blocker) = self.pipeline.blocker() {
+                            if minute {
+                                blocker.sweep(now);
+                            } else {
+                                blocker.expire(now);
+                            }
+                        }
+                        self.pipeline.tick(now);
+                        self.flush()?;
+                        if let Some(change) = governor.review() {
+                            sched::log_change(&change);
+                        }
+                        if !hinted {
+                            hinted = self.hint_home_nets();
+                        }
                         if minute {
-                            blocker.sweep(now);
-                        } else {
-                            blocker.expire(now);
+                            self.save_blocks();
+                            state_saved = std::time::Instant::now();
                         }
                     }
-                    self.pipeline.tick(now);
-                    self.flush()?;
-                    if let Some(change) = governor.review() {
-                        sched::log_change(&change);
+                    if due.has(Job::Expiry) {
+                        // Drain between chunks: a sweep may report more than the ring holds.
+                        let mut drained = Ok(());
+                        let pipeline = &mut self.pipeline;
+                        kernel::expire_with(self.ebpf, |ebpf| {
+                            if drained.is_ok() {
+                                // A chunk reports at most half a ring; a batch takes that,
+                                // and a flood of other events cannot hold the sweep here.
+                                drained = drain_into(pipeline, ring.get_mut(), ebpf, DRAIN_BATCH)
+                                    .map(drop);
+                            }
+                        })
+                        .context("the expiry program failed")?;
+                        self.output_result(drained)?;
                     }
-                    if !hinted {
-                        hinted = self.hint_home_nets();
+                    if due.has(Job::Stats) {
+                        log_counters(self.ebpf, self.kernel, log::Level::Debug);
                     }
-                    if minute {
-                        self.save_blocks();
-                        state_saved = std::time::Instant::now();
-                    }
-                }
-                _ = expiry.tick() => {
-                    // Drain between chunks: a sweep may report more than the ring holds.
-                    let mut drained = Ok(());
-                    let pipeline = &mut self.pipeline;
-                    kernel::expire_with(self.ebpf, |ebpf| {
-                        if drained.is_ok() {
-                            // A chunk reports at most half a ring; a batch takes that, and
-                            // a flood of other events cannot hold the sweep here.
-                            drained = drain_into(pipeline, ring.get_mut(), ebpf, DRAIN_BATCH)
-                                .map(drop);
+                    if due.has(Job::Summaries) {
+                        // The kernel wakes us for a verdict, when a backlog builds or when
+                        // the wakeup gap has passed; other events are read here, at most
+                        // SUMMARY_INTERVAL (and its slack) after they happen. The ring
+                        // first: a verdict's event comes before its summaries.
+                        let behind = self.drain(ring.get_mut(), DRAIN_BATCH)?;
+                        let left =
+                            self.summarized(&mut summary_reader, &mut summary_backlog, false)?;
+                        if behind || left {
+                            governor.backlog();
                         }
-                    })
-                    .context("the expiry program failed")?;
-                    self.output_result(drained)?;
-                }
-                _ = stats.tick() => log_counters(self.ebpf, self.kernel, log::Level::Debug),
-                _ = summaries.tick() => {
-                    // The kernel wakes us for a verdict, when a backlog builds or when the
-                    // wakeup gap has passed; other events are read here, at most
-                    // SUMMARY_INTERVAL after they happen. The ring first: a verdict's event
-                    // comes before its summaries.
-                    let seen = self.pipeline.stats().events;
-                    let behind = self.drain(ring.get_mut(), DRAIN_BATCH)?;
-                    let left = self.summarized(&mut summary_reader, &mut summary_backlog, false)?;
-                    if behind || left {
-                        governor.backlog();
-                    }
-                    let busy = left
-                        || self.pipeline.stats().events != seen
-                        || !summary_reader.quiet();
-                    if busy {
-                        idle_ticks = 0;
-                        if slow {
-                            summaries = ticker(SUMMARY_INTERVAL);
-                            slow = false;
+                        // Much read (an eighth of a summaries map, or events a batch
+                        // could not take): read again soon; else less often, up to
+                        // QUIET_INTERVAL, whether the reads find little or nothing.
+                        let pressed = behind
+                            || left
+                            || summary_reader.taken > SUMMARIES_ENTRIES as usize / 8;
+                        if let Some(period) = pace.after_read(pressed) {
+                            schedule.set_period(Job::Summaries, period, now);
                         }
-                    } else {
-                        idle_ticks += 1;
-                        // Only while the kernel wakes us for a quiet spell's first event
-                        // (not with --wakeup-ms 0, where this timer reads every event).
-                        if !slow && idle_ticks >= QUIET_TICKS && self.kernel.wakeup_gap.is_some() {
-                            summaries = ticker(QUIET_INTERVAL);
-                            slow = true;
+                        if left {
+                            // Time ran out with summaries left: the loop's other branches
+                            // have their turn, and the next tick comes at once.
+                            schedule.soon(Job::Summaries, now);
+                            tokio::task::yield_now().await;
                         }
-                    }
-                    if left {
-                        // Time ran out with summaries left: the loop's other branches
-                        // have their turn, and the next tick comes at once.
-                        summaries.reset_immediately();
-                        tokio::task::yield_now().await;
                     }
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
                     // The kernel woke us: events (and soon summaries) are coming.
-                    idle_ticks = 0;
-                    if slow {
-                        summaries = ticker(SUMMARY_INTERVAL);
-                        slow = false;
+                    if let Some(period) = pace.hurry() {
+                        schedule.set_period(Job::Summaries, period, clock::monotonic_now());
                     }
                     // A full batch may leave records: stay ready, so the loop comes back
                     // after the other branches had their turn.
@@ -711,14 +720,6 @@ fn drain_into(
     }
     pipeline.flush(|p| kernel::outcome_count(ebpf, p))?;
     Ok(full || handled == limit)
-}
-
-/// A timer of `period` whose first tick comes one period from now, and which delays its
-/// ticks rather than bursting after a late one.
-fn ticker(period: Duration) -> tokio::time::Interval {
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval
 }
 
 /// Logs the kernel counters, and how full the kernel's tables are.

@@ -35,6 +35,8 @@ pub struct SummaryReader {
     /// was written two reads ago), and none is walked (a walk visits every bucket).
     summarized: u64,
     quiet: u8,
+    /// Entries the last read took from the kernel's map (at most [`SUMMARIES_ENTRIES`]).
+    pub taken: usize,
 }
 
 impl SummaryReader {
@@ -57,6 +59,7 @@ impl SummaryReader {
             self.quiet = 0;
         }
         self.summarized = summarized;
+        self.taken = 0;
         if self.quiet() && !all {
             return Ok(Vec::new());
         }
@@ -72,6 +75,7 @@ impl SummaryReader {
             .set(0, &current, 0)
             .map_err(|err| LoadError::Config(format!("summary generation: {err}")))?;
         self.generation = current;
+        self.taken = entries.len();
         if all {
             entries.extend(take_all(ebpf, map_of(current + 1))?);
         }
