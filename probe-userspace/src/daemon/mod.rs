@@ -201,6 +201,10 @@ impl Daemon<'_> {
         if let Some(period) = status_interval {
             schedule.every(Job::Status, period, now);
         }
+        // The first sweep (the kernel's sweep epochs start) and lifecycle at once, as
+        // before the shared timer.
+        schedule.soon(Job::Expiry, now);
+        schedule.soon(Job::Lifecycle, now);
         // The summaries' period: short after the kernel woke us or a read found much,
         // longer with each read that found little, while the kernel wakes us for a quiet
         // spell's first event (not with --wakeup-ms 0, where this timer reads every event).

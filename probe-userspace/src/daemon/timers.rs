@@ -40,6 +40,8 @@ const JOBS: usize = 6;
 struct Slot {
     period: Duration,
     due: Duration,
+    /// Made due by [`Schedule::soon`]: it wakes the loop at its due time, without slack.
+    urgent: bool,
 }
 
 impl Slot {
@@ -73,6 +75,7 @@ impl Schedule {
         self.slots[job as usize] = Some(Slot {
             period,
             due: now + period,
+            urgent: false,
         });
     }
 
@@ -93,10 +96,12 @@ impl Schedule {
         }
     }
 
-    /// Makes `job` due, and the loop's wakeup for it, at once.
+    /// Makes `job` due, and the loop's wakeup for it, at once; its later runs come a
+    /// period apart from now.
     pub(super) fn soon(&mut self, job: Job, now: Duration) {
         if let Some(slot) = &mut self.slots[job as usize] {
-            slot.due = slot.due.min(now.saturating_sub(slot.slack()));
+            slot.due = slot.due.min(now);
+            slot.urgent = true;
         }
     }
 
@@ -106,7 +111,13 @@ impl Schedule {
         self.slots
             .iter()
             .flatten()
-            .map(|slot| slot.due + slot.slack())
+            .map(|slot| {
+                if slot.urgent {
+                    slot.due
+                } else {
+                    slot.due + slot.slack()
+                }
+            })
             .min()
     }
 
@@ -121,6 +132,7 @@ impl Schedule {
                 continue;
             }
             due.0 |= 1 << i;
+            slot.urgent = false;
             slot.due = if slot.due + slot.period <= now {
                 now + slot.period
             } else {
@@ -390,7 +402,23 @@ mod tests {
         assert_eq!(s.next(), Some(at(300)));
         assert!(s.take(at(300)).has(Job::Summaries));
         s.set_period(Job::Summaries, at(100), at(400));
-        assert!(s.next().unwrap() <= at(525));
+        assert_eq!(s.next(), Some(at(525)));
+    }
+
+    #[test]
+    fn jobs_run_at_once_keep_the_phase_of_their_start() {
+        let mut s = Schedule::default();
+        s.every(Job::Summaries, at(100), at(0));
+        s.every(Job::Expiry, at(1000), at(0));
+        s.soon(Job::Expiry, at(0));
+        assert_eq!(s.next(), Some(at(0)));
+        assert_eq!(s.take(at(0)), Due(1 << Job::Expiry as u8));
+        // Then with the summaries, on the start's grid.
+        assert_eq!(s.next(), Some(at(125)));
+        for ms in (100..1000).step_by(100) {
+            assert!(!s.take(at(ms)).has(Job::Expiry));
+        }
+        assert!(s.take(at(1000)).has(Job::Expiry));
     }
 
     #[test]
