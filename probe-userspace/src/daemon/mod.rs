@@ -1,5 +1,6 @@
 //! The running daemon: one event loop that drains the kernel's ring buffer into the output
-//! pipeline, runs the expiry sweeps and the engine's lifecycle, and serves the control
+//! pipeline, runs the periodic jobs (`periodic`: the expiry sweeps, the engine's
+//! lifecycle, the kernel's summaries, on one timer, `timers`), and serves the control
 //! socket, the metrics endpoint, the status line and the signals (SIGHUP reloads the
 //! allow-lists; SIGINT and SIGTERM stop it, after the last events and every open scan's
 //! summary are written); with `--fleet`, its link to the fleet (`fleet`).
@@ -10,16 +11,17 @@ mod fleet;
 pub use fleet::FleetLink;
 use fleet::{FLEET_READ_GAP, fleet_ready};
 pub mod metrics;
+mod periodic;
 mod sched;
 mod timers;
-use timers::{Alarm, Job, Pace, Schedule};
+use periodic::Periodic;
 pub mod status;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use probe_common::{Counter, EVENTS_MAP, SUMMARIES_ENTRIES};
+use probe_common::{Counter, EVENTS_MAP};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -32,7 +34,6 @@ use crate::{
         control::{ControlSocket, Pending},
         metrics::Snapshot,
     },
-    event::Summarized,
     kernel::{self, KernelConfig},
     net::{netlink, network::Network},
     output::{OutputError, Pipeline, sink::Sinks},
@@ -47,31 +48,13 @@ use crate::{
 const DRAIN_BATCH: usize = 4096;
 /// Time one drain may take before it gives the loop back (it finishes its record).
 const DRAIN_TIME: Duration = Duration::from_millis(5);
-/// How often the ring buffer is read when the kernel has not woken us, and the kernel's
-/// summaries of decided sources, at first: a scan's outcomes after the verdict reach its
-/// `update`s and the attack list within two reads, which come further apart (up to
-/// [`QUIET_INTERVAL`]) while each finds little. (A verdict wakes us at once; each wakeup
-/// of an idle process on a virtual machine costs tens to hundreds of microseconds, see
-/// `timers`, so the timer is not faster than it must.)
-const SUMMARY_INTERVAL: Duration = Duration::from_millis(100);
-/// The summaries timer's longest period: after reads that found little or nothing, while
-/// the kernel wakes us for a quiet spell's first event (which brings it back to
-/// [`SUMMARY_INTERVAL`]).
-const QUIET_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the engine's lifecycle runs (updates held back by the interval, scans gone
-/// quiet), blocks expire and the CPU governor reviews the loop.
-const LIFECYCLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the exit may spend on the summaries left.
 const EXIT_SUMMARY_TIME: Duration = Duration::from_millis(200);
-/// How often the network is looked at again without a netlink notification.
-const LOOK_INTERVAL: Duration = Duration::from_secs(30);
 /// How long after a netlink notification the network is looked at again (a change comes
 /// as a burst of messages: address, routes, neighbours).
 const LOOK_SETTLE: Duration = Duration::from_millis(200);
 /// A read of the network under way on a blocking thread: the network as read, or why not.
 type Looking = tokio::task::JoinHandle<anyhow::Result<Network>>;
-/// How often the kernel counters are logged at debug level.
-const STATS_INTERVAL: Duration = Duration::from_secs(30);
 /// Attempts outside the home nets, and answers from outside them, from which the log says
 /// the home nets look wrong.
 const HINT_AFTER: u64 = 20;
@@ -186,38 +169,11 @@ impl Daemon<'_> {
             config.window.as_secs_f64()
         );
 
-        // The periodic jobs, on one timer (see `timers`), all started now so that they
-        // wake the loop together. Unanswered attempts are found by the expiry program,
-        // run often enough that none waits much longer than the timeout; the lifecycle
-        // sends updates held back by the interval, and the summaries of scans gone quiet.
-        let mut alarm = Alarm::new().context("cannot make the event loop's timer")?;
-        let mut schedule = Schedule::default();
-        let now = clock::monotonic_now();
-        schedule.every(Job::Summaries, SUMMARY_INTERVAL, now);
-        schedule.every(Job::Expiry, self.kernel.sweep_interval(), now);
-        schedule.every(Job::Lifecycle, LIFECYCLE_INTERVAL, now);
-        schedule.every(Job::Stats, STATS_INTERVAL, now);
-        schedule.every(Job::Look, LOOK_INTERVAL, now);
-        if let Some(period) = status_interval {
-            schedule.every(Job::Status, period, now);
-        }
-        // The first sweep (the kernel's sweep epochs start) and lifecycle at once, as
-        // before the shared timer.
-        schedule.soon(Job::Expiry, now);
-        schedule.soon(Job::Lifecycle, now);
-        // The summaries' period: short after the kernel woke us or a read found much,
-        // longer with each read that found little, while the kernel wakes us for a quiet
-        // spell's first event (not with --wakeup-ms 0, where this timer reads every event).
-        let mut pace = Pace::new(
-            SUMMARY_INTERVAL,
-            QUIET_INTERVAL,
-            self.kernel.wakeup_gap.is_some(),
-        );
-        let mut summary_reader = kernel::SummaryReader::default();
-        let mut summary_backlog = std::collections::VecDeque::new();
+        // The periodic jobs, on one timer (see `periodic` and `timers`).
+        let mut jobs = Periodic::start(self.kernel, status_interval)?;
         // Addresses, routes and neighbours: netlink says when they change, and they are
-        // looked at again shortly after (changes come in bursts) and every LOOK_INTERVAL
-        // anyway (resolv.conf has no notification).
+        // looked at again shortly after (changes come in bursts) and every 30 s anyway
+        // (`periodic`; resolv.conf has no notification).
         // SAFETY (of the registration): the Monitor owns its fd and neither closes nor
         // replaces it while the AsyncFd owns the Monitor.
         let monitor = match netlink::Monitor::open().and_then(|m| {
@@ -237,11 +193,7 @@ impl Daemon<'_> {
         // them), and whether another was asked for meanwhile.
         let mut looking: Option<Looking> = None;
         let mut look_again = false;
-        let mut state_saved = std::time::Instant::now();
-        // Whether the log said the home nets look wrong (once a run).
-        let mut hinted = false;
         loop {
-            let wake = schedule.next().unwrap_or(Duration::MAX);
             tokio::select! {
                 // In this order: a flood of events (the last branch) cannot keep signals,
                 // the control socket, scrapes or timers waiting; each drain is bounded.
@@ -321,92 +273,15 @@ impl Daemon<'_> {
                         Err(err) => log::warn!("the network read failed: {err}"),
                     }
                 }
-                woke = alarm.until(wake) => {
-                    woke.context("the event loop's timer failed")?;
-                    let now = clock::monotonic_now();
-                    let due = schedule.take(now);
-                    if due.has(Job::Look) {
-                        look_again = true;
-                    }
-                    if due.has(Job::Status) {
-                        log::info!("{}", status::status_line(&self.snapshot(started)));
-                    }
-                    if due.has(Job::Lifecycle) {
-                        // Once a minute, also the blocks the kernel lifted itself; and the
-                        // state file.
-                        let minute = state_saved.elapsed() >= Duration::from_secs(60);
-                        if let Some(blocker) = self.pipeline.blocker() {
-                            if minute {
-                                blocker.sweep(now);
-                            } else {
-                                blocker.expire(now);
-                            }
-                        }
-                        self.pipeline.tick(now);
-                        self.flush()?;
-                        if let Some(change) = governor.review() {
-                            sched::log_change(&change);
-                        }
-                        if !hinted {
-                            hinted = self.hint_home_nets();
-                        }
-                        if minute {
-                            self.save_blocks();
-                            state_saved = std::time::Instant::now();
-                        }
-                    }
-                    if due.has(Job::Expiry) {
-                        // Drain between chunks: a sweep may report more than the ring holds.
-                        let mut drained = Ok(());
-                        let pipeline = &mut self.pipeline;
-                        kernel::expire_with(self.ebpf, |ebpf| {
-                            if drained.is_ok() {
-                                // A chunk reports at most half a ring; a batch takes that,
-                                // and a flood of other events cannot hold the sweep here.
-                                drained = drain_into(pipeline, ring.get_mut(), ebpf, DRAIN_BATCH)
-                                    .map(drop);
-                            }
-                        })
-                        .context("the expiry program failed")?;
-                        self.output_result(drained)?;
-                    }
-                    if due.has(Job::Stats) {
-                        log_counters(self.ebpf, self.kernel, log::Level::Debug);
-                    }
-                    if due.has(Job::Summaries) {
-                        // The kernel wakes us for a verdict, when a backlog builds or when
-                        // the wakeup gap has passed; other events are read here, at most
-                        // SUMMARY_INTERVAL (and its slack) after they happen. The ring
-                        // first: a verdict's event comes before its summaries.
-                        let behind = self.drain(ring.get_mut(), DRAIN_BATCH)?;
-                        let left =
-                            self.summarized(&mut summary_reader, &mut summary_backlog, false)?;
-                        if behind || left {
-                            governor.backlog();
-                        }
-                        // Much read (an eighth of a summaries map, or events a batch
-                        // could not take): read again soon; else less often, up to
-                        // QUIET_INTERVAL, whether the reads find little or nothing.
-                        let pressed = behind
-                            || left
-                            || summary_reader.taken > SUMMARIES_ENTRIES as usize / 8;
-                        if let Some(period) = pace.after_read(pressed) {
-                            schedule.set_period(Job::Summaries, period, now);
-                        }
-                        if left {
-                            // Time ran out with summaries left: the loop's other branches
-                            // have their turn, and the next tick comes at once.
-                            schedule.soon(Job::Summaries, now);
-                            tokio::task::yield_now().await;
-                        }
-                    }
+                due = jobs.due() => {
+                    let due = due?;
+                    look_again |= self
+                        .run_due(&mut jobs, due, &mut governor, ring.get_mut(), started)
+                        .await?;
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("cannot poll the EVENTS ring buffer")?;
-                    // The kernel woke us: events (and soon summaries) are coming.
-                    if let Some(period) = pace.hurry() {
-                        schedule.set_period(Job::Summaries, period, clock::monotonic_now());
-                    }
+                    jobs.hurry();
                     // A full batch may leave records: stay ready, so the loop comes back
                     // after the other branches had their turn.
                     if self.drain(guard.get_inner_mut(), DRAIN_BATCH)? {
@@ -438,13 +313,11 @@ impl Daemon<'_> {
         self.drain(ring.get_mut(), ring_records.max(DRAIN_BATCH))?;
         // Bounded like the ring's drain: under a flood, the exit comes first.
         let until = std::time::Instant::now() + EXIT_SUMMARY_TIME;
-        while self.summarized(&mut summary_reader, &mut summary_backlog, true)?
-            && std::time::Instant::now() < until
-        {}
-        if !summary_backlog.is_empty() {
+        while self.summarized(&mut jobs, true)? && std::time::Instant::now() < until {}
+        if !jobs.backlog.is_empty() {
             log::warn!(
                 "{} summaries of the kernel not read at exit (a flood was going on)",
-                summary_backlog.len()
+                jobs.backlog.len()
             );
         }
         if let Some(ring) = fleet_ring.as_mut() {
@@ -485,46 +358,6 @@ impl Daemon<'_> {
             Ok(full) => Ok(full),
             Err(err) => self.output_result(Err(err)).map(|()| false),
         }
-    }
-
-    /// Feeds the kernel's summaries of decided sources to the pipeline, for at most
-    /// [`DRAIN_TIME`]: those left from the last turn, else those no program can still be
-    /// adding to (with `all`, every one); writes what they made. True when some are left
-    /// for the next turn. Each outcome is observed no earlier than the latest the pipeline
-    /// saw, so time never runs backwards for the engine.
-    fn summarized(
-        &mut self,
-        reader: &mut kernel::SummaryReader,
-        backlog: &mut std::collections::VecDeque<Summarized>,
-        all: bool,
-    ) -> anyhow::Result<bool> {
-        if backlog.is_empty() {
-            match reader.collect(self.ebpf, all) {
-                Ok(read) => backlog.extend(read),
-                Err(err) => log::warn!("cannot read the kernel's summaries: {err}"),
-            }
-        }
-        if backlog.is_empty() {
-            return Ok(false);
-        }
-        let started = std::time::Instant::now();
-        let allow = &self.allow_lists;
-        let listed = !allow.sources.is_empty() || !allow.services.is_empty();
-        while let Some(mut summary) = backlog.pop_front() {
-            // A source allow-listed (SIGHUP) after the kernel's verdict on it is summarised
-            // there until it idles, unchecked: its ports are dropped here instead.
-            let (src, dst) = (summary.probe.src, summary.probe.dst);
-            if listed && !summary.retain_ports(|&port| !allow.allows(src, dst, port)) {
-                continue;
-            }
-            let now = summary.probe.timestamp.max(self.pipeline.latest());
-            self.pipeline.observe_summary(&summary, now);
-            if started.elapsed() >= DRAIN_TIME {
-                break;
-            }
-        }
-        self.flush()?;
-        Ok(!backlog.is_empty())
     }
 
     /// Writes what the pipeline holds.
