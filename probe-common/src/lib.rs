@@ -76,7 +76,7 @@ pub const PENDING_STATS_CURSOR: u32 = 2;
 /// Index in `PENDING_STATS`: live slots counted so far by the sweep under way.
 pub const PENDING_STATS_COUNTING: u32 = 3;
 /// Index in `PENDING_STATS`: slots the last complete sweep read (those of the regions an
-/// attempt was written into; every slot each [`FULL_SWEEP_EVERY`]th sweep).
+/// attempt was written into in its epoch or the two before, or found staying in).
 pub const PENDING_STATS_WALKED: u32 = 4;
 /// Index in `PENDING_STATS`: slots read so far by the sweep under way.
 pub const PENDING_STATS_WALKING: u32 = 5;
@@ -143,16 +143,13 @@ pub const PENDING_FIRST_SLOTS: u32 = 256;
 /// `PENDING` slots per region of the expiry sweep (log2): the sweep walks only the
 /// regions an attempt was written into since it last found them empty.
 pub const PENDING_REGION_SHIFT: u32 = 4;
-/// Every this many sweeps, the sweep walks every region, flagged or not: a flag lost to
-/// a race between CPUs delays an expiry by at most this many sweeps.
-pub const FULL_SWEEP_EVERY: u64 = 16;
-/// Name of the map of region flags (a byte per region of `PENDING`, [`REGION_FLAGS`] to
+/// Name of the map of region flags (a `u32` per region of `PENDING`, [`REGION_FLAGS`] to
 /// an entry; entries set at load: [`pending_region_entries`]).
 pub const PENDING_REGIONS_MAP: &str = "PENDING_REGIONS";
-/// Region flags per entry of `PENDING_REGIONS`: one cache line of bytes. (An array of one
-/// byte per entry spaces its values 8 bytes apart: 8 times the lines for an attempt's
+/// Region flags per entry of `PENDING_REGIONS`: one cache line of `u32`s. (An array of
+/// one flag per entry spaces its values 8 bytes apart: twice the lines for an attempt's
 /// look at its flag.)
-pub const REGION_FLAGS: u32 = 64;
+pub const REGION_FLAGS: u32 = 16;
 
 /// The number of regions of a pending table of `slots` slots (a power of two).
 pub const fn pending_regions(slots: u32) -> u32 {

@@ -1,8 +1,9 @@
 //! The expiry sweep, run by userspace through `BPF_PROG_TEST_RUN` a third of the pending
 //! timeout apart, in chunks: attempts left unanswered are reported, and the table's
 //! occupancy counted. It walks only the regions of the table an attempt was written into
-//! (`PENDING_REGIONS`), so a quiet table costs a look at each region's flag, not a read of
-//! every slot; every [`FULL_SWEEP_EVERY`]th sweep walks them all.
+//! in its epoch or the two before, or that it found an attempt staying in
+//! (`PENDING_REGIONS`, `crate::maps::recent`), so a quiet table costs a look at each
+//! region's flag, not a read of every slot.
 
 use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::Array};
 use core::{
@@ -10,16 +11,16 @@ use core::{
     ptr::{read_volatile, write_volatile},
 };
 use probe_common::{
-    CONFIRM_AFTER_EPOCHS, Counter, FULL_SWEEP_EVERY, Outcome, PENDING_ACCEPTED,
-    PENDING_FIRST_SLOTS, PENDING_REGION_SHIFT, PENDING_REPORTED, PENDING_STATS_COUNTING,
-    PENDING_STATS_CURSOR, PENDING_STATS_EPOCH, PENDING_STATS_FIRST, PENDING_STATS_LIVE,
-    PENDING_STATS_WALKED, PENDING_STATS_WALKING,
+    CONFIRM_AFTER_EPOCHS, Counter, Outcome, PENDING_ACCEPTED, PENDING_FIRST_SLOTS,
+    PENDING_REGION_SHIFT, PENDING_REPORTED, PENDING_STATS_COUNTING, PENDING_STATS_CURSOR,
+    PENDING_STATS_EPOCH, PENDING_STATS_FIRST, PENDING_STATS_LIVE, PENDING_STATS_WALKED,
+    PENDING_STATS_WALKING,
 };
 
 use crate::{
     maps::{
         EPOCH, EXPIRE_AFTER, FIRST_CLOSED, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK,
-        count, region_flag,
+        count, recent, region_flag, stamp,
     },
     report::report,
     suspects::confirm,
@@ -32,7 +33,7 @@ use crate::{
 static SWEEP: Array<Sweep> = Array::with_max_entries(1, 0);
 
 /// One chunk of the expiry sweep: from the sweep's cursor, looks at each region's flag
-/// and walks the slots of the flagged ones (`bpf_loop`, no syscall per slot), reporting
+/// and walks the slots of the recently flagged ones (`bpf_loop`, no syscall per slot), reporting
 /// every attempt older than the timeout as unanswered, until `SWEEP_CHUNK` slots were
 /// walked or the table ends; the cursor (a slot, always a region's first) and the counts
 /// live in `PENDING_STATS`.
@@ -94,7 +95,6 @@ pub(crate) fn sweep_chunk() {
             budget,
             inside: 0,
             region_live: 0,
-            full: u32::from(epoch % FULL_SWEEP_EVERY == 0),
             first_live: 0,
         });
     }
@@ -148,12 +148,10 @@ pub(crate) struct Sweep {
     pub(crate) offset: u32,
     /// Slots this chunk may still walk.
     pub(crate) budget: u32,
-    /// 1: walking the region's slots (its flag was set, and is now cleared).
+    /// 1: walking the region's slots (its flag is recent).
     pub(crate) inside: u32,
-    /// 1: a slot walked in this region is still pending: its flag is set again.
+    /// 1: a slot walked in this region is still pending: its flag is refreshed.
     pub(crate) region_live: u32,
-    /// 1: every region is walked, flagged or not.
-    pub(crate) full: u32,
     /// Attempts still pending among the slots of the first region walked.
     pub(crate) first_live: u32,
 }
@@ -175,9 +173,9 @@ pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
         return 1;
     };
     if sweep.inside == 0 {
-        // SAFETY: array slot from a successful lookup, valid for the call; attempts set it
-        // concurrently (see below).
-        if sweep.full == 0 && unsafe { read_volatile(flag) } == 0 {
+        // SAFETY: array slot from a successful lookup, valid for the call; attempts write
+        // it concurrently, with this epoch or the one before.
+        if !recent(unsafe { read_volatile(flag) }, sweep.epoch) {
             sweep.region += 1;
             return 0;
         }
@@ -185,10 +183,6 @@ pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
         if sweep.budget < 1 << sweep.shift {
             return 1;
         }
-        // Cleared before the slots are read: an attempt written meanwhile is either seen
-        // below or flags the region again itself (it writes its slot, then the flag).
-        // SAFETY: as above.
-        unsafe { write_volatile(flag, 0) };
         sweep.inside = 1;
         sweep.offset = 0;
         sweep.region_live = 0;
@@ -206,8 +200,15 @@ pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
     sweep.budget = sweep.budget.saturating_sub(1);
     if sweep.offset >= 1 << sweep.shift {
         if sweep.region_live != 0 {
+            // Walked again next sweep. Never an older epoch than an attempt's: no write
+            // here or there can make a region holding an attempt look quiet.
+            let now = stamp(sweep.epoch);
             // SAFETY: as above.
-            unsafe { write_volatile(flag, 1) };
+            unsafe {
+                if read_volatile(flag) != now {
+                    write_volatile(flag, now);
+                }
+            }
         }
         sweep.inside = 0;
         sweep.region += 1;

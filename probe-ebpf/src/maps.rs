@@ -99,21 +99,46 @@ pub(crate) static OUTCOMES: LruHashMap<OutcomeKey, u64> =
 #[map]
 pub(crate) static PENDING: Array<Pending> = Array::with_max_entries(PENDING_ENTRIES, 0);
 
-/// One flag byte per region of `PENDING` (2^[`PENDING_REGION_SHIFT`] slots), [`REGION_FLAGS`]
-/// to an entry: set when an attempt is written there, cleared by the sweep when it leaves
-/// the region empty, so a sweep costs what is pending, not the table's size. Entries set at
-/// load time ([`pending_region_entries`] of the slot count; 4 KiB at the default).
+/// One flag per region of `PENDING` (2^[`PENDING_REGION_SHIFT`] slots), [`REGION_FLAGS`]
+/// to an entry (a cache line): the sweep epoch in which an attempt was last written there,
+/// plus one ([`stamp`]; 0: never), so a sweep costs what is pending, not the table's size
+/// (`crate::expire`). Attempts write it and the sweep only ever refreshes it, never clears
+/// it: no write can undo another's. Entries set at load time ([`pending_region_entries`]
+/// of the slot count; 16 KiB at the default).
 #[map]
-pub(crate) static PENDING_REGIONS: Array<[u8; REGION_FLAGS as usize]> =
+pub(crate) static PENDING_REGIONS: Array<[u32; REGION_FLAGS as usize]> =
     Array::with_max_entries(pending_region_entries(PENDING_ENTRIES), 0);
 
 /// The flag of region `region` of `PENDING`, if the map has it.
 #[inline(always)]
-pub(crate) fn region_flag(region: u32) -> Option<*mut u8> {
+pub(crate) fn region_flag(region: u32) -> Option<*mut u32> {
     let line = PENDING_REGIONS.get_ptr_mut(region / REGION_FLAGS)?;
-    // SAFETY: the byte is within the entry (the remainder is below its length).
-    Some(unsafe { line.cast::<u8>().add((region % REGION_FLAGS) as usize) })
+    // SAFETY: the flag is within the entry (the remainder is below its length).
+    Some(unsafe { line.cast::<u32>().add((region % REGION_FLAGS) as usize) })
 }
+
+/// A region's flag for a write in sweep epoch `epoch`: the epoch plus one, never 0 (a
+/// region never written).
+#[inline(always)]
+pub(crate) fn stamp(epoch: u64) -> u32 {
+    (epoch as u32).wrapping_add(1).max(1)
+}
+
+/// True when the sweep of epoch `epoch` walks a region flagged `flag`: an attempt was
+/// written there in this epoch or one of the [`RECENT_SWEEPS`] before it, or the sweep
+/// found one staying there in one of those (it refreshes the flag).
+#[inline(always)]
+pub(crate) fn recent(flag: u32, epoch: u64) -> bool {
+    flag != 0 && stamp(epoch).wrapping_sub(flag) <= RECENT_SWEEPS
+}
+
+/// Sweeps after its epoch for which a region's flag keeps it walked. An attempt stamped
+/// epoch E (read before its slot and flag were written) is seen by sweep E + 1 unless its
+/// program run was still under way when that sweep began; then by sweep E + 2, as long
+/// as a program's run (microseconds) is shorter than the time between two sweeps (100 ms
+/// at least). Any order in which two CPUs' stores become visible is covered, so there is
+/// no race to repair.
+pub(crate) const RECENT_SWEEPS: u32 = 2;
 
 /// Sources never to report (allow-listed scanners), by prefix; see [`ALLOW_ENTRIES`].
 #[map]
@@ -216,17 +241,18 @@ pub(crate) fn pending_mask() -> u32 {
     unsafe { read_volatile(&PENDING_MASK) }
 }
 
-/// Flags the region of `PENDING` slot `index`: an attempt was written there. Read before
-/// written, so that under a flood (every flag already set) the flags' cache lines stay
-/// shared between CPUs rather than bounce.
+/// Flags the region of `PENDING` slot `index`: an attempt was written there in sweep
+/// epoch `epoch`. Written only when it changes (once per region and sweep), so that under
+/// a flood the flags' cache lines stay shared between CPUs rather than bounce.
 #[inline(always)]
-pub(crate) fn flag_region(index: u32) {
+pub(crate) fn flag_region(index: u32, epoch: u64) {
     if let Some(flag) = region_flag(index >> PENDING_REGION_SHIFT) {
-        // SAFETY: array slot from a successful lookup, valid for the program's run; a race
-        // with the sweep's clear is settled by the sweep (see `crate::expire`).
+        let now = stamp(epoch);
+        // SAFETY: array slot from a successful lookup, valid for the program's run; a
+        // concurrent write is of this epoch or the one before (see [`RECENT_SWEEPS`]).
         unsafe {
-            if read_volatile(flag) == 0 {
-                write_volatile(flag, 1);
+            if read_volatile(flag) != now {
+                write_volatile(flag, now);
             }
         }
     }

@@ -133,12 +133,14 @@ pub(crate) fn record(ends: &Endpoints, a: &Attempt) -> u32 {
         return NOT_EARLY;
     };
     // A retransmission rewrites the same attempt with a newer epoch.
+    // SAFETY: a plain global, read (never written) here.
+    let epoch = unsafe { read_volatile(&raw const EPOCH) };
     // SAFETY: the pointer comes from a successful array lookup and stays valid for the
     // duration of the program; a concurrent writer on another CPU can at worst leave a torn
-    // slot, whose tag then matches nothing. EPOCH is read, never written, here.
+    // slot, whose tag then matches nothing.
     unsafe {
         *slot = Pending {
-            seen_epoch: read_volatile(&raw const EPOCH),
+            seen_epoch: epoch,
             remote: ends.src.bytes(),
             local: ends.dst.bytes(),
             ifindex,
@@ -154,9 +156,9 @@ pub(crate) fn record(ends: &Endpoints, a: &Attempt) -> u32 {
             flags: 0,
         };
     }
-    // After the slot's write: a sweep that clears the flag meanwhile either sees the slot
-    // or sees the flag set again.
-    flag_region(index);
+    // The region is walked by the sweeps of this epoch and the next two
+    // (`crate::maps::RECENT_SWEEPS`), whatever order the two writes become visible in.
+    flag_region(index, epoch);
     // A stealth segment belongs to no connection: it fails whatever the port (a closed one
     // answers RST, an open one nothing) and whoever sends it, so `early` reports it now
     // rather than at the RST or, for an open port, at the expiry seconds later.
@@ -247,7 +249,8 @@ unsafe fn moved(slot: *mut Pending, to: u32) -> *mut Pending {
                 .write(slot.cast::<u64>().add(word).read());
         }
     }
-    flag_region(to);
+    // SAFETY: a plain global, read (never written) here.
+    flag_region(to, unsafe { read_volatile(&raw const EPOCH) });
     copy
 }
 

@@ -430,12 +430,10 @@ fn measure() -> anyhow::Result<Load> {
         }
         busy.push(last.0);
         reported = last.1;
-        // The table empty again: the sweep reads the region flags only (not in a sweep
-        // that reads every slot, one in FULL_SWEEP_EVERY).
-        let epoch = kernel::pending_stat(&ebpf, probe_common::PENDING_STATS_EPOCH)?;
-        if (epoch + 1) % probe_common::FULL_SWEEP_EVERY == 0 {
-            sweep(expire, &ebpf, &mut ring)?;
-        }
+        // The table empty again. The sweep after the one that reported them walks their
+        // regions once more (the sweep before found them there, and so keeps them walked
+        // for two sweeps); the next reads the region flags only.
+        sweep(expire, &ebpf, &mut ring)?;
         empty.push(sweep(expire, &ebpf, &mut ring)?.0);
     }
     let sweeps = Sweeps {

@@ -196,7 +196,8 @@ pub(crate) fn print(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
          its {} regions of {} slots, takes {:.1} us; medians of {ROUNDS}. probe-detector sweeps a \
          third of --pending-timeout apart (every second at the default 3 s), in chunks of at most \
          half the ring, draining it between chunks, so a sweep loses no record; a sweep reads the \
-         slots of the regions attempts were written into, and every slot once in {} sweeps. At \
+         slots of the regions attempts were written into in its epoch or the two before, or \
+         that it found an attempt staying in, never the whole table unasked. At \
          one sweep a second, an empty table costs {:.4} % of one core, a full one {:.2} % \
          (sweep figures: medians of the {LOADS} loads).",
         sweeps.quiet_ns / 1e6,
@@ -207,7 +208,6 @@ pub(crate) fn print(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
         probe_common::pending_regions(slots),
         1u32 << probe_common::PENDING_REGION_SHIFT,
         sweeps.empty_ns / 1e3,
-        probe_common::FULL_SWEEP_EVERY,
         sweeps.empty_ns / 1e9 * 100.0,
         sweeps.quiet_ns / 1e9 * 100.0
     );

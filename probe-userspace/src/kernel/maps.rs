@@ -148,7 +148,8 @@ pub fn outcome_count(ebpf: &Ebpf, probe: &crate::event::Probe) -> Option<u64> {
 }
 
 /// Slots of the pending table the last complete expiry sweep read: those of the regions
-/// attempts were written into (every slot every `FULL_SWEEP_EVERY`th sweep).
+/// attempts were written into in its epoch or the two before, or found staying in by one
+/// of those two sweeps.
 pub fn pending_walked(ebpf: &Ebpf) -> Result<u64, LoadError> {
     pending_stat(ebpf, probe_common::PENDING_STATS_WALKED)
 }
