@@ -20,7 +20,7 @@ use crate::{
     ours::{is_ours, note_peer, take_ours},
     parse::{
         Addr, Headers, IcmpKind, Malformed, Shape, TCP_ACK, TCP_RST, TCP_SYN, endpoints,
-        ether_addr, icmp, locate, source, tcp, tcp_flags, tcp_head, udp,
+        ether_addr, icmp, locate, locate_in, network, source, tcp, tcp_flags, tcp_head, udp,
     },
     pending::{Attempt, Flow, NOT_EARLY, attempt, half_open, record},
 };
@@ -30,16 +30,19 @@ pub(crate) fn try_ingress(ctx: &XdpContext) -> Result<u32, Malformed> {
     count(Counter::IngressPackets);
     let (start, end) = (ctx.data(), ctx.data_end());
     // The block decision first, on the fixed IP header's source alone: no option,
-    // extension header or transport header from a blocked source is ever parsed.
+    // extension header or transport header from a blocked source is ever parsed. The
+    // link-layer header is read once, for both.
+    let net = network(start, end);
     if blocking()
-        && let Some(src) = source(start, end)
+        && let Ok(net) = net
+        && let Some(src) = source(start, end, net)
         && may_be_blocked(&src)
         && blocked(start, end, &src)
     {
         count(Counter::Blocked);
         return Ok(XDP_DROP);
     }
-    let Some(h) = checked(locate(start, end))? else {
+    let Some(h) = checked(net.and_then(|net| locate_in(start, end, net)))? else {
         return Ok(XDP_PASS);
     };
     if h.shape == Shape::LongChain {

@@ -252,10 +252,18 @@ pub fn ether_addr(start: usize, end: usize, dst: bool) -> [u8; 6] {
     }
 }
 
+/// Where a frame's network header is: its EtherType and offset, after Ethernet and up to
+/// two VLAN tags. Found once per frame, for the block decision and the header walk.
+#[derive(Clone, Copy)]
+pub struct Network {
+    ether_type: u16,
+    l3: usize,
+}
+
 /// Where the network header starts: after Ethernet and up to two VLAN tags (802.1ad outer,
 /// 802.1Q inner, or one of either), unrolled so there is no loop for the verifier to bound.
 #[inline(always)]
-fn network_start(start: usize, end: usize) -> Result<(u16, usize), Malformed> {
+pub fn network(start: usize, end: usize) -> Result<Network, Malformed> {
     let eth = Checked::<EthHdr>::at(start, end, 0)?;
     let mut ether_type = u16::from_be_bytes(field!(eth, EthHdr, ether_type));
     let mut offset = size_of::<EthHdr>();
@@ -269,17 +277,25 @@ fn network_start(start: usize, end: usize) -> Result<(u16, usize), Malformed> {
             offset += size_of::<VlanHdr>();
         }
     }
-    Ok((ether_type, offset))
+    Ok(Network {
+        ether_type,
+        l3: offset,
+    })
 }
 
 /// Finds the transport header of a frame. `Ok(None)` is a well-formed frame that is not
 /// IP. Inlined: it runs for every packet, and inline its results stay in registers.
 #[inline(always)]
 pub fn locate(start: usize, end: usize) -> Result<Option<Headers>, Malformed> {
-    let (ether_type, l3) = network_start(start, end)?;
-    match ether_type {
-        ETH_P_IPV4 => locate_v4(start, end, l3).map(Some),
-        ETH_P_IPV6 => locate_v6(start, end, l3).map(Some),
+    locate_in(start, end, network(start, end)?)
+}
+
+/// [`locate`] from the network header found already.
+#[inline(always)]
+pub fn locate_in(start: usize, end: usize, net: Network) -> Result<Option<Headers>, Malformed> {
+    match net.ether_type {
+        ETH_P_IPV4 => locate_v4(start, end, net.l3).map(Some),
+        ETH_P_IPV6 => locate_v6(start, end, net.l3).map(Some),
         _ => Ok(None),
     }
 }
@@ -425,15 +441,14 @@ fn locate_v6(start: usize, end: usize, l3: usize) -> Result<Headers, Malformed> 
 /// The source address of the frame's IP header, from the fixed header alone (no option or
 /// extension header is read): what the block decision needs, before anything else.
 #[inline(always)]
-pub fn source(start: usize, end: usize) -> Option<Addr> {
-    let (ether_type, l3) = network_start(start, end).ok()?;
-    match ether_type {
+pub fn source(start: usize, end: usize, net: Network) -> Option<Addr> {
+    match net.ether_type {
         ETH_P_IPV4 => {
-            let ip = Checked::<Ipv4Hdr>::at(start, end, l3).ok()?;
+            let ip = Checked::<Ipv4Hdr>::at(start, end, net.l3).ok()?;
             Some(Addr::v4(field!(ip, Ipv4Hdr, src)))
         }
         ETH_P_IPV6 => {
-            let ip = Checked::<Ipv6Hdr>::at(start, end, l3).ok()?;
+            let ip = Checked::<Ipv6Hdr>::at(start, end, net.l3).ok()?;
             Some(Addr::from_bytes(field!(ip, Ipv6Hdr, src)))
         }
         _ => None,
