@@ -20,7 +20,7 @@ use probe_common::{
 use crate::{
     maps::{
         EPOCH, EXPIRE_AFTER, FIRST_CLOSED, PENDING, PENDING_MASK, PENDING_STATS, SWEEP_CHUNK,
-        count, recent, region_flag, stamp,
+        count, recent, region_flag, restamp,
     },
     report::report,
     suspects::confirm,
@@ -202,13 +202,8 @@ pub(crate) extern "C" fn sweep_turn(_: u32, _: *mut c_void) -> i64 {
         if sweep.region_live != 0 {
             // Walked again next sweep. Never an older epoch than an attempt's: no write
             // here or there can make a region holding an attempt look quiet.
-            let now = stamp(sweep.epoch);
-            // SAFETY: as above.
-            unsafe {
-                if read_volatile(flag) != now {
-                    write_volatile(flag, now);
-                }
-            }
+            // SAFETY: a flag from `region_flag`, above.
+            unsafe { restamp(flag, sweep.epoch) };
         }
         sweep.inside = 0;
         sweep.region += 1;

@@ -247,13 +247,25 @@ pub(crate) fn pending_mask() -> u32 {
 #[inline(always)]
 pub(crate) fn flag_region(index: u32, epoch: u64) {
     if let Some(flag) = region_flag(index >> PENDING_REGION_SHIFT) {
-        let now = stamp(epoch);
-        // SAFETY: array slot from a successful lookup, valid for the program's run; a
-        // concurrent write is of this epoch or the one before (see [`RECENT_SWEEPS`]).
-        unsafe {
-            if read_volatile(flag) != now {
-                write_volatile(flag, now);
-            }
+        // SAFETY: a flag from `region_flag`.
+        unsafe { restamp(flag, epoch) };
+    }
+}
+
+/// Stamps the region flag at `flag` with `epoch` (by attempts, and by the sweep for a
+/// region it found an attempt waiting in), unless it holds that stamp already.
+///
+/// # Safety
+///
+/// `flag` comes from [`region_flag`] in this program run. A concurrent write is of this
+/// epoch or the one before (see [`RECENT_SWEEPS`]).
+#[inline(always)]
+pub(crate) unsafe fn restamp(flag: *mut u32, epoch: u64) {
+    let now = stamp(epoch);
+    // SAFETY: as the caller promised: an array slot valid for the program's run.
+    unsafe {
+        if read_volatile(flag) != now {
+            write_volatile(flag, now);
         }
     }
 }
