@@ -266,6 +266,22 @@ fn measure() -> anyhow::Result<Load> {
         |round, i| refused(ingress, new_source_probe(round, i)),
         &mut ring,
     )?);
+    // The floor of that row: one line of SUSPECTS that no run read before, read by a
+    // program that does nothing else, in the same sequence of runs (the SYN through the
+    // trivial program: no state), so that the held row's figure can be split into the
+    // memory it waits for and its own work.
+    let cold_line = Prog::Tc(tc(&ebpf, "bench_tc_cold_line")?);
+    rows.push(distinct_with(
+        COLD_LINE,
+        cold_line,
+        trivial_tc,
+        |round, i| {
+            let probe = new_source_probe(round, i);
+            trivial_xdp.run(&probe.bytes(), 1)?;
+            Ok(vec![probe.refusal().bytes()])
+        },
+        &mut ring,
+    )?);
     // An RST settling a pending SYN to a new port of one source per round, which the
     // kernel decides on at its fourth: then a summary's bit (no OUTCOMES insert).
     rows.push(distinct_with(
@@ -454,7 +470,7 @@ fn measure() -> anyhow::Result<Load> {
 /// Loads the object with `config`, and its trivial programs; takes its ring out.
 fn open(config: &KernelConfig) -> anyhow::Result<(Ebpf, RingBuf<MapData>)> {
     let mut ebpf = kernel::load(config).context("loading the eBPF object")?;
-    for name in ["bench_xdp_pass", "bench_tc_ok"] {
+    for name in ["bench_xdp_pass", "bench_tc_ok", "bench_tc_cold_line"] {
         match ebpf
             .program_mut(name)
             .with_context(|| format!("no {name} in the object"))?
@@ -571,6 +587,9 @@ fn settle_probe(round: usize, i: usize, attempt: u32) -> Frame {
         i as u32 + attempt * 1_000_000,
     )
 }
+
+/// The floor row's path: a cold line of the walks' table read alone.
+const COLD_LINE: &str = "one line of the walks' table (SUSPECTS) read cold, nothing else (the floor of a new source's first outcome)";
 
 /// Expiry sweep figures.
 struct Sweeps {

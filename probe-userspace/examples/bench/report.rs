@@ -3,7 +3,7 @@
 
 use std::{fs, process::Command};
 
-use super::{DISTINCT, LOADS, REPEAT, ROUNDS, Row, SETTLE_PORTS, Sweeps};
+use super::{COLD_LINE, DISTINCT, LOADS, REPEAT, ROUNDS, Row, SETTLE_PORTS, Sweeps};
 
 /// How much slower than the fastest trivial program of its hook and method in the run a
 /// row's trivial program may be before the row is reported as measured while the machine
@@ -187,6 +187,38 @@ pub(crate) fn print(rows: &[Row], ringbuf_drops: u64, sweeps: &Sweeps) {
                 spread(r)
             );
         }
+    }
+    let held = find("egress RST settling a pending SYN (a new source's first failure: held)");
+    let summary = find("egress RST settling a pending SYN (a decided source's new port: summary)");
+    if let (Some(held), Some(floor), Some(summary)) = (held, find(COLD_LINE), summary) {
+        let least = floor.net() + summary.net();
+        println!(
+            "\nA new source's first failure has to read the source's set in SUSPECTS \
+             ({sets} sets of {ways} walks, {mib} MiB) and write its HELD slot ({held_mib} MiB): \
+             lines that no earlier packet brought into the caches when each packet is a new \
+             source. Read alone, by a program that does nothing else, one such line costs \
+             {:.1} ns net on this machine (the row \"{COLD_LINE}\", net {} over the loads). \
+             The held row's {:.1} ns is that wait and {:.1} ns besides. The summary row \
+             ({:.1} ns: the same parse and settle, for a decided source, whose tables stay in \
+             the caches) and that one line come to {least:.1} ns together: {}",
+            floor.net(),
+            spread(floor),
+            held.net(),
+            held.net() - floor.net(),
+            summary.net(),
+            if least > 200.0 {
+                "more than the held path's 200 ns target before any work of its own: on this \
+                 machine, a settle that reads a new source's line of a table sized for a \
+                 million sources cannot meet it."
+            } else {
+                "within the held path's 200 ns target, which leaves the rest to its own work."
+            },
+            sets = probe_common::SUSPECT_SETS,
+            ways = probe_common::SUSPECT_WAYS,
+            mib = (u64::from(probe_common::SUSPECT_SETS) * 8 * probe_common::SUSPECT_WAYS as u64)
+                >> 20,
+            held_mib = (u64::from(probe_common::HELD_SLOTS) * 64) >> 20,
+        );
     }
     let slots = probe_common::PENDING_ENTRIES;
     println!(
