@@ -37,6 +37,9 @@ pub struct SummaryReader {
     quiet: u8,
     /// Entries the last read took from the kernel's map (at most [`SUMMARIES_ENTRIES`]).
     pub taken: usize,
+    /// The batch reads' buffers, kept between reads: made and zeroed once, not every read
+    /// (about 40 KB, every 100 ms while a scan goes on).
+    batch: Batch,
 }
 
 impl SummaryReader {
@@ -64,7 +67,7 @@ impl SummaryReader {
             return Ok(Vec::new());
         }
         let stable = map_of(self.generation + 1);
-        let mut entries = take_all(ebpf, stable)?;
+        let mut entries = take_all(ebpf, stable, &mut self.batch)?;
         let current = (self.generation + 1) % GENERATIONS;
         let mut generation: Array<_, u32> = Array::try_from(
             ebpf.map_mut(SUMMARY_GENERATION_MAP)
@@ -77,7 +80,7 @@ impl SummaryReader {
         self.generation = current;
         self.taken = entries.len();
         if all {
-            entries.extend(take_all(ebpf, map_of(current + 1))?);
+            entries.extend(take_all(ebpf, map_of(current + 1), &mut self.batch)?);
         }
         // By first time, and within one (the kernel stamps summaries with the coarse clock,
         // so many share a tick) by source, target and lowest port, then by the rest of the
@@ -129,15 +132,19 @@ fn map_of(generation: u32) -> &'static str {
     }
 }
 
-/// Reads and empties the summaries map `name`.
-fn take_all(ebpf: &Ebpf, name: &'static str) -> Result<Vec<(SummaryKey, Summary)>, LoadError> {
+/// Reads and empties the summaries map `name`, through `batch`.
+fn take_all(
+    ebpf: &Ebpf,
+    name: &'static str,
+    batch: &mut Batch,
+) -> Result<Vec<(SummaryKey, Summary)>, LoadError> {
     let map = match ebpf.map(name) {
         Some(Map::HashMap(data)) => data,
         _ => return Err(LoadError::Missing("a summaries hash")),
     };
     // In batches, a few system calls for the whole map: read one by one, a scan with its
     // ports in random order (nmap's) cost a system call per port or two.
-    lookup_and_delete_all(map.fd().as_fd(), SUMMARIES_ENTRIES as usize)
+    lookup_and_delete_all(map.fd().as_fd(), SUMMARIES_ENTRIES as usize, batch)
         .map_err(|err| LoadError::Config(format!("reading the summaries: {err}")))
 }
 
@@ -187,11 +194,19 @@ fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<(u32, bool)> {
 /// interval leaves.
 const BATCH: usize = 256;
 
-/// Every (key, value) of a summaries hash, each deleted as it is read, in batches of
-/// [`BATCH`].
+/// The key and value buffers of the batch reads; empty until the first read.
+#[derive(Debug, Default)]
+struct Batch {
+    keys: Vec<SummaryKey>,
+    values: Vec<Summary>,
+}
+
+/// Every (key, value) of a summaries hash, each deleted as it is read, in batches of at
+/// least [`BATCH`] (more when a bucket holds more), through `buffers`.
 fn lookup_and_delete_all(
     fd: BorrowedFd<'_>,
     capacity: usize,
+    buffers: &mut Batch,
 ) -> io::Result<Vec<(SummaryKey, Summary)>> {
     let zero_key = SummaryKey {
         src_addr: [0; 16],
@@ -218,9 +233,14 @@ fn lookup_and_delete_all(
         ttl_max: 0,
         _pad: [0; 9],
     };
+    // The kernel writes each entry whole before the count it returns covers it, so the
+    // buffers need no zeroing between reads: what a read returns was written by it.
+    let Batch { keys, values } = buffers;
     let mut batch_size = BATCH;
-    let mut keys = vec![zero_key; batch_size];
-    let mut values = vec![zero_value; batch_size];
+    if keys.len() < batch_size {
+        keys.resize(batch_size, zero_key);
+        values.resize(batch_size, zero_value);
+    }
     let mut out = Vec::new();
     let (mut token, mut started) = (0u32, false);
     while out.len() < capacity {
@@ -242,8 +262,10 @@ fn lookup_and_delete_all(
             // A bucket holds more entries than the batch: a larger batch, same place.
             Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && batch_size < capacity => {
                 batch_size *= 2;
-                keys.resize(batch_size, zero_key);
-                values.resize(batch_size, zero_value);
+                if keys.len() < batch_size {
+                    keys.resize(batch_size, zero_key);
+                    values.resize(batch_size, zero_value);
+                }
                 continue;
             }
             Err(err) => return Err(err),
