@@ -35,8 +35,8 @@ static mut COLD_NEXT: u32 = 0;
 /// pass, by a multiplicative step, so consecutive runs read unrelated lines.
 #[classifier]
 fn bench_tc_cold_line(_ctx: TcContext) -> i32 {
-    // SAFETY: a plain global of this program alone (the bench runs it on one thread);
-    // reading the load-time mask.
+    // SAFETY: plain globals, this program's counter and the load-time mask; two runs racing
+    // on two CPUs may read one set, which a measurement can bear.
     let (next, mask) = unsafe {
         let next = read_volatile(&raw const COLD_NEXT);
         write_volatile(&raw mut COLD_NEXT, next.wrapping_add(1));

@@ -132,11 +132,11 @@ fn map_of(generation: u32) -> &'static str {
     }
 }
 
-/// Reads and empties the summaries map `name`, through `batch`.
+/// Reads and empties the summaries map `name`, through `buffers`.
 fn take_all(
     ebpf: &Ebpf,
     name: &'static str,
-    batch: &mut Batch,
+    buffers: &mut Batch,
 ) -> Result<Vec<(SummaryKey, Summary)>, LoadError> {
     let map = match ebpf.map(name) {
         Some(Map::HashMap(data)) => data,
@@ -144,7 +144,7 @@ fn take_all(
     };
     // In batches, a few system calls for the whole map: read one by one, a scan with its
     // ports in random order (nmap's) cost a system call per port or two.
-    lookup_and_delete_all(map.fd().as_fd(), SUMMARIES_ENTRIES as usize, batch)
+    lookup_and_delete_all(map.fd().as_fd(), SUMMARIES_ENTRIES as usize, buffers)
         .map_err(|err| LoadError::Config(format!("reading the summaries: {err}")))
 }
 
