@@ -201,6 +201,43 @@ struct Batch {
     values: Vec<Summary>,
 }
 
+impl Batch {
+    /// Makes room for `count` entries; what is there already is kept, not zeroed again (a
+    /// read returns only entries the kernel wrote in it).
+    fn room(&mut self, count: usize) {
+        if self.keys.len() >= count {
+            return;
+        }
+        let key = SummaryKey {
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            block: 0,
+            proto: 0,
+            probe: 0,
+            outcome: 0,
+            ip_version: 0,
+            generation: 0,
+            ttl: 0,
+            _pad: [0; 8],
+        };
+        let value = Summary {
+            ports: [0; SUMMARY_WORDS],
+            first_ns: 0,
+            last_ns: 0,
+            ifindex: 0,
+            src_mac: [0; 6],
+            tcp_flags: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            ttl_min: 0,
+            ttl_max: 0,
+            _pad: [0; 9],
+        };
+        self.keys.resize(count, key);
+        self.values.resize(count, value);
+    }
+}
+
 /// Every (key, value) of a summaries hash, each deleted as it is read, in batches of at
 /// least [`BATCH`] (more when a bucket holds more), through `buffers`.
 fn lookup_and_delete_all(
@@ -208,39 +245,8 @@ fn lookup_and_delete_all(
     capacity: usize,
     buffers: &mut Batch,
 ) -> io::Result<Vec<(SummaryKey, Summary)>> {
-    let zero_key = SummaryKey {
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
-        block: 0,
-        proto: 0,
-        probe: 0,
-        outcome: 0,
-        ip_version: 0,
-        generation: 0,
-        ttl: 0,
-        _pad: [0; 8],
-    };
-    let zero_value = Summary {
-        ports: [0; SUMMARY_WORDS],
-        first_ns: 0,
-        last_ns: 0,
-        ifindex: 0,
-        src_mac: [0; 6],
-        tcp_flags: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        ttl_min: 0,
-        ttl_max: 0,
-        _pad: [0; 9],
-    };
-    // The kernel writes each entry whole before the count it returns covers it, so the
-    // buffers need no zeroing between reads: what a read returns was written by it.
-    let Batch { keys, values } = buffers;
     let mut batch_size = BATCH;
-    if keys.len() < batch_size {
-        keys.resize(batch_size, zero_key);
-        values.resize(batch_size, zero_value);
-    }
+    buffers.room(batch_size);
     let mut out = Vec::new();
     let (mut token, mut started) = (0u32, false);
     while out.len() < capacity {
@@ -251,8 +257,8 @@ fn lookup_and_delete_all(
                 0
             },
             out_batch: std::ptr::from_mut(&mut token) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
+            keys: buffers.keys.as_mut_ptr() as u64,
+            values: buffers.values.as_mut_ptr() as u64,
             count: batch_size as u32,
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
@@ -262,10 +268,7 @@ fn lookup_and_delete_all(
             // A bucket holds more entries than the batch: a larger batch, same place.
             Err(err) if err.raw_os_error() == Some(libc::ENOSPC) && batch_size < capacity => {
                 batch_size *= 2;
-                if keys.len() < batch_size {
-                    keys.resize(batch_size, zero_key);
-                    values.resize(batch_size, zero_value);
-                }
+                buffers.room(batch_size);
                 continue;
             }
             Err(err) => return Err(err),
@@ -273,10 +276,10 @@ fn lookup_and_delete_all(
         started = true;
         let read = read as usize;
         out.extend(
-            keys[..read]
+            buffers.keys[..read]
                 .iter()
                 .copied()
-                .zip(values[..read].iter().copied()),
+                .zip(buffers.values[..read].iter().copied()),
         );
         if done {
             break;
